@@ -1,0 +1,34 @@
+"""The debug-exit port: how a guest ends its own run with a status (cf. QEMU isa-debug-exit).
+
+Tests and lessons need a guest to say "done, and here is my result" without any firmware,
+so one OUT of byte N stops the VM with status N. Unlike QEMU's device the status is N
+itself, not (N << 1) | 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hypervisor.devices.port import BytePortDevice
+
+DEBUG_EXIT_PORT = 0x501
+
+
+@dataclass(eq=False)
+class DebugExit(BytePortDevice):
+    """Writing byte N to `port` calls `on_exit(N)`; reads return 0xFF."""
+
+    on_exit: Callable[[int], None]
+    port: int = DEBUG_EXIT_PORT
+    name: str = "debug-exit"
+    ports: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ports = (self.port,)
+
+    def _read_byte(self, port: int) -> int:
+        return 0xFF
+
+    def _write_byte(self, port: int, value: int) -> None:
+        self.on_exit(value)

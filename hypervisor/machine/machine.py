@@ -1,0 +1,411 @@
+"""The physical machine: one x86 CPU on unicorn, its RAM, an I/O bus, and open bus elsewhere.
+
+It knows nothing of virtual machines. It offers what a monitor (or bare metal) needs:
+
+* entry at a chosen CPL through context templates — unicorn cannot change CPL by writing
+  registers, and never marks a hooked exception as delivered, so every entry after a fault
+  restores a clean saved context of the right CPL and writes the registers on top
+  (DESIGN.md facts 1 and 3);
+* `run()` for a slice of exactly N instructions, returning why it stopped and how many
+  instructions retired (facts 2 and 4, `retired.py`);
+* port I/O forwarded to the owner (unicorn never applies the IOPL rule; the owner does);
+* memory outside RAM as open bus: reads give all ones, writes are dropped, each reported.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_ERR_FETCH_PROT,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_HOOK_CODE,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_MODE_32,
+    UC_PROT_ALL,
+    UC_PROT_READ,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as x
+
+from hypervisor.machine.cpu import (
+    CR0_ET,
+    CR0_PE,
+    EFLAGS_IF,
+    STATE_FIELDS,
+    STATE_REG_IDS,
+    CpuState,
+    SystemState,
+)
+from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
+from hypervisor.machine.ioport import IoBus
+from hypervisor.machine.retired import RetiredCounter
+
+MONITOR_BASE = 0xFFC00000
+"""Where a monitor maps its own memory in the address space it shares with a guest (top 4 MiB,
+as VMware's monitor did)."""
+
+_UNTIL = 0xFFFFFFF0  # an address no guest reaches: emu_start needs an end address
+
+INTERRUPT_TRAPS = {3, 4}  # INT3 and INTO report EIP after the instruction, like INT n
+
+
+class ExitKind(Enum):
+    COUNT = "count"  # the slice's instruction count was used up
+    EXCEPTION = "exception"  # a fault or INT n reached the machine (vector set)
+    HALT = "halt"  # HLT executed at CPL 0
+    STOP = "stop"  # the owner asked to stop (a port write that must be acted on)
+    FETCH_FAULT = "fetch_fault"  # instruction fetch outside RAM
+    ERROR = "error"  # unicorn refused to go on
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    kind: ExitKind
+    retired: int
+    vector: int | None = None
+    is_trap: bool = False  # INT n / INT3 / INTO: EIP is already past the instruction
+    address: int | None = None
+    detail: str = ""
+
+
+class MachineOwner(Protocol):
+    """What the machine asks of whoever runs code on it (bare metal or a monitor)."""
+
+    def port_in(self, port: int, size: int) -> int: ...
+
+    def port_out(self, port: int, size: int, value: int) -> None: ...
+
+    def memory_violation(self, kind: str, address: int, size: int, value: int) -> None: ...
+
+
+class EntryError(Exception):
+    """The CPU refused a register value while entering the guest (e.g. a bad selector)."""
+
+
+class Machine:
+    """One CPU with its own RAM slice of host RAM."""
+
+    def __init__(self, ram_size: int = 4 << 20, host: HostRam | None = None, name: str = "vm"):
+        self.host = host or HostRam(ram_size)
+        self.ram: RamSlice = self.host.allocate(ram_size, name)
+        self.ram_size = ram_size
+        self.io = IoBus()
+        self.owner: MachineOwner | None = None
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
+        self.counter = RetiredCounter(self.uc)
+        self._sealed = False
+        self.monitor_pages: set[int] = set()
+        self._templates: dict[int, object] = {}
+        self._exit: Exit | None = None
+        self._trace_hook: int | None = None
+        self._window_hook: int | None = None
+        self._window_prev: int | None = None
+        self._install_hooks()
+
+    # ------------------------------------------------------------------ memory
+    def read(self, address: int, size: int) -> bytes:
+        """Read guest-physical memory the way the CPU would see it (open bus outside RAM)."""
+        if address >= 0 and address + size <= self.ram_size:
+            return ctypes.string_at(self.host.pointer(self.ram) + address, size)
+        return bytes(self._read_byte(a & 0xFFFFFFFF) for a in range(address, address + size))
+
+    def _read_byte(self, address: int) -> int:
+        if address < self.ram_size or (address & ~(PAGE - 1)) in self.monitor_pages:
+            return self.uc.mem_read(address, 1)[0]
+        return 0xFF
+
+    def write(self, address: int, data: bytes) -> bool:
+        """Write guest RAM on the guest's behalf; False (nothing written) outside RAM."""
+        if address < 0 or address + len(data) > self.ram_size:
+            return False
+        ctypes.memmove(self.host.pointer(self.ram) + address, data, len(data))
+        # Unicorn keeps stale compiled blocks after a write from outside once the count hook
+        # has been used (measured on 2.1.4): drop them for the written range.
+        self.uc.ctl_remove_cache(address, address + len(data))
+        return True
+
+    def map_monitor(self, offset: int, size: int, executable: bool = False) -> int:
+        """Map monitor memory at MONITOR_BASE + offset, read-only to the guest. Returns address."""
+        assert not self._sealed, "monitor memory is mapped before the guest first runs"
+        address = MONITOR_BASE + offset
+        self.uc.mem_map(address, size, UC_PROT_READ | (4 if executable else 0))
+        self.monitor_pages.update(range(address, address + size, PAGE))
+        return address
+
+    def write_monitor(self, address: int, data: bytes) -> None:
+        """The monitor writes its own memory (allowed even where the guest may not)."""
+        self.uc.mem_write(address, data)
+        self.uc.ctl_remove_cache(address, address + len(data))
+
+    # ------------------------------------------------------------------ entry
+    def build_templates(
+        self,
+        gdt: tuple[int, int],
+        boot_cs: int,
+        boot_ss: int,
+        outer: dict[int, tuple[int, int]] | None = None,
+        scratch: int | None = None,
+        cr0: int = CR0_PE | CR0_ET,
+    ) -> None:
+        """Save a clean CPU context for CPL 0 and, via one real IRETD each, for outer rings.
+
+        `outer` maps a CPL to the (cs, ss) selectors to enter it with; `scratch` is a page of
+        monitor memory (mapped executable) used for the IRETD and its stack frame.
+        """
+        uc = self.uc
+        uc.reg_write(x.UC_X86_REG_GDTR, (0, gdt[0], gdt[1], 0))
+        uc.reg_write(x.UC_X86_REG_CR0, cr0)
+        uc.reg_write(x.UC_X86_REG_CS, boot_cs)
+        for reg in (
+            x.UC_X86_REG_SS,
+            x.UC_X86_REG_DS,
+            x.UC_X86_REG_ES,
+            x.UC_X86_REG_FS,
+            x.UC_X86_REG_GS,
+        ):
+            uc.reg_write(reg, boot_ss)
+        uc.reg_write(x.UC_X86_REG_EFLAGS, 0x2)
+        ring0 = uc.context_save()
+        self._templates[0] = ring0
+        for cpl, (cs, ss) in (outer or {}).items():
+            assert scratch is not None, "outer rings need a scratch page"
+            uc.context_restore(ring0)
+            frame = b"".join(
+                v.to_bytes(4, "little") for v in (scratch, cs, 0x2, scratch + PAGE - 64, ss)
+            )
+            self.write_monitor(scratch + 0x100, frame)
+            self.write_monitor(scratch, b"\xcf")  # iretd
+            uc.reg_write(x.UC_X86_REG_ESP, scratch + 0x100)
+            uc.emu_start(scratch, _UNTIL, count=1)
+            if uc.reg_read(x.UC_X86_REG_CS) & 3 != cpl:
+                raise RuntimeError(f"could not enter CPL {cpl} with cs={cs:#x}")
+            self._templates[cpl] = uc.context_save()
+        uc.context_restore(ring0)
+
+    def enter(self, state: CpuState, cpl: int, system: SystemState | None = None) -> None:
+        """World switch into `state` at `cpl`, with a clean exception state."""
+        uc = self.uc
+        uc.context_restore(self._templates[cpl])
+        if system is not None:
+            self._write_system(system)
+        try:
+            uc.reg_write(x.UC_X86_REG_CS, state.cs)
+            uc.reg_write(x.UC_X86_REG_SS, state.ss)
+        except UcError as err:
+            uc.context_restore(self._templates[cpl])
+            raise EntryError(f"cs={state.cs:#06x} ss={state.ss:#06x} refused at CPL {cpl}") from err
+        for name, reg in (
+            ("ds", x.UC_X86_REG_DS),
+            ("es", x.UC_X86_REG_ES),
+            ("fs", x.UC_X86_REG_FS),
+            ("gs", x.UC_X86_REG_GS),
+        ):
+            try:
+                uc.reg_write(reg, getattr(state, name))
+            except UcError:  # like IRET to an outer ring: an unusable data selector becomes null
+                uc.reg_write(reg, 0)
+        uc.reg_write_batch([(reg, getattr(state, name)) for name, reg in _PLAIN_REGS])
+
+    def _write_system(self, system: SystemState) -> None:
+        uc = self.uc
+        uc.reg_write(x.UC_X86_REG_GDTR, (0, system.gdtr[0], system.gdtr[1], 0))
+        uc.reg_write(x.UC_X86_REG_IDTR, (0, system.idtr[0], system.idtr[1], 0))
+        uc.reg_write(x.UC_X86_REG_CR4, system.cr4)
+        uc.reg_write(x.UC_X86_REG_CR3, system.cr3)
+        uc.reg_write(x.UC_X86_REG_CR0, system.cr0)
+        uc.reg_write(x.UC_X86_REG_LDTR, system.ldtr)
+        uc.reg_write(x.UC_X86_REG_TR, system.tr)
+
+    def state(self) -> CpuState:
+        return CpuState(*self.uc.reg_read_batch(STATE_REG_IDS))
+
+    def system_state(self) -> SystemState:
+        uc = self.uc
+        gdtr = uc.reg_read(x.UC_X86_REG_GDTR)
+        idtr = uc.reg_read(x.UC_X86_REG_IDTR)
+        return SystemState(
+            cr0=uc.reg_read(x.UC_X86_REG_CR0),
+            cr3=uc.reg_read(x.UC_X86_REG_CR3),
+            cr4=uc.reg_read(x.UC_X86_REG_CR4),
+            gdtr=(gdtr[1], gdtr[2]),
+            idtr=(idtr[1], idtr[2]),
+            ldtr=tuple(uc.reg_read(x.UC_X86_REG_LDTR)),
+            tr=tuple(uc.reg_read(x.UC_X86_REG_TR)),
+        )
+
+    @property
+    def cpl(self) -> int:
+        return self.uc.reg_read(x.UC_X86_REG_CS) & 3
+
+    def set_registers(self, **values: int) -> None:
+        """Change registers in place (no world switch): GPRs, EIP, EFLAGS."""
+        self.uc.reg_write_batch([(_REG_BY_NAME[n], v) for n, v in values.items()])
+
+    # ------------------------------------------------------------------ running
+    def run(self, eip: int, count: int) -> Exit:
+        """Run from `eip` for at most `count` instructions (count >= 1)."""
+        if not self._sealed:
+            self._seal()
+        self._exit = None
+        error: UcError | None = None
+        try:
+            self.uc.emu_start(eip, _UNTIL, count=count)
+        except UcError as err:
+            error = err
+        if self._exit is not None:  # a hook stopped the CPU and said why
+            return self._exit
+        began = self.counter.read()
+        if began > count:
+            return Exit(ExitKind.COUNT, count)
+        if error is not None:
+            if error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+                address = self.uc.reg_read(x.UC_X86_REG_EIP)
+                return Exit(ExitKind.FETCH_FAULT, max(began - 1, 0), address=address)
+            return Exit(ExitKind.ERROR, max(began - 1, 0), detail=str(error))
+        eip_now = self.uc.reg_read(x.UC_X86_REG_EIP)
+        if eip_now == _UNTIL:
+            return Exit(ExitKind.FETCH_FAULT, began, address=eip_now)
+        return Exit(ExitKind.HALT, began)
+
+    def _stop(self, kind: ExitKind, retired_now: bool, **details: object) -> None:
+        """Record why the CPU stops, counting instructions now: after `emu_stop` unicorn may
+        already have counted the next instruction, which never runs."""
+        began = self.counter.read()
+        self._exit = Exit(kind, began if retired_now else max(began - 1, 0), **details)
+        self.uc.emu_stop()
+
+    def request_stop(self) -> None:
+        """Stop after the current instruction (called from a port handler)."""
+        if self._exit is None:
+            self._stop(ExitKind.STOP, retired_now=True)
+
+    def watch_interrupt_window(self, on: bool) -> None:
+        """Stop as soon as the guest sets EFLAGS.IF (STI, POPF, IRET…), before the next
+        instruction — or one instruction later after STI, whose shadow delays interrupts.
+
+        Bare metal needs this while an interrupt is pending and masked: unicorn has no
+        interrupt line, so nothing else would notice the window opening. A Python hook per
+        instruction, but only inside such windows (typically a short critical section).
+        """
+        if on and self._window_hook is None:
+            self._window_prev = None
+            self._window_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_window)
+        elif not on and self._window_hook is not None:
+            self.uc.hook_del(self._window_hook)
+            self._window_hook = None
+
+    def _on_window(self, uc: Uc, address: int, size: int, _: object) -> None:
+        previous, self._window_prev = self._window_prev, address
+        if not uc.reg_read(x.UC_X86_REG_EFLAGS) & EFLAGS_IF or self._exit is not None:
+            return
+        if previous is not None and self.read(previous, 1) == b"\xfb":  # STI shadow
+            return
+        self._stop(ExitKind.STOP, retired_now=False)
+
+    def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
+        """Call `callback(eip, size)` before every instruction (slow: traced runs only)."""
+        if self._trace_hook is not None:
+            self.uc.hook_del(self._trace_hook)
+            self._trace_hook = None
+        if callback is not None:
+            self._trace_hook = self.uc.hook_add(
+                UC_HOOK_CODE, lambda uc, address, size, _: callback(address, size)
+            )
+
+    # ------------------------------------------------------------------ hooks
+    def _install_hooks(self) -> None:
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
+        uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_bad_fetch)
+
+    def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
+        is_trap = self._is_software_interrupt(vector, uc.reg_read(x.UC_X86_REG_EIP))
+        self._stop(ExitKind.EXCEPTION, retired_now=is_trap, vector=vector, is_trap=is_trap)
+
+    def _is_software_interrupt(self, vector: int, eip: int) -> bool:
+        """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
+        if vector in INTERRUPT_TRAPS:
+            return self.read(eip - 1, 1) in (b"\xcc", b"\xce") or self.read(eip - 2, 2) == bytes(
+                (0xCD, vector)
+            )
+        return eip >= 2 and self.read(eip - 2, 2) == bytes((0xCD, vector))
+
+    def _on_invalid(self, uc: Uc, _: object) -> bool:
+        self._stop(ExitKind.EXCEPTION, retired_now=False, vector=6)
+        return False
+
+    def _on_in(self, uc: Uc, port: int, size: int, _: object) -> int:
+        return self.owner.port_in(port, size) if self.owner else 0xFFFFFFFF
+
+    def _on_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
+        if self.owner:
+            self.owner.port_out(port, size, value)
+
+    def _seal(self) -> None:
+        """Make every address that is neither RAM nor monitor memory open bus.
+
+        One MMIO region per hole: no host memory behind it, every access reaches Python, so
+        each one is reported (and a guest sweeping the address space costs no mappings).
+        Instruction fetch from MMIO is impossible for unicorn: the VM crashes, as the guest
+        contract says.
+        """
+        cursor = 0
+        for begin, end, _ in [*sorted(self.uc.mem_regions()), (1 << 32, 1 << 32, 0)]:
+            if begin > cursor:
+                self.uc.mmio_map(
+                    cursor,
+                    begin - cursor,
+                    self._open_bus_read,
+                    cursor,
+                    self._open_bus_write,
+                    cursor,
+                )
+            cursor = max(cursor, end + 1)
+        self._sealed = True
+
+    def _open_bus_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
+        if self.owner:
+            self.owner.memory_violation("open_bus_read", base + offset, size, 0)
+        return (1 << (8 * size)) - 1
+
+    def _open_bus_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
+        if self.owner:
+            self.owner.memory_violation("open_bus_write", base + offset, size, value)
+
+    def _on_write_protected(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
+    ) -> bool:
+        if self.owner:
+            self.owner.memory_violation("monitor_write", address, size, value)
+        return True  # the write is dropped
+
+    def _on_bad_fetch(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
+    ) -> bool:
+        self._stop(ExitKind.FETCH_FAULT, retired_now=False, address=address)
+        return False
+
+
+_PLAIN_REGS = tuple(
+    (name, reg)
+    for name, reg in zip(STATE_FIELDS, STATE_REG_IDS, strict=True)
+    if name not in ("cs", "ss", "ds", "es", "fs", "gs")
+)
+_REG_BY_NAME = dict(zip(STATE_FIELDS, STATE_REG_IDS, strict=True))

@@ -1,0 +1,72 @@
+"""How many instructions the CPU retired in the last `emu_start`.
+
+Unicorn counts instructions when `emu_start(count=N)` is used (it inserts its own code hook,
+which is also what stops the CPU after N) but does not expose the counter. vmlab needs it on
+every early stop (a trap, a port write that must be acted on at once): the PIT's input clock
+advances one tick per retired guest instruction, and runs must be deterministic.
+
+The counter is the `emu_counter` field of unicorn's `uc_struct`. Its offset is not part of the
+API, so it is found once per process by calibration: run known numbers of NOPs and look for the
+one 64-bit word that follows the count in lock step (the adjacent word holds the requested
+count). The calibration also checks the early-stop case. If no word qualifies (a different
+unicorn build), vmlab refuses to start with a clear message instead of guessing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
+
+_SCAN_WORDS = 512
+
+
+class UnsupportedUnicorn(RuntimeError):
+    """The installed unicorn keeps its instruction counter somewhere we cannot find."""
+
+
+def _words(uc: Uc) -> ctypes.Array:
+    return (ctypes.c_uint64 * _SCAN_WORDS).from_address(uc._uch.value)
+
+
+@cache
+def counter_offset() -> int:
+    """Word index of `emu_counter` inside `uc_struct` (calibrated once)."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x10000)
+    uc.mem_write(0, b"\x90" * 0x8000)
+    candidates: set[int] | None = None
+    for count in (1234, 777, 4321):
+        uc.emu_start(0, 0x8000, count=count)
+        words = _words(uc)
+        # After a run that used up its count, the counter is count + 1 (unicorn stops when the
+        # hook of instruction count + 1 sees counter > count) and the next word is count.
+        found = {
+            i for i in range(_SCAN_WORDS - 1) if words[i] == count + 1 and words[i + 1] == count
+        }
+        candidates = found if candidates is None else candidates & found
+    # Early stop: an INT3 after 100 NOPs; the counter must read 101 (the INT3 included).
+    uc.mem_write(100, b"\xcc")
+    uc.ctl_remove_cache(0, 0x8000)  # mem_write alone leaves compiled blocks stale (fact 12)
+    uc.hook_add(UC_HOOK_INTR, lambda u, n, d: u.emu_stop())
+    uc.emu_start(0, 0x8000, count=5000)
+    words = _words(uc)
+    good = sorted(i for i in candidates or () if words[i] == 101)
+    if len(good) != 1:
+        raise UnsupportedUnicorn(
+            "cannot locate unicorn's instruction counter in this unicorn build; "
+            "vmlab needs unicorn 2.1.x (see pyproject.toml)"
+        )
+    return good[0]
+
+
+class RetiredCounter:
+    """Reads the per-`emu_start` instruction counter of one Uc instance."""
+
+    def __init__(self, uc: Uc) -> None:
+        self._cell = ctypes.c_uint64.from_address(uc._uch.value + 8 * counter_offset())
+
+    def read(self) -> int:
+        """Instructions whose execution began in the current/last emu_start."""
+        return self._cell.value

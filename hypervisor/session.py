@@ -1,0 +1,84 @@
+"""Running guests and summarising runs: the one API the CLI, tests and the UI share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.trace.events import Event, EventLog
+from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.vm import ExitInfo, Vm
+
+DEFAULT_BUDGET = 20_000_000
+
+
+@dataclass
+class RunReport:
+    """The outcome of one VM's run, in the shape of the CLI's JSON."""
+
+    guest: str
+    mode: str
+    console: str
+    exit: ExitInfo
+    instructions: dict[str, int]
+    traps: dict[str, int]
+    holes: dict[str, int]
+    traced: bool
+    events: list[Event] = field(default_factory=list, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "guest": self.guest,
+            "mode": self.mode,
+            "console": self.console,
+            "exit": {
+                "reason": self.exit.reason,
+                "status": self.exit.status,
+                "detail": self.exit.detail,
+            },
+            "instructions": self.instructions,
+            "traps": self.traps,
+            "holes": self.holes,
+            "traced": self.traced,
+        }
+
+
+def run_guest(
+    image: GuestImage | str,
+    mode: str,
+    *,
+    max_insns: int = DEFAULT_BUDGET,
+    trace: bool = False,
+    keep_events: bool = False,
+) -> RunReport:
+    """Run one guest in one mode to its end (or the budget) and report."""
+    if isinstance(image, str):
+        image = load_guest(image)
+    log = EventLog()
+    kept: list[Event] = []
+    if keep_events:
+        log.subscribe(kept.append)
+    vm = Vm(image, mode, events=log)
+    exit_info = vm.run(max_insns, trace=trace)
+    stats = vm.stats
+    return RunReport(
+        guest=image.name,
+        mode=mode,
+        console=vm.console.decode("latin-1"),
+        exit=exit_info,
+        instructions=stats.instructions(vm.mode_class),
+        traps=dict(sorted(stats.traps.items())),
+        holes=dict(sorted(stats.holes.items())),
+        traced=stats.traced,
+        events=kept,
+    )
+
+
+def compare(
+    image: GuestImage | str, *, max_insns: int = DEFAULT_BUDGET, trace: bool = True
+) -> list[RunReport]:
+    """The same guest in every mode, native first (the reference)."""
+    if isinstance(image, str):
+        image = load_guest(image)
+    return [run_guest(image, mode, max_insns=max_insns, trace=trace) for mode in available_modes()]

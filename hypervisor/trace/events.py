@@ -1,0 +1,111 @@
+"""Typed, immutable events: what the engine did, for the CLI, tests, recordings and the UI.
+
+Every event names its VM and the step (the VM's count of retired guest instructions when it
+happened), so a stream of several VMs interleaves without ambiguity and replays are exact.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class InsnClass(StrEnum):
+    """How one guest instruction was executed (DESIGN.md "Execution modes")."""
+
+    NATIVE = "native"  # bare metal, no monitor
+    DIRECT = "direct"  # ran on the CPU under a monitor, the monitor did not see it
+    TRAPPED = "trapped"  # faulted (or was intercepted) and the monitor emulated it
+    TRANSLATED = "translated"  # ran as translated code from the translation cache
+    HYPERCALL = "hypercall"  # a paravirtual call into the monitor
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    vm: str
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionExecuted(Event):
+    eip: int
+    text: str
+    cls: InsnClass
+    cpl: int  # the guest's own (virtual) privilege level
+    hole: bool = False  # a sensitive instruction ran directly: the monitor never saw it
+    subkind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Trap(Event):
+    """The CPU faulted in the guest and the monitor took control."""
+
+    vector: int
+    eip: int
+    text: str  # the faulting instruction
+    outcome: str  # emulated / reflected / unsupported / halted
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PortAccess(Event):
+    port: int
+    size: int
+    value: int
+    write: bool
+    device: str  # owning device, or "" for an unassigned port
+    trapped: bool  # intercepted by a monitor (False on bare metal)
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptDelivered(Event):
+    """An interrupt or exception handed to the guest's handler (through its real or virtual
+    IDT)."""
+
+    vector: int
+    source: str  # external / exception / software
+    from_eip: int
+    handler: int
+    irq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleOutput(Event):
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class VmStateChanged(Event):
+    state: str  # created / running / paused / halted / exited / crashed / ...
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationViolation(Event):
+    """A guest touched something outside what it owns; the access was contained."""
+
+    kind: str  # open_bus_read / open_bus_write / monitor_write / foreign_port / ...
+    address: int
+    eip: int
+    detail: str = ""
+
+
+Listener = Callable[[Event], None]
+
+
+class EventLog:
+    """Fan-out of events to listeners, keeping the most recent ones for a quick look."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.recent: deque[Event] = deque(maxlen=keep)
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        self.recent.append(event)
+        for listener in self._listeners:
+            listener(event)

@@ -1,0 +1,290 @@
+"""Emulation of the privileged instructions a deprivileged guest kernel faults on.
+
+Each emulator receives the decoded instruction and the guest's *virtual* register state and
+does to the virtual CPU what the real instruction would have done at CPL 0. It returns nothing
+on success; it raises `Reflect` when the real CPU at CPL 0 would have faulted too (the guest
+gets the exception), `Unsupported` for what this monitor does not model.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hypervisor.isa import Instruction
+from hypervisor.machine.cpu import CR0_PE, CR0_PG, EFLAGS_NT, EFLAGS_VM, CpuState
+from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
+from hypervisor.machine.interrupts import VEC_GP, VEC_NP
+from hypervisor.vmm.operands import effective_address, read_register, write_register
+from hypervisor.vmm.vcpu import KNOWN_MSRS, VirtualCpu
+
+if TYPE_CHECKING:
+    from hypervisor.machine.machine import Machine
+
+CR0_TS = 1 << 3
+
+
+class Reflect(Exception):
+    """The instruction faults for the guest too: deliver `vector` through its IDT."""
+
+    def __init__(self, vector: int, error_code: int = 0, why: str = "") -> None:
+        super().__init__(why)
+        self.vector, self.error_code, self.why = vector, error_code, why
+
+
+class Unsupported(Exception):
+    """A privileged operation this monitor does not model; the VM stops with this reason."""
+
+
+@dataclass
+class Emulation:
+    """One trapped instruction being emulated."""
+
+    insn: Instruction
+    state: CpuState  # virtual: what the guest sees
+    vcpu: VirtualCpu
+    machine: Machine
+    halt: bool = False  # HLT: the guest sleeps (or stops, with interrupts off)
+    user_mode_entered: bool = False
+
+    # -- memory and operands ------------------------------------------------
+    def read(self, address: int, size: int) -> bytes:
+        return self.machine.read(address, size)
+
+    def operand_value(self, index: int) -> int:
+        op = self.insn.operands[index]
+        if op.kind == "reg":
+            return read_register(self.state, op.reg or "")
+        if op.kind == "imm":
+            return op.imm or 0
+        raw = self.read(effective_address(op, self.state), min(op.size, 4))
+        return int.from_bytes(raw, "little")
+
+    def set_operand(self, index: int, value: int) -> None:
+        op = self.insn.operands[index]
+        if op.kind == "reg":
+            write_register(self.state, op.reg or "", value)
+        else:
+            size = min(op.size, 4)
+            self.machine.write(
+                effective_address(op, self.state),
+                (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"),
+            )
+
+    def guest_descriptor(self, selector: int) -> SegmentDescriptor:
+        base, limit = self.vcpu.gdtr
+        index = selector & ~7
+        if selector & 4 or index == 0 or index + 7 > limit:
+            raise Reflect(VEC_GP, selector & ~3, f"selector {selector:#06x} outside the GDT")
+        return SegmentDescriptor.unpack(self.read(base + index, 8))
+
+    def pop(self, count: int) -> tuple[int, ...]:
+        values = struct.unpack(f"<{count}I", self.read(self.state.esp, 4 * count))
+        self.state.esp = (self.state.esp + 4 * count) & 0xFFFFFFFF
+        return values
+
+
+Emulator = Callable[[Emulation], None]
+EMULATORS: dict[str, Emulator] = {}
+
+
+def emulates(*mnemonics: str) -> Callable[[Emulator], Emulator]:
+    def register(fn: Emulator) -> Emulator:
+        for mnemonic in mnemonics:
+            EMULATORS[mnemonic] = fn
+        return fn
+
+    return register
+
+
+@emulates("cli")
+def _cli(e: Emulation) -> None:
+    e.vcpu.interrupts_enabled = False
+
+
+@emulates("sti")
+def _sti(e: Emulation) -> None:
+    if not e.vcpu.interrupts_enabled:
+        e.vcpu.interrupt_shadow = True
+    e.vcpu.interrupts_enabled = True
+
+
+@emulates("hlt")
+def _hlt(e: Emulation) -> None:
+    e.halt = True
+
+
+@emulates("lgdt", "lidt")
+def _load_table(e: Emulation) -> None:
+    op = e.insn.operands[0]
+    limit, base = struct.unpack("<HI", e.read(effective_address(op, e.state), 6))
+    if e.insn.mnemonic == "lgdt":
+        e.vcpu.gdtr = (base, limit)
+    else:
+        e.vcpu.idtr = (base, limit)
+
+
+@emulates("lldt")
+def _lldt(e: Emulation) -> None:
+    selector = e.operand_value(0) & 0xFFFF
+    if selector & ~3:
+        raise Unsupported("LDTs are not modelled (LLDT with a non-null selector)")
+    e.vcpu.ldtr = 0
+
+
+@emulates("ltr")
+def _ltr(e: Emulation) -> None:
+    selector = e.operand_value(0) & 0xFFFF
+    descriptor = e.guest_descriptor(selector)
+    if descriptor.is_code_or_data or descriptor.system_type != TYPE_TSS_AVAILABLE:
+        raise Reflect(VEC_GP, selector & ~3, "LTR of a descriptor that is not an available TSS")
+    if not descriptor.present:
+        raise Reflect(VEC_NP, selector & ~3, "LTR of a TSS that is not present")
+    # Like the CPU: mark the TSS busy in the guest's own GDT.
+    address = e.vcpu.gdtr[0] + (selector & ~7) + 5
+    e.machine.write(address, bytes([e.read(address, 1)[0] | 0x02]))
+    e.vcpu.tr = selector
+    e.vcpu.tss = (descriptor.base, descriptor.limit)
+
+
+def _control_register(name: str) -> int | None:
+    return int(name[2:]) if name.startswith("cr") and name[2:].isdigit() else None
+
+
+def _debug_register(name: str) -> int | None:
+    return int(name[2:]) if name.startswith("dr") and name[2:].isdigit() else None
+
+
+@emulates("mov")
+def _mov_special(e: Emulation) -> None:
+    dest, src = (op.reg or "" for op in e.insn.operands[:2])
+    vcpu = e.vcpu
+    if (n := _control_register(dest)) is not None:
+        _write_cr(e, n, read_register(e.state, src))
+    elif (n := _control_register(src)) is not None:
+        value = {0: vcpu.cr0, 2: vcpu.cr2, 3: vcpu.cr3, 4: vcpu.cr4}.get(n)
+        if value is None:
+            raise Reflect(6, 0, f"there is no CR{n}")
+        write_register(e.state, dest, value)
+    elif (n := _debug_register(dest)) is not None:
+        vcpu.dr[n] = read_register(e.state, src)
+    elif (n := _debug_register(src)) is not None:
+        write_register(e.state, dest, vcpu.dr[n])
+    elif dest == "ss":
+        _load_stack_segment(e, e.operand_value(1) & 0xFFFF)
+    else:
+        raise Reflect(VEC_GP, 0, "this MOV faults on bare metal too")
+
+
+def _write_cr(e: Emulation, n: int, value: int) -> None:
+    vcpu = e.vcpu
+    if n == 0:
+        if value & CR0_PG:
+            raise Unsupported("paging (CR0.PG) is not modelled under this monitor yet")
+        if not value & CR0_PE:
+            raise Unsupported("leaving protected mode (CR0.PE = 0) is not modelled")
+        vcpu.cr0 = value | 0x10
+    elif n == 2:
+        vcpu.cr2 = value
+    elif n == 3:
+        vcpu.cr3 = value
+    elif n == 4:
+        vcpu.cr4 = value
+    else:
+        raise Reflect(6, 0, f"there is no CR{n}")
+
+
+@emulates("lmsw")
+def _lmsw(e: Emulation) -> None:
+    value = e.operand_value(0) & 0xF
+    e.vcpu.cr0 = (e.vcpu.cr0 & ~0xE) | value | (e.vcpu.cr0 & CR0_PE)  # LMSW cannot clear PE
+
+
+@emulates("clts")
+def _clts(e: Emulation) -> None:
+    e.vcpu.cr0 &= ~CR0_TS
+
+
+@emulates("rdmsr")
+def _rdmsr(e: Emulation) -> None:
+    msr = e.state.ecx
+    if msr not in KNOWN_MSRS:
+        raise Reflect(VEC_GP, 0, f"RDMSR of unknown MSR {msr:#x}")
+    value = e.vcpu.msr.get(msr, 0)
+    e.state.eax, e.state.edx = value & 0xFFFFFFFF, value >> 32
+
+
+@emulates("wrmsr")
+def _wrmsr(e: Emulation) -> None:
+    msr = e.state.ecx
+    if msr not in KNOWN_MSRS:
+        raise Reflect(VEC_GP, 0, f"WRMSR of unknown MSR {msr:#x}")
+    e.vcpu.msr[msr] = (e.state.edx << 32) | e.state.eax
+
+
+@emulates("invlpg", "wbinvd", "invd")
+def _cache_control(e: Emulation) -> None:
+    """Nothing to do: no caches or TLB are modelled while paging is off."""
+
+
+@emulates("pop")
+def _pop_ss(e: Emulation) -> None:
+    if e.insn.operands[0].reg != "ss":
+        raise Reflect(VEC_GP, 0, "this POP faults on bare metal too")
+    (selector,) = e.pop(1)
+    _load_stack_segment(e, selector & 0xFFFF)
+
+
+def _load_stack_segment(e: Emulation, selector: int) -> None:
+    """MOV/POP SS with the kernel's RPL 0 selector faults at CPL 1: load it virtually."""
+    descriptor = e.guest_descriptor(selector)
+    writable_data = descriptor.is_code_or_data and not descriptor.is_code and descriptor.access & 2
+    if not writable_data or descriptor.dpl != e.vcpu.cpl or selector & 3 != e.vcpu.cpl:
+        raise Reflect(VEC_GP, selector & ~3, f"{selector:#06x} is not a usable stack segment")
+    e.state.ss = selector
+    e.vcpu.interrupt_shadow = True
+
+
+@emulates("iretd", "retf")
+def _far_return(e: Emulation) -> None:
+    """IRETD / far RET from the guest kernel (it faults at CPL 1, see shadow.py)."""
+    is_iret = e.insn.mnemonic == "iretd"
+    eip, cs = e.pop(2)
+    eflags = e.pop(1)[0] if is_iret else None
+    if not is_iret and e.insn.operands:  # retf imm16 releases parameters
+        e.state.esp = (e.state.esp + (e.insn.operands[0].imm or 0)) & 0xFFFFFFFF
+    if eflags is not None and eflags & (EFLAGS_NT | EFLAGS_VM):
+        raise Unsupported("IRET to a nested task or to virtual-8086 mode is not modelled")
+    cs &= 0xFFFF
+    rpl = cs & 3
+    code = e.guest_descriptor(cs)
+    if not code.is_code or rpl < e.vcpu.cpl or (not code.access & 4 and code.dpl != rpl):
+        raise Reflect(VEC_GP, cs & ~3, f"return to {cs:#06x} refused")
+    if not code.present:
+        raise Reflect(VEC_NP, cs & ~3, f"return to {cs:#06x}: segment not present")
+    if rpl not in (0, 3):
+        raise Unsupported(f"guest rings 1 and 2 are not modelled (return to {cs:#06x})")
+    if rpl > e.vcpu.cpl:  # to user mode: the outer stack comes off the kernel stack
+        esp, ss = e.pop(2)
+        e.state.esp, e.state.ss = esp, ss & 0xFFFF
+        for name in ("ds", "es", "fs", "gs"):  # the CPU nulls kernel data segments here
+            selector = getattr(e.state, name)
+            if selector & ~3 and _kernel_only(e, selector):
+                setattr(e.state, name, 0)
+        e.vcpu.cpl = 3
+        e.user_mode_entered = True
+    e.state.eip, e.state.cs = eip, cs
+    if eflags is not None:
+        e.state.eflags = eflags
+        e.vcpu.load_eflags(eflags)
+
+
+def _kernel_only(e: Emulation, selector: int) -> bool:
+    try:
+        descriptor = e.guest_descriptor(selector)
+    except Reflect:
+        return True
+    conforming_code = descriptor.is_code and descriptor.access & 4
+    return not conforming_code and descriptor.dpl < 3

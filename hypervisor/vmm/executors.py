@@ -1,0 +1,278 @@
+"""What every execution mode shares: the slice, port I/O with the IOPL rule, interrupt
+acceptance, tracing, and the registry of modes.
+
+A mode (bare metal, trap-and-emulate, later binary translation and paravirtualization) is an
+`Executor`: it owns the machine while its VM runs and decides what each exit means.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from unicorn.x86_const import UC_X86_REG_EAX as _EAX
+from unicorn.x86_const import UC_X86_REG_EIP as _EIP
+
+from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.interrupts import Source
+from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.trace.events import (
+    InsnClass,
+    InstructionExecuted,
+    IsolationViolation,
+    PortAccess,
+)
+
+if TYPE_CHECKING:
+    from hypervisor.vmm.vm import Vm
+
+# Ports whose writes can change when the next interrupt is due: stop the slice after them.
+_TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
+_PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
+
+
+class Executor(ABC):
+    mode: str = ""
+    monitored = True  # False on bare metal: nothing intercepts the guest
+
+    def __init__(self, vm: Vm) -> None:
+        self.vm = vm
+        self.machine = vm.machine
+        self.machine.owner = self
+        self.waiting_for_interrupt = False
+        self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
+        self._pending: tuple[int, int, object, int] | None = None  # traced instruction
+        self._pending_trapped = False
+
+    # ------------------------------------------------------------------ mode hooks
+    @abstractmethod
+    def start(self, entry: CpuState) -> None:
+        """Put the CPU at the guest's entry state."""
+
+    @abstractmethod
+    def handle(self, exit_: Exit) -> None:
+        """Act on why the CPU stopped."""
+
+    @abstractmethod
+    def guest_cpl(self) -> int:
+        """The privilege level the guest believes it runs at."""
+
+    @abstractmethod
+    def guest_interrupts_enabled(self) -> bool: ...
+
+    @abstractmethod
+    def guest_iopl(self) -> int: ...
+
+    @abstractmethod
+    def deliver(
+        self, vector: int, source: Source, error_code: int = 0, irq: int | None = None
+    ) -> None:
+        """Hand an interrupt or exception to the guest's handler."""
+
+    @abstractmethod
+    def interrupt_shadow(self) -> bool:
+        """True for one instruction after STI: interrupts are not yet accepted."""
+
+    def before_slice(self) -> None:  # noqa: B027  (optional hook, empty by default)
+        """A last look before the CPU runs (bare metal watches for IF opening)."""
+
+    # ------------------------------------------------------------------ the slice
+    def run_slice(self, count: int) -> None:
+        vm = self.vm
+        if self.waiting_for_interrupt and not self._wake():
+            return
+        if self.interrupt_shadow():
+            count = 1  # let the instruction after STI run, then look at interrupts again
+        self.before_slice()
+        vm.begin_slice()
+        exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
+        vm.end_slice(exit_.retired)
+        if self._io_fault is not None:
+            eip, eax = self._io_fault
+            self._io_fault = None
+            self.machine.set_registers(eip=eip, eax=eax)
+            self.vm.stats.total -= 1  # the faulting IN/OUT did not retire
+            self._pending = None
+            self.deliver(13, "exception", 0)
+        else:
+            self.handle(exit_)
+        if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap:
+            self._pending = None  # a fault the monitor did not emulate: it never retired
+        self._finish_traced()
+        if vm.exit is None and not self.waiting_for_interrupt:
+            self.accept_interrupt()
+
+    def accept_interrupt(self) -> bool:
+        """Deliver the PIC's pending interrupt if the guest's IF allows it now."""
+        if not self.guest_interrupts_enabled() or self.interrupt_shadow():
+            return False
+        if self.vm.pic.pending_vector() is None:
+            return False
+        irq_vector = self.vm.pic.acknowledge()
+        self.deliver(irq_vector, "external", irq=self._irq_of(irq_vector))
+        return True
+
+    def _irq_of(self, vector: int) -> int | None:
+        master, slave = self.vm.pic.vector_base
+        if master <= vector < master + 8:
+            return vector - master
+        if slave <= vector < slave + 8:
+            return 8 + vector - slave
+        return None
+
+    def wait_for_interrupt(self) -> None:
+        """HLT with interrupts on: sleep until the next interrupt."""
+        self.waiting_for_interrupt = True
+
+    def _wake(self) -> bool:
+        """Skip idle time to the next interrupt; finish the VM if none can ever come."""
+        vm = self.vm
+        while vm.pic.pending_vector() is None:
+            due = vm.pit.ticks_until_irq()
+            if due is None:
+                from hypervisor.vmm.vm import ExitInfo
+
+                vm.finish(
+                    ExitInfo(
+                        "halted",
+                        None,
+                        "HLT with interrupts on, but no interrupt "
+                        "source is armed: the machine sleeps forever",
+                    )
+                )
+                return False
+            vm.pit.advance(due)
+        self.waiting_for_interrupt = False
+        self.accept_interrupt()
+        return False
+
+    # ------------------------------------------------------------------ port I/O
+    def io_allowed(self) -> bool:
+        """The IOPL rule, which unicorn never applies (DESIGN.md fact 4)."""
+        return self.guest_cpl() <= self.guest_iopl()
+
+    def port_in(self, port: int, size: int) -> int:
+        eip = self.machine.uc.reg_read(_EIP)
+        if not self.io_allowed():
+            self._fault_io(eip)
+            return 0
+        self._count_io("in")
+        if port in _PIT_PORTS:
+            self.vm.retire(self.machine.counter.read() - 1)
+        value = self.machine.io.read(port, size)
+        self._report_io(port, size, value, False)
+        return value
+
+    def port_out(self, port: int, size: int, value: int) -> None:
+        eip = self.machine.uc.reg_read(_EIP)
+        if not self.io_allowed():
+            self._fault_io(eip)
+            return
+        self._count_io("out")
+        if port in _TIMING_PORTS:
+            self.vm.retire(self.machine.counter.read() - 1)
+        self.machine.io.write(port, size, value)
+        self._report_io(port, size, value, True)
+        if port in _TIMING_PORTS:
+            self.machine.request_stop()
+
+    def _fault_io(self, eip: int) -> None:
+        self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
+        self.machine.request_stop()
+
+    def _count_io(self, mnemonic: str) -> None:
+        if self.monitored:
+            self.note_trap(mnemonic)
+
+    def _report_io(self, port: int, size: int, value: int, write: bool) -> None:
+        owner = self.machine.io.owner(port)
+        self.vm.emit(
+            PortAccess(
+                self.vm.name,
+                self.vm.step,
+                port,
+                size,
+                value,
+                write,
+                owner.name if owner else "",
+                self.monitored,
+            )
+        )
+
+    def memory_violation(self, kind: str, address: int, size: int, value: int) -> None:
+        eip = self.machine.uc.reg_read(_EIP)
+        detail = f"{size}-byte {'write of ' + hex(value) if 'write' in kind else 'read'}"
+        self.vm.emit(IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail))
+
+    # ------------------------------------------------------------------ tracing
+    def set_tracing(self, on: bool) -> None:
+        self.machine.set_tracer(self._trace if on else None)
+
+    def _trace(self, eip: int, size: int) -> None:
+        self._finish_traced()
+        # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
+        self._pending = (self.vm.step - 1, eip, self.machine.read(eip, 15), self.guest_cpl())
+        self._pending_trapped = False
+
+    def _finish_traced(self) -> None:
+        if self._pending is None:
+            return
+        step, eip, raw, cpl = self._pending
+        self._pending = None
+        insn = decode(raw, eip)
+        text = insn.text if insn else f"(bad) {raw.hex()}"
+        stats = self.vm.stats
+        if not self.monitored:
+            cls, hole = InsnClass.NATIVE, False
+        elif self._pending_trapped:
+            cls, hole = InsnClass.TRAPPED, False
+        else:
+            cls, hole = InsnClass.DIRECT, bool(insn and insn.is_sensitive)
+        if cls is not InsnClass.TRAPPED:  # trapped instructions are counted when emulated
+            stats.by_class[cls.value] += 1
+        if hole and insn:
+            stats.holes[trap_name(insn)] += 1
+        self.vm.emit(InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole))
+
+    def note_trap(self, name: str) -> None:
+        """Count a trapped instruction (fast and traced runs alike); in a traced run its
+        event goes out now, before the events of its emulation."""
+        self.vm.stats.traps[name] += 1
+        self.vm.stats.by_class[InsnClass.TRAPPED.value] += 1
+        self._pending_trapped = True
+        self._finish_traced()
+
+
+def trap_name(insn: Instruction) -> str:
+    """How a trap is counted: the mnemonic, with the special register for MOV ("mov cr3")."""
+    if insn.mnemonic == "mov":
+        for op in insn.operands:
+            if op.reg and (op.reg[:2] in ("cr", "dr") or op.reg in SEGMENT_REGISTERS):
+                return f"mov {op.reg}"
+    return insn.mnemonic
+
+
+_MODES: dict[str, type[Executor]] = {}
+
+
+def register(cls: type[Executor]) -> type[Executor]:
+    _MODES[cls.mode] = cls
+    return cls
+
+
+def executor_for(mode: str) -> type[Executor]:
+    _load_modes()
+    try:
+        return _MODES[mode]
+    except KeyError:
+        raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(available_modes())})") from None
+
+
+def available_modes() -> list[str]:
+    _load_modes()
+    return list(_MODES)
+
+
+def _load_modes() -> None:
+    from hypervisor.vmm import native, trap  # noqa: F401  (modules register their executors)

@@ -1,0 +1,59 @@
+"""Reading and writing instruction operands on a saved register state, for emulation.
+
+Segments are flat in vmlab guests (the loader's GDT and every sample use base 0), so an
+effective address is the linear address; the monitor says so where it matters.
+"""
+
+from __future__ import annotations
+
+from hypervisor.isa import Operand
+from hypervisor.machine.cpu import CpuState
+
+_WIDE = {
+    "ax": "eax",
+    "cx": "ecx",
+    "dx": "edx",
+    "bx": "ebx",
+    "sp": "esp",
+    "bp": "ebp",
+    "si": "esi",
+    "di": "edi",
+}
+_LOW8 = {"al": "eax", "cl": "ecx", "dl": "edx", "bl": "ebx"}
+_HIGH8 = {"ah": "eax", "ch": "ecx", "dh": "edx", "bh": "ebx"}
+_SEGMENTS = ("cs", "ss", "ds", "es", "fs", "gs")
+
+
+def read_register(state: CpuState, name: str) -> int:
+    if name in _WIDE:
+        return getattr(state, _WIDE[name]) & 0xFFFF
+    if name in _LOW8:
+        return getattr(state, _LOW8[name]) & 0xFF
+    if name in _HIGH8:
+        return (getattr(state, _HIGH8[name]) >> 8) & 0xFF
+    return getattr(state, name)
+
+
+def write_register(state: CpuState, name: str, value: int) -> None:
+    if name in _WIDE:
+        full = _WIDE[name]
+        setattr(state, full, (getattr(state, full) & ~0xFFFF) | (value & 0xFFFF))
+    elif name in _LOW8:
+        full = _LOW8[name]
+        setattr(state, full, (getattr(state, full) & ~0xFF) | (value & 0xFF))
+    elif name in _HIGH8:
+        full = _HIGH8[name]
+        setattr(state, full, (getattr(state, full) & ~0xFF00) | ((value & 0xFF) << 8))
+    elif name in _SEGMENTS:
+        setattr(state, name, value & 0xFFFF)
+    else:
+        setattr(state, name, value & 0xFFFFFFFF)
+
+
+def effective_address(op: Operand, state: CpuState) -> int:
+    address = op.disp
+    if op.base:
+        address += read_register(state, op.base)
+    if op.index:
+        address += read_register(state, op.index) * op.scale
+    return address & 0xFFFFFFFF

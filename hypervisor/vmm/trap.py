@@ -1,0 +1,250 @@
+"""Trap-and-emulate: the guest runs directly, deprivileged, and the monitor emulates what faults.
+
+The guest kernel runs at real CPL 1 on shadow descriptor tables (ring compression), its user
+code at real CPL 3. Privileged instructions fault (#GP) and are emulated on the virtual CPU;
+port I/O is intercepted; interrupts and exceptions are delivered through the guest's
+*virtual* IDT. Sensitive-but-unprivileged instructions (POPF, PUSHF, SGDT, MOV from CS, …)
+run directly and behave as the deprivileged CPU makes them — the holes of x86 that Popek and
+Goldberg's theorem predicts and Robin and Irvine listed. This mode does not hide them: that
+is the lesson.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from unicorn.x86_const import UC_X86_REG_EIP as _EIP
+from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
+from unicorn.x86_const import UC_X86_REG_TR as _TR
+
+from hypervisor.isa import Category, decode
+from hypervisor.machine.cpu import CR0_ET, CR0_PE, EFLAGS_IF, EFLAGS_IOPL, CpuState
+from hypervisor.machine.hostram import PAGE
+from hypervisor.machine.interrupts import (
+    VEC_GP,
+    VEC_NP,
+    Source,
+    Tables,
+    TripleFault,
+    deliver_escalating,
+)
+from hypervisor.machine.machine import EntryError, Exit, ExitKind
+from hypervisor.trace.events import InterruptDelivered, Trap
+from hypervisor.vmm.emulate import EMULATORS, Emulation, Reflect, Unsupported
+from hypervisor.vmm.executors import Executor, register, trap_name
+from hypervisor.vmm.shadow import (
+    MONITOR_CODE0,
+    MONITOR_CODE1,
+    MONITOR_CODE3,
+    MONITOR_DATA0,
+    MONITOR_DATA1,
+    MONITOR_DATA3,
+    MONITOR_TSS,
+    SHADOW_GDT_SIZE,
+    ShadowGdt,
+    monitor_entries,
+)
+from hypervisor.vmm.vcpu import VirtualCpu
+from hypervisor.vmm.vm import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo
+
+# The monitor's own memory, mapped in the guest's address space at MONITOR_BASE (+ offset).
+SHADOW_GDT_OFFSET = 0x0
+MONITOR_IDT_OFFSET = SHADOW_GDT_SIZE  # the real IDT: SIDT in the guest shows its address
+MONITOR_TSS_OFFSET = MONITOR_IDT_OFFSET + 0x800
+SCRATCH_OFFSET = MONITOR_IDT_OFFSET + PAGE  # executable: IRETD used to build CPL templates
+MONITOR_CR0 = CR0_PE | CR0_ET | (1 << 5) | (1 << 16)  # + NE, WP: visible through SMSW
+REAL_CPL = {0: 1, 3: 3}  # ring compression: guest ring -> real ring
+
+_FAULTS_TO_EMULATE = (VEC_GP, VEC_NP)
+
+
+@register
+class TrapAndEmulate(Executor):
+    mode = "trap"
+
+    def start(self, entry: CpuState) -> None:
+        m = self.machine
+        self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
+        self.shadow = ShadowGdt()
+        self._user_view: bool | None = None
+        self.shadow_gdt = m.map_monitor(SHADOW_GDT_OFFSET, SHADOW_GDT_SIZE)
+        monitor_page = m.map_monitor(MONITOR_IDT_OFFSET, PAGE)
+        scratch = m.map_monitor(SCRATCH_OFFSET, PAGE, executable=True)
+        tss = monitor_page + (MONITOR_TSS_OFFSET - MONITOR_IDT_OFFSET)
+        for selector, descriptor in monitor_entries(tss).items():
+            m.write_monitor(self.shadow_gdt + selector, descriptor.pack())
+        # A real IDT of the monitor's own (never consulted by unicorn, but SIDT shows it).
+        gate = struct.pack("<HHBBH", 0, MONITOR_CODE0, 0, 0x8E, scratch >> 16)
+        m.write_monitor(monitor_page, gate * 256)
+        self._sync_shadow(force=True)
+        m.uc.reg_write(_IDTR, (0, monitor_page, 256 * 8 - 1, 0))
+        m.uc.reg_write(_TR, (MONITOR_TSS, tss, 0x67, 0x8B00))
+        m.build_templates(
+            (self.shadow_gdt, SHADOW_GDT_SIZE - 1),
+            MONITOR_CODE0,
+            MONITOR_DATA0,
+            outer={
+                1: (MONITOR_CODE1 | 1, MONITOR_DATA1 | 1),
+                3: (MONITOR_CODE3 | 3, MONITOR_DATA3 | 3),
+            },
+            scratch=scratch,
+            cr0=MONITOR_CR0,
+        )
+        self.enter(entry)
+
+    # ------------------------------------------------------------------ virtual <-> real
+    def guest_cpl(self) -> int:
+        return self.vcpu.cpl
+
+    def guest_interrupts_enabled(self) -> bool:
+        return self.vcpu.interrupts_enabled
+
+    def guest_iopl(self) -> int:
+        return self.vcpu.iopl
+
+    def interrupt_shadow(self) -> bool:
+        return self.vcpu.interrupt_shadow
+
+    def virtual_state(self) -> CpuState:
+        """The guest's view of its registers (what it would see on bare metal)."""
+        state = self.machine.state()
+        if self.vcpu.cpl == 0:
+            state.cs &= ~3
+            state.ss &= ~3
+        state.eflags = self.vcpu.virtual_eflags(state.eflags)
+        return state
+
+    def enter(self, virtual: CpuState) -> None:
+        """World switch into the guest: its virtual state, compressed onto the real rings."""
+        real = virtual.copy()
+        if self.vcpu.cpl == 0:
+            real.cs |= 1
+            real.ss = (real.ss & ~3) | 1
+        real.eflags = (virtual.eflags & ~EFLAGS_IOPL) | EFLAGS_IF  # the host keeps IF on
+        self._sync_shadow()
+        self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
+
+    def _sync_shadow(self, force: bool = False) -> None:
+        base, limit = self.vcpu.gdtr
+        changed = self.shadow.update(self.machine.read(base, min(limit + 1, 0x10000)))
+        user_view = self.vcpu.cpl == 3
+        if changed or force or user_view != self._user_view:
+            self.machine.write_monitor(self.shadow_gdt, self.shadow.image(user_view))
+            self._user_view = user_view
+
+    # ------------------------------------------------------------------ exits
+    def handle(self, exit_: Exit) -> None:
+        if exit_.retired:
+            self.vcpu.interrupt_shadow = False
+        kind = exit_.kind
+        if kind is ExitKind.EXCEPTION:
+            vector = exit_.vector or 0
+            if exit_.is_trap:
+                self._reflect_software(vector)
+            elif vector in _FAULTS_TO_EMULATE and self.vcpu.cpl == 0:
+                self._emulate(vector)
+            else:
+                self.deliver(vector, "exception", 0)
+        elif kind is ExitKind.FETCH_FAULT:
+            self.vm.finish(
+                ExitInfo("crashed", None, f"instruction fetch outside RAM at {exit_.address:#010x}")
+            )
+        elif kind is ExitKind.ERROR:
+            self.vm.finish(ExitInfo("crashed", None, f"CPU error: {exit_.detail}"))
+        elif kind is ExitKind.HALT:  # HLT cannot complete at CPL 1/3: a unicorn surprise
+            self.vm.finish(ExitInfo("crashed", None, "HLT completed outside ring 0"))
+
+    def _reflect_software(self, vector: int) -> None:
+        eip = self.machine.uc.reg_read(_EIP)
+        size = 1 if vector in (3, 4) and self.machine.read(eip - 1, 1) != b"\xcd" else 2
+        insn = decode(self.machine.read(eip - size, size), eip - size)
+        text = insn.text if insn else f"int {vector:#x}"
+        self.note_trap(trap_name(insn) if insn else "int")
+        self.vm.emit(
+            Trap(
+                self.vm.name,
+                self.vm.step,
+                vector,
+                eip - size,
+                text,
+                "reflected",
+                "software interrupt through the virtual IDT",
+            )
+        )
+        self.deliver(vector, "software")
+
+    def _emulate(self, vector: int) -> None:
+        virtual = self.virtual_state()
+        eip = virtual.eip
+        insn = decode(self.machine.read(eip, 15), eip)
+        text = insn.text if insn else "(undecodable)"
+        handler = EMULATORS.get(insn.mnemonic) if insn else None
+        privileged = insn is not None and insn.category in (Category.PRIVILEGED, Category.IOPL)
+        if handler is None or (vector == VEC_NP and insn.mnemonic not in ("iretd", "retf")):
+            if privileged:
+                self._unsupported(vector, eip, text, "no emulation for this instruction")
+            else:  # a genuine fault: bare metal would fault here too
+                self.deliver(vector, "exception", 0)
+            return
+        emulation = Emulation(insn, virtual, self.vcpu, self.machine)
+        emulation.state.eip = insn.next_address
+        try:
+            handler(emulation)
+        except Reflect as reflect:
+            self._trap_event(vector, eip, text, "reflected", reflect.why)
+            self.deliver(reflect.vector, "exception", reflect.error_code)
+            return
+        except Unsupported as why:
+            self._unsupported(vector, eip, text, str(why))
+            return
+        self.note_trap(trap_name(insn))
+        self.vm.retire_emulated()
+        self._trap_event(vector, eip, text, "emulated")
+        self.enter(emulation.state)
+        if emulation.halt:
+            if self.vcpu.interrupts_enabled:
+                self.wait_for_interrupt()
+            else:
+                self.vm.finish(ExitInfo("halted", None, "HLT with interrupts off"))
+
+    def _trap_event(self, vector: int, eip: int, text: str, outcome: str, detail: str = "") -> None:
+        self.vm.emit(Trap(self.vm.name, self.vm.step, vector, eip, text, outcome, detail))
+
+    def _unsupported(self, vector: int, eip: int, text: str, why: str) -> None:
+        self._trap_event(vector, eip, text, "unsupported", why)
+        self.vm.finish(ExitInfo("unsupported", None, f"{text} at {eip:#010x}: {why}"))
+
+    # ------------------------------------------------------------------ delivery
+    def deliver(
+        self, vector: int, source: Source, error_code: int = 0, irq: int | None = None
+    ) -> None:
+        """Through the guest's virtual IDT, as its CPU would, then enter the handler."""
+        m = self.machine
+        state = self.virtual_state()
+        tables = Tables(idt=self.vcpu.idtr, gdt=self.vcpu.gdtr, tss=self.vcpu.tss)
+        try:
+            done, vector = deliver_escalating(
+                m.read, m.write, state, self.vcpu.cpl, tables, vector, source, error_code
+            )
+        except TripleFault as fault:
+            self.vm.finish(ExitInfo("crashed", None, str(fault)))
+            return
+        if done.cpl not in REAL_CPL:
+            self.vm.finish(
+                ExitInfo(
+                    "unsupported", None, f"handler for {vector:#x} runs in guest ring {done.cpl}"
+                )
+            )
+            return
+        self.vcpu.cpl = done.cpl
+        self.vcpu.interrupts_enabled = bool(done.state.eflags & EFLAGS_IF)
+        try:
+            self.enter(done.state)
+        except EntryError as err:
+            self.vm.finish(ExitInfo("crashed", None, f"cannot enter handler: {err}"))
+            return
+        self.vm.emit(
+            InterruptDelivered(
+                self.vm.name, self.vm.step, vector, source, state.eip, done.state.eip, irq
+            )
+        )

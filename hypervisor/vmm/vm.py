@@ -1,0 +1,209 @@
+"""A virtual machine: a guest image, a machine with its devices, and an execution mode.
+
+The run loop is the same in every mode: run the CPU for a slice of instructions that ends no
+later than the next timer interrupt, let the mode's executor handle whatever stopped it (a
+trap, a halt, a port write), then deliver a pending interrupt if the guest accepts one.
+Time is deterministic: the PIT's input clock advances one tick per retired instruction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
+from hypervisor.guest.image import GuestImage
+from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.hostram import HostRam
+from hypervisor.machine.machine import Machine
+from hypervisor.trace.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+
+DEFAULT_RAM = 4 << 20
+LOAD_ADDRESS = 0x00100000
+LOADER_GDT = 0x800
+LOADER_GDT_LIMIT = 0x2F
+# null, 0x08 code DPL0, 0x10 data DPL0, 0x18 code DPL3, 0x20 data DPL3, 0x28 null (for a TSS)
+LOADER_GDT_ENTRIES = (
+    0,
+    0x00CF9B000000FFFF,
+    0x00CF93000000FFFF,
+    0x00CFFB000000FFFF,
+    0x00CFF3000000FFFF,
+    0,
+)
+KERNEL_CS, KERNEL_DS = 0x08, 0x10
+
+EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported")
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    reason: str  # one of EXIT_REASONS
+    status: int | None = None  # the debug-exit byte
+    detail: str = ""
+
+
+@dataclass
+class RunStats:
+    """What the run did, by instruction class. Fast runs know totals and traps; traced runs
+    know every class and the holes."""
+
+    total: int = 0
+    by_class: Counter[str] = field(default_factory=Counter)
+    traps: Counter[str] = field(default_factory=Counter)
+    holes: Counter[str] = field(default_factory=Counter)
+    traced: bool = False
+
+    def instructions(self, mode_class: InsnClass) -> dict[str, int]:
+        counts = {c.value: self.by_class.get(c.value, 0) for c in InsnClass}
+        if not self.traced:  # a fast run: what the monitor did not see ran directly
+            counts[mode_class.value] = self.total - sum(
+                v for k, v in counts.items() if k != mode_class.value
+            )
+        return {"total": self.total, **counts}
+
+
+class GuestTooLarge(ValueError):
+    pass
+
+
+class Vm:
+    def __init__(
+        self,
+        image: GuestImage,
+        mode: str = "native",
+        *,
+        name: str | None = None,
+        ram_size: int = DEFAULT_RAM,
+        host: HostRam | None = None,
+        events: EventLog | None = None,
+    ) -> None:
+        from hypervisor.vmm.executors import executor_for  # modes register themselves there
+
+        self.image = image
+        self.mode = mode
+        self.name = name or image.name
+        self.events = events or EventLog()
+        if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
+            raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
+        self.machine = Machine(ram_size, host, self.name)
+        self.uart = Uart16550(on_output=self._console)
+        self.pic = Pic8259Pair()
+        self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
+        self.debug_exit = DebugExit(on_exit=self._debug_exit)
+        for device in (self.uart, self.pic, self.pit, self.debug_exit):
+            self.machine.io.attach(device)
+        self.console = bytearray()
+        self._line = bytearray()
+        self.stats = RunStats()
+        self.exit: ExitInfo | None = None
+        self.state = "created"
+        self._slice_done = 0
+        self._in_slice = False
+        self._load(image)
+        self.executor = executor_for(mode)(self)
+        self.executor.start(self.entry_state())
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, image: GuestImage) -> None:
+        gdt = b"".join(e.to_bytes(8, "little") for e in LOADER_GDT_ENTRIES)
+        self.machine.write(LOADER_GDT, gdt)
+        self.machine.write(LOAD_ADDRESS, image.data)
+
+    def entry_state(self) -> CpuState:
+        """The guest contract's entry state (DESIGN.md "Guest contract v1")."""
+        return CpuState(
+            eip=LOAD_ADDRESS,
+            esp=self.machine.ram_size,
+            cs=KERNEL_CS,
+            ss=KERNEL_DS,
+            ds=KERNEL_DS,
+            es=KERNEL_DS,
+            fs=KERNEL_DS,
+            gs=KERNEL_DS,
+        )
+
+    # ------------------------------------------------------------------ events
+    def emit(self, event: Event) -> None:
+        self.events.emit(event)
+
+    @property
+    def step(self) -> int:
+        """Retired instructions so far, including those of the slice now running."""
+        if not self._in_slice:
+            return self.stats.total
+        return self.stats.total + self.machine.counter.read() - self._slice_done
+
+    def _console(self, data: bytes) -> None:
+        self.console += data
+        self._line += data
+        if b"\n" in data:
+            self.flush_console()
+
+    def flush_console(self) -> None:
+        if self._line:
+            self.emit(ConsoleOutput(self.name, self.step, self._line.decode("latin-1")))
+            self._line.clear()
+
+    def _debug_exit(self, status: int) -> None:
+        self.finish(ExitInfo("debug_exit", status, f"guest wrote {status} to port 0x501"))
+        self.machine.request_stop()
+
+    def finish(self, info: ExitInfo) -> None:
+        if self.exit is None:
+            self.exit = info
+            self.flush_console()
+            state = {"debug_exit": "exited", "budget": "paused"}.get(info.reason, info.reason)
+            self.state = state
+            self.emit(VmStateChanged(self.name, self.step, state, info.detail))
+
+    # ------------------------------------------------------------------ time
+    def retire(self, began: int) -> None:
+        """Account instructions retired in the running slice up to `began` (clock included)."""
+        delta = began - self._slice_done
+        if delta > 0:
+            self._slice_done = began
+            self.stats.total += delta
+            self.pit.advance(delta)
+
+    def begin_slice(self) -> None:
+        self._slice_done, self._in_slice = 0, True
+
+    def end_slice(self, retired: int) -> None:
+        self.retire(retired)
+        self._in_slice = False
+
+    def retire_emulated(self) -> None:
+        """An instruction the monitor emulated retires too, and the clock ticks for it."""
+        self.stats.total += 1
+        self.pit.advance(1)
+
+    # ------------------------------------------------------------------ running
+    def run(self, max_insns: int, trace: bool = False) -> ExitInfo:
+        """Run until the guest stops or `max_insns` more instructions have retired."""
+        if self.exit is not None and self.exit.reason != "budget":
+            return self.exit
+        self.exit = None
+        self.stats.traced = self.stats.traced or trace
+        self.executor.set_tracing(trace)
+        if self.state != "running":
+            self.state = "running"
+            self.emit(VmStateChanged(self.name, self.step, "running"))
+        end = self.stats.total + max_insns
+        try:
+            while self.exit is None:
+                remaining = end - self.stats.total
+                if remaining <= 0:
+                    self.finish(ExitInfo("budget", None, f"{max_insns} instructions executed"))
+                    break
+                due = self.pit.ticks_until_irq()
+                count = remaining if due is None else max(1, min(remaining, due))
+                self.executor.run_slice(count)
+        finally:
+            self.executor.set_tracing(False)
+            self.flush_console()
+        return self.exit
+
+    @property
+    def mode_class(self) -> InsnClass:
+        return InsnClass.NATIVE if self.mode == "native" else InsnClass.DIRECT

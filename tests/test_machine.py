@@ -1,0 +1,147 @@
+"""The physical machine and the guest contract, observed through small guests."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypervisor.session import run_guest
+from hypervisor.trace.events import IsolationViolation, Trap
+from hypervisor.vmm.vm import Vm
+
+MODES = ["native", "trap"]
+
+EXIT_WITH_EAX = """
+    mov dx, 0x501
+    out dx, al
+    hlt
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_entry_state_follows_the_contract(asm, mode):
+    image = asm(
+        """
+    ; EAX = 1 if ESP is the top of RAM, DS/SS hold the kernel data selector, IF is off
+    xor ebx, ebx
+    cmp esp, 0x400000
+    jne .bad
+    mov ax, ds
+    cmp ax, 0x10
+    jne .bad
+    sgdt [gdtr]
+    cmp dword [gdtr + 2], 0x800
+    jne .bad
+    cmp word [gdtr], 0x2f
+    jne .bad
+    mov al, 1
+    jmp .out
+.bad:
+    mov al, 2
+.out:
+"""
+        + EXIT_WITH_EAX
+        + "gdtr: dq 0\n"
+    )
+    report = run_guest(image, mode)
+    # Under trap the SGDT check fails (the real GDTR is the monitor's): that is a hole.
+    expected = 1 if mode == "native" else 2
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_open_bus_reads_all_ones_and_drops_writes(asm, mode):
+    image = asm(
+        """
+    mov dword [0x00500000], 0x12345678   ; beyond 4 MiB of RAM: dropped
+    mov eax, [0x00500000]               ; open bus: all ones
+    cmp eax, 0xffffffff
+    jne .bad
+    mov eax, [0x80000000]
+    cmp eax, 0xffffffff
+    jne .bad
+    mov al, 0
+    jmp .out
+.bad:
+    mov al, 1
+.out:
+"""
+        + EXIT_WITH_EAX
+    )
+    report = run_guest(image, mode, keep_events=True)
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+    kinds = [(e.kind, e.address) for e in report.events if isinstance(e, IsolationViolation)]
+    assert ("open_bus_write", 0x00500000) in kinds
+    assert ("open_bus_read", 0x80000000) in kinds
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fetch_outside_ram_crashes_the_vm(asm, mode):
+    report = run_guest(asm("    jmp 0x08:0x00900000\n"), mode)
+    assert report.exit.reason == "crashed"
+    assert "outside RAM" in report.exit.detail
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fault_without_idt_is_a_triple_fault(asm, mode):
+    report = run_guest(asm("    xor ecx, ecx\n    div ecx\n"), mode)
+    assert report.exit.reason == "crashed"
+    assert "triple fault" in report.exit.detail
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hlt_with_interrupts_off_halts(asm, mode):
+    report = run_guest(asm("    cli\n    hlt\n"), mode)
+    assert report.exit.reason == "halted"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_budget_stops_an_endless_loop(asm, mode):
+    report = run_guest(asm("spin: jmp spin\n"), mode, max_insns=12_345)
+    assert report.exit.reason == "budget"
+    assert report.instructions["total"] == 12_345
+
+
+def test_unsupported_privileged_operation_stops_cleanly(asm):
+    report = run_guest(asm("    mov eax, cr0\n    or eax, 0x80000000\n    mov cr0, eax\n"), "trap")
+    assert report.exit.reason == "unsupported"
+    assert "mov cr0, eax" in report.exit.detail and "paging" in report.exit.detail
+
+
+def test_monitor_memory_is_read_only_to_the_guest(asm):
+    image = asm(
+        """
+    sgdt [gdtr]
+    mov ebx, [gdtr + 2]          ; the monitor's real GDT, seen through the SGDT hole
+    mov eax, [ebx + 8]
+    mov dword [ebx + 8], 0       ; try to smash it
+    cmp eax, [ebx + 8]
+    jne .changed
+    mov al, 0
+    jmp .out
+.changed:
+    mov al, 1
+.out:
+"""
+        + EXIT_WITH_EAX
+        + "gdtr: dq 0\n"
+    )
+    report = run_guest(image, "trap", keep_events=True)
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+    assert any(
+        isinstance(e, IsolationViolation) and e.kind == "monitor_write" for e in report.events
+    )
+
+
+def test_runs_are_deterministic(asm):
+    image = asm("    mov ecx, 1000\nl: cli\n    sti\n    loop l\n" + EXIT_WITH_EAX)
+    first = run_guest(image, "trap", keep_events=True, trace=True)
+    second = run_guest(image, "trap", keep_events=True, trace=True)
+    assert first.events == second.events
+    assert sum(isinstance(e, Trap) for e in first.events) == 2000  # cli + sti, 1000 times
+
+
+def test_a_vm_can_continue_after_its_budget(asm):
+    vm = Vm(asm("    mov ecx, 50000\nl: loop l\n" + EXIT_WITH_EAX), "trap")
+    assert vm.run(10_000).reason == "budget"
+    assert vm.run(1_000_000).reason == "debug_exit"
+    assert vm.stats.total == 1 + 50_000 + 2  # mov ecx; 50000 loops; mov dx; out
