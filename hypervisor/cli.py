@@ -124,22 +124,23 @@ def _compare(args: argparse.Namespace) -> int:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
     native = reports[0]
+    classes = ("native", "direct", "trapped")
     header = (
-        f"{'mode':<8} {'console':<10} {'exit':<22} {'instructions':>12} "
-        f"{'direct':>10} {'trapped':>8}  traps / holes"
+        f"{'mode':<8} {'console':<10} {'exit':<18} {'instructions':>12} "
+        + " ".join(f"{c:>8}" for c in classes)
+        + "  traps ; holes"
     )
     print(f"{native.guest}: every mode against bare metal\n")
     print(header)
-    print("─" * len(header))
     for r in reports:
         same = "= native" if r.console == native.console else "DIFFERS"
         status = f" ({r.exit.status})" if r.exit.status is not None else ""
         traps = ", ".join(f"{k}×{v}" for k, v in r.traps.items())
         holes = ", ".join(f"⚠{k}×{v}" for k, v in r.holes.items())
+        counts = " ".join(f"{r.instructions[c]:>8,}" for c in classes)
         print(
-            f"{r.mode:<8} {same:<10} {r.exit.reason + status:<22} "
-            f"{r.instructions['total']:>12,} {r.instructions['direct']:>10,} "
-            f"{r.instructions['trapped']:>8,}  {'; '.join(p for p in (traps, holes) if p)}"
+            f"{r.mode:<8} {same:<10} {r.exit.reason + status:<18} "
+            f"{r.instructions['total']:>12,} {counts}  {' ; '.join(p for p in (traps, holes) if p)}"
         )
     for r in reports[1:]:
         if r.console != native.console and r.holes:

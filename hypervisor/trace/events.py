@@ -34,7 +34,8 @@ class InstructionExecuted(Event):
     text: str
     cls: InsnClass
     cpl: int  # the guest's own (virtual) privilege level
-    hole: bool = False  # a sensitive instruction ran directly: the monitor never saw it
+    hole: bool = False  # sensitive, ran directly, and gave a different answer than bare metal
+    sensitive: bool = False  # in the ISA's sensitive tables (privileged, IOPL or unprivileged)
     subkind: str = ""
 
 

@@ -8,6 +8,7 @@ A mode (bare metal, trap-and-emulate, later binary translation and paravirtualiz
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
@@ -42,7 +43,7 @@ class Executor(ABC):
         self.machine.owner = self
         self.waiting_for_interrupt = False
         self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
-        self._pending: tuple[int, int, object, int] | None = None  # traced instruction
+        self._pending: tuple | None = None  # the traced instruction now running
         self._pending_trapped = False
 
     # ------------------------------------------------------------------ mode hooks
@@ -212,28 +213,36 @@ class Executor(ABC):
     def _trace(self, eip: int, size: int) -> None:
         self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        self._pending = (self.vm.step - 1, eip, self.machine.read(eip, 15), self.guest_cpl())
+        insn = decode(self.machine.read(eip, 15), eip)
+        probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
+        self._pending = (self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False
+
+    def hole_probe(self, insn: Instruction) -> Callable[[], bool] | None:
+        """Under a monitor: how to tell, after `insn` ran directly, whether it diverged."""
+        return None
 
     def _finish_traced(self) -> None:
         if self._pending is None:
             return
-        step, eip, raw, cpl = self._pending
+        step, eip, insn, cpl, probe = self._pending
         self._pending = None
-        insn = decode(raw, eip)
-        text = insn.text if insn else f"(bad) {raw.hex()}"
+        text = insn.text if insn else "(bad)"
         stats = self.vm.stats
+        hole = False
         if not self.monitored:
-            cls, hole = InsnClass.NATIVE, False
+            cls = InsnClass.NATIVE
         elif self._pending_trapped:
-            cls, hole = InsnClass.TRAPPED, False
+            cls = InsnClass.TRAPPED
         else:
-            cls, hole = InsnClass.DIRECT, bool(insn and insn.is_sensitive)
+            cls = InsnClass.DIRECT
+            hole = probe is not None and probe()
         if cls is not InsnClass.TRAPPED:  # trapped instructions are counted when emulated
             stats.by_class[cls.value] += 1
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
-        self.vm.emit(InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole))
+        sensitive = bool(insn and insn.is_sensitive)
+        self.vm.emit(InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole, sensitive))
 
     def note_trap(self, name: str) -> None:
         """Count a trapped instruction (fast and traced runs alike); in a traced run its

@@ -12,12 +12,13 @@ is the lesson.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
-from hypervisor.isa import Category, decode
+from hypervisor.isa import Category, Instruction, decode
 from hypervisor.machine.cpu import CR0_ET, CR0_PE, EFLAGS_IF, EFLAGS_IOPL, CpuState
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import (
@@ -30,6 +31,7 @@ from hypervisor.machine.interrupts import (
 )
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.trace.events import InterruptDelivered, Trap
+from hypervisor.vmm import holes
 from hypervisor.vmm.emulate import EMULATORS, Emulation, Reflect, Unsupported
 from hypervisor.vmm.executors import Executor, register, trap_name
 from hypervisor.vmm.shadow import (
@@ -104,6 +106,19 @@ class TrapAndEmulate(Executor):
 
     def interrupt_shadow(self) -> bool:
         return self.vcpu.interrupt_shadow
+
+    def hole_probe(self, insn: Instruction) -> Callable[[], bool] | None:
+        return holes.probe(self, insn)
+
+    def shadow_differs(self, selector: int) -> bool:
+        """Does the CPU see another descriptor for `selector` than the guest wrote?"""
+        index = selector & ~7
+        guest = self.shadow.guest_bytes[index : index + 8]
+        real = self.shadow.image(self._user_view or False)[index : index + 8]
+        ignore_accessed = bytes([0, 0, 0, 0, 0, 0x01, 0, 0])
+        return bytes(a | m for a, m in zip(guest, ignore_accessed, strict=False)) != bytes(
+            a | m for a, m in zip(real, ignore_accessed, strict=False)
+        )
 
     def virtual_state(self) -> CpuState:
         """The guest's view of its registers (what it would see on bare metal)."""
