@@ -97,6 +97,8 @@ class Instruction:
     prefixes: tuple[int, ...]  # legacy prefix bytes present (F0/F2/F3, segment, 66, 67)
     operand_size: int  # 2 with a 66 prefix, else 4: PUSHF/IRET/far pointers change width
     address_size: int  # 2 with a 67 prefix, else 4
+    overwrites_flags: bool = False  # writes all six arithmetic flags and reads none: the
+    # flags are dead just before it, so a translator may insert flag-clobbering code there
 
     @property
     def next_address(self) -> int:
@@ -278,6 +280,20 @@ def _convert(insn: capstone.CsInsn) -> Instruction:
         prefixes=prefixes,
         operand_size=operand_size,
         address_size=address_size,
+        overwrites_flags=_overwrites_flags(insn.eflags),
+    )
+
+
+_ARITHMETIC_FLAGS = ("CF", "PF", "AF", "ZF", "SF", "OF")
+
+
+def _overwrites_flags(eflags: int) -> bool:
+    def any_of(kinds: tuple[str, ...], flag: str) -> bool:
+        return any(eflags & getattr(cs_x86, f"X86_EFLAGS_{k}_{flag}", 0) for k in kinds)
+
+    writes = ("MODIFY", "RESET", "SET", "UNDEFINED")
+    return all(any_of(writes, f) for f in _ARITHMETIC_FLAGS) and not any(
+        any_of(("TEST",), f) for f in _ARITHMETIC_FLAGS
     )
 
 

@@ -33,7 +33,9 @@ from unicorn import (
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
+    UC_PROT_EXEC,
     UC_PROT_READ,
+    UC_PROT_WRITE,
     Uc,
     UcError,
 )
@@ -66,6 +68,7 @@ class ExitKind(Enum):
     EXCEPTION = "exception"  # a fault or INT n reached the machine (vector set)
     HALT = "halt"  # HLT executed at CPL 0
     STOP = "stop"  # the owner asked to stop (a port write that must be acted on)
+    DOOR = "door"  # translated code called the monitor (address set)
     FETCH_FAULT = "fetch_fault"  # instruction fetch outside RAM
     ERROR = "error"  # unicorn refused to go on
 
@@ -88,6 +91,8 @@ class MachineOwner(Protocol):
     def port_out(self, port: int, size: int, value: int) -> None: ...
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None: ...
+
+    def code_page_written(self, address: int, size: int) -> None: ...
 
 
 class EntryError(Exception):
@@ -137,11 +142,15 @@ class Machine:
         self.uc.ctl_remove_cache(address, address + len(data))
         return True
 
-    def map_monitor(self, offset: int, size: int, executable: bool = False) -> int:
-        """Map monitor memory at MONITOR_BASE + offset, read-only to the guest. Returns address."""
+    def map_monitor(
+        self, offset: int, size: int, executable: bool = False, writable: bool = False
+    ) -> int:
+        """Map monitor memory at MONITOR_BASE + offset, read-only to the guest unless
+        `writable` (the vCPU area that translated code updates). Returns its address."""
         assert not self._sealed, "monitor memory is mapped before the guest first runs"
         address = MONITOR_BASE + offset
-        self.uc.mem_map(address, size, UC_PROT_READ | (4 if executable else 0))
+        perms = UC_PROT_READ | (UC_PROT_EXEC if executable else 0)
+        self.uc.mem_map(address, size, perms | (UC_PROT_WRITE if writable else 0))
         self.monitor_pages.update(range(address, address + size, PAGE))
         return address
 
@@ -292,6 +301,19 @@ class Machine:
         if self._exit is None:
             self._stop(ExitKind.STOP, retired_now=True)
 
+    def add_door(self, address: int) -> None:
+        """A callout door: translated code jumps to `address` to hand control to the monitor.
+        A code hook bounded to that one address costs nothing anywhere else (fact 11)."""
+        self.uc.hook_add(UC_HOOK_CODE, self._on_door, None, address, address)
+
+    def _on_door(self, uc: Uc, address: int, size: int, _: object) -> None:
+        self._stop(ExitKind.DOOR, retired_now=False, address=address)
+
+    def protect_code_page(self, page: int, protected: bool) -> None:
+        """Write-protect a page of guest RAM that holds translated code (fact 7): a guest
+        store into it then reaches the owner's `code_page_written`."""
+        self.uc.mem_protect(page, PAGE, UC_PROT_READ | UC_PROT_EXEC if protected else UC_PROT_ALL)
+
     def watch_interrupt_window(self, on: bool) -> None:
         """Stop as soon as the guest sets EFLAGS.IF (STI, POPF, IRET…), before the next
         instruction — or one instruction later after STI, whose shadow delays interrupts.
@@ -392,6 +414,11 @@ class Machine:
     def _on_write_protected(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
+        if address < self.ram_size and self.owner:
+            # A traced code page: the owner unprotects it; the store is retried from scratch.
+            self.owner.code_page_written(address, size)
+            self._stop(ExitKind.STOP, retired_now=False, address=address)
+            return False
         if self.owner:
             self.owner.memory_violation("monitor_write", address, size, value)
         return True  # the write is dropped

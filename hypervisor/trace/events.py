@@ -110,3 +110,45 @@ class EventLog:
         self.recent.append(event)
         for listener in self._listeners:
             listener(event)
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentTranslated(Event):
+    """Binary translation: a guest block became a fragment in the translation cache."""
+
+    fragment: int
+    guest_start: int
+    guest_end: int
+    tc_start: int
+    tc_end: int
+    instructions: int
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentChained(Event):
+    """An exit of one fragment now jumps straight into another: no more monitor round trip."""
+
+    source: int
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentInvalidated(Event):
+    """The guest wrote to a page holding translated code: its fragments are gone."""
+
+    fragment: int
+    guest_start: int
+    written: int  # the guest address whose store caused it
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationCacheFlushed(Event):
+    """The translation cache was full: every fragment was dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Callout(Event):
+    """Translated code called the monitor to emulate an instruction (no trap involved)."""
+
+    eip: int
+    text: str

@@ -47,7 +47,7 @@ class Emulation:
     vcpu: VirtualCpu
     machine: Machine
     halt: bool = False  # HLT: the guest sleeps (or stops, with interrupts off)
-    user_mode_entered: bool = False
+    flags: int | None = None  # new real EFLAGS, for emulations that set ZF (LAR, VERR…)
 
     # -- memory and operands ------------------------------------------------
     def read(self, address: int, size: int) -> bytes:
@@ -90,13 +90,21 @@ Emulator = Callable[[Emulation], None]
 EMULATORS: dict[str, Emulator] = {}
 
 
-def emulates(*mnemonics: str) -> Callable[[Emulator], Emulator]:
-    def register(fn: Emulator) -> Emulator:
-        for mnemonic in mnemonics:
-            EMULATORS[mnemonic] = fn
-        return fn
+def emulates_in(table: dict[str, Emulator]) -> Callable[..., Callable[[Emulator], Emulator]]:
+    """A decorator factory registering emulators by mnemonic in `table`."""
 
-    return register
+    def emulates(*mnemonics: str) -> Callable[[Emulator], Emulator]:
+        def register(fn: Emulator) -> Emulator:
+            for mnemonic in mnemonics:
+                table[mnemonic] = fn
+            return fn
+
+        return register
+
+    return emulates
+
+
+emulates = emulates_in(EMULATORS)
 
 
 @emulates("cli")
@@ -274,7 +282,6 @@ def _far_return(e: Emulation) -> None:
             if selector & ~3 and _kernel_only(e, selector):
                 setattr(e.state, name, 0)
         e.vcpu.cpl = 3
-        e.user_mode_entered = True
     e.state.eip, e.state.cs = eip, cs
     if eflags is not None:
         e.state.eflags = eflags

@@ -75,6 +75,10 @@ class Executor(ABC):
     def interrupt_shadow(self) -> bool:
         """True for one instruction after STI: interrupts are not yet accepted."""
 
+    def retired_are_guest_instructions(self) -> bool:
+        """False while the CPU runs code the monitor generated (binary translation)."""
+        return True
+
     def before_slice(self) -> None:  # noqa: B027  (optional hook, empty by default)
         """A last look before the CPU runs (bare metal watches for IF opening)."""
 
@@ -206,6 +210,10 @@ class Executor(ABC):
         detail = f"{size}-byte {'write of ' + hex(value) if 'write' in kind else 'read'}"
         self.vm.emit(IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail))
 
+    def code_page_written(self, address: int, size: int) -> None:
+        """Only binary translation write-protects guest pages (those holding translated code)."""
+        raise AssertionError(f"{self.mode}: no guest page is write-protected")
+
     # ------------------------------------------------------------------ tracing
     def set_tracing(self, on: bool) -> None:
         self.machine.set_tracer(self._trace if on else None)
@@ -285,3 +293,4 @@ def available_modes() -> list[str]:
 
 def _load_modes() -> None:
     from hypervisor.vmm import native, trap  # noqa: F401  (modules register their executors)
+    from hypervisor.vmm.bt import executor  # noqa: F401

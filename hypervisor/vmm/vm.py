@@ -51,6 +51,7 @@ class RunStats:
     total: int = 0
     by_class: Counter[str] = field(default_factory=Counter)
     traps: Counter[str] = field(default_factory=Counter)
+    callouts: Counter[str] = field(default_factory=Counter)
     holes: Counter[str] = field(default_factory=Counter)
     traced: bool = False
 
@@ -100,6 +101,7 @@ class Vm:
         self.state = "created"
         self._slice_done = 0
         self._in_slice = False
+        self.ticks = 0  # instructions the physical CPU retired: the PIT's clock
         self._load(image)
         self.executor = executor_for(mode)(self)
         self.executor.start(self.entry_state())
@@ -159,11 +161,15 @@ class Vm:
 
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:
-        """Account instructions retired in the running slice up to `began` (clock included)."""
+        """Account instructions the CPU retired in the running slice up to `began`: the
+        clock ticks for each; they are guest instructions unless the CPU was running
+        translated code (then the translation cache counts the guest's own)."""
         delta = began - self._slice_done
         if delta > 0:
             self._slice_done = began
-            self.stats.total += delta
+            self.ticks += delta
+            if self.executor.retired_are_guest_instructions():
+                self.stats.total += delta
             self.pit.advance(delta)
 
     def begin_slice(self) -> None:

@@ -1,0 +1,1 @@
+"""Binary translation: translator, translation cache and the `bt` execution mode."""

@@ -1,0 +1,169 @@
+"""The translation cache: fragments of translated kernel code, their exits, links and pages.
+
+Vocabulary after QEMU's TCG and DynamoRIO: a *fragment* is the translation of one guest
+block; its *exits* first go through an exit stub to the monitor, and once the target is
+translated the monitor *chains* (links) the exit straight to the target fragment, so a warm
+cache runs without leaving the CPU. When the cache is full it is *flushed* whole; when a
+guest page holding translated code is written, the fragments from that page are
+*invalidated* (unlinked, never entered again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypervisor.isa import Instruction
+from hypervisor.machine.hostram import PAGE
+
+
+@dataclass
+class ExitStub:
+    """One way out of a fragment: a direct branch not yet chained, or a callout."""
+
+    id: int
+    kind: str  # branch / callout / lookup / window
+    fragment: int
+    guest_eip: int  # branch: the target; callout: the instruction to emulate
+    patch_at: int | None = None  # address of the rel32 jump to re-target when chaining
+    stub_address: int | None = None  # the stub's own code: where an unchained jump goes
+    chained_to: int | None = None  # fragment id once linked
+
+
+@dataclass
+class Fragment:
+    id: int
+    guest_start: int
+    guest_end: int
+    insns: tuple[Instruction, ...]  # guest instructions run from the TC (callouts excluded)
+    subkinds: tuple[str, ...]  # per guest instruction: ident / rewritten / callout
+    tc_start: int
+    tc_end: int
+    boundaries: dict[int, int]  # TC address -> index of the guest instruction starting there
+    instruction_starts: dict[int, int]  # TC address of each guest instruction's translation
+    count_point: int | None  # TC address after which the count was added; None: at entry
+    callout: Instruction | None  # the instruction that ends the fragment by a callout
+    source: bytes  # the guest bytes translated, to check self-modification
+    exits: list[int] = field(default_factory=list)
+    hits: int = 0
+    links_in: set[int] = field(default_factory=set)  # exit stub ids chained to us
+    valid: bool = True
+
+    @property
+    def pages(self) -> range:
+        return range(self.guest_start & ~(PAGE - 1), self.guest_end, PAGE)
+
+    def guest_eip_at(self, index: int) -> int:
+        if index < len(self.insns):
+            return self.insns[index].address
+        return self.callout.address if self.callout else self.guest_end
+
+    @property
+    def links_out(self) -> int:
+        return sum(1 for _ in self.exits)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0  # dispatches to an existing fragment
+    misses: int = 0  # dispatches that needed a translation
+    chains: int = 0
+    invalidations: int = 0
+    flushes: int = 0
+    adaptive: int = 0
+    translated_insns: int = 0
+
+
+class TranslationCache:
+    def __init__(self, base: int, capacity: int) -> None:
+        self.base = base
+        self.capacity = capacity
+        self.cursor = base
+        self.fragments: dict[int, Fragment] = {}
+        self.by_guest: dict[int, int] = {}  # guest start EIP -> valid fragment id
+        self.by_page: dict[int, set[int]] = {}  # guest page -> fragment ids
+        self.exits: dict[int, ExitStub] = {}
+        self.stats = CacheStats()
+        self._next_fragment = 0
+        self._next_exit = 1  # 0 means "no exit" in the vCPU area
+        self._starts: list[tuple[int, int]] = []  # (tc_start, fragment id), for lookups by EIP
+
+    # ------------------------------------------------------------------ space
+    @property
+    def used(self) -> int:
+        return self.cursor - self.base
+
+    def fits(self, size: int) -> bool:
+        return self.cursor + size <= self.base + self.capacity
+
+    def reserve(self, size: int) -> int:
+        address = self.cursor
+        self.cursor += size
+        return address
+
+    # ------------------------------------------------------------------ fragments
+    def new_fragment_id(self) -> int:
+        self._next_fragment += 1
+        return self._next_fragment
+
+    def new_exit(
+        self, kind: str, fragment: int, guest_eip: int, patch_at: int | None = None
+    ) -> ExitStub:
+        stub = ExitStub(self._next_exit, kind, fragment, guest_eip, patch_at)
+        self.exits[stub.id] = stub
+        self._next_exit += 1
+        return stub
+
+    def add(self, fragment: Fragment) -> None:
+        self.fragments[fragment.id] = fragment
+        self.by_guest[fragment.guest_start] = fragment.id
+        for page in fragment.pages:
+            self.by_page.setdefault(page, set()).add(fragment.id)
+        self._starts.append((fragment.tc_start, fragment.id))
+        self.stats.translated_insns += len(fragment.insns) + (1 if fragment.callout else 0)
+
+    def lookup(self, guest_eip: int) -> Fragment | None:
+        fid = self.by_guest.get(guest_eip)
+        return self.fragments[fid] if fid is not None else None
+
+    def fragment_at(self, tc_address: int) -> Fragment | None:
+        """The fragment whose code contains `tc_address` (stubs included)."""
+        for start, fid in reversed(self._starts):
+            if start <= tc_address:
+                fragment = self.fragments.get(fid)
+                if fragment and tc_address < fragment.tc_end:
+                    return fragment
+                return None
+        return None
+
+    def contains(self, tc_address: int) -> bool:
+        return self.base <= tc_address < self.base + self.capacity
+
+    # ------------------------------------------------------------------ invalidation
+    def invalidate_page(self, page: int) -> list[Fragment]:
+        """Forget every fragment translated from `page`; returns them (to unlink)."""
+        gone = []
+        for fid in sorted(self.by_page.pop(page, set())):
+            fragment = self.fragments[fid]
+            if not fragment.valid:
+                continue
+            fragment.valid = False
+            if self.by_guest.get(fragment.guest_start) == fid:
+                del self.by_guest[fragment.guest_start]
+            for other in fragment.pages:
+                self.by_page.get(other, set()).discard(fid)
+            gone.append(fragment)
+            self.stats.invalidations += 1
+        return gone
+
+    def flush(self) -> None:
+        self.cursor = self.base
+        self.fragments.clear()
+        self.by_guest.clear()
+        self.by_page.clear()
+        self.exits.clear()
+        self._starts.clear()
+        self.stats.flushes += 1
+
+    @property
+    def traced_pages(self) -> set[int]:
+        return {page for page, ids in self.by_page.items() if ids}

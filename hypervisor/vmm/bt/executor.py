@@ -1,0 +1,421 @@
+"""Binary translation (VMware's method): guest user code runs directly at CPL 3, guest kernel
+code runs only as translated code from the translation cache, at CPL 1.
+
+The monitor is the trap-and-emulate monitor (shadow GDT, virtual CPU, virtual IDT delivery,
+the same emulators for privileged instructions), with one change of strategy for the
+kernel: instead of letting sensitive instructions trap — or worse, not trap — it translates
+every kernel block before it runs, so the CPU never executes a guest kernel instruction the
+monitor has not looked at. Callouts replace traps; a warm cache replaces callouts with
+chained jumps.
+"""
+
+from __future__ import annotations
+
+from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
+from unicorn.x86_const import UC_X86_REG_EIP as _EIP
+
+from hypervisor.isa import Instruction, decode
+from hypervisor.machine.cpu import EFLAGS_IF, CpuState
+from hypervisor.machine.hostram import PAGE
+from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.trace.events import (
+    Callout,
+    FragmentChained,
+    FragmentInvalidated,
+    FragmentTranslated,
+    InsnClass,
+    InstructionExecuted,
+    TranslationCacheFlushed,
+)
+from hypervisor.trace.events import Trap as TrapEvent
+from hypervisor.vmm.bt.area import VcpuArea
+from hypervisor.vmm.bt.cache import Fragment, TranslationCache
+from hypervisor.vmm.bt.callouts import BT_EMULATORS
+from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
+from hypervisor.vmm.emulate import EMULATORS, Emulation, Reflect, Unsupported
+from hypervisor.vmm.executors import register, trap_name
+from hypervisor.vmm.trap import TrapAndEmulate
+from hypervisor.vmm.vm import ExitInfo
+
+VCPU_AREA_OFFSET = 0x12000
+DOOR_OFFSET = 0x13000
+TC_OFFSET = 0x100000
+TC_CAPACITY = 1 << 20
+
+
+@register
+class BinaryTranslation(TrapAndEmulate):
+    mode = "bt"
+
+    def start(self, entry: CpuState) -> None:
+        m = self.machine
+        self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
+        self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
+        m.write_monitor(self.door, b"\xf4")  # never executed: the door hook stops first
+        m.add_door(self.door)
+        tc_base = m.map_monitor(TC_OFFSET, TC_CAPACITY, executable=True)
+        self.cache = TranslationCache(tc_base, TC_CAPACITY)
+        self.translator = Translator(self.cache, self.area, self.door, m.read)
+        m.write_monitor(*self.translator.shared_code)
+        self.parked: int | None = None  # guest EIP while the monitor holds a kernel state
+        self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
+        self._icount_seen = 0
+        super().start(entry)
+
+    # ------------------------------------------------------------------ vCPU area
+    def _write_area(self) -> None:
+        v = self.vcpu
+        window = self.translator.shared
+        pending = self.vm.pic.pending_vector() is not None
+        self.machine.write_monitor(
+            self.area.base,
+            VcpuArea.pack(
+                {
+                    "vif": EFLAGS_IF if v.interrupts_enabled else 0,
+                    "viopl": v.iopl << 12,
+                    "icount": self._icount_seen,
+                    "window": window.window_exit if pending else window.window_continue,
+                    "vcs": self._selectors[0],
+                    "vss": self._selectors[1],
+                    "vcr0": v.cr0,
+                    "vtr": v.tr,
+                    "vldtr": v.ldtr,
+                    "gdtr_limit": v.gdtr[1],
+                    "gdtr_base": v.gdtr[0],
+                    "idtr_limit": v.idtr[1],
+                    "idtr_base": v.idtr[0],
+                }
+            ),
+        )
+
+    def _read_area(self) -> dict[str, int]:
+        values = VcpuArea.unpack(self.machine.read(self.area.base, VcpuArea.size()))
+        if self.vcpu.cpl == 0:
+            self.vcpu.interrupts_enabled = bool(values["vif"] & EFLAGS_IF)
+            self.vcpu.iopl = (values["viopl"] >> 12) & 3
+        delta = (values["icount"] - self._icount_seen) & 0xFFFFFFFF
+        if delta:
+            self._icount_seen = values["icount"]
+            self._count_translated(delta)
+        return values
+
+    def _count_translated(self, n: int) -> None:
+        stats = self.vm.stats
+        stats.total += n
+        stats.by_class[InsnClass.TRANSLATED.value] += n
+
+    # ------------------------------------------------------------------ entering
+    def enter(self, virtual: CpuState) -> None:
+        if self.vcpu.cpl == 0:
+            self._selectors = (virtual.cs & ~3, virtual.ss & ~3)
+            fragment = self.fragment_for(virtual.eip)
+            if fragment is None:
+                return
+            virtual = virtual.copy()
+            virtual.eip = fragment.tc_start
+        self.parked = None
+        self._write_area()
+        super().enter(virtual)
+
+    def fragment_for(self, guest_eip: int) -> Fragment | None:
+        """The fragment for `guest_eip`, translated now if needed (the TC miss path)."""
+        fragment = self.cache.lookup(guest_eip)
+        if fragment is not None:
+            self.cache.stats.hits += 1
+            fragment.hits += 1
+            return fragment
+        self.cache.stats.misses += 1
+        if not 0 <= guest_eip < self.machine.ram_size:
+            self.vm.finish(
+                ExitInfo("crashed", None, f"instruction fetch outside RAM at {guest_eip:#010x}")
+            )
+            return None
+        fragment = self.translator.translate(guest_eip)
+        if fragment is None:  # full: flush everything and translate again
+            self._flush()
+            fragment = self.translator.translate(guest_eip)
+            assert fragment is not None, "one block is larger than the whole cache"
+        for address, code in self.translator.pending_code:
+            self.machine.write_monitor(address, code)
+        self.translator.pending_code.clear()
+        self.cache.add(fragment)
+        for page in fragment.pages:
+            self.machine.protect_code_page(page, True)
+        fragment.hits += 1
+        self.vm.emit(
+            FragmentTranslated(
+                self.vm.name,
+                self.vm.step,
+                fragment.id,
+                fragment.guest_start,
+                fragment.guest_end,
+                fragment.tc_start,
+                fragment.tc_end,
+                len(fragment.insns),
+            )
+        )
+        return fragment
+
+    def _flush(self) -> None:
+        for page in self.cache.traced_pages:
+            self.machine.protect_code_page(page, False)
+        self.cache.flush()
+        self.translator = Translator(self.cache, self.area, self.door, self.machine.read)
+        self.machine.write_monitor(*self.translator.shared_code)
+        self.vm.emit(TranslationCacheFlushed(self.vm.name, self.vm.step))
+
+    def retired_are_guest_instructions(self) -> bool:
+        return self.vcpu.cpl == 3
+
+    # ------------------------------------------------------------------ guest view
+    def virtual_state(self) -> CpuState:
+        state = super().virtual_state()
+        if self.vcpu.cpl == 0 and self.parked is not None:
+            state.eip = self.parked
+        return state
+
+    def guest_interrupts_enabled(self) -> bool:
+        return self.vcpu.interrupts_enabled
+
+    # ------------------------------------------------------------------ exits
+    def handle(self, exit_: Exit) -> None:
+        if self.vcpu.cpl == 3:  # user code ran directly: the trap-and-emulate rules apply
+            super().handle(exit_)
+            return
+        self._read_area()
+        if exit_.retired:
+            self.vcpu.interrupt_shadow = False
+        eip = self.machine.uc.reg_read(_EIP)
+        kind = exit_.kind
+        if kind is ExitKind.DOOR:
+            self._door()
+        elif kind is ExitKind.EXCEPTION:
+            if not self._park_at(eip, faulted=True):
+                return
+            self.deliver(exit_.vector or 0, "exception", 0)
+        elif kind in (ExitKind.COUNT, ExitKind.STOP):
+            if self._interrupt_due() or self.vm.exit is not None:
+                self._settle()
+            else:
+                self._update_window()
+        else:
+            super().handle(exit_)
+
+    def before_slice(self) -> None:
+        """A guest parked by the monitor re-enters the TC through its fragment's entry."""
+        if self.parked is not None and self.vcpu.cpl == 0 and self.vm.exit is None:
+            self.enter(self.virtual_state())
+
+    def _update_window(self) -> None:
+        """An interrupt may have become pending during the slice: arm the STI/POPF check."""
+        window = self.translator.shared
+        pending = self.vm.pic.pending_vector() is not None
+        target = window.window_exit if pending else window.window_continue
+        self.machine.write_monitor(self.area.window, target.to_bytes(4, "little"))
+
+    def _interrupt_due(self) -> bool:
+        return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
+
+    def _park_at(self, tc_eip: int, faulted: bool = False) -> bool:
+        """Take the guest out of the TC at a guest instruction boundary: fix the count."""
+        fragment = self.cache.fragment_at(tc_eip)
+        index = fragment.boundaries.get(tc_eip) if fragment else None
+        if fragment is None or index is None:
+            self.vm.finish(
+                ExitInfo(
+                    "crashed", None, f"monitor error: TC address {tc_eip:#x} is not a boundary"
+                )
+            )
+            return False
+        passed = fragment.count_point is not None and tc_eip >= fragment.count_point
+        counted = len(fragment.insns) if passed else 0
+        if index != counted:
+            self._count_translated(index - counted)
+        self.parked = fragment.guest_eip_at(index)
+        return True
+
+    def _settle(self) -> None:
+        """Run single TC instructions until the CPU sits on a guest instruction boundary, so
+        an interrupt can be delivered there (inline sequences are never split)."""
+        m = self.machine
+        for _ in range(64):
+            eip = m.uc.reg_read(_EIP)
+            fragment = self.cache.fragment_at(eip)
+            if fragment is not None and eip in fragment.boundaries:
+                self._park_at(eip)
+                return
+            self.vm.begin_slice()
+            step = m.run(eip, 1)
+            self.vm.end_slice(step.retired)
+            if step.kind is not ExitKind.COUNT:
+                self.handle(step)
+                return
+        self.vm.finish(ExitInfo("crashed", None, "monitor error: no boundary reached"))
+
+    def _door(self) -> None:
+        values = VcpuArea.unpack(self.machine.read(self.area.base, VcpuArea.size()))
+        exit_id = values["exit"]
+        if exit_id == WINDOW_EXIT:  # accept_interrupt() follows this exit
+            self.parked = values["resume_geip"]
+        elif exit_id == LOOKUP_EXIT:
+            self.parked = values["target"]
+        else:
+            stub = self.cache.exits.get(exit_id)
+            if stub is None:
+                self.vm.finish(ExitInfo("crashed", None, f"monitor error: exit {exit_id}"))
+                return
+            self.parked = stub.guest_eip
+            if stub.kind == "callout":
+                self._callout(stub.guest_eip)
+            else:
+                self._chain(stub.id)
+
+    def _chain(self, stub_id: int) -> None:
+        """First use of a branch exit: translate the target and link the jump to it."""
+        stub = self.cache.exits[stub_id]
+        target = self.fragment_for(stub.guest_eip)
+        if target is None:
+            return
+        source = self.cache.fragments.get(stub.fragment)
+        if source is not None and source.valid and stub.patch_at is not None:
+            rel = (target.tc_start - (stub.patch_at + 4)) & 0xFFFFFFFF
+            self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
+            stub.chained_to = target.id
+            target.links_in.add(stub.id)
+            self.cache.stats.chains += 1
+            self.vm.emit(FragmentChained(self.vm.name, self.vm.step, source.id, target.id))
+        self.parked = None
+        self._write_area()
+        self.machine.set_registers(eip=target.tc_start)
+
+    def _callout(self, guest_eip: int) -> None:
+        """Emulate the instruction that ended the fragment, then continue after it."""
+        virtual = self.virtual_state()
+        insn = decode(self.machine.read(guest_eip, 15), guest_eip)
+        if insn is None:
+            self.deliver(6, "exception")
+            return
+        self._trace_callout(insn)
+        self.note_callout(trap_name(insn))
+        self.vm.emit(Callout(self.vm.name, self.vm.step, guest_eip, insn.text))
+        if insn.vector is not None and insn.flow.value == "int":
+            self.parked = insn.next_address
+            self.deliver(insn.vector, "software")
+            return
+        handler = BT_EMULATORS.get(insn.mnemonic) or EMULATORS.get(insn.mnemonic)
+        if handler is None:
+            self.vm.finish(
+                ExitInfo(
+                    "unsupported", None, f"{insn.text} at {guest_eip:#010x}: no emulation for it"
+                )
+            )
+            return
+        emulation = Emulation(insn, virtual, self.vcpu, self.machine)
+        emulation.state.eip = insn.next_address
+        try:
+            handler(emulation)
+        except Reflect as reflect:
+            self.deliver(reflect.vector, "exception", reflect.error_code)
+            return
+        except Unsupported as why:
+            self.vm.emit(
+                TrapEvent(
+                    self.vm.name, self.vm.step, 13, guest_eip, insn.text, "unsupported", str(why)
+                )
+            )
+            self.vm.finish(
+                ExitInfo("unsupported", None, f"{insn.text} at {guest_eip:#010x}: {why}")
+            )
+            return
+        if emulation.flags is not None:
+            self.machine.uc.reg_write(_EFLAGS, emulation.flags)
+            emulation.state.eflags = self.vcpu.virtual_eflags(emulation.flags)
+        if emulation.halt:
+            self.parked = emulation.state.eip
+            if self.vcpu.interrupts_enabled:
+                self.wait_for_interrupt()
+            else:
+                self.vm.finish(ExitInfo("halted", None, "HLT with interrupts off"))
+            return
+        self.enter(emulation.state)
+
+    def note_callout(self, name: str) -> None:
+        stats = self.vm.stats
+        stats.callouts[name] += 1
+        stats.total += 1
+        stats.by_class[InsnClass.TRANSLATED.value] += 1
+        self.vm.pit.advance(1)
+
+    def _count_io(self, mnemonic: str) -> None:
+        if self.vcpu.cpl == 0:  # in the TC: the I/O hook is a callout, not a trap
+            self.vm.stats.callouts[mnemonic] += 1
+        else:
+            super()._count_io(mnemonic)
+
+    # ------------------------------------------------------------------ self-modifying code
+    def code_page_written(self, address: int, size: int) -> None:
+        for page in {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}:
+            gone = self.cache.invalidate_page(page)
+            for fragment in gone:
+                self._unlink(fragment)
+                self.vm.emit(
+                    FragmentInvalidated(
+                        self.vm.name, self.vm.step, fragment.id, fragment.guest_start, address
+                    )
+                )
+            self.machine.protect_code_page(page, False)
+
+    def _unlink(self, fragment: Fragment) -> None:
+        for stub_id in fragment.links_in:
+            stub = self.cache.exits.get(stub_id)
+            if stub is None or stub.patch_at is None or stub.stub_address is None:
+                continue
+            rel = (stub.stub_address - (stub.patch_at + 4)) & 0xFFFFFFFF
+            self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
+            stub.chained_to = None
+        fragment.links_in.clear()
+
+    # ------------------------------------------------------------------ tracing
+    def _trace(self, eip: int, size: int) -> None:
+        if self.vcpu.cpl == 3 or not self.cache.contains(eip):
+            super()._trace(eip, size)
+            return
+        self._finish_traced()
+        fragment = self.cache.fragment_at(eip)
+        if fragment is None:
+            return
+        index = fragment.instruction_starts.get(eip)
+        if index is None:
+            return
+        if index == 0 and eip == fragment.tc_start:
+            fragment.hits += 1
+        insn = fragment.insns[index]
+        self.vm.emit(
+            InstructionExecuted(
+                self.vm.name,
+                self.vm.step,
+                insn.address,
+                insn.text,
+                InsnClass.TRANSLATED,
+                0,
+                False,
+                insn.is_sensitive,
+                fragment.subkinds[index],
+            )
+        )
+
+    def _trace_callout(self, insn: Instruction) -> None:
+        if self.vm.stats.traced:
+            self.vm.emit(
+                InstructionExecuted(
+                    self.vm.name,
+                    self.vm.step,
+                    insn.address,
+                    insn.text,
+                    InsnClass.TRANSLATED,
+                    0,
+                    False,
+                    insn.is_sensitive,
+                    "callout",
+                )
+            )

@@ -1,0 +1,401 @@
+"""The binary translator: one guest kernel block in, real x86 code for the TC out.
+
+A block runs from a guest EIP to the first control transfer, the first instruction that
+needs the monitor, 12 instructions, or the end of the page (Adams & Agesen's translation
+unit). Each guest instruction gets one of three treatments:
+
+* **ident** — copied byte for byte: it behaves the same at CPL 1 as at CPL 0;
+* **rewritten** — replaced by a short sequence on the vCPU area that gives the guest what
+  bare metal would (CLI, STI, PUSHF, POPF, MOV from CS/SS, PUSH CS/SS, SMSW, STR, SLDT,
+  SGDT, SIDT) or that keeps control inside the TC (direct branches, calls, returns);
+* **callout** — the block ends with a jump to the monitor, which emulates the instruction
+  in Python (LGDT, IRETD, HLT, MOV CR, INT n, far transfers, LAR/LSL/VERR/VERW…).
+
+Inline sequences never change the arithmetic flags the guest can see (they use MOV and LEA),
+and they keep the guest's registers: scratch registers are saved in the vCPU area.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hypervisor.isa import Category, FlowKind, Instruction, Operand, decode_block
+from hypervisor.machine.hostram import PAGE
+from hypervisor.vmm.bt import encode as x
+from hypervisor.vmm.bt.area import VcpuArea
+from hypervisor.vmm.bt.cache import ExitStub, Fragment, TranslationCache
+
+MAX_BLOCK = 12
+WINDOW_EXIT = 0xFFFFFFFE  # exit id: IF was enabled while an interrupt waits
+LOOKUP_EXIT = 0xFFFFFFFD  # exit id: an indirect branch needs its target's fragment
+EFLAGS_IF = 0x200
+
+# Rewritten inline (the rest of the sensitive instructions are callouts).
+_INLINE = {"cli", "sti", "pushfd", "popfd"}
+_TABLE_READS = {"smsw": "vcr0", "str": "vtr", "sldt": "vldtr"}
+_SEGMENT_READS = {"cs": "vcs", "ss": "vss"}
+
+
+@dataclass
+class Shared:
+    """Code every fragment jumps to, placed at the start of the TC."""
+
+    window_continue: int  # jmp [resume]: no interrupt waiting
+    window_exit: int  # to the door: deliver the interrupt now
+    lookup_exit: int  # to the door: find the fragment for [target]
+
+
+class Translator:
+    def __init__(
+        self, cache: TranslationCache, area: VcpuArea, door: int, read: Callable[[int, int], bytes]
+    ) -> None:
+        self.cache = cache
+        self.area = area
+        self.door = door
+        self.read = read
+        self.shared = self._emit_shared()
+        self.pending_code: list[tuple[int, bytes]] = []  # (address, bytes) for the monitor
+
+    # ------------------------------------------------------------------ shared stubs
+    def _emit_shared(self) -> Shared:
+        start = self.cache.reserve(0)
+        code = bytearray()
+        window_continue = start
+        code += x.jmp_abs_indirect(self.area.resume)
+        window_exit = start + len(code)
+        code += self._door_jump(WINDOW_EXIT, window_exit)
+        lookup_exit = start + len(code)
+        code += self._door_jump(LOOKUP_EXIT, lookup_exit)
+        self.cache.reserve(len(code))
+        self.shared_code = (start, bytes(code))
+        return Shared(window_continue, window_exit, lookup_exit)
+
+    def _door_jump(self, exit_id: int, at: int) -> bytes:
+        store = x.mov_abs_imm32(self.area.exit, exit_id)
+        return store + x.jmp_rel32(at + len(store), self.door)
+
+    # ------------------------------------------------------------------ blocks
+    def block(self, guest_eip: int) -> tuple[list[Instruction], Instruction | None]:
+        """The guest instructions of the block at `guest_eip`: (run in the TC, callout)."""
+        page_end = (guest_eip | (PAGE - 1)) + 1
+        code = self.read(guest_eip, page_end - guest_eip + 15)
+        body: list[Instruction] = []
+        for insn in decode_block(code, guest_eip, MAX_BLOCK, stop_at_flow=False):
+            if insn.address >= page_end:
+                break
+            if needs_callout(insn):
+                return body, insn
+            body.append(insn)
+            if insn.flow is not FlowKind.NONE or insn.address + insn.size > page_end:
+                break
+        return body, None
+
+    def translate(self, guest_eip: int) -> Fragment | None:
+        """Translate the block at `guest_eip` into the cache; None if the cache is full."""
+        body, callout = self.block(guest_eip)
+        fid = self.cache.new_fragment_id()
+        emitter = _FragmentEmitter(self, fid, self.cache.cursor)
+        emitter.emit_block(body, callout, guest_eip)
+        if not self.cache.fits(len(emitter.code)):
+            return None
+        self.cache.reserve(len(emitter.code))
+        end = guest_eip if not (body or callout) else (callout or body[-1]).next_address
+        if callout is None and not body:  # undecodable at guest_eip: a callout raises #UD
+            end = guest_eip + 1
+        fragment = Fragment(
+            id=fid,
+            guest_start=guest_eip,
+            guest_end=end,
+            insns=tuple(body),
+            subkinds=tuple(emitter.subkinds),
+            tc_start=emitter.base,
+            tc_end=emitter.base + len(emitter.code),
+            boundaries=emitter.boundaries,
+            instruction_starts=emitter.starts,
+            count_point=emitter.count_point,
+            callout=callout,
+            source=self.read(guest_eip, max(end - guest_eip, 0)),
+            exits=[stub.id for stub in emitter.stubs],
+        )
+        self.pending_code.append((emitter.base, bytes(emitter.code)))
+        return fragment
+
+
+def rule_for(insn: Instruction) -> str:
+    """How the translator treats one guest kernel instruction: "callout", "flow" (a near
+    control transfer kept in the TC), "ident", or the name of an inline rewrite."""
+    if insn.flow in (
+        FlowKind.INT,
+        FlowKind.IRET,
+        FlowKind.HLT,
+        FlowKind.FAR_JMP,
+        FlowKind.FAR_CALL,
+        FlowKind.FAR_RET,
+        FlowKind.SYSENTER,
+        FlowKind.SYSEXIT,
+    ):
+        return "callout"
+    if insn.flow is not FlowKind.NONE:
+        return "flow"
+    if insn.category is Category.INNOCUOUS:
+        return "ident"
+    if insn.mnemonic in _INLINE:
+        return insn.mnemonic if insn.operand_size == 4 else "callout"  # 16-bit: emulated
+    if insn.iopl_sensitive:
+        return "ident"  # port I/O: intercepted on the way by the machine's I/O hook
+    return _inline_rule(insn) or "callout"
+
+
+def needs_callout(insn: Instruction) -> bool:
+    return rule_for(insn) == "callout"
+
+
+def _inline_rule(insn: Instruction) -> str | None:
+    """Which inline rewrite applies to a sensitive instruction, if any."""
+    ops = insn.operands
+    key = insn.fact_key
+    if key in ("mov sreg", "push sreg", "pop sreg"):
+        segment = next((op.reg for op in ops if op.reg in x.SEGMENT_PREFIX), None)
+        loads = insn.mnemonic == "pop" or (insn.mnemonic == "mov" and ops[0].reg == segment)
+        if loads:  # a load: the shadow GDT makes it right, except SS (RPL must equal CPL)
+            return None if segment == "ss" else "ident"
+        if segment not in _SEGMENT_READS:
+            return "ident"  # DS/ES/FS/GS hold exactly what the guest loaded
+        if insn.mnemonic == "push" or ops[0].kind == "reg":
+            return "segment_read"
+        return None
+    if key in _TABLE_READS and ops and ops[0].kind == "reg":
+        return "table_read"
+    if key in ("sgdt", "sidt") and ops and ops[0].kind == "mem":
+        return "descriptor_table"
+    return None
+
+
+class _FragmentEmitter:
+    """Emits one fragment at a known TC address."""
+
+    def __init__(self, translator: Translator, fid: int, base: int) -> None:
+        self.t = translator
+        self.area = translator.area
+        self.fid = fid
+        self.base = base
+        self.code = bytearray()
+        self.boundaries: dict[int, int] = {}
+        self.starts: dict[int, int] = {}
+        self.subkinds: list[str] = []
+        self.count_point: int | None = None
+        self.stubs: list[ExitStub] = []
+        self._exits: list[tuple[ExitStub, int]] = []  # (stub, offset of rel32 site)
+
+    @property
+    def here(self) -> int:
+        return self.base + len(self.code)
+
+    def emit(self, code: bytes) -> None:
+        self.code += code
+
+    # ------------------------------------------------------------------ the block
+    def emit_block(
+        self, body: list[Instruction], callout: Instruction | None, guest_eip: int
+    ) -> None:
+        count_at = next(
+            (
+                i
+                for i, insn in enumerate(body)
+                if insn.overwrites_flags and not insn.is_sensitive and insn.flow is FlowKind.NONE
+            ),
+            None,
+        )
+        if body and count_at is None:
+            self._count_prologue(len(body))
+        for index, insn in enumerate(body):
+            self.boundaries[self.here] = index
+            if index == count_at:
+                self.emit(b"\x81" + x.absolute(0, self.area.icount) + x.u32(len(body)))
+                self.count_point = self.here
+                self.boundaries[self.here] = index
+            self.starts[self.here] = index
+            self.subkinds.append(self._instruction(insn))
+        if callout is not None or not body:
+            self.boundaries[self.here] = len(body)
+            self._exit_to_monitor("callout", callout.address if callout else guest_eip)
+        elif body[-1].flow is FlowKind.NONE:  # block cut by size or page: fall through
+            self._branch(body[-1].next_address)
+        self._emit_stubs()
+
+    def _count_prologue(self, n: int) -> None:
+        """No instruction in the block kills the flags: count with LEA, which keeps them."""
+        a = self.area
+        self.boundaries[self.here] = 0
+        self.emit(
+            x.mov_abs_reg(a.save_count, "eax")
+            + x.mov_reg_abs("eax", a.icount)
+            + x.lea_disp("eax", "eax", n)
+            + x.mov_abs_reg(a.icount, "eax")
+            + x.mov_reg_abs("eax", a.save_count)
+        )
+        self.count_point = self.here
+
+    def _instruction(self, insn: Instruction) -> str:
+        rule = rule_for(insn)
+        if rule == "ident":
+            self.emit(insn.bytes)
+            return "ident"
+        if rule == "flow":
+            self._control_transfer(insn)
+        else:
+            getattr(self, f"_{rule}")(insn)
+        return "rewritten"
+
+    def _cli(self, insn: Instruction) -> None:
+        self.emit(x.mov_abs_imm32(self.area.vif, 0))
+
+    def _sti(self, insn: Instruction) -> None:
+        self.emit(x.mov_abs_imm32(self.area.vif, EFLAGS_IF))
+        self._window_check(insn.next_address)
+
+    # ------------------------------------------------------------------ inline rules
+    def _window_check(self, next_guest_eip: int) -> None:
+        """After IF may have become 1: leave through the interrupt window if one waits."""
+        a = self.area
+        store_resume = x.mov_abs_imm32(a.resume, 0)
+        store_geip = x.mov_abs_imm32(a.resume_geip, next_guest_eip)
+        jump = x.jmp_abs_indirect(a.window)
+        resume = self.here + len(store_resume) + len(store_geip) + len(jump)
+        self.emit(x.mov_abs_imm32(a.resume, resume) + store_geip + jump)
+        self.boundaries[self.here] = len(self.subkinds) + 1
+
+    def _pushfd(self, insn: Instruction) -> None:
+        # The real IF is always 1 and the real IOPL 0 while the guest runs: the flags the
+        # guest should see are real - IF + vIF + vIOPL, computed with LEA (flags untouched).
+        a = self.area
+        self.emit(
+            b"\x9c"
+            + x.mov_abs_reg(a.save_a, "eax")
+            + x.mov_abs_reg(a.save_b, "ebx")
+            + b"\x8b\x04\x24"  # mov eax, [esp]
+            + x.lea_disp("eax", "eax", -EFLAGS_IF)
+            + x.mov_reg_abs("ebx", a.vif)
+            + x.lea("eax", Operand("mem", 4, base="eax", index="ebx", scale=1))
+            + x.mov_reg_abs("ebx", a.viopl)
+            + x.lea("eax", Operand("mem", 4, base="eax", index="ebx", scale=1))
+            + b"\x89\x04\x24"  # mov [esp], eax
+            + x.mov_reg_abs("ebx", a.save_b)
+            + x.mov_reg_abs("eax", a.save_a)
+        )
+
+    def _popfd(self, insn: Instruction) -> None:
+        # IF and IOPL go to the vCPU area; the real POPF then takes the arithmetic flags (at
+        # CPL 1 it silently keeps the real IF and IOPL: here that is exactly what we want).
+        a = self.area
+        self.emit(
+            x.mov_abs_reg(a.save_a, "eax")
+            + b"\x8b\x04\x24"  # mov eax, [esp]
+            + b"\x25"
+            + x.u32(EFLAGS_IF)  # and eax, IF   (flags are about to be replaced)
+            + x.mov_abs_reg(a.vif, "eax")
+            + b"\x8b\x04\x24"
+            + b"\x25"
+            + x.u32(0x3000)  # and eax, IOPL
+            + x.mov_abs_reg(a.viopl, "eax")
+            + x.mov_reg_abs("eax", a.save_a)
+            + b"\x9d"  # popfd
+        )
+        self._window_check(insn.next_address)
+
+    def _segment_read(self, insn: Instruction) -> None:
+        segment = next(op.reg for op in insn.operands if op.reg in _SEGMENT_READS)
+        field = getattr(self.area, _SEGMENT_READS[segment or ""])
+        if insn.mnemonic == "push":
+            self.emit(x.push_abs(field))
+        else:
+            self.emit(x.mov_reg_abs(insn.operands[0].reg or "", field))
+
+    def _table_read(self, insn: Instruction) -> None:
+        field = getattr(self.area, _TABLE_READS[insn.fact_key or ""])
+        self.emit(x.mov_reg_abs(insn.operands[0].reg or "", field))
+
+    def _descriptor_table(self, insn: Instruction) -> None:
+        a = self.area
+        limit, base = (
+            (a.gdtr_limit, a.gdtr_base) if insn.fact_key == "sgdt" else (a.idtr_limit, a.idtr_base)
+        )
+        op = insn.operands[0]
+        self.emit(
+            x.mov_abs_reg(a.save_a, "eax")
+            + x.mov_abs_reg(a.save_b, "ebx")
+            + x.segment_prefix(op)
+            + x.lea("eax", op)
+            + x.mov_reg_abs("ebx", limit)
+            + b"\x66\x89\x18"  # mov [eax], bx
+            + x.mov_reg_abs("ebx", base)
+            + b"\x89\x58\x02"  # mov [eax + 2], ebx
+            + x.mov_reg_abs("ebx", a.save_b)
+            + x.mov_reg_abs("eax", a.save_a)
+        )
+
+    # ------------------------------------------------------------------ control flow
+    def _control_transfer(self, insn: Instruction) -> None:
+        flow, target, fallthrough = insn.flow, insn.branch_target, insn.next_address
+        if flow is FlowKind.JMP:
+            self._branch(target or 0)
+        elif flow is FlowKind.JCC:
+            self._jump_site(lambda at, dest: x.jcc_rel32(insn.mnemonic, at, dest), target or 0)
+            self._branch(fallthrough)
+        elif flow is FlowKind.LOOP:
+            self.emit(bytes([insn.bytes[-2], 0x02]) + b"\xeb\x05")  # loop +2; jmp short +5
+            self._branch(target or 0)
+            self._branch(fallthrough)
+        elif flow is FlowKind.CALL:
+            self.emit(x.push_imm32(fallthrough))
+            self._branch(target or 0)
+        elif flow is FlowKind.RET:
+            self.emit(x.pop_abs(self.area.target))
+            if insn.operands:  # ret imm16
+                self.emit(x.lea_disp("esp", "esp", insn.operands[0].imm or 0))
+            self.emit(x.jmp_rel32(self.here, self.t.shared.lookup_exit))
+        elif flow in (FlowKind.JMP_INDIRECT, FlowKind.CALL_INDIRECT):
+            op = insn.operands[0]
+            if op.kind == "reg":
+                self.emit(bytes([0xFF, 0xF0 | x.REG32[op.reg or ""]]))  # push r32
+            else:
+                self.emit(x.segment_prefix(op) + b"\xff" + x.memory(6, op))  # push r/m32
+            self.emit(x.pop_abs(self.area.target))
+            if flow is FlowKind.CALL_INDIRECT:
+                self.emit(x.push_imm32(fallthrough))
+            self.emit(x.jmp_rel32(self.here, self.t.shared.lookup_exit))
+        else:  # pragma: no cover - every other flow is a callout
+            raise AssertionError(f"no translation for {insn.text}")
+
+    def _branch(self, guest_target: int) -> None:
+        self._jump_site(x.jmp_rel32, guest_target)
+
+    def _jump_site(self, encoder: Callable[[int, int], bytes], guest_target: int) -> None:
+        """A direct jump to the target's fragment if it exists (chained), else to a stub."""
+        stub = self.t.cache.new_exit("branch", self.fid, guest_target)
+        site = self.here
+        code = encoder(site, site)  # placeholder target, fixed in _emit_stubs
+        stub.patch_at = site + len(code) - 4
+        self.emit(code)
+        self.stubs.append(stub)
+        self._exits.append((stub, stub.patch_at - self.base))
+
+    def _exit_to_monitor(self, kind: str, guest_eip: int) -> None:
+        stub = self.t.cache.new_exit(kind, self.fid, guest_eip)
+        self.stubs.append(stub)
+        self.emit(self.t._door_jump(stub.id, self.here))
+
+    def _emit_stubs(self) -> None:
+        cache = self.t.cache
+        for stub, offset in self._exits:
+            stub_address = self.here
+            self.emit(self.t._door_jump(stub.id, stub_address))
+            stub.stub_address = stub_address
+            target = cache.lookup(stub.guest_eip)
+            dest = target.tc_start if target is not None else stub_address
+            if target is not None:
+                stub.chained_to = target.id
+                target.links_in.add(stub.id)
+                cache.stats.chains += 1
+            self.code[offset : offset + 4] = x.rel32(self.base + offset + 4, dest)
