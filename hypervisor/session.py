@@ -25,6 +25,10 @@ class RunReport:
     traps: dict[str, int]
     holes: dict[str, int]
     traced: bool
+    callouts: dict[str, int] = field(default_factory=dict)
+    hypercalls: dict[str, int] = field(default_factory=dict)
+    tcache: dict[str, int] | None = None
+    cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
 
     def as_json(self) -> dict[str, Any]:
@@ -40,6 +44,10 @@ class RunReport:
             "instructions": self.instructions,
             "traps": self.traps,
             "holes": self.holes,
+            "callouts": self.callouts,
+            "hypercalls": self.hypercalls,
+            **({"tcache": self.tcache} if self.tcache is not None else {}),
+            "cycles": self.cycles,
             "traced": self.traced,
         }
 
@@ -71,8 +79,23 @@ def run_guest(
         traps=dict(sorted(stats.traps.items())),
         holes=dict(sorted(stats.holes.items())),
         traced=stats.traced,
+        callouts=dict(sorted(stats.callouts.items())),
+        hypercalls=dict(sorted(stats.hypercalls.items())),
+        tcache=vm.executor.tcache_summary(),
+        cycles=_cycles(vm),
         events=kept,
     )
+
+
+def _cycles(vm: Vm) -> dict[str, Any]:
+    count = vm.cycles()
+    return {
+        "virtual": round(count.virtual),
+        "native_equivalent": round(count.native_equivalent),
+        "overhead_pct": round(count.overhead_pct, 1),
+        "profile": vm.cost_profile.name,
+        "timeline": [[step, round(pct, 1)] for step, pct in vm.overhead_timeline],
+    }
 
 
 def compare(

@@ -17,7 +17,7 @@ def _random_guest(seed: int) -> GuestImage:
     return GuestImage(f"random-{seed}", bytes(rng.getrandbits(8) for _ in range(4096)))
 
 
-@pytest.mark.parametrize("mode", ["native", "trap"])
+@pytest.mark.parametrize("mode", ["native", "trap", "bt"])
 def test_two_hundred_random_guests_end_with_a_known_reason(mode):
     for seed in range(200):
         vm = Vm(_random_guest(seed), mode)
@@ -27,7 +27,7 @@ def test_two_hundred_random_guests_end_with_a_known_reason(mode):
 
 
 @settings(max_examples=60, deadline=None)
-@given(code=st.binary(min_size=1, max_size=64), mode=st.sampled_from(["native", "trap"]))
+@given(code=st.binary(min_size=1, max_size=64), mode=st.sampled_from(["native", "trap", "bt"]))
 def test_any_short_guest_ends_with_a_known_reason(code, mode):
     exit_info = Vm(GuestImage("fuzz", code), mode).run(20_000)
     assert exit_info.reason in EXIT_REASONS

@@ -152,3 +152,13 @@ class Callout(Event):
 
     eip: int
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveRetranslation(Event):
+    """Adaptive BT: stores kept faulting on a code page that also holds data, so the page is
+    no longer write-protected; its fragments are retranslated to check their own bytes."""
+
+    page: int
+    faults: int
+    written: int  # the data address of the last faulting store

@@ -48,6 +48,8 @@ class Emulation:
     machine: Machine
     halt: bool = False  # HLT: the guest sleeps (or stops, with interrupts off)
     flags: int | None = None  # new real EFLAGS, for emulations that set ZF (LAR, VERR…)
+    dry_run: bool = False  # compute the answer only: operand writes go to `written`
+    written: int | None = None
 
     # -- memory and operands ------------------------------------------------
     def read(self, address: int, size: int) -> bytes:
@@ -63,6 +65,9 @@ class Emulation:
         return int.from_bytes(raw, "little")
 
     def set_operand(self, index: int, value: int) -> None:
+        if self.dry_run:
+            self.written = value
+            return
         op = self.insn.operands[index]
         if op.kind == "reg":
             write_register(self.state, op.reg or "", value)

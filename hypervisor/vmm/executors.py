@@ -75,6 +75,14 @@ class Executor(ABC):
     def interrupt_shadow(self) -> bool:
         """True for one instruction after STI: interrupts are not yet accepted."""
 
+    def translated_instructions(self) -> int:
+        """Guest instructions translated so far (binary translation only)."""
+        return 0
+
+    def tcache_summary(self) -> dict[str, int] | None:
+        """The translation cache's counters, for modes that have one."""
+        return None
+
     def retired_are_guest_instructions(self) -> bool:
         """False while the CPU runs code the monitor generated (binary translation)."""
         return True

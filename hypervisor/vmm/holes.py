@@ -19,6 +19,8 @@ from unicorn.x86_const import UC_X86_REG_ESP as _ESP
 
 from hypervisor.isa import SEGMENT_REGISTERS, Instruction
 from hypervisor.machine.cpu import EFLAGS_IF, EFLAGS_IOPL
+from hypervisor.vmm.bt.callouts import BT_EMULATORS
+from hypervisor.vmm.emulate import Emulation
 from hypervisor.vmm.operands import effective_address, read_register
 
 if TYPE_CHECKING:
@@ -127,16 +129,28 @@ def _table_register(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
 
 
 def _descriptor_check(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
-    """LAR, LSL, VERR, VERW inspect the shadow descriptor, not the guest's own."""
-    state = monitor.machine.state()
-    source = insn.operands[-1]
-    if source.kind == "reg":
-        selector = read_register(state, source.reg or "") & 0xFFFF
-    else:
-        raw = monitor.machine.read(effective_address(source, state), 2)
-        selector = int.from_bytes(raw, "little")
-    differs = monitor.shadow_differs(selector)
-    return lambda: differs
+    """LAR, LSL, VERR, VERW inspect the shadow descriptor at the real CPL: compare their
+    answer (ZF, and the loaded value) with the one the guest's own GDT gives at its CPL."""
+    expected = Emulation(insn, monitor.virtual_state(), monitor.vcpu, monitor.machine, dry_run=True)
+    BT_EMULATORS[insn.mnemonic](expected)
+    want_zf = bool((expected.flags or 0) & ZF)
+    dest = insn.operands[0] if insn.mnemonic in ("lar", "lsl") else None
+
+    def judge() -> bool:
+        state = monitor.machine.state()
+        if bool(state.eflags & ZF) != want_zf:
+            return True
+        return bool(
+            want_zf
+            and dest is not None
+            and dest.kind == "reg"
+            and read_register(state, dest.reg or "") != expected.written
+        )
+
+    return judge
+
+
+ZF = 1 << 6
 
 
 _PROBES: dict[str, Callable[[TrapAndEmulate, Instruction], Probe | None]] = {

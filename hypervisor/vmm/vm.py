@@ -17,6 +17,7 @@ from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
 from hypervisor.trace.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
 
 DEFAULT_RAM = 4 << 20
 LOAD_ADDRESS = 0x00100000
@@ -34,6 +35,7 @@ LOADER_GDT_ENTRIES = (
 KERNEL_CS, KERNEL_DS = 0x08, 0x10
 
 EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported")
+OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class RunStats:
     by_class: Counter[str] = field(default_factory=Counter)
     traps: Counter[str] = field(default_factory=Counter)
     callouts: Counter[str] = field(default_factory=Counter)
+    hypercalls: Counter[str] = field(default_factory=Counter)
     holes: Counter[str] = field(default_factory=Counter)
     traced: bool = False
 
@@ -102,6 +105,9 @@ class Vm:
         self._slice_done = 0
         self._in_slice = False
         self.ticks = 0  # instructions the physical CPU retired: the PIT's clock
+        self.overhead_timeline: list[tuple[int, float]] = []  # (guest step, overhead %)
+        self.cost_profile: CostProfile = PENTIUM4
+        self._last_sample = CycleCount(0.0, 0.0)
         self._load(image)
         self.executor = executor_for(mode)(self)
         self.executor.start(self.entry_state())
@@ -205,10 +211,36 @@ class Vm:
                 due = self.pit.ticks_until_irq()
                 count = remaining if due is None else max(1, min(remaining, due))
                 self.executor.run_slice(count)
+                if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
+                    self._sample_overhead()
         finally:
             self.executor.set_tracing(False)
             self.flush_console()
         return self.exit
+
+    def _sample_overhead(self) -> None:
+        """Overhead over the last stretch of the run (not since the start), so a warming
+        translation cache shows as a falling curve."""
+        now = self.cycles()
+        before = self._last_sample
+        self._last_sample = now
+        window = CycleCount(
+            now.virtual - before.virtual, now.native_equivalent - before.native_equivalent
+        )
+        self.overhead_timeline.append((self.stats.total, window.overhead_pct))
+
+    def cycles(self) -> CycleCount:
+        """The run so far, priced by the cost model."""
+        stats = self.stats
+        return cycles(
+            self.cost_profile,
+            guest_instructions=stats.total,
+            cpu_instructions=self.ticks,
+            traps=sum(stats.traps.values()),
+            callouts=sum(stats.callouts.values()),
+            hypercalls=sum(stats.hypercalls.values()),
+            translated=self.executor.translated_instructions(),
+        )
 
     @property
     def mode_class(self) -> InsnClass:

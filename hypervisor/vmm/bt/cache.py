@@ -44,6 +44,7 @@ class Fragment:
     callout: Instruction | None  # the instruction that ends the fragment by a callout
     source: bytes  # the guest bytes translated, to check self-modification
     exits: list[int] = field(default_factory=list)
+    self_checked: bool = False  # adaptive: checks its guest bytes on entry instead
     hits: int = 0
     links_in: set[int] = field(default_factory=set)  # exit stub ids chained to us
     valid: bool = True
@@ -121,6 +122,22 @@ class TranslationCache:
         self._starts.append((fragment.tc_start, fragment.id))
         self.stats.translated_insns += len(fragment.insns) + (1 if fragment.callout else 0)
 
+    def overlapping(self, page: int, start: int, end: int) -> list[Fragment]:
+        """Valid fragments of `page` whose guest bytes intersect [start, end)."""
+        return [
+            f
+            for fid in sorted(self.by_page.get(page, ()))
+            if (f := self.fragments[fid]).valid and f.guest_start < end and start < f.guest_end
+        ]
+
+    def invalidate(self, fragment: Fragment) -> None:
+        fragment.valid = False
+        if self.by_guest.get(fragment.guest_start) == fragment.id:
+            del self.by_guest[fragment.guest_start]
+        for page in fragment.pages:
+            self.by_page.get(page, set()).discard(fragment.id)
+        self.stats.invalidations += 1
+
     def lookup(self, guest_eip: int) -> Fragment | None:
         fid = self.by_guest.get(guest_eip)
         return self.fragments[fid] if fid is not None else None
@@ -141,18 +158,9 @@ class TranslationCache:
     # ------------------------------------------------------------------ invalidation
     def invalidate_page(self, page: int) -> list[Fragment]:
         """Forget every fragment translated from `page`; returns them (to unlink)."""
-        gone = []
-        for fid in sorted(self.by_page.pop(page, set())):
-            fragment = self.fragments[fid]
-            if not fragment.valid:
-                continue
-            fragment.valid = False
-            if self.by_guest.get(fragment.guest_start) == fid:
-                del self.by_guest[fragment.guest_start]
-            for other in fragment.pages:
-                self.by_page.get(other, set()).discard(fid)
-            gone.append(fragment)
-            self.stats.invalidations += 1
+        gone = self.overlapping(page, page, page + PAGE)
+        for fragment in gone:
+            self.invalidate(fragment)
         return gone
 
     def flush(self) -> None:

@@ -19,6 +19,7 @@ from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.trace.events import (
+    AdaptiveRetranslation,
     Callout,
     FragmentChained,
     FragmentInvalidated,
@@ -41,6 +42,7 @@ VCPU_AREA_OFFSET = 0x12000
 DOOR_OFFSET = 0x13000
 TC_OFFSET = 0x100000
 TC_CAPACITY = 1 << 20
+ADAPT_AFTER = 4  # data stores faulting on one code page before it turns self-checked
 
 
 @register
@@ -58,6 +60,9 @@ class BinaryTranslation(TrapAndEmulate):
         self.translator = Translator(self.cache, self.area, self.door, m.read)
         m.write_monitor(*self.translator.shared_code)
         self.parked: int | None = None  # guest EIP while the monitor holds a kernel state
+        self.self_checked_pages: set[int] = set()
+        self._data_faults: dict[int, int] = {}
+        self._store_retry: tuple[set[int], bool] | None = None  # (pages, leave fragment)
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
         self._icount_seen = 0
         super().start(entry)
@@ -130,17 +135,19 @@ class BinaryTranslation(TrapAndEmulate):
                 ExitInfo("crashed", None, f"instruction fetch outside RAM at {guest_eip:#010x}")
             )
             return None
-        fragment = self.translator.translate(guest_eip)
+        checked = guest_eip & ~(PAGE - 1) in self.self_checked_pages
+        fragment = self.translator.translate(guest_eip, checked)
         if fragment is None:  # full: flush everything and translate again
             self._flush()
-            fragment = self.translator.translate(guest_eip)
+            fragment = self.translator.translate(guest_eip, checked)
             assert fragment is not None, "one block is larger than the whole cache"
         for address, code in self.translator.pending_code:
             self.machine.write_monitor(address, code)
         self.translator.pending_code.clear()
         self.cache.add(fragment)
         for page in fragment.pages:
-            self.machine.protect_code_page(page, True)
+            if page not in self.self_checked_pages:
+                self.machine.protect_code_page(page, True)
         fragment.hits += 1
         self.vm.emit(
             FragmentTranslated(
@@ -167,6 +174,23 @@ class BinaryTranslation(TrapAndEmulate):
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
 
+    def translated_instructions(self) -> int:
+        return self.cache.stats.translated_insns
+
+    def tcache_summary(self) -> dict[str, int]:
+        c = self.cache
+        return {
+            "fragments": sum(1 for f in c.fragments.values() if f.valid),
+            "bytes": c.used,
+            "capacity": c.capacity,
+            "hits": c.stats.hits,
+            "misses": c.stats.misses,
+            "chains": c.stats.chains,
+            "invalidations": c.stats.invalidations,
+            "flushes": c.stats.flushes,
+            "adaptive": c.stats.adaptive,
+        }
+
     # ------------------------------------------------------------------ guest view
     def virtual_state(self) -> CpuState:
         state = super().virtual_state()
@@ -179,10 +203,14 @@ class BinaryTranslation(TrapAndEmulate):
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
+        if self.vcpu.cpl == 0:
+            self._read_area()
+        if self._store_retry is not None and exit_.kind is ExitKind.STOP:
+            self._retry_store()
+            return
         if self.vcpu.cpl == 3:  # user code ran directly: the trap-and-emulate rules apply
             super().handle(exit_)
             return
-        self._read_area()
         if exit_.retired:
             self.vcpu.interrupt_shadow = False
         eip = self.machine.uc.reg_read(_EIP)
@@ -252,6 +280,13 @@ class BinaryTranslation(TrapAndEmulate):
                 return
         self.vm.finish(ExitInfo("crashed", None, "monitor error: no boundary reached"))
 
+    def _stale(self, fragment_id: int) -> None:
+        """A self-checking fragment found its guest bytes changed: retranslate."""
+        fragment = self.cache.fragments.get(fragment_id)
+        if fragment is not None and fragment.valid:
+            self._drop(fragment, fragment.guest_start)
+        self.parked = fragment.guest_start if fragment else None
+
     def _door(self) -> None:
         values = VcpuArea.unpack(self.machine.read(self.area.base, VcpuArea.size()))
         exit_id = values["exit"]
@@ -267,6 +302,8 @@ class BinaryTranslation(TrapAndEmulate):
             self.parked = stub.guest_eip
             if stub.kind == "callout":
                 self._callout(stub.guest_eip)
+            elif stub.kind == "stale":
+                self._stale(stub.fragment)
             else:
                 self._chain(stub.id)
 
@@ -354,16 +391,58 @@ class BinaryTranslation(TrapAndEmulate):
 
     # ------------------------------------------------------------------ self-modifying code
     def code_page_written(self, address: int, size: int) -> None:
-        for page in {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}:
-            gone = self.cache.invalidate_page(page)
-            for fragment in gone:
-                self._unlink(fragment)
-                self.vm.emit(
-                    FragmentInvalidated(
-                        self.vm.name, self.vm.step, fragment.id, fragment.guest_start, address
-                    )
-                )
+        """A store hit a write-protected page holding translated code. If it changed
+        translated bytes, those fragments go; if it only wrote data that shares the page,
+        nothing is invalidated — and after a few such faults the page stops being protected
+        and its fragments check themselves instead (adaptive binary translation)."""
+        pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
+        here = self.cache.fragment_at(self.machine.uc.reg_read(_EIP))
+        leave = False
+        for page in pages:
+            hit = self.cache.overlapping(page, address, address + size)
+            for fragment in hit:
+                self._drop(fragment, address)
+                leave = leave or fragment is here
+            if not hit:
+                faults = self._data_faults.get(page, 0) + 1
+                self._data_faults[page] = faults
+                if faults >= ADAPT_AFTER:
+                    self._self_check(page, faults, address)
             self.machine.protect_code_page(page, False)
+        self._store_retry = (pages, leave)
+
+    def _self_check(self, page: int, faults: int, address: int) -> None:
+        self.self_checked_pages.add(page)
+        for fragment in self.cache.overlapping(page, page, page + PAGE):
+            self._drop(fragment, address)
+        self.cache.stats.adaptive += 1
+        self.vm.emit(AdaptiveRetranslation(self.vm.name, self.vm.step, page, faults, address))
+
+    def _drop(self, fragment: Fragment, written: int) -> None:
+        self.cache.invalidate(fragment)
+        self._unlink(fragment)
+        self.vm.emit(
+            FragmentInvalidated(
+                self.vm.name, self.vm.step, fragment.id, fragment.guest_start, written
+            )
+        )
+
+    def _retry_store(self) -> None:
+        """Run the store on the unprotected page, protect the page again while it still
+        holds translated code, and leave a fragment the store has just invalidated."""
+        pages, leave = self._store_retry or (set(), False)
+        self._store_retry = None
+        m = self.machine
+        self.vm.begin_slice()
+        step = m.run(m.uc.reg_read(_EIP), 1)
+        self.vm.end_slice(step.retired)
+        for page in pages - self.self_checked_pages:
+            if self.cache.overlapping(page, page, page + PAGE):
+                m.protect_code_page(page, True)
+        if step.kind is not ExitKind.COUNT:
+            self.handle(step)
+        elif leave and self.vcpu.cpl == 0:
+            self._settle()
 
     def _unlink(self, fragment: Fragment) -> None:
         for stub_id in fragment.links_in:

@@ -29,6 +29,32 @@ from hypervisor.vmm.bt.cache import ExitStub, Fragment, TranslationCache
 MAX_BLOCK = 12
 WINDOW_EXIT = 0xFFFFFFFE  # exit id: IF was enabled while an interrupt waits
 LOOKUP_EXIT = 0xFFFFFFFD  # exit id: an indirect branch needs its target's fragment
+_READ_ONLY_MEMORY = frozenset(
+    {
+        "cmp",
+        "test",
+        "push",
+        "bt",
+        "lgdt",
+        "lidt",
+        "lldt",
+        "ltr",
+        "verr",
+        "verw",
+        "lmsw",
+        "invlpg",
+        "nop",
+        "prefetch",
+    }
+)
+
+
+def writes_memory(insn: Instruction) -> bool:
+    """An explicit store (stack pushes aside: the stack is assumed not to hold code)."""
+    ops = insn.operands
+    return bool(ops) and ops[0].kind == "mem" and insn.mnemonic not in _READ_ONLY_MEMORY
+
+
 EFLAGS_IF = 0x200
 
 # Rewritten inline (the rest of the sensitive instructions are callouts).
@@ -76,8 +102,13 @@ class Translator:
         return store + x.jmp_rel32(at + len(store), self.door)
 
     # ------------------------------------------------------------------ blocks
-    def block(self, guest_eip: int) -> tuple[list[Instruction], Instruction | None]:
-        """The guest instructions of the block at `guest_eip`: (run in the TC, callout)."""
+    def block(
+        self, guest_eip: int, self_checked: bool = False
+    ) -> tuple[list[Instruction], Instruction | None]:
+        """The guest instructions of the block at `guest_eip`: (run in the TC, callout).
+
+        On a self-checked page a block also ends after each store, so that the next
+        fragment's check sees whatever the store changed."""
         page_end = (guest_eip | (PAGE - 1)) + 1
         code = self.read(guest_eip, page_end - guest_eip + 15)
         body: list[Instruction] = []
@@ -89,13 +120,18 @@ class Translator:
             body.append(insn)
             if insn.flow is not FlowKind.NONE or insn.address + insn.size > page_end:
                 break
+            if self_checked and writes_memory(insn):
+                break
         return body, None
 
-    def translate(self, guest_eip: int) -> Fragment | None:
+    def translate(self, guest_eip: int, self_checked: bool = False) -> Fragment | None:
         """Translate the block at `guest_eip` into the cache; None if the cache is full."""
-        body, callout = self.block(guest_eip)
+        body, callout = self.block(guest_eip, self_checked)
         fid = self.cache.new_fragment_id()
         emitter = _FragmentEmitter(self, fid, self.cache.cursor)
+        if self_checked:
+            last = (callout or body[-1]).next_address if (body or callout) else guest_eip + 1
+            emitter.self_check(guest_eip, self.read(guest_eip, last - guest_eip))
         emitter.emit_block(body, callout, guest_eip)
         if not self.cache.fits(len(emitter.code)):
             return None
@@ -117,6 +153,7 @@ class Translator:
             callout=callout,
             source=self.read(guest_eip, max(end - guest_eip, 0)),
             exits=[stub.id for stub in emitter.stubs],
+            self_checked=self_checked,
         )
         self.pending_code.append((emitter.base, bytes(emitter.code)))
         return fragment
@@ -187,6 +224,7 @@ class _FragmentEmitter:
         self.count_point: int | None = None
         self.stubs: list[ExitStub] = []
         self._exits: list[tuple[ExitStub, int]] = []  # (stub, offset of rel32 site)
+        self._stale: tuple[ExitStub, list[int]] | None = None
 
     @property
     def here(self) -> int:
@@ -223,6 +261,41 @@ class _FragmentEmitter:
         elif body[-1].flow is FlowKind.NONE:  # block cut by size or page: fall through
             self._branch(body[-1].next_address)
         self._emit_stubs()
+
+    def self_check(self, guest_eip: int, source: bytes) -> None:
+        """Adaptive BT on a page that is not write-protected: before running, compare the
+        guest bytes with those translated; if they changed, leave for a retranslation.
+        PUSHFD/POPFD keep the guest's flags (at CPL 1 POPF cannot touch IF or IOPL)."""
+        stale = self.t.cache.new_exit("stale", self.fid, guest_eip)
+        self.stubs.append(stale)
+        self.emit(b"\x9c")  # pushfd
+        sites = []
+        for offset in range(0, len(source), 4):
+            chunk = source[offset : offset + 4]
+            address = guest_eip + offset
+            if len(chunk) == 4:
+                self.emit(b"\x81" + x.absolute(7, address) + chunk)  # cmp dword [g], imm32
+            elif len(chunk) == 2:
+                self.emit(b"\x66\x81" + x.absolute(7, address) + chunk)
+            else:
+                for i, byte in enumerate(chunk):  # cmp byte [g + i], imm8
+                    self.emit(b"\x80" + x.absolute(7, address + i) + bytes([byte]))
+                    sites.append(self.here)
+                    self.emit(b"\x0f\x85" + b"\0\0\0\0")
+                continue
+            sites.append(self.here)
+            self.emit(b"\x0f\x85" + b"\0\0\0\0")  # jne stale (patched below)
+        self.emit(b"\x9d")  # popfd
+        self._stale = (stale, sites)
+
+    def _emit_stale_stub(self) -> None:
+        stale, sites = self._stale
+        stub_address = self.here
+        self.emit(b"\x9d")  # popfd: the flags as they were
+        self.emit(self.t._door_jump(stale.id, self.here))
+        for site in sites:
+            offset = site - self.base + 2
+            self.code[offset : offset + 4] = x.rel32(site + 6, stub_address)
 
     def _count_prologue(self, n: int) -> None:
         """No instruction in the block kills the flags: count with LEA, which keeps them."""
@@ -387,6 +460,8 @@ class _FragmentEmitter:
         self.emit(self.t._door_jump(stub.id, self.here))
 
     def _emit_stubs(self) -> None:
+        if self._stale is not None:
+            self._emit_stale_stub()
         cache = self.t.cache
         for stub, offset in self._exits:
             stub_address = self.here

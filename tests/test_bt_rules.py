@@ -1,0 +1,132 @@
+"""Each translation rule's emitted bytes, disassembled with capstone: what the CPU will run."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypervisor.isa import decode_block
+from hypervisor.vmm.bt.area import VcpuArea
+from hypervisor.vmm.bt.cache import TranslationCache
+from hypervisor.vmm.bt.translator import Translator
+
+GUEST = 0x100000
+AREA = VcpuArea(0xFFC12000)
+DOOR = 0xFFC13000
+
+
+def translate(code: bytes) -> tuple[list[str], object]:
+    memory = code + b"\x90" * 64
+    cache = TranslationCache(0xFFD00000, 1 << 20)
+    translator = Translator(cache, AREA, DOOR, lambda a, n: memory[a - GUEST : a - GUEST + n])
+    fragment = translator.translate(GUEST)
+    (address, emitted), *_ = translator.pending_code
+    insns = decode_block(emitted, address, 1000, stop_at_flow=False)
+    assert sum(i.size for i in insns) == len(emitted), "every emitted byte decodes"
+    text = [i.text for i in insns]
+    prologue = f"mov dword ptr {field('save_count')}, eax"
+    if text and text[0] == prologue:  # the guest-instruction count, kept flag-neutral with LEA
+        assert text[2].startswith("lea eax, [eax + ")
+        text = text[5:]
+    return text, fragment
+
+
+def field(name: str) -> str:
+    return f"[{getattr(AREA, name):#x}]"
+
+
+def test_cli_becomes_a_store_to_the_virtual_if():
+    text, fragment = translate(bytes.fromhex("fa"))  # cli
+    assert f"mov dword ptr {field('vif')}, 0" in text
+    assert "cli" not in text
+    assert fragment.subkinds[0] == "rewritten"
+
+
+def test_sti_enables_the_virtual_if_then_checks_the_interrupt_window():
+    text, _ = translate(bytes.fromhex("fb"))  # sti
+    assert text[0] == f"mov dword ptr {field('vif')}, 0x200"
+    assert f"jmp dword ptr {field('window')}" in text
+    assert "sti" not in text
+
+
+def test_pushfd_merges_virtual_if_and_iopl_without_touching_flags():
+    text, _ = translate(bytes.fromhex("9c"))  # pushfd
+    assert text[0] == "pushfd"
+    assert "lea eax, [eax - 0x200]" in text
+    assert f"mov ebx, dword ptr {field('vif')}" in text
+    assert f"mov ebx, dword ptr {field('viopl')}" in text
+    flag_writers = {"add", "sub", "and", "or", "xor", "cmp", "test", "inc", "dec"}
+    body = text[: text.index("mov dword ptr [esp], eax") + 3]
+    assert not any(t.split()[0] in flag_writers for t in body)
+
+
+def test_popfd_stores_if_and_iopl_then_pops_the_arithmetic_flags():
+    text, _ = translate(bytes.fromhex("9d"))  # popfd
+    assert f"mov dword ptr {field('vif')}, eax" in text
+    assert f"mov dword ptr {field('viopl')}, eax" in text
+    assert "popfd" in text
+    assert f"jmp dword ptr {field('window')}" in text
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    ("8cc8", "mov eax, dword ptr {vcs}"),  # mov eax, cs
+    ("668cd0", "mov ax, word ptr {vss}"),  # mov ax, ss
+    ("0e", "push dword ptr {vcs}"),  # push cs
+    ("0f01e0", "mov eax, dword ptr {vcr0}"),  # smsw eax
+    ("0f00c8", "mov eax, dword ptr {vtr}"),  # str eax
+])  # fmt: skip
+def test_reads_of_virtualized_state_come_from_the_vcpu_area(code, expected):
+    text, _ = translate(bytes.fromhex(code))
+    fields = {k: field(k) for k in ("vcs", "vss", "vcr0", "vtr")}
+    assert expected.format(**fields) in text
+
+
+def test_sgdt_writes_the_guest_gdtr_through_the_original_address():
+    text, _ = translate(bytes.fromhex("0f014308"))  # sgdt [ebx + 8]
+    assert "lea eax, [ebx + 8]" in text
+    assert f"mov ebx, dword ptr {field('gdtr_limit')}" in text
+    assert "mov word ptr [eax], bx" in text
+    assert "mov dword ptr [eax + 2], ebx" in text
+
+
+def test_ident_instructions_are_copied_and_direct_jumps_exit_through_a_stub():
+    text, fragment = translate(bytes.fromhex("01d8" "eb10"))  # add eax, ebx; jmp +0x10
+    # `add` overwrites every arithmetic flag: the count is added just before it, plainly
+    assert text[:2] == [f"add dword ptr {field('icount')}, 2", "add eax, ebx"]
+    assert fragment.subkinds == ("ident", "rewritten")
+    assert f"mov dword ptr {field('exit')}, 1" in text
+    assert f"jmp {DOOR:#x}" in text
+
+
+def test_call_pushes_the_guest_return_address():
+    text, _ = translate(bytes.fromhex("e810000000"))  # call +0x10
+    assert text[0] == f"push {GUEST + 5:#x}"
+
+
+def test_ret_pops_the_target_for_a_lookup():
+    text, _ = translate(bytes.fromhex("c3"))
+    assert text[0] == f"pop dword ptr {field('target')}"
+
+
+def test_indirect_jump_computes_its_target_with_the_original_operand():
+    text, _ = translate(bytes.fromhex("ff6304"))  # jmp [ebx + 4]
+    assert text[0] == "push dword ptr [ebx + 4]"
+    assert text[1] == f"pop dword ptr {field('target')}"
+
+
+def test_loop_keeps_its_short_form_and_gets_two_exits():
+    text, _ = translate(bytes.fromhex("e2fe"))  # loop $
+    assert text[0].startswith("loop ")
+    assert text[1].startswith("jmp ")
+
+
+@pytest.mark.parametrize("code", ["0f0115", "cf", "f4", "0f22d8", "cd80", "0f02c3", "ea0000100008"])
+def test_complex_instructions_end_the_block_with_a_callout(code):
+    # lgdt [m], iretd, hlt, mov cr3, eax, int 0x80, lar eax, ebx, ljmp
+    text, fragment = translate(bytes.fromhex(code) + b"\0" * 4)
+    assert fragment.callout is not None and fragment.insns == ()
+    assert text == [f"mov dword ptr {field('exit')}, 1", f"jmp {DOOR:#x}"]
+
+
+def test_port_io_stays_in_the_cache_for_the_io_hook():
+    text, fragment = translate(bytes.fromhex("ee"))  # out dx, al
+    assert "out dx, al" in text and fragment.subkinds[0] == "ident"
