@@ -23,10 +23,11 @@ def translate(code: bytes) -> tuple[list[str], object]:
     insns = decode_block(emitted, address, 1000, stop_at_flow=False)
     assert sum(i.size for i in insns) == len(emitted), "every emitted byte decodes"
     text = [i.text for i in insns]
-    prologue = f"mov dword ptr {field('save_count')}, eax"
-    if text and text[0] == prologue:  # the guest-instruction count, kept flag-neutral with LEA
-        assert text[2].startswith("lea eax, [eax + ")
-        text = text[5:]
+    if text[:2] == ["pushfd", f"cmp dword ptr {field('budget')}, 0"]:
+        # the TC's clock where no instruction of the block kills the flags: kept in PUSHFD
+        assert text[3].startswith(f"add dword ptr {field('icount')}, ")
+        assert text[5] == "popfd"
+        text = text[6:]
     return text, fragment
 
 
@@ -44,7 +45,8 @@ def test_cli_becomes_a_store_to_the_virtual_if():
 def test_sti_enables_the_virtual_if_then_checks_the_interrupt_window():
     text, _ = translate(bytes.fromhex("fb"))  # sti
     assert text[0] == f"mov dword ptr {field('vif')}, 0x200"
-    assert f"jmp dword ptr {field('window')}" in text
+    assert f"mov ecx, dword ptr {field('pending')}" in text
+    assert any(t.startswith("jecxz") for t in text)
     assert "sti" not in text
 
 
@@ -64,7 +66,7 @@ def test_popfd_stores_if_and_iopl_then_pops_the_arithmetic_flags():
     assert f"mov dword ptr {field('vif')}, eax" in text
     assert f"mov dword ptr {field('viopl')}, eax" in text
     assert "popfd" in text
-    assert f"jmp dword ptr {field('window')}" in text
+    assert f"mov ecx, dword ptr {field('pending')}" in text
 
 
 @pytest.mark.parametrize(("code", "expected"), [
@@ -90,8 +92,11 @@ def test_sgdt_writes_the_guest_gdtr_through_the_original_address():
 
 def test_ident_instructions_are_copied_and_direct_jumps_exit_through_a_stub():
     text, fragment = translate(bytes.fromhex("01d8" "eb10"))  # add eax, ebx; jmp +0x10
-    # `add` overwrites every arithmetic flag: the count is added just before it, plainly
-    assert text[:2] == [f"add dword ptr {field('icount')}, 2", "add eax, ebx"]
+    # `add` overwrites every arithmetic flag: the clock is kept just before it, plainly
+    assert text[0] == f"cmp dword ptr {field('budget')}, 0"
+    assert text[1].startswith("jle ")
+    assert text[2:5] == [f"add dword ptr {field('icount')}, 2",
+                         f"sub dword ptr {field('budget')}, 2", "add eax, ebx"]
     assert fragment.subkinds == ("ident", "rewritten")
     assert f"mov dword ptr {field('exit')}, 1" in text
     assert f"jmp {DOOR:#x}" in text

@@ -122,9 +122,13 @@ class Machine:
 
     # ------------------------------------------------------------------ memory
     def read(self, address: int, size: int) -> bytes:
-        """Read guest-physical memory the way the CPU would see it (open bus outside RAM)."""
+        """Read guest-physical memory the way the CPU would see it (open bus outside RAM),
+        without side effects: open bus is not asked (that would report an access)."""
         if address >= 0 and address + size <= self.ram_size:
             return ctypes.string_at(self.host.pointer(self.ram) + address, size)
+        first, last = address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)
+        if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
+            return bytes(self.uc.mem_read(address, size))
         return bytes(self._read_byte(a & 0xFFFFFFFF) for a in range(address, address + size))
 
     def _read_byte(self, address: int) -> int:
@@ -153,6 +157,14 @@ class Machine:
         self.uc.mem_map(address, size, perms | (UC_PROT_WRITE if writable else 0))
         self.monitor_pages.update(range(address, address + size, PAGE))
         return address
+
+    def alias_ram_page(self, address: int, page: int) -> None:
+        """Map guest RAM page `page` a second time, writable, at monitor address `address`
+        (replacing whatever that slot showed): translated code can store through it into a
+        page whose own mapping is write-protected for code tracing."""
+        self.uc.mem_unmap(address, PAGE)
+        self.uc.mem_map_ptr(address, PAGE, UC_PROT_READ | UC_PROT_WRITE,
+                            self.host.pointer(self.ram) + page)
 
     def write_monitor(self, address: int, data: bytes) -> None:
         """The monitor writes its own memory (allowed even where the guest may not)."""

@@ -156,9 +156,13 @@ class Callout(Event):
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveRetranslation(Event):
-    """Adaptive BT: stores kept faulting on a code page that also holds data, so the page is
-    no longer write-protected; its fragments are retranslated to check their own bytes."""
+    """Adaptive BT: a store kept faulting on a write-protected code page although it only
+    wrote data there, so it was retranslated to stop faulting: redirected through a writable
+    alias of the page ("alias"), or the page's fragments now check their own bytes
+    ("self-check")."""
 
     page: int
     faults: int
     written: int  # the data address of the last faulting store
+    store_eip: int | None  # the guest store retranslated (alias)
+    how: str

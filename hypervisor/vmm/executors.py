@@ -87,8 +87,10 @@ class Executor(ABC):
         """False while the CPU runs code the monitor generated (binary translation)."""
         return True
 
-    def before_slice(self) -> None:  # noqa: B027  (optional hook, empty by default)
-        """A last look before the CPU runs (bare metal watches for IF opening)."""
+    def before_slice(self, count: int) -> int:
+        """A last look before the CPU runs; returns the instruction count to run it with
+        (0: no limit — the code run keeps its own clock, as translated code does)."""
+        return count
 
     # ------------------------------------------------------------------ the slice
     def run_slice(self, count: int) -> None:
@@ -97,7 +99,7 @@ class Executor(ABC):
             return
         if self.interrupt_shadow():
             count = 1  # let the instruction after STI run, then look at interrupts again
-        self.before_slice()
+        count = self.before_slice(count)
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
         vm.end_slice(exit_.retired)

@@ -51,9 +51,10 @@ class BareMetal(Executor):
         eip = self.machine.uc.reg_read(_EIP)
         return self.machine.read(eip - 1, 1) == b"\xfb"
 
-    def before_slice(self) -> None:
+    def before_slice(self, count: int) -> int:
         blocked = self.vm.pic.pending_vector() is not None and not self.guest_interrupts_enabled()
         self.machine.watch_interrupt_window(blocked)
+        return count
 
     def handle(self, exit_: Exit) -> None:
         kind = exit_.kind

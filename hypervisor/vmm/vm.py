@@ -167,16 +167,20 @@ class Vm:
 
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:
-        """Account instructions the CPU retired in the running slice up to `began`: the
-        clock ticks for each; they are guest instructions unless the CPU was running
-        translated code (then the translation cache counts the guest's own)."""
+        """Account instructions the CPU retired in the running slice up to `began`: each is
+        a guest instruction and a tick of the PIT's clock — unless the CPU was running
+        translated code, whose guest instructions the translation cache counts itself."""
         delta = began - self._slice_done
         if delta > 0:
             self._slice_done = began
-            self.ticks += delta
             if self.executor.retired_are_guest_instructions():
+                self.tick(delta)
                 self.stats.total += delta
-            self.pit.advance(delta)
+
+    def tick(self, instructions: int) -> None:
+        """The machine's clock: the PIT's input ticks once per retired guest instruction."""
+        self.ticks += instructions
+        self.pit.advance(instructions)
 
     def begin_slice(self) -> None:
         self._slice_done, self._in_slice = 0, True

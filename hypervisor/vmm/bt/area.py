@@ -17,9 +17,9 @@ FIELDS = (
     "viopl",  # the guest's virtual IOPL, as EFLAGS bits 12-13
     "exit",  # which exit stub or callout sent the CPU to the door
     "icount",  # guest kernel instructions executed from the translation cache
-    "window",  # where STI/POPF jump after enabling IF: "continue" or "interrupt window" stub
-    "resume",  # TC address to continue at after the window check
-    "resume_geip",  # the guest EIP that TC address stands for
+    "budget",  # guest instructions the TC may still run before it must call the monitor
+    "pending",  # 1 while an interrupt waits at the PIC: STI/POPF then leave for the monitor
+    "resume_geip",  # the guest EIP to deliver it at (after the STI/POPF)
     "target",  # guest EIP of an indirect branch, for the lookup
     "vcs",  # the guest's CS and SS as it believes them to be (RPL 0)
     "vss",
@@ -32,7 +32,6 @@ FIELDS = (
     "idtr_base",
     "save_a",  # scratch for inline sequences that need a register
     "save_b",
-    "save_count",
 )
 
 

@@ -21,11 +21,12 @@ class ExitStub:
     """One way out of a fragment: a direct branch not yet chained, or a callout."""
 
     id: int
-    kind: str  # branch / callout / lookup / window
+    kind: str  # branch / callout / deadline / stale
     fragment: int
     guest_eip: int  # branch: the target; callout: the instruction to emulate
     patch_at: int | None = None  # address of the rel32 jump to re-target when chaining
     stub_address: int | None = None  # the stub's own code: where an unchained jump goes
+    index: int = 0  # deadline exits: the guest instruction (in the fragment) not yet run
     chained_to: int | None = None  # fragment id once linked
 
 

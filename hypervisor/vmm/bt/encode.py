@@ -97,12 +97,8 @@ def push_imm32(value: int) -> bytes:
     return b"\x68" + u32(value)
 
 
-def jmp_abs_indirect(address: int) -> bytes:
-    """jmp dword [address]"""
-    return b"\xff" + absolute(4, address)
-
-
 JMP_REL32_SIZE = 5
+JMP_REL32_PLACEHOLDER = b"\xe9\0\0\0\0"
 JCC_REL32_SIZE = 6
 
 

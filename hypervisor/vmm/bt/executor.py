@@ -32,7 +32,7 @@ from hypervisor.trace.events import Trap as TrapEvent
 from hypervisor.vmm.bt.area import VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
 from hypervisor.vmm.bt.callouts import BT_EMULATORS
-from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
+from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator, absolute_store
 from hypervisor.vmm.emulate import EMULATORS, Emulation, Reflect, Unsupported
 from hypervisor.vmm.executors import register, trap_name
 from hypervisor.vmm.trap import TrapAndEmulate
@@ -42,7 +42,9 @@ VCPU_AREA_OFFSET = 0x12000
 DOOR_OFFSET = 0x13000
 TC_OFFSET = 0x100000
 TC_CAPACITY = 1 << 20
-ADAPT_AFTER = 4  # data stores faulting on one code page before it turns self-checked
+ALIAS_OFFSET = TC_OFFSET + TC_CAPACITY
+ALIAS_SLOTS = 16
+ADAPT_AFTER = 4  # data-only faults before adaptive retranslation
 
 
 @register
@@ -59,10 +61,14 @@ class BinaryTranslation(TrapAndEmulate):
         self.cache = TranslationCache(tc_base, TC_CAPACITY)
         self.translator = Translator(self.cache, self.area, self.door, m.read)
         m.write_monitor(*self.translator.shared_code)
+        self._alias_base = m.map_monitor(ALIAS_OFFSET, ALIAS_SLOTS * PAGE, writable=True)
+        self._alias_slots: dict[int, int] = {}  # guest page -> alias slot address
+        self._store_faults: dict[int, int] = {}  # guest EIP of a store -> data-only faults
         self.parked: int | None = None  # guest EIP while the monitor holds a kernel state
         self.self_checked_pages: set[int] = set()
         self._data_faults: dict[int, int] = {}
         self._store_retry: tuple[set[int], bool] | None = None  # (pages, leave fragment)
+        self._clocked = 0  # translated guest instructions the PIT has ticked for
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
         self._icount_seen = 0
         super().start(entry)
@@ -70,7 +76,6 @@ class BinaryTranslation(TrapAndEmulate):
     # ------------------------------------------------------------------ vCPU area
     def _write_area(self) -> None:
         v = self.vcpu
-        window = self.translator.shared
         pending = self.vm.pic.pending_vector() is not None
         self.machine.write_monitor(
             self.area.base,
@@ -79,7 +84,7 @@ class BinaryTranslation(TrapAndEmulate):
                     "vif": EFLAGS_IF if v.interrupts_enabled else 0,
                     "viopl": v.iopl << 12,
                     "icount": self._icount_seen,
-                    "window": window.window_exit if pending else window.window_continue,
+                    "pending": int(pending),
                     "vcs": self._selectors[0],
                     "vss": self._selectors[1],
                     "vcr0": v.cr0,
@@ -203,6 +208,12 @@ class BinaryTranslation(TrapAndEmulate):
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
+        kernel = self.vcpu.cpl == 0
+        self._handle(exit_)
+        if kernel:
+            self._sync_clock()
+
+    def _handle(self, exit_: Exit) -> None:
         if self.vcpu.cpl == 0:
             self._read_area()
         if self._store_retry is not None and exit_.kind is ExitKind.STOP:
@@ -229,17 +240,29 @@ class BinaryTranslation(TrapAndEmulate):
         else:
             super().handle(exit_)
 
-    def before_slice(self) -> None:
-        """A guest parked by the monitor re-enters the TC through its fragment's entry."""
-        if self.parked is not None and self.vcpu.cpl == 0 and self.vm.exit is None:
+    def before_slice(self, count: int) -> int:
+        """A guest parked by the monitor re-enters the TC through its fragment's entry.
+        Translated code keeps its own clock: it spends `count` guest instructions from the
+        vCPU area's budget and calls the monitor when they are gone — so the CPU runs it
+        with no per-instruction counting at all."""
+        if self.vcpu.cpl != 0:
+            return count
+        if self.parked is not None and self.vm.exit is None:
             self.enter(self.virtual_state())
+        self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"))
+        return 0
+
+    def _sync_clock(self) -> None:
+        """Tick the PIT for the guest instructions the TC ran (and the callouts)."""
+        done = self.vm.stats.by_class[InsnClass.TRANSLATED.value]
+        if done > self._clocked:
+            self.vm.tick(done - self._clocked)
+            self._clocked = done
 
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
-        window = self.translator.shared
         pending = self.vm.pic.pending_vector() is not None
-        target = window.window_exit if pending else window.window_continue
-        self.machine.write_monitor(self.area.window, target.to_bytes(4, "little"))
+        self.machine.write_monitor(self.area.pending, int(pending).to_bytes(4, "little"))
 
     def _interrupt_due(self) -> bool:
         return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
@@ -304,6 +327,10 @@ class BinaryTranslation(TrapAndEmulate):
                 self._callout(stub.guest_eip)
             elif stub.kind == "stale":
                 self._stale(stub.fragment)
+            elif stub.kind == "deadline":  # left before counting: `index` instructions ran
+                fragment = self.cache.fragments[stub.fragment]
+                self._count_translated(stub.index)
+                self.parked = fragment.guest_eip_at(stub.index)
             else:
                 self._chain(stub.id)
 
@@ -381,7 +408,6 @@ class BinaryTranslation(TrapAndEmulate):
         stats.callouts[name] += 1
         stats.total += 1
         stats.by_class[InsnClass.TRANSLATED.value] += 1
-        self.vm.pit.advance(1)
 
     def _count_io(self, mnemonic: str) -> None:
         if self.vcpu.cpl == 0:  # in the TC: the I/O hook is a callout, not a trap
@@ -392,9 +418,11 @@ class BinaryTranslation(TrapAndEmulate):
     # ------------------------------------------------------------------ self-modifying code
     def code_page_written(self, address: int, size: int) -> None:
         """A store hit a write-protected page holding translated code. If it changed
-        translated bytes, those fragments go; if it only wrote data that shares the page,
-        nothing is invalidated — and after a few such faults the page stops being protected
-        and its fragments check themselves instead (adaptive binary translation)."""
+        translated bytes, those fragments go. If it only wrote data sharing the page, nothing
+        is invalidated; and when the same store keeps faulting, adaptive binary translation
+        retranslates it so that it stops: a store to a fixed address is redirected through
+        a writable alias of the page (the page stays traced for everyone else); any other
+        store makes the page self-checking instead."""
         pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
         here = self.cache.fragment_at(self.machine.uc.reg_read(_EIP))
         leave = False
@@ -404,19 +432,51 @@ class BinaryTranslation(TrapAndEmulate):
                 self._drop(fragment, address)
                 leave = leave or fragment is here
             if not hit:
-                faults = self._data_faults.get(page, 0) + 1
-                self._data_faults[page] = faults
-                if faults >= ADAPT_AFTER:
-                    self._self_check(page, faults, address)
+                self._data_store_fault(page, address, here)
             self.machine.protect_code_page(page, False)
         self._store_retry = (pages, leave)
+
+    def _data_store_fault(self, page: int, address: int, here: Fragment | None) -> None:
+        store = self._faulting_instruction(here)
+        key = store.address if store is not None else -page
+        faults = self._store_faults.get(key, 0) + 1
+        self._store_faults[key] = faults
+        if faults < ADAPT_AFTER:
+            return
+        target = absolute_store(store) if store is not None else None
+        if store is not None and target is not None and self._alias(store, page, here):
+            self.cache.stats.adaptive += 1
+            self.vm.emit(AdaptiveRetranslation(self.vm.name, self.vm.step, page, faults,
+                                               address, store.address, "alias"))
+        elif page not in self.self_checked_pages:
+            self._self_check(page, faults, address)
+
+    def _faulting_instruction(self, here: Fragment | None) -> Instruction | None:
+        if here is None:
+            return None
+        index = here.instruction_starts.get(self.machine.uc.reg_read(_EIP))
+        return here.insns[index] if index is not None else None
+
+    def _alias(self, store: Instruction, page: int, here: Fragment | None) -> bool:
+        slot = self._alias_slots.get(page)
+        if slot is None:
+            if len(self._alias_slots) >= ALIAS_SLOTS:
+                return False
+            slot = self._alias_base + len(self._alias_slots) * PAGE
+            self.machine.alias_ram_page(slot, page)
+            self._alias_slots[page] = slot
+        self.translator.aliased_stores[store.address] = slot - page
+        if here is not None:
+            self._drop(here, store.address)
+        return True
 
     def _self_check(self, page: int, faults: int, address: int) -> None:
         self.self_checked_pages.add(page)
         for fragment in self.cache.overlapping(page, page, page + PAGE):
             self._drop(fragment, address)
         self.cache.stats.adaptive += 1
-        self.vm.emit(AdaptiveRetranslation(self.vm.name, self.vm.step, page, faults, address))
+        self.vm.emit(AdaptiveRetranslation(self.vm.name, self.vm.step, page, faults, address,
+                                           None, "self-check"))
 
     def _drop(self, fragment: Fragment, written: int) -> None:
         self.cache.invalidate(fragment)

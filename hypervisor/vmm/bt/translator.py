@@ -67,8 +67,7 @@ _SEGMENT_READS = {"cs": "vcs", "ss": "vss"}
 class Shared:
     """Code every fragment jumps to, placed at the start of the TC."""
 
-    window_continue: int  # jmp [resume]: no interrupt waiting
-    window_exit: int  # to the door: deliver the interrupt now
+    window_exit: int  # to the door: deliver the waiting interrupt now
     lookup_exit: int  # to the door: find the fragment for [target]
 
 
@@ -82,20 +81,19 @@ class Translator:
         self.read = read
         self.shared = self._emit_shared()
         self.pending_code: list[tuple[int, bytes]] = []  # (address, bytes) for the monitor
+        self.aliased_stores: dict[int, int] = {}  # guest EIP -> alias address - data address
 
     # ------------------------------------------------------------------ shared stubs
     def _emit_shared(self) -> Shared:
         start = self.cache.reserve(0)
         code = bytearray()
-        window_continue = start
-        code += x.jmp_abs_indirect(self.area.resume)
-        window_exit = start + len(code)
+        window_exit = start
         code += self._door_jump(WINDOW_EXIT, window_exit)
         lookup_exit = start + len(code)
         code += self._door_jump(LOOKUP_EXIT, lookup_exit)
         self.cache.reserve(len(code))
         self.shared_code = (start, bytes(code))
-        return Shared(window_continue, window_exit, lookup_exit)
+        return Shared(window_exit, lookup_exit)
 
     def _door_jump(self, exit_id: int, at: int) -> bytes:
         store = x.mov_abs_imm32(self.area.exit, exit_id)
@@ -184,6 +182,23 @@ def rule_for(insn: Instruction) -> str:
     return _inline_rule(insn) or "callout"
 
 
+def absolute_store(insn: Instruction) -> int | None:
+    """The address of a store to a fixed address (no base, no index), else None."""
+    op = insn.operands[0] if insn.operands else None
+    if op is None or not writes_memory(insn) or op.kind != "mem" or op.base or op.index:
+        return None
+    return op.disp & 0xFFFFFFFF
+
+
+def retarget_absolute(insn: Instruction, delta: int) -> bytes:
+    """The same store, to its address + delta (its disp32, found once in the encoding)."""
+    target = absolute_store(insn)
+    assert target is not None
+    old = target.to_bytes(4, "little")
+    assert insn.bytes.count(old) == 1, f"ambiguous displacement in {insn.text}"
+    return insn.bytes.replace(old, ((target + delta) & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
 def needs_callout(insn: Instruction) -> bool:
     return rule_for(insn) == "callout"
 
@@ -225,6 +240,7 @@ class _FragmentEmitter:
         self.stubs: list[ExitStub] = []
         self._exits: list[tuple[ExitStub, int]] = []  # (stub, offset of rel32 site)
         self._stale: tuple[ExitStub, list[int]] | None = None
+        self._deadline: tuple[ExitStub, int, bool] | None = None
 
     @property
     def here(self) -> int:
@@ -246,13 +262,13 @@ class _FragmentEmitter:
             None,
         )
         if body and count_at is None:
-            self._count_prologue(len(body))
+            self.boundaries[self.here] = 0
+            self._count(len(body), 0, flags_dead=False)
         for index, insn in enumerate(body):
             self.boundaries[self.here] = index
             if index == count_at:
-                self.emit(b"\x81" + x.absolute(0, self.area.icount) + x.u32(len(body)))
-                self.count_point = self.here
-                self.boundaries[self.here] = index
+                self._count(len(body), index, flags_dead=True)
+            self.boundaries[self.here] = index
             self.starts[self.here] = index
             self.subkinds.append(self._instruction(insn))
         if callout is not None or not body:
@@ -297,21 +313,45 @@ class _FragmentEmitter:
             offset = site - self.base + 2
             self.code[offset : offset + 4] = x.rel32(site + 6, stub_address)
 
-    def _count_prologue(self, n: int) -> None:
-        """No instruction in the block kills the flags: count with LEA, which keeps them."""
+    def _count(self, n: int, index: int, flags_dead: bool) -> None:
+        """The TC's own clock. If the slice's budget of guest instructions is already spent,
+        leave for the monitor here (the timer is due, or the run's budget is used up);
+        otherwise count the block's n guest instructions and spend them. A block may thus
+        overrun the budget by less than its length: interrupts arrive a few instructions
+        late, never lost ("apart from timing"). No per-instruction hook is needed.
+        Where the flags are dead (before an instruction that overwrites them all) the
+        arithmetic is plain; elsewhere PUSHFD/POPFD keep the guest's flags."""
         a = self.area
-        self.boundaries[self.here] = 0
-        self.emit(
-            x.mov_abs_reg(a.save_count, "eax")
-            + x.mov_reg_abs("eax", a.icount)
-            + x.lea_disp("eax", "eax", n)
-            + x.mov_abs_reg(a.icount, "eax")
-            + x.mov_reg_abs("eax", a.save_count)
-        )
+        if not flags_dead:
+            self.emit(b"\x9c")
+        self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
+        stub = self.t.cache.new_exit("deadline", self.fid, 0)
+        stub.index = index
+        self.stubs.append(stub)
+        site = self.here
+        self.emit(b"\x0f\x8e\0\0\0\0")  # jle deadline stub
+        self.emit(b"\x81" + x.absolute(0, a.icount) + x.u32(n))  # add dword [icount], n
         self.count_point = self.here
+        self.emit(b"\x81" + x.absolute(5, a.budget) + x.u32(n))  # sub dword [budget], n
+        if not flags_dead:
+            self.emit(b"\x9d")
+        self._deadline = (stub, site, not flags_dead)
+
+    def _emit_deadline_stub(self) -> None:
+        stub, site, restore_flags = self._deadline
+        stub_address = self.here
+        if restore_flags:
+            self.emit(b"\x9d")
+        self.emit(self.t._door_jump(stub.id, self.here))
+        offset = site - self.base + 2
+        self.code[offset : offset + 4] = x.rel32(site + 6, stub_address)
 
     def _instruction(self, insn: Instruction) -> str:
         rule = rule_for(insn)
+        delta = self.t.aliased_stores.get(insn.address)
+        if rule == "ident" and delta is not None:
+            self.emit(retarget_absolute(insn, delta))
+            return "rewritten"
         if rule == "ident":
             self.emit(insn.bytes)
             return "ident"
@@ -330,13 +370,19 @@ class _FragmentEmitter:
 
     # ------------------------------------------------------------------ inline rules
     def _window_check(self, next_guest_eip: int) -> None:
-        """After IF may have become 1: leave through the interrupt window if one waits."""
+        """After IF may have become 1: leave through the interrupt window if an interrupt
+        waits ([pending] set by the monitor). JECXZ tests ECX without touching the flags."""
         a = self.area
-        store_resume = x.mov_abs_imm32(a.resume, 0)
-        store_geip = x.mov_abs_imm32(a.resume_geip, next_guest_eip)
-        jump = x.jmp_abs_indirect(a.window)
-        resume = self.here + len(store_resume) + len(store_geip) + len(jump)
-        self.emit(x.mov_abs_imm32(a.resume, resume) + store_geip + jump)
+        leave = (
+            x.mov_reg_abs("ecx", a.save_a)
+            + x.mov_abs_imm32(a.resume_geip, next_guest_eip)
+            + x.JMP_REL32_PLACEHOLDER
+        )
+        self.emit(x.mov_abs_reg(a.save_a, "ecx") + x.mov_reg_abs("ecx", a.pending))
+        self.emit(bytes([0xE3, len(leave)]))  # jecxz: nothing pending, carry on
+        site = self.here + len(leave) - x.JMP_REL32_SIZE
+        self.emit(leave[: -x.JMP_REL32_SIZE] + x.jmp_rel32(site, self.t.shared.window_exit))
+        self.emit(x.mov_reg_abs("ecx", a.save_a))
         self.boundaries[self.here] = len(self.subkinds) + 1
 
     def _pushfd(self, insn: Instruction) -> None:
@@ -462,6 +508,8 @@ class _FragmentEmitter:
     def _emit_stubs(self) -> None:
         if self._stale is not None:
             self._emit_stale_stub()
+        if self._deadline is not None:
+            self._emit_deadline_stub()
         cache = self.t.cache
         for stub, offset in self._exits:
             stub_address = self.here
