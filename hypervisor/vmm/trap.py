@@ -32,7 +32,7 @@ from hypervisor.machine.interrupts import (
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.trace.events import InterruptDelivered, Trap
 from hypervisor.vmm import holes
-from hypervisor.vmm.emulate import EMULATORS, Emulation, Reflect, Unsupported
+from hypervisor.vmm.emulate import EMULATORS, Emulation, Emulator, Reflect, Unsupported
 from hypervisor.vmm.executors import Executor, register, trap_name
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
@@ -201,26 +201,38 @@ class TrapAndEmulate(Executor):
             else:  # a genuine fault: bare metal would fault here too
                 self.deliver(vector, "exception", 0)
             return
-        emulation = Emulation(insn, virtual, self.vcpu, self.machine)
-        emulation.state.eip = insn.next_address
-        try:
-            handler(emulation)
-        except Reflect as reflect:
-            self._trap_event(vector, eip, text, "reflected", reflect.why)
-            self.deliver(reflect.vector, "exception", reflect.error_code)
-            return
-        except Unsupported as why:
-            self._unsupported(vector, eip, text, str(why))
+        emulation = self._run_emulator(insn, handler, vector)
+        if emulation is None:
             return
         self.note_trap(trap_name(insn))
         self.vm.retire_emulated()
         self._trap_event(vector, eip, text, "emulated")
         self.enter(emulation.state)
         if emulation.halt:
-            if self.vcpu.interrupts_enabled:
-                self.wait_for_interrupt()
-            else:
-                self.vm.finish(ExitInfo("halted", None, "HLT with interrupts off"))
+            self._halt()
+
+    def _run_emulator(self, insn: Instruction, handler: Emulator, vector: int) -> Emulation | None:
+        """Emulate `insn` on the guest's virtual registers. None when it did not complete:
+        the guest got the fault bare metal would raise, or the VM stopped (unsupported)."""
+        emulation = Emulation(insn, self.virtual_state(), self.vcpu, self.machine)
+        emulation.state.eip = insn.next_address
+        try:
+            handler(emulation)
+        except Reflect as reflect:
+            self._trap_event(vector, insn.address, insn.text, "reflected", reflect.why)
+            self.deliver(reflect.vector, "exception", reflect.error_code)
+            return None
+        except Unsupported as why:
+            self._unsupported(vector, insn.address, insn.text, str(why))
+            return None
+        return emulation
+
+    def _halt(self) -> None:
+        """HLT: sleep until an interrupt — or forever, with interrupts off."""
+        if self.vcpu.interrupts_enabled:
+            self.wait_for_interrupt()
+        else:
+            self.vm.finish(ExitInfo("halted", None, "HLT with interrupts off"))
 
     def _trap_event(self, vector: int, eip: int, text: str, outcome: str, detail: str = "") -> None:
         self.vm.emit(Trap(self.vm.name, self.vm.step, vector, eip, text, outcome, detail))

@@ -28,12 +28,11 @@ from hypervisor.trace.events import (
     InstructionExecuted,
     TranslationCacheFlushed,
 )
-from hypervisor.trace.events import Trap as TrapEvent
 from hypervisor.vmm.bt.area import VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
 from hypervisor.vmm.bt.callouts import BT_EMULATORS
 from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator, absolute_store
-from hypervisor.vmm.emulate import EMULATORS, Emulation, Reflect, Unsupported
+from hypervisor.vmm.emulate import EMULATORS
 from hypervisor.vmm.executors import register, trap_name
 from hypervisor.vmm.trap import TrapAndEmulate
 from hypervisor.vmm.vm import ExitInfo
@@ -354,7 +353,6 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _callout(self, guest_eip: int) -> None:
         """Emulate the instruction that ended the fragment, then continue after it."""
-        virtual = self.virtual_state()
         insn = decode(self.machine.read(guest_eip, 15), guest_eip)
         if insn is None:
             self.deliver(6, "exception")
@@ -368,38 +366,17 @@ class BinaryTranslation(TrapAndEmulate):
             return
         handler = BT_EMULATORS.get(insn.mnemonic) or EMULATORS.get(insn.mnemonic)
         if handler is None:
-            self.vm.finish(
-                ExitInfo(
-                    "unsupported", None, f"{insn.text} at {guest_eip:#010x}: no emulation for it"
-                )
-            )
+            self._unsupported(13, guest_eip, insn.text, "no emulation for it")
             return
-        emulation = Emulation(insn, virtual, self.vcpu, self.machine)
-        emulation.state.eip = insn.next_address
-        try:
-            handler(emulation)
-        except Reflect as reflect:
-            self.deliver(reflect.vector, "exception", reflect.error_code)
-            return
-        except Unsupported as why:
-            self.vm.emit(
-                TrapEvent(
-                    self.vm.name, self.vm.step, 13, guest_eip, insn.text, "unsupported", str(why)
-                )
-            )
-            self.vm.finish(
-                ExitInfo("unsupported", None, f"{insn.text} at {guest_eip:#010x}: {why}")
-            )
+        emulation = self._run_emulator(insn, handler, 13)
+        if emulation is None:
             return
         if emulation.flags is not None:
             self.machine.uc.reg_write(_EFLAGS, emulation.flags)
             emulation.state.eflags = self.vcpu.virtual_eflags(emulation.flags)
         if emulation.halt:
             self.parked = emulation.state.eip
-            if self.vcpu.interrupts_enabled:
-                self.wait_for_interrupt()
-            else:
-                self.vm.finish(ExitInfo("halted", None, "HLT with interrupts off"))
+            self._halt()
             return
         self.enter(emulation.state)
 
@@ -446,8 +423,11 @@ class BinaryTranslation(TrapAndEmulate):
         target = absolute_store(store) if store is not None else None
         if store is not None and target is not None and self._alias(store, page, here):
             self.cache.stats.adaptive += 1
-            self.vm.emit(AdaptiveRetranslation(self.vm.name, self.vm.step, page, faults,
-                                               address, store.address, "alias"))
+            self.vm.emit(
+                AdaptiveRetranslation(
+                    self.vm.name, self.vm.step, page, faults, address, store.address, "alias"
+                )
+            )
         elif page not in self.self_checked_pages:
             self._self_check(page, faults, address)
 
@@ -475,8 +455,11 @@ class BinaryTranslation(TrapAndEmulate):
         for fragment in self.cache.overlapping(page, page, page + PAGE):
             self._drop(fragment, address)
         self.cache.stats.adaptive += 1
-        self.vm.emit(AdaptiveRetranslation(self.vm.name, self.vm.step, page, faults, address,
-                                           None, "self-check"))
+        self.vm.emit(
+            AdaptiveRetranslation(
+                self.vm.name, self.vm.step, page, faults, address, None, "self-check"
+            )
+        )
 
     def _drop(self, fragment: Fragment, written: int) -> None:
         self.cache.invalidate(fragment)
@@ -528,7 +511,9 @@ class BinaryTranslation(TrapAndEmulate):
             return
         if index == 0 and eip == fragment.tc_start:
             fragment.hits += 1
-        insn = fragment.insns[index]
+        self._emit_translated(fragment.insns[index], fragment.subkinds[index])
+
+    def _emit_translated(self, insn: Instruction, subkind: str) -> None:
         self.vm.emit(
             InstructionExecuted(
                 self.vm.name,
@@ -539,22 +524,10 @@ class BinaryTranslation(TrapAndEmulate):
                 0,
                 False,
                 insn.is_sensitive,
-                fragment.subkinds[index],
+                subkind,
             )
         )
 
     def _trace_callout(self, insn: Instruction) -> None:
         if self.vm.stats.traced:
-            self.vm.emit(
-                InstructionExecuted(
-                    self.vm.name,
-                    self.vm.step,
-                    insn.address,
-                    insn.text,
-                    InsnClass.TRANSLATED,
-                    0,
-                    False,
-                    insn.is_sensitive,
-                    "callout",
-                )
-            )
+            self._emit_translated(insn, "callout")
