@@ -71,8 +71,12 @@ def translation_rate(image: GuestImage) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trap-budget", type=int, default=300_000,
-                        help="instructions to time under trap (it is slow)")
+    parser.add_argument(
+        "--trap-budget",
+        type=int,
+        default=300_000,
+        help="instructions to time under trap (it is slow)",
+    )
     args = parser.parse_args()
     image = load_guest("kernel_loop")
     raw = max(raw_unicorn(image, 200_000) for _ in range(3))
@@ -86,10 +90,14 @@ def main() -> None:
     print(f"\nbt / trap: {bt / trap:.1f}× faster   (target ≥ 20×)")
     print(f"bt / raw unicorn: {bt / raw:.0%}   (target ≥ 25%)")
     t = vm.executor.tcache_summary()
-    print(f"translation cache: {t['fragments']} fragments, {t['chains']} chains, "
-          f"{t['invalidations']} invalidations, {t['adaptive']} adaptive")
-    print(f"translation throughput: {translation_rate(load_guest('sensitive')) / 1e3:.0f} k "
-          "guest instructions/s")
+    print(
+        f"translation cache: {t['fragments']} fragments, {t['chains']} chains, "
+        f"{t['invalidations']} invalidations, {t['adaptive']} adaptive"
+    )
+    print(
+        f"translation throughput: {translation_rate(load_guest('sensitive')) / 1e3:.0f} k "
+        "guest instructions/s"
+    )
 
 
 if __name__ == "__main__":

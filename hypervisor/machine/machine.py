@@ -163,8 +163,9 @@ class Machine:
         (replacing whatever that slot showed): translated code can store through it into a
         page whose own mapping is write-protected for code tracing."""
         self.uc.mem_unmap(address, PAGE)
-        self.uc.mem_map_ptr(address, PAGE, UC_PROT_READ | UC_PROT_WRITE,
-                            self.host.pointer(self.ram) + page)
+        self.uc.mem_map_ptr(
+            address, PAGE, UC_PROT_READ | UC_PROT_WRITE, self.host.pointer(self.ram) + page
+        )
 
     def write_monitor(self, address: int, data: bytes) -> None:
         """The monitor writes its own memory (allowed even where the guest may not)."""
