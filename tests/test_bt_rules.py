@@ -91,12 +91,15 @@ def test_sgdt_writes_the_guest_gdtr_through_the_original_address():
 
 
 def test_ident_instructions_are_copied_and_direct_jumps_exit_through_a_stub():
-    text, fragment = translate(bytes.fromhex("01d8" "eb10"))  # add eax, ebx; jmp +0x10
+    text, fragment = translate(bytes.fromhex("01d8eb10"))  # add eax, ebx; jmp +0x10
     # `add` overwrites every arithmetic flag: the clock is kept just before it, plainly
     assert text[0] == f"cmp dword ptr {field('budget')}, 0"
     assert text[1].startswith("jle ")
-    assert text[2:5] == [f"add dword ptr {field('icount')}, 2",
-                         f"sub dword ptr {field('budget')}, 2", "add eax, ebx"]
+    assert text[2:5] == [
+        f"add dword ptr {field('icount')}, 2",
+        f"sub dword ptr {field('budget')}, 2",
+        "add eax, ebx",
+    ]
     assert fragment.subkinds == ("ident", "rewritten")
     assert f"mov dword ptr {field('exit')}, 1" in text
     assert f"jmp {DOOR:#x}" in text
