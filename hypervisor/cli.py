@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from hypervisor.guest.image import sample_names
+from hypervisor.guest.image import GuestImage, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest
+from hypervisor.trace import tracefile
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.vm import GuestTooLarge
+
+RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
 INTRO = """\
 vmlab — a laboratory of machine virtualization.
 
 Real 32-bit x86 guest kernels run on an emulated machine, on bare metal (native) or under a
-real monitor (trap: trap-and-emulate). Try:
+real monitor (trap: trap-and-emulate; bt: binary translation). Try:
 
   vmlab run hello                 a guest kernel on bare metal
   vmlab run flags --mode trap     the same idiom under trap-and-emulate: ticks stop
   vmlab compare redpill           every mode side by side: can the guest tell?
+  vmlab tc kernel_loop            the translation cache: guest code beside its translation
   vmlab guests                    the sample guests
 
 `vmlab --help` lists every command.
@@ -56,7 +65,33 @@ def _parser() -> argparse.ArgumentParser:
     trace.add_argument("--mode", default="trap", choices=available_modes())
     trace.add_argument("--max-insns", type=int, default=2000, metavar="N")
 
+    tc = sub.add_parser("tc", help="run a guest under bt and print its translation cache")
+    tc.add_argument("guest")
+    tc.add_argument("--max-insns", type=int, default=DEFAULT_BUDGET, metavar="N")
+    tc.add_argument("--limit", type=int, default=20, help="fragments to show (most hit first)")
+
     sub.add_parser("guests", help="list the sample guests")
+
+    tui = sub.add_parser("tui", help="open guests in the terminal UI (step, run, rewind)")
+    tui.add_argument("guest", nargs="+", help="sample names, .asm or .bin files")
+    tui.add_argument(
+        "--mode",
+        action="append",
+        choices=available_modes(),
+        help="a mode to run every guest in (repeat for several; default trap)",
+    )
+
+    record = sub.add_parser("record", help="record a traced run into a trace file")
+    record.add_argument("guest")
+    record.add_argument("--mode", default="trap", choices=available_modes())
+    record.add_argument("-o", "--output", required=True, metavar="FILE")
+    record.add_argument("--max-insns", type=int, default=RECORD_BUDGET, metavar="N")
+
+    replay = sub.add_parser("replay", help="open a trace file in the terminal UI")
+    replay.add_argument("file")
+    replay.add_argument(
+        "--check", action="store_true", help="re-execute and compare, print the result, no UI"
+    )
     return parser
 
 
@@ -74,6 +109,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return _open_ui(_demo())
         print(INTRO, end="")
         return 0
     if getattr(args, "max_insns", 1) < 1:
@@ -81,9 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args)
-    except (GuestBuildError, GuestTooLarge) as err:
+    except (GuestBuildError, GuestTooLarge, TraceFileError) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,6 +148,21 @@ def _summary(report: RunReport) -> str:
     ]
     if report.traps:
         lines.append("   traps: " + ", ".join(f"{k} ×{v}" for k, v in report.traps.items()))
+    if report.callouts:
+        lines.append("   callouts: " + ", ".join(f"{k} ×{v}" for k, v in report.callouts.items()))
+    if report.tcache:
+        t = report.tcache
+        lines.append(
+            f"   translation cache: {t['fragments']} fragments, {t['bytes']:,} of "
+            f"{t['capacity']:,} bytes, {t['hits']} hits / {t['misses']} misses, "
+            f"{t['chains']} chains, {t['invalidations']} invalidations, {t['flushes']} flushes, "
+            f"{t['adaptive']} adaptive"
+        )
+    c = report.cycles
+    lines.append(
+        f"   cost model ({c['profile']}): {c['virtual']:,} virtual cycles for "
+        f"{c['native_equivalent']:,} on bare metal — overhead {c['overhead_pct']}%"
+    )
     if report.holes:
         lines.append(
             "   ⚠ holes (sensitive, ran directly, unseen by the monitor): "
@@ -124,23 +179,25 @@ def _compare(args: argparse.Namespace) -> int:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
     native = reports[0]
-    classes = ("native", "direct", "trapped")
-    header = (
-        f"{'mode':<8} {'console':<10} {'exit':<18} {'instructions':>12} "
-        + " ".join(f"{c:>8}" for c in classes)
-        + "  traps ; holes"
-    )
+    classes = ("native", "direct", "trapped", "translated")
     print(f"{native.guest}: every mode against bare metal\n")
-    print(header)
+    print(
+        f"{'mode':<6} {'console':<9} {'exit':<16} {'total':>10} "
+        + " ".join(f"{c:>10}" for c in classes)
+        + f" {'overhead':>9}  what the monitor did"
+    )
     for r in reports:
         same = "= native" if r.console == native.console else "DIFFERS"
         status = f" ({r.exit.status})" if r.exit.status is not None else ""
-        traps = ", ".join(f"{k}×{v}" for k, v in r.traps.items())
-        holes = ", ".join(f"⚠{k}×{v}" for k, v in r.holes.items())
-        counts = " ".join(f"{r.instructions[c]:>8,}" for c in classes)
+        counts = " ".join(f"{r.instructions[c]:>10,}" for c in classes)
+        detail = "; ".join(
+            f"{label} " + ", ".join(f"{k}×{v}" for k, v in table.items())
+            for label, table in (("traps", r.traps), ("callouts", r.callouts), ("⚠", r.holes))
+            if table
+        )
         print(
-            f"{r.mode:<8} {same:<10} {r.exit.reason + status:<18} "
-            f"{r.instructions['total']:>12,} {counts}  {' ; '.join(p for p in (traps, holes) if p)}"
+            f"{r.mode:<6} {same:<9} {r.exit.reason + status:<16} {r.instructions['total']:>10,} "
+            f"{counts} {r.cycles['overhead_pct']:>8.1f}%  {detail}"
         )
     for r in reports[1:]:
         if r.console != native.console and r.holes:
@@ -179,7 +236,88 @@ def _guests(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "compare": _compare, "trace": _trace, "guests": _guests}
+def _tui(args: argparse.Namespace) -> int:
+    images = [load_guest(name) for name in args.guest]
+    return _open_ui([(image, mode) for image in images for mode in args.mode or ["trap"]])
+
+
+def _demo() -> list[tuple[GuestImage, str]]:
+    """`flags` under trap beside the same guest under binary translation (or, until bt
+    exists, on bare metal for reference): POPF's hole, and the cure."""
+    flags = load_guest("flags")
+    return [(flags, "trap"), (flags, "bt" if "bt" in available_modes() else "native")]
+
+
+def _open_ui(vms: list[tuple[GuestImage, str]], replay: str | None = None) -> int:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
+        return 2
+    # By name: the engine's command line opens the UI on request but never depends on it.
+    app = importlib.import_module("tui.app")
+    session = app.open_trace(replay) if replay else app.Session(vms=vms)
+    app.run_app(session, trace_path=replay)
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    image = load_guest(args.guest)
+    trace = tracefile.record(image, args.mode, args.max_insns)
+    tracefile.save(args.output, trace)
+    steps = len(trace.recording)
+    size = Path(args.output).stat().st_size
+    ending = trace.recording.exit.reason if trace.recording.exit else "budget"
+    print(
+        f"recorded {steps:,} steps of {image.name} under {args.mode} ({ending}) to "
+        f"{args.output}: {size:,} bytes, {size / max(steps, 1):.2f} bytes/step"
+    )
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if not args.check:
+        tracefile.load(args.file)  # a bad file: one line on stderr before any UI starts
+        return _open_ui([], replay=args.file)
+    trace = tracefile.load(args.file)
+    machine = TimeMachine(trace.image, trace.mode, recording=trace.recording)
+    problems = machine.verify()
+    steps = len(trace.recording)
+    for problem in problems:
+        print(f"vmlab: {args.file}: {problem}", file=sys.stderr)
+    if not problems:
+        print(
+            f"{args.file}: {trace.image.name} under {trace.mode}, {steps:,} steps: replays exactly"
+        )
+    return 1 if problems else 0
+
+
+def _tc(args: argparse.Namespace) -> int:
+    from hypervisor.guest.image import load_guest
+    from hypervisor.vmm.bt.introspect import fragment_listing
+    from hypervisor.vmm.vm import Vm
+
+    vm = Vm(load_guest(args.guest), "bt")
+    vm.run(args.max_insns)
+    summary = vm.executor.tcache_summary()
+    print(
+        f"{args.guest}: translation cache after {vm.stats.total:,} guest instructions "
+        f"({vm.exit.reason if vm.exit else 'running'})"
+    )
+    print("   " + ", ".join(f"{k} {v:,}" for k, v in summary.items()) + "\n")
+    for block in fragment_listing(vm.executor.cache, vm.machine.read, limit=args.limit):
+        print(block)
+    return 0
+
+
+_COMMANDS = {
+    "run": _run,
+    "compare": _compare,
+    "trace": _trace,
+    "tc": _tc,
+    "guests": _guests,
+    "tui": _tui,
+    "record": _record,
+    "replay": _replay,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,111 @@
+"""The terminal UI's responsiveness, headless (Textual's Pilot) on the demo session.
+
+    uv run python benchmarks/bench_ui.py [--steps N]
+
+Prints the step latency (a key press to the screen showing its result: median and p95,
+target p95 ≤ 16 ms), how many screen updates per second run mode makes (target ≥ 20), and
+the cold start of a new process to the first frame. Prints; a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+
+from textual import events
+
+from hypervisor.guest.image import load_guest
+from tui.app import VmlabApp
+from tui.engine import Session
+
+SIZE = (160, 50)
+COLD_START = """
+import asyncio, sys, time
+began = float(sys.argv[1])
+from hypervisor.guest.image import load_guest
+from tui.app import VmlabApp
+from tui.engine import Session
+async def main():
+    flags = load_guest("flags")
+    app = VmlabApp(Session(vms=[(flags, "trap"), (flags, "bt")]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        await pilot.pause()
+        print(time.time() - began)
+asyncio.run(main())
+"""
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def step_latency(modes: tuple[str, ...], steps: int) -> list[float]:
+    """From a key event reaching the app (as the terminal driver delivers it) to the
+    snapshot of its result applied to every pane. Pilot's own `press` waits for the whole
+    process to idle (~100 ms), so it is not used here."""
+    flags = load_guest("flags")
+    app = VmlabApp(Session(vms=[(flags, mode) for mode in modes]))
+    times = []
+    async with app.run_test(size=SIZE) as pilot:
+        await app.settle()
+        for key in ["s"] * steps + ["b"] * steps:
+            frames = app.frames
+            began = time.perf_counter()
+            app.post_message(events.Key(key, key))
+            while app.frames == frames:
+                await asyncio.sleep(0.0005)
+            times.append((time.perf_counter() - began) * 1000)
+            await pilot.pause()
+    return times
+
+
+async def run_mode_rate(modes: tuple[str, ...], seconds: float) -> tuple[float, int]:
+    flags = load_guest("flags")
+    app = VmlabApp(Session(vms=[(flags, mode) for mode in modes]))
+    async with app.run_test(size=SIZE) as pilot:
+        await app.settle()
+        await pilot.press("plus", "plus", "plus")  # the fastest speed
+        await app.settle()
+        frames, step = app.frames, app.snapshot.vm.step
+        await pilot.press("space")
+        await asyncio.sleep(seconds)
+        rate = (app.frames - frames) / seconds
+        done = app.snapshot.vm.step - step
+        await pilot.press("space")
+    return rate, done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    for modes in (("trap",), ("trap", "bt")):
+        times = asyncio.run(step_latency(modes, args.steps))
+        print(
+            f"step latency, flags under {' + '.join(modes)} ({len(times)} s/b presses): "
+            f"median {statistics.median(times):.1f} ms, p95 {percentile(times, 0.95):.1f} ms "
+            f"(target p95 ≤ 16 ms)"
+        )
+    for modes in (("trap",), ("trap", "bt")):
+        rate, done = asyncio.run(run_mode_rate(modes, 3.0))
+        print(
+            f"run mode, flags under {' + '.join(modes)}: {rate:.0f} screen updates/s "
+            f"(target ≥ 20), {done / 3:,.0f} steps/s"
+        )
+    cold = subprocess.run(
+        [sys.executable, "-c", COLD_START, repr(time.time())],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    print(f"cold start to the first frame (a new process, headless): {float(cold.stdout):.2f} s")
+
+
+if __name__ == "__main__":
+    main()

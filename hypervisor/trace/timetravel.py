@@ -1,0 +1,171 @@
+"""Time travel: one guest in one mode, at any step of its run, by deterministic re-execution.
+
+Runs are deterministic (same image, mode and step count ⇒ same state), and `Vm.run(n)` stops
+after exactly n retired instructions, so the state at step k is a fresh VM run fast to k.
+That is the only checkpoint (the initial state). It is enough where the monitor rarely
+steps in: any step of a million-instruction run in under 50 ms (kernel_loop on bare metal,
+flags under trap; benchmarks/bench_timetravel.py). A run full of traps re-executes at the
+speed of its traps (syscalls under trap: up to ~650 ms): more checkpoints need a snapshot of
+the machine, its devices and the monitor, which is the engine's to provide.
+
+Two VMs do the work. The *head* runs traced at the frontier of the recording and is the only
+one that records; the *cursor* serves every position behind the frontier and only ever runs
+forward, fast — stepping back recreates it. `vm` is whichever sits at `position`.
+"""
+
+from __future__ import annotations
+
+from hypervisor.guest.image import GuestImage
+from hypervisor.machine.hostram import HostRam
+from hypervisor.trace.recording import Recorder, Recording, registers_of
+from hypervisor.vmm.vm import DEFAULT_RAM, Vm
+
+DEFAULT_LIMIT = 20_000_000  # the longest run a time machine records (as `vmlab run`)
+EXTEND_CHUNK = 20_000  # how far a search for the next event records at a time
+
+
+class TimeMachine:
+    """`seek`, `step`, `back` and event search over one VM's run; `vm` is the VM at
+    `position`. With a `recording` (from a trace file) it replays that recording only."""
+
+    def __init__(
+        self,
+        image: GuestImage,
+        mode: str,
+        *,
+        name: str | None = None,
+        host: HostRam | None = None,
+        recording: Recording | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> None:
+        self.image = image
+        self.mode = mode
+        self.name = name or image.name
+        self.host = host
+        self.limit = limit
+        self.ram_size = recording.ram_size if recording else DEFAULT_RAM
+        self._head: Vm | None = None
+        self._recorder: Recorder | None = None
+        if recording is None:
+            self._head = self._new_vm()
+            self._recorder = Recorder(self._head)
+            recording = self._recorder.recording
+        self.recording = recording
+        self._cursor: Vm | None = None
+        self.position = 0
+        self.vm = self._head or self._cursor_at(0)
+
+    # ------------------------------------------------------------------ where we can go
+    @property
+    def frontier(self) -> int:
+        """Steps recorded so far."""
+        return len(self.recording)
+
+    @property
+    def end(self) -> int | None:
+        """The last step, once known (the guest stopped, the limit, or a replay's end)."""
+        if self._recorder is None or self.recording.finished:
+            return self.frontier
+        return self.limit if self.frontier >= self.limit else None
+
+    @property
+    def home(self) -> Vm:
+        """The VM that stands for this one in host memory: the head, which runs ahead and
+        records (the cursor is a re-execution of it); in a replay, the only VM."""
+        return self._head or self.vm
+
+    @property
+    def replay(self) -> bool:
+        """Replaying a recording made elsewhere: nothing more can be recorded."""
+        return self._recorder is None
+
+    @property
+    def exhausted(self) -> bool:
+        """Nothing more can be recorded: the end of the run is in the recording."""
+        end = self.end
+        return end is not None and self.frontier >= end
+
+    def clamp(self, step: int) -> int:
+        end = self.end
+        return max(0, step if end is None else min(step, end))
+
+    # ------------------------------------------------------------------ moving
+    def seek(self, step: int) -> int:
+        """Go to `step` (clamped to the run); returns the step reached."""
+        step = self.clamp(step)
+        self.extend(step)
+        if step == self.frontier and self._head is not None:
+            self.vm = self._head
+        else:
+            self.vm = self._cursor_at(step)
+        self.position = step
+        return step
+
+    def step(self, count: int = 1) -> int:
+        return self.seek(self.position + count)
+
+    def back(self, count: int = 1) -> int:
+        return self.seek(self.position - count)
+
+    def next_step(self, kind: str) -> int | None:
+        """The next step after `position` where an event of `kind` has happened, recording
+        further ahead if needed (until the end of the run); None if there is none."""
+        while (found := self.recording.next_step(kind, self.position)) is None:
+            if self.exhausted:
+                return None
+            self.extend(self.frontier + EXTEND_CHUNK)
+        return found
+
+    def previous_step(self, kind: str) -> int | None:
+        return self.recording.previous_step(kind, self.position)
+
+    def verify(self) -> list[str]:
+        """Re-execute a whole recording and say where the run disagrees with it: an engine
+        or image that changed since it was recorded shows here. Empty when it replays."""
+        end = self.frontier
+        vm = self._new_vm()
+        try:
+            if end:
+                vm.run(end)
+            problems = []
+            if vm.step != end:
+                problems.append(f"the run stops at step {vm.step:,}, the recording at {end:,}")
+            elif registers_of(vm) != self.recording.registers_at(end):
+                problems.append(f"the registers at step {end:,} differ from the recording")
+            recorded = self.recording.exit
+            if recorded is not None and (vm.exit is None or vm.exit.reason != recorded.reason):
+                problems.append(
+                    f"the run ends with {vm.exit.reason if vm.exit else 'no exit'}, "
+                    f"the recording with {recorded.reason}"
+                )
+            return problems
+        finally:
+            self._discard(vm)
+
+    def extend(self, step: int) -> None:
+        """Record up to `step` (clamped to the run), if not recorded yet."""
+        while self._recorder is not None and self.frontier < self.clamp(step):
+            self._recorder.run(self.clamp(step) - self.frontier)
+
+    # ------------------------------------------------------------------ machinery
+    def _cursor_at(self, step: int) -> Vm:
+        cursor = self._cursor
+        if cursor is None or cursor.step > step:
+            self._discard(cursor)
+            cursor = self._cursor = self._new_vm()
+        if step > cursor.step:
+            cursor.run(step - cursor.step)
+        return cursor
+
+    def _new_vm(self) -> Vm:
+        return Vm(self.image, self.mode, name=self.name, ram_size=self.ram_size, host=self.host)
+
+    def _discard(self, vm: Vm | None) -> None:
+        if vm is not None and self.host is not None:
+            self.host.free(vm.machine.ram)
+
+    def close(self) -> None:
+        """Give the VMs' memory back to the host."""
+        for vm in (self._cursor, self._head):
+            self._discard(vm)
+        self._cursor = self._head = None

@@ -1,0 +1,207 @@
+"""Trace files: a recording saved with everything needed to replay it exactly.
+
+Format 1 (all integers little-endian):
+
+    offset  size  field
+    0       8     magic b"VMLABTRC"
+    8       2     format version (1)
+    10      4     CRC-32 of the body
+    14      8     length of the body in bytes
+    22      …     body: zlib-compressed
+                    u32 length of the header, the header (JSON, UTF-8),
+                    then each column of header["columns"] ([name, typecode, count]) as raw
+                    array bytes, in that order
+
+The header holds the guest image itself (base64, with its SHA-256 and line map), the
+configuration (mode, RAM size, step limit), the exit, the registers at step 0 and after the
+last step, the instruction table, the non-instruction events ({"type": class name, fields}),
+the instructor's annotations by step and the recording's small indexes (register keyframes,
+per-address class history). A replay rebuilds the guest from the file, checks its hash, and
+re-executes: runs are deterministic, so the file needs no memory snapshot.
+
+Any file that is not a complete format-1 trace raises `TraceFileError` with a one-line
+message (never another exception).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import struct
+import sys
+import zlib
+from array import array
+from pathlib import Path
+from typing import Any
+
+from hypervisor.guest.image import GuestImage
+from hypervisor.guest.nasm import SourceLine
+from hypervisor.trace import events as event_types
+from hypervisor.trace.recording import REGISTERS, InsnInfo, Recording
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.vm import ExitInfo
+
+MAGIC = b"VMLABTRC"
+VERSION = 1
+_PREAMBLE = struct.Struct("<8sHIQ")
+_COLUMNS = (
+    "ids",
+    "classes",
+    "cpls",
+    "reg_masks",
+    "reg_values",
+    "mem_steps",
+    "mem_addresses",
+    "mem_sizes",
+    "mem_values",
+    "holes",
+)
+
+
+class TraceFileError(Exception):
+    """A trace file cannot be read; the message is one line for the user."""
+
+
+@dataclasses.dataclass
+class Trace:
+    """A trace file's contents: the guest, how it ran, and the recording."""
+
+    image: GuestImage
+    mode: str
+    limit: int
+    recording: Recording
+
+
+def save(path: str | Path, trace: Trace) -> None:
+    recording, image = trace.recording, trace.image
+    columns = [getattr(recording, name) for name in _COLUMNS]
+    header = {
+        "format": VERSION,
+        "guest": {
+            "name": image.name,
+            "source": image.source,
+            "sha256": image.sha256,
+            "image": base64.b64encode(image.data).decode("ascii"),
+            "lines": [[s.address, s.line, s.text] for s in image.lines],
+        },
+        "config": {"mode": trace.mode, "ram_size": recording.ram_size, "limit": trace.limit},
+        "steps": len(recording),
+        "exit": dataclasses.asdict(recording.exit) if recording.exit else None,
+        "registers": list(REGISTERS),
+        "initial": list(recording.initial),
+        "final": list(recording.final),
+        "keyframes": [[offset, list(state)] for offset, state in recording.keyframes],
+        "instructions": [[i.eip, i.raw.hex(), i.text, i.sensitive] for i in recording.instructions],
+        "events": [{"type": type(e).__name__, **dataclasses.asdict(e)} for e in recording.events],
+        "history": [[eip, list(s), list(c)] for eip, (s, c) in recording.history.items()],
+        "annotations": {str(step): text for step, text in sorted(recording.annotations.items())},
+        "columns": [
+            [name, _typecode(c), len(c)] for name, c in zip(_COLUMNS, columns, strict=True)
+        ],
+    }
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    payload = b"".join([struct.pack("<I", len(encoded)), encoded, *map(_raw, columns)])
+    body = zlib.compress(payload, 6)
+    Path(path).write_bytes(_PREAMBLE.pack(MAGIC, VERSION, zlib.crc32(body), len(body)) + body)
+
+
+def load(path: str | Path) -> Trace:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise TraceFileError(f"{path}: {err.strerror or err}") from None
+    if len(data) < _PREAMBLE.size or not data.startswith(MAGIC):
+        raise TraceFileError(f"{path}: not a vmlab trace file")
+    _, version, crc, length = _PREAMBLE.unpack_from(data)
+    if version > VERSION:
+        raise TraceFileError(
+            f"{path}: trace format {version} is newer than this vmlab reads ({VERSION}): "
+            "upgrade vmlab"
+        )
+    body = data[_PREAMBLE.size :]
+    if len(body) < length:
+        raise TraceFileError(f"{path}: truncated ({len(body):,} of {length:,} body bytes)")
+    if zlib.crc32(body[:length]) != crc:
+        raise TraceFileError(f"{path}: corrupt (checksum mismatch)")
+    try:
+        return _decode(zlib.decompress(body[:length]))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, zlib.error) as err:
+        raise TraceFileError(f"{path}: corrupt ({type(err).__name__}: {err})") from None
+
+
+def _decode(payload: bytes) -> Trace:
+    (size,) = struct.unpack_from("<I", payload)
+    header = json.loads(payload[4 : 4 + size])
+    if header["registers"] != list(REGISTERS):
+        raise ValueError("recorded with another register layout")
+    guest = header["guest"]
+    data = base64.b64decode(guest["image"])
+    if hashlib.sha256(data).hexdigest() != guest["sha256"]:
+        raise ValueError("the embedded guest image does not match its hash")
+    lines = tuple(SourceLine(a, n, t) for a, n, t in guest["lines"])
+    image = GuestImage(guest["name"], data, lines, guest["source"])
+    config = header["config"]
+    recording = Recording(guest["name"], config["mode"], guest["sha256"], config["ram_size"])
+    offset = 4 + size
+    for (name, typecode, count), expected in zip(header["columns"], _COLUMNS, strict=True):
+        if name != expected:
+            raise ValueError(f"column {name!r} where {expected!r} belongs")
+        if typecode != _typecode(getattr(recording, name)):
+            raise ValueError(f"column {name} has type {typecode!r}")
+        column = array(typecode)
+        raw = payload[offset : offset + column.itemsize * count]
+        if len(raw) != column.itemsize * count:
+            raise ValueError(f"column {name} is short")
+        offset += len(raw)
+        if typecode == "B":
+            setattr(recording, name, bytearray(raw))
+            continue
+        column.frombytes(raw)
+        if sys.byteorder == "big":
+            column.byteswap()
+        setattr(recording, name, column)
+    if len(recording.reg_masks) != header["steps"]:
+        raise ValueError("the register column disagrees with the step count")
+    recording.initial = tuple(header["initial"])
+    recording.final = tuple(header["final"])
+    recording.keyframes = [(o, tuple(s)) for o, s in header["keyframes"]]
+    recording.instructions = [
+        InsnInfo(eip, bytes.fromhex(raw), text, sensitive)
+        for eip, raw, text, sensitive in header["instructions"]
+    ]
+    recording.events = [_event(e) for e in header["events"]]
+    recording.history = {
+        eip: (array("I", steps), bytearray(codes)) for eip, steps, codes in header["history"]
+    }
+    recording.annotations = {int(step): text for step, text in header["annotations"].items()}
+    exit_info = header["exit"]
+    recording.exit = ExitInfo(**exit_info) if exit_info else None
+    recording.reindex()
+    return Trace(image, config["mode"], config["limit"], recording)
+
+
+def _event(fields: dict[str, Any]) -> event_types.Event:
+    cls = getattr(event_types, fields.pop("type"), None)
+    if not (isinstance(cls, type) and issubclass(cls, event_types.Event)):
+        raise ValueError("unknown event type")
+    return cls(**fields)
+
+
+def _typecode(column: array | bytearray) -> str:
+    return column.typecode if isinstance(column, array) else "B"
+
+
+def _raw(column: array | bytearray) -> bytes:
+    if isinstance(column, array) and sys.byteorder == "big":
+        column = array(column.typecode, column)
+        column.byteswap()
+    return bytes(column)
+
+
+def record(image: GuestImage, mode: str, max_insns: int) -> Trace:
+    """Run a guest traced to its end (or `max_insns`) and return it as a trace."""
+    machine = TimeMachine(image, mode, limit=max_insns)
+    machine.extend(max_insns)
+    return Trace(image, mode, max_insns, machine.recording)

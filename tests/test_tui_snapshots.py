@@ -1,0 +1,71 @@
+"""SVG snapshots of the main screens (pytest-textual-snapshot). A baseline is an image of the
+real app driving real guests: after `--snapshot-update`, look at each changed one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from hypervisor.guest.image import load_guest
+from hypervisor.trace import tracefile
+from tui.app import VmlabApp, open_trace
+from tui.engine import Session
+
+FLAGS = load_guest("flags")
+
+
+def keys(*presses: str) -> Callable[[Pilot], Awaitable[None]]:
+    """Wait for the engine after start and after each key: snapshots of a settled screen."""
+
+    async def run(pilot: Pilot) -> None:
+        app = pilot.app
+        assert isinstance(app, VmlabApp)
+        await app.settle()
+        for key in presses:
+            await pilot.press(key)
+            await app.settle()
+        await pilot.pause()
+
+    return run
+
+
+def demo() -> VmlabApp:
+    """What `vmlab` opens: flags under trap beside flags under binary translation."""
+    return VmlabApp(Session(vms=[(FLAGS, "trap"), (FLAGS, "bt")]))
+
+
+def test_main_screen_at_80_by_24(snap_compare):
+    assert snap_compare(demo(), terminal_size=(80, 24), run_before=keys("h"))
+
+
+def test_main_screen_at_160_by_50(snap_compare):
+    assert snap_compare(demo(), terminal_size=(160, 50), run_before=keys("h"))
+
+
+def test_binary_translation_at_160_by_50(snap_compare):
+    assert snap_compare(demo(), terminal_size=(160, 50), run_before=keys("h", "v"))
+
+
+@pytest.fixture
+def annotated_trace(tmp_path: Path) -> Path:
+    trace = tracefile.record(FLAGS, "trap", 6000)
+    trace.recording.annotations[4080] = "POPF at CPL 1 left IF at 0: nobody noticed"
+    path = tmp_path / "flags.vmtrace"
+    tracefile.save(path, trace)
+    return path
+
+
+def test_replay_of_a_trace(snap_compare, annotated_trace):
+    app = VmlabApp(open_trace(str(annotated_trace)))
+    assert snap_compare(app, terminal_size=(160, 50), run_before=keys("h"))
+
+
+def test_help_screen(snap_compare):
+    assert snap_compare(demo(), terminal_size=(100, 40), run_before=keys("question_mark"))
+
+
+def test_high_contrast_light_theme(snap_compare):
+    assert snap_compare(demo(), terminal_size=(160, 50), run_before=keys("h", "ctrl+t"))

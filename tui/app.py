@@ -1,0 +1,303 @@
+"""The vmlab terminal UI: panes over one or more VMs, driven by an engine thread.
+
+The engine thread (`tui.engine`) owns the VMs and publishes immutable snapshots; the app only
+applies the latest one, all panes in one `batch_update`, when the engine says one is ready
+(in run mode that is ~30 times a second). Keys, the footer, the help screen and the command
+palette all call the same actions, which only submit commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from textual import events
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container, Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Footer, Static, Tab, Tabs
+
+from hypervisor.trace import tracefile
+from tui.commands import VmlabCommands
+from tui.engine import Engine, Session
+from tui.model import Snapshot
+from tui.panes import (
+    CodePane,
+    ConsolePane,
+    EventsPane,
+    OverheadPane,
+    Pane,
+    RegistersPane,
+    TranslationCachePane,
+    TranslationPane,
+    VmsPane,
+)
+from tui.panes.style import CLASS_STYLE, HOLE_STYLE, MUTED
+from tui.screens import FilterScreen, HelpScreen, PromptScreen
+from tui.themes import DARK, LIGHT
+
+COMPACT_WIDTH, COMPACT_HEIGHT = 140, 40  # below either, the side panes become tabs
+SIDE_PANES = (
+    ("registers", "Registers"),
+    ("events", "Events"),
+    ("console", "Console"),
+    ("vms", "VMs"),
+    ("overhead", "Overhead"),
+    ("translation", "Transl."),
+    ("tc", "TC"),
+)
+
+
+class SnapshotReady(Message):
+    """The engine published a snapshot (posted from the engine thread)."""
+
+
+class EngineNotice(Message):
+    def __init__(self, text: str, severity: str) -> None:
+        super().__init__()
+        self.text, self.severity = text, severity
+
+
+class VmlabApp(App[None]):
+    CSS_PATH = "vmlab.tcss"
+    TITLE = "vmlab"
+    COMMANDS = App.COMMANDS | {VmlabCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "step", "Step", id="step"),
+        Binding("b", "back", "Back", id="back"),
+        Binding("space", "run", "Run/pause", id="run"),
+        Binding("t", "next('trapped')", "Next trap", id="next_trap"),
+        Binding("T", "previous('trapped')", "Prev trap", id="previous_trap", key_display="⇧t"),
+        Binding("x", "next('translation')", "Next transl.", id="next_translation"),
+        Binding("h", "next('hole')", "Next hole", id="next_hole", show=False),
+        Binding("H", "previous('hole')", "Prev hole", id="previous_hole", show=False),
+        Binding("i", "next('interrupt')", "Next interrupt", id="next_interrupt", show=False),
+        Binding("g", "goto", "Go to", id="goto"),
+        Binding("m", "mode", "Mode", id="mode"),
+        Binding("v", "next_vm", "Next VM", id="next_vm"),
+        Binding("a", "annotate", "Annotate", id="annotate"),
+        Binding("f", "filter", "Filter", id="filter"),
+        Binding("z", "maximize", "Zoom", id="maximize"),
+        Binding("plus,equals_sign", "speed(1)", "Faster", id="faster", show=False),
+        Binding("minus", "speed(-1)", "Slower", id="slower", show=False),
+        Binding("w", "save", "Save trace", id="save", show=False),
+        Binding("ctrl+t", "toggle_theme", "Theme", id="theme", show=False),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("escape", "pause", "Stop", id="stop", show=False),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, session: Session, *, trace_path: str | None = None) -> None:
+        super().__init__()
+        self.engine = Engine(session, self._published, self._notice)
+        self.snapshot: Snapshot | None = None
+        self._latest: Snapshot | None = None
+        self._trace_path = trace_path
+        self.started = time.perf_counter()
+        self.first_frame: float | None = None  # seconds from construction to first snapshot
+        self.frames = 0  # snapshots applied (the benchmark counts them)
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with Container(id="panes"):
+            with Vertical(id="left"):
+                yield CodePane(id="code")
+                yield TranslationPane(id="translation")
+                yield EventsPane(id="events")
+            with Vertical(id="right"):
+                yield RegistersPane(id="registers")
+                yield VmsPane(id="vms")
+                yield TranslationCachePane(id="tc")
+                yield OverheadPane(id="overhead")
+                yield ConsolePane(id="console")
+        yield Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="tabs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.register_theme(LIGHT)
+        self.theme = DARK
+        self._layout(self.size.width, self.size.height)
+        self.engine.start()
+
+    def on_unmount(self) -> None:
+        self.engine.stop()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout(event.size.width, event.size.height)
+
+    def _layout(self, width: int, height: int) -> None:
+        compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
+        self.screen.set_class(compact, "-compact")
+        self._show_translation()
+
+    def _show_translation(self) -> None:
+        """The translation panes take room only when a VM translates (or as tabs)."""
+        snapshot = self.snapshot
+        translating = snapshot is not None and any(v.cache for v in snapshot.vms)
+        hide = not translating and not self.screen.has_class("-compact")
+        self.screen.set_class(hide, "-no-translation")
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        shown = event.tab.id.removeprefix("tab-") if event.tab and event.tab.id else ""
+        for pane, _ in SIDE_PANES:
+            self.query_one(f"#{pane}").set_class(pane == shown, "-shown")
+        for column in self.query("#left, #right"):
+            column.set_class(bool(column.query(".-shown")), "-has-shown")
+
+    # ------------------------------------------------------------------ snapshots
+    def _published(self, snapshot: Snapshot) -> None:
+        """Engine thread: keep the latest snapshot, wake the UI."""
+        self._latest = snapshot
+        self.post_message(SnapshotReady())
+
+    def _notice(self, text: str, severity: str) -> None:
+        self.post_message(EngineNotice(text, severity))
+
+    def on_snapshot_ready(self, _: SnapshotReady) -> None:
+        snapshot = self._latest
+        if snapshot is None or snapshot is self.snapshot:
+            return
+        self.snapshot = snapshot
+        self.frames += 1
+        if self.first_frame is None:
+            self.first_frame = time.perf_counter() - self.started
+        with self.batch_update():
+            self._show_translation()
+            for pane in self.query(Pane):
+                pane.show(snapshot)
+            self.query_one("#status", Static).update(status_line(snapshot))
+
+    def on_engine_notice(self, notice: EngineNotice) -> None:
+        self.notify(notice.text, severity=notice.severity)  # type: ignore[arg-type]
+
+    async def settle(self, timeout: float = 60) -> None:
+        """Wait until the engine has done every command and the UI shows its result (for
+        tests and benchmarks)."""
+        deadline = time.perf_counter() + timeout
+        while not (self.engine.settled and self._latest is self.snapshot):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("the engine did not settle")
+            await asyncio.sleep(0.002)
+
+    # ------------------------------------------------------------------ actions
+    def action_step(self) -> None:
+        self.engine.submit("step")
+
+    def action_back(self) -> None:
+        self.engine.submit("back")
+
+    def action_run(self) -> None:
+        self.engine.submit("run")
+
+    def action_pause(self) -> None:
+        self.engine.submit("pause")
+
+    def action_speed(self, change: int) -> None:
+        self.engine.submit("speed", change)
+
+    def action_next(self, kind: str) -> None:
+        self.engine.submit("next", kind)
+
+    def action_previous(self, kind: str) -> None:
+        self.engine.submit("previous", kind)
+
+    def action_next_vm(self) -> None:
+        self.engine.submit("focus", 1)
+
+    def action_mode(self, mode: str | None = None) -> None:
+        self.engine.submit("mode", mode)
+
+    def action_goto(self) -> None:
+        def go(answer: str | None) -> None:
+            text = (answer or "").replace(",", "").replace("_", "").strip()
+            if text.isdigit():
+                self.engine.submit("seek", int(text))
+            elif text:
+                self.notify(f"not a step number: {answer}", severity="warning")
+
+        self.push_screen(PromptScreen("Go to step", placeholder="e.g. 4080"), go)
+
+    def action_annotate(self) -> None:
+        if self.snapshot is None:
+            return
+        view = self.snapshot.vm
+
+        def keep(answer: str | None) -> None:
+            if answer is not None:
+                self.engine.submit("annotate", answer.strip())
+
+        title = f"Note for step {view.step:,} of {view.name} (empty removes it)"
+        self.push_screen(PromptScreen(title, view.annotation), keep)
+
+    def action_filter(self) -> None:
+        if self.snapshot is None:
+            return
+
+        def apply(hidden: frozenset[str] | None) -> None:
+            if hidden is not None:
+                self.engine.submit("filter", hidden)
+
+        self.push_screen(FilterScreen(self.snapshot.kinds, self.snapshot.hidden), apply)
+
+    def action_save(self) -> None:
+        if self.snapshot is None:
+            return
+        view = self.snapshot.vm
+        path = self._trace_path or f"{view.guest}-{view.mode}.vmtrace"
+        self.engine.submit("save", str(Path(path)))
+
+    def action_toggle_theme(self) -> None:
+        self.theme = LIGHT.name if self.theme == DARK else DARK
+
+    def action_maximize(self) -> None:
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+            return
+        focused = screen.focused
+        screen.maximize(focused if isinstance(focused, Pane) else self.query_one("#code", Pane))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+
+def status_line(snapshot: Snapshot) -> Content:
+    view = snapshot.vm
+    end = f"{view.end:,}" if view.end is not None else "?"
+    parts: list[Content | str | tuple[str, str]] = [
+        (f" {view.name} ", "bold"),
+        f"step {view.step:,} / {end}  ",
+    ]
+    if view.last is not None:
+        last = view.last
+        parts += [
+            ("last: ", MUTED),
+            (last.text, "bold"),
+            " ",
+            (last.cls.value, CLASS_STYLE[last.cls]),
+            (" ⚠ hole" if last.hole else "", HOLE_STYLE),
+            "  ",
+        ]
+    if snapshot.busy:
+        parts.append((snapshot.busy, "$text-warning"))
+    elif snapshot.running:
+        parts.append((f"▶ running {snapshot.speed:,}/s", "$text-success"))
+    else:
+        parts.append((f"‖ {view.state}", MUTED))
+    if view.annotation:
+        parts += ["  ", (f"✎ {view.annotation}", "italic $text-accent")]
+    return Content.assemble(*parts)
+
+
+def run_app(session: Session, trace_path: str | None = None) -> None:
+    VmlabApp(session, trace_path=trace_path).run()
+
+
+def open_trace(path: str) -> Session:
+    """A session replaying a trace file (raises TraceFileError with a one-line message)."""
+    return Session(replay=tracefile.load(path))

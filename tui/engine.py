@@ -1,0 +1,324 @@
+"""The engine thread: the only code that touches the VMs while the UI runs.
+
+The UI submits commands (step, back, run, seek…); this thread executes them one at a time on
+the time machines, and after each one (and ~30 times a second in run mode) publishes an
+immutable `Snapshot`. The app applies the latest snapshot when it is told one is ready, so
+the UI never waits for the engine and never sees a VM half-way through a step.
+
+Every VM of a session shares one clock, the step `position`: each VM sits at that step, or
+at its last one if its run ended earlier — two modes of the same guest side by side stay
+comparable instruction for instruction.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypervisor.guest.image import GuestImage
+from hypervisor.machine.hostram import HostRam
+from hypervisor.trace import tracefile
+from hypervisor.trace.recording import HOLE
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.vm import DEFAULT_RAM
+from tui.listing import Listing
+from tui.model import NOTE, CpuView, Snapshot, VmView, cpu_views, registers, vm_view
+
+FRAME = 1 / 30  # seconds between snapshots in run mode
+SPEEDS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)  # instructions per second
+DEFAULT_SPEED = 1_000
+CHUNK = 2_000  # instructions per engine call in long searches
+WORK = 0.008  # seconds of engine work between looks at the clock in run mode
+MIN_CHUNK = 20
+DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
+
+Publish = Callable[[Snapshot], None]
+Notify = Callable[[str, str], None]  # (message, severity)
+
+
+@dataclass
+class Lane:
+    """One VM of the session: its time machine and what the UI last saw of it."""
+
+    tm: TimeMachine
+    listing: Listing
+    cpus: tuple[CpuView, CpuView]
+    before: tuple[CpuView, CpuView] | None = None  # registers one step earlier
+    synced: bool = True  # `cpus` and `before` are those of the time machine's position
+
+    @classmethod
+    def of(cls, tm: TimeMachine) -> Lane:
+        return cls(tm, Listing(tm.image), cpu_views(tm.vm))
+
+
+@dataclass
+class Session:
+    """What to open: guests in modes, or one recording to replay."""
+
+    vms: list[tuple[GuestImage, str]] = field(default_factory=list)
+    replay: tracefile.Trace | None = None
+
+
+class Engine:
+    def __init__(self, session: Session, publish: Publish, notify: Notify) -> None:
+        self._publish_to = publish
+        self._notify = notify
+        count = max(1, len(session.vms))
+        self.host = HostRam(2 * count * DEFAULT_RAM)  # a head and a cursor VM per lane
+        self.lanes: list[Lane] = []
+        self._session = session
+        self.position = 0
+        self.focus = 0
+        self.running = False
+        self.speed = DEFAULT_SPEED
+        self.hidden = DEFAULT_HIDDEN
+        self.busy = ""
+        self._rate = 20_000.0  # steps per second run mode last achieved
+        self._submitted = 0  # commands submitted (UI thread) …
+        self._done = 0  # … and done and published (engine thread)
+        self._opened = False
+        self._queue: queue.Queue[tuple[str, tuple]] = queue.Queue()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="vmlab-engine", daemon=True)
+
+    # ------------------------------------------------------------------ UI side
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, command: str, *args: object) -> None:
+        """Queue a command (from the UI thread). "pause" also stops a long search."""
+        self._submitted += 1
+        if command == "pause":
+            self._cancel.set()
+        self._queue.put((command, args))
+
+    @property
+    def settled(self) -> bool:
+        """Every command submitted so far is done and published, and nothing runs."""
+        return self._opened and self._done == self._submitted and not self.running
+
+    def stop(self) -> None:
+        self.submit("quit")
+        self._thread.join(timeout=2)
+
+    # ------------------------------------------------------------------ engine thread
+    def _main(self) -> None:
+        try:
+            self._open()
+        except Exception as err:  # a guest that cannot start: say why, keep the UI alive
+            self._notify(f"cannot start: {err}", "error")
+            return
+        self._publish()
+        self._opened = True
+        while True:
+            try:
+                command, args = self._queue.get(timeout=FRAME if self.running else None)
+            except queue.Empty:
+                self._run_frame()
+                continue
+            if command == "quit":
+                return
+            try:
+                getattr(self, f"_do_{command}")(*args)
+            except Exception as err:  # an engine bug must not kill the session silently
+                self.running = False
+                self._notify(f"{command} failed: {type(err).__name__}: {err}", "error")
+            self._publish()
+            self._done += 1
+
+    def _open(self) -> None:
+        replay = self._session.replay
+        if replay is not None:
+            name = f"{replay.image.name}/{replay.mode}"
+            tm = TimeMachine(
+                replay.image, replay.mode, name=name, host=self.host, recording=replay.recording
+            )
+            self.lanes = [Lane.of(tm)]
+            problems = tm.verify()
+            if problems:
+                why = "; ".join(problems)
+                self._notify(f"this replay differs from its recording: {why}", "warning")
+            return
+        self.lanes = [Lane.of(self._machine(image, mode)) for image, mode in self._session.vms]
+
+    def _machine(self, image: GuestImage, mode: str) -> TimeMachine:
+        return TimeMachine(image, mode, name=f"{image.name}/{mode}", host=self.host)
+
+    def _publish(self) -> None:
+        self._publish_to(self.snapshot())
+
+    def snapshot(self) -> Snapshot:
+        views: list[VmView] = []
+        for lane in self.lanes:
+            regs = registers(lane.cpus, lane.before)
+            views.append(vm_view(lane.tm, lane.listing, regs, self.hidden))
+        kinds = sorted({k for lane in self.lanes for k in lane.tm.recording.event_kinds()})
+        return Snapshot(
+            tuple(views),
+            self.focus,
+            self.running,
+            self.speed,
+            self.busy,
+            self.host.size,
+            (*kinds, HOLE, NOTE),
+            self.hidden,
+        )
+
+    # ------------------------------------------------------------------ moving the clock
+    def _clamp(self, target: int) -> int:
+        """The shared clock stops when the last VM to finish has finished."""
+        ends = [lane.tm.end for lane in self.lanes]
+        if all(end is not None for end in ends):
+            target = min(target, max(e for e in ends if e is not None))
+        return max(0, target)
+
+    def _goto(self, target: int) -> None:
+        """Every VM to step `target` (or its last step), registers one step before too."""
+        target = self._clamp(target)
+        for lane in self.lanes:
+            tm = lane.tm
+            step = tm.clamp(target)
+            if step == tm.position and lane.synced:
+                continue
+            if step == tm.position + 1:
+                before = lane.cpus if lane.synced else cpu_views(tm.vm)
+            elif step == tm.position:  # skipped to its end in run mode
+                before = None
+            elif step > 0:
+                tm.seek(step - 1)
+                before = cpu_views(tm.vm)
+            else:
+                before = None
+            tm.seek(step)
+            lane.before, lane.cpus, lane.synced = before, cpu_views(tm.vm), True
+        self.position = target
+
+    def _skip(self, target: int) -> None:
+        """Every VM to step `target`, nothing else (run mode, between frames)."""
+        self.position = self._clamp(target)
+        for lane in self.lanes:
+            lane.tm.seek(lane.tm.clamp(self.position))
+            lane.synced = False
+
+    def _record_until(self, step: int, why: str) -> bool:
+        """Record the focused VM ahead to `step`, publishing progress; False if the user
+        cancelled (escape)."""
+        tm = self.lanes[self.focus].tm
+        while tm.frontier < tm.clamp(step):
+            if self._cancel.is_set():
+                self.busy = ""
+                return False
+            self.busy = f"{why}: recording step {tm.frontier:,}…"
+            self._publish()
+            tm.extend(min(tm.frontier + CHUNK * 5, step))
+        self.busy = ""
+        return True
+
+    @property
+    def _at_end(self) -> bool:
+        return all(
+            lane.tm.end is not None and lane.tm.position >= lane.tm.end for lane in self.lanes
+        )
+
+    def _run_frame(self) -> None:
+        """One frame of run mode: a frame's worth of instructions at the chosen speed (or
+        as many as fit in the frame), in chunks of ~WORK seconds, then a snapshot. Only
+        the frame's last step reads the registers (twice, for the highlights)."""
+        began = time.perf_counter()
+        budget = max(1, round(self._rate * FRAME * 0.6))
+        target = self.position + min(max(1, round(self.speed * FRAME)), budget)
+        while self.position < target - 1 and time.perf_counter() - began < FRAME - WORK:
+            chunk = min(target - 1 - self.position, max(MIN_CHUNK, round(self._rate * WORK)))
+            started = time.perf_counter()
+            self._skip(self.position + chunk)
+            self._rate = chunk / max(time.perf_counter() - started, 1e-4)
+        self._goto(self.position + 1)
+        if self._at_end:
+            self.running = False
+        self._publish()
+
+    # ------------------------------------------------------------------ commands
+    def _do_step(self, count: int = 1) -> None:
+        self.running = False
+        self._goto(self.position + count)
+
+    def _do_back(self, count: int = 1) -> None:
+        self.running = False
+        self._goto(self.position - count)
+
+    def _do_seek(self, step: int) -> None:
+        self.running = False
+        if self._record_until(step, f"going to step {step:,}"):
+            self._goto(step)
+
+    def _do_run(self) -> None:
+        self.running = not self.running and not self._at_end
+        if self._at_end:
+            self._notify("the run has ended: step back, or go to a step (g)", "information")
+
+    def _do_pause(self) -> None:
+        self.running = False
+        self._cancel.clear()
+
+    def _do_speed(self, change: int) -> None:
+        index = min(len(SPEEDS) - 1, max(0, SPEEDS.index(self.speed) + change))
+        self.speed = SPEEDS[index]
+
+    def _do_next(self, kind: str) -> None:
+        self.running = False
+        tm = self.lanes[self.focus].tm
+        ahead = CHUNK // 4  # record ahead in growing chunks: most events are near
+        while (found := tm.recording.next_step(kind, tm.position)) is None and not tm.exhausted:
+            if not self._record_until(tm.frontier + ahead, f"looking for the next {kind}"):
+                return
+            ahead = min(ahead * 2, CHUNK * 25)
+        if found is None:
+            self._notify(f"no {kind} after step {tm.position:,}", "information")
+            return
+        self._goto(found)
+
+    def _do_previous(self, kind: str) -> None:
+        self.running = False
+        found = self.lanes[self.focus].tm.previous_step(kind)
+        if found is None:
+            self._notify(f"no {kind} before step {self.position:,}", "information")
+            return
+        self._goto(found)
+
+    def _do_focus(self, change: int = 1) -> None:
+        self.focus = (self.focus + change) % len(self.lanes)
+
+    def _do_mode(self, mode: str | None = None) -> None:
+        """Restart the focused VM in another mode (the next one by default), from step 0."""
+        self.running = False
+        lane = self.lanes[self.focus]
+        if lane.tm.replay:
+            self._notify("a replay keeps the mode it was recorded in", "warning")
+            return
+        modes = available_modes()
+        mode = mode or modes[(modes.index(lane.tm.mode) + 1) % len(modes)]
+        image = lane.tm.image
+        lane.tm.close()
+        self.lanes[self.focus] = Lane.of(self._machine(image, mode))
+        self._goto(0)
+
+    def _do_annotate(self, text: str) -> None:
+        tm = self.lanes[self.focus].tm
+        if text:
+            tm.recording.annotations[tm.position] = text
+        else:
+            tm.recording.annotations.pop(tm.position, None)
+
+    def _do_filter(self, hidden: frozenset[str]) -> None:
+        self.hidden = hidden
+
+    def _do_save(self, path: str) -> None:
+        tm = self.lanes[self.focus].tm
+        trace = tracefile.Trace(tm.image, tm.mode, tm.limit, tm.recording)
+        tracefile.save(Path(path), trace)
+        self._notify(f"saved {len(tm.recording):,} steps of {tm.name} to {path}", "information")

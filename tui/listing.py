@@ -1,0 +1,58 @@
+"""What the code pane lists: the guest's source lines (from its line map) or, for an image
+without one, its disassembly — one row per instruction address, in address order."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from hypervisor.guest.image import GuestImage
+from hypervisor.isa import decode
+from hypervisor.vmm.vm import LOAD_ADDRESS
+
+
+@dataclass(frozen=True, slots=True)
+class ListingRow:
+    address: int
+    text: str
+    line: int  # source line number (0: from an include, or disassembly)
+
+
+class Listing:
+    """Rows of one image, and the window of rows around an address."""
+
+    def __init__(self, image: GuestImage) -> None:
+        self.language = "nasm" if image.lines else "disassembly"
+        if image.lines:
+            rows = [ListingRow(s.address, s.text.strip(), s.line) for s in image.lines]
+        else:
+            rows = list(_sweep(image.data, LOAD_ADDRESS))
+        self.rows = sorted(rows, key=lambda r: r.address)
+        self._addresses = [r.address for r in self.rows]
+
+    def window(
+        self, address: int, read: Callable[[int, int], bytes], before: int, after: int
+    ) -> list[ListingRow]:
+        """`before` rows before `address`, its row, and `after` rows after it. An address the
+        listing does not know (code outside the image, or between its rows) is disassembled
+        from memory with `read(address, size)`."""
+        index = bisect_left(self._addresses, address)
+        if index < len(self.rows) and self.rows[index].address == address:
+            return self.rows[max(0, index - before) : index + after + 1]
+        here = list(_sweep(read(address, 16 * (after + 1)), address, after + 1))
+        return self.rows[max(0, index - before) : index] + here
+
+
+def _sweep(code: bytes, address: int, limit: int | None = None) -> Iterator[ListingRow]:
+    """Linear-sweep disassembly (an undecodable byte becomes `db`)."""
+    offset, count = 0, 0
+    while offset < len(code) and (limit is None or count < limit):
+        insn = decode(code[offset : offset + 15], address + offset)
+        if insn is None:
+            yield ListingRow(address + offset, f"db {code[offset]:#04x}", 0)
+            offset += 1
+        else:
+            yield ListingRow(address + offset, insn.text, 0)
+            offset += insn.size
+        count += 1

@@ -1,0 +1,388 @@
+"""Immutable views of the engine, built in the engine thread and only read by the UI.
+
+A `Snapshot` is everything the screen shows at one moment; the widgets never touch a VM.
+This module has no Textual in it: the views are plain data, tested on their own.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+from hypervisor.isa import decode_block
+from hypervisor.machine.cpu import EFLAGS_IF, CpuState
+from hypervisor.trace.events import (
+    Callout,
+    ConsoleOutput,
+    Event,
+    FragmentChained,
+    FragmentInvalidated,
+    FragmentTranslated,
+    InsnClass,
+    InterruptDelivered,
+    IsolationViolation,
+    PortAccess,
+    TranslationCacheFlushed,
+    Trap,
+    VmStateChanged,
+)
+from hypervisor.trace.recording import CLASS_BY_NAME, HOLE, MemoryWrite, kind_of
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.bt.executor import BinaryTranslation
+from hypervisor.vmm.vm import Vm
+from tui.listing import Listing
+
+CODE_CONTEXT = 40  # rows listed before and after the current instruction
+EVENT_ROWS = 200
+CONSOLE_TAIL = 4096
+SPARK_BUCKETS = 40
+NOTE = "note"  # an instructor's annotation, shown among the events
+
+
+@dataclass(frozen=True, slots=True)
+class CpuView:
+    """Registers as one side sees them (the guest's virtual CPU, or the real one)."""
+
+    state: CpuState
+    cpl: int
+    gdtr: tuple[int, int]
+    idtr: tuple[int, int]
+
+    @property
+    def interrupts(self) -> bool:
+        return bool(self.state.eflags & EFLAGS_IF)
+
+    @property
+    def iopl(self) -> int:
+        return (self.state.eflags >> 12) & 3
+
+    def values(self) -> dict[str, int]:
+        return {**self.state.as_dict(), "cpl": self.cpl, "gdtr": self.gdtr[0], "idtr": self.idtr[0]}
+
+
+@dataclass(frozen=True, slots=True)
+class Registers:
+    guest: CpuView
+    real: CpuView
+    guest_changed: frozenset[str] = frozenset()
+    real_changed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    address: int
+    text: str
+    line: int
+    tag: InsnClass | None  # how it ran the last time before this step (None: not yet)
+    hole: bool
+    current: bool  # EIP is here: it runs next
+    last: bool  # the instruction of the last step
+
+
+@dataclass(frozen=True, slots=True)
+class LastStep:
+    """The instruction that brought the VM to this step."""
+
+    step: int
+    eip: int
+    text: str
+    cls: InsnClass
+    hole: bool
+    cpl: int
+    changes: tuple[tuple[str, int], ...]
+    writes: tuple[MemoryWrite, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    step: int
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationView:
+    """One fragment of the translation cache: the guest block and the code that runs."""
+
+    fragment: int
+    guest: tuple[tuple[int, str, str], ...]  # (address, instruction, ident/rewritten/…)
+    code: tuple[tuple[int, str, bool], ...]  # (TC address, instruction, starts a guest one)
+    here: int | None  # the CPU's EIP, when it is inside this fragment
+    why: str  # how this fragment was chosen
+
+
+@dataclass(frozen=True, slots=True)
+class CacheView:
+    used: int
+    capacity: int
+    fragments: int  # valid ones
+    stats: tuple[tuple[str, int], ...]
+    recent: tuple[tuple[int, int, int, int, int], ...]  # (id, guest start, end, links in, out)
+
+
+@dataclass(frozen=True, slots=True)
+class VmView:
+    """One VM at one step."""
+
+    name: str
+    guest: str
+    mode: str
+    step: int
+    end: int | None
+    state: str
+    exit_detail: str
+    language: str  # "nasm" (source lines) or "disassembly"
+    code: tuple[CodeRow, ...]
+    last: LastStep | None
+    registers: Registers
+    console: str
+    events: tuple[EventRow, ...]
+    counts: dict[str, int]
+    spark: tuple[int, ...]
+    spark_bucket: int
+    ram: tuple[int, int]  # host-physical (start, size) of this VM's RAM
+    isolation: int  # isolation events so far
+    annotation: str
+    replay: bool
+    aligned: bool  # the engine's trace agrees with its step count
+    translation: TranslationView | None  # binary translation only
+    cache: CacheView | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    vms: tuple[VmView, ...]
+    focus: int
+    running: bool
+    speed: int  # instructions per second in run mode
+    busy: str = ""  # what the engine is doing, when it takes a while
+    host_size: int = 0
+    kinds: tuple[str, ...] = ()  # event kinds known, for the filter
+    hidden: frozenset[str] = field(default_factory=frozenset)  # kinds filtered out
+
+    @property
+    def vm(self) -> VmView:
+        return self.vms[self.focus]
+
+
+# ---------------------------------------------------------------------- building
+def cpu_views(vm: Vm) -> tuple[CpuView, CpuView]:
+    """(guest-visible, real) registers of a VM as it is now."""
+    machine, executor = vm.machine, vm.executor
+    real_state = machine.state()
+    system = machine.system_state()
+    real = CpuView(real_state, machine.cpl, system.gdtr, system.idtr)
+    vcpu = getattr(executor, "vcpu", None)
+    if vcpu is None:  # bare metal: the guest owns the real CPU
+        return real, real
+    guest_state = executor.virtual_state()
+    if isinstance(executor, BinaryTranslation):
+        guest_state.eip = _guest_eip(executor, guest_state.eip)
+    return CpuView(guest_state, vcpu.cpl, vcpu.gdtr, vcpu.idtr), real
+
+
+def _guest_eip(executor: BinaryTranslation, eip: int) -> int:
+    """The guest instruction a translation-cache address belongs to (display only: the
+    guest's EIP while the CPU runs its translation)."""
+    fragment = executor.cache.fragment_at(eip)
+    if fragment is None:
+        return eip
+    starts = [a for a in fragment.boundaries if a <= eip]
+    if not starts:  # in the fragment's prologue (its self-check), before its first instruction
+        return fragment.guest_start
+    return fragment.guest_eip_at(fragment.boundaries[max(starts)])
+
+
+def registers(now: tuple[CpuView, CpuView], before: tuple[CpuView, CpuView] | None) -> Registers:
+    if before is None:
+        return Registers(*now)
+    return Registers(*now, _changed(before[0], now[0]), _changed(before[1], now[1]))
+
+
+def _changed(before: CpuView, now: CpuView) -> frozenset[str]:
+    old, new = before.values(), now.values()
+    changed = {name for name, value in new.items() if old[name] != value and name != "eip"}
+    if before.interrupts != now.interrupts:
+        changed.add("if")
+    if before.iopl != now.iopl:
+        changed.add("iopl")
+    return frozenset(changed)
+
+
+def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozenset[str]) -> VmView:
+    vm, recording, step = tm.vm, tm.recording, tm.position
+    eip = regs.guest.state.eip
+    last = _last_step(tm)
+    rows = listing.window(eip, vm.machine.read, CODE_CONTEXT, CODE_CONTEXT)
+    code = tuple(
+        CodeRow(
+            r.address,
+            r.text,
+            r.line,
+            *(recording.tag(r.address, step) or (None, False)),
+            r.address == eip,
+            last is not None and r.address == last.eip,
+        )
+        for r in rows
+    )
+    bucket, spark = _spark(tm)
+    stopped = vm.exit is not None and vm.exit.reason != "budget"
+    return VmView(
+        name=tm.name,
+        guest=tm.image.name,
+        mode=tm.mode,
+        step=step,
+        end=tm.end,
+        state=vm.state if stopped else ("paused" if step else "created"),
+        exit_detail=vm.exit.detail if stopped and vm.exit else "",
+        language=listing.language,
+        code=code,
+        last=last,
+        registers=regs,
+        console=bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"),
+        events=_events(tm, hidden),
+        counts=recording.class_counts(step),
+        spark=spark,
+        spark_bucket=bucket,
+        ram=(tm.home.machine.ram.start, tm.home.machine.ram.size),
+        isolation=recording.count("isolation", step + 1),
+        annotation=recording.annotations.get(step, ""),
+        replay=tm.replay,
+        aligned=recording.aligned,
+        translation=_translation(vm, regs),
+        cache=_cache(vm),
+    )
+
+
+def _translation(vm: Vm, regs: Registers) -> TranslationView | None:
+    executor = vm.executor
+    if not isinstance(executor, BinaryTranslation):
+        return None
+    cache, eip = executor.cache, regs.real.state.eip
+    fragment, why = cache.fragment_at(eip), "the CPU is running it"
+    if fragment is None:
+        fragment, why = cache.lookup(regs.guest.state.eip), "it runs next"
+    if fragment is None:
+        return None
+    guest = tuple(
+        (insn.address, insn.text, kind)
+        for insn, kind in zip(fragment.insns, fragment.subkinds, strict=False)
+    )
+    if fragment.callout is not None:
+        guest += ((fragment.callout.address, fragment.callout.text, "callout"),)
+    raw = vm.machine.read(fragment.tc_start, fragment.tc_end - fragment.tc_start)
+    code = tuple(
+        (insn.address, insn.text, insn.address in fragment.boundaries)
+        for insn in decode_block(raw, fragment.tc_start, 64, stop_at_flow=False)
+    )
+    here = eip if fragment.tc_start <= eip < fragment.tc_end else None
+    return TranslationView(fragment.id, guest, code, here, why)
+
+
+def _cache(vm: Vm) -> CacheView | None:
+    executor = vm.executor
+    if not isinstance(executor, BinaryTranslation):
+        return None
+    cache = executor.cache
+    valid = [f for f in cache.fragments.values() if f.valid]
+    recent = tuple(
+        (f.id, f.guest_start, f.guest_end, len(f.links_in), f.links_out) for f in valid[-20:]
+    )
+    stats = tuple(vars(cache.stats).items())
+    return CacheView(cache.used, cache.capacity, len(valid), stats, recent)
+
+
+def _last_step(tm: TimeMachine) -> LastStep | None:
+    r = tm.recording.record(tm.position - 1) if tm.position else None
+    if r is None:
+        return None
+    return LastStep(
+        r.step, r.insn.eip, r.insn.text, r.cls, r.hole, r.cpl, tuple(r.changes.items()), r.writes
+    )
+
+
+def _spark(tm: TimeMachine) -> tuple[int, tuple[int, ...]]:
+    """Trapped instructions per bucket over the last SPARK_BUCKETS buckets."""
+    step = tm.position
+    trapped = CLASS_BY_NAME[InsnClass.TRAPPED.value]
+    bucket = _round_up(max(100, -(-step // SPARK_BUCKETS)))
+    counts = []
+    for stop in range(step, max(step - SPARK_BUCKETS * bucket, 0), -bucket):
+        counts.append(tm.recording.classes.count(trapped, max(stop - bucket, 0), stop))
+    return bucket, tuple(reversed(counts))
+
+
+def _round_up(n: int) -> int:
+    """The next 1, 2 or 5 × 10^k at or above n: buckets a reader can take in."""
+    scale = 1
+    while True:
+        for digit in (1, 2, 5):
+            if digit * scale >= n:
+                return digit * scale
+        scale *= 10
+
+
+def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
+    recording, step = tm.recording, tm.position
+    # A VM halted at this step wakes with an interrupt at this same step, but only once it
+    # runs on: that delivery belongs to the next step (and `seek` stops before it).
+    waiting = tm.vm.executor.waiting_for_interrupt
+    rows: list[EventRow] = []
+    for event in recording.events_before(step + 1, EVENT_ROWS * 4):
+        kind = kind_of(event)
+        woke = waiting and event.step == step and isinstance(event, InterruptDelivered)
+        if kind not in hidden and not woke:
+            rows.append(EventRow(event.step, kind, describe(event)))
+    if HOLE not in hidden:
+        holes = recording.holes
+        for index in range(max(0, bisect_right(holes, step - 1) - EVENT_ROWS), len(holes)):
+            if holes[index] >= step:
+                break
+            insn = recording.instructions[recording.ids[holes[index]]]
+            text = f"⚠ {insn.text} at {insn.eip:08x} ran directly, unseen: a hole"
+            rows.append(EventRow(holes[index] + 1, HOLE, text))
+    if NOTE not in hidden:
+        notes = recording.annotations.items()
+        rows += [EventRow(s, NOTE, f"✎ {text}") for s, text in notes if s <= step]
+    rows.sort(key=lambda row: row.step)
+    return tuple(rows[-EVENT_ROWS:])
+
+
+def describe(event: Event) -> str:
+    """One line about an event, for the events pane."""
+    match event:
+        case Trap():
+            detail = f" — {event.detail}" if event.detail else ""
+            return f"#{event.vector} {event.text} at {event.eip:08x}: {event.outcome}{detail}"
+        case InterruptDelivered():
+            irq = f" (IRQ {event.irq})" if event.irq is not None else ""
+            return (
+                f"{event.source} {event.vector:#x}{irq}: {event.from_eip:08x} → "
+                f"handler {event.handler:08x}"
+            )
+        case PortAccess():
+            arrow = "←" if event.write else "→"
+            device = event.device or "unassigned"
+            direction = "out" if event.write else "in"
+            return f"{direction} {event.port:#06x} {arrow} {event.value:#x} ({device})"
+        case ConsoleOutput():
+            return repr(event.text.rstrip("\n"))[1:-1]
+        case IsolationViolation():
+            return f"{event.kind} {event.address:#010x} from {event.eip:08x} {event.detail}"
+        case VmStateChanged():
+            return f"{event.state}" + (f": {event.reason}" if event.reason else "")
+        case FragmentTranslated():
+            return (
+                f"#{event.fragment}: {event.instructions} instructions at {event.guest_start:08x}"
+                f" → TC {event.tc_start:08x}–{event.tc_end:08x}"
+            )
+        case FragmentChained():
+            return f"#{event.source} now jumps straight to #{event.target}"
+        case FragmentInvalidated():
+            where = f"{event.guest_start:08x}"
+            return f"#{event.fragment} ({where}): its page was written at {event.written:08x}"
+        case TranslationCacheFlushed():
+            return "the cache was full: every fragment dropped"
+        case Callout():
+            return f"{event.text} at {event.eip:08x}: emulated by the monitor"
+    return type(event).__name__

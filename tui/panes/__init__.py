@@ -1,0 +1,22 @@
+"""The panes of the main screen, one module each."""
+
+from tui.panes.base import Pane
+from tui.panes.code import CodePane
+from tui.panes.console import ConsolePane
+from tui.panes.events import EventsPane
+from tui.panes.overhead import OverheadPane
+from tui.panes.registers import RegistersPane
+from tui.panes.translation import TranslationCachePane, TranslationPane
+from tui.panes.vms import VmsPane
+
+__all__ = [
+    "CodePane",
+    "ConsolePane",
+    "EventsPane",
+    "OverheadPane",
+    "Pane",
+    "RegistersPane",
+    "TranslationCachePane",
+    "TranslationPane",
+    "VmsPane",
+]

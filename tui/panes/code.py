@@ -1,0 +1,84 @@
+"""The code pane: the guest's source (or disassembly) around EIP, each instruction tagged by
+how it ran the last time — the lesson of the whole tool in one column of dots."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import ClassVar
+
+from pygments.token import Token
+from textual.content import Content
+from textual.highlight import HighlightTheme, TokenType, highlight
+
+from hypervisor.trace.events import InsnClass
+from tui.model import CodeRow, Snapshot
+from tui.panes.base import Pane, lines
+from tui.panes.style import CLASS_STYLE, HOLE_STYLE, MUTED
+
+LEGEND = (
+    " ".join(
+        f"[{CLASS_STYLE[cls]}]●[/] {cls.value}"
+        for cls in (
+            InsnClass.DIRECT,
+            InsnClass.TRAPPED,
+            InsnClass.TRANSLATED,
+            InsnClass.HYPERCALL,
+            InsnClass.NATIVE,
+        )
+    )
+    + f" [{HOLE_STYLE}]⚠[/] hole"
+)
+
+
+TAG_WIDTH = len(" translated")
+
+
+class CodePane(Pane):
+    TITLE = "code"
+
+    def on_mount(self) -> None:
+        self.border_subtitle = LEGEND
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+        view = snapshot.vm
+        source = "source" if view.language == "nasm" else view.language
+        self.border_title = f"code · {view.name} · {source}"
+        current = next((i for i, row in enumerate(view.code) if row.current), 0)
+        start = max(0, min(current - height // 3, len(view.code) - height))
+        return lines([_row(row, width) for row in view.code[start : start + height]], width)
+
+
+def _row(row: CodeRow, width: int) -> Content:
+    marker = "▶" if row.current else "◆" if row.last else " "
+    glyph = ("●", CLASS_STYLE[row.tag]) if row.tag else ("·", MUTED)
+    left = Content.assemble(
+        (marker, "bold $text-primary"),
+        " ",
+        glyph,
+        ("⚠" if row.hole else " ", HOLE_STYLE),
+        (f" {row.address:08x}  ", MUTED),
+    )
+    tail = Content.styled(
+        f" {row.tag.value}" if row.tag else "", CLASS_STYLE[row.tag] if row.tag else ""
+    )
+    room = width - left.cell_length - TAG_WIDTH
+    text = _highlight(row.text).truncate(max(room, 0))
+    line = left + text.pad_right(max(room, 0) - text.cell_length) + tail
+    if row.current:
+        line = line.extend_right(max(0, width - line.cell_length)).stylize("on $primary-muted")
+    return line
+
+
+class _CodeTheme(HighlightTheme):
+    """Textual's highlight colours, without underlining every mnemonic."""
+
+    STYLES: ClassVar[dict[TokenType, str]] = {
+        **HighlightTheme.STYLES,
+        Token.Name.Function: "$text-warning",
+        Token.Name.Function.Magic: "$text-warning",
+    }
+
+
+@lru_cache(maxsize=8192)
+def _highlight(text: str) -> Content:
+    return highlight(text, language="nasm", theme=_CodeTheme).rstrip()

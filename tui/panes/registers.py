@@ -1,0 +1,85 @@
+"""Registers as the guest sees them beside the real CPU's: under a monitor they differ (the
+ring the kernel really runs in, the interrupt flag it only believes it has, the monitor's
+descriptor tables), and the difference is the monitor's work."""
+
+from __future__ import annotations
+
+from textual.content import Content
+
+from tui.model import CpuView, Registers, Snapshot
+from tui.panes.base import Pane, lines
+from tui.panes.style import CHANGED_STYLE, DIFFERS_STYLE, MUTED
+
+ROWS = (
+    ("eax", 8),
+    ("ebx", 8),
+    ("ecx", 8),
+    ("edx", 8),
+    ("esi", 8),
+    ("edi", 8),
+    ("ebp", 8),
+    ("esp", 8),
+    ("eip", 8),
+    ("eflags", 8),
+    ("if", 1),
+    ("iopl", 1),
+    ("cpl", 1),
+    ("cs", 4),
+    ("ss", 4),
+    ("ds", 4),
+    ("es", 4),
+    ("fs", 4),
+    ("gs", 4),
+    ("gdtr", 8),
+    ("idtr", 8),
+)
+BLOCK = 25  # columns one name/guest/real row takes
+GAP = 2
+
+
+class RegistersPane(Pane):
+    TITLE = "registers"
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+        regs = snapshot.vm.registers
+        bare = regs.guest is regs.real
+        self.border_title = "registers · bare metal" if bare else "registers · guest │ real"
+        rows = [_header(bare)] + [_row(name, digits, regs, bare) for name, digits in ROWS]
+        blocks = max(1, min((width + GAP) // (BLOCK + GAP), -(-len(rows) // max(1, height))))
+        if blocks == 1:
+            return lines(rows, width)
+        per = -(-len(rows) // blocks)
+        columns = [rows[i * per : (i + 1) * per] for i in range(blocks)]
+        joined = [
+            Content(" " * GAP).join(c[i].pad_right(BLOCK - c[i].cell_length) for c in columns[:-1])
+            + (Content(" " * GAP) + columns[-1][i] if i < len(columns[-1]) else Content(""))
+            for i in range(per)
+        ]
+        return lines(joined, width)
+
+
+def _header(bare: bool) -> Content:
+    if bare:
+        return Content.styled(f"{'':7}{'cpu':>8}", MUTED)
+    return Content.styled(f"{'':7}{'guest':>8}{'real':>10}", MUTED)
+
+
+def _value(view: CpuView, name: str) -> int:
+    if name == "if":
+        return int(view.interrupts)
+    if name == "iopl":
+        return view.iopl
+    return view.values()[name]
+
+
+def _row(name: str, digits: int, regs: Registers, bare: bool) -> Content:
+    guest, real = _value(regs.guest, name), _value(regs.real, name)
+    row = Content.assemble(
+        (f"{name.upper():<7}", MUTED),
+        (f"{guest:0{digits}x}".rjust(8), CHANGED_STYLE if name in regs.guest_changed else ""),
+    )
+    if bare:
+        return row
+    differs = real != guest
+    style = CHANGED_STYLE if name in regs.real_changed else DIFFERS_STYLE if differs else ""
+    return row + Content.styled(f"{'≠' if differs else ' '}{real:0{digits}x}".rjust(10), style)

@@ -1,0 +1,68 @@
+"""The VMs of the session: state, mode, step, and where each one's RAM really is in host
+memory — disjoint slices of one buffer, which is what isolation rests on."""
+
+from __future__ import annotations
+
+from textual.content import Content
+
+from tui.model import Snapshot, VmView
+from tui.panes.base import Pane, lines
+from tui.panes.style import MUTED
+
+SLICE_STYLES = ("$text-primary", "$text-accent", "$text-secondary", "$text-success")
+MIB = 1 << 20
+MISALIGNED = "    ⚠ the engine's trace and its step count disagree here: tags may be off"
+
+
+class VmsPane(Pane):
+    TITLE = "VMs & isolation"
+
+    def show(self, snapshot: Snapshot) -> None:
+        super().show(snapshot)
+        self.refresh(layout=True)  # its height follows its content
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+        rows: list[Content] = []
+        for index, view in enumerate(snapshot.vms):
+            rows += _vm(view, index, index == snapshot.focus)
+        rows.append(Content.styled(f"host RAM ({snapshot.host_size // MIB} MiB):", MUTED))
+        rows.append(_host_bar(snapshot, width))
+        return lines(rows, width)
+
+
+def _vm(view: VmView, index: int, focused: bool) -> list[Content]:
+    style = SLICE_STYLES[index % len(SLICE_STYLES)]
+    end = f"{view.end:,}" if view.end is not None else "?"
+    state = view.state + (" (replay)" if view.replay else "")
+    start, size = view.ram
+    isolation = f"{view.isolation} isolation events" if view.isolation else "no isolation events"
+    rows = [
+        Content.assemble(
+            ("▶ " if focused else "  ", "bold"),
+            (view.name, f"bold {style}"),
+            f"  {state}  step {view.step:,} / {end}",
+        ),
+        Content.styled(
+            f"    RAM at host {start:#010x}–{start + size - 1:#010x} "
+            f"({size // MIB} MiB) · {isolation}",
+            MUTED,
+        ),
+    ]
+    if view.exit_detail:
+        rows.append(Content.styled(f"    {view.exit_detail}", MUTED))
+    if not view.aligned:
+        rows.append(Content.styled(MISALIGNED, "$text-warning"))
+    return rows
+
+
+def _host_bar(snapshot: Snapshot, width: int) -> Content:
+    """One cell per slice of host RAM: which VM's memory is where."""
+    cells = max(8, width)
+    bar = [("░", MUTED)] * cells
+    for index, view in enumerate(snapshot.vms):
+        start, size = view.ram
+        first = start * cells // snapshot.host_size
+        last = max(first + 1, (start + size) * cells // snapshot.host_size)
+        for cell in range(first, min(last, cells)):
+            bar[cell] = ("█", SLICE_STYLES[index % len(SLICE_STYLES)])
+    return Content.assemble(*bar)
