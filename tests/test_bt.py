@@ -97,3 +97,12 @@ def test_overhead_falls_as_the_cache_warms():
     timeline = [pct for _, pct in run_guest("timer", "bt").as_json()["cycles"]["timeline"]]
     assert len(timeline) >= 5
     assert timeline[-1] < timeline[0] / 10
+
+
+@pytest.mark.parametrize("name", ["flags", "selfmod"])
+def test_a_traced_bt_run_numbers_every_guest_instruction_once(name):
+    report = run_guest(name, "bt", trace=True, keep_events=True)
+    steps = [e.step for e in report.events if isinstance(e, InstructionExecuted)]
+    assert steps == list(range(len(steps)))
+    assert len(steps) == report.instructions["total"]
+    assert report.console == run_guest(name, "native").console

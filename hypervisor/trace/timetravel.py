@@ -91,15 +91,16 @@ class TimeMachine:
 
     # ------------------------------------------------------------------ moving
     def seek(self, step: int) -> int:
-        """Go to `step` (clamped to the run); returns the step reached."""
+        """Go to `step` (clamped to the run); returns the step reached: `step`, or a little
+        further where the engine cannot stop exactly (inside a translated block)."""
         step = self.clamp(step)
         self.extend(step)
         if step == self.frontier and self._head is not None:
             self.vm = self._head
         else:
             self.vm = self._cursor_at(step)
-        self.position = step
-        return step
+        self.position = self.vm.step
+        return self.position
 
     def step(self, count: int = 1) -> int:
         return self.seek(self.position + count)

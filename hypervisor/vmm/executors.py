@@ -226,6 +226,7 @@ class Executor(ABC):
 
     # ------------------------------------------------------------------ tracing
     def set_tracing(self, on: bool) -> None:
+        self.tracing = on
         self.machine.set_tracer(self._trace if on else None)
 
     def _trace(self, eip: int, size: int) -> None:
@@ -235,6 +236,7 @@ class Executor(ABC):
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
         self._pending = (self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False
+        self._pending_translated: str | None = None  # subkind, for translated code
 
     def hole_probe(self, insn: Instruction) -> Callable[[], bool] | None:
         """Under a monitor: how to tell, after `insn` ran directly, whether it diverged."""
@@ -248,7 +250,12 @@ class Executor(ABC):
         text = insn.text if insn else "(bad)"
         stats = self.vm.stats
         hole = False
-        if not self.monitored:
+        subkind = self._pending_translated or ""
+        if subkind:  # translated code: the tracer is what counts its guest instructions
+            cls = InsnClass.TRANSLATED
+            step = stats.total
+            stats.total += 1
+        elif not self.monitored:
             cls = InsnClass.NATIVE
         elif self._pending_trapped:
             cls = InsnClass.TRAPPED
@@ -260,7 +267,9 @@ class Executor(ABC):
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
         sensitive = bool(insn and insn.is_sensitive)
-        self.vm.emit(InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole, sensitive))
+        self.vm.emit(
+            InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole, sensitive, subkind)
+        )
 
     def note_trap(self, name: str) -> None:
         """Count a trapped instruction (fast and traced runs alike); in a traced run its

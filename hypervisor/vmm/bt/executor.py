@@ -109,6 +109,10 @@ class BinaryTranslation(TrapAndEmulate):
         return values
 
     def _count_translated(self, n: int) -> None:
+        """Guest instructions the TC ran, from its counter (a traced run counts them one by
+        one as it sees them instead)."""
+        if self.tracing:
+            return
         stats = self.vm.stats
         stats.total += n
         stats.by_class[InsnClass.TRANSLATED.value] += n
@@ -475,6 +479,7 @@ class BinaryTranslation(TrapAndEmulate):
         holds translated code, and leave a fragment the store has just invalidated."""
         pages, leave = self._store_retry or (set(), False)
         self._store_retry = None
+        self._pending = None  # the store did not retire: it runs (and is traced) again now
         m = self.machine
         self.vm.begin_slice()
         step = m.run(m.uc.reg_read(_EIP), 1)
@@ -499,19 +504,22 @@ class BinaryTranslation(TrapAndEmulate):
 
     # ------------------------------------------------------------------ tracing
     def _trace(self, eip: int, size: int) -> None:
+        """In the TC, an instruction of translated code starts a guest instruction only at
+        the first address of its translation; the rest (sequences, stubs) is not the guest's."""
         if self.vcpu.cpl == 3 or not self.cache.contains(eip):
             super()._trace(eip, size)
             return
-        self._finish_traced()
         fragment = self.cache.fragment_at(eip)
-        if fragment is None:
+        index = fragment.instruction_starts.get(eip) if fragment is not None else None
+        if fragment is None or index is None:
             return
-        index = fragment.instruction_starts.get(eip)
-        if index is None:
-            return
-        if index == 0 and eip == fragment.tc_start:
+        self._finish_traced()
+        if index == 0:
             fragment.hits += 1
-        self._emit_translated(fragment.insns[index], fragment.subkinds[index])
+        insn = fragment.insns[index]
+        self._pending = (0, insn.address, insn, 0, None)
+        self._pending_trapped = False
+        self._pending_translated = fragment.subkinds[index]
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
         self.vm.emit(
@@ -529,5 +537,6 @@ class BinaryTranslation(TrapAndEmulate):
         )
 
     def _trace_callout(self, insn: Instruction) -> None:
-        if self.vm.stats.traced:
+        if self.tracing:
+            self._finish_traced()
             self._emit_translated(insn, "callout")
