@@ -66,6 +66,3 @@ class HostRam:
 
     def pointer(self, piece: RamSlice) -> int:
         return self.base_address + piece.start
-
-    def read(self, start: int, size: int) -> bytes:
-        return ctypes.string_at(self.base_address + start, size)

@@ -92,7 +92,6 @@ class Delivered:
     state: CpuState
     cpl: int
     gate: Gate
-    stack_switched: bool
 
 
 Reader = Callable[[int, int], bytes]
@@ -173,7 +172,7 @@ def deliver(
         esp=esp,
         ss=(ss & ~3) | new_cpl if switched else state.ss,
     )
-    return Delivered(new_state, new_cpl, gate, switched)
+    return Delivered(new_state, new_cpl, gate)
 
 
 class TripleFault(Exception):

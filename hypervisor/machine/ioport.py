@@ -31,7 +31,3 @@ class IoBus:
         device = self._owner.get(port)
         if device is not None:
             device.write(port, size, value & _ALL_ONES[size])
-
-    @property
-    def devices(self) -> list[PortDevice]:
-        return list(dict.fromkeys(self._owner.values()))

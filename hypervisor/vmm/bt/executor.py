@@ -68,6 +68,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._data_faults: dict[int, int] = {}
         self._store_retry: tuple[set[int], bool] | None = None  # (pages, leave fragment)
         self._clocked = 0  # translated guest instructions the PIT has ticked for
+        self._area_values: dict[str, int] = {}  # the vCPU area as last read
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
         self._icount_seen = 0
         super().start(entry)
@@ -99,6 +100,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _read_area(self) -> dict[str, int]:
         values = VcpuArea.unpack(self.machine.read(self.area.base, VcpuArea.size()))
+        self._area_values = values
         if self.vcpu.cpl == 0:
             self.vcpu.interrupts_enabled = bool(values["vif"] & EFLAGS_IF)
             self.vcpu.iopl = (values["viopl"] >> 12) & 3
@@ -314,7 +316,7 @@ class BinaryTranslation(TrapAndEmulate):
         self.parked = fragment.guest_start if fragment else None
 
     def _door(self) -> None:
-        values = VcpuArea.unpack(self.machine.read(self.area.base, VcpuArea.size()))
+        values = self._area_values  # read by handle() when the CPU left the TC
         exit_id = values["exit"]
         if exit_id == WINDOW_EXIT:  # accept_interrupt() follows this exit
             self.parked = values["resume_geip"]
