@@ -66,6 +66,17 @@ def test_data_stores_next_to_hot_code_make_the_page_self_checking():
     assert report.tcache["invalidations"] < 100
 
 
+def test_a_self_checking_page_is_traced_again_after_its_probation():
+    # kernel_loop's boot writes its IDT, which shares a page with the hot loop: the page
+    # becomes self-checking; once the boot is over it is write-protected again, and the one
+    # store the loop makes there (inc [counter]) is redirected through an alias
+    report = run_guest("kernel_loop", "bt", keep_events=True)
+    adaptive = [e for e in report.events if isinstance(e, AdaptiveRetranslation)]
+    assert [e.how for e in adaptive] == ["self-check", "traced", "alias"]
+    assert adaptive[0].page == adaptive[1].page == adaptive[2].page
+    assert adaptive[1].step - adaptive[0].step >= 50_000
+
+
 def test_traced_and_fast_bt_runs_agree():
     fast = run_guest("syscalls", "bt")
     traced = run_guest("syscalls", "bt", trace=True)

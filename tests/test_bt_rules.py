@@ -14,21 +14,27 @@ AREA = VcpuArea(0xFFC12000)
 DOOR = 0xFFC13000
 
 
-def translate(code: bytes) -> tuple[list[str], object]:
+def translate(code: bytes, self_checked: bool = False) -> tuple[list[str], object]:
+    """The fragment's code as text, without the TC's clock where no instruction of the
+    block kills the flags (there it is kept between PUSHFD and POPFD)."""
+    text, fragment = emitted(code, self_checked)
+    if text[:2] == ["pushfd", f"cmp dword ptr {field('budget')}, 0"]:
+        assert text[2].startswith("jle ")
+        assert text[3].startswith(f"sub dword ptr {field('budget')}, ")
+        assert text[4] == "popfd"
+        text = text[5:]
+    return text, fragment
+
+
+def emitted(code: bytes, self_checked: bool = False) -> tuple[list[str], object]:
     memory = code + b"\x90" * 64
     cache = TranslationCache(0xFFD00000, 1 << 20)
     translator = Translator(cache, AREA, DOOR, lambda a, n: memory[a - GUEST : a - GUEST + n])
-    fragment = translator.translate(GUEST)
+    fragment = translator.translate(GUEST, self_checked)
     (address, emitted), *_ = translator.pending_code
     insns = decode_block(emitted, address, 1000, stop_at_flow=False)
     assert sum(i.size for i in insns) == len(emitted), "every emitted byte decodes"
-    text = [i.text for i in insns]
-    if text[:2] == ["pushfd", f"cmp dword ptr {field('budget')}, 0"]:
-        # the TC's clock where no instruction of the block kills the flags: kept in PUSHFD
-        assert text[3].startswith(f"add dword ptr {field('icount')}, ")
-        assert text[5] == "popfd"
-        text = text[6:]
-    return text, fragment
+    return [i.text for i in insns], fragment
 
 
 def field(name: str) -> str:
@@ -42,31 +48,66 @@ def test_cli_becomes_a_store_to_the_virtual_if():
     assert fragment.subkinds[0] == "rewritten"
 
 
-def test_sti_enables_the_virtual_if_then_checks_the_interrupt_window():
+FLAG_WRITERS = {"add", "sub", "and", "or", "xor", "cmp", "test", "inc", "dec"}
+
+
+def test_sti_with_live_flags_checks_the_interrupt_window_without_touching_them():
     text, _ = translate(bytes.fromhex("fb"))  # sti
     assert text[0] == f"mov dword ptr {field('vif')}, 0x200"
-    assert f"mov ecx, dword ptr {field('pending')}" in text
-    assert any(t.startswith("jecxz") for t in text)
+    window = text[: text.index(f"mov dword ptr {field('resume_geip')}, {GUEST + 1:#x}")]
+    assert f"mov ecx, dword ptr {field('pending')}" in window
+    assert any(t.startswith("jecxz") for t in window)
+    assert not any(t.split()[0] in FLAG_WRITERS for t in window)
     assert "sti" not in text
 
 
-def test_pushfd_merges_virtual_if_and_iopl_without_touching_flags():
+def test_sti_before_flags_are_overwritten_checks_the_window_with_a_cmp():
+    text, _ = translate(bytes.fromhex("fb31c0"))  # sti; xor eax, eax
+    assert text[text.index(f"mov dword ptr {field('vif')}, 0x200") + 1] == (
+        f"cmp dword ptr {field('pending')}, 0"
+    )
+    assert not any(t.startswith("jecxz") for t in text)
+
+
+def test_pushfd_merges_virtual_if_and_iopl_and_keeps_live_flags():
     text, _ = translate(bytes.fromhex("9c"))  # pushfd
-    assert text[0] == "pushfd"
-    assert "lea eax, [eax - 0x200]" in text
-    assert f"mov ebx, dword ptr {field('vif')}" in text
-    assert f"mov ebx, dword ptr {field('viopl')}" in text
-    flag_writers = {"add", "sub", "and", "or", "xor", "cmp", "test", "inc", "dec"}
-    body = text[: text.index("mov dword ptr [esp], eax") + 3]
-    assert not any(t.split()[0] in flag_writers for t in body)
+    assert text[:2] == ["pushfd", "pushfd"]  # the guest's view, and a copy of the flags
+    assert f"mov eax, dword ptr {field('vif')}" in text
+    assert f"or eax, dword ptr {field('viopl')}" in text
+    assert "xor eax, 0x200" in text
+    assert "xor dword ptr [esp + 4], eax" in text
+    merged = text.index("xor dword ptr [esp + 4], eax")
+    assert text[merged + 2] == "popfd"  # the flags as they were, before anything reads them
+
+
+def test_pushfd_before_flags_are_overwritten_needs_no_copy():
+    text, _ = translate(bytes.fromhex("9c31c0"))  # pushfd; xor eax, eax
+    assert text[0] == "pushfd" and text[1] != "pushfd"
+    assert "xor dword ptr [esp], eax" in text
+    assert "popfd" not in text
 
 
 def test_popfd_stores_if_and_iopl_then_pops_the_arithmetic_flags():
     text, _ = translate(bytes.fromhex("9d"))  # popfd
     assert f"mov dword ptr {field('vif')}, eax" in text
     assert f"mov dword ptr {field('viopl')}, eax" in text
-    assert "popfd" in text
-    assert f"mov ecx, dword ptr {field('pending')}" in text
+    popfd = text.index("popfd")
+    # the window check runs before the real POPFD replaces the flags it clobbers
+    assert text[popfd - 2] == f"cmp dword ptr {field('pending')}, 0"
+    assert text[popfd - 1].startswith("jne ")
+
+
+def test_a_self_checking_fragment_compares_its_bytes_with_the_clock_in_one_bracket():
+    text, fragment = emitted(bytes.fromhex("9c"), self_checked=True)  # pushfd: flags live
+    assert fragment.self_checked
+    clock = text.index(f"cmp dword ptr {field('budget')}, 0")
+    assert text[0] == "pushfd" and text[1] == f"cmp dword ptr [{GUEST:#x}], 0x9090909c"
+    assert all(t.startswith(("cmp ", "jne ")) for t in text[1:clock])
+    assert text[clock + 2].startswith(f"sub dword ptr {field('budget')}, ")
+    assert text[clock + 3] == "popfd"
+    assert text.count("pushfd") == 3  # the bracket, and the guest's PUSHFD with its copy
+    dead, _ = emitted(bytes.fromhex("31c0"), self_checked=True)  # xor eax, eax: flags dead
+    assert dead[0] == f"cmp dword ptr [{GUEST:#x}], 0x9090c031"
 
 
 @pytest.mark.parametrize(("code", "expected"), [
@@ -95,11 +136,7 @@ def test_ident_instructions_are_copied_and_direct_jumps_exit_through_a_stub():
     # `add` overwrites every arithmetic flag: the clock is kept just before it, plainly
     assert text[0] == f"cmp dword ptr {field('budget')}, 0"
     assert text[1].startswith("jle ")
-    assert text[2:5] == [
-        f"add dword ptr {field('icount')}, 2",
-        f"sub dword ptr {field('budget')}, 2",
-        "add eax, ebx",
-    ]
+    assert text[2:4] == [f"sub dword ptr {field('budget')}, 2", "add eax, ebx"]
     assert fragment.subkinds == ("ident", "rewritten")
     assert f"mov dword ptr {field('exit')}, 1" in text
     assert f"jmp {DOOR:#x}" in text

@@ -280,7 +280,8 @@ def _convert(insn: capstone.CsInsn) -> Instruction:
         prefixes=prefixes,
         operand_size=operand_size,
         address_size=address_size,
-        overwrites_flags=_overwrites_flags(insn.eflags),
+        overwrites_flags=_overwrites_flags(insn.eflags)
+        and not _may_leave_flags(mnemonic, operands, prefixes),
     )
 
 
@@ -295,6 +296,23 @@ def _overwrites_flags(eflags: int) -> bool:
     return all(any_of(writes, f) for f in _ARITHMETIC_FLAGS) and not any(
         any_of(("TEST",), f) for f in _ARITHMETIC_FLAGS
     )
+
+
+_SHIFTS = frozenset({"shl", "sal", "shr", "sar", "rol", "ror", "rcl", "rcr", "shld", "shrd"})
+_REP_PREFIXES = (0xF2, 0xF3)
+
+
+def _may_leave_flags(
+    mnemonic: str, operands: tuple[Operand, ...], prefixes: tuple[int, ...]
+) -> bool:
+    """Capstone says "modifies" where the CPU sometimes leaves every flag as it was: a shift by
+    a count of 0 (CL, or an immediate 0 mod 32), and a REP string instruction with ECX = 0."""
+    if any(p in _REP_PREFIXES for p in prefixes):
+        return True
+    if mnemonic in _SHIFTS:
+        count = operands[-1]
+        return count.kind != "imm" or (count.imm or 0) & 0x1F == 0
+    return False
 
 
 def _resize(op: Operand, size: int) -> Operand:

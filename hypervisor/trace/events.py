@@ -159,7 +159,8 @@ class AdaptiveRetranslation(Event):
     """Adaptive BT: a store kept faulting on a write-protected code page although it only
     wrote data there, so it was retranslated to stop faulting: redirected through a writable
     alias of the page ("alias"), or the page's fragments now check their own bytes
-    ("self-check")."""
+    ("self-check"); after a while a self-checking page is write-protected again and its
+    fragments retranslated without checks ("traced")."""
 
     page: int
     faults: int

@@ -16,8 +16,8 @@ FIELDS = (
     "vif",  # 0 or 0x200: the guest's virtual EFLAGS.IF, as the bit itself
     "viopl",  # the guest's virtual IOPL, as EFLAGS bits 12-13
     "exit",  # which exit stub or callout sent the CPU to the door
-    "icount",  # guest kernel instructions executed from the translation cache
-    "budget",  # guest instructions the TC may still run before it must call the monitor
+    "budget",  # guest instructions the TC may still run before it must call the monitor;
+    # what it spends is how the monitor counts the guest instructions the TC ran
     "pending",  # 1 while an interrupt waits at the PIC: STI/POPF then leave for the monitor
     "resume_geip",  # the guest EIP to deliver it at (after the STI/POPF)
     "target",  # guest EIP of an indirect branch, for the lookup

@@ -41,7 +41,7 @@ class Fragment:
     tc_end: int
     boundaries: dict[int, int]  # TC address -> index of the guest instruction starting there
     instruction_starts: dict[int, int]  # TC address of each guest instruction's translation
-    count_point: int | None  # TC address after which the count was added; None: at entry
+    count_point: int | None  # TC address from which the block is spent from the budget
     callout: Instruction | None  # the instruction that ends the fragment by a callout
     source: bytes  # the guest bytes translated, to check self-modification
     exits: list[int] = field(default_factory=list)

@@ -44,6 +44,7 @@ TC_CAPACITY = 1 << 20
 ALIAS_OFFSET = TC_OFFSET + TC_CAPACITY
 ALIAS_SLOTS = 16
 ADAPT_AFTER = 4  # data-only faults before adaptive retranslation
+PROBATION = 50_000  # guest instructions a page stays self-checking before it is traced again
 
 
 @register
@@ -64,13 +65,14 @@ class BinaryTranslation(TrapAndEmulate):
         self._alias_slots: dict[int, int] = {}  # guest page -> alias slot address
         self._store_faults: dict[int, int] = {}  # guest EIP of a store -> data-only faults
         self.parked: int | None = None  # guest EIP while the monitor holds a kernel state
-        self.self_checked_pages: set[int] = set()
+        self.self_checked_pages: dict[int, int] = {}  # page -> step to trace it again
+        self._self_check_rounds: dict[int, int] = {}  # page -> times it became self-checking
         self._data_faults: dict[int, int] = {}
         self._store_retry: tuple[set[int], bool] | None = None  # (pages, leave fragment)
         self._clocked = 0  # translated guest instructions the PIT has ticked for
         self._area_values: dict[str, int] = {}  # the vCPU area as last read
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
-        self._icount_seen = 0
+        self._budget = 0  # the vCPU area's budget as the monitor last wrote or read it
         super().start(entry)
 
     # ------------------------------------------------------------------ vCPU area
@@ -83,7 +85,7 @@ class BinaryTranslation(TrapAndEmulate):
                 {
                     "vif": EFLAGS_IF if v.interrupts_enabled else 0,
                     "viopl": v.iopl << 12,
-                    "icount": self._icount_seen,
+                    "budget": self._budget,
                     "pending": int(pending),
                     "vcs": self._selectors[0],
                     "vss": self._selectors[1],
@@ -104,10 +106,10 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl == 0:
             self.vcpu.interrupts_enabled = bool(values["vif"] & EFLAGS_IF)
             self.vcpu.iopl = (values["viopl"] >> 12) & 3
-        delta = (values["icount"] - self._icount_seen) & 0xFFFFFFFF
-        if delta:
-            self._icount_seen = values["icount"]
-            self._count_translated(delta)
+        budget = values["budget"] - ((values["budget"] & 0x80000000) << 1)  # signed
+        spent, self._budget = self._budget - budget, budget
+        if spent:
+            self._count_translated(spent)
         return values
 
     def _count_translated(self, n: int) -> None:
@@ -252,8 +254,12 @@ class BinaryTranslation(TrapAndEmulate):
         with no per-instruction counting at all."""
         if self.vcpu.cpl != 0:
             return count
+        if self.self_checked_pages:
+            review = self._review_self_checked()
+            count = max(1, min(count, review - self.vm.step))
         if self.parked is not None and self.vm.exit is None:
             self.enter(self.virtual_state())
+        self._budget = count
         self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"))
         return 0
 
@@ -457,7 +463,9 @@ class BinaryTranslation(TrapAndEmulate):
         return True
 
     def _self_check(self, page: int, faults: int, address: int) -> None:
-        self.self_checked_pages.add(page)
+        rounds = self._self_check_rounds.get(page, 0) + 1
+        self._self_check_rounds[page] = rounds
+        self.self_checked_pages[page] = self.vm.step + (PROBATION << (rounds - 1))
         for fragment in self.cache.overlapping(page, page, page + PAGE):
             self._drop(fragment, address)
         self.cache.stats.adaptive += 1
@@ -466,6 +474,23 @@ class BinaryTranslation(TrapAndEmulate):
                 self.vm.name, self.vm.step, page, faults, address, None, "self-check"
             )
         )
+
+    def _review_self_checked(self) -> int:
+        """Self-checking costs every entry a comparison of the block's bytes. The stores that
+        made a page self-checking often run once (a kernel filling its tables at boot) while
+        its code stays hot: after a probation the page is write-protected again and its
+        fragments are retranslated without checks. If it keeps faulting it returns to
+        self-checking, for twice as long each time. Returns the step of the next review."""
+        step = self.vm.step
+        for page, until in list(self.self_checked_pages.items()):
+            if step < until:
+                continue
+            del self.self_checked_pages[page]
+            for fragment in self.cache.overlapping(page, page, page + PAGE):
+                self._drop(fragment, page)
+            self.cache.stats.adaptive += 1
+            self.vm.emit(AdaptiveRetranslation(self.vm.name, step, page, 0, page, None, "traced"))
+        return min(self.self_checked_pages.values(), default=step + (1 << 31))
 
     def _drop(self, fragment: Fragment, written: int) -> None:
         self.cache.invalidate(fragment)
@@ -486,7 +511,7 @@ class BinaryTranslation(TrapAndEmulate):
         self.vm.begin_slice()
         step = m.run(m.uc.reg_read(_EIP), 1)
         self.vm.end_slice(step.retired)
-        for page in pages - self.self_checked_pages:
+        for page in pages - self.self_checked_pages.keys():
             if self.cache.overlapping(page, page, page + PAGE):
                 m.protect_code_page(page, True)
         if step.kind is not ExitKind.COUNT:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hypervisor.isa import Category, FlowKind, Instruction, Operand, decode_block
+from hypervisor.isa import Category, FlowKind, Instruction, decode_block
 from hypervisor.machine.hostram import PAGE
 from hypervisor.vmm.bt import encode as x
 from hypervisor.vmm.bt.area import VcpuArea
@@ -127,10 +127,11 @@ class Translator:
         body, callout = self.block(guest_eip, self_checked)
         fid = self.cache.new_fragment_id()
         emitter = _FragmentEmitter(self, fid, self.cache.cursor)
+        checked = None
         if self_checked:
             last = (callout or body[-1]).next_address if (body or callout) else guest_eip + 1
-            emitter.self_check(guest_eip, self.read(guest_eip, last - guest_eip))
-        emitter.emit_block(body, callout, guest_eip)
+            checked = self.read(guest_eip, last - guest_eip)
+        emitter.emit_block(body, callout, guest_eip, checked)
         if not self.cache.fits(len(emitter.code)):
             return None
         self.cache.reserve(len(emitter.code))
@@ -199,6 +200,34 @@ def retarget_absolute(insn: Instruction, delta: int) -> bytes:
     return insn.bytes.replace(old, ((target + delta) & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
+# Instructions that neither read the arithmetic flags nor set them all (nor fault, as
+# translated): whether the flags are live passes through them. Sensitive ones are excluded
+# (a fault there would show the guest flags a sequence had clobbered), but for the inline
+# rewrites that only move data.
+_FLAGS_TRANSPARENT = frozenset(
+    {"mov", "movzx", "movsx", "lea", "push", "pop", "xchg", "bswap", "nop", "not", "inc", "dec"}
+    | {"rol", "ror", "shl", "sal", "shr", "sar"}  # (a count of 0 leaves the flags)
+)
+_TRANSPARENT_RULES = frozenset({"cli", "sti", "segment_read", "table_read", "descriptor_table"})
+
+
+def flags_dead_before(body: list[Instruction]) -> list[bool]:
+    """For each instruction of a block (and, last, for the end of the block): whether the
+    arithmetic flags are dead just before it, i.e. a later instruction of the block
+    overwrites them all before any reads them. Leaving the block counts as a read."""
+    dead = [False] * (len(body) + 1)
+    for index in range(len(body) - 1, -1, -1):
+        insn = body[index]
+        rule = rule_for(insn)
+        if rule in ("ident", "popfd") and insn.overwrites_flags:
+            dead[index] = True
+        elif rule in _TRANSPARENT_RULES or (
+            rule == "ident" and insn.mnemonic in _FLAGS_TRANSPARENT and not insn.is_sensitive
+        ):
+            dead[index] = dead[index + 1]
+    return dead
+
+
 def needs_callout(insn: Instruction) -> bool:
     return rule_for(insn) == "callout"
 
@@ -224,6 +253,14 @@ def _inline_rule(insn: Instruction) -> str | None:
     return None
 
 
+@dataclass
+class _LocalStub:
+    """Code placed after a fragment's body, reached by the rel32 jumps at `sites`."""
+
+    code: Callable[[int], bytes]  # its bytes, given the address they land at
+    sites: list[int]  # offsets in the fragment of the rel32 fields that jump to it
+
+
 class _FragmentEmitter:
     """Emits one fragment at a known TC address."""
 
@@ -239,8 +276,7 @@ class _FragmentEmitter:
         self.count_point: int | None = None
         self.stubs: list[ExitStub] = []
         self._exits: list[tuple[ExitStub, int]] = []  # (stub, offset of rel32 site)
-        self._stale: tuple[ExitStub, list[int]] | None = None
-        self._deadline: tuple[ExitStub, int, bool] | None = None
+        self._locals: list[_LocalStub] = []
 
     @property
     def here(self) -> int:
@@ -249,28 +285,50 @@ class _FragmentEmitter:
     def emit(self, code: bytes) -> None:
         self.code += code
 
+    def _jump_local(self, opcode: bytes, stub: _LocalStub) -> None:
+        """`opcode rel32` (a JCC) to a local stub, placed and patched at the end."""
+        self.emit(opcode)
+        stub.sites.append(len(self.code))
+        self.emit(b"\0\0\0\0")
+
+    def _local(self, code: Callable[[int], bytes]) -> _LocalStub:
+        stub = _LocalStub(code, [])
+        self._locals.append(stub)
+        return stub
+
+    def _to_door(self, exit_id: int, popfd: bool) -> _LocalStub:
+        """A local stub that leaves for the monitor, restoring the flags first if a PUSHFD
+        saved them."""
+        prefix = b"\x9d" if popfd else b""
+        return self._local(lambda at: prefix + self.t._door_jump(exit_id, at + len(prefix)))
+
     # ------------------------------------------------------------------ the block
     def emit_block(
-        self, body: list[Instruction], callout: Instruction | None, guest_eip: int
+        self,
+        body: list[Instruction],
+        callout: Instruction | None,
+        guest_eip: int,
+        checked: bytes | None = None,
     ) -> None:
-        count_at = next(
-            (
-                i
-                for i, insn in enumerate(body)
-                if insn.overwrites_flags and not insn.is_sensitive and insn.flow is FlowKind.NONE
-            ),
-            None,
-        )
-        if body and count_at is None:
+        """`checked`: the guest bytes of the block, for a self-checking fragment."""
+        dead = flags_dead_before(body)
+        count_at: int | None = 0
+        if checked is not None or not body:
             self.boundaries[self.here] = 0
-            self._count(len(body), 0, flags_dead=False)
+            self._prologue(guest_eip, checked, len(body), 0, dead[0])
+            count_at = None
+        else:  # the clock goes where the flags are dead, if anywhere
+            count_at = next((i for i in range(len(body)) if dead[i]), None)
+            if count_at is None:
+                self.boundaries[self.here] = 0
+                self._prologue(guest_eip, None, len(body), 0, flags_dead=False)
         for index, insn in enumerate(body):
             self.boundaries[self.here] = index
             if index == count_at:
-                self._count(len(body), index, flags_dead=True)
+                self._prologue(guest_eip, None, len(body), index, flags_dead=True)
             self.boundaries[self.here] = index
             self.starts[self.here] = index
-            self.subkinds.append(self._instruction(insn))
+            self.subkinds.append(self._instruction(insn, dead[index + 1]))
         if callout is not None or not body:
             self.boundaries[self.here] = len(body)
             self._exit_to_monitor("callout", callout.address if callout else guest_eip)
@@ -278,75 +336,58 @@ class _FragmentEmitter:
             self._branch(body[-1].next_address)
         self._emit_stubs()
 
-    def self_check(self, guest_eip: int, source: bytes) -> None:
-        """Adaptive BT on a page that is not write-protected: before running, compare the
-        guest bytes with those translated; if they changed, leave for a retranslation.
-        PUSHFD/POPFD keep the guest's flags (at CPL 1 POPF cannot touch IF or IOPL)."""
-        stale = self.t.cache.new_exit("stale", self.fid, guest_eip)
-        self.stubs.append(stale)
-        self.emit(b"\x9c")  # pushfd
-        sites = []
-        for offset in range(0, len(source), 4):
-            chunk = source[offset : offset + 4]
-            address = guest_eip + offset
-            if len(chunk) == 4:
-                self.emit(b"\x81" + x.absolute(7, address) + chunk)  # cmp dword [g], imm32
-            elif len(chunk) == 2:
-                self.emit(b"\x66\x81" + x.absolute(7, address) + chunk)
-            else:
-                for i, byte in enumerate(chunk):  # cmp byte [g + i], imm8
-                    self.emit(b"\x80" + x.absolute(7, address + i) + bytes([byte]))
-                    sites.append(self.here)
-                    self.emit(b"\x0f\x85" + b"\0\0\0\0")
-                continue
-            sites.append(self.here)
-            self.emit(b"\x0f\x85" + b"\0\0\0\0")  # jne stale (patched below)
-        self.emit(b"\x9d")  # popfd
-        self._stale = (stale, sites)
-
-    def _emit_stale_stub(self) -> None:
-        stale, sites = self._stale
-        stub_address = self.here
-        self.emit(b"\x9d")  # popfd: the flags as they were
-        self.emit(self.t._door_jump(stale.id, self.here))
-        for site in sites:
-            offset = site - self.base + 2
-            self.code[offset : offset + 4] = x.rel32(site + 6, stub_address)
-
-    def _count(self, n: int, index: int, flags_dead: bool) -> None:
-        """The TC's own clock. If the slice's budget of guest instructions is already spent,
-        leave for the monitor here (the timer is due, or the run's budget is used up);
-        otherwise count the block's n guest instructions and spend them. A block may thus
-        overrun the budget by less than its length: interrupts arrive a few instructions
-        late, never lost ("apart from timing"). No per-instruction hook is needed.
-        Where the flags are dead (before an instruction that overwrites them all) the
-        arithmetic is plain; elsewhere PUSHFD/POPFD keep the guest's flags."""
-        a = self.area
-        if not flags_dead:
+    def _prologue(
+        self, guest_eip: int, checked: bytes | None, n: int, index: int, flags_dead: bool
+    ) -> None:
+        """What runs before the guest's instructions: the self-check (adaptive BT, on a page
+        that is not write-protected: compare the guest bytes with those translated, leave for
+        a retranslation if they changed) and the TC's own clock. If the slice's budget of
+        guest instructions is already spent, leave for the monitor here (the timer is due,
+        or the run's budget is used up); otherwise spend the block's n guest instructions.
+        A block may thus overrun the budget by less than its length: interrupts arrive a
+        few instructions late, never lost ("apart from timing"), and no per-instruction
+        hook is needed. The monitor counts guest instructions from the budget it spent.
+        Where the flags are live, PUSHFD/POPFD keep them (at CPL 1 POPF cannot touch IF
+        or IOPL)."""
+        if checked is None and not n:
+            return
+        keep = not flags_dead
+        if keep:
             self.emit(b"\x9c")
-        self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
-        stub = self.t.cache.new_exit("deadline", self.fid, 0)
-        stub.index = index
-        self.stubs.append(stub)
-        site = self.here
-        self.emit(b"\x0f\x8e\0\0\0\0")  # jle deadline stub
-        self.emit(b"\x81" + x.absolute(0, a.icount) + x.u32(n))  # add dword [icount], n
-        self.count_point = self.here
-        self.emit(b"\x81" + x.absolute(5, a.budget) + x.u32(n))  # sub dword [budget], n
-        if not flags_dead:
+        if checked is not None:
+            stale = self.t.cache.new_exit("stale", self.fid, guest_eip)
+            self.stubs.append(stale)
+            leave = self._to_door(stale.id, popfd=keep)
+            for offset in range(0, len(checked), 4):
+                self._compare(guest_eip + offset, checked[offset : offset + 4], leave)
+        if n:
+            a = self.area
+            deadline = self.t.cache.new_exit("deadline", self.fid, 0)
+            deadline.index = index
+            self.stubs.append(deadline)
+            self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
+            self._jump_local(b"\x0f\x8e", self._to_door(deadline.id, popfd=keep))  # jle
+            self.emit(b"\x81" + x.absolute(5, a.budget) + x.u32(n))  # sub dword [budget], n
+            self.count_point = self.here
+        if keep:
             self.emit(b"\x9d")
-        self._deadline = (stub, site, not flags_dead)
 
-    def _emit_deadline_stub(self) -> None:
-        stub, site, restore_flags = self._deadline
-        stub_address = self.here
-        if restore_flags:
-            self.emit(b"\x9d")
-        self.emit(self.t._door_jump(stub.id, self.here))
-        offset = site - self.base + 2
-        self.code[offset : offset + 4] = x.rel32(site + 6, stub_address)
+    def _compare(self, address: int, chunk: bytes, stale: _LocalStub) -> None:
+        """cmp [guest], the bytes translated; jne stale."""
+        if len(chunk) == 4:
+            self.emit(b"\x81" + x.absolute(7, address) + chunk)
+        elif len(chunk) == 2:
+            self.emit(b"\x66\x81" + x.absolute(7, address) + chunk)
+        else:
+            for i, byte in enumerate(chunk):
+                self.emit(b"\x80" + x.absolute(7, address + i) + bytes([byte]))
+                self._jump_local(b"\x0f\x85", stale)
+            return
+        self._jump_local(b"\x0f\x85", stale)
 
-    def _instruction(self, insn: Instruction) -> str:
+    def _instruction(self, insn: Instruction, flags_dead: bool) -> str:
+        """Emit one guest instruction; `flags_dead`: nothing reads the arithmetic flags
+        after it before they are all overwritten, so its sequence may clobber them."""
         rule = rule_for(insn)
         delta = self.t.aliased_stores.get(insn.address)
         if rule == "ident" and delta is not None:
@@ -357,6 +398,8 @@ class _FragmentEmitter:
             return "ident"
         if rule == "flow":
             self._control_transfer(insn)
+        elif rule in ("pushfd", "sti"):
+            getattr(self, f"_{rule}")(insn, flags_dead)
         else:
             getattr(self, f"_{rule}")(insn)
         return "rewritten"
@@ -364,14 +407,32 @@ class _FragmentEmitter:
     def _cli(self, insn: Instruction) -> None:
         self.emit(x.mov_abs_imm32(self.area.vif, 0))
 
-    def _sti(self, insn: Instruction) -> None:
+    def _sti(self, insn: Instruction, flags_dead: bool) -> None:
         self.emit(x.mov_abs_imm32(self.area.vif, EFLAGS_IF))
-        self._window_check(insn.next_address)
+        if flags_dead:
+            self._jump_local(self._pending_test(), self._window(insn.next_address, popfd=False))
+            self.boundaries[self.here] = len(self.subkinds) + 1
+        else:
+            self._window_check(insn.next_address)
 
     # ------------------------------------------------------------------ inline rules
+    def _pending_test(self) -> bytes:
+        """cmp dword [pending], 0 and the opcode of a JNE rel32 to follow it."""
+        return b"\x83" + x.absolute(7, self.area.pending) + b"\x00\x0f\x85"
+
+    def _window(self, next_guest_eip: int, popfd: bool) -> _LocalStub:
+        """Leave through the interrupt window, resuming at `next_guest_eip`."""
+        resume = (b"\x9d" if popfd else b"") + x.mov_abs_imm32(
+            self.area.resume_geip, next_guest_eip
+        )
+        return self._local(
+            lambda at: resume + x.jmp_rel32(at + len(resume), self.t.shared.window_exit)
+        )
+
     def _window_check(self, next_guest_eip: int) -> None:
-        """After IF may have become 1: leave through the interrupt window if an interrupt
-        waits ([pending] set by the monitor). JECXZ tests ECX without touching the flags."""
+        """After IF may have become 1 with the flags live: leave through the interrupt window
+        if an interrupt waits ([pending] set by the monitor). JECXZ tests ECX without
+        touching the flags."""
         a = self.area
         leave = (
             x.mov_reg_abs("ecx", a.save_a)
@@ -385,43 +446,47 @@ class _FragmentEmitter:
         self.emit(x.mov_reg_abs("ecx", a.save_a))
         self.boundaries[self.here] = len(self.subkinds) + 1
 
-    def _pushfd(self, insn: Instruction) -> None:
+    def _pushfd(self, insn: Instruction, flags_dead: bool) -> None:
         # The real IF is always 1 and the real IOPL 0 while the guest runs: the flags the
-        # guest should see are real - IF + vIF + vIOPL, computed with LEA (flags untouched).
+        # guest should see are the real ones XOR (vIF ^ IF) XOR vIOPL. The XOR clobbers the
+        # arithmetic flags, so unless they are dead a second PUSHFD keeps them for a POPFD
+        # (at CPL 1 it restores exactly those).
         a = self.area
+        keep = not flags_dead
         self.emit(
             b"\x9c"
+            + (b"\x9c" if keep else b"")
             + x.mov_abs_reg(a.save_a, "eax")
-            + x.mov_abs_reg(a.save_b, "ebx")
-            + b"\x8b\x04\x24"  # mov eax, [esp]
-            + x.lea_disp("eax", "eax", -EFLAGS_IF)
-            + x.mov_reg_abs("ebx", a.vif)
-            + x.lea("eax", Operand("mem", 4, base="eax", index="ebx", scale=1))
-            + x.mov_reg_abs("ebx", a.viopl)
-            + x.lea("eax", Operand("mem", 4, base="eax", index="ebx", scale=1))
-            + b"\x89\x04\x24"  # mov [esp], eax
-            + x.mov_reg_abs("ebx", a.save_b)
+            + x.mov_reg_abs("eax", a.vif)
+            + b"\x0b"
+            + x.absolute(0, a.viopl)  # or eax, [vIOPL]
+            + b"\x35"
+            + x.u32(EFLAGS_IF)  # xor eax, IF
+            + (b"\x31\x44\x24\x04" if keep else b"\x31\x04\x24")  # xor [esp(+4)], eax
             + x.mov_reg_abs("eax", a.save_a)
+            + (b"\x9d" if keep else b"")
         )
 
     def _popfd(self, insn: Instruction) -> None:
         # IF and IOPL go to the vCPU area; the real POPF then takes the arithmetic flags (at
         # CPL 1 it silently keeps the real IF and IOPL: here that is exactly what we want).
+        # The flags are about to be replaced, so the window check is a plain CMP before it.
         a = self.area
         self.emit(
             x.mov_abs_reg(a.save_a, "eax")
             + b"\x8b\x04\x24"  # mov eax, [esp]
             + b"\x25"
-            + x.u32(EFLAGS_IF)  # and eax, IF   (flags are about to be replaced)
+            + x.u32(EFLAGS_IF)  # and eax, IF
             + x.mov_abs_reg(a.vif, "eax")
             + b"\x8b\x04\x24"
             + b"\x25"
             + x.u32(0x3000)  # and eax, IOPL
             + x.mov_abs_reg(a.viopl, "eax")
             + x.mov_reg_abs("eax", a.save_a)
-            + b"\x9d"  # popfd
         )
-        self._window_check(insn.next_address)
+        self._jump_local(self._pending_test(), self._window(insn.next_address, popfd=True))
+        self.emit(b"\x9d")  # popfd
+        self.boundaries[self.here] = len(self.subkinds) + 1
 
     def _segment_read(self, insn: Instruction) -> None:
         segment = next(op.reg for op in insn.operands if op.reg in _SEGMENT_READS)
@@ -506,10 +571,11 @@ class _FragmentEmitter:
         self.emit(self.t._door_jump(stub.id, self.here))
 
     def _emit_stubs(self) -> None:
-        if self._stale is not None:
-            self._emit_stale_stub()
-        if self._deadline is not None:
-            self._emit_deadline_stub()
+        for local in self._locals:
+            at = self.here
+            self.emit(local.code(at))
+            for site in local.sites:
+                self.code[site : site + 4] = x.rel32(self.base + site + 4, at)
         cache = self.t.cache
         for stub, offset in self._exits:
             stub_address = self.here
