@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hypervisor.guest.image import sample_names
+from hypervisor.guest.image import load_guest, sample_names
 from hypervisor.session import run_guest
 from hypervisor.trace.events import (
     AdaptiveRetranslation,
@@ -13,6 +15,7 @@ from hypervisor.trace.events import (
     InsnClass,
     InstructionExecuted,
 )
+from hypervisor.vmm.vm import Vm
 
 REWRITTEN = {"cli", "sti", "pushfd", "popfd", "mov cs", "push"}
 
@@ -117,3 +120,18 @@ def test_a_traced_bt_run_numbers_every_guest_instruction_once(name):
     assert steps == list(range(len(steps)))
     assert len(steps) == report.instructions["total"]
     assert report.console == run_guest(name, "native").console
+
+
+@pytest.mark.parametrize("name", ["syscalls", "selfmod"])
+@settings(max_examples=8, deadline=None)
+@given(step=st.integers(min_value=1, max_value=12_000))
+def test_a_bt_run_stops_at_the_exact_step_in_the_state_of_bare_metal(name, step):
+    image = load_guest(name)
+    native, bt = Vm(image, "native"), Vm(image, "bt")
+    native.run(step)
+    bt.run(step)
+    assert bt.stats.total == native.stats.total == step
+    assert bt.executor.virtual_state() == native.executor.virtual_state()
+    bt.run(1)  # and one more, as a student stepping would
+    native.run(1)
+    assert bt.executor.virtual_state() == native.executor.virtual_state()

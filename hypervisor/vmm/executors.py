@@ -59,6 +59,11 @@ class Executor(ABC):
     def guest_cpl(self) -> int:
         """The privilege level the guest believes it runs at."""
 
+    def virtual_state(self) -> CpuState:
+        """The guest's view of its registers (what it would see on bare metal): on bare
+        metal, the real ones."""
+        return self.machine.state()
+
     @abstractmethod
     def guest_interrupts_enabled(self) -> bool: ...
 

@@ -104,6 +104,7 @@ class Vm:
         self.state = "created"
         self._slice_done = 0
         self._in_slice = False
+        self.run_end: int | None = None  # the step the current run stops at
         self.ticks = 0  # instructions the physical CPU retired: the PIT's clock
         self.overhead_timeline: list[tuple[int, float]] = []  # (guest step, overhead %)
         self.cost_profile: CostProfile = PENTIUM4
@@ -205,7 +206,7 @@ class Vm:
         if self.state != "running":
             self.state = "running"
             self.emit(VmStateChanged(self.name, self.step, "running"))
-        end = self.stats.total + max_insns
+        end = self.run_end = self.stats.total + max_insns
         try:
             while self.exit is None:
                 remaining = end - self.stats.total

@@ -46,6 +46,7 @@ class Fragment:
     source: bytes  # the guest bytes translated, to check self-modification
     exits: list[int] = field(default_factory=list)
     self_checked: bool = False  # adaptive: checks its guest bytes on entry instead
+    stepping: bool = False  # one instruction, never chained: for stopping at an exact step
     hits: int = 0
     links_in: set[int] = field(default_factory=set)  # exit stub ids chained to us
     valid: bool = True
@@ -82,6 +83,7 @@ class TranslationCache:
         self.cursor = base
         self.fragments: dict[int, Fragment] = {}
         self.by_guest: dict[int, int] = {}  # guest start EIP -> valid fragment id
+        self.stepping: dict[int, int] = {}  # the same for stepping fragments
         self.by_page: dict[int, set[int]] = {}  # guest page -> fragment ids
         self.exits: dict[int, ExitStub] = {}
         self.stats = CacheStats()
@@ -117,7 +119,7 @@ class TranslationCache:
 
     def add(self, fragment: Fragment) -> None:
         self.fragments[fragment.id] = fragment
-        self.by_guest[fragment.guest_start] = fragment.id
+        self._index(fragment)[fragment.guest_start] = fragment.id
         for page in fragment.pages:
             self.by_page.setdefault(page, set()).add(fragment.id)
         self._starts.append((fragment.tc_start, fragment.id))
@@ -133,14 +135,18 @@ class TranslationCache:
 
     def invalidate(self, fragment: Fragment) -> None:
         fragment.valid = False
-        if self.by_guest.get(fragment.guest_start) == fragment.id:
-            del self.by_guest[fragment.guest_start]
+        index = self._index(fragment)
+        if index.get(fragment.guest_start) == fragment.id:
+            del index[fragment.guest_start]
         for page in fragment.pages:
             self.by_page.get(page, set()).discard(fragment.id)
         self.stats.invalidations += 1
 
-    def lookup(self, guest_eip: int) -> Fragment | None:
-        fid = self.by_guest.get(guest_eip)
+    def _index(self, fragment: Fragment) -> dict[int, int]:
+        return self.stepping if fragment.stepping else self.by_guest
+
+    def lookup(self, guest_eip: int, stepping: bool = False) -> Fragment | None:
+        fid = (self.stepping if stepping else self.by_guest).get(guest_eip)
         return self.fragments[fid] if fid is not None else None
 
     def fragment_at(self, tc_address: int) -> Fragment | None:
@@ -168,6 +174,7 @@ class TranslationCache:
         self.cursor = self.base
         self.fragments.clear()
         self.by_guest.clear()
+        self.stepping.clear()
         self.by_page.clear()
         self.exits.clear()
         self._starts.clear()

@@ -44,6 +44,7 @@ TC_CAPACITY = 1 << 20
 ALIAS_OFFSET = TC_OFFSET + TC_CAPACITY
 ALIAS_SLOTS = 16
 ADAPT_AFTER = 4  # data-only faults before adaptive retranslation
+STEPPING_MARGIN = 32  # > the most a fragment and the next one's unpaid prefix can overrun
 PROBATION = 50_000  # guest instructions a page stays self-checking before it is traced again
 
 
@@ -65,6 +66,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._alias_slots: dict[int, int] = {}  # guest page -> alias slot address
         self._store_faults: dict[int, int] = {}  # guest EIP of a store -> data-only faults
         self.parked: int | None = None  # guest EIP while the monitor holds a kernel state
+        self.stepping = False  # running stepping fragments, to stop at an exact step
         self.self_checked_pages: dict[int, int] = {}  # page -> step to trace it again
         self._self_check_rounds: dict[int, int] = {}  # page -> times it became self-checking
         self._data_faults: dict[int, int] = {}
@@ -136,7 +138,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def fragment_for(self, guest_eip: int) -> Fragment | None:
         """The fragment for `guest_eip`, translated now if needed (the TC miss path)."""
-        fragment = self.cache.lookup(guest_eip)
+        fragment = self.cache.lookup(guest_eip, self.stepping)
         if fragment is not None:
             self.cache.stats.hits += 1
             fragment.hits += 1
@@ -148,10 +150,10 @@ class BinaryTranslation(TrapAndEmulate):
             )
             return None
         checked = guest_eip & ~(PAGE - 1) in self.self_checked_pages
-        fragment = self.translator.translate(guest_eip, checked)
+        fragment = self.translator.translate(guest_eip, checked, self.stepping)
         if fragment is None:  # full: flush everything and translate again
             self._flush()
-            fragment = self.translator.translate(guest_eip, checked)
+            fragment = self.translator.translate(guest_eip, checked, self.stepping)
             assert fragment is not None, "one block is larger than the whole cache"
         for address, code in self.translator.pending_code:
             self.machine.write_monitor(address, code)
@@ -208,6 +210,11 @@ class BinaryTranslation(TrapAndEmulate):
         state = super().virtual_state()
         if self.vcpu.cpl == 0 and self.parked is not None:
             state.eip = self.parked
+        elif self.vcpu.cpl == 0 and self.cache.contains(state.eip):
+            fragment = self.cache.fragment_at(state.eip)
+            index = fragment.boundaries.get(state.eip) if fragment else None
+            if fragment is not None and index is not None:
+                state.eip = fragment.guest_eip_at(index)
         return state
 
     def guest_interrupts_enabled(self) -> bool:
@@ -257,11 +264,41 @@ class BinaryTranslation(TrapAndEmulate):
         if self.self_checked_pages:
             review = self._review_self_checked()
             count = max(1, min(count, review - self.vm.step))
+        count = self._approach(count)
         if self.parked is not None and self.vm.exit is None:
             self.enter(self.virtual_state())
         self._budget = count
         self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"))
         return 0
+
+    def _approach(self, count: int) -> int:
+        """A run must stop at an exact step, but a fragment pays for all its instructions at
+        once and may overrun its budget. So the end of a run is approached in two moves:
+        fast, to within STEPPING_MARGIN of it, then with stepping fragments (one guest
+        instruction each, back to the monitor after each). Slices that end well before,
+        at a timer interrupt, need no precision and stay fast."""
+        run_end = self.vm.run_end
+        left = None if run_end is None else run_end - self.vm.stats.total
+        stepping = False
+        if left is not None and count + STEPPING_MARGIN > left:
+            if left > STEPPING_MARGIN:
+                count = left - STEPPING_MARGIN
+            else:
+                count, stepping = min(count, max(left, 1)), True
+        if stepping and not self.stepping and self.parked is None:
+            self._park_here()
+        self.stepping = stepping
+        return count
+
+    def _park_here(self) -> None:
+        """Before switching to stepping fragments: take the guest out of the fragment the
+        CPU is in, at a guest instruction boundary."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip)
+        if fragment is not None and eip in fragment.boundaries:
+            self._park_at(eip)
+        else:
+            self._settle()
 
     def _sync_clock(self) -> None:
         """Tick the PIT for the guest instructions the TC ran (and the callouts)."""
@@ -352,7 +389,8 @@ class BinaryTranslation(TrapAndEmulate):
         if target is None:
             return
         source = self.cache.fragments.get(stub.fragment)
-        if source is not None and source.valid and stub.patch_at is not None:
+        linkable = source is not None and not source.stepping and not target.stepping
+        if linkable and source.valid and stub.patch_at is not None:
             rel = (target.tc_start - (stub.patch_at + 4)) & 0xFFFFFFFF
             self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
             stub.chained_to = target.id

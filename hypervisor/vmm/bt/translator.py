@@ -101,7 +101,7 @@ class Translator:
 
     # ------------------------------------------------------------------ blocks
     def block(
-        self, guest_eip: int, self_checked: bool = False
+        self, guest_eip: int, self_checked: bool = False, limit: int = MAX_BLOCK
     ) -> tuple[list[Instruction], Instruction | None]:
         """The guest instructions of the block at `guest_eip`: (run in the TC, callout).
 
@@ -110,7 +110,7 @@ class Translator:
         page_end = (guest_eip | (PAGE - 1)) + 1
         code = self.read(guest_eip, page_end - guest_eip + 15)
         body: list[Instruction] = []
-        for insn in decode_block(code, guest_eip, MAX_BLOCK, stop_at_flow=False):
+        for insn in decode_block(code, guest_eip, limit, stop_at_flow=False):
             if insn.address >= page_end:
                 break
             if needs_callout(insn):
@@ -122,11 +122,15 @@ class Translator:
                 break
         return body, None
 
-    def translate(self, guest_eip: int, self_checked: bool = False) -> Fragment | None:
-        """Translate the block at `guest_eip` into the cache; None if the cache is full."""
-        body, callout = self.block(guest_eip, self_checked)
+    def translate(
+        self, guest_eip: int, self_checked: bool = False, stepping: bool = False
+    ) -> Fragment | None:
+        """Translate the block at `guest_eip` into the cache; None if the cache is full.
+        A *stepping* fragment holds one guest instruction, pays for it on entry and is never
+        chained: running them, the monitor stops at an exact guest instruction."""
+        body, callout = self.block(guest_eip, self_checked, 1 if stepping else MAX_BLOCK)
         fid = self.cache.new_fragment_id()
-        emitter = _FragmentEmitter(self, fid, self.cache.cursor)
+        emitter = _FragmentEmitter(self, fid, self.cache.cursor, stepping)
         checked = None
         if self_checked:
             last = (callout or body[-1]).next_address if (body or callout) else guest_eip + 1
@@ -153,6 +157,7 @@ class Translator:
             source=self.read(guest_eip, max(end - guest_eip, 0)),
             exits=[stub.id for stub in emitter.stubs],
             self_checked=self_checked,
+            stepping=stepping,
         )
         self.pending_code.append((emitter.base, bytes(emitter.code)))
         return fragment
@@ -264,8 +269,9 @@ class _LocalStub:
 class _FragmentEmitter:
     """Emits one fragment at a known TC address."""
 
-    def __init__(self, translator: Translator, fid: int, base: int) -> None:
+    def __init__(self, translator: Translator, fid: int, base: int, stepping: bool) -> None:
         self.t = translator
+        self.stepping = stepping
         self.area = translator.area
         self.fid = fid
         self.base = base
@@ -313,7 +319,7 @@ class _FragmentEmitter:
         """`checked`: the guest bytes of the block, for a self-checking fragment."""
         dead = flags_dead_before(body)
         count_at: int | None = 0
-        if checked is not None or not body:
+        if checked is not None or not body or self.stepping:
             self.boundaries[self.here] = 0
             self._prologue(guest_eip, checked, len(body), 0, dead[0])
             count_at = None
@@ -581,7 +587,7 @@ class _FragmentEmitter:
             stub_address = self.here
             self.emit(self.t._door_jump(stub.id, stub_address))
             stub.stub_address = stub_address
-            target = cache.lookup(stub.guest_eip)
+            target = None if self.stepping else cache.lookup(stub.guest_eip)
             dest = target.tc_start if target is not None else stub_address
             if target is not None:
                 stub.chained_to = target.id
