@@ -112,6 +112,7 @@ class BinaryTranslation(TrapAndEmulate):
         spent, self._budget = self._budget - budget, budget
         if spent:
             self._count_translated(spent)
+            self.vcpu.interrupt_shadow = False  # the instruction after MOV SS has run
         return values
 
     def _count_translated(self, n: int) -> None:
