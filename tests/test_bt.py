@@ -14,7 +14,10 @@ from hypervisor.trace.events import (
     FragmentTranslated,
     InsnClass,
     InstructionExecuted,
+    IsolationViolation,
 )
+from hypervisor.vmm.bt.area import VcpuArea
+from hypervisor.vmm.bt.executor import VCPU_AREA_OFFSET
 from hypervisor.vmm.vm import Vm
 
 REWRITTEN = {"cli", "sti", "pushfd", "popfd", "mov cs", "push"}
@@ -135,3 +138,39 @@ def test_a_bt_run_stops_at_the_exact_step_in_the_state_of_bare_metal(name, step)
     bt.run(1)  # and one more, as a student stepping would
     native.run(1)
     assert bt.executor.virtual_state() == native.executor.virtual_state()
+
+
+def hostile(tmp_path, code: bytes) -> Vm:
+    """A bare guest kernel of raw machine code, under bt."""
+    path = tmp_path / "hostile.bin"
+    path.write_bytes(code)
+    return Vm(load_guest(str(path)), "bt")
+
+
+EXIT_0 = bytes.fromhex("b00066ba0105ee")  # mov al, 0; mov dx, 0x501; out dx, al
+
+
+def test_a_store_into_the_vcpu_area_is_reported_and_undone(tmp_path):
+    area = VcpuArea(0xFFC00000 + VCPU_AREA_OFFSET)
+    store = b"\xb8" + area.vif.to_bytes(4, "little")  # mov eax, &vIF
+    store += bytes.fromhex("c7005adec05e")  # mov dword [eax], 0x5ec0de5a
+    vm = hostile(tmp_path, store + EXIT_0)
+    log = []
+    vm.events.subscribe(log.append)
+    vm.run(1000)
+    assert vm.exit.reason == "debug_exit" and vm.exit.status == 0
+    (event,) = [e for e in log if isinstance(e, IsolationViolation)]
+    assert event.kind == "monitor_write" and event.address == area.vif
+    assert "0x5ec0de5a" in event.detail
+    assert vm.machine.read(area.vif, 4) == bytes(4)  # interrupts stay off: IF put back
+
+
+def test_a_guest_that_rewrites_its_budget_forever_is_stopped_by_the_watchdog(tmp_path):
+    area = VcpuArea(0xFFC00000 + VCPU_AREA_OFFSET)
+    loop = b"\xb8" + area.budget.to_bytes(4, "little")  # mov eax, &budget
+    loop += bytes.fromhex("c700ffffff7febf8")  # again: mov dword [eax], 0x7fffffff; jmp again
+    vm = hostile(tmp_path, loop)
+    vm.machine.watchdog_limit = 0.3
+    vm.run(10**9)
+    assert vm.exit.reason == "crashed"
+    assert "did not come back to the monitor" in vm.exit.detail

@@ -53,6 +53,7 @@ from hypervisor.machine.cpu import (
 from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.retired import RetiredCounter
+from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
 MONITOR_BASE = 0xFFC00000
 """Where a monitor maps its own memory in the address space it shares with a guest (top 4 MiB,
@@ -114,6 +115,7 @@ class Machine:
         self._sealed = False
         self.monitor_pages: set[int] = set()
         self._templates: dict[int, object] = {}
+        self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._exit: Exit | None = None
         self._trace_hook: int | None = None
         self._window_hook: int | None = None
@@ -278,15 +280,21 @@ class Machine:
 
     # ------------------------------------------------------------------ running
     def run(self, eip: int, count: int) -> Exit:
-        """Run from `eip` for at most `count` instructions (count >= 1)."""
+        """Run from `eip` for at most `count` instructions; with count 0, until something
+        stops the CPU (translated code, which keeps its own clock), under the watchdog."""
         if not self._sealed:
             self._seal()
         self._exit = None
         error: UcError | None = None
+        if not count:  # nothing counts this run down: it must not hold the CPU forever
+            WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
         try:
             self.uc.emu_start(eip, _UNTIL, count=count)
         except UcError as err:
             error = err
+        finally:
+            if not count:
+                WATCHDOG.disarm(id(self))
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         began = self.counter.read()
@@ -307,6 +315,15 @@ class Machine:
         already have counted the next instruction, which never runs."""
         began = self.counter.read()
         self._exit = Exit(kind, began if retired_now else max(began - 1, 0), **details)
+        self.uc.emu_stop()
+
+    def _overdue(self) -> None:
+        """The watchdog's call (from its thread): the run has taken far too long."""
+        self._exit = Exit(
+            ExitKind.ERROR,
+            0,
+            detail=f"the CPU did not come back to the monitor within {self.watchdog_limit:g} s",
+        )
         self.uc.emu_stop()
 
     def request_stop(self) -> None:

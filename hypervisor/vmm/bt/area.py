@@ -5,6 +5,12 @@ table registers in the real CPU (that is the point of deprivileging), so it keep
 at absolute addresses an instruction can name: CLI becomes `mov dword [vIF], 0`, PUSHF
 merges [vIF] and [vIOPL] into the real flags, `mov eax, cs` reads [vCS]. The monitor writes
 the fields before it enters the translation cache and reads them back when it leaves.
+
+Two pages. Translated code stores only into the first (TC_FIELDS); the second
+(MONITOR_FIELDS) only the monitor writes, and it is read-only to the CPU, so no guest store
+can change it. Unicorn does not enforce segment limits (DESIGN.md fact 6), so the guest
+kernel - whose code runs in the same cache at the same privilege - can also store into the
+first page: the monitor checks those fields each time the CPU leaves the cache.
 """
 
 from __future__ import annotations
@@ -12,15 +18,21 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-FIELDS = (
+from hypervisor.machine.hostram import PAGE
+
+TC_FIELDS = (
     "vif",  # 0 or 0x200: the guest's virtual EFLAGS.IF, as the bit itself
     "viopl",  # the guest's virtual IOPL, as EFLAGS bits 12-13
-    "exit",  # which exit stub or callout sent the CPU to the door
     "budget",  # guest instructions the TC may still run before it must call the monitor;
     # what it spends is how the monitor counts the guest instructions the TC ran
-    "pending",  # 1 while an interrupt waits at the PIC: STI/POPF then leave for the monitor
-    "resume_geip",  # the guest EIP to deliver it at (after the STI/POPF)
+    "exit",  # which exit stub or callout sent the CPU to the door
     "target",  # guest EIP of an indirect branch, for the lookup
+    "resume_geip",  # the guest EIP to deliver a waiting interrupt at (after an STI/POPF)
+    "save_a",  # scratch for inline sequences that need a register
+    "save_b",
+)
+MONITOR_FIELDS = (
+    "pending",  # 1 while an interrupt waits at the PIC: STI/POPF then leave for the monitor
     "vcs",  # the guest's CS and SS as it believes them to be (RPL 0)
     "vss",
     "vcr0",
@@ -30,31 +42,28 @@ FIELDS = (
     "gdtr_base",
     "idtr_limit",
     "idtr_base",
-    "save_a",  # scratch for inline sequences that need a register
-    "save_b",
 )
 
 
 @dataclass(frozen=True)
 class VcpuArea:
-    base: int
+    base: int  # the first page (translated code stores here); the second follows it
 
     def __getattr__(self, name: str) -> int:
-        try:
-            return self.base + 4 * FIELDS.index(name)
-        except ValueError:
-            raise AttributeError(name) from None
+        if name in TC_FIELDS:
+            return self.base + 4 * TC_FIELDS.index(name)
+        if name in MONITOR_FIELDS:
+            return self.monitor_page + 4 * MONITOR_FIELDS.index(name)
+        raise AttributeError(name)
+
+    @property
+    def monitor_page(self) -> int:
+        return self.base + PAGE
 
     @staticmethod
-    def size() -> int:
-        return 4 * len(FIELDS)
+    def pack(fields: tuple[str, ...], values: dict[str, int]) -> bytes:
+        return struct.pack(f"<{len(fields)}I", *(values.get(f, 0) & 0xFFFFFFFF for f in fields))
 
     @staticmethod
-    def pack(values: dict[str, int]) -> bytes:
-        return struct.pack(f"<{len(FIELDS)}I", *(values.get(f, 0) & 0xFFFFFFFF for f in FIELDS))
-
-    @staticmethod
-    def unpack(raw: bytes) -> dict[str, int]:
-        return dict(
-            zip(FIELDS, struct.unpack(f"<{len(FIELDS)}I", raw[: 4 * len(FIELDS)]), strict=True)
-        )
+    def unpack(fields: tuple[str, ...], raw: bytes) -> dict[str, int]:
+        return dict(zip(fields, struct.unpack(f"<{len(fields)}I", raw), strict=True))

@@ -26,24 +26,32 @@ from hypervisor.trace.events import (
     FragmentTranslated,
     InsnClass,
     InstructionExecuted,
+    IsolationViolation,
     TranslationCacheFlushed,
 )
-from hypervisor.vmm.bt.area import VcpuArea
+from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
 from hypervisor.vmm.bt.callouts import BT_EMULATORS
-from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator, absolute_store
+from hypervisor.vmm.bt.translator import (
+    LOOKUP_EXIT,
+    MAX_BLOCK,
+    WINDOW_EXIT,
+    Translator,
+    absolute_store,
+)
 from hypervisor.vmm.emulate import EMULATORS
 from hypervisor.vmm.executors import register, trap_name
 from hypervisor.vmm.trap import TrapAndEmulate
 from hypervisor.vmm.vm import ExitInfo
 
 VCPU_AREA_OFFSET = 0x12000
-DOOR_OFFSET = 0x13000
+DOOR_OFFSET = 0x14000  # after the two pages of the vCPU area
 TC_OFFSET = 0x100000
 TC_CAPACITY = 1 << 20
 ALIAS_OFFSET = TC_OFFSET + TC_CAPACITY
 ALIAS_SLOTS = 16
 ADAPT_AFTER = 4  # data-only faults before adaptive retranslation
+TC_SLICE = 1_000_000  # the most a slice of translated code may run before it comes back
 STEPPING_MARGIN = 32  # > the most a fragment and the next one's unpaid prefix can overrun
 PROBATION = 50_000  # guest instructions a page stays self-checking before it is traced again
 
@@ -55,6 +63,7 @@ class BinaryTranslation(TrapAndEmulate):
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
+        m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE)  # the monitor's fields: read-only
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
         m.write_monitor(self.door, b"\xf4")  # never executed: the door hook stops first
         m.add_door(self.door)
@@ -81,13 +90,15 @@ class BinaryTranslation(TrapAndEmulate):
     def _write_area(self) -> None:
         v = self.vcpu
         pending = self.vm.pic.pending_vector() is not None
+        tc = {"vif": EFLAGS_IF if v.interrupts_enabled else 0, "viopl": v.iopl << 12}
         self.machine.write_monitor(
-            self.area.base,
+            self.area.base, VcpuArea.pack(TC_FIELDS, {**tc, "budget": self._budget})
+        )
+        self.machine.write_monitor(
+            self.area.monitor_page,
             VcpuArea.pack(
+                MONITOR_FIELDS,
                 {
-                    "vif": EFLAGS_IF if v.interrupts_enabled else 0,
-                    "viopl": v.iopl << 12,
-                    "budget": self._budget,
                     "pending": int(pending),
                     "vcs": self._selectors[0],
                     "vss": self._selectors[1],
@@ -98,22 +109,56 @@ class BinaryTranslation(TrapAndEmulate):
                     "gdtr_base": v.gdtr[0],
                     "idtr_limit": v.idtr[1],
                     "idtr_base": v.idtr[0],
-                }
+                },
             ),
         )
 
     def _read_area(self) -> dict[str, int]:
-        values = VcpuArea.unpack(self.machine.read(self.area.base, VcpuArea.size()))
+        values = VcpuArea.unpack(TC_FIELDS, self.machine.read(self.area.base, 4 * len(TC_FIELDS)))
         self._area_values = values
+        self._check_area(values)
         if self.vcpu.cpl == 0:
             self.vcpu.interrupts_enabled = bool(values["vif"] & EFLAGS_IF)
             self.vcpu.iopl = (values["viopl"] >> 12) & 3
-        budget = values["budget"] - ((values["budget"] & 0x80000000) << 1)  # signed
+        budget = _signed(values["budget"])
         spent, self._budget = self._budget - budget, budget
         if spent:
             self._count_translated(spent)
             self.vcpu.interrupt_shadow = False  # the instruction after MOV SS has run
         return values
+
+    def _check_area(self, values: dict[str, int]) -> None:
+        """The guest kernel can store into the vCPU area's first page (see area.py). What
+        translated code stores there is always a virtual IF of 0 or IF, an IOPL, and a
+        budget that only goes down; anything else is the guest's doing: an isolation
+        event, and the monitor puts back what it knows. (The other fields are rewritten by
+        translated code before each use, and a store of a plausible IF or IOPL is the guest
+        changing its own virtual flags.)"""
+        known = {
+            "vif": EFLAGS_IF if self.vcpu.interrupts_enabled else 0,
+            "viopl": self.vcpu.iopl << 12,
+            "budget": self._budget,
+        }
+        plausible = {
+            "vif": values["vif"] in (0, EFLAGS_IF),
+            "viopl": not values["viopl"] & ~0x3000,
+            "budget": -MAX_BLOCK <= _signed(values["budget"]) <= self._budget,
+        }
+        for name, ok in plausible.items():
+            if not ok:
+                address = getattr(self.area, name)
+                self.vm.emit(
+                    IsolationViolation(
+                        self.vm.name,
+                        self.vm.step,
+                        "monitor_write",
+                        address,
+                        self.virtual_state().eip,
+                        f"the vCPU area's {name} read {values[name]:#x}: put back",
+                    )
+                )
+                values[name] = known[name] & 0xFFFFFFFF
+                self.machine.write_monitor(address, values[name].to_bytes(4, "little"))
 
     def _count_translated(self, n: int) -> None:
         """Guest instructions the TC ran, from its counter (a traced run counts them one by
@@ -265,7 +310,7 @@ class BinaryTranslation(TrapAndEmulate):
         if self.self_checked_pages:
             review = self._review_self_checked()
             count = max(1, min(count, review - self.vm.step))
-        count = self._approach(count)
+        count = self._approach(min(count, TC_SLICE))
         if self.parked is not None and self.vm.exit is None:
             self.enter(self.virtual_state())
         self._budget = count
@@ -606,3 +651,7 @@ class BinaryTranslation(TrapAndEmulate):
         if self.tracing:
             self._finish_traced()
             self._emit_translated(insn, "callout")
+
+
+def _signed(value: int) -> int:
+    return value - ((value & 0x80000000) << 1)
