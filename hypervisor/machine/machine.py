@@ -146,6 +146,13 @@ class Machine:
         self.uc.ctl_remove_cache(address, address + len(data))
         return True
 
+    def release(self) -> None:
+        """Give the RAM slice back to the host: unmapped from this CPU first, so nothing
+        here can reach it once another machine is given the same host memory."""
+        self.uc.mem_unmap(0, self.ram_size)
+        self.host.free(self.ram)
+        self.ram_size = 0
+
     def map_monitor(
         self, offset: int, size: int, executable: bool = False, writable: bool = False
     ) -> int:

@@ -75,6 +75,10 @@ class Executor(ABC):
     def interrupt_shadow(self) -> bool:
         """True for one instruction after STI: interrupts are not yet accepted."""
 
+    def virtual_state(self) -> CpuState:
+        """The guest's registers as it believes them to be (on bare metal: the real ones)."""
+        return self.machine.state()
+
     def translated_instructions(self) -> int:
         """Guest instructions translated so far (binary translation only)."""
         return 0
@@ -177,6 +181,8 @@ class Executor(ABC):
             self.vm.retire(self.machine.counter.read() - 1)
         value = self.machine.io.read(port, size)
         self._report_io(port, size, value, False)
+        if self.machine.io.owner(port) is None:
+            self.isolation_event("foreign_port", port, f"in from port {port:#x}: all ones")
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
@@ -189,6 +195,8 @@ class Executor(ABC):
             self.vm.retire(self.machine.counter.read() - 1)
         self.machine.io.write(port, size, value)
         self._report_io(port, size, value, True)
+        if self.machine.io.owner(port) is None:
+            self.isolation_event("foreign_port", port, f"out {value:#x} to port {port:#x}: ignored")
         if port in _TIMING_PORTS:
             self.machine.request_stop()
 
@@ -216,9 +224,19 @@ class Executor(ABC):
         )
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
         detail = f"{size}-byte {'write of ' + hex(value) if 'write' in kind else 'read'}"
-        self.vm.emit(IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail))
+        self.isolation_event(kind, address, detail)
+
+    def isolation_event(self, kind: str, address: int, detail: str) -> None:
+        """Report an access outside what this VM owns, at the instruction now running (as the
+        guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
+        VM goes on."""
+        eip = self.virtual_state().eip
+        insn = decode(self.machine.read(eip, 15), eip)
+        text = insn.text if insn else "(undecodable)"
+        self.vm.emit(
+            IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
+        )
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""
