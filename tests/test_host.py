@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import json
 import re
 import zlib
 from functools import cache
 
 import pytest
 
+from hypervisor.cli import main
 from hypervisor.guest.image import sample_source
 from hypervisor.machine.machine import MONITOR_BASE
 from hypervisor.session import HostReport, RunReport, run_guest, run_host
@@ -247,3 +249,44 @@ def test_a_vm_waiting_for_interrupts_does_not_burn_the_cpu(mode, asm):
     assert slept.instructions["total"] < 50_000
     assert slept.hosted["cpu"]["share"] < 0.1
     assert hog.instructions["total"] >= HOG_BUDGET // 3
+
+
+def test_cli_runs_several_guests_on_one_host_as_json(capsys):
+    modes = available_modes()
+    specs = [f"hello:{modes[i % len(modes)]}" for i in range(3)] + ["crasher"]
+    assert main(["run", *specs, "--mode", "native", "--json", "--quantum", "3000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    vms, host = out["vms"], out["host"]
+    assert [vm["name"] for vm in vms] == ["hello", "hello-2", "hello-3", "crasher"]
+    assert [vm["mode"] for vm in vms] == [*(modes[i % len(modes)] for i in range(3)), "native"]
+    assert {vm["console"] for vm in vms[:3]} == {alone("hello", "native").console}
+    assert [vm["state"] for vm in vms] == ["exited", "exited", "exited", "crashed"]
+    for vm in vms:
+        assert vm["isolation"]["events"] == sum(vm["isolation"]["by_kind"].values())
+        assert vm["cpu"]["instructions"] == vm["instructions"]["total"]
+    assert host["ram"] == 64 << 20 and host["world_switches"] >= 4
+    assert [e["owner"] for e in host["map"]] == [vm["name"] for vm in vms] + ["free"]
+    for vm, entry in zip(vms, host["map"], strict=False):
+        assert vm["isolation"]["ram"] == {"start": entry["start"], "end": entry["end"]}
+
+
+def test_cli_keeps_the_single_guest_json_shape(capsys):
+    assert main(["run", "hello", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"vms"} and len(out["vms"]) == 1
+    assert "isolation" not in out["vms"][0] and "name" not in out["vms"][0]
+
+
+def test_cli_text_shows_the_host_map_and_isolation(capsys):
+    assert main(["run", "escape:trap", "hello:trap"]) == 0
+    out = capsys.readouterr().out
+    assert "══ escape (trap) ══" in out and "══ hello (trap) ══" in out
+    assert "isolation events:" in out and "world switches" in out
+    assert "0x00000000-0x003fffff  escape" in out
+
+
+def test_cli_refuses_an_unknown_mode_and_a_full_host(capsys):
+    assert main(["run", "hello:warp", "hello"]) == 2
+    assert "unknown mode 'warp'" in capsys.readouterr().err
+    assert main(["run", *["hello"] * 17]) == 2  # 17 × 4 MiB > 64 MiB
+    assert "no 4096 KiB free in host RAM" in capsys.readouterr().err
