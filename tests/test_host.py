@@ -142,7 +142,7 @@ def test_escape_sees_only_open_bus_outside_the_monitor_window(mode):
     assert "0xdeadbeef" in escape.exit.detail
 
 
-@pytest.mark.parametrize(
+BT_WRITABLE_WINDOW = pytest.mark.parametrize(
     "mode",
     [
         pytest.param(
@@ -156,6 +156,22 @@ def test_escape_sees_only_open_bus_outside_the_monitor_window(mode):
         for m in available_modes()
     ],
 )
+
+
+@BT_WRITABLE_WINDOW
+def test_escape_every_read_of_the_top_of_memory_is_reported(mode):
+    report, _ = together(mode)
+    escape = vm_of(report, "escape")
+    events = [e for e in escape.events if isinstance(e, IsolationViolation)]
+    read = {e.address for e in events if e.kind in ("monitor_read", "open_bus_read")}
+    swept = {0xFF000000 + page * 0x1000 for page in range(4096)}
+    assert swept <= read
+    if mode != "native":  # the readable monitor pages: reported, and nothing else is
+        monitor = {e.address & ~0xFFF for e in events if e.kind == "monitor_read"}
+        assert monitor and all(a >= MONITOR_BASE for a in monitor)
+
+
+@BT_WRITABLE_WINDOW
 def test_escape_smash_of_monitor_memory_lands_nowhere_and_is_reported(mode):
     report, _ = together(mode)
     escape = vm_of(report, "escape")
@@ -290,3 +306,12 @@ def test_cli_refuses_an_unknown_mode_and_a_full_host(capsys):
     assert "unknown mode 'warp'" in capsys.readouterr().err
     assert main(["run", *["hello"] * 17]) == 2  # 17 × 4 MiB > 64 MiB
     assert "no 4096 KiB free in host RAM" in capsys.readouterr().err
+
+
+@ALL_MODES
+def test_well_behaved_guests_side_by_side_cause_no_isolation_events(mode):
+    guests = ("syscalls", "timer", "redpill")
+    report = run_host([(g, mode) for g in guests], quantum=QUANTUM)
+    for guest, vm in zip(guests, report.vms, strict=True):
+        assert vm.console == alone(guest, mode).console
+        assert vm.hosted["isolation"] == {**vm.hosted["isolation"], "events": 0, "by_kind": {}}

@@ -30,6 +30,7 @@ from unicorn import (
     UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
@@ -113,6 +114,8 @@ class Machine:
         self.counter = RetiredCounter(self.uc)
         self._sealed = False
         self.monitor_pages: set[int] = set()
+        self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
+        self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, object] = {}
         self._exit: Exit | None = None
         self._trace_hook: int | None = None
@@ -163,7 +166,24 @@ class Machine:
         perms = UC_PROT_READ | (UC_PROT_EXEC if executable else 0)
         self.uc.mem_map(address, size, perms | (UC_PROT_WRITE if writable else 0))
         self.monitor_pages.update(range(address, address + size, PAGE))
+        if not writable:
+            self._readonly_monitor.append((address, address + size - 1))
         return address
+
+    def watch_monitor_reads(self) -> None:
+        """Report every data read of the monitor's read-only pages to the owner, as
+        "monitor_read" (the CPU's own descriptor reads from the shadow GDT included: the
+        owner tells them apart). Writable monitor pages are left out: translated code reads
+        them all the time. A memory hook bounded to those ranges: a host turns it on for its
+        VMs (unicorn runs every load slower with a read hook, fact 6)."""
+        for begin, end in self._readonly_monitor:
+            self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, begin, end)
+
+    def _on_monitor_read(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
+    ) -> None:
+        if self._running and self.owner:
+            self.owner.memory_violation("monitor_read", address, size, 0)
 
     def alias_ram_page(self, address: int, page: int) -> None:
         """Map guest RAM page `page` a second time, writable, at monitor address `address`
@@ -290,10 +310,13 @@ class Machine:
             self._seal()
         self._exit = None
         error: UcError | None = None
+        self._running = True
         try:
             self.uc.emu_start(eip, _UNTIL, count=count)
         except UcError as err:
             error = err
+        finally:
+            self._running = False
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         began = self.counter.read()

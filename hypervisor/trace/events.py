@@ -87,7 +87,7 @@ class VmStateChanged(Event):
 class IsolationViolation(Event):
     """A guest touched something outside what it owns; the access was contained."""
 
-    kind: str  # open_bus_read / open_bus_write / monitor_write / foreign_port / descriptor
+    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor
     address: int  # the memory address, the port, or the base a descriptor points at
     eip: int
     detail: str = ""

@@ -224,8 +224,15 @@ class Executor(ABC):
         )
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None:
+        if kind == "monitor_read" and not self._reads_memory_operand():
+            return  # the CPU itself reading a descriptor of the shadow GDT (a segment load)
         detail = f"{size}-byte {'write of ' + hex(value) if 'write' in kind else 'read'}"
         self.isolation_event(kind, address, detail)
+
+    def _reads_memory_operand(self) -> bool:
+        eip = self.machine.uc.reg_read(_EIP)
+        insn = decode(self.machine.read(eip, 15), eip)
+        return insn is None or any(op.kind == "mem" for op in insn.operands)
 
     def isolation_event(self, kind: str, address: int, detail: str) -> None:
         """Report an access outside what this VM owns, at the instruction now running (as the

@@ -93,6 +93,7 @@ class Host:
         """A new VM with RAM from the host (OutOfHostMemory when no slice that big is free)."""
         name = self._unique(name or image.name)
         vm = Vm(image, mode, name=name, ram_size=ram_size, host=self.ram, events=self.events)
+        vm.machine.watch_monitor_reads()  # on a host, reads of monitor memory are reported too
         isolation = IsolationState.of(vm)
         self.events.subscribe(isolation.observe)
         hosted = HostedVm(vm, isolation, budget)
