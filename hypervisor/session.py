@@ -10,6 +10,7 @@ from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.trace.events import Event, EventLog
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
+from hypervisor.vmm.isolation import vcpu_view
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import ExitInfo, Vm
 
@@ -188,5 +189,6 @@ def _hosted_json(host: Host, hosted: HostedVm, total_cycles: float) -> dict[str,
             "ports": [
                 {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
             ],
+            "vcpu": vcpu_view(hosted.vm),
         },
     }

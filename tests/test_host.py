@@ -279,6 +279,13 @@ def test_cli_runs_several_guests_on_one_host_as_json(capsys):
     assert [vm["state"] for vm in vms] == ["exited", "exited", "exited", "crashed"]
     for vm in vms:
         assert vm["isolation"]["events"] == sum(vm["isolation"]["by_kind"].values())
+        assert {"eip", "esp", "cpl", "if"} <= set(vm["isolation"]["vcpu"])
+        assert {p["device"] for p in vm["isolation"]["ports"]} == {
+            "COM1",
+            "PIC",
+            "PIT",
+            "debug-exit",
+        }
         assert vm["cpu"]["instructions"] == vm["instructions"]["total"]
     assert host["ram"] == 64 << 20 and host["world_switches"] >= 4
     assert [e["owner"] for e in host["map"]] == [vm["name"] for vm in vms] + ["free"]
