@@ -176,8 +176,14 @@ class Machine:
         owner tells them apart). Writable monitor pages are left out: translated code reads
         them all the time. A memory hook bounded to those ranges: a host turns it on for its
         VMs (unicorn runs every load slower with a read hook, fact 6)."""
-        for begin, end in self._readonly_monitor:
-            self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, begin, end)
+        ranges: list[list[int]] = []
+        for first, last in sorted(self._readonly_monitor):
+            if ranges and ranges[-1][1] + 1 == first:
+                ranges[-1][1] = last  # one hook per run of pages: each costs every load
+            else:
+                ranges.append([first, last])
+        for first, last in ranges:
+            self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, first, last)
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object

@@ -45,6 +45,7 @@ class Executor(ABC):
         self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
         self._pending: tuple | None = None  # the traced instruction now running
         self._pending_trapped = False
+        self._memory_operands: dict[tuple[int, bytes], bool] = {}
 
     # ------------------------------------------------------------------ mode hooks
     @abstractmethod
@@ -230,9 +231,16 @@ class Executor(ABC):
         self.isolation_event(kind, address, detail)
 
     def _reads_memory_operand(self) -> bool:
+        """Does the instruction now running name memory? (Asked for each descriptor the CPU
+        loads on a host, so the answers are kept, by address and bytes.)"""
         eip = self.machine.uc.reg_read(_EIP)
-        insn = decode(self.machine.read(eip, 15), eip)
-        return insn is None or any(op.kind == "mem" for op in insn.operands)
+        key = (eip, self.machine.read(eip, 15))
+        answer = self._memory_operands.get(key)
+        if answer is None:
+            insn = decode(key[1], eip)
+            answer = insn is None or any(op.kind == "mem" for op in insn.operands)
+            self._memory_operands[key] = answer
+        return answer
 
     def isolation_event(self, kind: str, address: int, detail: str) -> None:
         """Report an access outside what this VM owns, at the instruction now running (as the

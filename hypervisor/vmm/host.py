@@ -74,7 +74,11 @@ class Host:
         ram_size: int = DEFAULT_HOST_RAM,
         quantum: int = DEFAULT_QUANTUM,
         events: EventLog | None = None,
+        watch_reads: bool = True,
     ) -> None:
+        """`watch_reads`: report guest reads of monitor memory too (a read hook; it slows
+        every load, binary translation's the most: bench_host.py shows how much)."""
+        self.watch_reads = watch_reads
         self.ram = HostRam(ram_size)
         self.events = events or EventLog()
         self.scheduler = RoundRobin(self.events, quantum)
@@ -93,7 +97,8 @@ class Host:
         """A new VM with RAM from the host (OutOfHostMemory when no slice that big is free)."""
         name = self._unique(name or image.name)
         vm = Vm(image, mode, name=name, ram_size=ram_size, host=self.ram, events=self.events)
-        vm.machine.watch_monitor_reads()  # on a host, reads of monitor memory are reported too
+        if self.watch_reads:
+            vm.machine.watch_monitor_reads()
         isolation = IsolationState.of(vm)
         self.events.subscribe(isolation.observe)
         hosted = HostedVm(vm, isolation, budget)
