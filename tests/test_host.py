@@ -322,3 +322,14 @@ def test_well_behaved_guests_side_by_side_cause_no_isolation_events(mode):
     for guest, vm in zip(guests, report.vms, strict=True):
         assert vm.console == alone(guest, mode).console
         assert vm.hosted["isolation"] == {**vm.hosted["isolation"], "events": 0, "by_kind": {}}
+
+
+@pytest.mark.parametrize("mode", MONITORED)
+def test_an_instruction_no_monitor_emulates_crashes_only_its_vm(mode, asm):
+    odd = asm("mov ecx, 0\nrdpmc\nmov dx, 0x501\nout dx, al\n", "odd")
+    report = run_host([(odd, mode), ("hello", mode)], quantum=QUANTUM)
+    crashed, hello = report.vms
+    assert crashed.hosted["state"] == "crashed"  # bt: "unsupported" (no emulation for it)
+    assert crashed.exit == run_guest(odd, mode).exit  # trap: #UD, as on bare metal
+    assert hello.console == alone("hello", mode).console
+    assert hello.hosted["state"] == "exited"
