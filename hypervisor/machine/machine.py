@@ -30,6 +30,7 @@ from unicorn import (
     UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
@@ -114,6 +115,8 @@ class Machine:
         self.counter = RetiredCounter(self.uc)
         self._sealed = False
         self.monitor_pages: set[int] = set()
+        self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
+        self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, object] = {}
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._exit: Exit | None = None
@@ -148,17 +151,53 @@ class Machine:
         self.uc.ctl_remove_cache(address, address + len(data))
         return True
 
+    def release(self) -> None:
+        """Give the RAM slice back to the host: unmapped from this CPU first, so nothing
+        here can reach it once another machine is given the same host memory."""
+        self.uc.mem_unmap(0, self.ram_size)
+        self.host.free(self.ram)
+        self.ram_size = 0
+
     def map_monitor(
-        self, offset: int, size: int, executable: bool = False, writable: bool = False
+        self,
+        offset: int,
+        size: int,
+        executable: bool = False,
+        writable: bool = False,
+        read_by_code: bool = False,
     ) -> int:
         """Map monitor memory at MONITOR_BASE + offset, read-only to the guest unless
-        `writable` (the vCPU area that translated code updates). Returns its address."""
+        `writable` (the vCPU area that translated code updates). `read_by_code`: translated
+        code reads it, so reads of it are not watched. Returns its address."""
         assert not self._sealed, "monitor memory is mapped before the guest first runs"
         address = MONITOR_BASE + offset
         perms = UC_PROT_READ | (UC_PROT_EXEC if executable else 0)
         self.uc.mem_map(address, size, perms | (UC_PROT_WRITE if writable else 0))
         self.monitor_pages.update(range(address, address + size, PAGE))
+        if not writable and not read_by_code:
+            self._readonly_monitor.append((address, address + size - 1))
         return address
+
+    def watch_monitor_reads(self) -> None:
+        """Report every data read of the monitor's read-only pages to the owner, as
+        "monitor_read" (the CPU's own descriptor reads from the shadow GDT included: the
+        owner tells them apart). Writable monitor pages are left out: translated code reads
+        them all the time. A memory hook bounded to those ranges: a host turns it on for its
+        VMs (unicorn runs every load slower with a read hook, fact 6)."""
+        ranges: list[list[int]] = []
+        for first, last in sorted(self._readonly_monitor):
+            if ranges and ranges[-1][1] + 1 == first:
+                ranges[-1][1] = last  # one hook per run of pages: each costs every load
+            else:
+                ranges.append([first, last])
+        for first, last in ranges:
+            self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, first, last)
+
+    def _on_monitor_read(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
+    ) -> None:
+        if self._running and self.owner:
+            self.owner.memory_violation("monitor_read", address, size, 0)
 
     def alias_ram_page(self, address: int, page: int) -> None:
         """Map guest RAM page `page` a second time, writable, at monitor address `address`
@@ -288,6 +327,7 @@ class Machine:
         error: UcError | None = None
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
+        self._running = True
         try:
             self.uc.emu_start(eip, _UNTIL, count=count)
         except UcError as err:
@@ -295,6 +335,7 @@ class Machine:
         finally:
             if not count:
                 WATCHDOG.disarm(id(self))
+            self._running = False
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         began = self.counter.read()

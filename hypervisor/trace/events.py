@@ -87,10 +87,20 @@ class VmStateChanged(Event):
 class IsolationViolation(Event):
     """A guest touched something outside what it owns; the access was contained."""
 
-    kind: str  # open_bus_read / open_bus_write / monitor_write / foreign_port / ...
-    address: int
+    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor
+    address: int  # the memory address, the port, or the base a descriptor points at
     eip: int
     detail: str = ""
+    text: str = ""  # the instruction at `eip`
+
+
+@dataclass(frozen=True, slots=True)
+class WorldSwitch(Event):
+    """The host's CPU leaves one VM and enters another (`vm`, at its `step`)."""
+
+    previous: str  # the VM that ran before ("" for the first switch)
+    reason: str  # why the previous VM left the CPU: quantum / exited / halted / crashed / ...
+    host_step: int  # guest instructions the host's CPU has run for all VMs so far
 
 
 Listener = Callable[[Event], None]
@@ -105,6 +115,9 @@ class EventLog:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
 
     def emit(self, event: Event) -> None:
         self.recent.append(event)

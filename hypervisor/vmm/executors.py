@@ -45,6 +45,7 @@ class Executor(ABC):
         self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
         self._pending: tuple | None = None  # the traced instruction now running
         self._pending_trapped = False
+        self._memory_operands: dict[tuple[int, bytes], bool] = {}
 
     # ------------------------------------------------------------------ mode hooks
     @abstractmethod
@@ -182,6 +183,8 @@ class Executor(ABC):
             self.vm.retire(self.machine.counter.read() - 1)
         value = self.machine.io.read(port, size)
         self._report_io(port, size, value, False)
+        if self.machine.io.owner(port) is None:
+            self.isolation_event("foreign_port", port, f"in from port {port:#x}: all ones")
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
@@ -194,6 +197,8 @@ class Executor(ABC):
             self.vm.retire(self.machine.counter.read() - 1)
         self.machine.io.write(port, size, value)
         self._report_io(port, size, value, True)
+        if self.machine.io.owner(port) is None:
+            self.isolation_event("foreign_port", port, f"out {value:#x} to port {port:#x}: ignored")
         if port in _TIMING_PORTS:
             self.machine.request_stop()
 
@@ -221,9 +226,33 @@ class Executor(ABC):
         )
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        if kind == "monitor_read" and not self._reads_memory_operand():
+            return  # the CPU itself reading a descriptor of the shadow GDT (a segment load)
         detail = f"{size}-byte {'write of ' + hex(value) if 'write' in kind else 'read'}"
-        self.vm.emit(IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail))
+        self.isolation_event(kind, address, detail)
+
+    def _reads_memory_operand(self) -> bool:
+        """Does the instruction now running name memory? (Asked for each descriptor the CPU
+        loads on a host, so the answers are kept, by address and bytes.)"""
+        eip = self.machine.uc.reg_read(_EIP)
+        key = (eip, self.machine.read(eip, 15))
+        answer = self._memory_operands.get(key)
+        if answer is None:
+            insn = decode(key[1], eip)
+            answer = insn is None or any(op.kind == "mem" for op in insn.operands)
+            self._memory_operands[key] = answer
+        return answer
+
+    def isolation_event(self, kind: str, address: int, detail: str) -> None:
+        """Report an access outside what this VM owns, at the instruction now running (as the
+        guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
+        VM goes on."""
+        eip = self.virtual_state().eip
+        insn = decode(self.machine.read(eip, 15), eip)
+        text = insn.text if insn else "(undecodable)"
+        self.vm.emit(
+            IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
+        )
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""

@@ -34,6 +34,7 @@ from hypervisor.trace.events import InterruptDelivered, Trap
 from hypervisor.vmm import holes
 from hypervisor.vmm.emulate import EMULATORS, Emulation, Emulator, Reflect, Unsupported
 from hypervisor.vmm.executors import Executor, register, trap_name
+from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
     MONITOR_CODE1,
@@ -69,6 +70,8 @@ class TrapAndEmulate(Executor):
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
         self.shadow = ShadowGdt()
         self._user_view: bool | None = None
+        self._tables_checked: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self._descriptor_tricks: set[tuple[int, str]] = set()
         self.shadow_gdt = m.map_monitor(SHADOW_GDT_OFFSET, SHADOW_GDT_SIZE)
         monitor_page = m.map_monitor(MONITOR_IDT_OFFSET, PAGE)
         scratch = m.map_monitor(SCRATCH_OFFSET, PAGE, executable=True)
@@ -146,6 +149,17 @@ class TrapAndEmulate(Executor):
         if changed or force or user_view != self._user_view:
             self.machine.write_monitor(self.shadow_gdt, self.shadow.image(user_view))
             self._user_view = user_view
+        if changed or (self.vcpu.gdtr, self.vcpu.idtr) != self._tables_checked:
+            self._report_descriptor_tricks()
+
+    def _report_descriptor_tricks(self) -> None:
+        """Each table or segment the guest newly points outside its RAM, once."""
+        self._tables_checked = (self.vcpu.gdtr, self.vcpu.idtr)
+        found = descriptors_outside_ram(self.shadow.guest_bytes, self.vcpu, self.machine.ram_size)
+        for address, detail in found:
+            if (address, detail) not in self._descriptor_tricks:
+                self._descriptor_tricks.add((address, detail))
+                self.isolation_event("descriptor", address, detail)
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:

@@ -196,8 +196,13 @@ class Vm:
         self.pit.advance(1)
 
     # ------------------------------------------------------------------ running
-    def run(self, max_insns: int, trace: bool = False) -> ExitInfo:
-        """Run until the guest stops or `max_insns` more instructions have retired."""
+    def run(self, max_insns: int, trace: bool = False, *, quantum: bool = False) -> ExitInfo:
+        """Run until the guest stops or `max_insns` more instructions have retired.
+
+        With `quantum`, the instructions are a scheduler's time slice: when they are used up
+        the VM returns "budget" but stays running (no state change, it was preempted), and
+        under bt the slice may end a few instructions late (at the end of a fragment)
+        rather than approach its end one instruction at a time."""
         if self.exit is not None and self.exit.reason != "budget":
             return self.exit
         self.exit = None
@@ -206,12 +211,17 @@ class Vm:
         if self.state != "running":
             self.state = "running"
             self.emit(VmStateChanged(self.name, self.step, "running"))
-        end = self.run_end = self.stats.total + max_insns
+        end = self.stats.total + max_insns
+        self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
                 remaining = end - self.stats.total
                 if remaining <= 0:
-                    self.finish(ExitInfo("budget", None, f"{max_insns} instructions executed"))
+                    done = ExitInfo("budget", None, f"{self.stats.total} instructions executed")
+                    if quantum:
+                        self.exit = done
+                    else:
+                        self.finish(done)
                     break
                 due = self.pit.ticks_until_irq()
                 count = remaining if due is None else max(1, min(remaining, due))

@@ -26,7 +26,6 @@ from hypervisor.trace.events import (
     FragmentTranslated,
     InsnClass,
     InstructionExecuted,
-    IsolationViolation,
     TranslationCacheFlushed,
 )
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
@@ -63,7 +62,7 @@ class BinaryTranslation(TrapAndEmulate):
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
-        m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE)  # the monitor's fields: read-only
+        m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE, read_by_code=True)  # the monitor's fields
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
         m.write_monitor(self.door, b"\xf4")  # never executed: the door hook stops first
         m.add_door(self.door)
@@ -71,7 +70,8 @@ class BinaryTranslation(TrapAndEmulate):
         self.cache = TranslationCache(tc_base, TC_CAPACITY)
         self.translator = Translator(self.cache, self.area, self.door, m.read)
         m.write_monitor(*self.translator.shared_code)
-        self._alias_base = m.map_monitor(ALIAS_OFFSET, ALIAS_SLOTS * PAGE, writable=True)
+        # unused slots are read-only; a slot in use maps one of the guest's own RAM pages
+        self._alias_base = m.map_monitor(ALIAS_OFFSET, ALIAS_SLOTS * PAGE, read_by_code=True)
         self._alias_slots: dict[int, int] = {}  # guest page -> alias slot address
         self._store_faults: dict[int, int] = {}  # guest EIP of a store -> data-only faults
         self.parked: int | None = None  # guest EIP while the monitor holds a kernel state
@@ -147,16 +147,8 @@ class BinaryTranslation(TrapAndEmulate):
         for name, ok in plausible.items():
             if not ok:
                 address = getattr(self.area, name)
-                self.vm.emit(
-                    IsolationViolation(
-                        self.vm.name,
-                        self.vm.step,
-                        "monitor_write",
-                        address,
-                        self.virtual_state().eip,
-                        f"the vCPU area's {name} read {values[name]:#x}: put back",
-                    )
-                )
+                detail = f"the vCPU area's {name} read {values[name]:#x} at the exit: put back"
+                self.isolation_event("monitor_write", address, detail)
                 values[name] = known[name] & 0xFFFFFFFF
                 self.machine.write_monitor(address, values[name].to_bytes(4, "little"))
 
@@ -322,8 +314,9 @@ class BinaryTranslation(TrapAndEmulate):
         once and may overrun its budget. So the end of a run is approached in two moves:
         fast, to within STEPPING_MARGIN of it, then with stepping fragments (one guest
         instruction each, back to the monitor after each). Slices that end well before,
-        at a timer interrupt, need no precision and stay fast."""
-        run_end = self.vm.run_end
+        at a timer interrupt, need no precision and stay fast; and a traced run needs none
+        of this: its tracer sees every guest instruction start and stops at the right one."""
+        run_end = None if self.tracing else self.vm.run_end  # the tracer stops exactly
         left = None if run_end is None else run_end - self.vm.stats.total
         stepping = False
         if left is not None and count + STEPPING_MARGIN > left:
@@ -616,15 +609,24 @@ class BinaryTranslation(TrapAndEmulate):
     # ------------------------------------------------------------------ tracing
     def _trace(self, eip: int, size: int) -> None:
         """In the TC, an instruction of translated code starts a guest instruction only at
-        the first address of its translation; the rest (sequences, stubs) is not the guest's."""
+        the first address of its translation; the rest (sequences, stubs) is not the guest's.
+        At a boundary between guest instructions (before the clock, too, where one sits
+        there) the previous one is done; a run that must end there stops there, with the
+        guest's flags as they are."""
         if self.vcpu.cpl == 3 or not self.cache.contains(eip):
             super()._trace(eip, size)
             return
         fragment = self.cache.fragment_at(eip)
-        index = fragment.instruction_starts.get(eip) if fragment is not None else None
-        if fragment is None or index is None:
+        if fragment is None or eip not in fragment.boundaries:
             return
         self._finish_traced()
+        run_end = self.vm.run_end
+        if run_end is not None and self.vm.stats.total >= run_end:
+            self.machine.request_stop()  # exactly there: this instruction does not run
+            return
+        index = fragment.instruction_starts.get(eip)
+        if index is None:
+            return
         if index == 0:
             fragment.hits += 1
         insn = fragment.insns[index]

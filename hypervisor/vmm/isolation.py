@@ -1,0 +1,95 @@
+"""Isolation state of one VM on a host: what it owns, and every attempt to reach past it.
+
+A VM owns a slice of host RAM (seen by the guest as its RAM from 0), the devices on its own
+I/O bus and their ports, and its virtual CPU. Everything else in its address space is either
+open bus (reads all ones, writes dropped) or the monitor's window at MONITOR_BASE (writes
+dropped by page protection, DESIGN.md fact 7). Each attempt is an `IsolationViolation`
+event, reported where it happened (address, EIP, instruction); the access is contained and
+the VM goes on. This module keeps them per VM and says what the VM owns.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
+from hypervisor.trace.events import Event, IsolationViolation
+
+if TYPE_CHECKING:
+    from hypervisor.vmm.vcpu import VirtualCpu
+    from hypervisor.vmm.vm import Vm
+
+
+def descriptors_outside_ram(gdt: bytes, vcpu: VirtualCpu, ram_size: int) -> list[tuple[int, str]]:
+    """Descriptor tricks: tables, or segments of the guest's GDT, based outside its RAM.
+
+    The monitor never follows them anywhere harmful (it reads guest tables through the same
+    open-bus view the guest has), but a hostile kernel uses them to aim at the monitor's
+    window or at memory it does not own, so each is reported as (address, what).
+    """
+    found = []
+    for name, (base, limit) in (("GDT", vcpu.gdtr), ("IDT", vcpu.idtr)):
+        if base + limit >= ram_size:
+            found.append((base, f"{name} at {base:#010x} (limit {limit:#x}) reaches past RAM"))
+    for offset in range(DESCRIPTOR_SIZE, len(gdt) - DESCRIPTOR_SIZE + 1, DESCRIPTOR_SIZE):
+        descriptor = SegmentDescriptor.unpack(gdt[offset : offset + DESCRIPTOR_SIZE])
+        if descriptor.present and descriptor.is_code_or_data and descriptor.base >= ram_size:
+            found.append(
+                (
+                    descriptor.base,
+                    f"GDT entry {offset:#x}: segment based at {descriptor.base:#010x}",
+                )
+            )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    device: str
+    first: int
+    last: int
+
+
+@dataclass
+class IsolationState:
+    """What one VM owns on its host, and the isolation events it caused."""
+
+    vm: str
+    ram_start: int  # host-physical range of its RAM
+    ram_end: int
+    ports: tuple[PortRange, ...]
+    events: list[IsolationViolation] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, vm: Vm) -> IsolationState:
+        ram = vm.machine.ram
+        return cls(vm.name, ram.start, ram.end, owned_ports(vm))
+
+    def observe(self, event: Event) -> None:
+        """An event listener: keep this VM's isolation events."""
+        if isinstance(event, IsolationViolation) and event.vm == self.vm:
+            self.events.append(event)
+
+    def by_kind(self) -> dict[str, int]:
+        return dict(sorted(Counter(e.kind for e in self.events).items()))
+
+    def summary(self) -> dict[str, Any]:
+        return {"events": len(self.events), "by_kind": self.by_kind()}
+
+
+def owned_ports(vm: Vm) -> tuple[PortRange, ...]:
+    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit)
+    return tuple(PortRange(device.name, min(device.ports), max(device.ports)) for device in devices)
+
+
+def vcpu_view(vm: Vm) -> dict[str, Any]:
+    """The VM's CPU as its guest believes it to be (the virtual CPU under a monitor)."""
+    executor = vm.executor
+    return {
+        **executor.virtual_state().as_dict(),
+        "cpl": executor.guest_cpl(),
+        "if": executor.guest_interrupts_enabled(),
+        "waiting_for_interrupt": executor.waiting_for_interrupt,
+    }

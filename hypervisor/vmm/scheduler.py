@@ -1,0 +1,96 @@
+"""Many VMs on one physical CPU: deterministic round-robin with a quantum in guest instructions.
+
+The host's one CPU goes to each runnable VM in turn (in the order they were created) for at
+most `quantum` guest instructions; then the monitor takes it back and gives it to the next
+one — a world switch. Time is counted in guest instructions, not wall-clock time, so a
+schedule is the same on every run and every machine. A busy loop that never yields is
+preempted like any other guest: it cannot starve the others. A VM halted waiting for an
+interrupt does not take the CPU while it waits: its idle time is skipped (its own clock jumps
+to the next timer tick, `Executor._wake`), so its quanta are spent only on instructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hypervisor.trace.events import EventLog, WorldSwitch
+from hypervisor.vmm.vm import ExitInfo
+
+if TYPE_CHECKING:
+    from hypervisor.vmm.host import HostedVm
+
+DEFAULT_QUANTUM = 10_000
+
+
+@dataclass
+class CpuAccount:
+    """One VM's use of the host's CPU."""
+
+    instructions: int = 0  # guest instructions it ran on this host
+    quanta: int = 0  # times it was given the CPU
+    preempted: int = 0  # quanta it used to the end (the scheduler took the CPU back)
+
+
+class RoundRobin:
+    def __init__(self, events: EventLog, quantum: int = DEFAULT_QUANTUM) -> None:
+        if quantum < 1:
+            raise ValueError("the quantum must be at least one instruction")
+        self.events = events
+        self.quantum = quantum
+        self.world_switches = 0
+        self.host_step = 0  # guest instructions run for all VMs so far
+        self.current: HostedVm | None = None
+
+    def run(self, vms: Sequence[HostedVm], limit: int | None = None) -> None:
+        """Rounds over `vms` until none is runnable, or `limit` more guest instructions."""
+        end = None if limit is None else self.host_step + limit
+        while True:
+            ran = False
+            for hosted in vms:
+                if end is not None and self.host_step >= end:
+                    return
+                if hosted.runnable:
+                    self.give_cpu(hosted, None if end is None else end - self.host_step)
+                    ran = True
+            if not ran:
+                return
+
+    def give_cpu(self, hosted: HostedVm, at_most: int | None = None) -> None:
+        """One quantum of `hosted` (switching worlds if another VM had the CPU)."""
+        if hosted is not self.current:
+            self._switch(hosted)
+        vm = hosted.vm
+        count = min(self.quantum, hosted.budget_left, at_most or self.quantum)
+        # The VM's own budget ends here: it stops like a single run does ("budget").
+        is_quantum = count < hosted.budget_left
+        before = vm.stats.total
+        try:
+            exit_info = vm.run(count, quantum=is_quantum)
+        except Exception as err:  # a monitor bug stays inside its VM, like a guest's crash
+            vm.finish(ExitInfo("crashed", None, f"monitor error: {type(err).__name__}: {err}"))
+            exit_info = vm.exit
+        ran = vm.stats.total - before
+        hosted.account.instructions += ran
+        hosted.account.quanta += 1
+        if exit_info is not None and exit_info.reason == "budget" and is_quantum:
+            hosted.account.preempted += 1
+        self.host_step += ran
+
+    def _switch(self, to: HostedVm) -> None:
+        previous = self.current
+        reason = ""
+        if previous is not None:
+            reason = "quantum" if previous.runnable else previous.state
+        self.current = to
+        self.world_switches += 1
+        self.events.emit(
+            WorldSwitch(
+                to.name,
+                to.vm.step,
+                previous.name if previous else "",
+                reason,
+                self.host_step,
+            )
+        )
