@@ -25,11 +25,12 @@ INTRO = """\
 vmlab — a laboratory of machine virtualization.
 
 Real 32-bit x86 guest kernels run on an emulated machine, on bare metal (native) or under a
-real monitor (trap: trap-and-emulate; bt: binary translation). Try:
+real monitor (trap: trap-and-emulate; bt: binary translation; pv: paravirtualization). Try:
 
   vmlab run hello                 a guest kernel on bare metal
   vmlab run flags --mode trap     the same idiom under trap-and-emulate: ticks stop
   vmlab compare redpill           every mode side by side: can the guest tell?
+  vmlab run flags --mode pv       the ported kernel: hypercalls instead of traps
   vmlab tc kernel_loop            the translation cache: guest code beside its translation
   vmlab guests                    the sample guests
 
@@ -44,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a guest and print its console and a summary")
     run.add_argument("guest", help="a sample name, a .asm (needs nasm) or a .bin")
     run.add_argument("--mode", default="native", choices=available_modes())
+    run.add_argument(
+        "--unported",
+        action="store_true",
+        help="under pv, run a sample's unmodified build instead of its paravirtual one",
+    )
     _common(run)
     run.add_argument(
         "--trace",
@@ -127,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    report = run_guest(args.guest, args.mode, max_insns=args.max_insns, trace=args.trace)
+    report = run_guest(
+        args.guest, args.mode, max_insns=args.max_insns, trace=args.trace, unported=args.unported
+    )
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
@@ -150,6 +158,15 @@ def _summary(report: RunReport) -> str:
         lines.append("   traps: " + ", ".join(f"{k} ×{v}" for k, v in report.traps.items()))
     if report.callouts:
         lines.append("   callouts: " + ", ".join(f"{k} ×{v}" for k, v in report.callouts.items()))
+    if report.hypercalls:
+        lines.append(
+            "   hypercalls: " + ", ".join(f"{k} ×{v}" for k, v in report.hypercalls.items())
+        )
+    if report.mode == "pv" and not report.paravirtual:
+        lines.append(
+            "   the guest is not paravirtualized (no -DPARAVIRT build): pv ran it as "
+            "trap-and-emulate, holes included"
+        )
     if report.tcache:
         t = report.tcache
         lines.append(
@@ -179,7 +196,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
     native = reports[0]
-    classes = ("native", "direct", "trapped", "translated")
+    classes = ("native", "direct", "trapped", "translated", "hypercall")
     print(f"{native.guest}: every mode against bare metal\n")
     print(
         f"{'mode':<6} {'console':<9} {'exit':<16} {'total':>10} "
@@ -192,7 +209,12 @@ def _compare(args: argparse.Namespace) -> int:
         counts = " ".join(f"{r.instructions[c]:>10,}" for c in classes)
         detail = "; ".join(
             f"{label} " + ", ".join(f"{k}×{v}" for k, v in table.items())
-            for label, table in (("traps", r.traps), ("callouts", r.callouts), ("⚠", r.holes))
+            for label, table in (
+                ("traps", r.traps),
+                ("callouts", r.callouts),
+                ("hypercalls", r.hypercalls),
+                ("⚠", r.holes),
+            )
             if table
         )
         print(
@@ -260,7 +282,7 @@ def _open_ui(vms: list[tuple[GuestImage, str]], replay: str | None = None) -> in
 
 
 def _record(args: argparse.Namespace) -> int:
-    image = load_guest(args.guest)
+    image = load_guest(args.guest, paravirtual=args.mode == "pv")
     trace = tracefile.record(image, args.mode, args.max_insns)
     tracefile.save(args.output, trace)
     steps = len(trace.recording)

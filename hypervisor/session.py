@@ -25,6 +25,7 @@ class RunReport:
     traps: dict[str, int]
     holes: dict[str, int]
     traced: bool
+    paravirtual: bool = False  # the guest is a ported (-DPARAVIRT) kernel
     callouts: dict[str, int] = field(default_factory=dict)
     hypercalls: dict[str, int] = field(default_factory=dict)
     tcache: dict[str, int] | None = None
@@ -49,6 +50,7 @@ class RunReport:
             **({"tcache": self.tcache} if self.tcache is not None else {}),
             "cycles": self.cycles,
             "traced": self.traced,
+            "paravirtual": self.paravirtual,
         }
 
 
@@ -59,10 +61,12 @@ def run_guest(
     max_insns: int = DEFAULT_BUDGET,
     trace: bool = False,
     keep_events: bool = False,
+    unported: bool = False,
 ) -> RunReport:
-    """Run one guest in one mode to its end (or the budget) and report."""
+    """Run one guest in one mode to its end (or the budget) and report. A sample named under
+    pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
     if isinstance(image, str):
-        image = load_guest(image)
+        image = load_guest(image, paravirtual=mode == "pv" and not unported)
     log = EventLog()
     kept: list[Event] = []
     if keep_events:
@@ -79,6 +83,7 @@ def run_guest(
         traps=dict(sorted(stats.traps.items())),
         holes=dict(sorted(stats.holes.items())),
         traced=stats.traced,
+        paravirtual=image.paravirtual,
         callouts=dict(sorted(stats.callouts.items())),
         hypercalls=dict(sorted(stats.hypercalls.items())),
         tcache=vm.executor.tcache_summary(),
@@ -101,7 +106,6 @@ def _cycles(vm: Vm) -> dict[str, Any]:
 def compare(
     image: GuestImage | str, *, max_insns: int = DEFAULT_BUDGET, trace: bool = True
 ) -> list[RunReport]:
-    """The same guest in every mode, native first (the reference)."""
-    if isinstance(image, str):
-        image = load_guest(image)
+    """The same guest in every mode, native first (the reference); a sample named runs its
+    paravirtual build under pv."""
     return [run_guest(image, mode, max_insns=max_insns, trace=trace) for mode in available_modes()]

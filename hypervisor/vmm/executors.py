@@ -36,6 +36,7 @@ _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
 class Executor(ABC):
     mode: str = ""
     monitored = True  # False on bare metal: nothing intercepts the guest
+    runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
@@ -45,6 +46,7 @@ class Executor(ABC):
         self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
         self._pending: tuple | None = None  # the traced instruction now running
         self._pending_trapped = False
+        self._pending_hypercall = False
 
     # ------------------------------------------------------------------ mode hooks
     @abstractmethod
@@ -236,6 +238,7 @@ class Executor(ABC):
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
         self._pending = (self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False
+        self._pending_hypercall = False
         self._pending_translated: str | None = None  # subkind, for translated code
 
     def hole_probe(self, insn: Instruction) -> Callable[[], bool] | None:
@@ -259,10 +262,12 @@ class Executor(ABC):
             cls = InsnClass.NATIVE
         elif self._pending_trapped:
             cls = InsnClass.TRAPPED
+        elif self._pending_hypercall:
+            cls = InsnClass.HYPERCALL
         else:
             cls = InsnClass.DIRECT
             hole = probe is not None and probe()
-        if cls is not InsnClass.TRAPPED:  # trapped instructions are counted when emulated
+        if cls not in (InsnClass.TRAPPED, InsnClass.HYPERCALL):  # counted when handled
             stats.by_class[cls.value] += 1
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
@@ -277,6 +282,13 @@ class Executor(ABC):
         self.vm.stats.traps[name] += 1
         self.vm.stats.by_class[InsnClass.TRAPPED.value] += 1
         self._pending_trapped = True
+        self._finish_traced()
+
+    def note_hypercall(self, name: str) -> None:
+        """Count a hypercall; in a traced run its `int 0x82` is classified `hypercall`."""
+        self.vm.stats.hypercalls[name] += 1
+        self.vm.stats.by_class[InsnClass.HYPERCALL.value] += 1
+        self._pending_hypercall = True
         self._finish_traced()
 
 
@@ -313,3 +325,4 @@ def available_modes() -> list[str]:
 def _load_modes() -> None:
     from hypervisor.vmm import native, trap  # noqa: F401  (modules register their executors)
     from hypervisor.vmm.bt import executor  # noqa: F401
+    from hypervisor.vmm.pv import executor as _pv  # noqa: F401
