@@ -293,3 +293,12 @@ def _descriptor(pv: Paravirtual, call: Call) -> int:
     zf = (emulation.flags or 0) & ZF
     call.state.eflags = (call.state.eflags & ~ZF) | zf
     return state.eax
+
+
+def markdown_table() -> str:
+    """The table as docs/hypercalls.md shows it (a test keeps the two equal)."""
+    rows = ["| EAX | name | EBX, ECX, EDX | EAX on return | replaces |", "|---|---|---|---|---|"]
+    for call in sorted(HYPERCALLS.values(), key=lambda c: c.number):
+        args = ", ".join(call.args) or "—"
+        rows.append(f"| {call.number} | `{call.name}` | {args} | {call.result} | {call.replaces} |")
+    return "\n".join(rows) + "\n"
