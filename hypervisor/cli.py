@@ -231,7 +231,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from hypervisor.trace.events import InstructionExecuted, Trap
+    from hypervisor.trace.events import Hypercall, InstructionExecuted, Trap
 
     report = run_guest(
         args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
@@ -248,6 +248,13 @@ def _trace(args: argparse.Namespace) -> int:
                 f"{'':>8}  {'':8}  {'':5}  └ trap #{event.vector}: {event.outcome}"
                 + (f" — {event.detail}" if event.detail else "")
             )
+        elif isinstance(event, Hypercall):
+            args = ", ".join(f"{a:#x}" for a in event.args)
+            result = "" if event.result is None else f" = {event.result:#x}"
+            print(
+                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
+                + (f" — refused: {event.error}" if event.error else "")
+            )
     print(_summary(report))
     return 0
 
@@ -259,8 +266,14 @@ def _guests(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    images = [load_guest(name) for name in args.guest]
-    return _open_ui([(image, mode) for image in images for mode in args.mode or ["trap"]])
+    modes = args.mode or ["trap"]
+    return _open_ui(
+        [
+            (load_guest(name, paravirtual=mode == "pv"), mode)
+            for name in args.guest
+            for mode in modes
+        ]
+    )
 
 
 def _demo() -> list[tuple[GuestImage, str]]:

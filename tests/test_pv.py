@@ -245,6 +245,14 @@ def test_cli_unported_says_the_guest_is_not_paravirtualized(capsys):
 
 def test_cli_compare_has_a_pv_row_equal_to_native(capsys):
     assert main(["compare", "flags", "--fast"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
-    assert "= native" in rows["pv"] and "hypercalls" in rows["pv"]
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line}
+    assert "= native" in rows["pv"] and "hypercalls" in rows["pv"], out
     assert "DIFFERS" in rows["trap"]
+
+
+def test_cli_trace_shows_each_hypercall_with_its_arguments_and_result(capsys):
+    assert main(["trace", "flags", "--mode", "pv", "--max-insns", "3000"]) == 0
+    out = capsys.readouterr().out
+    assert "hypercall   int 0x82" in out
+    assert "└ hypercall irq_setup(0x20, 0xfffe) = 0x0" in out

@@ -317,9 +317,14 @@ def executor_for(mode: str) -> type[Executor]:
         raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(available_modes())})") from None
 
 
+_MODE_ORDER = ("native", "trap", "bt", "pv")  # bare metal first: the reference
+
+
 def available_modes() -> list[str]:
+    """Every mode, in the order of the lessons (not of import, which tests can change)."""
     _load_modes()
-    return list(_MODES)
+    rank = {mode: i for i, mode in enumerate(_MODE_ORDER)}
+    return sorted(_MODES, key=lambda mode: rank.get(mode, len(rank)))
 
 
 def _load_modes() -> None:
