@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hypervisor.cli import main
@@ -201,6 +201,7 @@ def probe_image(tmp_path_factory):
     number=st.one_of(st.sampled_from(sorted(HYPERCALLS)), st.integers(0, 0xFFFFFFFF)),
     args=st.tuples(*[st.integers(0, 0xFFFFFFFF)] * 3),
 )
+@example(number=7, args=(0, 0, 0))  # set_gdt(0, 0): once crashed the monitor
 def test_any_hypercall_with_any_arguments_never_breaks_the_monitor(probe_image, number, args):
     at = probe_image.data.index(b"ARGS")
     data = bytearray(probe_image.data)
@@ -256,3 +257,18 @@ def test_cli_trace_shows_each_hypercall_with_its_arguments_and_result(capsys):
     out = capsys.readouterr().out
     assert "hypercall   int 0x82" in out
     assert "└ hypercall irq_setup(0x20, 0xfffe) = 0x0" in out
+
+
+@pytest.mark.parametrize("mode", ["native", "trap", "pv"])
+def test_a_gdt_too_short_for_one_descriptor_does_not_break_the_monitor(asm, mode):
+    # Found by the property test above (set_gdt(0, 0)); LGDT under trap did the same.
+    image = asm("""\
+        lgdt [pointer]
+        mov dx, 0x501
+        mov al, 7
+        out dx, al
+    pointer: dw 0
+        dd 0
+    """)
+    report = run_guest(image, mode)
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 7)
