@@ -272,3 +272,10 @@ def test_a_gdt_too_short_for_one_descriptor_does_not_break_the_monitor(asm, mode
     """)
     report = run_guest(image, mode)
     assert (report.exit.reason, report.exit.status) == ("debug_exit", 7)
+
+
+def test_a_recorded_pv_run_replays_exactly(tmp_path, capsys):
+    trace = str(tmp_path / "flags.trace")
+    assert main(["record", "flags", "--mode", "pv", "-o", trace]) == 0
+    assert main(["replay", trace, "--check"]) == 0
+    assert "flags.pv under pv" in capsys.readouterr().out
