@@ -28,11 +28,12 @@ INTRO = """\
 vmlab — a laboratory of machine virtualization.
 
 Real 32-bit x86 guest kernels run on an emulated machine, on bare metal (native) or under a
-real monitor (trap: trap-and-emulate; bt: binary translation). Try:
+real monitor (trap: trap-and-emulate; bt: binary translation; pv: paravirtualization). Try:
 
   vmlab run hello                 a guest kernel on bare metal
   vmlab run flags --mode trap     the same idiom under trap-and-emulate: ticks stop
   vmlab compare redpill           every mode side by side: can the guest tell?
+  vmlab run flags --mode pv       the ported kernel: hypercalls instead of traps
   vmlab tc kernel_loop            the translation cache: guest code beside its translation
   vmlab guests                    the sample guests
 
@@ -60,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_QUANTUM,
         metavar="N",
         help=f"several VMs: guest instructions per turn on the CPU (default {DEFAULT_QUANTUM:,})",
+    )
+    run.add_argument(
+        "--unported",
+        action="store_true",
+        help="under pv, run a sample's unmodified build instead of its paravirtual one",
     )
     _common(run)
     run.add_argument(
@@ -147,7 +153,9 @@ def _run(args: argparse.Namespace) -> int:
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
-    report = run_guest(args.guest[0], args.mode, max_insns=args.max_insns, trace=args.trace)
+    report = run_guest(
+        args.guest[0], args.mode, max_insns=args.max_insns, trace=args.trace, unported=args.unported
+    )
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
@@ -177,7 +185,9 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
     if args.trace:
         print("vmlab: --trace runs one guest at a time", file=sys.stderr)
         return 2
-    report = run_host(guests, max_insns=args.max_insns, quantum=args.quantum)
+    report = run_host(
+        guests, max_insns=args.max_insns, quantum=args.quantum, unported=args.unported
+    )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
         return 0
@@ -217,6 +227,15 @@ def _summary(report: RunReport) -> str:
         lines.append("   traps: " + ", ".join(f"{k} ×{v}" for k, v in report.traps.items()))
     if report.callouts:
         lines.append("   callouts: " + ", ".join(f"{k} ×{v}" for k, v in report.callouts.items()))
+    if report.hypercalls:
+        lines.append(
+            "   hypercalls: " + ", ".join(f"{k} ×{v}" for k, v in report.hypercalls.items())
+        )
+    if report.mode == "pv" and not report.paravirtual:
+        lines.append(
+            "   the guest is not paravirtualized (no -DPARAVIRT build): pv ran it as "
+            "trap-and-emulate, holes included"
+        )
     if report.tcache:
         t = report.tcache
         lines.append(
@@ -246,7 +265,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
     native = reports[0]
-    classes = ("native", "direct", "trapped", "translated")
+    classes = ("native", "direct", "trapped", "translated", "hypercall")
     print(f"{native.guest}: every mode against bare metal\n")
     print(
         f"{'mode':<6} {'console':<9} {'exit':<16} {'total':>10} "
@@ -259,7 +278,12 @@ def _compare(args: argparse.Namespace) -> int:
         counts = " ".join(f"{r.instructions[c]:>10,}" for c in classes)
         detail = "; ".join(
             f"{label} " + ", ".join(f"{k}×{v}" for k, v in table.items())
-            for label, table in (("traps", r.traps), ("callouts", r.callouts), ("⚠", r.holes))
+            for label, table in (
+                ("traps", r.traps),
+                ("callouts", r.callouts),
+                ("hypercalls", r.hypercalls),
+                ("⚠", r.holes),
+            )
             if table
         )
         print(
@@ -276,7 +300,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from hypervisor.trace.events import InstructionExecuted, Trap
+    from hypervisor.trace.events import Hypercall, InstructionExecuted, Trap
 
     report = run_guest(
         args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
@@ -293,6 +317,13 @@ def _trace(args: argparse.Namespace) -> int:
                 f"{'':>8}  {'':8}  {'':5}  └ trap #{event.vector}: {event.outcome}"
                 + (f" — {event.detail}" if event.detail else "")
             )
+        elif isinstance(event, Hypercall):
+            args = ", ".join(f"{a:#x}" for a in event.args)
+            result = "" if event.result is None else f" = {event.result:#x}"
+            print(
+                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
+                + (f" — refused: {event.error}" if event.error else "")
+            )
     print(_summary(report))
     return 0
 
@@ -304,8 +335,14 @@ def _guests(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    images = [load_guest(name) for name in args.guest]
-    return _open_ui([(image, mode) for image in images for mode in args.mode or ["trap"]])
+    modes = args.mode or ["trap"]
+    return _open_ui(
+        [
+            (load_guest(name, paravirtual=mode == "pv"), mode)
+            for name in args.guest
+            for mode in modes
+        ]
+    )
 
 
 def _demo() -> list[tuple[GuestImage, str]]:
@@ -327,7 +364,7 @@ def _open_ui(vms: list[tuple[GuestImage, str]], replay: str | None = None) -> in
 
 
 def _record(args: argparse.Namespace) -> int:
-    image = load_guest(args.guest)
+    image = load_guest(args.guest, paravirtual=args.mode == "pv")
     trace = tracefile.record(image, args.mode, args.max_insns)
     tracefile.save(args.output, trace)
     steps = len(trace.recording)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_guest
 from hypervisor.trace.events import Event, EventLog
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
@@ -29,6 +29,7 @@ class RunReport:
     traps: dict[str, int]
     holes: dict[str, int]
     traced: bool
+    paravirtual: bool = False  # the guest is a ported (-DPARAVIRT) kernel
     callouts: dict[str, int] = field(default_factory=dict)
     hypercalls: dict[str, int] = field(default_factory=dict)
     tcache: dict[str, int] | None = None
@@ -54,6 +55,7 @@ class RunReport:
             **({"tcache": self.tcache} if self.tcache is not None else {}),
             "cycles": self.cycles,
             "traced": self.traced,
+            "paravirtual": self.paravirtual,
             **(self.hosted or {}),
         }
 
@@ -65,10 +67,12 @@ def run_guest(
     max_insns: int = DEFAULT_BUDGET,
     trace: bool = False,
     keep_events: bool = False,
+    unported: bool = False,
 ) -> RunReport:
-    """Run one guest in one mode to its end (or the budget) and report."""
+    """Run one guest in one mode to its end (or the budget) and report. A sample named under
+    pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
     if isinstance(image, str):
-        image = load_guest(image)
+        image = load_guest(image, paravirtual=mode == "pv" and not unported)
     log = EventLog()
     kept: list[Event] = []
     if keep_events:
@@ -90,6 +94,7 @@ def _report(vm: Vm, events: list[Event]) -> RunReport:
         traps=dict(sorted(stats.traps.items())),
         holes=dict(sorted(stats.holes.items())),
         traced=stats.traced,
+        paravirtual=vm.image.paravirtual,
         callouts=dict(sorted(stats.callouts.items())),
         hypercalls=dict(sorted(stats.hypercalls.items())),
         tcache=vm.executor.tcache_summary(),
@@ -112,9 +117,8 @@ def _cycles(vm: Vm) -> dict[str, Any]:
 def compare(
     image: GuestImage | str, *, max_insns: int = DEFAULT_BUDGET, trace: bool = True
 ) -> list[RunReport]:
-    """The same guest in every mode, native first (the reference)."""
-    if isinstance(image, str):
-        image = load_guest(image)
+    """The same guest in every mode, native first (the reference); a sample named runs its
+    paravirtual build under pv."""
     return [run_guest(image, mode, max_insns=max_insns, trace=trace) for mode in available_modes()]
 
 
@@ -147,17 +151,21 @@ def run_host(
     quantum: int = DEFAULT_QUANTUM,
     host: Host | None = None,
     keep_events: bool = False,
+    unported: bool = False,
 ) -> HostReport:
     """Run (guest, mode) pairs as VMs of one host, round-robin, each to its end or its own
-    budget of `max_insns`. Pass a `host` to watch it (its events) while it runs."""
+    budget of `max_insns`; a sample under pv runs its paravirtual build, unless `unported`.
+    Pass a `host` to watch it (its events) while it runs."""
     host = host or Host(DEFAULT_HOST_RAM, quantum)
     kept: list[Event] = []
     if keep_events:
         host.events.subscribe(kept.append)
     hosted = []
     for image, mode in guests:
-        image = load_guest(image) if isinstance(image, str) else image
-        hosted.append(host.create(image, mode, budget=max_insns))
+        if isinstance(image, str):
+            image = load_guest(image, paravirtual=mode == "pv" and not unported)
+        name = image.name.removesuffix(PV_SUFFIX)  # the guest's name, whichever its build
+        hosted.append(host.create(image, mode, name=name, budget=max_insns))
     host.run()
     total_cycles = sum(h.vm.cycles().virtual for h in hosted) or 1.0
     reports = []

@@ -29,8 +29,17 @@
 ;            VERR/VERW on the ordinary selectors, DS loads and reads, and the frame INT n
 ;            pushes - the monitor delivers INT through the kernel's virtual IDT itself.
 ;   bt     - every line as native, exit status 0: the translator rewrites each of these.
+;   pv     - the unmodified build: as trap (26). The paravirtual build (-DPARAVIRT) is the
+;            port: each probe goes through a vmlab.inc macro that becomes a hypercall, the
+;            monitor answers from the kernel's own tables and virtual registers, and every
+;            line is as native, exit status 0. Left as they are (no hypercall needed): the
+;            DS loads and reads, far JMP (the CS read after it is ported), POP SS, MOV SS and
+;            far RET (privileged at CPL 1: they trap and are emulated, as under trap).
 ;
-; The instructions are used raw, not through vmlab.inc's macros: they are what is examined.
+; Each probe goes through a vmlab.inc macro (store_table, read_ldtr, read_tr, read_msw,
+; load_flags, read_flags, descriptor, push_selector, read_cs, read_ss, far_call,
+; irq_disable, irq_enable, interrupt_return). Built as it is, each macro is the bare
+; instruction named in the comment beside it: that is what is examined.
 
 bits 32
 org 0x100000
@@ -66,7 +75,7 @@ start:
     ; ------------------------------------------------------------ the descriptor table registers
     ; SGDT and SIDT store the 6 bytes LGDT and LIDT loaded: the limit, then the base.
     print "sgdt                             base "
-    sgdt [table_image]
+    store_table TABLE_GDT, table_image ; sgdt [table_image]
     mov eax, [table_image + 2]
     mov edx, gdt
     call hex32_value
@@ -77,7 +86,7 @@ start:
     call end_line
 
     print "sidt                             base "
-    sidt [table_image]
+    store_table TABLE_IDT, table_image ; sidt [table_image]
     mov eax, [table_image + 2]
     mov edx, idt
     call hex32_value
@@ -89,21 +98,21 @@ start:
 
     print "sldt                             "
     xor eax, eax
-    sldt ax                         ; we never loaded an LDT: the null selector
+    read_ldtr                       ; sldt ax: we never loaded an LDT, the null selector
     xor edx, edx
     call hex16_value
     call end_line
 
     print "str                              "
     xor eax, eax
-    str ax                          ; the TSS selector our LTR loaded
+    read_tr                         ; str ax: the TSS selector our LTR loaded
     mov edx, TSS_SEL
     call hex16_value
     call end_line
 
     print "smsw                             "
     xor eax, eax
-    smsw ax                         ; CR0 bits 0-15: PE and ET, as the loader left CR0
+    read_msw                        ; smsw ax: CR0 bits 0-15, PE and ET as the loader left CR0
     mov edx, 0x0011
     call hex16_value
     call end_line
@@ -112,34 +121,27 @@ start:
     ; Load EFLAGS with POPFD, read it straight back with PUSHFD. In ring 0 POPFD may change
     ; IF and IOPL; every IRQ is masked, so turning IF on for a moment is harmless.
     print "popfd 0x00000AD7, pushfd         "
-    push dword FLAGS_IF_ON
-    popfd
-    pushfd
-    pop eax
+    load_flags FLAGS_IF_ON          ; push dword FLAGS_IF_ON ; popfd
+    read_flags                      ; pushfd ; pop eax
     mov edx, FLAGS_IF_ON
     call flags_value
     call end_line
 
     print "popfd 0x000008D7, pushfd         "
-    push dword FLAGS_ARITH          ; IF off again
-    popfd
-    pushfd
-    pop eax
+    load_flags FLAGS_ARITH          ; IF off again
+    read_flags
     mov edx, FLAGS_ARITH
     call flags_value
     call end_line
 
     print "popfd 0x000038D7, pushfd         "
-    push dword FLAGS_IOPL3          ; I/O privilege level 3
-    popfd
-    pushfd
-    pop eax
+    load_flags FLAGS_IOPL3          ; I/O privilege level 3
+    read_flags
     mov edx, FLAGS_IOPL3
     call flags_value
     call end_line
 
-    push dword EFLAGS_BASE          ; back to IOPL 0, IF 0, arithmetic flags clear
-    popfd
+    load_flags EFLAGS_BASE          ; back to IOPL 0, IF 0, arithmetic flags clear
 
     ; ------------------------------------------------------------ LAR, LSL, VERR, VERW
     ; Each on the selectors in probe_rows. LAR loads the access rights (descriptor bytes 5
@@ -152,7 +154,7 @@ start:
     call row_start
     mov ebx, [esi + ROW_SELECTOR]
     xor eax, eax
-    lar eax, bx
+    descriptor DESC_LAR             ; lar eax, bx
     setz cl                         ; ZF = 1: the CPU accepted the selector
     mov edx, [esi + ROW_LAR]
     mov bl, [esi + ROW_LAR_OK]
@@ -168,7 +170,7 @@ start:
     call row_start
     mov ebx, [esi + ROW_SELECTOR]
     xor eax, eax
-    lsl eax, bx
+    descriptor DESC_LSL             ; lsl eax, bx
     setz cl
     mov edx, [esi + ROW_LSL]
     mov bl, [esi + ROW_LSL_OK]
@@ -183,7 +185,7 @@ start:
     mov edi, verr_text
     call row_start
     mov ebx, [esi + ROW_SELECTOR]
-    verr bx
+    descriptor DESC_VERR            ; verr bx
     setz cl
     mov bl, [esi + ROW_VERR]
     call yes_no_value
@@ -197,7 +199,7 @@ start:
     mov edi, verw_text
     call row_start
     mov ebx, [esi + ROW_SELECTOR]
-    verw bx
+    descriptor DESC_VERW            ; verw bx
     setz cl
     mov bl, [esi + ROW_VERW]
     call yes_no_value
@@ -210,14 +212,14 @@ start:
     ; A 32-bit PUSH of a segment register takes 4 bytes of stack; only the low 16 are the
     ; selector (some CPUs leave the upper half of the slot alone), so only they are printed.
     print "push cs                          "
-    push cs
+    push_selector REG_CS            ; push cs
     pop eax
     mov edx, KERNEL_CS
     call hex16_value
     call end_line
 
     print "push ss                          "
-    push ss
+    push_selector REG_SS            ; push ss
     pop eax
     mov edx, KERNEL_DS
     call hex16_value
@@ -243,20 +245,20 @@ start:
     print "pop ss (0x0010), then mov ax, ss "
     push dword KERNEL_DS
     pop ss                          ; SS is strict: selector RPL = descriptor DPL = CPL,
-    mov ax, ss                      ; so in ring 1 this POP faults (and gets emulated)
+    read_ss                         ; so in ring 1 this POP faults (and gets emulated)
     mov edx, KERNEL_DS
     call hex16_value
     call end_line
 
     ; ------------------------------------------------------------ MOV to and from segment registers
     print "mov ax, cs                       "
-    mov ax, cs                      ; its low two bits are the CPL
+    read_cs                         ; mov ax, cs: its low two bits are the CPL
     mov edx, KERNEL_CS
     call hex16_value
     call end_line
 
     print "mov ax, ss                       "
-    mov ax, ss
+    read_ss                         ; mov ax, ss
     mov edx, KERNEL_DS
     call hex16_value
     call end_line
@@ -280,7 +282,7 @@ start:
     print "mov ss, 0x0010, then mov ax, ss  "
     mov bx, KERNEL_DS
     mov ss, bx
-    mov ax, ss
+    read_ss
     mov edx, KERNEL_DS
     call hex16_value
     call end_line
@@ -288,7 +290,7 @@ start:
     ; ------------------------------------------------------------ far CALL, far RET, far JMP
     ; A far CALL pushes CS and EIP; the routine looks at the CS it was given.
     print "call 0x0008:far, CS pushed       "
-    call KERNEL_CS:far_routine
+    far_call KERNEL_CS, far_routine ; call KERNEL_CS:far_routine
     mov eax, [far_pushed_cs]
     mov edx, KERNEL_CS
     call hex16_value
@@ -300,7 +302,7 @@ start:
     push dword .returned
     retf
 .returned:
-    mov ax, cs
+    read_cs
     mov edx, KERNEL_CS
     call hex16_value
     call end_line
@@ -308,7 +310,7 @@ start:
     print "jmp 0x0008:next, then mov ax, cs "
     jmp KERNEL_CS:.jumped
 .jumped:
-    mov ax, cs
+    read_cs
     mov edx, KERNEL_CS
     call hex16_value
     call end_line
@@ -318,7 +320,7 @@ start:
     ; The handler records the CS and EFLAGS in the frame the CPU pushed, and its own EFLAGS.
     ; Once with interrupts off, once on; CMP sets known arithmetic flags just before.
     print "int 0x30, IF off: frame CS "
-    cli
+    irq_disable                     ; cli
     cmp eax, eax
     int PROBE_VECTOR
     mov edx, FLAGS_CMP_EQUAL
@@ -326,10 +328,10 @@ start:
     call end_line
 
     print "int 0x30, IF on:  frame CS "
-    sti                             ; nothing can arrive: every IRQ is masked
+    irq_enable                      ; sti: nothing can arrive, every IRQ is masked
     cmp eax, eax
     int PROBE_VECTOR
-    cli
+    irq_disable
     mov edx, FLAGS_CMP_EQUAL | EFLAGS_IF
     call interrupt_values
     call end_line
@@ -358,15 +360,15 @@ far_routine:
 
 ; probe_interrupt - INT 0x30. Frame: [esp] EIP, [esp + 4] CS, [esp + 8] EFLAGS.
 probe_interrupt:
-    pushfd                          ; first of all: the flags this handler runs with
-    pop dword [handler_flags]
     push eax
+    read_flags                      ; first of all: the flags this handler runs with
+    mov [handler_flags], eax
     mov eax, [esp + 8]
     mov [frame_cs], eax
     mov eax, [esp + 12]
     mov [frame_flags], eax
     pop eax
-    iretd
+    interrupt_return                ; iretd
 
 ; ---------------------------------------------------------------------------- printing values
 ; Each *_value routine prints what the CPU gave and, when bare metal gives something else,

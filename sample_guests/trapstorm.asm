@@ -8,8 +8,9 @@
 ; emulated - unicorn's habit of escalating a second unacknowledged fault into #DF must not
 ; bite. See DESIGN.md, unicorn fact 3.)
 ;
-; The instructions are used raw, not through vmlab.inc's macros: the whole point is the
-; privileged instruction itself, so this guest is not meant for a paravirtualized build.
+; CLI and STI go through vmlab.inc's macros, MOV CR0 is used raw: in the paravirtual build
+; (-DPARAVIRT) the interrupt flag is a hypercall, and CR0 - which no hypercall replaces - is
+; still trapped and emulated (pv is trap-and-emulate for whatever the port left alone).
 ;
 ; What to expect:
 ;   native - "100 privileged instructions in a row", CR0 = 0x00000011, exit status 0,
@@ -17,6 +18,8 @@
 ;   trap   - the same text and status. The run's trap counts show the storm: 25 sti,
 ;            25 cli and 50 mov cr0 (51 with the final read of CR0), besides the IN and OUT
 ;            of the console.
+;   pv     - the paravirtual build: the same text and status; 50 irq_enable/irq_disable
+;            hypercalls instead of the STI/CLI traps, and still 51 trapped mov cr0.
 
 bits 32
 org 0x100000
@@ -37,10 +40,10 @@ start:
     ; on bare metal, and not one of these may run unprivileged. Interrupts end up off.
 %assign privileged 0
 %rep GROUPS
-    sti
+    irq_enable                      ; sti
     mov eax, cr0
     mov cr0, eax
-    cli
+    irq_disable                     ; cli
   %assign privileged privileged + 4
 %endrep
 

@@ -14,7 +14,15 @@ def test_committed_images_are_fresh():
 
 def test_every_sample_has_a_line_map():
     for name in sample_names():
-        image = load_guest(name)
-        assert image.lines, name
-        entry = image.line_at(0x100000)
-        assert entry is not None and entry.text.strip()
+        for paravirtual in (False, True):
+            image = load_guest(name, paravirtual)
+            assert image.lines, image.name
+            entry = image.line_at(0x100000)
+            assert entry is not None and entry.text.strip()
+
+
+def test_every_sample_has_a_paravirtual_build_carrying_the_mark():
+    for name in sample_names():
+        assert not load_guest(name).paravirtual
+        pv = load_guest(name, paravirtual=True)
+        assert pv.name == f"{name}.pv" and pv.paravirtual

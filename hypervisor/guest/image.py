@@ -14,6 +14,11 @@ from hypervisor.guest.nasm import GuestBuildError, SourceLine, assemble, parse_l
 
 SAMPLES_PACKAGE = "sample_guests"
 MAX_IMAGE = 2 << 20
+# The mark of a paravirtualized kernel (like Xen's guest note): vmlab.inc built with -DPARAVIRT
+# puts it right after the 5-byte entry jump, so the loader knows the kernel makes hypercalls.
+PARAVIRT_SIGNATURE = b"VMLAB-PV"
+PARAVIRT_OFFSET = 5
+PV_SUFFIX = ".pv"  # sample_guests/NAME.pv.bin: the paravirtual build of NAME.asm
 
 
 @dataclass(frozen=True)
@@ -34,10 +39,17 @@ class GuestImage:
     def line_at(self, address: int) -> SourceLine | None:
         return self._by_address.get(address)
 
+    @property
+    def paravirtual(self) -> bool:
+        """Built for paravirtualization: it calls a hypervisor, bare metal cannot run it."""
+        end = PARAVIRT_OFFSET + len(PARAVIRT_SIGNATURE)
+        return self.data[0:1] == b"\xe9" and self.data[PARAVIRT_OFFSET:end] == PARAVIRT_SIGNATURE
+
 
 def sample_names() -> list[str]:
     folder = resources.files(SAMPLES_PACKAGE)
-    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".bin"))
+    names = (p.name[:-4] for p in folder.iterdir() if p.name.endswith(".bin"))
+    return sorted(name for name in names if not name.endswith(PV_SUFFIX))
 
 
 def sample_source(name: str) -> Path:
@@ -57,8 +69,9 @@ def format_line_map(lines: list[SourceLine]) -> str:
     return "".join(f"{s.address:08x}\t{s.line}\t{s.text}\n" for s in lines)
 
 
-def load_guest(spec: str) -> GuestImage:
-    """A guest from a sample name, a path to a .asm (assembled now) or a .bin."""
+def load_guest(spec: str, paravirtual: bool = False) -> GuestImage:
+    """A guest from a sample name, a path to a .asm (assembled now) or a .bin. With
+    `paravirtual`, a sample name gives the sample's paravirtual build (a path is as it is)."""
     path = Path(spec)
     if path.suffix == ".asm":
         data, listing = assemble(path)
@@ -68,11 +81,12 @@ def load_guest(spec: str) -> GuestImage:
             raise GuestBuildError(f"{spec}: no such file")
         return _checked(GuestImage(path.stem, path.read_bytes(), (), str(path)))
     if spec in sample_names():
+        build = spec + PV_SUFFIX if paravirtual else spec
         folder = resources.files(SAMPLES_PACKAGE)
-        data = (folder / f"{spec}.bin").read_bytes()
-        map_file = folder / f"{spec}.map"
+        data = (folder / f"{build}.bin").read_bytes()
+        map_file = folder / f"{build}.map"
         lines = read_line_map(map_file.read_text()) if map_file.is_file() else ()
-        return GuestImage(spec, data, lines, f"sample {spec}")
+        return GuestImage(build, data, lines, f"sample {build}")
     known = ", ".join(sample_names()) or "none"
     raise GuestBuildError(f"{spec}: not a sample guest, .asm or .bin (samples: {known})")
 

@@ -1,7 +1,9 @@
 """Rebuild the prebuilt sample images: `python -m hypervisor.guest.samples [--check]`.
 
-Each `sample_guests/NAME.asm` gives `NAME.bin` and `NAME.map` (address → source line). With
-`--check` nothing is written; the exit status says whether any committed image is stale.
+Each `sample_guests/NAME.asm` gives two builds from the same source: `NAME.bin` and `NAME.map`
+(address → source line), and the paravirtual build (`-DPARAVIRT`) `NAME.pv.bin` and
+`NAME.pv.map`. With `--check` nothing is written; the exit status says whether any committed
+image is stale.
 """
 
 from __future__ import annotations
@@ -9,41 +11,48 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hypervisor.guest.image import format_line_map
+from hypervisor.guest.image import PV_SUFFIX, format_line_map
 from hypervisor.guest.nasm import GuestBuildError, assemble, parse_listing
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "sample_guests"
 
 
-def build(source: Path) -> tuple[bytes, str]:
+BUILDS = {"": (), PV_SUFFIX: ("PARAVIRT",)}  # name suffix -> nasm defines
+
+
+def build(source: Path, defines: tuple[str, ...] = ()) -> tuple[bytes, str]:
     """(image, line map text) for one sample source."""
-    data, listing = assemble(source)
+    data, listing = assemble(source, defines)
     return data, format_line_map(parse_listing(listing))
 
 
-def stale_samples(folder: Path = SAMPLES_DIR) -> list[str]:
-    """Names whose committed .bin or .map differ from a fresh build."""
-    stale = []
+def _builds(folder: Path):
+    """Every image the samples make: (name, .bin path, .map path, image, line map)."""
     for source in sorted(folder.glob("*.asm")):
-        data, line_map = build(source)
-        bin_path, map_path = source.with_suffix(".bin"), source.with_suffix(".map")
-        if (
-            not bin_path.is_file()
-            or bin_path.read_bytes() != data
-            or not map_path.is_file()
-            or map_path.read_text() != line_map
-        ):
-            stale.append(source.stem)
-    return stale
+        for suffix, defines in BUILDS.items():
+            name = source.stem + suffix
+            data, line_map = build(source, defines)
+            yield name, folder / f"{name}.bin", folder / f"{name}.map", data, line_map
+
+
+def stale_samples(folder: Path = SAMPLES_DIR) -> list[str]:
+    """Names (NAME or NAME.pv) whose committed .bin or .map differ from a fresh build."""
+    return [
+        name
+        for name, bin_path, map_path, data, line_map in _builds(folder)
+        if not bin_path.is_file()
+        or bin_path.read_bytes() != data
+        or not map_path.is_file()
+        or map_path.read_text() != line_map
+    ]
 
 
 def rebuild(folder: Path = SAMPLES_DIR) -> list[str]:
     built = []
-    for source in sorted(folder.glob("*.asm")):
-        data, line_map = build(source)
-        source.with_suffix(".bin").write_bytes(data)
-        source.with_suffix(".map").write_text(line_map)
-        built.append(source.stem)
+    for name, bin_path, map_path, data, line_map in _builds(folder):
+        bin_path.write_bytes(data)
+        map_path.write_text(line_map)
+        built.append(name)
     return built
 
 

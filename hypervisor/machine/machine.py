@@ -210,6 +210,8 @@ class Machine:
 
     def write_monitor(self, address: int, data: bytes) -> None:
         """The monitor writes its own memory (allowed even where the guest may not)."""
+        if not data:  # e.g. the shadow of a GDT whose limit holds no full descriptor
+            return
         self.uc.mem_write(address, data)
         self.uc.ctl_remove_cache(address, address + len(data))
 

@@ -180,3 +180,15 @@ class AdaptiveRetranslation(Event):
     written: int  # the data address of the last faulting store
     store_eip: int | None  # the guest store retranslated (alias)
     how: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hypercall(Event):
+    """A paravirtualized guest kernel called the monitor (`int 0x82`)."""
+
+    eip: int
+    number: int
+    name: str  # "unknown" for a number the table does not have
+    args: tuple[int, ...]
+    result: int  # what the guest got in EAX (negative: an error code)
+    error: str = ""  # why the call was refused

@@ -61,6 +61,11 @@ REAL_CPL = {0: 1, 3: 3}  # ring compression: guest ring -> real ring
 _FAULTS_TO_EMULATE = (VEC_GP, VEC_NP)
 
 
+def real_eflags(virtual: int) -> int:
+    """The flags the CPU runs a deprivileged guest with: the host keeps IF on and IOPL 0."""
+    return (virtual & ~EFLAGS_IOPL) | EFLAGS_IF
+
+
 @register
 class TrapAndEmulate(Executor):
     mode = "trap"
@@ -138,7 +143,7 @@ class TrapAndEmulate(Executor):
         if self.vcpu.cpl == 0:
             real.cs |= 1
             real.ss = (real.ss & ~3) | 1
-        real.eflags = (virtual.eflags & ~EFLAGS_IOPL) | EFLAGS_IF  # the host keeps IF on
+        real.eflags = real_eflags(virtual.eflags)
         self._sync_shadow()
         self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
 

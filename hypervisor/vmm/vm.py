@@ -67,6 +67,15 @@ class RunStats:
         return {"total": self.total, **counts}
 
 
+def _no_hypervisor(name: str, mode: str) -> str:
+    """Why a paravirtualized kernel is not started outside pv (it would crash, or hang)."""
+    where = "on bare metal nothing" if mode == "native" else f"under {mode} no monitor code"
+    return (
+        f"{name} is a paravirtualized kernel (built with -DPARAVIRT): it calls the hypervisor "
+        f"with int 0x82, and {where} answers hypercalls; run it with --mode pv"
+    )
+
+
 class GuestTooLarge(ValueError):
     pass
 
@@ -112,6 +121,8 @@ class Vm:
         self._load(image)
         self.executor = executor_for(mode)(self)
         self.executor.start(self.entry_state())
+        if image.paravirtual and not self.executor.runs_paravirtual:
+            self.finish(ExitInfo("unsupported", None, _no_hypervisor(image.name, mode)))
 
     # ------------------------------------------------------------------ loading
     def _load(self, image: GuestImage) -> None:

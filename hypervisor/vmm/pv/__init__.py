@@ -1,0 +1,1 @@
+"""Paravirtualization (Xen's method): the hypercall table and the `pv` execution mode."""
