@@ -48,7 +48,6 @@ from hypervisor.trace.events import (
     Trap,
     VmStateChanged,
 )
-from hypervisor.trace.registers import RegisterReader
 from hypervisor.vmm.vm import ExitInfo, Vm
 
 REGISTERS = STATE_FIELDS
@@ -336,7 +335,7 @@ class Recorder:
 
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
-        self._registers = RegisterReader(vm.machine.uc)
+        self._registers = vm.machine.registers
         self._state = self._registers.read()
         self._at = vm.step  # the step whose registers `_state` holds
         self.recording = Recording(

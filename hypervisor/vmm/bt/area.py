@@ -40,10 +40,9 @@ class VcpuArea:
     base: int
 
     def __getattr__(self, name: str) -> int:
-        try:
-            return self.base + 4 * FIELDS.index(name)
-        except ValueError:
-            raise AttributeError(name) from None
+        if name not in FIELDS:  # before touching `base`: copy and pickle probe a bare instance
+            raise AttributeError(name)
+        return self.base + 4 * FIELDS.index(name)
 
     @staticmethod
     def size() -> int:

@@ -1,0 +1,106 @@
+"""Checkpoints: seeking through them lands exactly where a straight run does, in every mode."""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hypervisor.guest.image import load_guest
+from hypervisor.trace.checkpoints import CheckpointStore
+from hypervisor.trace.recording import registers_of
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.vm import Vm
+
+# Trap-heavy with user mode and timer interrupts; self-modifying code (bt protects, aliases
+# and invalidates pages); the PIT and PIC; the POPF/CLI holes.
+RUNS = [
+    ("syscalls", "trap"),
+    ("syscalls", "bt"),
+    ("syscalls", "native"),
+    ("selfmod", "bt"),
+    ("timer", "trap"),
+    ("flags", "bt"),
+]
+SPAN = 6000  # steps recorded per run
+INTERVAL = 300  # steps between checkpoints: many of them in SPAN
+
+
+def memory(vm: Vm) -> bytes:
+    return ctypes.string_at(vm.machine.host.pointer(vm.machine.ram), vm.machine.ram_size)
+
+
+def observed(vm: Vm) -> tuple:
+    """What a straight run and a seek must agree on (an exit's wording says how the run was
+    sliced, not where it is)."""
+    exit_ = vm.exit and (vm.exit.reason, vm.exit.status)
+    return vm.step, registers_of(vm), memory(vm), bytes(vm.console), exit_, vm.stats.total
+
+
+@cache
+def recorded(guest: str, mode: str) -> TimeMachine:
+    machine = TimeMachine(load_guest(guest), mode, checkpoints=CheckpointStore(interval=INTERVAL))
+    machine.extend(SPAN)
+    return machine
+
+
+@cache
+def straight(guest: str, mode: str, step: int) -> tuple:
+    """A fresh VM asked to run `step` instructions (translated code may stop a little
+    further: a seek asked for the same step must stop there too)."""
+    vm = Vm(load_guest(guest), mode)
+    if step:
+        vm.run(step)
+    return observed(vm)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    run=st.sampled_from(RUNS),
+    targets=st.lists(st.integers(0, SPAN), min_size=1, max_size=4),
+)
+def test_seeking_through_checkpoints_equals_a_straight_run(run, targets):
+    machine = recorded(*run)
+    assert len(machine.checkpoints) >= 5
+    for target in targets:
+        machine.seek(target)
+        assert observed(machine.vm) == straight(*run, target)
+
+
+@pytest.mark.parametrize("guest, mode", [("syscalls", "trap"), ("selfmod", "bt")])
+def test_a_replay_checkpoints_as_it_goes_and_seeks_back_exactly(guest, mode):
+    recording = recorded(guest, mode).recording
+    replay = TimeMachine(
+        load_guest(guest), mode, recording=recording, checkpoints=CheckpointStore(interval=500)
+    )
+    replay.seek(len(recording))
+    assert len(replay.checkpoints) >= len(recording) // 500 - 1
+    for target in (len(recording) - 1, 4321, 777, 5000):
+        replay.seek(target)
+        assert observed(replay.vm) == straight(guest, mode, target)
+
+
+def test_checkpoints_stay_within_their_budget_by_thinning_out():
+    unbounded = CheckpointStore(interval=100)
+    TimeMachine(load_guest("syscalls"), "trap", checkpoints=unbounded).extend(SPAN)
+    store = CheckpointStore(interval=100, budget=unbounded.nbytes() - 1)
+    machine = TimeMachine(load_guest("syscalls"), "trap", checkpoints=store)
+    machine.extend(SPAN)
+    assert store.nbytes() <= store.budget
+    assert store.interval > 100 and len(store) >= 3
+    for target in (5999, 150, 3333):
+        machine.seek(target)
+        assert observed(machine.vm) == straight("syscalls", "trap", target)
+
+
+def test_a_checkpoint_keeps_only_the_pages_that_changed():
+    store = CheckpointStore(interval=INTERVAL)
+    machine = TimeMachine(load_guest("syscalls"), "trap", checkpoints=store)
+    machine.extend(SPAN)
+    first, *later = store.checkpoints
+    ram_pages = machine.vm.machine.ram_size // 4096
+    assert len(first.ram) == ram_pages
+    assert max(len(c.ram) for c in later) < ram_pages // 16
