@@ -180,21 +180,22 @@ class Engine:
     def _goto(self, target: int) -> None:
         """Every VM to step `target` (or its last step), registers one step before too."""
         target = self._clamp(target)
+        forward = target > self.position
         for lane in self.lanes:
             tm = lane.tm
             step = tm.clamp(target)
-            if step == tm.position and lane.synced:
-                continue
+            if lane.synced and (step == tm.position or (forward and step < tm.position)):
+                continue  # there already, or beyond: translated code stops where it can
             if step == tm.position + 1:
                 before = lane.cpus if lane.synced else cpu_views(tm.vm)
             elif step == tm.position:  # skipped to its end in run mode
                 before = None
-            elif step > 0:
-                tm.seek(step - 1)
+            elif step > 0 and tm.seek(step - 1) < step:
                 before = cpu_views(tm.vm)
-            else:
+            else:  # step 0, or translated code that could not stop before `step`
                 before = None
-            tm.seek(step)
+            if tm.position != step:
+                tm.seek(step)
             lane.before, lane.cpus, lane.synced = before, cpu_views(tm.vm), True
         self.position = target
 

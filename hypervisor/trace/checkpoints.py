@@ -110,6 +110,7 @@ class CheckpointStore:
     _ram: bytes = b""  # the last checkpoint's full RAM and monitor memory, to diff against
     _monitor: dict[int, bytes] = field(default_factory=dict)
     _nbytes: int = 0
+    _restored: tuple[Checkpoint, MachineSnapshot] | None = None  # the last one restored
 
     @property
     def last_step(self) -> int:
@@ -169,6 +170,14 @@ class CheckpointStore:
 
     def restore(self, vm: Vm, checkpoint: Checkpoint) -> None:
         """Put `vm` (same image and mode as the checkpointed one) in the checkpoint's state."""
+        vm.machine.restore(self._snapshot(checkpoint, vm.machine.ram_size))
+        apply_state(vm, checkpoint.state)
+
+    def _snapshot(self, checkpoint: Checkpoint, ram_size: int) -> MachineSnapshot:
+        """The checkpoint's machine state in full; the last one is kept, as stepping back
+        one step at a time restores the same checkpoint again and again."""
+        if self._restored is not None and self._restored[0] is checkpoint:
+            return self._restored[1]
         index = self.checkpoints.index(checkpoint)
         ram: dict[int, bytes] = {}
         monitor: dict[int, bytes] = {}
@@ -176,23 +185,24 @@ class CheckpointStore:
             for source, target in ((earlier.ram, ram), (earlier.monitor, monitor)):
                 for address, page in source.items():
                     target.setdefault(address, page)
-        size = vm.machine.ram_size
-        image = b"".join(ram.get(offset, _ZERO_PAGE) for offset in range(0, size, PAGE))
-        vm.machine.restore(
-            MachineSnapshot(
-                checkpoint.cpu,
-                image,
-                _ranges(monitor),
-                checkpoint.protected,
-                checkpoint.aliases,
-                checkpoint.window,
-            )
+        image = b"".join(ram.get(offset, _ZERO_PAGE) for offset in range(0, ram_size, PAGE))
+        snapshot = MachineSnapshot(
+            checkpoint.cpu,
+            image,
+            _ranges(monitor),
+            checkpoint.protected,
+            checkpoint.aliases,
+            checkpoint.window,
         )
-        apply_state(vm, checkpoint.state)
+        self._restored = (checkpoint, snapshot)
+        return snapshot
 
     def nbytes(self) -> int:
-        """Memory the checkpoints take, with the copy of the last one kept to diff against."""
-        return self._nbytes + len(self._ram) + sum(map(len, self._monitor.values()))
+        """Memory the checkpoints take, with the full copies kept of the last one taken (to
+        diff against) and of the last one restored."""
+        restored = self._restored[1] if self._restored else None
+        kept = len(restored.ram) + sum(len(d) for _, d in restored.monitor) if restored else 0
+        return self._nbytes + len(self._ram) + sum(map(len, self._monitor.values())) + kept
 
     def __len__(self) -> int:
         return len(self.checkpoints)
@@ -211,6 +221,7 @@ class CheckpointStore:
             else:
                 kept.append(checkpoint)
         self.checkpoints = kept
+        self._restored = None
         self._steps = [c.step for c in kept]
         self._nbytes = sum(c.nbytes() for c in kept)
         self.every *= 2

@@ -61,6 +61,8 @@ class TimeMachine:
         self._cursor: Vm | None = None
         self.position = 0
         self.vm = self._head or self._cursor_at(0)
+        if not len(self.checkpoints):  # the initial state: going back never builds a VM
+            self.checkpoints.take(self.vm)
 
     # ------------------------------------------------------------------ where we can go
     @property

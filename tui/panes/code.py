@@ -39,10 +39,16 @@ class CodePane(Pane):
     def on_mount(self) -> None:
         self.border_subtitle = LEGEND
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+    def title(self, snapshot: Snapshot) -> str:
         view = snapshot.vm
         source = "source" if view.language == "nasm" else view.language
-        self.border_title = f"code · {view.name} · {source}"
+        return f"code · {view.name} · {source}"
+
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vm.code
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
+        view = snapshot.vm
         current = next((i for i, row in enumerate(view.code) if row.current), 0)
         start = max(0, min(current - height // 3, len(view.code) - height))
         return lines([_row(row, width) for row in view.code[start : start + height]], width)
