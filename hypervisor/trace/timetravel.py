@@ -163,7 +163,10 @@ class TimeMachine:
     def _cursor_at(self, step: int) -> Vm:
         cursor = self._cursor
         checkpoint = self.checkpoints.nearest(step)
-        behind = checkpoint is not None and (cursor is None or cursor.step < checkpoint.step)
+        # A cursor not behind the checkpoint before that one runs on: at most two checkpoints'
+        # worth of re-execution, and no restore (after which unicorn translates anew).
+        earlier = checkpoint and self.checkpoints.nearest(checkpoint.step - 1)
+        behind = cursor is None or (earlier is not None and cursor.step < earlier.step)
         if cursor is None or cursor.step > step or behind:
             if checkpoint is None:
                 self._discard(cursor)
