@@ -14,6 +14,7 @@ from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
+from tui.model import cpu_views
 
 # Trap-heavy with user mode and timer interrupts; self-modifying code (bt protects, aliases
 # and invalidates pages); the PIT and PIC; the POPF/CLI holes.
@@ -34,10 +35,17 @@ def memory(vm: Vm) -> bytes:
 
 
 def observed(vm: Vm) -> tuple:
-    """What a straight run and a seek must agree on (an exit's wording says how the run was
-    sliced, not where it is)."""
+    """What a straight run and a seek must agree on: the guest's registers as it sees them,
+    its memory and console, where it stands. Under bt, the real CPU's EIP is left out: the
+    translation cache's layout depends on where earlier runs stopped (a block entered
+    half-way is translated from there), so the same guest step may run at another TC
+    address. An exit's wording says how the run was sliced, not where it is."""
     exit_ = vm.exit and (vm.exit.reason, vm.exit.status)
-    return vm.step, registers_of(vm), memory(vm), bytes(vm.console), exit_, vm.stats.total
+    real = registers_of(vm)
+    if vm.mode == "bt":
+        real = real[:8] + real[9:]
+    guest = cpu_views(vm)[0]
+    return vm.step, guest, real, memory(vm), bytes(vm.console), exit_, vm.stats.total
 
 
 @cache
