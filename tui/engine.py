@@ -35,6 +35,7 @@ DEFAULT_SPEED = 1_000
 CHUNK = 2_000  # instructions per engine call in long searches
 WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
+ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
 DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
 
 Publish = Callable[[Snapshot], None]
@@ -82,6 +83,7 @@ class Engine:
         self._submitted = 0  # commands submitted (UI thread) …
         self._done = 0  # … and done and published (engine thread)
         self._opened = False
+        self._next_frame = 0.0  # when the next frame of run mode is due
         self._queue: queue.Queue[tuple[str, tuple]] = queue.Queue()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._main, name="vmlab-engine", daemon=True)
@@ -116,9 +118,11 @@ class Engine:
         self._publish()
         self._opened = True
         while True:
+            wait = max(0.0, self._next_frame - time.perf_counter()) if self.running else None
             try:
-                command, args = self._queue.get(timeout=FRAME if self.running else None)
+                command, args = self._queue.get(timeout=wait)
             except queue.Empty:
+                self._next_frame = time.perf_counter() + FRAME  # frames start FRAME apart
                 self._run_frame()
                 continue
             if command == "quit":
@@ -180,21 +184,24 @@ class Engine:
     def _goto(self, target: int) -> None:
         """Every VM to step `target` (or its last step), registers one step before too."""
         target = self._clamp(target)
+        forward = target > self.position
         for lane in self.lanes:
             tm = lane.tm
             step = tm.clamp(target)
-            if step == tm.position and lane.synced:
+            if step == tm.position or (forward and step < tm.position):
+                # There already, or beyond (translated code stops where it can); after a
+                # skip in run mode: its registers, without highlights.
+                if not lane.synced:
+                    lane.before, lane.cpus, lane.synced = None, cpu_views(tm.vm), True
                 continue
             if step == tm.position + 1:
                 before = lane.cpus if lane.synced else cpu_views(tm.vm)
-            elif step == tm.position:  # skipped to its end in run mode
-                before = None
-            elif step > 0:
-                tm.seek(step - 1)
+            elif step > 0 and tm.seek(step - 1) < step:
                 before = cpu_views(tm.vm)
-            else:
+            else:  # step 0, or translated code that could not stop before `step`
                 before = None
-            tm.seek(step)
+            if tm.position != step:
+                tm.seek(step)
             lane.before, lane.cpus, lane.synced = before, cpu_views(tm.vm), True
         self.position = target
 
@@ -202,8 +209,10 @@ class Engine:
         """Every VM to step `target`, nothing else (run mode, between frames)."""
         self.position = self._clamp(target)
         for lane in self.lanes:
-            lane.tm.seek(lane.tm.clamp(self.position))
-            lane.synced = False
+            step = lane.tm.clamp(self.position)
+            if step > lane.tm.position:  # a lane already past it (translated code) waits
+                lane.tm.seek(step)
+                lane.synced = False
 
     def _record_until(self, step: int, why: str) -> bool:
         """Record the focused VM ahead to `step`, publishing progress; False if the user
@@ -227,12 +236,13 @@ class Engine:
 
     def _run_frame(self) -> None:
         """One frame of run mode: a frame's worth of instructions at the chosen speed (or
-        as many as fit in the frame), in chunks of ~WORK seconds, then a snapshot. Only
-        the frame's last step reads the registers (twice, for the highlights)."""
+        as many as fit in half a frame: the other half is the UI's, to show the last one),
+        in chunks of ~WORK seconds, then a snapshot. Only the frame's last step reads the
+        registers (twice, for the highlights)."""
         began = time.perf_counter()
-        budget = max(1, round(self._rate * FRAME * 0.6))
+        budget = max(2 * MIN_CHUNK, round(self._rate * FRAME * ENGINE_SHARE))  # keeps measuring
         target = self.position + min(max(1, round(self.speed * FRAME)), budget)
-        while self.position < target - 1 and time.perf_counter() - began < FRAME - WORK:
+        while self.position < target - 1 and time.perf_counter() - began < FRAME * ENGINE_SHARE:
             chunk = min(target - 1 - self.position, max(MIN_CHUNK, round(self._rate * WORK)))
             started = time.perf_counter()
             self._skip(self.position + chunk)

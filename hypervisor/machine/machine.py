@@ -53,6 +53,7 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
 from hypervisor.machine.ioport import IoBus
+from hypervisor.machine.registers import RegisterReader
 from hypervisor.machine.retired import RetiredCounter
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
@@ -85,6 +86,18 @@ class Exit:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class MachineSnapshot:
+    """A machine's state between two runs (see `Machine.snapshot`)."""
+
+    cpu: object  # unicorn's saved CPU context
+    ram: bytes
+    monitor: tuple[tuple[int, bytes], ...]  # (address, contents) per monitor memory range
+    protected: frozenset[int]  # write-protected RAM pages (fact 7)
+    aliases: tuple[tuple[int, int], ...]  # (monitor address, RAM page) aliased there
+    window: tuple[bool, int | None]  # watching for the interrupt window, last EIP seen
+
+
 class MachineOwner(Protocol):
     """What the machine asks of whoever runs code on it (bare metal or a monitor)."""
 
@@ -113,6 +126,7 @@ class Machine:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
         self.counter = RetiredCounter(self.uc)
+        self.registers = RegisterReader(self.uc)
         self._sealed = False
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
@@ -123,6 +137,7 @@ class Machine:
         self._trace_hook: int | None = None
         self._window_hook: int | None = None
         self._window_prev: int | None = None
+        self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
         self._install_hooks()
 
     # ------------------------------------------------------------------ memory
@@ -207,13 +222,80 @@ class Machine:
         self.uc.mem_map_ptr(
             address, PAGE, UC_PROT_READ | UC_PROT_WRITE, self.host.pointer(self.ram) + page
         )
+        self.aliases[address] = page
 
-    def write_monitor(self, address: int, data: bytes) -> None:
-        """The monitor writes its own memory (allowed even where the guest may not)."""
+    def write_monitor(self, address: int, data: bytes, code: bool = True) -> None:
+        """The monitor writes its own memory (allowed even where the guest may not). Unless
+        it writes data no instruction is fetched from, blocks compiled from there go."""
         if not data:  # e.g. the shadow of a GDT whose limit holds no full descriptor
             return
         self.uc.mem_write(address, data)
-        self.uc.ctl_remove_cache(address, address + len(data))
+        if code:
+            self.uc.ctl_remove_cache(address, address + len(data))
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> MachineSnapshot:
+        """Everything running changes in this machine, taken between two runs: the CPU's
+        whole context (CPL, descriptor caches, the exception marker of fact 3 included),
+        guest RAM, the monitor's memory, which RAM pages are write-protected and aliased."""
+        uc = self.uc
+        return MachineSnapshot(
+            cpu=uc.context_save(),
+            ram=ctypes.string_at(self.host.pointer(self.ram), self.ram_size),
+            monitor=tuple(
+                (begin, bytes(uc.mem_read(begin, end - begin)))
+                for begin, end in self._monitor_ranges()
+            ),
+            protected=frozenset(self._protected_pages()),
+            aliases=tuple(self.aliases.items()),
+            window=(self._window_hook is not None, self._window_prev),
+        )
+
+    def restore(self, snapshot: MachineSnapshot) -> None:
+        """Put this machine in the state `snapshot` describes (taken from this machine or
+        from another one built the same way: same RAM size, same monitor mappings)."""
+        uc = self.uc
+        aliases = dict(snapshot.aliases)
+        for address in [a for a in self.aliases if a not in aliases]:
+            uc.mem_unmap(address, PAGE)  # an alias slot not in use yet: plain monitor memory
+            uc.mem_map(address, PAGE, UC_PROT_READ | UC_PROT_WRITE)
+            del self.aliases[address]
+        for address, page in aliases.items():
+            if self.aliases.get(address) != page:
+                self.alias_ram_page(address, page)
+        ctypes.memmove(self.host.pointer(self.ram), snapshot.ram, self.ram_size)
+        for begin, data in snapshot.monitor:
+            uc.mem_write(begin, data)
+        protected = frozenset(self._protected_pages())
+        for page in protected - snapshot.protected:
+            self.protect_code_page(page, False)
+        for page in snapshot.protected - protected:
+            self.protect_code_page(page, True)
+        on, previous = snapshot.window
+        self.watch_interrupt_window(on)
+        self._window_prev = previous
+        self._exit = None
+        uc.context_restore(snapshot.cpu)
+        # Memory changed behind unicorn's back (fact 12): no compiled block may survive.
+        uc.ctl_flush_tb()
+
+    def _monitor_ranges(self) -> list[tuple[int, int]]:
+        """The monitor's own memory as [begin, end) ranges, RAM aliases left out."""
+        ranges: list[tuple[int, int]] = []
+        for page in sorted(self.monitor_pages.difference(self.aliases)):
+            if ranges and ranges[-1][1] == page:
+                ranges[-1] = (ranges[-1][0], page + PAGE)
+            else:
+                ranges.append((page, page + PAGE))
+        return ranges
+
+    def _protected_pages(self) -> list[int]:
+        return [
+            page
+            for begin, end, perms in self.uc.mem_regions()
+            if begin < self.ram_size and not perms & UC_PROT_WRITE
+            for page in range(begin, min(end + 1, self.ram_size), PAGE)
+        ]
 
     # ------------------------------------------------------------------ entry
     def build_templates(
@@ -295,7 +377,7 @@ class Machine:
         uc.reg_write(x.UC_X86_REG_TR, system.tr)
 
     def state(self) -> CpuState:
-        return CpuState(*self.uc.reg_read_batch(STATE_REG_IDS))
+        return CpuState(*self.registers.read())
 
     def system_state(self) -> SystemState:
         uc = self.uc

@@ -48,7 +48,6 @@ from hypervisor.trace.events import (
     Trap,
     VmStateChanged,
 )
-from hypervisor.trace.registers import RegisterReader
 from hypervisor.vmm.vm import ExitInfo, Vm
 
 REGISTERS = STATE_FIELDS
@@ -149,6 +148,11 @@ class Recording:
     _insn_index: dict[tuple[int, str], int] = field(default_factory=dict, repr=False)
     _kind_steps: dict[str, array] = field(default_factory=dict, repr=False)
     _event_steps: array = field(default_factory=lambda: array("I"), repr=False)
+    # The last `registers_at` answer (step, reg_values offset, registers): the UI asks for
+    # neighbouring steps, which then cost a few masks instead of up to KEYFRAME.
+    _last_registers: tuple[int, int, tuple[int, ...]] = field(
+        default=(-1, 0, ()), repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         """Steps recorded: the VM's own count of retired instructions at the frontier.
@@ -253,14 +257,18 @@ class Recording:
             return self.final
         if not self.keyframes:
             return self.initial
-        offset, state = self.keyframes[step // KEYFRAME]
-        values = list(state)
-        for mask in self.reg_masks[step - step % KEYFRAME : step]:
+        start = step - step % KEYFRAME
+        cached, offset, values = self._last_registers
+        if not start <= cached <= step:  # walk from the keyframe, else from the last answer
+            cached, (offset, values) = start, self.keyframes[step // KEYFRAME]
+        values = list(values)
+        for mask in self.reg_masks[cached:step]:
             for i in range(len(REGISTERS)):
                 if mask >> i & 1:
                     values[i] = self.reg_values[offset]
                     offset += 1
-        return tuple(values)
+        self._last_registers = (step, offset, tuple(values))
+        return self._last_registers[2]
 
     def class_counts(self, stop: int, start: int = 0) -> dict[str, int]:
         """Instructions by class in steps [start, stop)."""
@@ -336,7 +344,7 @@ class Recorder:
 
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
-        self._registers = RegisterReader(vm.machine.uc)
+        self._registers = vm.machine.registers
         self._state = self._registers.read()
         self._at = vm.step  # the step whose registers `_state` holds
         self.recording = Recording(

@@ -1,27 +1,33 @@
-"""Time travel: one guest in one mode, at any step of its run, by deterministic re-execution.
+"""Time travel: one guest in one mode, at any step of its run, by checkpoints and
+deterministic re-execution.
 
 Runs are deterministic (same image, mode and step count ⇒ same state), and `Vm.run(n)` stops
-after exactly n retired instructions, so the state at step k is a fresh VM run fast to k.
-That is the only checkpoint (the initial state). It is enough where the monitor rarely
-steps in: any step of a million-instruction run in under 50 ms (kernel_loop on bare metal,
-flags under trap; benchmarks/bench_timetravel.py). A run full of traps re-executes at the
-speed of its traps (syscalls under trap: up to ~650 ms): more checkpoints need a snapshot of
-the machine, its devices and the monitor, which is the engine's to provide.
+after exactly n retired instructions, so the state at step k is the state of the last
+checkpoint at or before k, run forward to k. Checkpoints (`checkpoints.py`: the whole VM —
+machine, devices, monitor — with RAM kept as changed pages) are taken every `interval` steps
+by whichever VM first passes there: the head while it records, the cursor in a replay. A seek
+then re-executes at most one interval: a trap-heavy run (syscalls under trap) that took up
+to ~400 ms from the initial state now takes a few ms (benchmarks/bench_timetravel.py).
 
 Two VMs do the work. The *head* runs traced at the frontier of the recording and is the only
-one that records; the *cursor* serves every position behind the frontier and only ever runs
-forward, fast — stepping back recreates it. `vm` is whichever sits at `position`.
+one that records; the *cursor* serves every position behind the frontier: it runs forward,
+and moves back by restoring a checkpoint. `vm` is whichever sits at `position`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
+from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.recording import Recorder, Recording, registers_of
 from hypervisor.vmm.vm import DEFAULT_RAM, Vm
 
 DEFAULT_LIMIT = 20_000_000  # the longest run a time machine records (as `vmlab run`)
 EXTEND_CHUNK = 20_000  # how far a search for the next event records at a time
+SLACK = 64  # steps short of a seek's target a stride may end late (bt ends fragments whole)
 
 
 class TimeMachine:
@@ -37,6 +43,7 @@ class TimeMachine:
         host: HostRam | None = None,
         recording: Recording | None = None,
         limit: int = DEFAULT_LIMIT,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.image = image
         self.mode = mode
@@ -44,6 +51,7 @@ class TimeMachine:
         self.host = host
         self.limit = limit
         self.ram_size = recording.ram_size if recording else DEFAULT_RAM
+        self.checkpoints = CheckpointStore() if checkpoints is None else checkpoints
         self._head: Vm | None = None
         self._recorder: Recorder | None = None
         if recording is None:
@@ -54,6 +62,8 @@ class TimeMachine:
         self._cursor: Vm | None = None
         self.position = 0
         self.vm = self._head or self._cursor_at(0)
+        if not len(self.checkpoints):  # the initial state: going back never builds a VM
+            self.checkpoints.take(self.vm)
 
     # ------------------------------------------------------------------ where we can go
     @property
@@ -91,8 +101,7 @@ class TimeMachine:
 
     # ------------------------------------------------------------------ moving
     def seek(self, step: int) -> int:
-        """Go to `step` (clamped to the run); returns the step reached: `step`, or a little
-        further where the engine cannot stop exactly (inside a translated block)."""
+        """Go to `step` (clamped to the run); returns the step reached."""
         step = self.clamp(step)
         self.extend(step)
         if step == self.frontier and self._head is not None:
@@ -144,19 +153,42 @@ class TimeMachine:
             self._discard(vm)
 
     def extend(self, step: int) -> None:
-        """Record up to `step` (clamped to the run), if not recorded yet."""
-        while self._recorder is not None and self.frontier < self.clamp(step):
-            self._recorder.run(self.clamp(step) - self.frontier)
+        """Record up to `step` (clamped to the run), if not recorded yet, checkpointing the
+        head on the way."""
+        recorder = self._recorder
+        while recorder is not None and self.frontier < self.clamp(step):
+            self._run(recorder.vm, self.clamp(step), recorder.run)
 
     # ------------------------------------------------------------------ machinery
     def _cursor_at(self, step: int) -> Vm:
         cursor = self._cursor
-        if cursor is None or cursor.step > step:
-            self._discard(cursor)
-            cursor = self._cursor = self._new_vm()
-        if step > cursor.step:
-            cursor.run(step - cursor.step)
+        checkpoint = self.checkpoints.nearest(step)
+        # A cursor not behind the checkpoint before that one runs on: at most two checkpoints'
+        # worth of re-execution, and no restore (after which unicorn translates anew).
+        earlier = checkpoint and self.checkpoints.nearest(checkpoint.step - 1)
+        behind = cursor is None or (earlier is not None and cursor.step < earlier.step)
+        if cursor is None or cursor.step > step or behind:
+            if checkpoint is None:
+                self._discard(cursor)
+                cursor = None
+            cursor = self._cursor = cursor or self._new_vm()
+            if checkpoint is not None:
+                self.checkpoints.restore(cursor, checkpoint)
+        while cursor.step < step and not _stopped(cursor):
+            if not self._run(cursor, step, lambda n: _stride(cursor, n, step)):
+                break
         return cursor
+
+    def _run(self, vm: Vm, target: int, run: Callable[[int], object]) -> bool:
+        """One stride of `vm` towards `target` with `run`, then a checkpoint if one is due.
+        False when the VM did not move."""
+        store = self.checkpoints
+        began, start = vm.step, time.perf_counter()
+        run(store.stride(began, target))
+        store.ran(began, time.perf_counter() - start)
+        if store.due(vm.step) and not _stopped(vm):
+            store.take(vm)
+        return vm.step != began
 
     def _new_vm(self) -> Vm:
         return Vm(self.image, self.mode, name=self.name, ram_size=self.ram_size, host=self.host)
@@ -170,3 +202,15 @@ class TimeMachine:
         for vm in (self._cursor, self._head):
             self._discard(vm)
         self._cursor = self._head = None
+
+
+def _stride(vm: Vm, count: int, target: int) -> None:
+    """Run `vm` on by `count` towards `target`. Only a stride that ends at the target must
+    end exactly; one well short of it may end a few instructions late (binary translation
+    then keeps running whole fragments instead of stepping through the last few)."""
+    vm.run(count, quantum=vm.step + count + SLACK < target)
+
+
+def _stopped(vm: Vm) -> bool:
+    """The guest stopped for good: nothing runs after this step."""
+    return vm.exit is not None and vm.exit.reason != "budget"

@@ -31,6 +31,7 @@ LEGEND = (
 
 
 TAG_WIDTH = len(" translated")
+MARGIN = 3  # rows kept between the current instruction and the pane's edges
 
 
 class CodePane(Pane):
@@ -39,13 +40,31 @@ class CodePane(Pane):
     def on_mount(self) -> None:
         self.border_subtitle = LEGEND
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+    def title(self, snapshot: Snapshot) -> str:
         view = snapshot.vm
         source = "source" if view.language == "nasm" else view.language
-        self.border_title = f"code · {view.name} · {source}"
-        current = next((i for i, row in enumerate(view.code) if row.current), 0)
-        start = max(0, min(current - height // 3, len(view.code) - height))
-        return lines([_row(row, width) for row in view.code[start : start + height]], width)
+        return f"code · {view.name} · {source}"
+
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vm.code
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self._top: int | None = None  # address of the first row shown
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
+        """The rows stay put while the current instruction moves inside them (a listing
+        that scrolls at every step is hard to follow, and repaints every row); it scrolls
+        to put the current instruction a third of the way down when it nears an edge."""
+        code = snapshot.vm.code
+        current = next((i for i, row in enumerate(code) if row.current), 0)
+        start = next((i for i, row in enumerate(code) if row.address == self._top), None)
+        margin = min(MARGIN, height // 4)
+        if start is None or not start + margin <= current < start + height - margin:
+            start = current - height // 3
+        start = max(0, min(start, len(code) - height))
+        self._top = code[start].address if start < len(code) else None
+        return lines([_row(row, width) for row in code[start : start + height]], width)
 
 
 def _row(row: CodeRow, width: int) -> Content:

@@ -11,10 +11,14 @@ from tui.panes.base import Pane, lines
 class ConsolePane(Pane):
     TITLE = "console"
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
-        view = snapshot.vm
-        self.border_title = f"console · {view.name}"
-        text = view.console.replace("\r", "")
+    def title(self, snapshot: Snapshot) -> str:
+        return f"console · {snapshot.vm.name}"
+
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vm.console
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
+        text = snapshot.vm.console.replace("\r", "")
         rows = text.split("\n")
         if rows and rows[-1] == "" and len(rows) > 1:
             rows.pop()

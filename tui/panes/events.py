@@ -12,10 +12,15 @@ from tui.panes.style import KIND_STYLE, MUTED
 class EventsPane(Pane):
     TITLE = "events"
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
-        view = snapshot.vm
+    def title(self, snapshot: Snapshot) -> str:
         hidden = ", ".join(sorted(snapshot.hidden))
-        self.border_title = f"events · {view.name}" + (f" · hidden: {hidden}" if hidden else "")
+        return f"events · {snapshot.vm.name}" + (f" · hidden: {hidden}" if hidden else "")
+
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vm.events
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
+        view = snapshot.vm
         rows = [
             Content.assemble(
                 (f"{row.step:>10,} ", MUTED),

@@ -16,7 +16,11 @@ BARS = " ▁▂▃▄▅▆▇█"
 class OverheadPane(Pane):
     TITLE = "overhead"
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+    def part(self, snapshot: Snapshot) -> object:
+        view = snapshot.vm
+        return view.counts, view.spark, view.spark_bucket
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         view = snapshot.vm
         total = sum(view.counts.values())
         bar_width = max(4, width - 22)

@@ -40,10 +40,16 @@ GAP = 2
 class RegistersPane(Pane):
     TITLE = "registers"
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+    def title(self, snapshot: Snapshot) -> str:
+        regs = snapshot.vm.registers
+        return "registers · bare metal" if regs.guest is regs.real else "registers · guest │ real"
+
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vm.registers
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         regs = snapshot.vm.registers
         bare = regs.guest is regs.real
-        self.border_title = "registers · bare metal" if bare else "registers · guest │ real"
         rows = [_header(bare)] + [_row(name, digits, regs, bare) for name, digits in ROWS]
         blocks = max(1, min((width + GAP) // (BLOCK + GAP), -(-len(rows) // max(1, height))))
         if blocks == 1:

@@ -17,7 +17,10 @@ REWRITTEN = "$text-accent"
 class TranslationPane(Pane):
     TITLE = "translation"
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vm.mode, snapshot.vm.translation
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         view = snapshot.vm
         if view.translation is None:
             why = (
@@ -32,7 +35,10 @@ class TranslationPane(Pane):
 class TranslationCachePane(Pane):
     TITLE = "translation cache"
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vm.mode, snapshot.vm.cache
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         view = snapshot.vm
         if view.cache is None:
             return _explain(f"no translation cache in {view.mode} mode.", width)
@@ -85,7 +91,7 @@ def _cache(c: CacheView, width: int) -> list[Content]:
     return rows
 
 
-def _explain(text: str, width: int) -> Content:
+def _explain(text: str, width: int) -> list[Content]:
     return lines([Content.styled(row, MUTED) for row in _wrap(text, width)], width)
 
 

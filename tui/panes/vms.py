@@ -17,11 +17,21 @@ MISALIGNED = "    ⚠ the engine's trace and its step count disagree here: tags 
 class VmsPane(Pane):
     TITLE = "VMs & isolation"
 
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self._lines = 0
+
     def show(self, snapshot: Snapshot) -> None:
         super().show(snapshot)
-        self.refresh(layout=True)  # its height follows its content
+        rows = sum(len(_vm(view, 0, False)) for view in snapshot.vms)
+        if rows != self._lines:  # its height follows its content: lay the screen out again
+            self._lines = rows
+            self.refresh(layout=True)
 
-    def draw(self, snapshot: Snapshot, width: int, height: int) -> Content:
+    def part(self, snapshot: Snapshot) -> object:
+        return snapshot.vms, snapshot.focus, snapshot.host_size
+
+    def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         rows: list[Content] = []
         for index, view in enumerate(snapshot.vms):
             rows += _vm(view, index, index == snapshot.focus)

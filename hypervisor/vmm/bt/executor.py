@@ -84,34 +84,37 @@ class BinaryTranslation(TrapAndEmulate):
         self._area_values: dict[str, int] = {}  # the vCPU area as last read
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
         self._budget = 0  # the vCPU area's budget as the monitor last wrote or read it
+        self._monitor_fields = b""  # the monitor's page of the vCPU area as last written
+        self._traced_stop: int | None = None  # TC address where a traced run last stopped
         super().start(entry)
 
     # ------------------------------------------------------------------ vCPU area
     def _write_area(self) -> None:
+        """The vCPU area as the monitor knows it, before the CPU enters the cache. The
+        monitor's page changes rarely and only the monitor writes it: written on change."""
         v = self.vcpu
-        pending = self.vm.pic.pending_vector() is not None
         tc = {"vif": EFLAGS_IF if v.interrupts_enabled else 0, "viopl": v.iopl << 12}
         self.machine.write_monitor(
-            self.area.base, VcpuArea.pack(TC_FIELDS, {**tc, "budget": self._budget})
+            self.area.base, VcpuArea.pack(TC_FIELDS, {**tc, "budget": self._budget}), code=False
         )
-        self.machine.write_monitor(
-            self.area.monitor_page,
-            VcpuArea.pack(
-                MONITOR_FIELDS,
-                {
-                    "pending": int(pending),
-                    "vcs": self._selectors[0],
-                    "vss": self._selectors[1],
-                    "vcr0": v.cr0,
-                    "vtr": v.tr,
-                    "vldtr": v.ldtr,
-                    "gdtr_limit": v.gdtr[1],
-                    "gdtr_base": v.gdtr[0],
-                    "idtr_limit": v.idtr[1],
-                    "idtr_base": v.idtr[0],
-                },
-            ),
+        monitor = VcpuArea.pack(
+            MONITOR_FIELDS,
+            {
+                "pending": int(self.vm.pic.pending_vector() is not None),
+                "vcs": self._selectors[0],
+                "vss": self._selectors[1],
+                "vcr0": v.cr0,
+                "vtr": v.tr,
+                "vldtr": v.ldtr,
+                "gdtr_limit": v.gdtr[1],
+                "gdtr_base": v.gdtr[0],
+                "idtr_limit": v.idtr[1],
+                "idtr_base": v.idtr[0],
+            },
         )
+        if monitor != self._monitor_fields:
+            self.machine.write_monitor(self.area.monitor_page, monitor, code=False)
+            self._monitor_fields = monitor
 
     def _read_area(self) -> dict[str, int]:
         values = VcpuArea.unpack(TC_FIELDS, self.machine.read(self.area.base, 4 * len(TC_FIELDS)))
@@ -150,7 +153,7 @@ class BinaryTranslation(TrapAndEmulate):
                 detail = f"the vCPU area's {name} read {values[name]:#x} at the exit: put back"
                 self.isolation_event("monitor_write", address, detail)
                 values[name] = known[name] & 0xFFFFFFFF
-                self.machine.write_monitor(address, values[name].to_bytes(4, "little"))
+                self.machine.write_monitor(address, values[name].to_bytes(4, "little"), code=False)
 
     def _count_translated(self, n: int) -> None:
         """Guest instructions the TC ran, from its counter (a traced run counts them one by
@@ -304,9 +307,13 @@ class BinaryTranslation(TrapAndEmulate):
             count = max(1, min(count, review - self.vm.step))
         count = self._approach(min(count, TC_SLICE))
         if self.parked is not None and self.vm.exit is None:
-            self.enter(self.virtual_state())
+            stopped, self._traced_stop = self._traced_stop, None
+            if self.tracing and stopped == self.machine.uc.reg_read(_EIP):
+                self.parked = None  # the tracer counts: go on inside the same fragment
+            else:
+                self.enter(self.virtual_state())
         self._budget = count
-        self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"))
+        self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"), code=False)
         return 0
 
     def _approach(self, count: int) -> int:
@@ -349,7 +356,10 @@ class BinaryTranslation(TrapAndEmulate):
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
         pending = self.vm.pic.pending_vector() is not None
-        self.machine.write_monitor(self.area.pending, int(pending).to_bytes(4, "little"))
+        self.machine.write_monitor(
+            self.area.pending, int(pending).to_bytes(4, "little"), code=False
+        )
+        self._monitor_fields = b""  # written past the copy: the next _write_area writes all
 
     def _interrupt_due(self) -> bool:
         return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
@@ -622,7 +632,12 @@ class BinaryTranslation(TrapAndEmulate):
         self._finish_traced()
         run_end = self.vm.run_end
         if run_end is not None and self.vm.stats.total >= run_end:
-            self.machine.request_stop()  # exactly there: this instruction does not run
+            # exactly there: this instruction does not run. The guest is parked, so that it
+            # goes on through a fragment of its own (the clock of this one may have spent
+            # the whole block already, and an untraced run counts by the clock)
+            self.machine.request_stop()
+            self.parked = fragment.guest_eip_at(fragment.boundaries[eip])
+            self._traced_stop = eip
             return
         index = fragment.instruction_starts.get(eip)
         if index is None:

@@ -1,10 +1,11 @@
-"""Reading the CPU's registers fast enough to do it after every traced instruction.
+"""Reading the CPU's registers fast enough to do it after every traced instruction and trap.
 
 Unicorn's Python `reg_read_batch` spends ~70 µs on 16 registers here (it picks a register
 class per id in Python and builds ctypes arrays per call); a recording reads the registers
-once per instruction, so it calls `uc_reg_read_batch` directly with arrays built once:
-~6 µs. Unicorn writes only a register's own width (4 bytes, 2 for a selector) into its
-slot; the slots are zeroed once at allocation and nothing else writes them.
+once per instruction and the monitor on every trap, so this calls `uc_reg_read_batch`
+directly with arrays built once: ~6 µs. Unicorn writes only a register's own width
+(4 bytes, 2 for a selector) into its slot; the slots are zeroed once at allocation and
+nothing else writes them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,249 @@
+"""Checkpoints: a whole VM's state at one step, kept compactly, restored into a twin VM.
+
+A VM's state is the machine's (`Machine.snapshot`: CPU context, RAM, monitor memory, page
+protections and aliases) plus the plain data of its Python objects: the Vm's counters,
+stats and console, the devices (UART, PIC, PIT, debug exit) and the executor's state (the
+vCPU, the shadow GDT, the translation cache's fragments and links…). That last part is taken
+generically: each stateful object's attributes are deep-copied, except its *wiring* — the
+objects that make up the VM (machine, devices, executor, event log, image…) and callbacks —
+which stays the receiving VM's own. So a mode adds state without telling this module, and a
+checkpoint taken from one VM can be restored into another VM of the same image and mode.
+
+RAM and monitor memory are kept as pages that changed since the previous checkpoint (a
+4 MiB guest typically writes a few pages between two checkpoints), all-zero pages shared.
+Checkpoints are placed by time: one is due when the VMs ran `every` seconds past the last
+one, so a seek re-executes at most that long whatever the guest does (a million plain
+instructions or a few thousand traps) — or, for tests, every `interval` steps. A store has a
+memory budget: past it, every other checkpoint goes (its pages merged into the next one)
+and the spacing doubles.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypervisor.machine.hostram import PAGE
+from hypervisor.machine.machine import MachineSnapshot
+from hypervisor.vmm.vm import Vm
+
+DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
+STRIDE = 512  # steps run between two looks at the clock
+DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
+_STATEFUL = ("vm", "executor", "uart", "pic", "pit", "debug_exit")
+_ZERO_PAGE = bytes(PAGE)
+
+
+_PART_NAMES = (*_STATEFUL, "machine", "uc", "events", "image", "host", "ram", "io", "counter")
+
+
+def _parts(vm: Vm) -> dict[str, Any]:
+    m = vm.machine
+    objects = (vm, vm.executor, vm.uart, vm.pic, vm.pit, vm.debug_exit, m, m.uc, vm.events)
+    return dict(zip(_PART_NAMES, (*objects, vm.image, m.host, m.ram, m.io, m.counter), strict=True))
+
+
+def _is_wiring(value: object, parts: dict[int, str]) -> bool:
+    return id(value) in parts or callable(value)
+
+
+def capture_state(vm: Vm) -> bytes:
+    """The plain data of the VM's stateful objects, pickled, its parts referred to by name."""
+    parts = _parts(vm)
+    names = {id(obj): name for name, obj in parts.items()}
+    state = {
+        name: {k: v for k, v in vars(parts[name]).items() if not _is_wiring(v, names)}
+        for name in _STATEFUL
+    }
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+    pickler.persistent_id = lambda obj: names.get(id(obj))
+    pickler.dump(state)
+    return buffer.getvalue()
+
+
+def apply_state(vm: Vm, state: bytes) -> None:
+    """Give the VM's stateful objects the captured data, its own parts in place of names."""
+    parts = _parts(vm)
+    names = {id(obj): name for name, obj in parts.items()}
+    unpickler = pickle.Unpickler(io.BytesIO(state))
+    unpickler.persistent_load = parts.__getitem__
+    fresh = unpickler.load()
+    for name in _STATEFUL:
+        attributes = vars(parts[name])
+        for key in [k for k, v in attributes.items() if k not in fresh[name]]:
+            if not _is_wiring(attributes[key], names):
+                del attributes[key]  # state the checkpoint's VM did not have yet
+        attributes.update(fresh[name])
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    cpu: object
+    state: bytes  # `capture_state`
+    ram: dict[int, bytes]  # page offset -> contents, pages changed since the previous one
+    monitor: dict[int, bytes]  # the same for monitor memory, by address
+    protected: frozenset[int]
+    aliases: tuple[tuple[int, int], ...]
+    window: tuple[bool, int | None]
+
+    def nbytes(self) -> int:
+        pages = (*self.ram.values(), *self.monitor.values())
+        stored = sum(len(page) for page in pages if page is not _ZERO_PAGE)
+        return stored + len(self.state) + 6 * 1024  # + unicorn's CPU context (~5.5 KiB)
+
+
+@dataclass
+class CheckpointStore:
+    """A VM's checkpoints, in step order, within a memory budget."""
+
+    every: float = DEFAULT_EVERY
+    budget: int = DEFAULT_BUDGET
+    interval: int | None = None  # steps between checkpoints instead of `every` seconds
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    _steps: list[int] = field(default_factory=list)
+    _running: float = 0.0  # seconds run past the last checkpoint
+    _ram: bytes = b""  # the last checkpoint's full RAM and monitor memory, to diff against
+    _monitor: dict[int, bytes] = field(default_factory=dict)
+    _nbytes: int = 0
+    _restored: tuple[Checkpoint, MachineSnapshot] | None = None  # the last one restored
+
+    @property
+    def last_step(self) -> int:
+        return self._steps[-1] if self._steps else 0
+
+    def stride(self, now: int, target: int) -> int:
+        """How far a VM at step `now` should run towards `target` before asking `due`."""
+        due = self.last_step + self.interval if self.interval else now + STRIDE
+        return (min(target, due) if due > now else target) - now
+
+    def ran(self, began: int, seconds: float) -> None:
+        """A VM ran for `seconds` from step `began`: past the last checkpoint, that counts."""
+        if began >= self.last_step:
+            self._running += seconds
+
+    def due(self, step: int) -> bool:
+        if step <= self.last_step:
+            return False
+        if self.interval:
+            return step - self.last_step >= self.interval
+        return self._running >= self.every
+
+    def take(self, vm: Vm) -> None:
+        """Checkpoint the VM where it stands (between runs), after the last checkpoint."""
+        assert not self._steps or vm.step > self._steps[-1], "checkpoints are taken in order"
+        snapshot = vm.machine.snapshot()
+        ram = _changed_pages(snapshot.ram, self._ram)
+        monitor: dict[int, bytes] = {}
+        for begin, data in snapshot.monitor:
+            for offset in range(0, len(data), PAGE):
+                page = data[offset : offset + PAGE]
+                if self._monitor.get(begin + offset) != page:
+                    monitor[begin + offset] = _ZERO_PAGE if page == _ZERO_PAGE else page
+                    self._monitor[begin + offset] = page
+        self._ram = snapshot.ram
+        checkpoint = Checkpoint(
+            vm.step,
+            snapshot.cpu,
+            capture_state(vm),
+            ram,
+            monitor,
+            snapshot.protected,
+            snapshot.aliases,
+            snapshot.window,
+        )
+        self.checkpoints.append(checkpoint)
+        self._steps.append(vm.step)
+        self._running = 0.0
+        self._nbytes += checkpoint.nbytes()
+        while self.nbytes() > self.budget and len(self.checkpoints) > 1:
+            self._thin()
+
+    def nearest(self, step: int) -> Checkpoint | None:
+        """The last checkpoint at or before `step`."""
+        index = bisect_right(self._steps, step) - 1
+        return self.checkpoints[index] if index >= 0 else None
+
+    def restore(self, vm: Vm, checkpoint: Checkpoint) -> None:
+        """Put `vm` (same image and mode as the checkpointed one) in the checkpoint's state."""
+        vm.machine.restore(self._snapshot(checkpoint, vm.machine.ram_size))
+        apply_state(vm, checkpoint.state)
+
+    def _snapshot(self, checkpoint: Checkpoint, ram_size: int) -> MachineSnapshot:
+        """The checkpoint's machine state in full; the last one is kept, as stepping back
+        one step at a time restores the same checkpoint again and again."""
+        if self._restored is not None and self._restored[0] is checkpoint:
+            return self._restored[1]
+        index = self.checkpoints.index(checkpoint)
+        ram: dict[int, bytes] = {}
+        monitor: dict[int, bytes] = {}
+        for earlier in reversed(self.checkpoints[: index + 1]):
+            for source, target in ((earlier.ram, ram), (earlier.monitor, monitor)):
+                for address, page in source.items():
+                    target.setdefault(address, page)
+        image = b"".join(ram.get(offset, _ZERO_PAGE) for offset in range(0, ram_size, PAGE))
+        snapshot = MachineSnapshot(
+            checkpoint.cpu,
+            image,
+            _ranges(monitor),
+            checkpoint.protected,
+            checkpoint.aliases,
+            checkpoint.window,
+        )
+        self._restored = (checkpoint, snapshot)
+        return snapshot
+
+    def nbytes(self) -> int:
+        """Memory the checkpoints take, with the full copies kept of the last one taken (to
+        diff against) and of the last one restored."""
+        restored = self._restored[1] if self._restored else None
+        kept = len(restored.ram) + sum(len(d) for _, d in restored.monitor) if restored else 0
+        return self._nbytes + len(self._ram) + sum(map(len, self._monitor.values())) + kept
+
+    def __len__(self) -> int:
+        return len(self.checkpoints)
+
+    def _thin(self) -> None:
+        """Drop every other checkpoint (the first stays: it holds every page) and double
+        the interval; a dropped checkpoint's pages go to the next one unless it has its own."""
+        kept: list[Checkpoint] = []
+        for index, checkpoint in enumerate(self.checkpoints):
+            if index % 2 and index + 1 < len(self.checkpoints):
+                following = self.checkpoints[index + 1]
+                for address, page in checkpoint.ram.items():
+                    following.ram.setdefault(address, page)
+                for address, page in checkpoint.monitor.items():
+                    following.monitor.setdefault(address, page)
+            else:
+                kept.append(checkpoint)
+        self.checkpoints = kept
+        self._restored = None
+        self._steps = [c.step for c in kept]
+        self._nbytes = sum(c.nbytes() for c in kept)
+        self.every *= 2
+        if self.interval:
+            self.interval *= 2
+
+
+def _ranges(pages: dict[int, bytes]) -> tuple[tuple[int, bytes], ...]:
+    """Pages by address joined into runs of consecutive pages (one write each)."""
+    runs: list[tuple[int, list[bytes]]] = []
+    for address in sorted(pages):
+        if runs and runs[-1][0] + PAGE * len(runs[-1][1]) == address:
+            runs[-1][1].append(pages[address])
+        else:
+            runs.append((address, [pages[address]]))
+    return tuple((address, b"".join(run)) for address, run in runs)
+
+
+def _changed_pages(now: bytes, before: bytes) -> dict[int, bytes]:
+    changed = {}
+    for offset in range(0, len(now), PAGE):
+        page = now[offset : offset + PAGE]
+        if not before or before[offset : offset + PAGE] != page:
+            changed[offset] = _ZERO_PAGE if page == _ZERO_PAGE else page
+    return changed

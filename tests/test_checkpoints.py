@@ -1,0 +1,124 @@
+"""Checkpoints: seeking through them lands exactly where a straight run does, in every mode."""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hypervisor.guest.image import load_guest
+from hypervisor.trace.checkpoints import CheckpointStore
+from hypervisor.trace.recording import registers_of
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.vm import Vm
+from tui.model import cpu_views
+
+# Trap-heavy with user mode and timer interrupts; self-modifying code (bt protects, aliases
+# and invalidates pages); the PIT and PIC; the POPF/CLI holes.
+RUNS = [
+    ("syscalls", "trap"),
+    ("syscalls", "bt"),
+    ("syscalls", "native"),
+    ("selfmod", "bt"),
+    ("timer", "trap"),
+    ("flags", "bt"),
+]
+SPAN = 6000  # steps recorded per run
+INTERVAL = 300  # steps between checkpoints: many of them in SPAN
+
+
+FREE_STACK = 4096  # bytes below ESP that translated code may have used as scratch
+
+
+def memory(vm: Vm) -> bytes:
+    """The guest's RAM. Under bt, not the free stack below ESP: a PUSHFD/POPFD pair of
+    translated code leaves the flags there (as an interrupt may at any time on bare metal),
+    and which translations ran depends on how the run was sliced."""
+    ram = bytearray(ctypes.string_at(vm.machine.host.pointer(vm.machine.ram), vm.machine.ram_size))
+    if vm.mode == "bt":
+        esp = vm.executor.virtual_state().esp
+        low = max(esp - FREE_STACK, 0)
+        ram[low:esp] = bytes(max(esp - low, 0))
+    return bytes(ram)
+
+
+def observed(vm: Vm) -> tuple:
+    """What a straight run and a seek must agree on: the guest's registers as it sees them,
+    its memory and console, where it stands. Under bt, the real CPU's EIP is left out: the
+    translation cache's layout depends on where earlier runs stopped (a block entered
+    half-way is translated from there), so the same guest step may run at another TC
+    address. An exit's wording says how the run was sliced, not where it is."""
+    exit_ = vm.exit and (vm.exit.reason, vm.exit.status)
+    real = registers_of(vm)
+    if vm.mode == "bt":
+        real = real[:8] + real[9:]
+    guest = cpu_views(vm)[0]
+    return vm.step, guest, real, memory(vm), bytes(vm.console), exit_, vm.stats.total
+
+
+@cache
+def recorded(guest: str, mode: str) -> TimeMachine:
+    machine = TimeMachine(load_guest(guest), mode, checkpoints=CheckpointStore(interval=INTERVAL))
+    machine.extend(SPAN)
+    return machine
+
+
+@cache
+def straight(guest: str, mode: str, step: int) -> tuple:
+    """A fresh VM that ran `step` instructions."""
+    vm = Vm(load_guest(guest), mode)
+    if step:
+        vm.run(step)
+    return observed(vm)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    run=st.sampled_from(RUNS),
+    targets=st.lists(st.integers(0, SPAN), min_size=1, max_size=4),
+)
+def test_seeking_through_checkpoints_equals_a_straight_run(run, targets):
+    machine = recorded(*run)
+    assert len(machine.checkpoints) >= 5
+    for target in targets:
+        machine.seek(target)
+        assert observed(machine.vm) == straight(*run, target)
+
+
+@pytest.mark.parametrize("guest, mode", [("syscalls", "trap"), ("selfmod", "bt")])
+def test_a_replay_checkpoints_as_it_goes_and_seeks_back_exactly(guest, mode):
+    recording = recorded(guest, mode).recording
+    replay = TimeMachine(
+        load_guest(guest), mode, recording=recording, checkpoints=CheckpointStore(interval=500)
+    )
+    replay.seek(len(recording))
+    assert len(replay.checkpoints) >= len(recording) // 500 - 1
+    for target in (len(recording) - 1, 4321, 777, 5000):
+        replay.seek(target)
+        assert observed(replay.vm) == straight(guest, mode, target)
+
+
+def test_checkpoints_stay_within_their_budget_by_thinning_out():
+    unbounded = CheckpointStore(interval=100)
+    TimeMachine(load_guest("syscalls"), "trap", checkpoints=unbounded).extend(SPAN)
+    store = CheckpointStore(interval=100, budget=unbounded.nbytes() - 1)
+    machine = TimeMachine(load_guest("syscalls"), "trap", checkpoints=store)
+    machine.extend(SPAN)
+    assert store.nbytes() <= store.budget
+    assert store.interval > 100 and len(store) >= 3
+    for target in (5999, 150, 3333):
+        machine.seek(target)
+        assert observed(machine.vm) == straight("syscalls", "trap", target)
+
+
+def test_a_checkpoint_keeps_only_the_pages_that_changed():
+    store = CheckpointStore(interval=INTERVAL)
+    machine = TimeMachine(load_guest("syscalls"), "trap", checkpoints=store)
+    machine.extend(SPAN)
+    first, *later = store.checkpoints
+    ram_pages = machine.vm.machine.ram_size // 4096
+    assert len(first.ram) == ram_pages
+    assert max(len(c.ram) for c in later) < ram_pages // 16
