@@ -501,6 +501,9 @@ class Machine:
             self._trace_hook = self.uc.hook_add(
                 UC_HOOK_CODE, lambda uc, address, size, _: callback(address, size)
             )
+            # blocks compiled while no code hook was set (translated code runs without a
+            # count) call no hook at all: they must be compiled again
+            self.uc.ctl_flush_tb()
 
     # ------------------------------------------------------------------ hooks
     def _install_hooks(self) -> None:

@@ -205,10 +205,22 @@ class TimeMachine:
 
 
 def _stride(vm: Vm, count: int, target: int) -> None:
-    """Run `vm` on by `count` towards `target`. Only a stride that ends at the target must
-    end exactly; one well short of it may end a few instructions late (binary translation
-    then keeps running whole fragments instead of stepping through the last few)."""
-    vm.run(count, quantum=vm.step + count + SLACK < target)
+    """Run `vm` on by `count` towards `target`. A stride well short of the target may end a
+    few instructions late (binary translation runs whole fragments). The one that ends at
+    the target runs its last SLACK steps traced, unless the CPU counts every instruction: the
+    tracer stops at the very instruction, inside the fragments the run was using (untraced,
+    bt would step through one-instruction fragments to get there)."""
+    end = vm.step + count
+    if end + SLACK < target:
+        vm.run(count, quantum=True)
+        return
+    if vm.executor.counts_each_instruction:  # it stops exactly at no cost
+        vm.run(count)
+        return
+    if count > SLACK:
+        vm.run(count - SLACK, quantum=True)
+    if not _stopped(vm) and vm.step < end:
+        vm.run(end - vm.step, trace=True)
 
 
 def _stopped(vm: Vm) -> bool:

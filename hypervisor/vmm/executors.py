@@ -62,6 +62,8 @@ class Executor(ABC):
     def guest_cpl(self) -> int:
         """The privilege level the guest believes it runs at."""
 
+    counts_each_instruction = True  # the CPU runs with a count: it stops at any step
+
     def virtual_state(self) -> CpuState:
         """The guest's view of its registers (what it would see on bare metal): on bare
         metal, the real ones."""

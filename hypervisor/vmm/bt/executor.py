@@ -58,6 +58,7 @@ PROBATION = 50_000  # guest instructions a page stays self-checking before it is
 @register
 class BinaryTranslation(TrapAndEmulate):
     mode = "bt"
+    counts_each_instruction = False  # translated code keeps its own clock, block by block
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
