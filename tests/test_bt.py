@@ -175,3 +175,14 @@ def test_a_guest_that_rewrites_its_budget_forever_is_stopped_by_the_watchdog(tmp
     vm.run(10**9)
     assert vm.exit.reason == "crashed"
     assert "did not come back to the monitor" in vm.exit.detail
+
+
+def test_a_traced_bt_run_after_a_fast_one_counts_every_instruction():
+    # the fast run compiles translated code with no code hook at all: tracing must recompile
+    image = load_guest("flags")
+    mixed, straight = Vm(image, "bt"), Vm(image, "bt")
+    mixed.run(1000)
+    mixed.run(50, trace=True)
+    straight.run(1050)
+    assert mixed.stats.total == straight.stats.total == 1050
+    assert mixed.executor.virtual_state() == straight.executor.virtual_state()
