@@ -133,6 +133,7 @@ class Machine:
         self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, object] = {}
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
+        self._hookless_blocks = False  # blocks may have been compiled with no code hook set
         self._exit: Exit | None = None
         self._trace_hook: int | None = None
         self._window_hook: int | None = None
@@ -411,6 +412,7 @@ class Machine:
         error: UcError | None = None
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
+            self._hookless_blocks = self._hookless_blocks or self._trace_hook is None
         self._running = True
         try:
             self.uc.emu_start(eip, _UNTIL, count=count)
@@ -501,9 +503,9 @@ class Machine:
             self._trace_hook = self.uc.hook_add(
                 UC_HOOK_CODE, lambda uc, address, size, _: callback(address, size)
             )
-            # blocks compiled while no code hook was set (translated code runs without a
-            # count) call no hook at all: they must be compiled again
-            self.uc.ctl_flush_tb()
+            if self._hookless_blocks:  # compiled when no code hook was set: they call
+                self.uc.ctl_flush_tb()  # no hook at all, so they are compiled again
+                self._hookless_blocks = False
 
     # ------------------------------------------------------------------ hooks
     def _install_hooks(self) -> None:
