@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hypervisor.guest.image import load_guest
-from hypervisor.trace.checkpoints import CheckpointStore
+from hypervisor.trace.checkpoints import Checkpoint, CheckpointStore
 from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
@@ -122,3 +122,44 @@ def test_a_checkpoint_keeps_only_the_pages_that_changed():
     ram_pages = machine.vm.machine.ram_size // 4096
     assert len(first.ram) == ram_pages
     assert max(len(c.ram) for c in later) < ram_pages // 16
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    run=st.sampled_from(RUNS),
+    start=st.integers(1, SPAN - 50),
+    moves=st.lists(st.sampled_from(["step", "back", "prepare"]), min_size=1, max_size=10),
+)
+def test_stepping_with_prepared_vms_equals_a_straight_run(run, start, moves):
+    """`prepare` (the UI's idle time) puts a spare VM one step behind, and stepping back
+    swaps to it: each step shows the very state a straight run reaches there."""
+    machine = recorded(*run)
+    machine.seek(start)
+    for move in moves:
+        if move == "prepare":
+            machine.prepare()
+        else:
+            getattr(machine, move)(1)
+        assert observed(machine.vm) == straight(*run, machine.position)
+
+
+class CountingStore(CheckpointStore):
+    restores = 0
+
+    def restore(self, vm: Vm, checkpoint: Checkpoint) -> None:
+        self.restores += 1
+        super().restore(vm, checkpoint)
+
+
+@pytest.mark.parametrize("mode", ["trap", "bt"])
+def test_a_step_back_after_prepare_restores_nothing_and_runs_nothing(mode):
+    store = CountingStore(interval=INTERVAL)
+    machine = TimeMachine(load_guest("flags"), mode, checkpoints=store)
+    machine.seek(2000)
+    for step in range(1999, 1979, -1):
+        machine.prepare()
+        restores, ran = store.restores, machine.vm.stats.total
+        machine.back()
+        assert machine.position == step
+        assert store.restores == restores
+        assert machine.vm.stats.total == ran - 1  # the VM that was waiting there

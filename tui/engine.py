@@ -37,6 +37,7 @@ WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
 DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
+VIEWS_KEPT = 4096  # steps whose registers a lane remembers
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
@@ -51,10 +52,20 @@ class Lane:
     cpus: tuple[CpuView, CpuView]
     before: tuple[CpuView, CpuView] | None = None  # registers one step earlier
     synced: bool = True  # `cpus` and `before` are those of the time machine's position
+    seen: dict[int, tuple[CpuView, CpuView]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, tm: TimeMachine) -> Lane:
         return cls(tm, Listing(tm.image), cpu_views(tm.vm))
+
+    def views(self) -> tuple[CpuView, CpuView]:
+        """The registers at the time machine's position, kept by step: runs are
+        deterministic, so a step's registers never change, and stepping back finds the
+        step before the new position's among them instead of going there too."""
+        if len(self.seen) >= VIEWS_KEPT:
+            self.seen.clear()
+        views = self.seen[self.tm.position] = cpu_views(self.tm.vm)
+        return views
 
 
 @dataclass
@@ -70,7 +81,7 @@ class Engine:
         self._publish_to = publish
         self._notify = notify
         count = max(1, len(session.vms))
-        self.host = HostRam(2 * count * DEFAULT_RAM)  # a head and a cursor VM per lane
+        self.host = HostRam(3 * count * DEFAULT_RAM)  # a head, a cursor and a spare per lane
         self.lanes: list[Lane] = []
         self._session = session
         self.position = 0
@@ -104,6 +115,12 @@ class Engine:
         """Every command submitted so far is done and published, and nothing runs."""
         return self._opened and self._done == self._submitted and not self.running
 
+    def painted(self) -> None:
+        """The screen shows the last snapshot (UI thread): the engine may use the pause
+        before the next key to prepare (`TimeMachine.prepare`). Not a command: it publishes
+        nothing and gives way to any command that comes."""
+        self._queue.put(("prepare", ()))
+
     def stop(self) -> None:
         self.submit("quit")
         self._thread.join(timeout=2)
@@ -127,6 +144,9 @@ class Engine:
                 continue
             if command == "quit":
                 return
+            if command == "prepare":
+                self._prepare()
+                continue
             try:
                 getattr(self, f"_do_{command}")(*args)
             except Exception as err:  # an engine bug must not kill the session silently
@@ -192,17 +212,19 @@ class Engine:
                 # There already, or beyond (translated code stops where it can); after a
                 # skip in run mode: its registers, without highlights.
                 if not lane.synced:
-                    lane.before, lane.cpus, lane.synced = None, cpu_views(tm.vm), True
+                    lane.before, lane.cpus, lane.synced = None, lane.views(), True
                 continue
             if step == tm.position + 1:
-                before = lane.cpus if lane.synced else cpu_views(tm.vm)
+                before = lane.cpus if lane.synced else lane.views()
+            elif step > 0 and (before := lane.seen.get(step - 1)) is not None:
+                pass
             elif step > 0 and tm.seek(step - 1) < step:
-                before = cpu_views(tm.vm)
+                before = lane.views()
             else:  # step 0, or translated code that could not stop before `step`
                 before = None
             if tm.position != step:
                 tm.seek(step)
-            lane.before, lane.cpus, lane.synced = before, cpu_views(tm.vm), True
+            lane.before, lane.cpus, lane.synced = before, lane.views(), True
         self.position = target
 
     def _skip(self, target: int) -> None:
@@ -251,6 +273,17 @@ class Engine:
         if self._at_end:
             self.running = False
         self._publish()
+
+    def _prepare(self) -> None:
+        """Idle time: each VM gets ready to step back without waiting (not in run mode, and
+        never ahead of a waiting command)."""
+        if self.running:
+            return
+        waiting = self._queue.qsize
+        for lane in self.lanes:
+            if waiting():
+                return
+            lane.tm.prepare(cancelled=lambda: waiting() > 0)
 
     # ------------------------------------------------------------------ commands
     def _do_step(self, count: int = 1) -> None:

@@ -60,6 +60,7 @@ class TimeMachine:
             recording = self._recorder.recording
         self.recording = recording
         self._cursor: Vm | None = None
+        self._spare: Vm | None = None  # prepared one step behind the cursor (`prepare`)
         self.position = 0
         self.vm = self._head or self._cursor_at(0)
         if not len(self.checkpoints):  # the initial state: going back never builds a VM
@@ -160,24 +161,45 @@ class TimeMachine:
             self._run(recorder.vm, self.clamp(step), recorder.run)
 
     # ------------------------------------------------------------------ machinery
+    def prepare(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Idle-time work: put a VM other than `vm` at the step before `position`, so that
+        stepping back is a swap rather than a restore and a re-execution (the UI calls this
+        while its user reads the screen; `cancelled` says when a command is waiting)."""
+        target = self.position - 1
+        if target < 0:
+            return
+        if self.vm is self._head:  # the cursor is free
+            self._cursor = self._bring(self._cursor, target, cancelled)
+        else:
+            self._spare = self._bring(self._spare, target, cancelled)
+
     def _cursor_at(self, step: int) -> Vm:
-        cursor = self._cursor
+        spare, cursor = self._spare, self._cursor
+        if spare is not None and spare.step == step and (cursor is None or cursor.step != step):
+            self._cursor, self._spare = spare, cursor  # prepared there: a swap
+        self._cursor = self._bring(self._cursor, step)
+        return self._cursor
+
+    def _bring(self, vm: Vm | None, step: int, cancelled: Callable[[], bool] = lambda: False) -> Vm:
+        """`vm` (a new VM if None) at `step`: run on if it is a little behind, else restored
+        from the nearest checkpoint and run on."""
         checkpoint = self.checkpoints.nearest(step)
-        # A cursor not behind the checkpoint before that one runs on: at most two checkpoints'
+        # A VM not behind the checkpoint before that one runs on: at most two checkpoints'
         # worth of re-execution, and no restore (after which unicorn translates anew).
         earlier = checkpoint and self.checkpoints.nearest(checkpoint.step - 1)
-        behind = cursor is None or (earlier is not None and cursor.step < earlier.step)
-        if cursor is None or cursor.step > step or behind:
+        behind = vm is None or (earlier is not None and vm.step < earlier.step)
+        if vm is None or vm.step > step or behind:
             if checkpoint is None:
-                self._discard(cursor)
-                cursor = None
-            cursor = self._cursor = cursor or self._new_vm()
+                self._discard(vm)
+                vm = None
+            vm = vm or self._new_vm()
             if checkpoint is not None:
-                self.checkpoints.restore(cursor, checkpoint)
-        while cursor.step < step and not _stopped(cursor):
-            if not self._run(cursor, step, lambda n: _stride(cursor, n, step)):
+                self.checkpoints.restore(vm, checkpoint)
+        moving = vm
+        while moving.step < step and not _stopped(moving) and not cancelled():
+            if not self._run(moving, step, lambda n: _stride(moving, n, step)):
                 break
-        return cursor
+        return vm
 
     def _run(self, vm: Vm, target: int, run: Callable[[int], object]) -> bool:
         """One stride of `vm` towards `target` with `run`, then a checkpoint if one is due.
@@ -199,9 +221,9 @@ class TimeMachine:
 
     def close(self) -> None:
         """Give the VMs' memory back to the host."""
-        for vm in (self._cursor, self._head):
+        for vm in (self._cursor, self._spare, self._head):
             self._discard(vm)
-        self._cursor = self._head = None
+        self._cursor = self._spare = self._head = None
 
 
 def _stride(vm: Vm, count: int, target: int) -> None:

@@ -67,7 +67,9 @@ class CodePane(Pane):
         return lines([_row(row, width) for row in code[start : start + height]], width)
 
 
+@lru_cache(maxsize=4096)
 def _row(row: CodeRow, width: int) -> Content:
+    """One row (cached: stepping changes two or three rows of the listing, not all)."""
     marker = "▶" if row.current else "◆" if row.last else " "
     glyph = ("●", CLASS_STYLE[row.tag]) if row.tag else ("·", MUTED)
     left = Content.assemble(

@@ -4,9 +4,11 @@ descriptor tables), and the difference is the monitor's work."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from textual.content import Content
 
-from tui.model import CpuView, Registers, Snapshot
+from tui.model import CpuView, Snapshot
 from tui.panes.base import Pane, lines
 from tui.panes.style import CHANGED_STYLE, DIFFERS_STYLE, MUTED
 
@@ -50,7 +52,17 @@ class RegistersPane(Pane):
     def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         regs = snapshot.vm.registers
         bare = regs.guest is regs.real
-        rows = [_header(bare)] + [_row(name, digits, regs, bare) for name, digits in ROWS]
+        guest, real = _values(regs.guest), _values(regs.real)
+        rows = [_header(bare)] + [
+            _row(
+                name,
+                digits,
+                guest[name],
+                None if bare else real[name],
+                (name in regs.guest_changed, name in regs.real_changed),
+            )
+            for name, digits in ROWS
+        ]
         blocks = max(1, min((width + GAP) // (BLOCK + GAP), -(-len(rows) // max(1, height))))
         if blocks == 1:
             return lines(rows, width)
@@ -70,22 +82,21 @@ def _header(bare: bool) -> Content:
     return Content.styled(f"{'':7}{'guest':>8}{'real':>10}", MUTED)
 
 
-def _value(view: CpuView, name: str) -> int:
-    if name == "if":
-        return int(view.interrupts)
-    if name == "iopl":
-        return view.iopl
-    return view.values()[name]
+def _values(view: CpuView) -> dict[str, int]:
+    return {**view.values(), "if": int(view.interrupts), "iopl": view.iopl}
 
 
-def _row(name: str, digits: int, regs: Registers, bare: bool) -> Content:
-    guest, real = _value(regs.guest, name), _value(regs.real, name)
+@lru_cache(maxsize=4096)
+def _row(
+    name: str, digits: int, guest: int, real: int | None, changed: tuple[bool, bool]
+) -> Content:
+    """One register's row (cached: a step changes a few registers)."""
     row = Content.assemble(
         (f"{name.upper():<7}", MUTED),
-        (f"{guest:0{digits}x}".rjust(8), CHANGED_STYLE if name in regs.guest_changed else ""),
+        (f"{guest:0{digits}x}".rjust(8), CHANGED_STYLE if changed[0] else ""),
     )
-    if bare:
+    if real is None:
         return row
     differs = real != guest
-    style = CHANGED_STYLE if name in regs.real_changed else DIFFERS_STYLE if differs else ""
+    style = CHANGED_STYLE if changed[1] else DIFFERS_STYLE if differs else ""
     return row + Content.styled(f"{'≠' if differs else ' '}{real:0{digits}x}".rjust(10), style)
