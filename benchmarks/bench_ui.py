@@ -88,7 +88,7 @@ async def step_latency(
             while app.frames == frames:
                 await asyncio.sleep(0.0005)
             applied.append((time.perf_counter() - began) * 1000)
-            while not paints or paints[-1][0] == frames:
+            while not paints or paints[-1][0] <= frames:
                 await asyncio.sleep(0.0005)
             painted = next(t for applied_frames, t in paints if applied_frames > frames)
             repainted.append((painted - began) * 1000)
