@@ -7,8 +7,10 @@ import importlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hypervisor.guest.image import GuestImage, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
@@ -21,6 +23,9 @@ from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import GuestTooLarge
+
+if TYPE_CHECKING:
+    from lessons.lesson import Lesson
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -102,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         choices=available_modes(),
         help="a mode to run every guest in (repeat for several; default trap)",
+    )
+
+    lesson = sub.add_parser("lesson", help="list the lessons, or follow one in the terminal UI")
+    lesson.add_argument("name", nargs="?", help="a lesson's name (or a .toml file)")
+    lesson.add_argument(
+        "--walk", action="store_true", help="print each stop, where it lands and its check; no UI"
     )
 
     record = sub.add_parser("record", help="record a traced run into a trace file")
@@ -352,13 +363,56 @@ def _demo() -> list[tuple[GuestImage, str]]:
     return [(flags, "trap"), (flags, "bt" if "bt" in available_modes() else "native")]
 
 
-def _open_ui(vms: list[tuple[GuestImage, str]], replay: str | None = None) -> int:
+def _lesson(args: argparse.Namespace) -> int:
+    # The lessons are built on the engine, not the other way round: imported on request.
+    from lessons.lesson import LessonError, available, load
+    from lessons.walk import images
+
+    if args.name is None:
+        for name in available():
+            print(f"{name:24} {load(name).title}")
+        return 0
+    try:
+        lesson = load(args.name)
+    except LessonError as err:
+        print(f"vmlab: {err}", file=sys.stderr)
+        return 2
+    if args.walk:
+        return _walk(lesson)
+    return _open_ui(images(lesson), lesson=lesson)
+
+
+def _walk(lesson: Lesson) -> int:
+    from lessons.walk import walk
+
+    print(lesson.title)
+    failed = 0
+    for landing in walk(lesson):
+        stop = landing.stop
+        where = f"step {landing.step:,}: {landing.last}" if landing.last else "nowhere"
+        print(f"\nstop {landing.index + 1} · {stop.go} · VM {stop.vm} → {where}")
+        print(
+            textwrap.fill(
+                " ".join(stop.text.split()), 92, initial_indent="  ", subsequent_indent="  "
+            )
+        )
+        for problem in landing.problems:
+            print(f"  ✗ not as expected: {problem}")
+        if stop.expect and not landing.problems:
+            print("  ✓ as expected: " + ", ".join(f"{k} {v}" for k, v in stop.expect.items()))
+        failed += bool(landing.problems)
+    return 1 if failed else 0
+
+
+def _open_ui(
+    vms: list[tuple[GuestImage, str]], replay: str | None = None, lesson: Lesson | None = None
+) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
         return 2
     # By name: the engine's command line opens the UI on request but never depends on it.
     app = importlib.import_module("tui.app")
-    session = app.open_trace(replay) if replay else app.Session(vms=vms)
+    session = app.open_trace(replay) if replay else app.Session(vms=vms, lesson=lesson)
     app.run_app(session, trace_path=replay)
     return 0
 
@@ -418,6 +472,7 @@ _COMMANDS = {
     "trace": _trace,
     "tc": _tc,
     "guests": _guests,
+    "lesson": _lesson,
     "tui": _tui,
     "record": _record,
     "replay": _replay,

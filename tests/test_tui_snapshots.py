@@ -14,6 +14,8 @@ from textual.pilot import Pilot
 
 from hypervisor.guest.image import load_guest
 from hypervisor.trace import tracefile
+from lessons.lesson import load
+from lessons.walk import images
 from tui.app import VmlabApp, open_trace
 from tui.engine import Session
 
@@ -75,3 +77,10 @@ def test_help_screen(snap_compare):
 def test_high_contrast_light_theme(snap_compare):
     app = flags("trap", "native")
     assert snap_compare(app, terminal_size=(160, 50), run_before=keys("h", "ctrl+t"))
+
+
+def test_a_lesson_at_its_popf_stop(snap_compare):
+    """`vmlab lesson 01-trap-and-emulate`, two stops in: the hole, and the lesson's text."""
+    lesson = load("01-trap-and-emulate")
+    app = VmlabApp(Session(vms=images(lesson), lesson=lesson))
+    assert snap_compare(app, terminal_size=(160, 50), run_before=keys("n", "n"))

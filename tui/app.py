@@ -25,7 +25,7 @@ from textual.widgets import Footer, Static, Tab, Tabs
 from hypervisor.trace import tracefile
 from tui.commands import VmlabCommands
 from tui.engine import Engine, Session
-from tui.model import Snapshot
+from tui.model import LessonView, Snapshot
 from tui.panes import (
     CodePane,
     ConsolePane,
@@ -81,6 +81,8 @@ class VmlabApp(App[None]):
         Binding("m", "mode", "Mode", id="mode"),
         Binding("v", "next_vm", "Next VM", id="next_vm"),
         Binding("a", "annotate", "Annotate", id="annotate"),
+        Binding("n", "lesson(1)", "Next stop", id="lesson_next"),
+        Binding("p", "lesson(-1)", "Prev stop", id="lesson_previous"),
         Binding("f", "filter", "Filter", id="filter"),
         Binding("z", "maximize", "Zoom", id="maximize"),
         Binding("plus,equals_sign", "speed(1)", "Faster", id="faster", show=False),
@@ -103,6 +105,7 @@ class VmlabApp(App[None]):
         self.frames = 0  # snapshots applied (the benchmark counts them)
         self._panes: list[Pane] = []
         self._status: Static | None = None
+        self._lesson: LessonView | None = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -118,6 +121,7 @@ class VmlabApp(App[None]):
                 yield TranslationCachePane(id="tc")
                 yield OverheadPane(id="overhead")
                 yield ConsolePane(id="console")
+        yield Static(id="lesson")
         yield Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="tabs")
         yield Footer()
 
@@ -181,7 +185,23 @@ class VmlabApp(App[None]):
                 pane.show(snapshot)
             if self._status is not None:
                 self._status.update(status_line(snapshot), layout=False)
+            self._show_lesson(snapshot.lesson)
         self.call_after_refresh(self.engine.painted)
+
+    def _show_lesson(self, lesson: LessonView | None) -> None:
+        if lesson == self._lesson:
+            return
+        self._lesson = lesson
+        self.screen.set_class(lesson is not None, "-lesson")
+        if lesson is not None:
+            self.query_one("#lesson", Static).update(lesson_text(lesson))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The lesson keys only while a lesson is open."""
+        if action == "lesson":
+            return self._lesson is not None
+        return True
 
     def on_engine_notice(self, notice: EngineNotice) -> None:
         self.notify(notice.text, severity=notice.severity)  # type: ignore[arg-type]
@@ -232,6 +252,9 @@ class VmlabApp(App[None]):
                 self.notify(f"not a step number: {answer}", severity="warning")
 
         self.push_screen(PromptScreen("Go to step", placeholder="e.g. 4080"), go)
+
+    def action_lesson(self, change: int) -> None:
+        self.engine.submit("lesson", change)
 
     def action_annotate(self) -> None:
         if self.snapshot is None:
@@ -302,6 +325,19 @@ def status_line(snapshot: Snapshot) -> Content:
         parts.append((f"‖ {view.state}", MUTED))
     if view.annotation:
         parts += ["  ", (f"✎ {view.annotation}", "italic $text-accent")]
+    return Content.assemble(*parts)
+
+
+def lesson_text(lesson: LessonView) -> Content:
+    parts: list[Content | str | tuple[str, str]] = [
+        (f"Lesson · {lesson.title}", "bold $text-accent"),
+        (f"  stop {lesson.index + 1} of {lesson.count} · {lesson.go}", MUTED),
+        ("   n next · p previous\n", MUTED),
+        " ".join(lesson.text.split()),
+    ]
+    if lesson.problems:
+        why = "; ".join(lesson.problems)
+        parts.append((f"\n⚠ the engine does not show what this stop expects: {why}", "$text-error"))
     return Content.assemble(*parts)
 
 

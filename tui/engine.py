@@ -26,8 +26,19 @@ from hypervisor.trace.recording import HOLE
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.vm import DEFAULT_RAM
+from lessons.lesson import Lesson
+from lessons.walk import check, land, missing
 from tui.listing import Listing
-from tui.model import NOTE, CpuView, Snapshot, VmView, cpu_views, registers, vm_view
+from tui.model import (
+    NOTE,
+    CpuView,
+    LessonView,
+    Snapshot,
+    VmView,
+    cpu_views,
+    registers,
+    vm_view,
+)
 
 FRAME = 1 / 30  # seconds between snapshots in run mode
 SPEEDS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)  # instructions per second
@@ -74,6 +85,7 @@ class Session:
 
     vms: list[tuple[GuestImage, str]] = field(default_factory=list)
     replay: tracefile.Trace | None = None
+    lesson: Lesson | None = None  # opened with the lesson's guests, at its first stop
 
 
 class Engine:
@@ -94,6 +106,9 @@ class Engine:
         self._submitted = 0  # commands submitted (UI thread) …
         self._done = 0  # … and done and published (engine thread)
         self._opened = False
+        self._landed: list[int] = []  # where each lesson stop reached so far landed
+        self._stop = -1  # the lesson stop shown
+        self._problems: tuple[str, ...] = ()
         self._next_frame = 0.0  # when the next frame of run mode is due
         self._queue: queue.Queue[tuple[str, tuple]] = queue.Queue()
         self._cancel = threading.Event()
@@ -132,6 +147,8 @@ class Engine:
         except Exception as err:  # a guest that cannot start: say why, keep the UI alive
             self._notify(f"cannot start: {err}", "error")
             return
+        if self._session.lesson is not None:
+            self._do_lesson(1)
         self._publish()
         self._opened = True
         while True:
@@ -191,7 +208,16 @@ class Engine:
             self.host.size,
             (*kinds, HOLE, NOTE),
             self.hidden,
+            self._lesson_view(),
         )
+
+    def _lesson_view(self) -> LessonView | None:
+        lesson = self._session.lesson
+        if lesson is None or self._stop < 0:
+            return None
+        stop = lesson.stops[self._stop]
+        count = len(lesson.stops)
+        return LessonView(lesson.title, self._stop, count, stop.text, str(stop.go), self._problems)
 
     # ------------------------------------------------------------------ moving the clock
     def _clamp(self, target: int) -> int:
@@ -349,6 +375,28 @@ class Engine:
         lane.tm.close()
         self.lanes[self.focus] = Lane.of(self._machine(image, mode))
         self._goto(0)
+
+    def _do_lesson(self, change: int) -> None:
+        """To the next (or previous) stop of the lesson. Each stop goes on from where the
+        one before it landed, whatever the user did in between, so a lesson always shows
+        the same places; the engine checks each against what the stop expects."""
+        self.running = False
+        lesson = self._session.lesson
+        if lesson is None:
+            return
+        index = min(max(self._stop + change, 0), len(lesson.stops) - 1)
+        while len(self._landed) <= index:
+            stop = lesson.stops[len(self._landed)]
+            now = self._landed[-1] if self._landed else 0
+            target = land(self.lanes[stop.vm].tm, stop.go, now)
+            if target is None:
+                self._notify(f"lesson: {missing(stop.go, now)}", "warning")
+                return
+            self._landed.append(target)
+        stop = lesson.stops[index]
+        self._stop, self.focus = index, stop.vm
+        self._goto(self._landed[index])
+        self._problems = tuple(check(stop, self.lanes[stop.vm].tm))
 
     def _do_annotate(self, text: str) -> None:
         tm = self.lanes[self.focus].tm

@@ -150,6 +150,18 @@ class VmView:
 
 
 @dataclass(frozen=True, slots=True)
+class LessonView:
+    """The lesson being followed, at its current stop."""
+
+    title: str
+    index: int  # of the stop shown
+    count: int  # stops in all
+    text: str
+    go: str  # how the stop got here ("next hole")
+    problems: tuple[str, ...]  # what the engine shows that the stop did not expect
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     vms: tuple[VmView, ...]
     focus: int
@@ -159,6 +171,7 @@ class Snapshot:
     host_size: int = 0
     kinds: tuple[str, ...] = ()  # event kinds known, for the filter
     hidden: frozenset[str] = field(default_factory=frozenset)  # kinds filtered out
+    lesson: LessonView | None = None
 
     @property
     def vm(self) -> VmView:

@@ -118,17 +118,19 @@ class TimeMachine:
     def back(self, count: int = 1) -> int:
         return self.seek(self.position - count)
 
-    def next_step(self, kind: str) -> int | None:
-        """The next step after `position` where an event of `kind` has happened, recording
-        further ahead if needed (until the end of the run); None if there is none."""
-        while (found := self.recording.next_step(kind, self.position)) is None:
+    def next_step(self, kind: str, after: int | None = None) -> int | None:
+        """The next step after `after` (`position` by default) where an event of `kind` has
+        happened, recording further ahead if needed (until the end of the run); None if
+        there is none."""
+        after = self.position if after is None else after
+        while (found := self.recording.next_step(kind, after)) is None:
             if self.exhausted:
                 return None
             self.extend(self.frontier + EXTEND_CHUNK)
         return found
 
-    def previous_step(self, kind: str) -> int | None:
-        return self.recording.previous_step(kind, self.position)
+    def previous_step(self, kind: str, before: int | None = None) -> int | None:
+        return self.recording.previous_step(kind, self.position if before is None else before)
 
     def verify(self) -> list[str]:
         """Re-execute a whole recording and say where the run disagrees with it: an engine

@@ -1,0 +1,132 @@
+"""The lesson format: loading and checking a lesson file (one-line errors, never a traceback).
+
+    title = "…"
+    guests = [["flags", "trap"], ["flags", "bt"]]   # guest, mode: one VM each
+
+    [[stop]]
+    go = "next hole"          # start | step N | forward N | next KIND | previous KIND
+    vm = 0                    # the VM the stop looks at (and searches), 0 by default
+    text = "…"                # what to read there
+    expect = { last = "popf", class = "direct", hole = true }   # what the engine must show
+
+KIND is an instruction class (direct, trapped, translated, hypercall, native), an event kind
+(trap, interrupt, translation, callout, isolation, …) or `hole`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypervisor.trace.events import InsnClass
+
+HERE = Path(__file__).parent
+VERBS = {"start": 0, "step": 1, "forward": 1, "next": 1, "previous": 1}  # verb -> arguments
+EXPECTATIONS = {"last": str, "class": str, "hole": bool, "console": str}
+
+
+class LessonError(ValueError):
+    """A lesson file that cannot be used: the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Go:
+    verb: str
+    argument: str = ""  # a step count or an event kind
+
+    @property
+    def count(self) -> int:
+        return int(self.argument)
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.argument}".strip()
+
+
+@dataclass(frozen=True)
+class Stop:
+    go: Go
+    text: str
+    vm: int = 0
+    expect: dict[str, str | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lesson:
+    name: str
+    title: str
+    guests: tuple[tuple[str, str], ...]
+    stops: tuple[Stop, ...]
+
+
+def available() -> list[str]:
+    return sorted(path.stem for path in HERE.glob("*.toml"))
+
+
+def load(name: str) -> Lesson:
+    """A lesson by name (from this package) or by path to a .toml file."""
+    path = Path(name) if name.endswith(".toml") else HERE / f"{name}.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        known = ", ".join(available())
+        raise LessonError(f"no lesson {name!r} (lessons: {known})") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise LessonError(f"{path.name}: not a lesson file: {err}") from None
+    return _parse(path.stem, data, path.name)
+
+
+def _parse(name: str, data: dict, where: str) -> Lesson:
+    def fail(problem: str) -> LessonError:
+        return LessonError(f"{where}: {problem}")
+
+    title = data.get("title")
+    if not isinstance(title, str) or not title:
+        raise fail("a lesson needs a title")
+    guests = data.get("guests")
+    if not isinstance(guests, list) or not guests:
+        raise fail('`guests` must list [guest, mode] pairs, e.g. [["flags", "trap"]]')
+    pairs = []
+    for pair in guests:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_text, pair))):
+            raise fail(f"not a [guest, mode] pair: {pair!r}")
+        pairs.append((pair[0], pair[1]))
+    stops = data.get("stop")
+    if not isinstance(stops, list) or not stops:
+        raise fail("a lesson needs at least one [[stop]]")
+    try:
+        parsed = tuple(_stop(stop, index, len(pairs)) for index, stop in enumerate(stops))
+    except LessonError as err:
+        raise fail(str(err)) from None
+    return Lesson(name, title, tuple(pairs), parsed)
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _stop(data: object, index: int, vms: int) -> Stop:
+    where = f"stop {index + 1}"
+    fail = LessonError
+    if not isinstance(data, dict):
+        raise fail(f"{where} is not a table")
+    text, vm, expect = data.get("text", ""), data.get("vm", 0), data.get("expect", {})
+    if not isinstance(text, str) or not text.strip():
+        raise fail(f"{where} has no text")
+    if not isinstance(vm, int) or not 0 <= vm < vms:
+        raise fail(f"{where}: vm must be 0 to {vms - 1}")
+    words = str(data.get("go", "")).split()
+    if not words or words[0] not in VERBS or len(words) - 1 != VERBS[words[0]]:
+        raise fail(f"{where}: go must be start, step N, forward N, next KIND or previous KIND")
+    go = Go(*words)
+    if go.verb in ("step", "forward") and not go.argument.isdigit():
+        raise fail(f"{where}: {go.verb} needs a number of steps")
+    if not isinstance(expect, dict):
+        raise fail(f"{where}: expect must be a table")
+    for key, value in expect.items():
+        if key not in EXPECTATIONS or not isinstance(value, EXPECTATIONS[key]):
+            known = ", ".join(EXPECTATIONS)
+            raise fail(f"{where}: cannot expect {key} = {value!r} (expectations: {known})")
+    if "class" in expect and expect["class"] not in {c.value for c in InsnClass}:
+        raise fail(f"{where}: no instruction class {expect['class']!r}")
+    return Stop(go, text.strip(), vm, expect)
