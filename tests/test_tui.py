@@ -257,3 +257,25 @@ async def test_the_high_contrast_light_theme_toggles():
         assert app.theme == "vmlab-light" and not app.current_theme.dark
         await pilot.press("ctrl+t")
         assert app.current_theme.dark
+
+
+@synchronously
+async def test_the_host_clock_shows_vms_taking_turns_and_world_switches():
+    hello, hog = load_guest("hello"), load_guest("hog")
+    app = VmlabApp(Session(vms=[(hello, "trap"), (hog, "trap")]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await press(pilot, "s", "s", "c")
+        host = app.snapshot.host
+        assert host is not None and (host.step, host.running) == (2, 0)
+        await press(pilot, "W")  # hello's quantum is used up: hog gets the CPU
+        snapshot = app.snapshot
+        assert snapshot.host.running == snapshot.focus == 1
+        assert [view.step for view in snapshot.vms] == [snapshot.host.step, 0]
+        assert snapshot.vm.events[-1].kind == "switch"
+        assert "gets the CPU from hello/trap" in snapshot.vm.events[-1].text
+        await press(pilot, "s")  # on the host's clock a step is hog's: hello waits
+        assert [view.step for view in app.snapshot.vms] == [snapshot.host.step, 1]
+        assert "host clock" in screen_text(app)["vms"]
+        await press(pilot, "c")  # back to each VM's own steps, side by side
+        assert app.snapshot.host is None
+        assert [view.step for view in app.snapshot.vms] == [1, 1]

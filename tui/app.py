@@ -80,9 +80,11 @@ class VmlabApp(App[None]):
         Binding("g", "goto", "Go to", id="goto"),
         Binding("m", "mode", "Mode", id="mode"),
         Binding("v", "next_vm", "Next VM", id="next_vm"),
+        Binding("c", "clock", "Clock", id="clock", show=False),
+        Binding("W", "next('switch')", "Next switch", id="next_switch", show=False),
         Binding("a", "annotate", "Annotate", id="annotate"),
-        Binding("n", "lesson(1)", "Next stop", id="lesson_next"),
-        Binding("p", "lesson(-1)", "Prev stop", id="lesson_previous"),
+        Binding("n", "lesson(1)", "Next stop", id="lesson_next", show=False),
+        Binding("p", "lesson(-1)", "Prev stop", id="lesson_previous", show=False),
         Binding("f", "filter", "Filter", id="filter"),
         Binding("z", "maximize", "Zoom", id="maximize"),
         Binding("plus,equals_sign", "speed(1)", "Faster", id="faster", show=False),
@@ -195,13 +197,6 @@ class VmlabApp(App[None]):
         self.screen.set_class(lesson is not None, "-lesson")
         if lesson is not None:
             self.query_one("#lesson", Static).update(lesson_text(lesson))
-        self.refresh_bindings()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The lesson keys only while a lesson is open."""
-        if action == "lesson":
-            return self._lesson is not None
-        return True
 
     def on_engine_notice(self, notice: EngineNotice) -> None:
         self.notify(notice.text, severity=notice.severity)  # type: ignore[arg-type]
@@ -253,6 +248,9 @@ class VmlabApp(App[None]):
 
         self.push_screen(PromptScreen("Go to step", placeholder="e.g. 4080"), go)
 
+    def action_clock(self) -> None:
+        self.engine.submit("clock")
+
     def action_lesson(self, change: int) -> None:
         self.engine.submit("lesson", change)
 
@@ -303,10 +301,10 @@ class VmlabApp(App[None]):
 def status_line(snapshot: Snapshot) -> Content:
     view = snapshot.vm
     end = f"{view.end:,}" if view.end is not None else "?"
-    parts: list[Content | str | tuple[str, str]] = [
-        (f" {view.name} ", "bold"),
-        f"step {view.step:,} / {end}  ",
-    ]
+    parts: list[Content | str | tuple[str, str]] = []
+    if snapshot.host is not None:
+        parts.append((f" host step {snapshot.host.step:,} ·", "bold $text-accent"))
+    parts += [(f" {view.name} ", "bold"), f"step {view.step:,} / {end}  "]
     if view.last is not None:
         last = view.last
         parts += [

@@ -28,6 +28,17 @@ COMMANDS = (
     ),
     ("Go to step…", "jump to any step of the run", "goto"),
     ("Next VM", "show the next VM in the panes", "next_vm"),
+    ("Host clock", "the VMs of one real host taking turns (or each VM's own steps)", "clock"),
+    (
+        "Next world switch",
+        "host clock: the scheduler gives the CPU to another VM",
+        "next('switch')",
+    ),
+    (
+        "Previous world switch",
+        "host clock: back to the last world switch",
+        "previous('switch')",
+    ),
     ("Annotate this step…", "an instructor's note, saved with the trace", "annotate"),
     ("Filter events…", "choose which kinds of events to show", "filter"),
     ("Save trace", "write the focused VM's recording to a trace file", "save"),

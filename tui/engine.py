@@ -16,12 +16,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace import tracefile
+from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.recording import HOLE
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.executors import available_modes
@@ -30,13 +31,16 @@ from lessons.lesson import Lesson
 from lessons.walk import check, land, missing
 from tui.listing import Listing
 from tui.model import (
+    EVENT_ROWS,
     NOTE,
     CpuView,
     LessonView,
     Snapshot,
     VmView,
     cpu_views,
+    host_view,
     registers,
+    switch_rows,
     vm_view,
 )
 
@@ -49,6 +53,9 @@ MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
 DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
+HOST_QUANTUM = 1_000  # the host clock's scheduler quantum: a world switch every 1,000 steps
+SWITCH = "switch"  # the event kind of a world switch, on the host's clock
+SWITCH_ROWS = 12  # world switches listed among a VM's events
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
@@ -106,6 +113,8 @@ class Engine:
         self._submitted = 0  # commands submitted (UI thread) …
         self._done = 0  # … and done and published (engine thread)
         self._opened = False
+        self.timeline: HostTimeline | None = None  # the host's clock, once asked for
+        self.host_clock = False  # the clock counts host steps (all VMs), not each VM's
         self._landed: list[int] = []  # where each lesson stop reached so far landed
         self._stop = -1  # the lesson stop shown
         self._problems: tuple[str, ...] = ()
@@ -195,10 +204,18 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         views: list[VmView] = []
-        for lane in self.lanes:
+        timeline = self.timeline if self.host_clock else None
+        for index, lane in enumerate(self.lanes):
             regs = registers(lane.cpus, lane.before)
-            views.append(vm_view(lane.tm, lane.listing, regs, self.hidden))
-        kinds = sorted({k for lane in self.lanes for k in lane.tm.recording.event_kinds()})
+            view = vm_view(lane.tm, lane.listing, regs, self.hidden)
+            if timeline is not None and SWITCH not in self.hidden:
+                rows = switch_rows(timeline, self.position, index, SWITCH)
+                events = sorted((*view.events, *rows), key=lambda row: row.step)
+                view = replace(view, events=tuple(events[-EVENT_ROWS:]))
+            views.append(view)
+        kinds = {k for lane in self.lanes for k in lane.tm.recording.event_kinds()}
+        if timeline is not None:
+            kinds.add(SWITCH)
         return Snapshot(
             tuple(views),
             self.focus,
@@ -206,9 +223,10 @@ class Engine:
             self.speed,
             self.busy,
             self.host.size,
-            (*kinds, HOLE, NOTE),
+            (*sorted(kinds), HOLE, NOTE),
             self.hidden,
             self._lesson_view(),
+            None if timeline is None else host_view(timeline, self.position),
         )
 
     def _lesson_view(self) -> LessonView | None:
@@ -227,13 +245,23 @@ class Engine:
             target = min(target, max(e for e in ends if e is not None))
         return max(0, target)
 
+    def _targets(self, target: int) -> tuple[int, list[int]]:
+        """The clock's `target`, clamped, and each VM's step there: the same step for every
+        VM, or on the host's clock the step each VM has reached by that host step."""
+        if self.host_clock and self.timeline is not None:
+            target = self.timeline.clamp(target)
+            steps = self.timeline.steps_at(target)
+        else:
+            target = self._clamp(target)
+            steps = [target] * len(self.lanes)
+        return target, [lane.tm.clamp(step) for lane, step in zip(self.lanes, steps, strict=True)]
+
     def _goto(self, target: int) -> None:
-        """Every VM to step `target` (or its last step), registers one step before too."""
-        target = self._clamp(target)
+        """Every VM to its step at `target` (or its last step), registers one step before too."""
+        target, steps = self._targets(target)
         forward = target > self.position
-        for lane in self.lanes:
+        for lane, step in zip(self.lanes, steps, strict=True):
             tm = lane.tm
-            step = tm.clamp(target)
             if step == tm.position or (forward and step < tm.position):
                 # There already, or beyond (translated code stops where it can); after a
                 # skip in run mode: its registers, without highlights.
@@ -252,15 +280,29 @@ class Engine:
                 tm.seek(step)
             lane.before, lane.cpus, lane.synced = before, lane.views(), True
         self.position = target
+        self._follow_cpu()
 
     def _skip(self, target: int) -> None:
-        """Every VM to step `target`, nothing else (run mode, between frames)."""
-        self.position = self._clamp(target)
-        for lane in self.lanes:
-            step = lane.tm.clamp(self.position)
+        """Every VM to its step at `target`, nothing else (run mode, between frames)."""
+        self.position, steps = self._targets(target)
+        for lane, step in zip(self.lanes, steps, strict=True):
             if step > lane.tm.position:  # a lane already past it (translated code) waits
                 lane.tm.seek(step)
                 lane.synced = False
+        self._follow_cpu()
+
+    def _follow_cpu(self) -> None:
+        """On the host's clock the panes show the VM that has the CPU."""
+        if self.host_clock and self.timeline is not None:
+            turn = self.timeline.turn_at(self.position)
+            if turn is not None:
+                self.focus = self.timeline.turns[turn].vm
+
+    def _clock_of(self, lane: int, step: int) -> int | None:
+        """The clock's reading when VM `lane` is at its `step`."""
+        if self.host_clock and self.timeline is not None:
+            return self.timeline.host_step_of(lane, step)
+        return step
 
     def _record_until(self, step: int, why: str) -> bool:
         """Record the focused VM ahead to `step`, publishing progress; False if the user
@@ -278,6 +320,8 @@ class Engine:
 
     @property
     def _at_end(self) -> bool:
+        if self.host_clock and self.timeline is not None:
+            return self.timeline.finished and self.position >= self.timeline.reached
         return all(
             lane.tm.end is not None and lane.tm.position >= lane.tm.end for lane in self.lanes
         )
@@ -322,7 +366,7 @@ class Engine:
 
     def _do_seek(self, step: int) -> None:
         self.running = False
-        if self._record_until(step, f"going to step {step:,}"):
+        if self.host_clock or self._record_until(step, f"going to step {step:,}"):
             self._goto(step)
 
     def _do_run(self) -> None:
@@ -340,24 +384,68 @@ class Engine:
 
     def _do_next(self, kind: str) -> None:
         self.running = False
+        if kind == SWITCH:
+            self._switch(self.timeline and self.timeline.switch_after(self.position), "after")
+            return
         tm = self.lanes[self.focus].tm
         ahead = CHUNK // 4  # record ahead in growing chunks: most events are near
         while (found := tm.recording.next_step(kind, tm.position)) is None and not tm.exhausted:
             if not self._record_until(tm.frontier + ahead, f"looking for the next {kind}"):
                 return
             ahead = min(ahead * 2, CHUNK * 25)
-        if found is None:
+        clock = None if found is None else self._clock_of(self.focus, found)
+        if clock is None:
             self._notify(f"no {kind} after step {tm.position:,}", "information")
             return
-        self._goto(found)
+        self._goto_keeping_focus(clock)
 
     def _do_previous(self, kind: str) -> None:
         self.running = False
-        found = self.lanes[self.focus].tm.previous_step(kind)
-        if found is None:
-            self._notify(f"no {kind} before step {self.position:,}", "information")
+        if kind == SWITCH:
+            self._switch(self.timeline and self.timeline.switch_before(self.position), "before")
             return
-        self._goto(found)
+        found = self.lanes[self.focus].tm.previous_step(kind)
+        clock = None if found is None else self._clock_of(self.focus, found)
+        if clock is None:
+            where = self.lanes[self.focus].tm.position
+            self._notify(f"no {kind} before step {where:,}", "information")
+            return
+        self._goto_keeping_focus(clock)
+
+    def _goto_keeping_focus(self, clock: int) -> None:
+        """To what was found in the focused VM: the panes stay on it (on the host's clock,
+        another VM may have the CPU by then)."""
+        focus = self.focus
+        self._goto(clock)
+        self.focus = focus
+
+    def _switch(self, found: int | None, where: str) -> None:
+        if not self.host_clock:
+            self._notify("world switches are on the host's clock: press c", "information")
+        elif found is None:
+            self._notify(f"no world switch {where} host step {self.position:,}", "information")
+        else:
+            self._goto(found)
+
+    def _do_clock(self) -> None:
+        """Between the VMs' own steps (side by side, in lock-step) and the host's clock: the
+        VMs of one real host taking turns on its CPU, a world switch at each turn."""
+        self.running = False
+        if len(self.lanes) < 2 or any(lane.tm.replay for lane in self.lanes):
+            self._notify("the host's clock needs two VMs or more (not a replay)", "information")
+            return
+        lane = self.lanes[self.focus]
+        if self.host_clock:
+            self.host_clock = False
+            self._goto(lane.tm.position)
+            return
+        if self.timeline is None:
+            guests = [(ln.tm.image, ln.tm.mode, ln.tm.name) for ln in self.lanes]
+            self.timeline = HostTimeline(guests, HOST_QUANTUM, self.lanes[0].tm.limit)
+        self.host_clock = True
+        # Where the host reaches this VM's step; the others move to theirs there, back or on.
+        self.position = self._clock_of(self.focus, lane.tm.position) or 0
+        self._goto(self.position)
 
     def _do_focus(self, change: int = 1) -> None:
         self.focus = (self.focus + change) % len(self.lanes)
@@ -374,6 +462,9 @@ class Engine:
         image = lane.tm.image
         lane.tm.close()
         self.lanes[self.focus] = Lane.of(self._machine(image, mode))
+        if self.timeline is not None:  # a host of other VMs now: made again when asked for
+            self.timeline.close()
+            self.timeline, self.host_clock = None, False
         self._goto(0)
 
     def _do_lesson(self, change: int) -> None:
@@ -394,6 +485,7 @@ class Engine:
                 return
             self._landed.append(target)
         stop = lesson.stops[index]
+        self.host_clock = False  # a lesson's stops are steps of its VMs
         self._stop, self.focus = index, stop.vm
         self._goto(self._landed[index])
         self._problems = tuple(check(stop, self.lanes[stop.vm].tm))

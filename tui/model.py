@@ -26,6 +26,7 @@ from hypervisor.trace.events import (
     Trap,
     VmStateChanged,
 )
+from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.recording import CLASS_BY_NAME, HOLE, MemoryWrite, kind_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.executor import BinaryTranslation
@@ -162,6 +163,16 @@ class LessonView:
 
 
 @dataclass(frozen=True, slots=True)
+class HostView:
+    """The host's clock: a real host running the session's VMs round-robin."""
+
+    step: int  # host steps: guest instructions run for all the VMs
+    quantum: int
+    switches: int  # world switches so far
+    running: int | None  # the VM on the CPU (index into `Snapshot.vms`)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     vms: tuple[VmView, ...]
     focus: int
@@ -172,6 +183,7 @@ class Snapshot:
     kinds: tuple[str, ...] = ()  # event kinds known, for the filter
     hidden: frozenset[str] = field(default_factory=frozenset)  # kinds filtered out
     lesson: LessonView | None = None
+    host: HostView | None = None  # on the host's clock
 
     @property
     def vm(self) -> VmView:
@@ -359,6 +371,37 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
         rows += [EventRow(s, NOTE, f"✎ {text}") for s, text in notes if s <= step]
     rows.sort(key=lambda row: row.step)
     return tuple(rows[-EVENT_ROWS:])
+
+
+def host_view(timeline: HostTimeline, position: int) -> HostView:
+    turn = timeline.turn_at(position)
+    running = None if turn is None else timeline.turns[turn].vm
+    switches = 0 if turn is None else turn  # the first turn is no switch
+    return HostView(position, timeline.quantum, switches, running)
+
+
+def switch_rows(timeline: HostTimeline, position: int, vm: int, kind: str) -> list[EventRow]:
+    """The world switches by `position` in which VM `vm` got or lost the CPU, at its own
+    steps (the events pane lists a VM's events by its steps)."""
+    rows: list[EventRow] = []
+    turns = timeline.turns
+    last = timeline.turn_at(position)
+    for index in range(last or 0, 0, -1):
+        turn, before = turns[index], turns[index - 1]
+        if turn.host_start > position:
+            continue
+        why = f"{turn.reason}, host step {turn.host_start:,}"
+        if turn.vm == vm and before.vm != vm:
+            rows.append(
+                EventRow(turn.vm_start, kind, f"⇄ gets the CPU from {turn.previous} ({why})")
+            )
+        elif before.vm == vm and turn.vm != vm:
+            left = before.vm_start + turn.host_start - before.host_start
+            to = timeline.names[turn.vm]
+            rows.append(EventRow(left, kind, f"⇄ leaves the CPU to {to} ({why})"))
+        if len(rows) >= EVENT_ROWS // 4:
+            break
+    return rows
 
 
 def describe(event: Event) -> str:

@@ -28,6 +28,9 @@ instruction really retired.
 | `g` | go to a step |
 | `m` | switch the VM to the next mode (restarts it) |
 | `v` | next VM (the panes follow it) |
+| `c` | the clock: each VM's own steps, or the host's (its VMs taking turns on its CPU) |
+| `W` | on the host's clock, the next world switch (the scheduler gives the CPU to another VM) |
+| `n` / `p` | in a lesson (`vmlab lesson`), its next / previous stop |
 | `a` | annotate this step (saved with the trace: `w`) |
 | `f` | filter the events |
 | `z` | maximize the focused pane (`tab` moves focus); again to restore |

@@ -42,27 +42,46 @@ class RoundRobin:
         self.world_switches = 0
         self.host_step = 0  # guest instructions run for all VMs so far
         self.current: HostedVm | None = None
+        self._left = 0  # instructions left of the current VM's quantum
 
     def run(self, vms: Sequence[HostedVm], limit: int | None = None) -> None:
-        """Rounds over `vms` until none is runnable, or `limit` more guest instructions."""
+        """Rounds over `vms` until none is runnable, or `limit` more guest instructions. A run
+        cut short by `limit` is taken up where it stopped (the same VM, the rest of its
+        quantum), so running a host at once or in pieces gives the same schedule (under bt a
+        quantum ends with its translated block, a few instructions late: where a piece ends
+        shifts that by as much)."""
+        order = list(vms)
+        if not order:
+            return
         end = None if limit is None else self.host_step + limit
-        while True:
-            ran = False
-            for hosted in vms:
-                if end is not None and self.host_step >= end:
-                    return
-                if hosted.runnable:
-                    self.give_cpu(hosted, None if end is None else end - self.host_step)
-                    ran = True
-            if not ran:
+        index = order.index(self.current) if self.current in order else 0
+        if self.current in order and self._left <= 0:
+            index = (index + 1) % len(order)
+        idle = 0  # VMs in a row found not runnable
+        while idle < len(order):
+            if end is not None and self.host_step >= end:
                 return
+            hosted = order[index]
+            if hosted.runnable:
+                idle = 0
+                ran = self.give_cpu(hosted, None if end is None else end - self.host_step)
+                if ran and self._left > 0 and hosted.runnable:
+                    continue  # stopped by `limit` only: its turn goes on next time
+            else:
+                idle += 1
+            index = (index + 1) % len(order)
 
-    def give_cpu(self, hosted: HostedVm, at_most: int | None = None) -> None:
-        """One quantum of `hosted` (switching worlds if another VM had the CPU)."""
-        if hosted is not self.current:
-            self._switch(hosted)
+    def give_cpu(self, hosted: HostedVm, at_most: int | None = None) -> int:
+        """The rest of `hosted`'s quantum, or `at_most` of it (a new quantum, switching
+        worlds, if another VM had the CPU or its last one was used up). Returns the guest
+        instructions it ran."""
+        if hosted is not self.current or self._left <= 0:
+            if hosted is not self.current:
+                self._switch(hosted)
+            self._left = self.quantum
+            hosted.account.quanta += 1
         vm = hosted.vm
-        count = min(self.quantum, hosted.budget_left, at_most or self.quantum)
+        count = min(self._left, hosted.budget_left, at_most or self._left)
         # The VM's own budget ends here: it stops like a single run does ("budget").
         is_quantum = count < hosted.budget_left
         before = vm.stats.total
@@ -72,11 +91,13 @@ class RoundRobin:
             vm.finish(ExitInfo("crashed", None, f"monitor error: {type(err).__name__}: {err}"))
             exit_info = vm.exit
         ran = vm.stats.total - before
+        self._left -= ran
         hosted.account.instructions += ran
-        hosted.account.quanta += 1
-        if exit_info is not None and exit_info.reason == "budget" and is_quantum:
-            hosted.account.preempted += 1
+        stopped_by_budget = exit_info is not None and exit_info.reason == "budget"
+        if self._left <= 0 and stopped_by_budget and is_quantum:
+            hosted.account.preempted += 1  # its quantum was used up: the scheduler took the CPU
         self.host_step += ran
+        return ran
 
     def _switch(self, to: HostedVm) -> None:
         previous = self.current

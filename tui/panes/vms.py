@@ -23,24 +23,34 @@ class VmsPane(Pane):
 
     def show(self, snapshot: Snapshot) -> None:
         super().show(snapshot)
-        rows = sum(len(_vm(view, 0, False)) for view in snapshot.vms)
+        rows = sum(len(_vm(view, 0, False)) for view in snapshot.vms) + (snapshot.host is not None)
         if rows != self._lines:  # its height follows its content: lay the screen out again
             self._lines = rows
             self.refresh(layout=True)
 
     def part(self, snapshot: Snapshot) -> object:
-        return snapshot.vms, snapshot.focus, snapshot.host_size
+        return snapshot.vms, snapshot.focus, snapshot.host_size, snapshot.host
 
     def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         rows: list[Content] = []
+        host = snapshot.host
+        if host is not None:
+            rows.append(
+                Content.assemble(
+                    ("host clock", "bold $text-accent"),
+                    f"  step {host.step:,} · quantum {host.quantum:,} · "
+                    f"{host.switches:,} world switch{'' if host.switches == 1 else 'es'}",
+                )
+            )
         for index, view in enumerate(snapshot.vms):
-            rows += _vm(view, index, index == snapshot.focus)
+            on_cpu = host is not None and host.running == index
+            rows += _vm(view, index, index == snapshot.focus, on_cpu)
         rows.append(Content.styled(f"host RAM ({snapshot.host_size // MIB} MiB):", MUTED))
         rows.append(_host_bar(snapshot, width))
         return lines(rows, width)
 
 
-def _vm(view: VmView, index: int, focused: bool) -> list[Content]:
+def _vm(view: VmView, index: int, focused: bool, on_cpu: bool = False) -> list[Content]:
     style = SLICE_STYLES[index % len(SLICE_STYLES)]
     end = f"{view.end:,}" if view.end is not None else "?"
     state = view.state + (" (replay)" if view.replay else "")
@@ -51,6 +61,7 @@ def _vm(view: VmView, index: int, focused: bool) -> list[Content]:
             ("▶ " if focused else "  ", "bold"),
             (view.name, f"bold {style}"),
             f"  {state}  step {view.step:,} / {end}",
+            ("  ● on the CPU" if on_cpu else "", "bold $text-success"),
         ),
         Content.styled(
             f"    RAM at host {start:#010x}–{start + size - 1:#010x} "
