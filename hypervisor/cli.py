@@ -41,6 +41,7 @@ real monitor (trap: trap-and-emulate; bt: binary translation; pv: paravirtualiza
   vmlab run flags --mode pv       the ported kernel: hypercalls instead of traps
   vmlab tc kernel_loop            the translation cache: guest code beside its translation
   vmlab guests                    the sample guests
+  vmlab lesson                    guided lessons (in a terminal: vmlab lesson NAME)
 
 `vmlab --help` lists every command.
 """

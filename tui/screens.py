@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Markdown, SelectionList
+from textual.widgets import Input, Label, SelectionList
 
 HELP = """\
 # vmlab
@@ -65,6 +65,10 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
+        # Imported when help is first asked for: Markdown's parser takes ~60 ms to import,
+        # which need not stand between `vmlab` and its first screen.
+        from textual.widgets import Markdown
+
         with Vertical(id="help"):
             yield Markdown(HELP)
 
