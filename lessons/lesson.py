@@ -2,6 +2,7 @@
 
     title = "…"
     guests = [["flags", "trap"], ["flags", "bt"]]   # guest, mode: one VM each
+    clock = "host"            # optional: the VMs take turns on one host (steps are host steps)
 
     [[stop]]
     go = "next hole"          # start | step N | forward N | next KIND | previous KIND
@@ -10,7 +11,10 @@
     expect = { last = "popf", class = "direct", hole = true }   # what the engine must show
 
 KIND is an instruction class (direct, trapped, translated, hypercall, native), an event kind
-(trap, interrupt, translation, callout, isolation, …) or `hole`.
+(trap, interrupt, translation, callout, isolation, state, …) or `hole`; on the host's clock
+also `switch` (a world switch). Expectations: last (text of the last instruction), class,
+hole, console (text it has printed), state (created, paused, exited, crashed…), cpu (on the
+host's clock: whether this VM has the CPU).
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from hypervisor.trace.events import InsnClass
 
 HERE = Path(__file__).parent
 VERBS = {"start": 0, "step": 1, "forward": 1, "next": 1, "previous": 1}  # verb -> arguments
-EXPECTATIONS = {"last": str, "class": str, "hole": bool, "console": str}
+EXPECTATIONS = {
+    "last": str,
+    "class": str,
+    "hole": bool,
+    "console": str,
+    "state": str,
+    "cpu": bool,
+}
+CLOCKS = ("steps", "host")  # each VM's own steps side by side, or the host's
 
 
 class LessonError(ValueError):
@@ -57,6 +69,7 @@ class Lesson:
     title: str
     guests: tuple[tuple[str, str], ...]
     stops: tuple[Stop, ...]
+    clock: str = "steps"
 
 
 def available() -> list[str]:
@@ -91,21 +104,26 @@ def _parse(name: str, data: dict, where: str) -> Lesson:
         if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_text, pair))):
             raise fail(f"not a [guest, mode] pair: {pair!r}")
         pairs.append((pair[0], pair[1]))
+    clock = data.get("clock", "steps")
+    if clock not in CLOCKS:
+        raise fail(f"clock must be one of {', '.join(CLOCKS)}")
+    if clock == "host" and len(pairs) < 2:
+        raise fail("the host's clock needs two guests or more")
     stops = data.get("stop")
     if not isinstance(stops, list) or not stops:
         raise fail("a lesson needs at least one [[stop]]")
     try:
-        parsed = tuple(_stop(stop, index, len(pairs)) for index, stop in enumerate(stops))
+        parsed = tuple(_stop(stop, index, len(pairs), clock) for index, stop in enumerate(stops))
     except LessonError as err:
         raise fail(str(err)) from None
-    return Lesson(name, title, tuple(pairs), parsed)
+    return Lesson(name, title, tuple(pairs), parsed, clock)
 
 
 def _is_text(value: object) -> bool:
     return isinstance(value, str)
 
 
-def _stop(data: object, index: int, vms: int) -> Stop:
+def _stop(data: object, index: int, vms: int, clock: str) -> Stop:
     where = f"stop {index + 1}"
     fail = LessonError
     if not isinstance(data, dict):
@@ -121,6 +139,8 @@ def _stop(data: object, index: int, vms: int) -> Stop:
     go = Go(*words)
     if go.verb in ("step", "forward") and not go.argument.isdigit():
         raise fail(f"{where}: {go.verb} needs a number of steps")
+    if clock != "host" and (go.argument == "switch" or "cpu" in expect):
+        raise fail(f'{where}: world switches and the CPU are on the host\'s clock (clock = "host")')
     if not isinstance(expect, dict):
         raise fail(f"{where}: expect must be a table")
     for key, value in expect.items():

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from lessons.lesson import Go, Lesson, Stop
 
@@ -21,9 +22,12 @@ class Landing:
     problems: tuple[str, ...]  # what the engine shows that the stop did not expect
 
 
-def land(tm: TimeMachine, go: Go, now: int) -> int | None:
-    """The step `go` leads to from step `now` of `tm`'s run (recording ahead if needed);
-    None when there is no such step."""
+def land(
+    tm: TimeMachine, go: Go, now: int, timeline: HostTimeline | None = None, vm: int = 0
+) -> int | None:
+    """The clock's reading `go` leads to from `now` (recording ahead if needed), searching
+    VM `vm` (`tm`); None when there is no such place. On the host's clock (`timeline`)
+    readings are host steps; otherwise steps of the VMs."""
     match go.verb:
         case "start":
             return 0
@@ -31,14 +35,24 @@ def land(tm: TimeMachine, go: Go, now: int) -> int | None:
             return go.count
         case "forward":
             return now + go.count
-        case "next":
-            return tm.next_step(go.argument, now)
-        case _:
-            return tm.previous_step(go.argument, now)
+    if timeline is None:
+        return (
+            tm.next_step(go.argument, now)
+            if go.verb == "next"
+            else tm.previous_step(go.argument, now)
+        )
+    if go.argument == SWITCH:
+        return timeline.switch_after(now) if go.verb == "next" else timeline.switch_before(now)
+    own = timeline.steps_at(now)[vm]
+    found = (
+        tm.next_step(go.argument, own) if go.verb == "next" else tm.previous_step(go.argument, own)
+    )
+    return None if found is None else timeline.host_step_of(vm, found)
 
 
-def missing(go: Go, now: int) -> str:
-    return f"no {go.argument} {'after' if go.verb == 'next' else 'before'} step {now:,}"
+def missing(go: Go, now: int, host: bool = False) -> str:
+    where = "after" if go.verb == "next" else "before"
+    return f"no {go.argument} {where} {'host step' if host else 'step'} {now:,}"
 
 
 def last_instruction(tm: TimeMachine) -> str:
@@ -49,8 +63,9 @@ def last_instruction(tm: TimeMachine) -> str:
     return f"{record.insn.text} at {record.insn.eip:08x} ({record.cls.value}{hole})"
 
 
-def check(stop: Stop, tm: TimeMachine) -> list[str]:
-    """What the engine shows at `tm`'s position that `stop` did not expect."""
+def check(stop: Stop, tm: TimeMachine, on_cpu: bool | None = None) -> list[str]:
+    """What the engine shows at `tm`'s position that `stop` did not expect (`on_cpu`: on
+    the host's clock, whether this VM has the CPU)."""
     expect, problems = stop.expect, []
     record = tm.recording.record(tm.position - 1) if tm.position else None
     if record is None:
@@ -67,7 +82,19 @@ def check(stop: Stop, tm: TimeMachine) -> list[str]:
     console = str(expect.get("console", ""))
     if console and console not in bytes(tm.vm.console).decode("latin-1"):
         problems.append(f"the console does not show {console!r}")
+    if "state" in expect and tm.vm.state != expect["state"]:
+        problems.append(f"the VM is {tm.vm.state}, not {expect['state']}")
+    if "cpu" in expect and on_cpu != expect["cpu"]:
+        problems.append("the VM has the CPU" if on_cpu else "the VM does not have the CPU")
     return problems
+
+
+def on_cpu(timeline: HostTimeline | None, host_step: int, vm: int) -> bool | None:
+    """Whether VM `vm` has the host's CPU at `host_step` (None off the host's clock)."""
+    if timeline is None:
+        return None
+    turn = timeline.turn_at(host_step)
+    return turn is not None and timeline.turns[turn].vm == vm
 
 
 def images(lesson: Lesson) -> list[tuple[GuestImage, str]]:
@@ -81,19 +108,24 @@ def walk(lesson: Lesson) -> Iterator[Landing]:
     machines = [
         TimeMachine(image, mode, name=f"{image.name}/{mode}") for image, mode in images(lesson)
     ]
+    timeline = HostTimeline.of(machines) if lesson.clock == "host" else None
     now = 0
     try:
         for index, stop in enumerate(lesson.stops):
             tm = machines[stop.vm]
-            target = land(tm, stop.go, now)
+            target = land(tm, stop.go, now, timeline, stop.vm)
             if target is None:
-                yield Landing(index, stop, tm.position, "", (missing(stop.go, now),))
+                problem = missing(stop.go, now, timeline is not None)
+                yield Landing(index, stop, tm.position, "", (problem,))
                 continue
             now = target
-            for machine in machines:
-                machine.seek(target)
-            problems = tuple(check(stop, tm))
+            steps = [now] * len(machines) if timeline is None else timeline.steps_at(now)
+            for machine, step in zip(machines, steps, strict=True):
+                machine.seek(step)
+            problems = tuple(check(stop, tm, on_cpu(timeline, now, stop.vm)))
             yield Landing(index, stop, tm.position, last_instruction(tm), problems)
     finally:
         for machine in machines:
             machine.close()
+        if timeline is not None:
+            timeline.close()

@@ -78,6 +78,12 @@ GOOD_STOP = '[[stop]]\ngo = "start"\ntext = "t"\n'
             'title = "t"\nguests = [["flags", "trap"]]\n' + GOOD_STOP + 'expect={class="odd"}\n',
             "no instruction class 'odd'",
         ),
+        (
+            'title = "t"\nguests = [["flags", "trap"], ["hog", "trap"]]\n[[stop]]\n'
+            'go = "next switch"\ntext = "t"',
+            "on the host's clock",
+        ),
+        ('title = "t"\nclock = "host"\nguests = [["flags", "trap"]]\n' + GOOD_STOP, "two guests"),
     ],
 )
 def test_a_broken_lesson_file_gets_one_line(tmp_path: Path, capsys, text, problem):

@@ -22,13 +22,13 @@ from pathlib import Path
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace import tracefile
-from hypervisor.trace.hosttimeline import HostTimeline
+from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
 from hypervisor.trace.recording import HOLE
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.vm import DEFAULT_RAM
 from lessons.lesson import Lesson
-from lessons.walk import check, land, missing
+from lessons.walk import check, land, missing, on_cpu
 from tui.listing import Listing
 from tui.model import (
     EVENT_ROWS,
@@ -53,8 +53,6 @@ MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
 DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
-HOST_QUANTUM = 1_000  # the host clock's scheduler quantum: a world switch every 1,000 steps
-SWITCH = "switch"  # the event kind of a world switch, on the host's clock
 SWITCH_ROWS = 12  # world switches listed among a VM's events
 
 Publish = Callable[[Snapshot], None]
@@ -304,10 +302,10 @@ class Engine:
             return self.timeline.host_step_of(lane, step)
         return step
 
-    def _record_until(self, step: int, why: str) -> bool:
-        """Record the focused VM ahead to `step`, publishing progress; False if the user
-        cancelled (escape)."""
-        tm = self.lanes[self.focus].tm
+    def _record_until(self, step: int, why: str, lane: int | None = None) -> bool:
+        """Record a VM (the focused one by default) ahead to `step`, publishing progress;
+        False if the user cancelled (escape)."""
+        tm = self.lanes[self.focus if lane is None else lane].tm
         while tm.frontier < tm.clamp(step):
             if self._cancel.is_set():
                 self.busy = ""
@@ -316,6 +314,17 @@ class Engine:
             self._publish()
             tm.extend(min(tm.frontier + CHUNK * 5, step))
         self.busy = ""
+        return True
+
+    def _record_to_next(self, lane: int, kind: str, after: int, why: str) -> bool:
+        """Record VM `lane` ahead, in growing chunks with progress (most events are near),
+        until its recording holds the next `kind` after its step `after`, or its run ends;
+        False if the user cancelled."""
+        tm, ahead = self.lanes[lane].tm, CHUNK // 4
+        while tm.recording.next_step(kind, after) is None and not tm.exhausted:
+            if not self._record_until(tm.frontier + ahead, why, lane):
+                return False
+            ahead = min(ahead * 2, CHUNK * 25)
         return True
 
     @property
@@ -388,11 +397,9 @@ class Engine:
             self._switch(self.timeline and self.timeline.switch_after(self.position), "after")
             return
         tm = self.lanes[self.focus].tm
-        ahead = CHUNK // 4  # record ahead in growing chunks: most events are near
-        while (found := tm.recording.next_step(kind, tm.position)) is None and not tm.exhausted:
-            if not self._record_until(tm.frontier + ahead, f"looking for the next {kind}"):
-                return
-            ahead = min(ahead * 2, CHUNK * 25)
+        if not self._record_to_next(self.focus, kind, tm.position, f"looking for the next {kind}"):
+            return
+        found = tm.recording.next_step(kind, tm.position)
         clock = None if found is None else self._clock_of(self.focus, found)
         if clock is None:
             self._notify(f"no {kind} after step {tm.position:,}", "information")
@@ -434,14 +441,19 @@ class Engine:
         if len(self.lanes) < 2 or any(lane.tm.replay for lane in self.lanes):
             self._notify("the host's clock needs two VMs or more (not a replay)", "information")
             return
+        self._use_clock(not self.host_clock)
+
+    def _use_clock(self, host: bool) -> None:
+        """Switch clocks, keeping the focused VM at its step (the others move to theirs)."""
+        if host == self.host_clock:
+            return
         lane = self.lanes[self.focus]
-        if self.host_clock:
+        if not host:
             self.host_clock = False
             self._goto(lane.tm.position)
             return
         if self.timeline is None:
-            guests = [(ln.tm.image, ln.tm.mode, ln.tm.name) for ln in self.lanes]
-            self.timeline = HostTimeline(guests, HOST_QUANTUM, self.lanes[0].tm.limit)
+            self.timeline = HostTimeline.of([ln.tm for ln in self.lanes])
         self.host_clock = True
         # Where the host reaches this VM's step; the others move to theirs there, back or on.
         self.position = self._clock_of(self.focus, lane.tm.position) or 0
@@ -475,20 +487,28 @@ class Engine:
         lesson = self._session.lesson
         if lesson is None:
             return
+        self._use_clock(lesson.clock == "host")
+        timeline = self.timeline if self.host_clock else None
         index = min(max(self._stop + change, 0), len(lesson.stops) - 1)
         while len(self._landed) <= index:
             stop = lesson.stops[len(self._landed)]
             now = self._landed[-1] if self._landed else 0
-            target = land(self.lanes[stop.vm].tm, stop.go, now)
+            if stop.go.verb == "next" and stop.go.argument != SWITCH:
+                own = timeline.steps_at(now)[stop.vm] if timeline else now
+                why = f"lesson: looking for the next {stop.go.argument}"
+                if not self._record_to_next(stop.vm, stop.go.argument, own, why):
+                    return
+            target = land(self.lanes[stop.vm].tm, stop.go, now, timeline, stop.vm)
             if target is None:
-                self._notify(f"lesson: {missing(stop.go, now)}", "warning")
+                self._notify(f"lesson: {missing(stop.go, now, self.host_clock)}", "warning")
                 return
             self._landed.append(target)
         stop = lesson.stops[index]
-        self.host_clock = False  # a lesson's stops are steps of its VMs
-        self._stop, self.focus = index, stop.vm
+        self._stop = index
         self._goto(self._landed[index])
-        self._problems = tuple(check(stop, self.lanes[stop.vm].tm))
+        self.focus = stop.vm  # the VM the stop is about, whoever has the CPU
+        cpu = on_cpu(timeline, self.position, stop.vm)
+        self._problems = tuple(check(stop, self.lanes[stop.vm].tm, cpu))
 
     def _do_annotate(self, text: str) -> None:
         tm = self.lanes[self.focus].tm

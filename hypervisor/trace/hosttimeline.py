@@ -13,13 +13,19 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hypervisor.guest.image import GuestImage
 from hypervisor.trace.events import Event, WorldSwitch
 from hypervisor.vmm.host import Host
 from hypervisor.vmm.vm import DEFAULT_RAM
 
+if TYPE_CHECKING:
+    from hypervisor.trace.timetravel import TimeMachine
+
 CHUNK = 50_000  # host steps run at a time when the timeline is extended
+HOST_QUANTUM = 1_000  # the quantum the UI's host clock uses: a world switch every 1,000 steps
+SWITCH = "switch"  # the event kind of a world switch, on the host's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,12 @@ class HostTimeline:
         self._hosted = [
             self.host.create(image, mode, name=name, budget=limit) for image, mode, name in guests
         ]
+
+    @classmethod
+    def of(cls, machines: Sequence[TimeMachine], quantum: int = HOST_QUANTUM) -> HostTimeline:
+        """The host on which the time machines' VMs take turns (up to their limit)."""
+        guests = [(machine.image, machine.mode, machine.name) for machine in machines]
+        return cls(guests, quantum, machines[0].limit)
 
     def _observe(self, event: Event) -> None:
         if isinstance(event, WorldSwitch):
