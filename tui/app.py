@@ -133,6 +133,10 @@ class VmlabApp(App[None]):
         self.register_theme(LIGHT)
         self.theme = DARK
         self._layout(self.size.width, self.size.height)
+        # Everything built so far (Textual's DOM, modules, guest images) lives as long as
+        # the app: out of the collector's sight, a full collection no longer walks it — such
+        # a pause (60 ms here) would delay a step. The VMs, made next, stay collectable.
+        gc.freeze()
         self.engine.start()
 
     def on_unmount(self) -> None:
@@ -177,10 +181,6 @@ class VmlabApp(App[None]):
         self.frames += 1
         if self.first_frame is None:
             self.first_frame = time.perf_counter() - self.started
-            # Everything built so far (Textual's DOM, guest images, decode tables) lives as
-            # long as the app: out of the collector's sight, a full collection no longer
-            # walks it — such a pause (60 ms here) would be a step's delay.
-            gc.freeze()
         with self.batch_update():
             self._show_translation()
             for pane in self._panes:
