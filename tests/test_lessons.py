@@ -121,7 +121,7 @@ async def test_the_ui_follows_a_lesson_stop_by_stop():
         assert app.snapshot.vm.last.cls.value == "translated"
         await press(pilot, "s", "s", "p")  # wherever the user went, p goes to the stop before
         assert app.snapshot.lesson.index == 2 and app.snapshot.vm.step == 4080
-        assert "Lesson · Trap-and-emulate" in str(app.query_one("#lesson").render())
+        assert "Lesson · Trap-and-emulate" in str(app.query_one("#lesson-text").render())
 
 
 @synchronously

@@ -17,7 +17,7 @@ from typing import ClassVar
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Container, Vertical
+from textual.containers import Container, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Footer, Static, Tab, Tabs
@@ -123,7 +123,8 @@ class VmlabApp(App[None]):
                 yield TranslationCachePane(id="tc")
                 yield OverheadPane(id="overhead")
                 yield ConsolePane(id="console")
-        yield Static(id="lesson")
+        with VerticalScroll(id="lesson"):  # a long stop scrolls rather than being cut
+            yield Static(id="lesson-text")
         yield Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="tabs")
         yield Footer()
 
@@ -196,7 +197,7 @@ class VmlabApp(App[None]):
         self._lesson = lesson
         self.screen.set_class(lesson is not None, "-lesson")
         if lesson is not None:
-            self.query_one("#lesson", Static).update(lesson_text(lesson))
+            self.query_one("#lesson-text", Static).update(lesson_text(lesson))
 
     def on_engine_notice(self, notice: EngineNotice) -> None:
         self.notify(notice.text, severity=notice.severity)  # type: ignore[arg-type]
