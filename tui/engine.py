@@ -202,7 +202,7 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         views: list[VmView] = []
-        timeline = self.timeline if self.host_clock else None
+        timeline = self._on_host
         for index, lane in enumerate(self.lanes):
             regs = registers(lane.cpus, lane.before)
             view = vm_view(lane.tm, lane.listing, regs, self.hidden)
@@ -243,12 +243,17 @@ class Engine:
             target = min(target, max(e for e in ends if e is not None))
         return max(0, target)
 
+    @property
+    def _on_host(self) -> HostTimeline | None:
+        """The host's timeline, while the clock is the host's."""
+        return self.timeline if self.host_clock else None
+
     def _targets(self, target: int) -> tuple[int, list[int]]:
         """The clock's `target`, clamped, and each VM's step there: the same step for every
         VM, or on the host's clock the step each VM has reached by that host step."""
-        if self.host_clock and self.timeline is not None:
-            target = self.timeline.clamp(target)
-            steps = self.timeline.steps_at(target)
+        if (timeline := self._on_host) is not None:
+            target = timeline.clamp(target)
+            steps = timeline.steps_at(target)
         else:
             target = self._clamp(target)
             steps = [target] * len(self.lanes)
@@ -291,16 +296,15 @@ class Engine:
 
     def _follow_cpu(self) -> None:
         """On the host's clock the panes show the VM that has the CPU."""
-        if self.host_clock and self.timeline is not None:
-            turn = self.timeline.turn_at(self.position)
+        if (timeline := self._on_host) is not None:
+            turn = timeline.turn_at(self.position)
             if turn is not None:
-                self.focus = self.timeline.turns[turn].vm
+                self.focus = timeline.turns[turn].vm
 
     def _clock_of(self, lane: int, step: int) -> int | None:
         """The clock's reading when VM `lane` is at its `step`."""
-        if self.host_clock and self.timeline is not None:
-            return self.timeline.host_step_of(lane, step)
-        return step
+        timeline = self._on_host
+        return step if timeline is None else timeline.host_step_of(lane, step)
 
     def _record_until(self, step: int, why: str, lane: int | None = None) -> bool:
         """Record a VM (the focused one by default) ahead to `step`, publishing progress;
@@ -329,8 +333,8 @@ class Engine:
 
     @property
     def _at_end(self) -> bool:
-        if self.host_clock and self.timeline is not None:
-            return self.timeline.finished and self.position >= self.timeline.reached
+        if (timeline := self._on_host) is not None:
+            return timeline.finished and self.position >= timeline.reached
         return all(
             lane.tm.end is not None and lane.tm.position >= lane.tm.end for lane in self.lanes
         )
@@ -394,7 +398,7 @@ class Engine:
     def _do_next(self, kind: str) -> None:
         self.running = False
         if kind == SWITCH:
-            self._switch(self.timeline and self.timeline.switch_after(self.position), "after")
+            self._to_switch(after=True)
             return
         tm = self.lanes[self.focus].tm
         if not self._record_to_next(self.focus, kind, tm.position, f"looking for the next {kind}"):
@@ -409,7 +413,7 @@ class Engine:
     def _do_previous(self, kind: str) -> None:
         self.running = False
         if kind == SWITCH:
-            self._switch(self.timeline and self.timeline.switch_before(self.position), "before")
+            self._to_switch(after=False)
             return
         found = self.lanes[self.focus].tm.previous_step(kind)
         clock = None if found is None else self._clock_of(self.focus, found)
@@ -426,13 +430,19 @@ class Engine:
         self._goto(clock)
         self.focus = focus
 
-    def _switch(self, found: int | None, where: str) -> None:
-        if not self.host_clock:
+    def _to_switch(self, after: bool) -> None:
+        """To the next (or previous) world switch, on the host's clock."""
+        timeline = self._on_host
+        if timeline is None:
             self._notify("world switches are on the host's clock: press c", "information")
-        elif found is None:
-            self._notify(f"no world switch {where} host step {self.position:,}", "information")
-        else:
-            self._goto(found)
+            return
+        now = self.position
+        found = timeline.switch_after(now) if after else timeline.switch_before(now)
+        if found is None:
+            where = "after" if after else "before"
+            self._notify(f"no world switch {where} host step {now:,}", "information")
+            return
+        self._goto(found)
 
     def _do_clock(self) -> None:
         """Between the VMs' own steps (side by side, in lock-step) and the host's clock: the
@@ -488,7 +498,7 @@ class Engine:
         if lesson is None:
             return
         self._use_clock(lesson.clock == "host")
-        timeline = self.timeline if self.host_clock else None
+        timeline = self._on_host
         index = min(max(self._stop + change, 0), len(lesson.stops) - 1)
         while len(self._landed) <= index:
             stop = lesson.stops[len(self._landed)]

@@ -388,8 +388,6 @@ def switch_rows(timeline: HostTimeline, position: int, vm: int, kind: str) -> li
     last = timeline.turn_at(position)
     for index in range(last or 0, 0, -1):
         turn, before = turns[index], turns[index - 1]
-        if turn.host_start > position:
-            continue
         why = f"{turn.reason}, host step {turn.host_start:,}"
         if turn.vm == vm and before.vm != vm:
             rows.append(
