@@ -35,19 +35,12 @@ def land(
             return go.count
         case "forward":
             return now + go.count
-    if timeline is None:
-        return (
-            tm.next_step(go.argument, now)
-            if go.verb == "next"
-            else tm.previous_step(go.argument, now)
-        )
-    if go.argument == SWITCH:
+    if timeline is not None and go.argument == SWITCH:
         return timeline.switch_after(now) if go.verb == "next" else timeline.switch_before(now)
-    own = timeline.steps_at(now)[vm]
-    found = (
-        tm.next_step(go.argument, own) if go.verb == "next" else tm.previous_step(go.argument, own)
-    )
-    return None if found is None else timeline.host_step_of(vm, found)
+    own = now if timeline is None else timeline.steps_at(now)[vm]
+    search = tm.next_step if go.verb == "next" else tm.previous_step
+    found = search(go.argument, own)
+    return found if found is None or timeline is None else timeline.host_step_of(vm, found)
 
 
 def missing(go: Go, now: int, host: bool = False) -> str:
