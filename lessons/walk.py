@@ -49,7 +49,7 @@ def missing(go: Go, now: int, host: bool = False) -> str:
 
 
 def last_instruction(tm: TimeMachine) -> str:
-    record = tm.recording.record(tm.position - 1) if tm.position else None
+    record = tm.last_record()
     if record is None:
         return "nothing has run yet"
     hole = ", a hole" if record.hole else ""
@@ -60,7 +60,7 @@ def check(stop: Stop, tm: TimeMachine, on_cpu: bool | None = None) -> list[str]:
     """What the engine shows at `tm`'s position that `stop` did not expect (`on_cpu`: on
     the host's clock, whether this VM has the CPU)."""
     expect, problems = stop.expect, []
-    record = tm.recording.record(tm.position - 1) if tm.position else None
+    record = tm.last_record()
     if record is None:
         if expect.keys() & {"last", "class", "hole"}:
             problems.append("no instruction has run yet")
@@ -84,10 +84,7 @@ def check(stop: Stop, tm: TimeMachine, on_cpu: bool | None = None) -> list[str]:
 
 def on_cpu(timeline: HostTimeline | None, host_step: int, vm: int) -> bool | None:
     """Whether VM `vm` has the host's CPU at `host_step` (None off the host's clock)."""
-    if timeline is None:
-        return None
-    turn = timeline.turn_at(host_step)
-    return turn is not None and timeline.turns[turn].vm == vm
+    return None if timeline is None else timeline.running_at(host_step) == vm
 
 
 def images(lesson: Lesson) -> list[tuple[GuestImage, str]]:

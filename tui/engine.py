@@ -297,9 +297,9 @@ class Engine:
     def _follow_cpu(self) -> None:
         """On the host's clock the panes show the VM that has the CPU."""
         if (timeline := self._on_host) is not None:
-            turn = timeline.turn_at(self.position)
-            if turn is not None:
-                self.focus = timeline.turns[turn].vm
+            running = timeline.running_at(self.position)
+            if running is not None:
+                self.focus = running
 
     def _clock_of(self, lane: int, step: int) -> int | None:
         """The clock's reading when VM `lane` is at its `step`."""
@@ -514,9 +514,8 @@ class Engine:
                 return
             self._landed.append(target)
         stop = lesson.stops[index]
-        self._stop = index
-        self._goto(self._landed[index])
-        self.focus = stop.vm  # the VM the stop is about, whoever has the CPU
+        self._stop, self.focus = index, stop.vm  # the VM the stop is about, whoever runs
+        self._goto_keeping_focus(self._landed[index])
         cpu = on_cpu(timeline, self.position, stop.vm)
         self._problems = tuple(check(stop, self.lanes[stop.vm].tm, cpu))
 

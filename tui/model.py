@@ -58,7 +58,15 @@ class CpuView:
         return (self.state.eflags >> 12) & 3
 
     def values(self) -> dict[str, int]:
-        return {**self.state.as_dict(), "cpl": self.cpl, "gdtr": self.gdtr[0], "idtr": self.idtr[0]}
+        """Every value the registers pane shows, by its row's name."""
+        return {
+            **self.state.as_dict(),
+            "if": int(self.interrupts),
+            "iopl": self.iopl,
+            "cpl": self.cpl,
+            "gdtr": self.gdtr[0],
+            "idtr": self.idtr[0],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +234,7 @@ def registers(now: tuple[CpuView, CpuView], before: tuple[CpuView, CpuView] | No
 
 def _changed(before: CpuView, now: CpuView) -> frozenset[str]:
     old, new = before.values(), now.values()
-    changed = {name for name, value in new.items() if old[name] != value and name != "eip"}
-    if before.interrupts != now.interrupts:
-        changed.add("if")
-    if before.iopl != now.iopl:
-        changed.add("iopl")
-    return frozenset(changed)
+    return frozenset(name for name, value in new.items() if old[name] != value and name != "eip")
 
 
 def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozenset[str]) -> VmView:
@@ -318,7 +321,7 @@ def _cache(vm: Vm) -> CacheView | None:
 
 
 def _last_step(tm: TimeMachine) -> LastStep | None:
-    r = tm.recording.record(tm.position - 1) if tm.position else None
+    r = tm.last_record()
     if r is None:
         return None
     return LastStep(
@@ -375,9 +378,8 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
 
 def host_view(timeline: HostTimeline, position: int) -> HostView:
     turn = timeline.turn_at(position)
-    running = None if turn is None else timeline.turns[turn].vm
     switches = 0 if turn is None else turn  # the first turn is no switch
-    return HostView(position, timeline.quantum, switches, running)
+    return HostView(position, timeline.quantum, switches, timeline.running_at(position))
 
 
 def switch_rows(timeline: HostTimeline, position: int, vm: int, kind: str) -> list[EventRow]:

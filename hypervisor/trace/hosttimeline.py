@@ -98,6 +98,15 @@ class HostTimeline:
         index = bisect_right(self._starts, host_step) - 1
         return index if index >= 0 else None
 
+    def running_at(self, host_step: int) -> int | None:
+        """The VM that has the CPU at `host_step` (runs the next instruction after it)."""
+        turn = self.turn_at(host_step)
+        return None if turn is None else self.turns[turn].vm
+
+    def _end_of(self, index: int) -> int:
+        """Where turn `index` ends: the next one's start, or the host's last step."""
+        return self._starts[index + 1] if index + 1 < len(self.turns) else self.reached
+
     def steps_at(self, host_step: int) -> list[int]:
         """Each VM's own step once the host has run `host_step` steps."""
         self.extend(host_step)
@@ -106,8 +115,7 @@ class HostTimeline:
         for index, turn in enumerate(self.turns):
             if turn.host_start >= end:
                 break
-            following = self._starts[index + 1] if index + 1 < len(self.turns) else end
-            steps[turn.vm] = turn.vm_start + min(following, end) - turn.host_start
+            steps[turn.vm] = turn.vm_start + min(self._end_of(index), end) - turn.host_start
         return steps
 
     def host_step_of(self, vm: int, step: int) -> int | None:
@@ -115,10 +123,9 @@ class HostTimeline:
         does); None if it never does."""
         while True:
             for index, turn in enumerate(self.turns):
-                if turn.vm == vm and turn.vm_start <= step:
-                    end = self._starts[index + 1] if index + 1 < len(self.turns) else self.reached
-                    if step <= turn.vm_start + end - turn.host_start:
-                        return turn.host_start + step - turn.vm_start
+                length = self._end_of(index) - turn.host_start
+                if turn.vm == vm and turn.vm_start <= step <= turn.vm_start + length:
+                    return turn.host_start + step - turn.vm_start
             if self.finished:
                 return None
             self.extend(self.reached + CHUNK)
@@ -138,5 +145,6 @@ class HostTimeline:
         return self._starts[index] if index > 0 else None
 
     def close(self) -> None:
-        for hosted in self._hosted:
-            self.host.ram.free(hosted.vm.machine.ram)
+        """Destroy the host's VMs (their RAM, their CPUs)."""
+        for name in list(self.host.vms):
+            self.host.destroy(name)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace.checkpoints import CheckpointStore
-from hypervisor.trace.recording import Recorder, Recording, registers_of
+from hypervisor.trace.recording import Recorder, Recording, StepRecord, registers_of
 from hypervisor.vmm.vm import DEFAULT_RAM, Vm
 
 DEFAULT_LIMIT = 20_000_000  # the longest run a time machine records (as `vmlab run`)
@@ -131,6 +131,10 @@ class TimeMachine:
 
     def previous_step(self, kind: str, before: int | None = None) -> int | None:
         return self.recording.previous_step(kind, self.position if before is None else before)
+
+    def last_record(self) -> StepRecord | None:
+        """The recorded instruction that brought the VM to `position` (None at step 0)."""
+        return self.recording.record(self.position - 1) if self.position else None
 
     def verify(self) -> list[str]:
         """Re-execute a whole recording and say where the run disagrees with it: an engine

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from textual.content import Content
 
-from tui.model import CpuView, Snapshot
+from tui.model import Snapshot
 from tui.panes.base import Pane, lines
 from tui.panes.style import CHANGED_STYLE, DIFFERS_STYLE, MUTED
 
@@ -52,7 +52,7 @@ class RegistersPane(Pane):
     def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         regs = snapshot.vm.registers
         bare = regs.guest is regs.real
-        guest, real = _values(regs.guest), _values(regs.real)
+        guest, real = regs.guest.values(), regs.real.values()
         rows = [_header(bare)] + [
             _row(
                 name,
@@ -80,10 +80,6 @@ def _header(bare: bool) -> Content:
     if bare:
         return Content.styled(f"{'':7}{'cpu':>8}", MUTED)
     return Content.styled(f"{'':7}{'guest':>8}{'real':>10}", MUTED)
-
-
-def _values(view: CpuView) -> dict[str, int]:
-    return {**view.values(), "if": int(view.interrupts), "iopl": view.iopl}
 
 
 @lru_cache(maxsize=4096)
