@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hypervisor.guest.image import GuestImage, load_guest, sample_names
+from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
@@ -348,13 +348,7 @@ def _guests(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or ["trap"]
-    return _open_ui(
-        [
-            (load_guest(name, paravirtual=mode == "pv"), mode)
-            for name in args.guest
-            for mode in modes
-        ]
-    )
+    return _open_ui([(load_for_mode(name, mode), mode) for name in args.guest for mode in modes])
 
 
 def _demo() -> list[tuple[GuestImage, str]]:
@@ -419,7 +413,7 @@ def _open_ui(
 
 
 def _record(args: argparse.Namespace) -> int:
-    image = load_guest(args.guest, paravirtual=args.mode == "pv")
+    image = load_for_mode(args.guest, args.mode)
     trace = tracefile.record(image, args.mode, args.max_insns)
     tracefile.save(args.output, trace)
     steps = len(trace.recording)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_guest
+from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
 from hypervisor.trace.events import Event, EventLog
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
@@ -72,7 +72,7 @@ def run_guest(
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
     pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
     if isinstance(image, str):
-        image = load_guest(image, paravirtual=mode == "pv" and not unported)
+        image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
     kept: list[Event] = []
     if keep_events:
@@ -163,7 +163,7 @@ def run_host(
     hosted = []
     for image, mode in guests:
         if isinstance(image, str):
-            image = load_guest(image, paravirtual=mode == "pv" and not unported)
+            image = load_for_mode(image, mode, unported=unported)
         name = image.name.removesuffix(PV_SUFFIX)  # the guest's name, whichever its build
         hosted.append(host.create(image, mode, name=name, budget=max_insns))
     host.run()

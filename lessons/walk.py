@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.guest.image import GuestImage, load_for_mode
 from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from lessons.lesson import Go, Lesson, Stop
@@ -89,7 +89,7 @@ def on_cpu(timeline: HostTimeline | None, host_step: int, vm: int) -> bool | Non
 
 def images(lesson: Lesson) -> list[tuple[GuestImage, str]]:
     """The lesson's guests, each in its mode (the ported build under pv)."""
-    return [(load_guest(guest, paravirtual=mode == "pv"), mode) for guest, mode in lesson.guests]
+    return [(load_for_mode(guest, mode), mode) for guest, mode in lesson.guests]
 
 
 def walk(lesson: Lesson) -> Iterator[Landing]:

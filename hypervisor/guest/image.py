@@ -91,6 +91,12 @@ def load_guest(spec: str, paravirtual: bool = False) -> GuestImage:
     raise GuestBuildError(f"{spec}: not a sample guest, .asm or .bin (samples: {known})")
 
 
+def load_for_mode(spec: str, mode: str, *, unported: bool = False) -> GuestImage:
+    """The guest `load_guest` gives for running under `mode`: a sample's paravirtual port
+    under pv (Xen runs ported kernels), unless `unported` asks for the unmodified build."""
+    return load_guest(spec, paravirtual=mode == "pv" and not unported)
+
+
 def _checked(image: GuestImage) -> GuestImage:
     if not image.data:
         raise GuestBuildError(f"{image.source}: the image is empty")
