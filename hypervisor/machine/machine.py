@@ -355,17 +355,39 @@ class Machine:
         except UcError as err:
             uc.context_restore(self._templates[cpl])
             raise EntryError(f"cs={state.cs:#06x} ss={state.ss:#06x} refused at CPL {cpl}") from err
-        for name, reg in (
-            ("ds", x.UC_X86_REG_DS),
-            ("es", x.UC_X86_REG_ES),
-            ("fs", x.UC_X86_REG_FS),
-            ("gs", x.UC_X86_REG_GS),
-        ):
+        self._write_rest(state)
+
+    def _write_rest(self, state: CpuState) -> None:
+        """Data segments and plain registers, once CS and SS are in place."""
+        uc = self.uc
+        for name, reg in _DATA_SEGMENTS:
             try:
                 uc.reg_write(reg, getattr(state, name))
             except UcError:  # like IRET to an outer ring: an unusable data selector becomes null
                 uc.reg_write(reg, 0)
         uc.reg_write_batch([(reg, getattr(state, name)) for name, reg in _PLAIN_REGS])
+
+    def enter_outer(self, state: CpuState, cpl: int, system: SystemState, scratch: int) -> None:
+        """Enter an outer ring with no template of it (bare metal resuming a guest at CPL 3):
+        as the CPU would, by one IRETD from ring 0 through the guest's own GDT, run from the
+        RAM page at `scratch`, borrowed for that instruction and put back."""
+        uc = self.uc
+        uc.context_restore(self._templates[0])
+        self._write_system(system)
+        saved = self.read(scratch, PAGE)
+        frame = (state.eip, state.cs, state.eflags, state.esp, state.ss)
+        self.write(scratch, b"\xcf" + bytes(15) + b"".join(v.to_bytes(4, "little") for v in frame))
+        uc.reg_write(x.UC_X86_REG_ESP, scratch + 16)
+        try:
+            uc.emu_start(scratch, _UNTIL, count=1)
+        except UcError as err:
+            raise EntryError(f"IRETD to cs={state.cs:#06x} ss={state.ss:#06x}: {err}") from err
+        finally:
+            self.write(scratch, saved)
+        if self.cpl != cpl or self._exit is not None:
+            self._exit = None
+            raise EntryError(f"cs={state.cs:#06x} ss={state.ss:#06x} refused at CPL {cpl}")
+        self._write_rest(state)
 
     def _write_system(self, system: SystemState) -> None:
         uc = self.uc
@@ -594,5 +616,11 @@ _PLAIN_REGS = tuple(
     (name, reg)
     for name, reg in zip(STATE_FIELDS, STATE_REG_IDS, strict=True)
     if name not in ("cs", "ss", "ds", "es", "fs", "gs")
+)
+_DATA_SEGMENTS = (
+    ("ds", x.UC_X86_REG_DS),
+    ("es", x.UC_X86_REG_ES),
+    ("fs", x.UC_X86_REG_FS),
+    ("gs", x.UC_X86_REG_GS),
 )
 _REG_BY_NAME = dict(zip(STATE_FIELDS, STATE_REG_IDS, strict=True))

@@ -24,6 +24,7 @@ from hypervisor.trace.events import (
     IsolationViolation,
     PortAccess,
 )
+from hypervisor.vmm.guestcpu import GuestCpu
 
 if TYPE_CHECKING:
     from hypervisor.vmm.vm import Vm
@@ -68,6 +69,15 @@ class Executor(ABC):
         """The guest's view of its registers (what it would see on bare metal): on bare
         metal, the real ones."""
         return self.machine.state()
+
+    @abstractmethod
+    def guest_cpu(self) -> GuestCpu:
+        """The guest-visible CPU between two runs, the same value in every mode."""
+
+    @abstractmethod
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """Continue from `cpu` (taken in any mode), the guest's RAM and devices already in
+        place; raises ResumeRefused when this mode cannot run that state."""
 
     @abstractmethod
     def guest_interrupts_enabled(self) -> bool: ...

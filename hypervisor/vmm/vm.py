@@ -177,6 +177,30 @@ class Vm:
             self.state = state
             self.emit(VmStateChanged(self.name, self.step, state, info.detail))
 
+    # ------------------------------------------------------------------ resuming
+    @property
+    def pending_line(self) -> bytes:
+        """Console output of the line not finished yet (its event goes out at the newline)."""
+        return bytes(self._line)
+
+    def carry_on(
+        self,
+        stats: RunStats,
+        ticks: int,
+        timeline: list[tuple[int, float]],
+        console: bytes,
+        pending_line: bytes,
+    ) -> None:
+        """Continue the counts, clock, console and overhead timeline of a run suspended
+        elsewhere (a file, another host): this VM's step is that run's step."""
+        self.stats = stats
+        self.ticks = ticks
+        self.overhead_timeline = list(timeline)
+        self.console = bytearray(console)
+        self.uart.output = bytearray(console)
+        self._line = bytearray(pending_line)
+        self._last_sample = self.cycles()
+
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:
         """Account instructions the CPU retired in the running slice up to `began`: each is

@@ -40,6 +40,7 @@ from hypervisor.vmm.bt.translator import (
 )
 from hypervisor.vmm.emulate import EMULATORS
 from hypervisor.vmm.executors import register, trap_name
+from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
 from hypervisor.vmm.trap import TrapAndEmulate
 from hypervisor.vmm.vm import ExitInfo
 
@@ -258,6 +259,21 @@ class BinaryTranslation(TrapAndEmulate):
             if fragment is not None and index is not None:
                 state.eip = fragment.guest_eip_at(index)
         return state
+
+    def guest_cpu(self) -> GuestCpu:
+        eip = self.machine.uc.reg_read(_EIP)
+        if self.vcpu.cpl == 0 and self.parked is None and self.cache.contains(eip):
+            fragment = self.cache.fragment_at(eip)
+            if fragment is None or eip not in fragment.boundaries:
+                raise ResumeRefused("the CPU is inside translated code, between guest instructions")
+        return super().guest_cpu()
+
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """The translation cache is monitor state: emptied (its code was translated from the
+        RAM the guest had before), and refilled from the resumed guest's kernel code."""
+        self._flush()
+        self._clocked = self.vm.stats.by_class[InsnClass.TRANSLATED.value]  # ticked already
+        super().load_guest_cpu(cpu)
 
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
