@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hypervisor.encap.state import SuspendedVm, capture, restore
-from hypervisor.machine.hostram import HostRam
+from hypervisor.machine.hostram import RamPool
 from hypervisor.trace.events import EventLog
 from hypervisor.vmm.vm import Vm
 
@@ -63,7 +63,7 @@ class SnapshotTree:
         name: str,
         mode: str | None = None,
         *,
-        host: HostRam | None = None,
+        host: RamPool | None = None,
         events: EventLog | None = None,
     ) -> Vm:
         """A VM in the snapshot's state (the caller puts it in place of the old one)."""

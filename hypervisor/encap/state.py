@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from hypervisor.devices import Pic8259Pair, Pit8254, Uart16550
 from hypervisor.guest.image import GuestImage
-from hypervisor.machine.hostram import HostRam
+from hypervisor.machine.hostram import PAGE, RamPool
 from hypervisor.trace.events import EventLog
 from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
 from hypervisor.vmm.vm import RunStats, Vm
@@ -69,23 +68,28 @@ class DeviceState:
     pit_ticks: int
     pit: tuple[dict[str, Plain], ...]
     uart: dict[str, Plain]
+    platform_index: int  # how far the guest has read its identity
 
     @classmethod
-    def of(cls, pic: Pic8259Pair, pit: Pit8254, uart: Uart16550) -> DeviceState:
+    def of(cls, vm: Vm) -> DeviceState:
+        pic, pit = vm.pic, vm.pit
         return cls(
             pic=(_take(pic.master, PIC_FIELDS), _take(pic.slave, PIC_FIELDS)),
             pit_ticks=pit.ticks,
             pit=tuple(_take(channel, PIT_FIELDS) for channel in pit.channels),
-            uart=_take(uart, UART_FIELDS),
+            uart=_take(vm.uart, UART_FIELDS),
+            platform_index=vm.platform.index,
         )
 
-    def apply(self, pic: Pic8259Pair, pit: Pit8254, uart: Uart16550) -> None:
+    def apply(self, vm: Vm) -> None:
+        pic, pit = vm.pic, vm.pit
         _put(pic.master, self.pic[0])
         _put(pic.slave, self.pic[1])
         pit.ticks = self.pit_ticks
         for channel, values in zip(pit.channels, self.pit, strict=True):
             _put(channel, values)
-        _put(uart, self.uart)
+        _put(vm.uart, self.uart)
+        vm.platform.index = self.platform_index
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ def capture(vm: Vm) -> SuspendedVm:
         mode=vm.mode,
         ram_size=vm.machine.ram_size,
         cpu=cpu,
-        devices=DeviceState.of(vm.pic, vm.pit, vm.uart),
+        devices=DeviceState.of(vm),
         history=history,
         console=bytes(vm.console),
         pending_line=vm.pending_line,
@@ -160,11 +164,14 @@ def restore(
     mode: str | None = None,
     *,
     name: str | None = None,
-    host: HostRam | None = None,
+    host: RamPool | None = None,
     events: EventLog | None = None,
+    identity: str | None = None,
 ) -> Vm:
     """A new VM in `mode` (the suspended one's by default) that goes on where `suspended`
-    stopped. ResumeRefused (with the reason) when that mode cannot run this guest state."""
+    stopped. ResumeRefused (with the reason) when that mode cannot run this guest state.
+    `host` may already hold the suspended RAM (a clone's copy-on-write mapping): only the
+    pages that differ are written, so the others stay shared."""
     mode = mode or suspended.mode
     vm = Vm(
         suspended.image,
@@ -173,12 +180,13 @@ def restore(
         ram_size=suspended.ram_size,
         host=host,
         events=events,
+        identity=identity,
     )
     try:
         if vm.exit is not None:  # e.g. a paravirtualized kernel outside pv
             raise ResumeRefused(vm.exit.detail)
-        vm.machine.write(0, suspended.ram)
-        suspended.devices.apply(vm.pic, vm.pit, vm.uart)
+        _write_changed_pages(vm, suspended.ram)
+        suspended.devices.apply(vm)
         h = suspended.history
         vm.carry_on(h.stats(), h.ticks, list(h.timeline), suspended.console, suspended.pending_line)
         vm.executor.load_guest_cpu(suspended.cpu)
@@ -186,6 +194,14 @@ def restore(
         vm.machine.release()
         raise
     return vm
+
+
+def _write_changed_pages(vm: Vm, ram: bytes) -> None:
+    machine = vm.machine
+    for offset in range(0, len(ram), PAGE):
+        page = ram[offset : offset + PAGE]
+        if machine.read(offset, PAGE) != page:
+            machine.write(offset, page)
 
 
 def _take(obj: Any, names: tuple[str, ...]) -> dict[str, Plain]:

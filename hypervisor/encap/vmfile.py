@@ -143,6 +143,7 @@ _META = {
         "pit_ticks": U64,
         "pit": List(_PIT, 3, 3),
         "uart": _UART,
+        "platform_index": U8,
     },
     "history": {
         "step": U64,
@@ -246,6 +247,7 @@ def _meta(s: SuspendedVm) -> dict[str, Any]:
             "pit_ticks": devices.pit_ticks,
             "pit": list(devices.pit),
             "uart": devices.uart,
+            "platform_index": devices.platform_index,
         },
         "history": {
             "step": history.step,
@@ -450,6 +452,7 @@ def _suspended(meta: dict[str, Any], image: GuestImage, console: bytes, ram: byt
         pit_ticks=d["pit_ticks"],
         pit=tuple(d["pit"]),
         uart=d["uart"],
+        platform_index=d["platform_index"],
     )
     history = RunHistory(
         step=h["step"],

@@ -51,7 +51,7 @@ from hypervisor.machine.cpu import (
     CpuState,
     SystemState,
 )
-from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
+from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.registers import RegisterReader
 from hypervisor.machine.retired import RetiredCounter
@@ -117,8 +117,8 @@ class EntryError(Exception):
 class Machine:
     """One CPU with its own RAM slice of host RAM."""
 
-    def __init__(self, ram_size: int = 4 << 20, host: HostRam | None = None, name: str = "vm"):
-        self.host = host or HostRam(ram_size)
+    def __init__(self, ram_size: int = 4 << 20, host: RamPool | None = None, name: str = "vm"):
+        self.host: RamPool = host or HostRam(ram_size)
         self.ram: RamSlice = self.host.allocate(ram_size, name)
         self.ram_size = ram_size
         self.io = IoBus()

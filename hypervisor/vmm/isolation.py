@@ -80,7 +80,7 @@ class IsolationState:
 
 
 def owned_ports(vm: Vm) -> tuple[PortRange, ...]:
-    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit)
+    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.platform)
     return tuple(PortRange(device.name, min(device.ports), max(device.ports)) for device in devices)
 
 

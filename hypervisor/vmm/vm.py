@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
+from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, Uart16550
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.hostram import HostRam
+from hypervisor.machine.hostram import RamPool
 from hypervisor.machine.machine import Machine
 from hypervisor.trace.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
@@ -88,9 +88,11 @@ class Vm:
         *,
         name: str | None = None,
         ram_size: int = DEFAULT_RAM,
-        host: HostRam | None = None,
+        host: RamPool | None = None,
         events: EventLog | None = None,
+        identity: str | None = None,
     ) -> None:
+        """`identity`: what the platform identity port tells the guest (its name by default)."""
         from hypervisor.vmm.executors import executor_for  # modes register themselves there
 
         self.image = image
@@ -104,7 +106,8 @@ class Vm:
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
         self.debug_exit = DebugExit(on_exit=self._debug_exit)
-        for device in (self.uart, self.pic, self.pit, self.debug_exit):
+        self.platform = PlatformId(identity or self.name)
+        for device in (self.uart, self.pic, self.pit, self.debug_exit, self.platform):
             self.machine.io.attach(device)
         self.console = bytearray()
         self._line = bytearray()
