@@ -18,7 +18,7 @@ from functools import cache
 
 import pytest
 
-from hypervisor.cli import main
+from vmlab.cli import main
 from hypervisor.guest.image import sample_source
 from hypervisor.machine.machine import MONITOR_BASE
 from hypervisor.session import HostReport, RunReport, run_guest, run_host

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor.cli import main
+from vmlab.cli import main
 from hypervisor.guest.image import load_guest
 from lessons.lesson import available, load
 from lessons.walk import images

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hypervisor.cli import main
+from vmlab.cli import main
 from hypervisor.guest.image import load_guest, sample_names
 from hypervisor.guest.samples import SAMPLES_DIR
 from hypervisor.session import run_guest

@@ -27,8 +27,8 @@ from hypervisor.trace.recording import HOLE
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.vm import DEFAULT_RAM
+from lessons.cursor import Cursor
 from lessons.lesson import Lesson
-from lessons.walk import check, land, missing, on_cpu
 from tui.listing import Listing
 from tui.model import (
     EVENT_ROWS,
@@ -113,9 +113,7 @@ class Engine:
         self._opened = False
         self.timeline: HostTimeline | None = None  # the host's clock, once asked for
         self.host_clock = False  # the clock counts host steps (all VMs), not each VM's
-        self._landed: list[int] = []  # where each lesson stop reached so far landed
-        self._stop = -1  # the lesson stop shown
-        self._problems: tuple[str, ...] = ()
+        self._cursor = None if session.lesson is None else Cursor(session.lesson)
         self._next_frame = 0.0  # when the next frame of run mode is due
         self._queue: queue.Queue[tuple[str, tuple]] = queue.Queue()
         self._cancel = threading.Event()
@@ -228,12 +226,13 @@ class Engine:
         )
 
     def _lesson_view(self) -> LessonView | None:
-        lesson = self._session.lesson
-        if lesson is None or self._stop < 0:
+        cursor = self._cursor
+        if cursor is None or cursor.shown < 0:
             return None
-        stop = lesson.stops[self._stop]
-        count = len(lesson.stops)
-        return LessonView(lesson.title, self._stop, count, stop.text, str(stop.go), self._problems)
+        stop, lesson = cursor.stop, cursor.lesson
+        return LessonView(
+            lesson.title, cursor.shown, len(lesson.stops), stop.text, str(stop.go), cursor.problems
+        )
 
     # ------------------------------------------------------------------ moving the clock
     def _clamp(self, target: int) -> int:
@@ -490,34 +489,24 @@ class Engine:
         self._goto(0)
 
     def _do_lesson(self, change: int) -> None:
-        """To the next (or previous) stop of the lesson. Each stop goes on from where the
-        one before it landed, whatever the user did in between, so a lesson always shows
-        the same places; the engine checks each against what the stop expects."""
+        """To the next (or previous) stop of the lesson, checked against what it expects."""
         self.running = False
-        lesson = self._session.lesson
-        if lesson is None:
+        cursor = self._cursor
+        if cursor is None:
             return
-        self._use_clock(lesson.clock == "host")
-        timeline = self._on_host
-        index = min(max(self._stop + change, 0), len(lesson.stops) - 1)
-        while len(self._landed) <= index:
-            stop = lesson.stops[len(self._landed)]
-            now = self._landed[-1] if self._landed else 0
-            if stop.go.verb == "next" and stop.go.argument != SWITCH:
-                own = timeline.steps_at(now)[stop.vm] if timeline else now
-                why = f"lesson: looking for the next {stop.go.argument}"
-                if not self._record_to_next(stop.vm, stop.go.argument, own, why):
-                    return
-            target = land(self.lanes[stop.vm].tm, stop.go, now, timeline, stop.vm)
-            if target is None:
-                self._notify(f"lesson: {missing(stop.go, now, self.host_clock)}", "warning")
-                return
-            self._landed.append(target)
-        stop = lesson.stops[index]
-        self._stop, self.focus = index, stop.vm  # the VM the stop is about, whoever runs
-        self._goto_keeping_focus(self._landed[index])
-        cpu = on_cpu(timeline, self.position, stop.vm)
-        self._problems = tuple(check(stop, self.lanes[stop.vm].tm, cpu))
+        self._use_clock(cursor.lesson.clock == "host")
+        machines, timeline = [lane.tm for lane in self.lanes], self._on_host
+        index, reach = cursor.reach(change, machines, timeline, self._record_ahead)
+        if reach.target is None:
+            if reach.problem:
+                self._notify(f"lesson: {reach.problem}", "warning")
+            return
+        self.focus = cursor.lesson.stops[index].vm  # the VM the stop is about, whoever runs
+        self._goto_keeping_focus(reach.target)
+        cursor.show(index, machines, timeline, self.position)
+
+    def _record_ahead(self, lane: int, kind: str, after: int) -> bool:
+        return self._record_to_next(lane, kind, after, f"lesson: looking for the next {kind}")
 
     def _do_annotate(self, text: str) -> None:
         tm = self.lanes[self.focus].tm

@@ -1,31 +1,32 @@
-"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts."""
+"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts, and
+open the lessons or the terminal UI — the composition root, above the engine, the lessons
+and the UI."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
 from hypervisor.trace import tracefile
+from hypervisor.trace.events import Hypercall, InstructionExecuted, Trap
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
+from hypervisor.vmm.bt.introspect import fragment_listing
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import GuestTooLarge
-
-if TYPE_CHECKING:
-    from lessons.lesson import Lesson
+from hypervisor.vmm.vm import GuestTooLarge, Vm
+from lessons.lesson import Lesson, LessonError, available, load
+from lessons.walk import images, walk
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -312,8 +313,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from hypervisor.trace.events import Hypercall, InstructionExecuted, Trap
-
     report = run_guest(
         args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
     )
@@ -359,10 +358,6 @@ def _demo() -> list[tuple[GuestImage, str]]:
 
 
 def _lesson(args: argparse.Namespace) -> int:
-    # The lessons are built on the engine, not the other way round: imported on request.
-    from lessons.lesson import LessonError, available, load
-    from lessons.walk import images
-
     if args.name is None:
         for name in available():
             print(f"{name:24} {load(name).title}")
@@ -378,8 +373,6 @@ def _lesson(args: argparse.Namespace) -> int:
 
 
 def _walk(lesson: Lesson) -> int:
-    from lessons.walk import walk
-
     print(lesson.title)
     failed = 0
     for landing in walk(lesson):
@@ -405,10 +398,11 @@ def _open_ui(
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
         return 2
-    # By name: the engine's command line opens the UI on request but never depends on it.
-    app = importlib.import_module("tui.app")
-    session = app.open_trace(replay) if replay else app.Session(vms=vms, lesson=lesson)
-    app.run_app(session, trace_path=replay)
+    # Imported here: a headless command never pays for loading Textual.
+    from tui.app import Session, open_trace, run_app
+
+    session = open_trace(replay) if replay else Session(vms=vms, lesson=lesson)
+    run_app(session, trace_path=replay)
     return 0
 
 
@@ -444,10 +438,6 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _tc(args: argparse.Namespace) -> int:
-    from hypervisor.guest.image import load_guest
-    from hypervisor.vmm.bt.introspect import fragment_listing
-    from hypervisor.vmm.vm import Vm
-
     vm = Vm(load_guest(args.guest), "bt")
     vm.run(args.max_insns)
     summary = vm.executor.tcache_summary()
