@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
+from hypervisor.events import EventKind
+from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from lessons.lesson import Lesson, Stop
 from lessons.walk import check, land, missing, on_cpu
@@ -53,7 +54,7 @@ class Cursor:
         while len(self.landed) <= index:
             stop = self.lesson.stops[len(self.landed)]
             now = self.landed[-1] if self.landed else 0
-            if stop.go.verb == "next" and stop.go.argument != SWITCH:
+            if stop.go.verb == "next" and stop.go.argument != EventKind.SWITCH:
                 own = timeline.steps_at(now)[stop.vm] if timeline else now
                 if not record_ahead(stop.vm, stop.go.argument, own):
                     return index, Reach(None)

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from vmlab.cli import main
 from tests.conftest import needs_nasm
+from vmlab.cli import main
 
 
 def vmlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,20 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace import tracefile
-from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
-from hypervisor.trace.recording import HOLE
+from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
-from hypervisor.vmm.executors import available_modes
-from hypervisor.vmm.vm import DEFAULT_RAM
+from hypervisor.vmm.contract import DEFAULT_RAM, Mode
 from lessons.cursor import Cursor
 from lessons.lesson import Lesson
 from tui.listing import Listing
 from tui.model import (
     EVENT_ROWS,
-    NOTE,
     CpuView,
     LessonView,
     Snapshot,
@@ -51,9 +49,8 @@ CHUNK = 2_000  # instructions per engine call in long searches
 WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
-DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
+DEFAULT_HIDDEN = frozenset({EventKind.IO})  # port accesses are many: shown on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
-SWITCH_ROWS = 12  # world switches listed among a VM's events
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
@@ -204,14 +201,14 @@ class Engine:
         for index, lane in enumerate(self.lanes):
             regs = registers(lane.cpus, lane.before)
             view = vm_view(lane.tm, lane.listing, regs, self.hidden)
-            if timeline is not None and SWITCH not in self.hidden:
-                rows = switch_rows(timeline, self.position, index, SWITCH)
+            if timeline is not None and EventKind.SWITCH not in self.hidden:
+                rows = switch_rows(timeline, self.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
                 view = replace(view, events=tuple(events[-EVENT_ROWS:]))
             views.append(view)
         kinds = {k for lane in self.lanes for k in lane.tm.recording.event_kinds()}
         if timeline is not None:
-            kinds.add(SWITCH)
+            kinds.add(EventKind.SWITCH)
         return Snapshot(
             tuple(views),
             self.focus,
@@ -219,7 +216,7 @@ class Engine:
             self.speed,
             self.busy,
             self.host.size,
-            (*sorted(kinds), HOLE, NOTE),
+            (*sorted(kinds), EventKind.HOLE, EventKind.NOTE),
             self.hidden,
             self._lesson_view(),
             None if timeline is None else host_view(timeline, self.position),
@@ -396,7 +393,7 @@ class Engine:
 
     def _do_next(self, kind: str) -> None:
         self.running = False
-        if kind == SWITCH:
+        if kind == EventKind.SWITCH:
             self._to_switch(after=True)
             return
         tm = self.lanes[self.focus].tm
@@ -411,7 +408,7 @@ class Engine:
 
     def _do_previous(self, kind: str) -> None:
         self.running = False
-        if kind == SWITCH:
+        if kind == EventKind.SWITCH:
             self._to_switch(after=False)
             return
         found = self.lanes[self.focus].tm.previous_step(kind)
@@ -478,7 +475,7 @@ class Engine:
         if lane.tm.replay:
             self._notify("a replay keeps the mode it was recorded in", "warning")
             return
-        modes = available_modes()
+        modes = list(Mode)
         mode = mode or modes[(modes.index(lane.tm.mode) + 1) % len(modes)]
         image = lane.tm.image
         lane.tm.close()
