@@ -12,7 +12,7 @@ import pytest
 from hypervisor.encap import vmfile
 from hypervisor.encap.state import SuspendError, capture, restore
 from hypervisor.guest.image import load_for_mode, load_guest, sample_names
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.guestcpu import ResumeRefused
 from hypervisor.vmm.vm import Vm
 
@@ -37,9 +37,9 @@ def suspended_at_a_third(sample: str, mode: str) -> vmfile.SuspendedVm:
 
 @pytest.mark.parametrize("sample", sample_names())
 def test_a_resumed_run_equals_the_uninterrupted_one_in_every_mode_pair(sample: str) -> None:
-    for first in available_modes():
+    for first in Mode:
         suspended = suspended_at_a_third(sample, first)
-        for then in available_modes():
+        for then in Mode:
             try:
                 vm = restore(suspended, then)
             except ResumeRefused as why:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hypervisor.encap.state import SuspendedVm, restore
+from hypervisor.events import EventLog
 from hypervisor.machine.cowram import CloneRam, SharedRam
 from hypervisor.machine.hostram import PAGE
-from hypervisor.trace.events import EventLog
 from hypervisor.vmm.vm import Vm
 
 MAX_CLONES = 256

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hypervisor.encap.state import SuspendedVm, capture, restore
+from hypervisor.events import EventLog
 from hypervisor.machine.hostram import RamPool
-from hypervisor.trace.events import EventLog
 from hypervisor.vmm.vm import Vm
 
 MAX_NAME = 64

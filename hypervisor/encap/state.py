@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hypervisor.events import EventLog
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import PAGE, RamPool
-from hypervisor.trace.events import EventLog
 from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
 from hypervisor.vmm.vm import RunStats, Vm
 
@@ -131,7 +131,7 @@ class SuspendedVm:
 
 def capture(vm: Vm) -> SuspendedVm:
     """Suspend `vm` where it stands (between two runs)."""
-    if vm.exit is not None and vm.exit.reason != "budget":
+    if vm.exit is not None and vm.exit.final:
         raise SuspendError(f"{vm.name} has ended ({vm.exit.reason}): nothing left to resume")
     try:
         cpu = vm.executor.guest_cpu()

@@ -48,7 +48,7 @@ from hypervisor.encap.state import (
 from hypervisor.guest.image import MAX_IMAGE, GuestImage, load_guest, sample_names
 from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.machine.hostram import PAGE
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.guestcpu import FpuState, GuestCpu
 
 MAGIC = b"VMLAB\r\n\x1a"  # CR LF and ^Z: a file mangled by a text-mode copy shows at once
@@ -62,7 +62,7 @@ MAX_META = 1 << 20
 MAX_CONSOLE = 64 << 20
 MAX_RAM = 1 << 30
 RUN_PAGES = 256  # pages per compressed run (1 MiB): the unit of streaming
-MODES = tuple(available_modes())
+MODES = tuple(Mode)
 
 
 class VmFileError(ValueError):
