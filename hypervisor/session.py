@@ -82,6 +82,11 @@ def run_guest(
     return _report(vm, kept)
 
 
+def report_of(vm: Vm) -> RunReport:
+    """The report of a VM that has stopped, however it was run (resumed, cloned…)."""
+    return _report(vm, [])
+
+
 def _report(vm: Vm, events: list[Event]) -> RunReport:
     stats = vm.stats
     assert vm.exit is not None, "a report is made of a VM that has stopped"

@@ -27,6 +27,7 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import GuestTooLarge, Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
+from vmlab import encapcli
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="under pv, run a sample's unmodified build instead of its paravirtual one",
     )
     _common(run)
+    encapcli.suspend_options(run)
     run.add_argument(
         "--trace",
         action="store_true",
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--check", action="store_true", help="re-execute and compare, print the result, no UI"
     )
+    _COMMANDS.update(encapcli.add_parsers(sub, _common, _mode))
     return parser
 
 
@@ -165,7 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args)
-    except (GuestBuildError, GuestTooLarge, TraceFileError, OutOfHostMemory, LifecycleError) as err:
+    except (
+        GuestBuildError,
+        GuestTooLarge,
+        TraceFileError,
+        OutOfHostMemory,
+        LifecycleError,
+        *encapcli.ERRORS,
+    ) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
@@ -174,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.suspend_at is not None:
+        return encapcli.run_and_suspend(args)
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
@@ -186,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(report.console)
         if report.console and not report.console.endswith("\n"):
             print()
-        print(_summary(report))
+        print(summary(report))
     return 0
 
 
@@ -219,7 +231,7 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
         sys.stdout.write(vm.console)
         if vm.console and not vm.console.endswith("\n"):
             print()
-        print(_summary(vm))
+        print(summary(vm))
         cpu, isolation = hosted["cpu"], hosted["isolation"]
         print(
             f"   on the host: {hosted['state']}, {cpu['quanta']} quanta, "
@@ -237,7 +249,8 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
     return 0
 
 
-def _summary(report: RunReport) -> str:
+def summary(report: RunReport) -> str:
+    """A run's summary lines (shared by the encapsulation commands)."""
     exit_ = report.exit
     status = f" (status {exit_.status})" if exit_.status is not None else ""
     classes = ", ".join(f"{k} {v:,}" for k, v in report.instructions.items() if v and k != "total")
@@ -344,7 +357,7 @@ def _trace(args: argparse.Namespace) -> int:
                 f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
                 + (f" — refused: {event.error}" if event.error else "")
             )
-    print(_summary(report))
+    print(summary(report))
     return 0
 
 
@@ -449,7 +462,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _tc(args: argparse.Namespace) -> int:
     vm = Vm(load_guest(args.guest), Mode.BT)
     vm.run(args.max_insns)
-    summary = vm.executor.tcache_summary()
+    summary = vm.executor.tcachesummary()
     print(
         f"{args.guest}: translation cache after {vm.stats.total:,} guest instructions "
         f"({vm.exit.reason if vm.exit else 'running'})"
@@ -460,7 +473,7 @@ def _tc(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, encapcli.Command] = {
     "run": _run,
     "compare": _compare,
     "trace": _trace,
