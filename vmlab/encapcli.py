@@ -28,6 +28,7 @@ from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.guestcpu import ResumeRefused
 from hypervisor.vmm.host import Host
 from hypervisor.vmm.vm import Vm
+from vmlab.report import summary
 
 ERRORS = (VmFileError, ResumeRefused, SuspendError, SnapshotError)
 Command = Callable[[argparse.Namespace], int]
@@ -107,8 +108,6 @@ def _go_on(vm: Vm, args: argparse.Namespace, shown: int, suspend_at: int | None)
             f"({saved['bytes']:,} bytes)"
         )
     else:
-        from vmlab.cli import summary  # the run's summary, as `vmlab run` prints it
-
         print(summary(report))
     return 0
 
