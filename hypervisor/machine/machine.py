@@ -51,6 +51,7 @@ from hypervisor.machine.cpu import (
     CpuState,
     SystemState,
 )
+from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.registers import RegisterReader
@@ -139,6 +140,8 @@ class Machine:
         self._window_hook: int | None = None
         self._window_prev: int | None = None
         self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
+        self.code_pages: set[int] = set()  # RAM pages the owner write-protected
+        self.dirty_log: DirtyLog | None = None  # while live migration copies the RAM
         self._install_hooks()
 
     # ------------------------------------------------------------------ memory
@@ -162,6 +165,8 @@ class Machine:
         if address < 0 or address + len(data) > self.ram_size:
             return False
         ctypes.memmove(self.host.pointer(self.ram) + address, data, len(data))
+        if self.dirty_log is not None:
+            self.dirty_log.written(address, len(data))
         # Unicorn keeps stale compiled blocks after a write from outside once the count hook
         # has been used (measured on 2.1.4): drop them for the written range.
         self.uc.ctl_remove_cache(address, address + len(data))
@@ -491,7 +496,28 @@ class Machine:
     def protect_code_page(self, page: int, protected: bool) -> None:
         """Write-protect a page of guest RAM that holds translated code (fact 7): a guest
         store into it then reaches the owner's `code_page_written`."""
-        self.uc.mem_protect(page, PAGE, UC_PROT_READ | UC_PROT_EXEC if protected else UC_PROT_ALL)
+        if protected:
+            self.code_pages.add(page)
+        else:
+            self.code_pages.discard(page)
+        logged = self.dirty_log is not None and page in self.dirty_log.watched
+        writable = not protected and not logged
+        self.uc.mem_protect(page, PAGE, UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC)
+
+    def start_dirty_log(self) -> None:
+        """Log which RAM pages are written from now on (dirtylog.py)."""
+        self.dirty_log = DirtyLog(self.uc, self.ram_size, self.code_pages)
+
+    def take_dirty(self) -> list[int]:
+        """RAM pages written since the log started or was last taken; an aliased page (bt
+        stores into it through a second mapping no fault sees) always counts as written."""
+        assert self.dirty_log is not None, "the dirty log is on"
+        return self.dirty_log.take(self.aliases.values())
+
+    def stop_dirty_log(self) -> None:
+        if self.dirty_log is not None:
+            self.dirty_log.stop()
+            self.dirty_log = None
 
     def watch_interrupt_window(self, on: bool) -> None:
         """Stop as soon as the guest sets EFLAGS.IF (STI, POPF, IRET…), before the next
@@ -596,6 +622,13 @@ class Machine:
     def _on_write_protected(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
+        log = self.dirty_log
+        if log is not None and address < self.ram_size:
+            pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
+            logged = [log.store_hit(page) for page in sorted(pages)]
+            if any(logged) and not pages & self.code_pages:
+                self._stop(ExitKind.STOP, retired_now=False, address=address)
+                return False  # the store runs again on the writable page
         if address < self.ram_size and self.owner:
             # A traced code page: the owner unprotects it; the store is retried from scratch.
             self.owner.code_page_written(address, size)
