@@ -172,19 +172,40 @@ def restore(
     stopped. ResumeRefused (with the reason) when that mode cannot run this guest state.
     `host` may already hold the suspended RAM (a clone's copy-on-write mapping): only the
     pages that differ are written, so the others stay shared."""
-    mode = mode or suspended.mode
+    vm = prepare(suspended, mode, name=name, host=host, events=events, identity=identity)
+    apply(vm, suspended)
+    return vm
+
+
+def prepare(
+    suspended: SuspendedVm,
+    mode: str | None = None,
+    *,
+    name: str | None = None,
+    host: RamPool | None = None,
+    events: EventLog | None = None,
+    identity: str | None = None,
+) -> Vm:
+    """The fresh VM `restore` puts the state into: built ahead by a migration's destination,
+    so that the VM's stop lasts only as long as `apply`."""
     vm = Vm(
         suspended.image,
-        mode,
+        mode or suspended.mode,
         name=name or suspended.name,
         ram_size=suspended.ram_size,
         host=host,
         events=events,
         identity=identity,
     )
+    if vm.exit is not None:  # e.g. a paravirtualized kernel outside pv
+        vm.machine.release()
+        raise ResumeRefused(vm.exit.detail)
+    return vm
+
+
+def apply(vm: Vm, suspended: SuspendedVm) -> None:
+    """Put the suspended state into `vm`, a VM `prepare` made and nothing has run."""
     try:
-        if vm.exit is not None:  # e.g. a paravirtualized kernel outside pv
-            raise ResumeRefused(vm.exit.detail)
         _write_changed_pages(vm, suspended.ram)
         suspended.devices.apply(vm)
         h = suspended.history
@@ -193,7 +214,6 @@ def restore(
     except ResumeRefused:
         vm.machine.release()
         raise
-    return vm
 
 
 def _write_changed_pages(vm: Vm, ram: bytes) -> None:

@@ -16,7 +16,7 @@ import json
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -263,23 +263,48 @@ def _meta(s: SuspendedVm) -> dict[str, Any]:
 
 def _ram_runs(ram: bytes) -> bytes:
     """RAM as runs of up to RUN_PAGES non-zero pages, each compressed; zero pages left out."""
-    out = io.BytesIO()
     zero = bytes(PAGE)
-    pages = len(ram) // PAGE
-    page = 0
-    while page < pages:
-        if ram[page * PAGE : (page + 1) * PAGE] == zero:
-            page += 1
-            continue
-        first = page
-        while page < pages and page - first < RUN_PAGES:
-            if ram[page * PAGE : (page + 1) * PAGE] == zero:
-                break
-            page += 1
-        data = zlib.compress(ram[first * PAGE : page * PAGE], 1)
-        out.write(RUN.pack(first, page - first, len(data)))
+    pages = [p for p in range(0, len(ram), PAGE) if ram[p : p + PAGE] != zero]
+    return encode_runs(lambda address, size: ram[address : address + size], pages)
+
+
+def encode_runs(read: Callable[[int, int], bytes], pages: list[int]) -> bytes:
+    """The pages at these (sorted) addresses, as RAM runs (the RAM section's encoding, which
+    live migration's page frames use too); `read(address, size)` reads the RAM."""
+    out = io.BytesIO()
+    index = 0
+    while index < len(pages):
+        first = end = pages[index]
+        while index < len(pages) and pages[index] == end and end - first < RUN_PAGES * PAGE:
+            end += PAGE
+            index += 1
+        data = zlib.compress(read(first, end - first), 1)
+        out.write(RUN.pack(first // PAGE, (end - first) // PAGE, len(data)))
         out.write(data)
     return out.getvalue()
+
+
+def decode_runs(data: bytes, ram: bytearray, what: str = "RAM") -> int:
+    """Write RAM runs into `ram`: each inside it, after the one before, inflated to exactly
+    its pages (never further). Returns how many pages were written."""
+    done, next_page, written = 0, 0, 0
+    while done < len(data):
+        if done + RUN.size > len(data):
+            raise VmFileError(f"section {what}: a run's head goes past the section's end")
+        first, pages, packed = RUN.unpack_from(data, done)
+        done += RUN.size
+        if done + packed > len(data):
+            raise VmFileError(f"section {what}: a run goes past the section's end")
+        if first < next_page or pages == 0 or pages > RUN_PAGES:
+            raise VmFileError(f"section {what}: a run at page {first} is out of order or size")
+        if (first + pages) * PAGE > len(ram):
+            raise VmFileError(f"section {what}: pages {first}..{first + pages - 1} are past RAM")
+        page_bytes = _inflate(data[done : done + packed], pages * PAGE, what)
+        ram[first * PAGE : (first + pages) * PAGE] = page_bytes
+        done += packed
+        next_page = first + pages
+        written += pages
+    return written
 
 
 # ---------------------------------------------------------------------- reading
@@ -370,29 +395,8 @@ class _Reader:
         return image
 
     def _ram(self, ram_size: int) -> bytes:
-        """The RAM section, run by run: each run inside RAM, after the one before, and
-        inflated to exactly its pages (never further)."""
-        length, checksum = self._head(b"RAM ", ram_size + ram_size // 8 + RUN.size * 4096)
         ram = bytearray(ram_size)
-        section = hashlib.sha256()
-        done, next_page = 0, 0
-        while done < length:
-            head = self.take(RUN.size, "a RAM run")
-            first, pages, packed = RUN.unpack(head)
-            done += RUN.size + packed
-            if done > length:
-                raise VmFileError("section RAM: a run goes past the section's end")
-            if first < next_page or pages == 0 or pages > RUN_PAGES:
-                raise VmFileError(f"section RAM: a run at page {first} is out of order or size")
-            if (first + pages) * PAGE > ram_size:
-                raise VmFileError(f"section RAM: pages {first}..{first + pages - 1} are past RAM")
-            data = self.take(packed, "a RAM run")
-            section.update(head)
-            section.update(data)
-            ram[first * PAGE : (first + pages) * PAGE] = _inflate(data, pages * PAGE, "RAM")
-            next_page = first + pages
-        if section.digest() != checksum:
-            raise VmFileError("section RAM is corrupt (its checksum does not match)")
+        decode_runs(self._section(b"RAM ", ram_size + ram_size // 8 + RUN.size * 4096), ram)
         return bytes(ram)
 
 

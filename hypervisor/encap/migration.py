@@ -1,0 +1,215 @@
+"""Live migration by pre-copy: move a running VM's RAM while it runs, then stop it briefly.
+
+1. Dirty logging on (every RAM page write-protected, dirtylog.py).
+2. Round 0: every non-zero page goes to the destination while the VM keeps running between
+   chunks.
+3. Rounds 1…: the pages it dirtied meanwhile, again while it runs — until few enough are
+   left (or the rounds run out, or the set stops shrinking).
+4. Stop and copy: the VM stops; the last dirty pages and its CPU and device state (a .vmlab
+   with no RAM in it) go over; the destination rebuilds the VM and answers with a digest of
+   the RAM it holds, which must be the source's.
+5. Go: the destination starts the VM and confirms; only then may the source release it.
+
+Any failure before the confirmation leaves the VM where it was: the dirty log comes off and
+the source goes on running it, with nothing lost. The transport is the caller's (the host
+processes' TCP protocol, or a direct call in tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from hypervisor.encap import vmfile
+from hypervisor.encap.state import SuspendedVm, apply, capture, prepare
+from hypervisor.events import EventLog
+from hypervisor.machine.hostram import PAGE, RamPool
+from hypervisor.machine.machine import Machine
+from hypervisor.vmm.vm import Vm
+
+CHUNK_PAGES = 256  # pages sent between two slices of the VM's run
+MAX_ROUNDS = 8
+STOP_AT = 64  # dirty pages few enough to stop and copy
+
+
+class MigrationFailed(RuntimeError):
+    """The destination or the connection failed: the VM stays on the source."""
+
+
+class Destination(Protocol):
+    def open(self, state: bytes) -> None:
+        """Get ready for the VM `state` describes (a .vmlab with no RAM yet)."""
+        ...
+
+    def pages(self, number: int, data: bytes) -> None: ...
+
+    def commit(self, state: bytes) -> str:
+        """Rebuild the VM from `state` and the pages; the hex SHA-256 of its RAM."""
+        ...
+
+    def go(self) -> None:
+        """Start the VM; returns once the destination confirms it runs."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Round:
+    number: int
+    pages: int
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    vm: str
+    rounds: tuple[Round, ...]
+    total_seconds: float
+    downtime_seconds: float  # from the VM's stop to the destination's confirmation
+    downtime_instructions: int  # what the VM would have run meanwhile, at its pre-copy rate
+    migrated: bool
+    failure: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "vm": self.vm,
+            "migrated": self.migrated,
+            "failure": self.failure,
+            "rounds": [vars(r) for r in self.rounds],
+            "pages": sum(r.pages for r in self.rounds),
+            "bytes": sum(r.bytes for r in self.rounds),
+            "total_seconds": round(self.total_seconds, 4),
+            "downtime_seconds": round(self.downtime_seconds, 4),
+            "downtime_instructions": self.downtime_instructions,
+        }
+
+
+def migrate(
+    vm: Vm,
+    destination: Destination,
+    run: Callable[[int], None],
+    *,
+    slice_steps: int = 20_000,
+    max_rounds: int = MAX_ROUNDS,
+    stop_at: int = STOP_AT,
+) -> MigrationReport:
+    """Pre-copy `vm` to `destination`; `run(n)` lets the source run its VMs for n guest
+    instructions between chunks. On success the caller releases the VM; on failure (the
+    report says why) the VM is as it was, and runs on."""
+    machine = vm.machine
+    started = time.perf_counter()
+    rounds: list[Round] = []
+    ran_from, ran_seconds = vm.step, 0.0
+    machine.start_dirty_log()
+    try:
+        destination.open(_without_ram(capture(vm)))
+        zero = bytes(PAGE)
+        pending = [p for p in range(0, machine.ram_size, PAGE) if machine.read(p, PAGE) != zero]
+        for number in range(max_rounds + 1):
+            began = time.perf_counter()
+            sent = 0
+            for at in range(0, len(pending), CHUNK_PAGES):
+                sent += _send(destination, machine, number, pending[at : at + CHUNK_PAGES])
+                tick = time.perf_counter()
+                if vm.exit is None or not vm.exit.final:
+                    run(slice_steps)
+                ran_seconds += time.perf_counter() - tick
+            rounds.append(Round(number, len(pending), sent, time.perf_counter() - began))
+            dirty = machine.take_dirty()
+            if len(dirty) <= stop_at or (number and len(dirty) >= len(pending)):
+                pending = dirty
+                break
+            pending = dirty
+        stopped = time.perf_counter()
+        final = sorted(set(pending).union(machine.take_dirty()))
+        sent = _send(destination, machine, len(rounds), final)
+        state = capture(vm)
+        digest = destination.commit(_without_ram(state))
+        if digest != hashlib.sha256(state.ram).hexdigest():
+            raise MigrationFailed("the destination's RAM differs from the source's")
+        destination.go()
+        downtime = time.perf_counter() - stopped
+        rounds.append(Round(len(rounds), len(final), sent, downtime))
+    except (MigrationFailed, OSError, ValueError) as err:
+        _abort(destination)
+        return MigrationReport(
+            vm.name, tuple(rounds), time.perf_counter() - started, 0.0, 0, False, str(err)
+        )
+    finally:
+        machine.stop_dirty_log()
+    rate = (vm.step - ran_from) / ran_seconds if ran_seconds else 0.0
+    total = time.perf_counter() - started
+    return MigrationReport(vm.name, tuple(rounds), total, downtime, round(rate * downtime), True)
+
+
+def _without_ram(state: SuspendedVm) -> bytes:
+    return vmfile.to_bytes(replace(state, ram=bytes(len(state.ram))))
+
+
+def _send(destination: Destination, machine: Machine, number: int, pages: list[int]) -> int:
+    if not pages:
+        return 0
+    data = vmfile.encode_runs(machine.read, pages)
+    destination.pages(number, data)
+    return len(data)
+
+
+def _abort(destination: Destination) -> None:
+    with suppress(OSError, ValueError, MigrationFailed):  # gone: nothing to tell it
+        destination.abort()
+
+
+class Receiver:
+    """The destination's side: the VM prepared from the state at `open`, the pages into a
+    staging RAM, the final state applied at `commit`, started on `go`. `host` and `events`
+    put the VM on the destination's host; `max_ram` bounds what a sender may ask for."""
+
+    def __init__(
+        self, max_ram: int, host: RamPool | None = None, events: EventLog | None = None
+    ) -> None:
+        self.max_ram = max_ram
+        self.host, self.events = host, events
+        self.staging: bytearray | None = None
+        self.vm: Vm | None = None
+        self.committed = False
+        self.started = False
+
+    def open(self, state: bytes) -> None:
+        if self.vm is not None:
+            raise MigrationFailed("a second open")
+        suspended = vmfile.from_bytes(state, "the migrating VM")
+        if suspended.ram_size > self.max_ram:
+            raise MigrationFailed(f"no room for {suspended.ram_size:,} bytes of RAM here")
+        self.vm = prepare(suspended, host=self.host, events=self.events)
+        self.staging = bytearray(suspended.ram_size)
+
+    def pages(self, number: int, data: bytes) -> None:
+        if self.staging is None or self.committed:
+            raise MigrationFailed("pages before the migration was opened, or after its commit")
+        vmfile.decode_runs(data, self.staging, "pages")
+
+    def commit(self, state: bytes) -> str:
+        if self.vm is None or self.staging is None or self.committed:
+            raise MigrationFailed("a commit before the migration was opened, or a second one")
+        suspended = vmfile.from_bytes(state, "the migrated state")
+        if suspended.ram_size != len(self.staging) or suspended.image != self.vm.image:
+            raise MigrationFailed("the committed state is not the VM that was opened")
+        apply(self.vm, replace(suspended, ram=bytes(self.staging)))
+        self.staging, self.committed = None, True
+        return hashlib.sha256(self.vm.machine.read(0, self.vm.machine.ram_size)).hexdigest()
+
+    def go(self) -> None:
+        if not self.committed:
+            raise MigrationFailed("go before the commit")
+        self.started = True
+
+    def abort(self) -> None:
+        if self.vm is not None and not self.started:
+            self.vm.machine.release()
+        self.vm, self.staging, self.committed = None, None, False
