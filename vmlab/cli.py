@@ -27,7 +27,7 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import GuestTooLarge, Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
-from vmlab import encapcli
+from vmlab import encapcli, hostcli
 from vmlab.report import summary
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="re-execute and compare, print the result, no UI"
     )
     _COMMANDS.update(encapcli.add_parsers(sub, _common, _mode))
+    _COMMANDS.update(hostcli.add_parsers(sub, _mode))
     return parser
 
 
@@ -176,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OutOfHostMemory,
         LifecycleError,
         *encapcli.ERRORS,
+        *hostcli.ERRORS,
     ) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2

@@ -180,13 +180,15 @@ class Receiver:
         self.committed = False
         self.started = False
 
-    def open(self, state: bytes) -> None:
+    def open(self, state: bytes, name: str | None = None) -> None:
+        """`name`: what the VM is called here (the destination's hosts may have one by its
+        own name already)."""
         if self.vm is not None:
             raise MigrationFailed("a second open")
         suspended = vmfile.from_bytes(state, "the migrating VM")
         if suspended.ram_size > self.max_ram:
             raise MigrationFailed(f"no room for {suspended.ram_size:,} bytes of RAM here")
-        self.vm = prepare(suspended, host=self.host, events=self.events)
+        self.vm = prepare(suspended, name=name, host=self.host, events=self.events)
         self.staging = bytearray(suspended.ram_size)
 
     def pages(self, number: int, data: bytes) -> None:

@@ -123,13 +123,18 @@ def check(value: Any, spec: Spec, path: str = "") -> None:
 
 
 def loads(text: bytes, spec: Spec) -> Any:
-    """Decode JSON strictly (no NaN or Infinity, no repeated keys) and check it."""
-    try:
-        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_repeats)
-    except (ValueError, RecursionError) as err:
-        raise SchemaError(f"not valid JSON ({str(err).split(':')[0]})") from None
+    """Decode JSON strictly and check it."""
+    value = decode(text)
     check(value, spec)
     return value
+
+
+def decode(text: bytes) -> Any:
+    """JSON, strictly: no NaN or Infinity, no repeated keys (no schema yet)."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_repeats)
+    except (ValueError, RecursionError) as err:
+        raise SchemaError(f"not valid JSON ({str(err).split(':')[0]})") from None
 
 
 def _refuse_constant(name: str) -> None:
