@@ -18,14 +18,16 @@ processes' TCP protocol, or a direct call in tests).
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from hypervisor.encap import vmfile
-from hypervisor.encap.state import SuspendedVm, apply, capture, prepare
+from hypervisor.encap.state import apply, capture, prepare
 from hypervisor.events import EventLog
 from hypervisor.machine.hostram import PAGE, RamPool
 from hypervisor.machine.machine import Machine
@@ -106,21 +108,22 @@ def migrate(
     started = time.perf_counter()
     rounds: list[Round] = []
     ran_from, ran_seconds = vm.step, 0.0
+    sent: dict[int, int] = {}  # page -> CRC-32 of its contents as last sent
     machine.start_dirty_log()
     try:
-        destination.open(_without_ram(capture(vm)))
+        destination.open(vmfile.to_bytes(capture(vm, with_ram=False)))
         zero = bytes(PAGE)
         pending = [p for p in range(0, machine.ram_size, PAGE) if machine.read(p, PAGE) != zero]
         for number in range(max_rounds + 1):
             began = time.perf_counter()
-            sent = 0
+            size = 0
             for at in range(0, len(pending), CHUNK_PAGES):
-                sent += _send(destination, machine, number, pending[at : at + CHUNK_PAGES])
+                size += _send(destination, machine, number, pending[at : at + CHUNK_PAGES], sent)
                 tick = time.perf_counter()
                 if vm.exit is None or not vm.exit.final:
                     run(slice_steps)
                 ran_seconds += time.perf_counter() - tick
-            rounds.append(Round(number, len(pending), sent, time.perf_counter() - began))
+            rounds.append(Round(number, len(pending), size, time.perf_counter() - began))
             dirty = machine.take_dirty()
             if len(dirty) <= stop_at or (number and len(dirty) >= len(pending)):
                 pending = dirty
@@ -128,14 +131,13 @@ def migrate(
             pending = dirty
         stopped = time.perf_counter()
         final = sorted(set(pending).union(machine.take_dirty()))
-        sent = _send(destination, machine, len(rounds), final)
-        state = capture(vm)
-        digest = destination.commit(_without_ram(state))
-        if digest != hashlib.sha256(state.ram).hexdigest():
+        size = _send(destination, machine, len(rounds), final, sent)
+        digest = destination.commit(vmfile.to_bytes(capture(vm, with_ram=False)))
+        if digest != page_digest(sent):
             raise MigrationFailed("the destination's RAM differs from the source's")
         destination.go()
         downtime = time.perf_counter() - stopped
-        rounds.append(Round(len(rounds), len(final), sent, downtime))
+        rounds.append(Round(len(rounds), len(final), size, downtime))
     except (MigrationFailed, OSError, ValueError) as err:
         _abort(destination)
         return MigrationReport(
@@ -148,13 +150,21 @@ def migrate(
     return MigrationReport(vm.name, tuple(rounds), total, downtime, round(rate * downtime), True)
 
 
-def _without_ram(state: SuspendedVm) -> bytes:
-    return vmfile.to_bytes(replace(state, ram=bytes(len(state.ram))))
+def page_digest(crcs: dict[int, int]) -> str:
+    """What both ends compare before the VM may start: the CRC-32 of every page each holds
+    (sent, received), by page — the pages of the last round included. Cheaper than hashing
+    all of RAM while the VM is stopped, and as exact given the dirty log."""
+    table = b"".join(struct.pack("<II", page // PAGE, crcs[page]) for page in sorted(crcs))
+    return hashlib.sha256(table).hexdigest()
 
 
-def _send(destination: Destination, machine: Machine, number: int, pages: list[int]) -> int:
+def _send(
+    destination: Destination, machine: Machine, number: int, pages: list[int], crcs: dict[int, int]
+) -> int:
     if not pages:
         return 0
+    for page in pages:
+        crcs[page] = zlib.crc32(machine.read(page, PAGE))
     data = vmfile.encode_runs(machine.read, pages)
     destination.pages(number, data)
     return len(data)
@@ -166,22 +176,23 @@ def _abort(destination: Destination) -> None:
 
 
 class Receiver:
-    """The destination's side: the VM prepared from the state at `open`, the pages into a
-    staging RAM, the final state applied at `commit`, started on `go`. `host` and `events`
-    put the VM on the destination's host; `max_ram` bounds what a sender may ask for."""
+    """The destination's side: the VM prepared from the state at `open` (its RAM cleared),
+    the pages written into its RAM as they come, the final state applied at `commit`,
+    started on `go`. `host` and `events` put the VM on the destination's host; `max_ram`
+    bounds what a sender may ask for."""
 
     def __init__(
         self, max_ram: int, host: RamPool | None = None, events: EventLog | None = None
     ) -> None:
         self.max_ram = max_ram
         self.host, self.events = host, events
-        self.staging: bytearray | None = None
         self.vm: Vm | None = None
+        self.received: dict[int, int] = {}  # page -> CRC-32, as page_digest wants
         self.committed = False
         self.started = False
 
     def open(self, state: bytes, name: str | None = None) -> None:
-        """`name`: what the VM is called here (the destination's hosts may have one by its
+        """`name`: what the VM is called here (the destination's host may have one by its
         own name already)."""
         if self.vm is not None:
             raise MigrationFailed("a second open")
@@ -189,22 +200,29 @@ class Receiver:
         if suspended.ram_size > self.max_ram:
             raise MigrationFailed(f"no room for {suspended.ram_size:,} bytes of RAM here")
         self.vm = prepare(suspended, name=name, host=self.host, events=self.events)
-        self.staging = bytearray(suspended.ram_size)
+        self.vm.machine.write(0, bytes(suspended.ram_size))  # only the pages sent are not 0
 
     def pages(self, number: int, data: bytes) -> None:
-        if self.staging is None or self.committed:
+        if self.vm is None or self.committed:
             raise MigrationFailed("pages before the migration was opened, or after its commit")
-        vmfile.decode_runs(data, self.staging, "pages")
+        machine = self.vm.machine
+
+        def write(address: int, contents: bytes) -> None:
+            machine.write(address, contents)
+            for offset in range(0, len(contents), PAGE):
+                self.received[address + offset] = zlib.crc32(contents[offset : offset + PAGE])
+
+        vmfile.decode_runs(data, machine.ram_size, write, "pages")
 
     def commit(self, state: bytes) -> str:
-        if self.vm is None or self.staging is None or self.committed:
+        if self.vm is None or self.committed:
             raise MigrationFailed("a commit before the migration was opened, or a second one")
         suspended = vmfile.from_bytes(state, "the migrated state")
-        if suspended.ram_size != len(self.staging) or suspended.image != self.vm.image:
+        if suspended.ram_size != self.vm.machine.ram_size or suspended.image != self.vm.image:
             raise MigrationFailed("the committed state is not the VM that was opened")
-        apply(self.vm, replace(suspended, ram=bytes(self.staging)))
-        self.staging, self.committed = None, True
-        return hashlib.sha256(self.vm.machine.read(0, self.vm.machine.ram_size)).hexdigest()
+        apply(self.vm, suspended)
+        self.committed = True
+        return page_digest(self.received)
 
     def go(self) -> None:
         if not self.committed:
@@ -214,4 +232,4 @@ class Receiver:
     def abort(self) -> None:
         if self.vm is not None and not self.started:
             self.vm.machine.release()
-        self.vm, self.staging, self.committed = None, None, False
+        self.vm, self.committed = None, False

@@ -122,15 +122,16 @@ class SuspendedVm:
     history: RunHistory
     console: bytes
     pending_line: bytes  # console output after the last newline
-    ram: bytes
+    ram: bytes  # empty: not included (a migration sends the RAM apart)
 
     @property
     def step(self) -> int:
         return self.history.step
 
 
-def capture(vm: Vm) -> SuspendedVm:
-    """Suspend `vm` where it stands (between two runs)."""
+def capture(vm: Vm, with_ram: bool = True) -> SuspendedVm:
+    """Suspend `vm` where it stands (between two runs); without its RAM for a migration,
+    which has copied that already."""
     if vm.exit is not None and vm.exit.final:
         raise SuspendError(f"{vm.name} has ended ({vm.exit.reason}): nothing left to resume")
     try:
@@ -155,7 +156,7 @@ def capture(vm: Vm) -> SuspendedVm:
         history=history,
         console=bytes(vm.console),
         pending_line=vm.pending_line,
-        ram=vm.machine.read(0, vm.machine.ram_size),
+        ram=vm.machine.read(0, vm.machine.ram_size) if with_ram else b"",
     )
 
 
@@ -172,6 +173,8 @@ def restore(
     stopped. ResumeRefused (with the reason) when that mode cannot run this guest state.
     `host` may already hold the suspended RAM (a clone's copy-on-write mapping): only the
     pages that differ are written, so the others stay shared."""
+    if len(suspended.ram) != suspended.ram_size:
+        raise ResumeRefused("the suspended state holds no RAM to resume from")
     vm = prepare(suspended, mode, name=name, host=host, events=events, identity=identity)
     apply(vm, suspended)
     return vm
@@ -204,9 +207,11 @@ def prepare(
 
 
 def apply(vm: Vm, suspended: SuspendedVm) -> None:
-    """Put the suspended state into `vm`, a VM `prepare` made and nothing has run."""
+    """Put the suspended state into `vm`, a VM `prepare` made and nothing has run (with no
+    RAM in the state, the VM's RAM is left as the caller filled it)."""
     try:
-        _write_changed_pages(vm, suspended.ram)
+        if suspended.ram:
+            _write_changed_pages(vm, suspended.ram)
         suspended.devices.apply(vm)
         h = suspended.history
         vm.carry_on(h.stats(), h.ticks, list(h.timeline), suspended.console, suspended.pending_line)

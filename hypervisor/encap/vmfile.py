@@ -154,6 +154,7 @@ _META = {
     },
     "console_size": Int(0, MAX_CONSOLE),
     "pending_line": Int(0, MAX_CONSOLE),
+    "ram_included": BOOL,
 }
 
 
@@ -258,6 +259,7 @@ def _meta(s: SuspendedVm) -> dict[str, Any]:
         },
         "console_size": len(s.console),
         "pending_line": len(s.pending_line),
+        "ram_included": bool(s.ram),
     }
 
 
@@ -284,10 +286,12 @@ def encode_runs(read: Callable[[int, int], bytes], pages: list[int]) -> bytes:
     return out.getvalue()
 
 
-def decode_runs(data: bytes, ram: bytearray, what: str = "RAM") -> int:
-    """Write RAM runs into `ram`: each inside it, after the one before, inflated to exactly
-    its pages (never further). Returns how many pages were written."""
-    done, next_page, written = 0, 0, 0
+def decode_runs(
+    data: bytes, ram_size: int, write: Callable[[int, bytes], object], what: str = "RAM"
+) -> None:
+    """Hand each RAM run to `write(address, contents)`: each inside the RAM, after the one
+    before, inflated to exactly its pages (never further)."""
+    done, next_page = 0, 0
     while done < len(data):
         if done + RUN.size > len(data):
             raise VmFileError(f"section {what}: a run's head goes past the section's end")
@@ -297,14 +301,11 @@ def decode_runs(data: bytes, ram: bytearray, what: str = "RAM") -> int:
             raise VmFileError(f"section {what}: a run goes past the section's end")
         if first < next_page or pages == 0 or pages > RUN_PAGES:
             raise VmFileError(f"section {what}: a run at page {first} is out of order or size")
-        if (first + pages) * PAGE > len(ram):
+        if (first + pages) * PAGE > ram_size:
             raise VmFileError(f"section {what}: pages {first}..{first + pages - 1} are past RAM")
-        page_bytes = _inflate(data[done : done + packed], pages * PAGE, what)
-        ram[first * PAGE : (first + pages) * PAGE] = page_bytes
+        write(first * PAGE, _inflate(data[done : done + packed], pages * PAGE, what))
         done += packed
         next_page = first + pages
-        written += pages
-    return written
 
 
 # ---------------------------------------------------------------------- reading
@@ -356,7 +357,7 @@ class _Reader:
         meta = schema.loads(self._section(b"META", MAX_META), _META)
         image = self._image(meta)
         console = _inflate(self._section(b"CONS", MAX_CONSOLE), meta["console_size"], "CONS")
-        ram = self._ram(meta["ram_size"])
+        ram = self._ram(meta["ram_size"] if meta["ram_included"] else 0)
         expected = self.digest.digest()
         trailer = self.take(len(END) + 32, "the end mark")
         if trailer[:4] != END:
@@ -395,8 +396,14 @@ class _Reader:
         return image
 
     def _ram(self, ram_size: int) -> bytes:
+        """The RAM (0 bytes when the file says it holds none, and then no run may follow)."""
         ram = bytearray(ram_size)
-        decode_runs(self._section(b"RAM ", ram_size + ram_size // 8 + RUN.size * 4096), ram)
+
+        def write(address: int, contents: bytes) -> None:
+            ram[address : address + len(contents)] = contents
+
+        section = self._section(b"RAM ", ram_size + ram_size // 8 + RUN.size * 4096)
+        decode_runs(section, ram_size, write)
         return bytes(ram)
 
 
