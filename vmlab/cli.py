@@ -214,19 +214,22 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
         print(json.dumps(report.as_json(), indent=2))
         return 0
     for vm in report.vms:
-        hosted = vm.hosted or {}
-        print(f"══ {hosted['name']} ({vm.mode}) ══")
+        hosted = vm.hosted
+        assert hosted is not None  # every VM of a host report
+        print(f"══ {hosted.name} ({vm.mode}) ══")
         sys.stdout.write(vm.console)
         if vm.console and not vm.console.endswith("\n"):
             print()
         print(_summary(vm))
-        cpu, isolation = hosted["cpu"], hosted["isolation"]
         print(
-            f"   on the host: {hosted['state']}, {cpu['quanta']} quanta, "
-            f"{cpu['share']:.1%} of the guest instructions, {cpu['cycles_share']:.1%} of the cycles"
+            f"   on the host: {hosted.state}, {hosted.cpu.quanta} quanta, "
+            f"{hosted.share:.1%} of the guest instructions, "
+            f"{hosted.cycles_share:.1%} of the cycles"
         )
-        kinds = ", ".join(f"{k} ×{v}" for k, v in isolation["by_kind"].items())
-        print(f"   isolation events: {isolation['events']}" + (f" ({kinds})" if kinds else ""))
+        by_kind = hosted.isolation.by_kind()
+        kinds = ", ".join(f"{k} ×{v}" for k, v in by_kind.items())
+        events = len(hosted.isolation.events)
+        print(f"   isolation events: {events}" + (f" ({kinds})" if kinds else ""))
         print()
     print(
         f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "
