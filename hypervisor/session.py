@@ -22,7 +22,7 @@ class RunReport:
     """The outcome of one VM's run, in the shape of the CLI's JSON."""
 
     guest: str
-    mode: str
+    mode: Mode
     console: str
     exit: ExitInfo
     instructions: dict[str, int]
@@ -97,7 +97,7 @@ class HostedReport:
 
 def run_guest(
     image: GuestImage | str,
-    mode: str,
+    mode: Mode | str,
     *,
     max_insns: int = DEFAULT_BUDGET,
     trace: bool = False,
@@ -106,6 +106,7 @@ def run_guest(
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
     pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
+    mode = Mode.parse(mode)
     if isinstance(image, str):
         image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
@@ -180,7 +181,7 @@ class HostReport:
 
 
 def run_host(
-    guests: Sequence[tuple[GuestImage | str, str]],
+    guests: Sequence[tuple[GuestImage | str, Mode | str]],
     *,
     max_insns: int = DEFAULT_BUDGET,
     quantum: int = DEFAULT_QUANTUM,
@@ -196,7 +197,8 @@ def run_host(
     if keep_events:
         host.events.subscribe(kept.append)
     hosted = []
-    for image, mode in guests:
+    for image, name_of_mode in guests:
+        mode = Mode.parse(name_of_mode)
         if isinstance(image, str):
             image = load_for_mode(image, mode, unported=unported)
         name = image.name.removesuffix(PV_SUFFIX)  # the guest's name, whichever its build

@@ -68,7 +68,7 @@ CHUNK = 2_000  # instructions per engine call in long searches
 WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
-DEFAULT_HIDDEN = frozenset({EventKind.IO})  # port accesses are many: shown on request
+HIDDEN: frozenset[str] = frozenset({EventKind.IO})  # port accesses are many: on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
 
 Publish = Callable[[Snapshot], None]
@@ -114,7 +114,7 @@ class Lane:
 class Session:
     """What to open: guests in modes, or one recording to replay."""
 
-    vms: list[tuple[GuestImage, str]] = field(default_factory=list)
+    vms: list[tuple[GuestImage, Mode]] = field(default_factory=list)
     replay: tracefile.Trace | None = None
     lesson: Lesson | None = None  # opened with the lesson's guests, at its first stop
 
@@ -131,7 +131,7 @@ class Engine:
         self.focus = 0
         self.running = False
         self.speed = DEFAULT_SPEED
-        self.hidden = DEFAULT_HIDDEN
+        self.hidden = HIDDEN
         self.busy = ""
         self._rate = 20_000.0  # steps per second run mode last achieved
         self._submitted = 0  # commands submitted (UI thread) …
@@ -297,6 +297,7 @@ class Engine:
                 if not lane.synced:
                     lane.before, lane.cpus, lane.synced = None, lane.views(), True
                 continue
+            before: tuple[CpuView, CpuView] | None
             if step == tm.position + 1:
                 before = lane.cpus if lane.synced else lane.views()
             elif step > 0 and (before := lane.seen.get(step - 1)) is not None:
@@ -541,7 +542,7 @@ class Engine:
             self._notify("a replay keeps the mode it was recorded in", "warning")
             return
         modes = list(Mode)
-        mode = mode or modes[(modes.index(lane.tm.mode) + 1) % len(modes)]
+        mode = mode or modes[(modes.index(Mode(lane.tm.mode)) + 1) % len(modes)]
         image = lane.tm.image
         lane.tm.close()
         self.lanes[self.focus] = Lane.of(self._machine(image, mode))

@@ -200,7 +200,7 @@ def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
     return spec, default
 
 
-def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
+def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
     if args.quantum < 1:
         print("vmlab: --quantum must be at least 1", file=sys.stderr)
         return 2
@@ -341,10 +341,10 @@ def _trace(args: argparse.Namespace) -> int:
                 + (f" — {event.detail}" if event.detail else "")
             )
         elif isinstance(event, Hypercall):
-            args = ", ".join(f"{a:#x}" for a in event.args)
+            shown = ", ".join(f"{a:#x}" for a in event.args)
             result = "" if event.result is None else f" = {event.result:#x}"
             print(
-                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
+                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({shown}){result}"
                 + (f" — refused: {event.error}" if event.error else "")
             )
     print(_summary(report))
@@ -405,7 +405,7 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, str]], replay: str | None = None, lesson: Lesson | None = None
+    vms: list[tuple[GuestImage, Mode]], replay: str | None = None, lesson: Lesson | None = None
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)

@@ -223,7 +223,8 @@ class TrapAndEmulate(Executor):
         text = insn.text if insn else "(undecodable)"
         handler = trapped_emulator(insn.mnemonic) if insn else None
         privileged = insn is not None and insn.category in (Category.PRIVILEGED, Category.IOPL)
-        if handler is None or (vector == VEC_NP and insn.mnemonic not in ("iretd", "retf")):
+        np_only = ("iretd", "retf")  # #NP is emulated only where a far return met it
+        if insn is None or handler is None or (vector == VEC_NP and insn.mnemonic not in np_only):
             if privileged:
                 self._unsupported(vector, eip, text, "no emulation for this instruction")
             else:  # a genuine fault: bare metal would fault here too
