@@ -10,7 +10,7 @@ from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
 from hypervisor.trace.events import Event, EventLog
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
-from hypervisor.vmm.isolation import vcpu_view
+from hypervisor.vmm.isolation import IsolationState, vcpu_view
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import ExitInfo, Vm
 
@@ -35,6 +35,7 @@ class RunReport:
     tcache: dict[str, int] | None = None
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
+    isolation: dict[str, Any] = field(default_factory=dict)  # IsolationState.summary()
     hosted: dict[str, Any] | None = None  # on a host of several VMs: name, state, cpu, isolation
 
     def as_json(self) -> dict[str, Any]:
@@ -56,6 +57,7 @@ class RunReport:
             "cycles": self.cycles,
             "traced": self.traced,
             "paravirtual": self.paravirtual,
+            "isolation": self.isolation,
             **(self.hosted or {}),
         }
 
@@ -78,11 +80,13 @@ def run_guest(
     if keep_events:
         log.subscribe(kept.append)
     vm = Vm(image, mode, events=log)
+    isolation = IsolationState.of(vm)
+    log.subscribe(isolation.observe)
     vm.run(max_insns, trace=trace)
-    return _report(vm, kept)
+    return _report(vm, kept, isolation)
 
 
-def _report(vm: Vm, events: list[Event]) -> RunReport:
+def _report(vm: Vm, events: list[Event], isolation: IsolationState) -> RunReport:
     stats = vm.stats
     assert vm.exit is not None, "a report is made of a VM that has stopped"
     return RunReport(
@@ -100,6 +104,7 @@ def _report(vm: Vm, events: list[Event]) -> RunReport:
         tcache=vm.executor.tcache_summary(),
         cycles=_cycles(vm),
         events=events,
+        isolation=isolation.summary(),
     )
 
 
@@ -170,7 +175,7 @@ def run_host(
     total_cycles = sum(h.vm.cycles().virtual for h in hosted) or 1.0
     reports = []
     for h in hosted:
-        report = _report(h.vm, [e for e in kept if e.vm == h.name])
+        report = _report(h.vm, [e for e in kept if e.vm == h.name], h.isolation)
         report.hosted = _hosted_json(host, h, total_cycles)
         reports.append(report)
     scheduler = host.scheduler

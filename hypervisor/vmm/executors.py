@@ -251,12 +251,16 @@ class Executor(ABC):
         """Report an access outside what this VM owns, at the instruction now running (as the
         guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
         VM goes on."""
-        eip = self.virtual_state().eip
+        eip = self.guest_eip_running()
         insn = decode(self.machine.read(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
+
+    def guest_eip_running(self) -> int:
+        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
+        return self.virtual_state().eip
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""

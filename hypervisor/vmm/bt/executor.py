@@ -62,6 +62,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
+        m.precise_open_bus()  # translated code runs with no instruction count
         self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
         m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE, read_by_code=True)  # the monitor's fields
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
@@ -258,6 +259,14 @@ class BinaryTranslation(TrapAndEmulate):
             if fragment is not None and index is not None:
                 state.eip = fragment.guest_eip_at(index)
         return state
+
+    def guest_eip_running(self) -> int:
+        """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
+        if fragment is None or self.parked is not None:
+            return super().guest_eip_running()
+        return fragment.guest_eip_owning(eip)
 
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
