@@ -110,6 +110,8 @@ class Executor(ABC):
         if self.interrupt_shadow():
             count = 1  # let the instruction after STI run, then look at interrupts again
         count = self.before_slice(count)
+        if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
+            return
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
         vm.end_slice(exit_.retired)

@@ -17,7 +17,7 @@ from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from hypervisor.isa import Instruction, decode
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
-from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.trace.events import (
     AdaptiveRetranslation,
     Callout,
@@ -321,7 +321,11 @@ class BinaryTranslation(TrapAndEmulate):
             if self.tracing and stopped == self.machine.uc.reg_read(_EIP):
                 self.parked = None  # the tracer counts: go on inside the same fragment
             else:
-                self.enter(self.virtual_state())
+                try:
+                    self.enter(self.virtual_state())
+                except EntryError as err:  # its segments, reloaded from its GDT, are refused
+                    self.vm.finish(ExitInfo("crashed", None, f"cannot enter the guest: {err}"))
+                    return 0
         self._budget = count
         self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"), code=False)
         return 0
