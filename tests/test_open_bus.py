@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor.cli import main
 from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
+from vmlab.cli import main
 
 GUESTS = Path(__file__).parent / "guests"
 MODES = ["native", "trap", "bt"]
