@@ -226,10 +226,9 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
             f"{hosted.share:.1%} of the guest instructions, "
             f"{hosted.cycles_share:.1%} of the cycles"
         )
-        by_kind = hosted.isolation.by_kind()
-        kinds = ", ".join(f"{k} ×{v}" for k, v in by_kind.items())
-        events = len(hosted.isolation.events)
-        print(f"   isolation events: {events}" + (f" ({kinds})" if kinds else ""))
+        counts = hosted.isolation.counts
+        kinds = ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items()))
+        print(f"   isolation events: {counts.total()}" + (f" ({kinds})" if kinds else ""))
         print()
     print(
         f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "
