@@ -27,10 +27,9 @@ from hypervisor.events import (
 from hypervisor.isa import Instruction, decode
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
-from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
-from hypervisor.vmm.bt.callouts import BT_EMULATORS
 from hypervisor.vmm.bt.translator import (
     LOOKUP_EXIT,
     MAX_BLOCK,
@@ -40,8 +39,12 @@ from hypervisor.vmm.bt.translator import (
 )
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
+<<<<<<< HEAD
 from hypervisor.vmm.executors import trap_name
 from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
+=======
+from hypervisor.vmm.executors import Traced, trap_name
+>>>>>>> main
 from hypervisor.vmm.trap import TrapAndEmulate
 
 VCPU_AREA_OFFSET = 0x12000
@@ -62,6 +65,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
+        m.precise_open_bus()  # translated code runs with no instruction count
         self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
         m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE, read_by_code=True)  # the monitor's fields
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
@@ -261,6 +265,7 @@ class BinaryTranslation(TrapAndEmulate):
                 state.eip = fragment.guest_eip_at(index)
         return state
 
+<<<<<<< HEAD
     def guest_cpu(self) -> GuestCpu:
         eip = self.machine.uc.reg_read(_EIP)
         if self.vcpu.cpl == 0 and self.parked is None and self.cache.contains(eip):
@@ -275,6 +280,15 @@ class BinaryTranslation(TrapAndEmulate):
         self._flush()
         self._clocked = self.vm.stats.by_class[InsnClass.TRANSLATED.value]  # ticked already
         super().load_guest_cpu(cpu)
+=======
+    def guest_eip_running(self) -> int:
+        """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
+        if fragment is None or self.parked is not None:
+            return super().guest_eip_running()
+        return fragment.guest_eip_owning(eip)
+>>>>>>> main
 
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
@@ -329,7 +343,13 @@ class BinaryTranslation(TrapAndEmulate):
             if self.tracing and stopped == self.machine.uc.reg_read(_EIP):
                 self.parked = None  # the tracer counts: go on inside the same fragment
             else:
-                self.enter(self.virtual_state())
+                try:
+                    self.enter(self.virtual_state())
+                except EntryError as err:  # its segments, reloaded from its GDT, are refused
+                    self.vm.finish(
+                        ExitInfo(ExitReason.CRASHED, detail=f"cannot enter the guest: {err}")
+                    )
+                    return 0
         self._budget = count
         self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"), code=False)
         return 0
@@ -461,7 +481,7 @@ class BinaryTranslation(TrapAndEmulate):
             return
         source = self.cache.fragments.get(stub.fragment)
         linkable = source is not None and not source.stepping and not target.stepping
-        if linkable and source.valid and stub.patch_at is not None:
+        if source is not None and linkable and source.valid and stub.patch_at is not None:
             rel = (target.tc_start - (stub.patch_at + 4)) & 0xFFFFFFFF
             self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
             stub.chained_to = target.id
@@ -485,7 +505,7 @@ class BinaryTranslation(TrapAndEmulate):
             self.parked = insn.next_address
             self.deliver(insn.vector, "software")
             return
-        handler = BT_EMULATORS.get(insn.mnemonic) or EMULATORS.get(insn.mnemonic)
+        handler = EMULATORS.get(insn.mnemonic)
         if handler is None:
             self._unsupported(13, guest_eip, insn.text, "no emulation for it")
             return
@@ -667,9 +687,8 @@ class BinaryTranslation(TrapAndEmulate):
         if index == 0:
             fragment.hits += 1
         insn = fragment.insns[index]
-        self._pending = (0, insn.address, insn, 0, None)
+        self._pending = Traced(0, insn.address, insn, 0, subkind=fragment.subkinds[index])
         self._pending_trapped = False
-        self._pending_translated = fragment.subkinds[index]
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
         self.vm.emit(
