@@ -27,6 +27,7 @@ from hypervisor.session import report_of
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.guestcpu import ResumeRefused
 from hypervisor.vmm.host import Host
+from hypervisor.vmm.isolation import IsolationState
 from hypervisor.vmm.vm import Vm
 from vmlab.report import summary
 
@@ -92,12 +93,14 @@ def _go_on(vm: Vm, args: argparse.Namespace, shown: int, suspend_at: int | None)
     if suspend_at is not None and suspend_at <= vm.step:
         raise SuspendError(f"--suspend-at {suspend_at:,}: the VM is at step {vm.step:,} already")
     steps = args.max_insns if suspend_at is None else suspend_at - vm.step
+    isolation = IsolationState.of(vm)
+    vm.events.subscribe(isolation.observe)
     vm.run(steps, trace=getattr(args, "trace", False))
     saved = None
     if suspend_at is not None and vm.exit is not None and not vm.exit.final:
         vmfile.write(args.output, capture(vm))
         saved = {"file": args.output, "step": vm.step, "bytes": Path(args.output).stat().st_size}
-    report = report_of(vm)
+    report = report_of(vm, isolation)
     if args.json:
         print(json.dumps({"vms": [report.as_json()], "suspended": saved}, indent=2))
         return 0
@@ -196,7 +199,7 @@ def _clone(args: argparse.Namespace) -> int:
             host.add(vm, budget=suspended.step + args.max_insns)
         host.run()
         memory = clones.memory()
-        reports = [report_of(vm) for vm in clones.vms]
+        reports = [report_of(vm, host[vm.name].isolation) for vm in clones.vms]
         mib = 1 << 20
         if args.json:
             print(

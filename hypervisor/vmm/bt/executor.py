@@ -39,12 +39,8 @@ from hypervisor.vmm.bt.translator import (
 )
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
-<<<<<<< HEAD
-from hypervisor.vmm.executors import trap_name
-from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
-=======
 from hypervisor.vmm.executors import Traced, trap_name
->>>>>>> main
+from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
 from hypervisor.vmm.trap import TrapAndEmulate
 
 VCPU_AREA_OFFSET = 0x12000
@@ -265,7 +261,6 @@ class BinaryTranslation(TrapAndEmulate):
                 state.eip = fragment.guest_eip_at(index)
         return state
 
-<<<<<<< HEAD
     def guest_cpu(self) -> GuestCpu:
         eip = self.machine.uc.reg_read(_EIP)
         if self.vcpu.cpl == 0 and self.parked is None and self.cache.contains(eip):
@@ -280,7 +275,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._flush()
         self._clocked = self.vm.stats.by_class[InsnClass.TRANSLATED.value]  # ticked already
         super().load_guest_cpu(cpu)
-=======
+
     def guest_eip_running(self) -> int:
         """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
         eip = self.machine.uc.reg_read(_EIP)
@@ -288,7 +283,6 @@ class BinaryTranslation(TrapAndEmulate):
         if fragment is None or self.parked is not None:
             return super().guest_eip_running()
         return fragment.guest_eip_owning(eip)
->>>>>>> main
 
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
