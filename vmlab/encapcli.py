@@ -136,7 +136,7 @@ def _snapshot(args: argparse.Namespace) -> int:
             entry["exit"] = vm.exit.reason.value
         log.append(entry)
         if not args.json:
-            ended = f", {vm.exit.reason}: {vm.exit.detail}" if "exit" in entry else ""
+            ended = f", {vm.exit.reason}: {vm.exit.detail}" if vm.exit and "exit" in entry else ""
             print(f"» {action}  (step {vm.step:,}{ended})")
             _print_console(entry["console"])
             if verb == "list":

@@ -22,6 +22,7 @@ from hypervisor.encap import vmfile
 from hypervisor.encap.migration import MigrationFailed, Receiver, migrate
 from hypervisor.encap.state import capture, restore
 from hypervisor.guest.image import load_for_mode, sample_names
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.host import Host
 from vmlab import protocol
 from vmlab.protocol import ProtocolError
@@ -154,7 +155,8 @@ class HostServer:
     ) -> Any:
         if guest not in sample_names():  # a network request never names a file of the host
             raise ValueError(f"{guest!r} is not a sample guest")
-        hosted = self.host.create(load_for_mode(guest, mode), mode, name=name or guest)
+        image = load_for_mode(guest, Mode(mode))
+        hosted = self.host.create(image, mode, name=name or guest)
         return {"ok": True, "vm": hosted.name}, b""
 
     def _op_list(self, client: _Client, payload: bytes) -> Any:

@@ -70,7 +70,7 @@ class VmFileError(ValueError):
 
 
 # ---------------------------------------------------------------------- the META schema
-_PIC = {
+_PIC: dict[str, schema.Spec] = {
     "vector_base": U8,
     "imr": U8,
     "irr": U8,
@@ -83,7 +83,7 @@ _PIC = {
     "read_isr": BOOL,
     "poll": BOOL,
 }
-_PIT = {
+_PIT: dict[str, schema.Spec] = {
     "mode": Int(0, 7),
     "access": Int(0, 3),
     "bcd": BOOL,
@@ -98,10 +98,10 @@ _PIT = {
     "latched_count": Optional(U16),
     "latched_status": Optional(U8),
 }
-_UART = {"ier": U8, "lcr": U8, "mcr": U8, "scr": U8, "fcr": U8, "divisor": U16}
+_UART: dict[str, schema.Spec] = {"ier": U8, "lcr": U8, "mcr": U8, "scr": U8, "fcr": U8, "divisor": U16}
 assert (tuple(_PIC), tuple(_PIT), tuple(_UART)) == (PIC_FIELDS, PIT_FIELDS, UART_FIELDS)
 _SELECTORS = ("cs", "ss", "ds", "es", "fs", "gs")
-_CPU = {
+_CPU: schema.Spec = {
     "registers": {name: U16 if name in _SELECTORS else U32 for name in STATE_FIELDS},
     "cpl": Int(0, 3),
     "cr0": U32,
@@ -126,7 +126,7 @@ _CPU = {
         "xmm": List(Int(0, (1 << 128) - 1), 8, 8),
     },
 }
-_META = {
+_META: schema.Spec = {
     "format": Str(32, ("vmlab-suspended-vm",)),
     "name": Str(64),
     "guest": {

@@ -45,7 +45,7 @@ class FpuState:
             control=uc.reg_read(x.UC_X86_REG_FPCW),
             status=uc.reg_read(x.UC_X86_REG_FPSW),
             tag=uc.reg_read(x.UC_X86_REG_FPTAG),
-            stack=tuple(tuple(uc.reg_read(reg)) for reg in _FP_REGS),  # type: ignore[misc]
+            stack=tuple(tuple(uc.reg_read(reg)) for reg in _FP_REGS),
             mxcsr=uc.reg_read(x.UC_X86_REG_MXCSR),
             xmm=tuple(uc.reg_read(reg) for reg in _XMM_REGS),
         )

@@ -73,7 +73,7 @@ class BareMetal(Executor):
             tr=tr[0],
             tss=(tr[1], tr[2]) if tr[0] & ~3 else None,
             dr=tuple(uc.reg_read(reg) for reg in DEBUG_REGS),
-            msr=tuple((i, v) for i in _MODELLED_MSRS if (v := uc.msr_read(i))),
+            msr=tuple((i, v) for i in _MODELLED_MSRS if (v := uc.msr_read(i))),  # type: ignore[attr-defined]
             interrupt_shadow=self.interrupt_shadow(),
             halted=self.waiting_for_interrupt,
             fpu=FpuState.read(uc),
@@ -104,7 +104,7 @@ class BareMetal(Executor):
             uc.reg_write(reg, value)
         for index, value in cpu.msr:
             with suppress(UcError):  # an MSR this CPU model lacks: as if never written
-                uc.msr_write(index, value)
+                uc.msr_write(index, value)  # type: ignore[attr-defined]
         cpu.fpu.write(uc)
         self.waiting_for_interrupt = cpu.halted
 
