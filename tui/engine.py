@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import assert_never
 
+from hypervisor.encap.snapshots import SnapshotError, SnapshotTree
+from hypervisor.encap.state import SuspendError
 from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
@@ -34,18 +36,21 @@ from tui.engine_commands import (
     Back,
     Clock,
     Command,
+    DeleteSnapshot,
     Filter,
     Focus,
     LessonStop,
     Next,
     Pause,
     Previous,
+    RevertSnapshot,
     Run,
     Save,
     Seek,
     SetMode,
     Speed,
     Step,
+    TakeSnapshot,
 )
 from tui.listing import Listing
 from tui.model import (
@@ -95,6 +100,7 @@ class Lane:
     before: tuple[CpuView, CpuView] | None = None  # registers one step earlier
     synced: bool = True  # `cpus` and `before` are those of the time machine's position
     seen: dict[int, tuple[CpuView, CpuView]] = field(default_factory=dict)
+    tree: SnapshotTree = field(default_factory=SnapshotTree)  # the VM's named snapshots
 
     @classmethod
     def of(cls, tm: TimeMachine) -> Lane:
@@ -235,7 +241,10 @@ class Engine:
                 rows = switch_rows(timeline, self.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
                 view = replace(view, events=tuple(events[-EVENT_ROWS:]))
-            views.append(view)
+            tree = tuple(
+                (r.depth, r.snapshot.name, r.snapshot.step, r.current) for r in lane.tree.rows()
+            )
+            views.append(replace(view, snapshots=tree) if tree else view)
         kinds = {k for lane in self.lanes for k in lane.tm.recording.event_kinds()}
         if timeline is not None:
             kinds.add(EventKind.SWITCH)
@@ -428,6 +437,8 @@ class Engine:
                 self._do_filter(hidden)
             case Save(path):
                 self._do_save(path)
+            case TakeSnapshot(name) | RevertSnapshot(name) | DeleteSnapshot(name):
+                self._do_snapshot(command, name)
             case _:
                 assert_never(command)
 
@@ -580,6 +591,29 @@ class Engine:
 
     def _do_filter(self, hidden: frozenset[str]) -> None:
         self.hidden = hidden
+
+    def _do_snapshot(
+        self, command: TakeSnapshot | RevertSnapshot | DeleteSnapshot, name: str
+    ) -> None:
+        """Snapshots are the engine's (hypervisor/encap/snapshots.py). Reverting goes to the
+        snapshot's step through the time machine, which is the snapshot's state exactly
+        (runs are deterministic; tests/test_snapshots.py compares the two)."""
+        lane = self.lanes[self.focus]
+        try:
+            if isinstance(command, TakeSnapshot):
+                taken = lane.tree.take(lane.tm.vm, name)
+                self._notify(
+                    f"snapshot {name} of {lane.tm.name} at step {taken.step:,}", "information"
+                )
+            elif isinstance(command, DeleteSnapshot):
+                lane.tree.delete(name)
+            else:
+                step = lane.tree[name].step
+                lane.tree.current = name
+                self.running = False
+                self._goto(step)
+        except (SnapshotError, SuspendError) as err:
+            self._notify(str(err), "warning")
 
     def _do_save(self, path: str) -> None:
         tm = self.lanes[self.focus].tm

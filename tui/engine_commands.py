@@ -107,6 +107,27 @@ class Save:
     path: str
 
 
+@dataclass(frozen=True)
+class TakeSnapshot:
+    """A named snapshot of the focused VM where it stands."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class RevertSnapshot:
+    """Back to a snapshot of the focused VM."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteSnapshot:
+    """A snapshot of the focused VM forgotten (its children go to its parent)."""
+
+    name: str
+
+
 Command = (
     Step
     | Back
@@ -123,4 +144,7 @@ Command = (
     | Annotate
     | Filter
     | Save
+    | TakeSnapshot
+    | RevertSnapshot
+    | DeleteSnapshot
 )

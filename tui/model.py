@@ -157,6 +157,7 @@ class VmView:
     aligned: bool  # the engine's trace agrees with its step count
     translation: TranslationView | None  # binary translation only
     cache: CacheView | None
+    snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
 
 
 @dataclass(frozen=True, slots=True)

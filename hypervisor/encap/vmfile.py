@@ -98,7 +98,14 @@ _PIT: dict[str, schema.Spec] = {
     "latched_count": Optional(U16),
     "latched_status": Optional(U8),
 }
-_UART: dict[str, schema.Spec] = {"ier": U8, "lcr": U8, "mcr": U8, "scr": U8, "fcr": U8, "divisor": U16}
+_UART: dict[str, schema.Spec] = {
+    "ier": U8,
+    "lcr": U8,
+    "mcr": U8,
+    "scr": U8,
+    "fcr": U8,
+    "divisor": U16,
+}
 assert (tuple(_PIC), tuple(_PIT), tuple(_UART)) == (PIC_FIELDS, PIT_FIELDS, UART_FIELDS)
 _SELECTORS = ("cs", "ss", "ds", "es", "fs", "gs")
 _CPU: schema.Spec = {
