@@ -339,12 +339,12 @@ def _replay(args: argparse.Namespace) -> int:
 def _tc(args: argparse.Namespace) -> int:
     vm = Vm(load_guest(args.guest), Mode.BT)
     vm.run(args.max_insns)
-    summary = vm.executor.tcachesummary()
+    counters = vm.executor.tcache_summary()
     print(
         f"{args.guest}: translation cache after {vm.stats.total:,} guest instructions "
         f"({vm.exit.reason if vm.exit else 'running'})"
     )
-    print("   " + ", ".join(f"{k} {v:,}" for k, v in summary.items()) + "\n")
+    print("   " + ", ".join(f"{k} {v:,}" for k, v in counters.items()) + "\n")
     for block in fragment_listing(vm.executor.cache, vm.machine.read, limit=args.limit):
         print(block)
     return 0
