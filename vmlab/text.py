@@ -73,9 +73,9 @@ def host_lines(report: HostReport) -> Iterator[str]:
             f"{hosted.share:.1%} of the guest instructions, "
             f"{hosted.cycles_share:.1%} of the cycles"
         )
-        kinds = ", ".join(f"{k} ×{v}" for k, v in hosted.isolation.by_kind().items())
-        events = len(hosted.isolation.events)
-        yield f"   isolation events: {events}" + (f" ({kinds})" if kinds else "")
+        isolation = hosted.isolation.summary()
+        kinds = ", ".join(f"{k} ×{v}" for k, v in isolation["by_kind"].items())
+        yield f"   isolation events: {isolation['events']}" + (f" ({kinds})" if kinds else "")
         yield ""
     yield (
         f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "

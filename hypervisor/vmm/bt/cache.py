@@ -41,6 +41,7 @@ class Fragment:
     tc_end: int
     boundaries: dict[int, int]  # TC address -> index of the guest instruction starting there
     instruction_starts: dict[int, int]  # TC address of each guest instruction's translation
+    owners: tuple[tuple[int, int], ...]  # (TC address, guest index) from which code is its
     count_point: int | None  # TC address from which the block is spent from the budget
     callout: Instruction | None  # the instruction that ends the fragment by a callout
     source: bytes  # the guest bytes translated, to check self-modification
@@ -59,6 +60,16 @@ class Fragment:
         if index < len(self.insns):
             return self.insns[index].address
         return self.callout.address if self.callout else self.guest_end
+
+    def guest_eip_owning(self, tc_address: int) -> int:
+        """The guest instruction whose translation holds `tc_address` (its inline sequence,
+        or a stub that finishes it); the prologue and the exits belong to the first one."""
+        index = 0
+        for start, owner in self.owners:
+            if start > tc_address:
+                break
+            index = owner
+        return self.guest_eip_at(index)
 
     @property
     def links_out(self) -> int:

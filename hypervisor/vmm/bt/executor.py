@@ -27,7 +27,7 @@ from hypervisor.events import (
 from hypervisor.isa import Instruction, decode
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
-from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
 from hypervisor.vmm.bt.translator import (
@@ -60,6 +60,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
+        m.precise_open_bus()  # translated code runs with no instruction count
         self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
         m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE, read_by_code=True)  # the monitor's fields
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
@@ -259,6 +260,14 @@ class BinaryTranslation(TrapAndEmulate):
                 state.eip = fragment.guest_eip_at(index)
         return state
 
+    def guest_eip_running(self) -> int:
+        """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
+        if fragment is None or self.parked is not None:
+            return super().guest_eip_running()
+        return fragment.guest_eip_owning(eip)
+
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
 
@@ -312,7 +321,13 @@ class BinaryTranslation(TrapAndEmulate):
             if self.tracing and stopped == self.machine.uc.reg_read(_EIP):
                 self.parked = None  # the tracer counts: go on inside the same fragment
             else:
-                self.enter(self.virtual_state())
+                try:
+                    self.enter(self.virtual_state())
+                except EntryError as err:  # its segments, reloaded from its GDT, are refused
+                    self.vm.finish(
+                        ExitInfo(ExitReason.CRASHED, detail=f"cannot enter the guest: {err}")
+                    )
+                    return 0
         self._budget = count
         self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"), code=False)
         return 0
