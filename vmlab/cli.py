@@ -19,7 +19,6 @@ from hypervisor.session import DEFAULT_BUDGET, compare, run_guest, run_host
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
-from hypervisor.vmm.bt.introspect import fragment_listing
 from hypervisor.vmm.contract import ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
@@ -339,13 +338,15 @@ def _replay(args: argparse.Namespace) -> int:
 def _tc(args: argparse.Namespace) -> int:
     vm = Vm(load_guest(args.guest), Mode.BT)
     vm.run(args.max_insns)
-    counters = vm.executor.tcache_summary()
+    tc = vm.executor.introspect()
+    assert tc is not None  # binary translation has a cache
+    counters = tc.counters()
     print(
         f"{args.guest}: translation cache after {vm.stats.total:,} guest instructions "
         f"({vm.exit.reason if vm.exit else 'running'})"
     )
     print("   " + ", ".join(f"{k} {v:,}" for k, v in counters.items()) + "\n")
-    for block in fragment_listing(vm.executor.cache, vm.machine.read, limit=args.limit):
+    for block in tc.listing(args.limit):
         print(block)
     return 0
 

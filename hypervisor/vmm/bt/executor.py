@@ -34,6 +34,7 @@ from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
 from hypervisor.vmm.bt.clock import TcClock
+from hypervisor.vmm.bt.introspect import CacheIntrospection
 from hypervisor.vmm.bt.selfmod import ALIAS_SLOTS, SelfModifyingCode
 from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
@@ -210,19 +211,8 @@ class BinaryTranslation(TrapAndEmulate):
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
 
-    def tcache_summary(self) -> dict[str, int]:
-        c = self.cache
-        return {
-            "fragments": sum(1 for f in c.fragments.values() if f.valid),
-            "bytes": c.used,
-            "capacity": c.capacity,
-            "hits": c.stats.hits,
-            "misses": c.stats.misses,
-            "chains": c.stats.chains,
-            "invalidations": c.stats.invalidations,
-            "flushes": c.stats.flushes,
-            "adaptive": c.stats.adaptive,
-        }
+    def introspect(self) -> CacheIntrospection:
+        return CacheIntrospection(self.cache, self.machine.read)
 
     # ------------------------------------------------------------------ guest view
     def virtual_state(self) -> CpuState:
