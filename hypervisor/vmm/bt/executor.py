@@ -396,8 +396,8 @@ class BinaryTranslation(TrapAndEmulate):
         if target is None:
             return
         source = self.cache.fragments.get(stub.fragment)
-        linkable = source is not None and source.valid and not source.stepping
-        if source is not None and linkable and not target.stepping and stub.patch_at is not None:
+        linkable = source is not None and not source.stepping and not target.stepping
+        if source is not None and linkable and source.valid and stub.patch_at is not None:
             rel = (target.tc_start - (stub.patch_at + 4)) & 0xFFFFFFFF
             self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
             stub.chained_to = target.id
