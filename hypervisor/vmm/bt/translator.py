@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from hypervisor.isa import Category, FlowKind, Instruction, decode_block
 from hypervisor.machine.hostram import PAGE
@@ -62,7 +63,24 @@ def writes_memory(insn: Instruction) -> bool:
 EFLAGS_IF = 0x200
 
 # Rewritten inline (the rest of the sensitive instructions are callouts).
-_INLINE = {"cli", "sti", "pushfd", "popfd"}
+
+
+class Rule(StrEnum):
+    """How the translator treats one guest kernel instruction."""
+
+    CALLOUT = "callout"  # the monitor emulates it
+    FLOW = "flow"  # a near control transfer kept in the TC
+    IDENT = "ident"  # copied as it is
+    CLI = "cli"  # the rest: rewritten inline
+    STI = "sti"
+    PUSHFD = "pushfd"
+    POPFD = "popfd"
+    SEGMENT_READ = "segment_read"
+    TABLE_READ = "table_read"
+    DESCRIPTOR_TABLE = "descriptor_table"
+
+
+_INLINE = {"cli": Rule.CLI, "sti": Rule.STI, "pushfd": Rule.PUSHFD, "popfd": Rule.POPFD}
 _TABLE_READS = {"smsw": "vcr0", "str": "vtr", "sldt": "vldtr"}
 _SEGMENT_READS = {"cs": "vcs", "ss": "vss"}
 
@@ -168,9 +186,8 @@ class Translator:
         return fragment
 
 
-def rule_for(insn: Instruction) -> str:
-    """How the translator treats one guest kernel instruction: "callout", "flow" (a near
-    control transfer kept in the TC), "ident", or the name of an inline rewrite."""
+def rule_for(insn: Instruction) -> Rule:
+    """How the translator treats one guest kernel instruction."""
     if insn.flow in (
         FlowKind.INT,
         FlowKind.IRET,
@@ -181,16 +198,16 @@ def rule_for(insn: Instruction) -> str:
         FlowKind.SYSENTER,
         FlowKind.SYSEXIT,
     ):
-        return "callout"
+        return Rule.CALLOUT
     if insn.flow is not FlowKind.NONE:
-        return "flow"
+        return Rule.FLOW
     if insn.category is Category.INNOCUOUS:
-        return "ident"
-    if insn.mnemonic in _INLINE:
-        return insn.mnemonic if insn.operand_size == 4 else "callout"  # 16-bit: emulated
+        return Rule.IDENT
+    if insn.mnemonic in _INLINE:  # 16-bit: emulated
+        return _INLINE[insn.mnemonic] if insn.operand_size == 4 else Rule.CALLOUT
     if insn.iopl_sensitive:
-        return "ident"  # port I/O: intercepted on the way by the machine's I/O hook
-    return _inline_rule(insn) or "callout"
+        return Rule.IDENT  # port I/O: intercepted on the way by the machine's I/O hook
+    return _inline_rule(insn) or Rule.CALLOUT
 
 
 def absolute_store(insn: Instruction) -> int | None:
@@ -211,10 +228,10 @@ def retarget_absolute(insn: Instruction, delta: int) -> bytes:
 
 
 def needs_callout(insn: Instruction) -> bool:
-    return rule_for(insn) == "callout"
+    return rule_for(insn) is Rule.CALLOUT
 
 
-def _inline_rule(insn: Instruction) -> str | None:
+def _inline_rule(insn: Instruction) -> Rule | None:
     """Which inline rewrite applies to a sensitive instruction, if any."""
     ops = insn.operands
     key = insn.fact_key
@@ -222,16 +239,16 @@ def _inline_rule(insn: Instruction) -> str | None:
         segment = next((op.reg for op in ops if op.reg in x.SEGMENT_PREFIX), None)
         loads = insn.mnemonic == "pop" or (insn.mnemonic == "mov" and ops[0].reg == segment)
         if loads:  # a load: the shadow GDT makes it right, except SS (RPL must equal CPL)
-            return None if segment == "ss" else "ident"
+            return None if segment == "ss" else Rule.IDENT
         if segment not in _SEGMENT_READS:
-            return "ident"  # DS/ES/FS/GS hold exactly what the guest loaded
+            return Rule.IDENT  # DS/ES/FS/GS hold exactly what the guest loaded
         if insn.mnemonic == "push" or ops[0].kind == "reg":
-            return "segment_read"
+            return Rule.SEGMENT_READ
         return None
     if key in _TABLE_READS and ops and ops[0].kind == "reg":
-        return "table_read"
+        return Rule.TABLE_READ
     if key in ("sgdt", "sidt") and ops and ops[0].kind == "mem":
-        return "descriptor_table"
+        return Rule.DESCRIPTOR_TABLE
     return None
 
 
@@ -358,16 +375,30 @@ class _FragmentEmitter:
         """Emit one guest instruction."""
         rule = rule_for(insn)
         delta = self.t.aliased_stores.get(insn.address)
-        if rule == "ident" and delta is not None:
-            self.emit(retarget_absolute(insn, delta))
-            return "rewritten"
-        if rule == "ident":
-            self.emit(insn.bytes)
-            return "ident"
-        if rule == "flow":
-            self._control_transfer(insn)
-        else:
-            getattr(self, f"_{rule}")(insn)
+        match rule:
+            case Rule.IDENT if delta is not None:
+                self.emit(retarget_absolute(insn, delta))
+            case Rule.IDENT:
+                self.emit(insn.bytes)
+                return "ident"
+            case Rule.FLOW:
+                self._control_transfer(insn)
+            case Rule.CLI:
+                self._cli(insn)
+            case Rule.STI:
+                self._sti(insn)
+            case Rule.PUSHFD:
+                self._pushfd(insn)
+            case Rule.POPFD:
+                self._popfd(insn)
+            case Rule.SEGMENT_READ:
+                self._segment_read(insn)
+            case Rule.TABLE_READ:
+                self._table_read(insn)
+            case Rule.DESCRIPTOR_TABLE:
+                self._descriptor_table(insn)
+            case Rule.CALLOUT:
+                raise AssertionError(f"{insn.text}: a callout ends the block, it is not emitted")
         return "rewritten"
 
     def _cli(self, insn: Instruction) -> None:
