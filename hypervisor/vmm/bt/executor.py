@@ -32,7 +32,7 @@ from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
-from hypervisor.vmm.bt.cache import Fragment, TranslationCache
+from hypervisor.vmm.bt.cache import Fragment, StubKind, TranslationCache
 from hypervisor.vmm.bt.clock import TcClock
 from hypervisor.vmm.bt.introspect import CacheIntrospection
 from hypervisor.vmm.bt.selfmod import ALIAS_SLOTS, SelfModifyingCode
@@ -378,11 +378,11 @@ class BinaryTranslation(TrapAndEmulate):
                 )
                 return
             self.parked = stub.guest_eip
-            if stub.kind == "callout":
+            if stub.kind is StubKind.CALLOUT:
                 self._callout(stub.guest_eip)
-            elif stub.kind == "stale":
+            elif stub.kind is StubKind.STALE:
                 self._stale(stub.fragment)
-            elif stub.kind == "deadline":  # left before counting: `index` instructions ran
+            elif stub.kind is StubKind.DEADLINE:  # left before counting: `index` instructions ran
                 fragment = self.cache.fragments[stub.fragment]
                 self.clock.count(stub.index)
                 self.parked = fragment.guest_eip_at(stub.index)

@@ -29,7 +29,7 @@ from hypervisor.isa import Category, FlowKind, Instruction, decode_block
 from hypervisor.machine.hostram import PAGE
 from hypervisor.vmm.bt import encode as x
 from hypervisor.vmm.bt.area import VcpuArea
-from hypervisor.vmm.bt.cache import ExitStub, Fragment, TranslationCache
+from hypervisor.vmm.bt.cache import ExitStub, Fragment, StubKind, TranslationCache
 
 MAX_BLOCK = 12
 WINDOW_EXIT = 0xFFFFFFFE  # exit id: IF was enabled while an interrupt waits
@@ -323,7 +323,7 @@ class _FragmentEmitter:
         if callout is not None or not body:
             self.boundaries[self.here] = len(body)
             self.owners.append((self.here, len(body)))
-            self._exit_to_monitor("callout", callout.address if callout else guest_eip)
+            self._exit_to_monitor(StubKind.CALLOUT, callout.address if callout else guest_eip)
         elif body[-1].flow is FlowKind.NONE:  # block cut by size or page: fall through
             self._branch(body[-1].next_address)
         self._emit_stubs()
@@ -344,13 +344,13 @@ class _FragmentEmitter:
         a = self.area
         self.emit(x.save_flags(a.save_a))
         if checked is not None:
-            stale = self.t.cache.new_exit("stale", self.fid, guest_eip)
+            stale = self.t.cache.new_exit(StubKind.STALE, self.fid, guest_eip)
             self.stubs.append(stale)
             leave = self._to_door(stale.id)
             for offset in range(0, len(checked), 4):
                 self._compare(guest_eip + offset, checked[offset : offset + 4], leave)
         if n:
-            deadline = self.t.cache.new_exit("deadline", self.fid, 0)
+            deadline = self.t.cache.new_exit(StubKind.DEADLINE, self.fid, 0)
             self.stubs.append(deadline)
             self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
             self._jump_local(b"\x0f\x8e", self._to_door(deadline.id))  # jle
@@ -554,7 +554,7 @@ class _FragmentEmitter:
 
     def _jump_site(self, encoder: Callable[[int, int], bytes], guest_target: int) -> None:
         """A direct jump to the target's fragment if it exists (chained), else to a stub."""
-        stub = self.t.cache.new_exit("branch", self.fid, guest_target)
+        stub = self.t.cache.new_exit(StubKind.BRANCH, self.fid, guest_target)
         site = self.here
         code = encoder(site, site)  # placeholder target, fixed in _emit_stubs
         stub.patch_at = site + len(code) - 4
@@ -562,7 +562,7 @@ class _FragmentEmitter:
         self.stubs.append(stub)
         self._exits.append((stub, stub.patch_at - self.base))
 
-    def _exit_to_monitor(self, kind: str, guest_eip: int) -> None:
+    def _exit_to_monitor(self, kind: StubKind, guest_eip: int) -> None:
         stub = self.t.cache.new_exit(kind, self.fid, guest_eip)
         self.stubs.append(stub)
         self.emit(self.t._door_jump(stub.id, self.here))
