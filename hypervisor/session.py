@@ -143,7 +143,7 @@ def _report(vm: Vm, events: list[Event], isolation: IsolationState) -> RunReport
         paravirtual=vm.image.paravirtual,
         callouts=dict(sorted(stats.callouts.items())),
         hypercalls=dict(sorted(stats.hypercalls.items())),
-        tcache=vm.executor.tcache_summary(),
+        tcache=None if (tc := vm.executor.introspect()) is None else tc.counters(),
         cycles=_cycles(vm),
         events=events,
         isolation=isolation.summary(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from hypervisor.vmm.guestcpu import ResumeRefused
 from hypervisor.vmm.host import Host
 from hypervisor.vmm.isolation import IsolationState
 from hypervisor.vmm.vm import Vm
-from vmlab.report import summary
+from vmlab.text import console, summary
 
 ERRORS = (VmFileError, ResumeRefused, SuspendError, SnapshotError)
 Command = Callable[[argparse.Namespace], int]
@@ -116,9 +115,8 @@ def _go_on(vm: Vm, args: argparse.Namespace, shown: int, suspend_at: int | None)
 
 
 def _print_console(text: str) -> None:
-    sys.stdout.write(text)
-    if text and not text.endswith("\n"):
-        print()
+    for line in console(text):
+        print(line)
 
 
 # ---------------------------------------------------------------------- snapshot scripts

@@ -30,6 +30,7 @@ from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.guestcpu import GuestCpu
 
 if TYPE_CHECKING:
+    from hypervisor.vmm.bt.introspect import CacheIntrospection
     from hypervisor.vmm.vm import Vm
 
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
@@ -81,6 +82,12 @@ class Executor(ABC):
 
     counts_each_instruction = True  # the CPU runs with a count: it stops at any step
 
+    def guest_tables(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(GDTR, IDTR) as (base, limit), as the guest believes them: on bare metal, the
+        real ones."""
+        system = self.machine.system_state()
+        return system.gdtr, system.idtr
+
     def virtual_state(self) -> CpuState:
         """The guest's view of its registers (what it would see on bare metal): on bare
         metal, the real ones."""
@@ -115,8 +122,8 @@ class Executor(ABC):
         """Guest instructions translated so far (binary translation only)."""
         return 0
 
-    def tcache_summary(self) -> dict[str, int] | None:
-        """The translation cache's counters, for modes that have one."""
+    def introspect(self) -> CacheIntrospection | None:
+        """A look into the translation cache, for modes that have one."""
         return None
 
     def retired_are_guest_instructions(self) -> bool:

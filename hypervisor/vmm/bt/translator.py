@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from hypervisor.isa import Category, FlowKind, Instruction, decode_block
 from hypervisor.machine.hostram import PAGE
 from hypervisor.vmm.bt import encode as x
 from hypervisor.vmm.bt.area import VcpuArea
-from hypervisor.vmm.bt.cache import ExitStub, Fragment, TranslationCache
+from hypervisor.vmm.bt.cache import ExitStub, Fragment, StubKind, TranslationCache
 
 MAX_BLOCK = 12
 WINDOW_EXIT = 0xFFFFFFFE  # exit id: IF was enabled while an interrupt waits
@@ -62,7 +63,24 @@ def writes_memory(insn: Instruction) -> bool:
 EFLAGS_IF = 0x200
 
 # Rewritten inline (the rest of the sensitive instructions are callouts).
-_INLINE = {"cli", "sti", "pushfd", "popfd"}
+
+
+class Rule(StrEnum):
+    """How the translator treats one guest kernel instruction."""
+
+    CALLOUT = "callout"  # the monitor emulates it
+    FLOW = "flow"  # a near control transfer kept in the TC
+    IDENT = "ident"  # copied as it is
+    CLI = "cli"  # the rest: rewritten inline
+    STI = "sti"
+    PUSHFD = "pushfd"
+    POPFD = "popfd"
+    SEGMENT_READ = "segment_read"
+    TABLE_READ = "table_read"
+    DESCRIPTOR_TABLE = "descriptor_table"
+
+
+_INLINE = {"cli": Rule.CLI, "sti": Rule.STI, "pushfd": Rule.PUSHFD, "popfd": Rule.POPFD}
 _TABLE_READS = {"smsw": "vcr0", "str": "vtr", "sldt": "vldtr"}
 _SEGMENT_READS = {"cs": "vcs", "ss": "vss"}
 
@@ -168,9 +186,8 @@ class Translator:
         return fragment
 
 
-def rule_for(insn: Instruction) -> str:
-    """How the translator treats one guest kernel instruction: "callout", "flow" (a near
-    control transfer kept in the TC), "ident", or the name of an inline rewrite."""
+def rule_for(insn: Instruction) -> Rule:
+    """How the translator treats one guest kernel instruction."""
     if insn.flow in (
         FlowKind.INT,
         FlowKind.IRET,
@@ -181,16 +198,16 @@ def rule_for(insn: Instruction) -> str:
         FlowKind.SYSENTER,
         FlowKind.SYSEXIT,
     ):
-        return "callout"
+        return Rule.CALLOUT
     if insn.flow is not FlowKind.NONE:
-        return "flow"
+        return Rule.FLOW
     if insn.category is Category.INNOCUOUS:
-        return "ident"
-    if insn.mnemonic in _INLINE:
-        return insn.mnemonic if insn.operand_size == 4 else "callout"  # 16-bit: emulated
+        return Rule.IDENT
+    if insn.mnemonic in _INLINE:  # 16-bit: emulated
+        return _INLINE[insn.mnemonic] if insn.operand_size == 4 else Rule.CALLOUT
     if insn.iopl_sensitive:
-        return "ident"  # port I/O: intercepted on the way by the machine's I/O hook
-    return _inline_rule(insn) or "callout"
+        return Rule.IDENT  # port I/O: intercepted on the way by the machine's I/O hook
+    return _inline_rule(insn) or Rule.CALLOUT
 
 
 def absolute_store(insn: Instruction) -> int | None:
@@ -211,10 +228,10 @@ def retarget_absolute(insn: Instruction, delta: int) -> bytes:
 
 
 def needs_callout(insn: Instruction) -> bool:
-    return rule_for(insn) == "callout"
+    return rule_for(insn) is Rule.CALLOUT
 
 
-def _inline_rule(insn: Instruction) -> str | None:
+def _inline_rule(insn: Instruction) -> Rule | None:
     """Which inline rewrite applies to a sensitive instruction, if any."""
     ops = insn.operands
     key = insn.fact_key
@@ -222,16 +239,16 @@ def _inline_rule(insn: Instruction) -> str | None:
         segment = next((op.reg for op in ops if op.reg in x.SEGMENT_PREFIX), None)
         loads = insn.mnemonic == "pop" or (insn.mnemonic == "mov" and ops[0].reg == segment)
         if loads:  # a load: the shadow GDT makes it right, except SS (RPL must equal CPL)
-            return None if segment == "ss" else "ident"
+            return None if segment == "ss" else Rule.IDENT
         if segment not in _SEGMENT_READS:
-            return "ident"  # DS/ES/FS/GS hold exactly what the guest loaded
+            return Rule.IDENT  # DS/ES/FS/GS hold exactly what the guest loaded
         if insn.mnemonic == "push" or ops[0].kind == "reg":
-            return "segment_read"
+            return Rule.SEGMENT_READ
         return None
     if key in _TABLE_READS and ops and ops[0].kind == "reg":
-        return "table_read"
+        return Rule.TABLE_READ
     if key in ("sgdt", "sidt") and ops and ops[0].kind == "mem":
-        return "descriptor_table"
+        return Rule.DESCRIPTOR_TABLE
     return None
 
 
@@ -306,7 +323,7 @@ class _FragmentEmitter:
         if callout is not None or not body:
             self.boundaries[self.here] = len(body)
             self.owners.append((self.here, len(body)))
-            self._exit_to_monitor("callout", callout.address if callout else guest_eip)
+            self._exit_to_monitor(StubKind.CALLOUT, callout.address if callout else guest_eip)
         elif body[-1].flow is FlowKind.NONE:  # block cut by size or page: fall through
             self._branch(body[-1].next_address)
         self._emit_stubs()
@@ -327,13 +344,13 @@ class _FragmentEmitter:
         a = self.area
         self.emit(x.save_flags(a.save_a))
         if checked is not None:
-            stale = self.t.cache.new_exit("stale", self.fid, guest_eip)
+            stale = self.t.cache.new_exit(StubKind.STALE, self.fid, guest_eip)
             self.stubs.append(stale)
             leave = self._to_door(stale.id)
             for offset in range(0, len(checked), 4):
                 self._compare(guest_eip + offset, checked[offset : offset + 4], leave)
         if n:
-            deadline = self.t.cache.new_exit("deadline", self.fid, 0)
+            deadline = self.t.cache.new_exit(StubKind.DEADLINE, self.fid, 0)
             self.stubs.append(deadline)
             self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
             self._jump_local(b"\x0f\x8e", self._to_door(deadline.id))  # jle
@@ -358,16 +375,30 @@ class _FragmentEmitter:
         """Emit one guest instruction."""
         rule = rule_for(insn)
         delta = self.t.aliased_stores.get(insn.address)
-        if rule == "ident" and delta is not None:
-            self.emit(retarget_absolute(insn, delta))
-            return "rewritten"
-        if rule == "ident":
-            self.emit(insn.bytes)
-            return "ident"
-        if rule == "flow":
-            self._control_transfer(insn)
-        else:
-            getattr(self, f"_{rule}")(insn)
+        match rule:
+            case Rule.IDENT if delta is not None:
+                self.emit(retarget_absolute(insn, delta))
+            case Rule.IDENT:
+                self.emit(insn.bytes)
+                return "ident"
+            case Rule.FLOW:
+                self._control_transfer(insn)
+            case Rule.CLI:
+                self._cli(insn)
+            case Rule.STI:
+                self._sti(insn)
+            case Rule.PUSHFD:
+                self._pushfd(insn)
+            case Rule.POPFD:
+                self._popfd(insn)
+            case Rule.SEGMENT_READ:
+                self._segment_read(insn)
+            case Rule.TABLE_READ:
+                self._table_read(insn)
+            case Rule.DESCRIPTOR_TABLE:
+                self._descriptor_table(insn)
+            case Rule.CALLOUT:
+                raise AssertionError(f"{insn.text}: a callout ends the block, it is not emitted")
         return "rewritten"
 
     def _cli(self, insn: Instruction) -> None:
@@ -523,7 +554,7 @@ class _FragmentEmitter:
 
     def _jump_site(self, encoder: Callable[[int, int], bytes], guest_target: int) -> None:
         """A direct jump to the target's fragment if it exists (chained), else to a stub."""
-        stub = self.t.cache.new_exit("branch", self.fid, guest_target)
+        stub = self.t.cache.new_exit(StubKind.BRANCH, self.fid, guest_target)
         site = self.here
         code = encoder(site, site)  # placeholder target, fixed in _emit_stubs
         stub.patch_at = site + len(code) - 4
@@ -531,7 +562,7 @@ class _FragmentEmitter:
         self.stubs.append(stub)
         self._exits.append((stub, stub.patch_at - self.base))
 
-    def _exit_to_monitor(self, kind: str, guest_eip: int) -> None:
+    def _exit_to_monitor(self, kind: StubKind, guest_eip: int) -> None:
         stub = self.t.cache.new_exit(kind, self.fid, guest_eip)
         self.stubs.append(stub)
         self.emit(self.t._door_jump(stub.id, self.here))
