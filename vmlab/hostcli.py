@@ -23,7 +23,7 @@ from typing import Any
 
 from hypervisor.encap.migration import MigrationFailed
 from hypervisor.vmm.contract import Mode
-from vmlab import hostserver
+from vmlab import cluster, hostserver
 from vmlab.hostserver import HostClient
 
 ERRORS = (MigrationFailed,)
@@ -53,10 +53,26 @@ def add_parsers(
     mig.add_argument("--from", dest="source", required=True, metavar="ADDRESS")
     mig.add_argument("--to", required=True, metavar="ADDRESS")
     mig.add_argument("--json", action="store_true")
+    cl = sub.add_parser(
+        "cluster",
+        help="N host processes and a manager: placement, balancing, maintenance, failover",
+        description=f"Each action is one argument: {cluster.ACTIONS}.",
+    )
+    cl.add_argument("action", nargs="+")
+    cl.add_argument("--hosts", type=int, default=3)
+    cl.add_argument(
+        "--replicate-every", type=float, default=0.5, metavar="S", help="seconds between replicas"
+    )
     for parser in (serve, create, console, mig, *verbs.choices.values()):
         if not any(a.dest == "token_file" for a in parser._actions):
             parser.add_argument("--token-file", metavar="FILE", help="the hosts' shared token")
-    return {"host": _host, "migrate": _migrate}
+    return {"host": _host, "migrate": _migrate, "cluster": _cluster}
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    if not 1 <= args.hosts <= 16:
+        raise MigrationFailed("a cluster has 1 to 16 hosts")
+    return cluster.run(args.hosts, args.replicate_every, args.action)
 
 
 def token(args: argparse.Namespace, create: bool = False) -> str:

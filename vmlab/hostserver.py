@@ -188,6 +188,10 @@ class HostServer:
         self.host.destroy(vm)
         return {"ok": True}, data
 
+    def _op_checkpoint(self, client: _Client, payload: bytes, vm: str) -> Any:
+        """A copy of the VM as a .vmlab (it stays and runs on): a replica for failover."""
+        return {"ok": True, "step": self._vm(vm).step}, vmfile.to_bytes(capture(self._vm(vm)))
+
     def _op_receive(
         self, client: _Client, payload: bytes, mode: str | None, name: str | None
     ) -> Any:

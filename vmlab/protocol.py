@@ -33,6 +33,7 @@ REQUESTS: dict[str, dict[str, schema.Spec]] = {
     "resume": {"vm": NAME},
     "destroy": {"vm": NAME},
     "suspend": {"vm": NAME},
+    "checkpoint": {"vm": NAME},
     "receive": {"mode": Optional(Str(8, tuple(Mode))), "name": Optional(NAME)},
     "migrate": {"vm": NAME, "to": ADDRESS},
     "mig_open": {},
