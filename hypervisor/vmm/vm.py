@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, Uart16550
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
-from hypervisor.guest.image import GuestImage
+from hypervisor.guest.image import PV_SUFFIX, GuestImage
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import RamPool
 from hypervisor.machine.machine import Machine
@@ -94,7 +94,8 @@ class Vm:
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
         self.debug_exit = DebugExit(on_exit=self._debug_exit)
-        self.platform = PlatformId(identity or self.name)
+        # a VM named after its guest is that guest, whichever build (a .pv port) it runs
+        self.platform = PlatformId(identity or self.name.removesuffix(PV_SUFFIX))
         for device in (self.uart, self.pic, self.pit, self.debug_exit, self.platform):
             self.machine.io.attach(device)
         self.console = bytearray()
