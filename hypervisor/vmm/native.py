@@ -28,6 +28,8 @@ from hypervisor.vmm.executors import Executor
 
 class BareMetal(Executor):
     mode = Mode.NATIVE
+    CHECKPOINTED = ("_sti_eip",)
+    NOT_CHECKPOINTED = ()
     monitored = False
 
     def start(self, entry: CpuState) -> None:

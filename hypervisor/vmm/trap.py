@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import ClassVar
 
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
@@ -74,6 +75,14 @@ def real_eflags(virtual: int) -> int:
 
 class TrapAndEmulate(Executor):
     mode = Mode.TRAP
+    CHECKPOINTED: ClassVar[tuple[str, ...]] = (
+        "vcpu",
+        "shadow",
+        "_user_view",
+        "_tables_checked",
+        "_descriptor_tricks",
+    )
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("shadow_gdt",)
 
     def start(self, entry: CpuState) -> None:
         m = self.machine

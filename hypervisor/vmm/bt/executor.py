@@ -52,6 +52,18 @@ TC_SLICE = 1_000_000  # the most a slice of translated code may run before it co
 
 class BinaryTranslation(TrapAndEmulate):
     mode = Mode.BT
+    CHECKPOINTED = (
+        "cache",
+        "translator",
+        "selfmod",
+        "clock",
+        "parked",
+        "_area_values",
+        "_selectors",
+        "_monitor_fields",
+        "_traced_stop",
+    )
+    NOT_CHECKPOINTED = ("area", "door")
     counts_each_instruction = False  # translated code keeps its own clock, block by block
 
     def start(self, entry: CpuState) -> None:
