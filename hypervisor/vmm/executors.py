@@ -137,6 +137,17 @@ class Executor(ABC):
         (0: no limit — the code run keeps its own clock, as translated code does)."""
         return count
 
+    def machine_failure(self, exit_: Exit) -> None:
+        """A fetch outside RAM or a CPU error: in every mode the VM has crashed."""
+        if exit_.kind is ExitKind.FETCH_FAULT:
+            self.fetch_outside_ram(exit_.address or 0)
+        elif exit_.kind is ExitKind.ERROR:
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"CPU error: {exit_.detail}"))
+
+    def fetch_outside_ram(self, address: int) -> None:
+        detail = f"instruction fetch outside RAM at {address:#010x}"
+        self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=detail))
+
     # ------------------------------------------------------------------ the slice
     def run_slice(self, count: int) -> None:
         vm = self.vm

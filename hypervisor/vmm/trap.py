@@ -196,18 +196,10 @@ class TrapAndEmulate(Executor):
                 self._emulate(vector)
             else:
                 self.deliver(vector, "exception", 0)
-        elif kind is ExitKind.FETCH_FAULT:
-            self.vm.finish(
-                ExitInfo(
-                    ExitReason.CRASHED,
-                    None,
-                    f"instruction fetch outside RAM at {exit_.address:#010x}",
-                )
-            )
-        elif kind is ExitKind.ERROR:
-            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"CPU error: {exit_.detail}"))
         elif kind is ExitKind.HALT:  # HLT cannot complete at CPL 1/3: a unicorn surprise
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail="HLT completed outside ring 0"))
+        else:
+            self.machine_failure(exit_)
 
     def _reflect_software(self, vector: int) -> None:
         eip = self.machine.uc.reg_read(_EIP)

@@ -178,11 +178,7 @@ class BinaryTranslation(TrapAndEmulate):
             return fragment
         self.cache.stats.misses += 1
         if not 0 <= guest_eip < self.machine.ram_size:
-            self.vm.finish(
-                ExitInfo(
-                    ExitReason.CRASHED, detail=f"instruction fetch outside RAM at {guest_eip:#010x}"
-                )
-            )
+            self.fetch_outside_ram(guest_eip)
             return None
         checked = self.selfmod.is_self_checked(guest_eip)
         fragment = self.translator.translate(guest_eip, checked, stepping)
