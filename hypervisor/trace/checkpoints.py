@@ -108,12 +108,12 @@ class _StateUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _part(name: str) -> Any:
+def _part(_name: str) -> Any:
     """A part of the VM, by name, in a pickled state (`_StateUnpickler` resolves it)."""
     raise AssertionError("resolved by _StateUnpickler")
 
 
-def _value(index: int) -> object:
+def _value(_index: int) -> object:
     """A value kept beside a pickled state (`_StateUnpickler` resolves it)."""
     raise AssertionError("resolved by _StateUnpickler")
 

@@ -268,7 +268,7 @@ class BinaryTranslation(TrapAndEmulate):
         if kind is ExitKind.DOOR:
             self._door()
         elif kind is ExitKind.EXCEPTION:
-            if not self._park_at(eip, faulted=True):
+            if not self._park_at(eip):
                 return
             self.deliver(exit_.vector or 0, "exception", 0)
         elif kind in (ExitKind.COUNT, ExitKind.STOP):
@@ -326,7 +326,7 @@ class BinaryTranslation(TrapAndEmulate):
     def _interrupt_due(self) -> bool:
         return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
 
-    def _park_at(self, tc_eip: int, faulted: bool = False) -> bool:
+    def _park_at(self, tc_eip: int) -> bool:
         """Take the guest out of the TC at a guest instruction boundary: fix the count."""
         fragment = self.cache.fragment_at(tc_eip)
         index = fragment.boundaries.get(tc_eip) if fragment else None
