@@ -11,7 +11,9 @@ chained jumps.
 The executor is the execution loop: entering the translation cache, leaving it (exit stubs,
 callouts, the door), parking the guest at an instruction boundary, chaining. Two parts keep
 their own state beside it: the clock of translated code (`clock.py`) and the maintenance of
-translated code against the guest's stores (`selfmod.py`).
+translated code against the guest's stores (`selfmod.py`). (A little longer than this
+project's usual module: the vCPU area's exchange and the tracer of translated code stay here,
+beside the exits that read them.)
 """
 
 from __future__ import annotations

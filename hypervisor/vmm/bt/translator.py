@@ -17,6 +17,10 @@ MOV, LEA and JECXZ, or save the flags with LAHF/SETO and put them back with ADD/
 keep the guest's registers (scratch registers are saved in the vCPU area) and never touch the
 guest's stack beyond what the guest instruction itself does: the stack may lie outside RAM,
 where a store is lost and a load reads all ones.
+
+(Longer than this project's usual module: the rules and the one fragment emitter whose local
+stubs, exits and boundaries every rule shares; cut by rule, they would hand the emitter's
+internals around.)
 """
 
 from __future__ import annotations
