@@ -24,6 +24,7 @@
 typedef void uc_engine;
 typedef int (*emu_stop_fn)(uc_engine *);
 typedef uint32_t (*miss_fn)(uint64_t address, uint32_t size);
+typedef uint32_t (*cut_fn)(uint64_t block, uint32_t size, uint64_t address);
 
 struct entry {
     uint64_t address;
@@ -46,11 +47,14 @@ struct vclock {
     /* set once by Python */
     emu_stop_fn emu_stop;
     miss_fn miss;
+    cut_fn cut; /* instructions of `block` before `address` (its counts as they ran) */
     const uint8_t *ram; /* guest RAM as the CPU sees it with paging off */
     uint64_t ram_size;
     uint32_t check_bytes; /* 1: compare entries with RAM (paging off) */
     uint32_t arena_used;
     uint64_t blocks, misses; /* statistics */
+    uint32_t block_bytes;    /* the running block's copy in the arena + 1 (0: none) */
+    uint32_t pad;
     struct entry table[SLOTS];
     uint8_t arena[ARENA];
 };
@@ -86,7 +90,7 @@ void vclock_forget(struct vclock *c) {
     c->arena_used = 0;
 }
 
-static void store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
+static struct entry *store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
     uint32_t i = slot_of(address, size);
     struct entry *free_slot = 0;
     for (uint32_t probe = 0; probe < SLOTS; probe++, i = (i + 1) & (SLOTS - 1)) {
@@ -109,12 +113,24 @@ static void store(struct vclock *c, uint64_t address, uint32_t size, uint32_t co
         free_slot->bytes = c->arena_used + 1;
         c->arena_used += size;
     }
+    return free_slot;
 }
 
 static void stop_now(struct vclock *c, uc_engine *uc, uint32_t why) {
     c->stop = 1;
     c->why = why;
     c->emu_stop(uc);
+}
+
+/* A block that starts inside the one running and ends before it: QEMU abandoned the running
+ * block at `address` (a store there changed the block's own code: precise self-modifying
+ * code) and runs that one instruction as a block of its own. Any other block starting
+ * inside the running one (a jump back, a REP's next round) ends where it ends or later. */
+static void check_cut(struct vclock *c, uint64_t address, uint32_t size) {
+    uint64_t end = c->block + c->block_size;
+    if (c->block == ~0ull || address < c->block || address + size >= end)
+        return;
+    c->end = c->base + c->cut(c->block, c->block_size, address);
 }
 
 /* UC_HOOK_BLOCK: the block at `address` is about to run. */
@@ -124,6 +140,7 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         c->block = ~0ull;
         return;
     }
+    check_cut(c, address, size);
     struct entry *e = find(c, address, size);
     uint32_t count;
     if (e) {
@@ -132,15 +149,17 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         c->misses++;
         count = c->miss(address, size);
         if (count & MISS_STOP) { /* Python must prepare this block first */
+            c->block_bytes = 0;
             c->block = address;
             c->block_size = size;
             c->base = c->end;
             stop_now(c, uc, 2);
             return;
         }
-        store(c, address, size, count);
+        e = store(c, address, size, count);
     }
     c->blocks++;
+    c->block_bytes = e->bytes;
     c->base = c->end;
     c->block = address;
     c->block_size = size;

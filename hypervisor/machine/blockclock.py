@@ -52,6 +52,7 @@ class _Header(ctypes.Structure):
         ("step_left", ctypes.c_uint32),
         ("emu_stop", ctypes.c_void_p),
         ("miss", ctypes.c_void_p),
+        ("cut", ctypes.c_void_p),
         ("ram", ctypes.c_void_p),
         ("ram_size", ctypes.c_uint64),
         ("check_bytes", ctypes.c_uint32),
@@ -62,6 +63,7 @@ class _Header(ctypes.Structure):
 
 
 _MISS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)
+_CUT = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint64)
 _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 
 
@@ -82,6 +84,8 @@ class BlockClock:
         c.emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
         self._miss_callback = _MISS(self._on_miss)  # kept: the helper holds a raw pointer
         c.miss = ctypes.cast(self._miss_callback, ctypes.c_void_p).value
+        self._cut_callback = _CUT(self._on_cut)
+        c.cut = ctypes.cast(self._cut_callback, ctypes.c_void_p).value
         c.ram, c.ram_size, c.check_bytes = ram, ram_size, 1
         c.block, c.deadline = NO_BLOCK, NO_LIMIT  # emu_start outside `run` is not limited
         self._blocks: dict[tuple[int, int], tuple[bytes, tuple[int, ...]]] = {}
@@ -127,6 +131,13 @@ class BlockClock:
     def _on_miss(self, address: int, size: int) -> int:
         count = len(self._decode(address, size))
         return count | MISS_STOP if self._unchecked else count
+
+    def _on_cut(self, block: int, size: int, address: int) -> int:
+        """The running block was abandoned at `address` (blockclock.c, check_cut): its
+        instructions before it ran, and the one there is counted as begun, as unicorn's own
+        counter does (it counts that instruction again when it runs on its own)."""
+        starts = self._blocks[(block, size)][1]  # the code as it ran, before the store
+        return bisect.bisect_left(starts, address) + 1
 
     def retired_before(self, eip: int) -> int:
         """Instructions of the run that completed before `eip` (the running block's own

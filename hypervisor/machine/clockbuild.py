@@ -146,9 +146,16 @@ class Clock(Protocol):
     def forget(self) -> None: ...
 
 
-def new_clock(uc: Uc, read: Callable[[int, int], bytes], ram: int, ram_size: int) -> Clock:
-    """The clock this process chose, for one CPU whose RAM is at host address `ram`."""
-    if choice().kind is ClockKind.BLOCK:
+def new_clock(
+    uc: Uc,
+    read: Callable[[int, int], bytes],
+    ram: int,
+    ram_size: int,
+    kind: ClockKind | None = None,
+) -> Clock:
+    """A clock for one CPU whose RAM is at host address `ram`: `kind`, or the process's
+    choice (a CPU that must count each instruction asks for COUNT)."""
+    if (kind or choice().kind) is ClockKind.BLOCK:
         from hypervisor.machine.blockclock import BlockClock
 
         return BlockClock(uc, read, ram, ram_size)

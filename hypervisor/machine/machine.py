@@ -42,7 +42,7 @@ from unicorn import (
 )
 from unicorn import x86_const as x
 
-from hypervisor.machine.clockbuild import new_clock
+from hypervisor.machine.clockbuild import ClockKind, new_clock
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
@@ -117,7 +117,13 @@ class EntryError(Exception):
 class Machine:
     """One CPU with its own RAM slice of host RAM."""
 
-    def __init__(self, ram_size: int = 4 << 20, host: HostRam | None = None, name: str = "vm"):
+    def __init__(
+        self,
+        ram_size: int = 4 << 20,
+        host: HostRam | None = None,
+        name: str = "vm",
+        clock: ClockKind | None = None,
+    ):
         self.host = host or HostRam(ram_size)
         self.ram: RamSlice = self.host.allocate(ram_size, name)
         self.ram_size = ram_size
@@ -125,7 +131,8 @@ class Machine:
         self.owner: MachineOwner | None = None
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
-        self.clock = new_clock(self.uc, self.read, self.host.pointer(self.ram), ram_size)
+        ram = self.host.pointer(self.ram)
+        self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
         self._sealed = False
@@ -428,9 +435,11 @@ class Machine:
             return self._exit
         if self.clock.exhausted:
             return Exit(ExitKind.COUNT, count)
-        retired = self.clock.settled(faulted=error is not None)
+        fetch = error is not None and error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT)
+        # a fetch fault: no instruction began at EIP (the jump there retired)
+        retired = self.clock.settled(faulted=error is not None and not fetch)
         if error is not None:
-            if error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+            if fetch:
                 address = self.uc.reg_read(x.UC_X86_REG_EIP)
                 return Exit(ExitKind.FETCH_FAULT, retired, address=address)
             return Exit(ExitKind.ERROR, retired, detail=str(error))
@@ -597,7 +606,8 @@ class Machine:
     def _on_bad_fetch(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
-        self._stop(ExitKind.FETCH_FAULT, retired_now=False, address=address)
+        # nothing began at the address (the jump there retired): EIP is past what ran
+        self._stop(ExitKind.FETCH_FAULT, retired_now=True, eip_past=True, address=address)
         return False
 
 
