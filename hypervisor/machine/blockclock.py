@@ -92,6 +92,8 @@ class BlockClock:
         self._checked: set[int] = set()  # instructions after a port I/O that have a check hook
         self._unchecked: list[int] = []  # found by the last miss, hooked before the block runs
         self.exhausted = False
+        self._eip_cell = ctypes.c_uint32()
+        self._eip_ref = ctypes.byref(self._eip_cell)
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
 
     def _hook(self, kind: int, function: object, begin: int, end: int) -> int:
@@ -149,7 +151,9 @@ class BlockClock:
         return c.base + bisect.bisect_left(self._decode(block, size), eip)
 
     def _eip(self) -> int:
-        return self._uc.reg_read(UC_X86_REG_EIP)
+        # the binding's reg_read picks a register class in Python: ~10x the C call
+        uclib.uc_reg_read(self._uc._uch, UC_X86_REG_EIP, self._eip_ref)
+        return self._eip_cell.value
 
     def read(self) -> int:
         """Like unicorn's counter: instructions begun, the one at EIP included."""
