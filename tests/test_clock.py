@@ -11,11 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypervisor.guest.image import GuestImage, sample_names
+from hypervisor.guest.image import GuestImage, load_guest, sample_names
 from hypervisor.machine import clockbuild
 from hypervisor.machine.clockbuild import ClockKind, ClockUnavailable
 from hypervisor.session import run_guest
+from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
+from vmlab.cli import main
 
 try:
     clockbuild.library()
@@ -146,3 +148,36 @@ def test_random_guests_agree_at_every_stop(pieces: list[int], slices: list[int],
     image = GuestImage("random", _assemble(pieces))
     count = _run_pieces(image, mode, slices, "count")
     assert _run_pieces(image, mode, slices, "block") == count
+
+
+@needs_block
+@pytest.mark.parametrize(("guest", "mode"), [("flags", "trap"), ("timer", "native")])
+def test_recordings_are_the_same_under_both_clocks(
+    guest: str, mode: str, clock_env: pytest.MonkeyPatch
+) -> None:
+    """A traced run stopped at deadlines inside blocks: no instruction recorded twice."""
+    recordings = []
+    for kind in ("count", "block"):
+        _under(clock_env, kind)
+        machine = TimeMachine(load_guest(guest), mode)
+        for _ in range(5):
+            machine.extend(997)  # deadlines that fall inside blocks
+        recording = machine.recording
+        recordings.append([recording.record(i) for i in range(len(recording))])
+    assert recordings[0] == recordings[1]
+
+
+def test_doctor_says_which_clock(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    kind = clockbuild.choice().kind
+    assert f"clock: {kind} (" in capsys.readouterr().out
+
+
+def test_a_bad_clock_name_is_one_line(
+    clock_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _under(clock_env, "sundial")
+    assert main(["run", "hello"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vmlab: VMLAB_CLOCK='sundial': expected count, block or auto"
+    )

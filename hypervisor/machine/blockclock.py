@@ -92,6 +92,7 @@ class BlockClock:
         self._checked: set[int] = set()  # instructions after a port I/O that have a check hook
         self._unchecked: list[int] = []  # found by the last miss, hooked before the block runs
         self.exhausted = False
+        self._stepping = False
         self._eip_cell = ctypes.c_uint32()
         self._eip_ref = ctypes.byref(self._eip_cell)
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
@@ -179,6 +180,7 @@ class BlockClock:
         c.block = NO_BLOCK
         self.exhausted = False
         step_hook: int | None = None
+        self._stepping = False
         try:
             while True:
                 c.stop = c.why = 0
@@ -201,7 +203,9 @@ class BlockClock:
                 self._recompile(c.block, c.block_size)
                 c.step_left = deadline - c.base
                 c.deadline = NO_LIMIT
+                self._stepping = True
         finally:
+            self._stepping = False
             if step_hook is not None:
                 uclib.uc_hook_del(uc._uch, ctypes.c_size_t(step_hook))
                 self._recompile(c.block, c.block_size)
@@ -217,6 +221,11 @@ class BlockClock:
     def _recompile(self, block: int, size: int) -> None:
         if block != NO_BLOCK:
             self._uc.ctl_remove_cache(block, block + max(size, 1))
+
+    def at_deadline(self) -> bool:
+        """Asked by the machine's Python code hooks, which run before the step hook: is
+        the instruction about to run the one the step hook stops at (so it never runs)?"""
+        return self._stepping and self._c.step_left == 0
 
     def stop(self) -> None:
         """A hook stops the CPU: no block after this one may be counted."""

@@ -156,6 +156,8 @@ class Clock(Protocol):
 
     def forget(self) -> None: ...
 
+    def at_deadline(self) -> bool: ...
+
 
 def new_clock(
     uc: Uc,

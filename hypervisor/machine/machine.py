@@ -510,6 +510,8 @@ class Machine:
             self._window_hook = None
 
     def _on_window(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self.clock.at_deadline():
+            return
         previous, self._window_prev = self._window_prev, address
         if not uc.reg_read(x.UC_X86_REG_EFLAGS) & EFLAGS_IF or self._exit is not None:
             return
@@ -524,7 +526,8 @@ class Machine:
             self._trace_hook = None
         if callback is not None:
             self._trace_hook = self.uc.hook_add(
-                UC_HOOK_CODE, lambda uc, address, size, _: callback(address, size)
+                UC_HOOK_CODE,
+                lambda uc, address, size, _: self.clock.at_deadline() or callback(address, size),
             )
             self._recompile_for_code_hook()
 

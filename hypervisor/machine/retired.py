@@ -116,3 +116,8 @@ class CountClock:
 
     def forget(self) -> None:
         """Nothing is kept about compiled code."""
+
+    def at_deadline(self) -> bool:
+        """Unicorn's count hook runs before every other code hook: none sees the
+        instruction it stops at."""
+        return False
