@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hypervisor.guest.image import GuestImage, load_guest, sample_names
-from hypervisor.machine import clockbuild
+from hypervisor.machine import clock, clockbuild
 from hypervisor.machine.clockbuild import ClockKind, ClockUnavailable
 from hypervisor.session import run_guest
 from hypervisor.trace.timetravel import TimeMachine
@@ -34,12 +34,12 @@ needs_block = pytest.mark.skipif(not HAVE_BLOCK, reason="no C compiler: block cl
 def clock_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     yield monkeypatch
     monkeypatch.undo()
-    clockbuild.choice.cache_clear()
+    clock.choice.cache_clear()
 
 
 def _under(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    monkeypatch.setenv(clockbuild.ENV, kind)
-    clockbuild.choice.cache_clear()
+    monkeypatch.setenv(clock.ENV, kind)
+    clock.choice.cache_clear()
 
 
 @needs_block
@@ -60,11 +60,11 @@ def test_samples_run_the_same_under_both_clocks(
 
 def test_the_choice_says_which_clock_and_why(clock_env: pytest.MonkeyPatch) -> None:
     _under(clock_env, "count")
-    assert clockbuild.choice().kind is ClockKind.COUNT
-    assert "VMLAB_CLOCK=count" in clockbuild.choice().reason
+    assert clock.choice().kind is ClockKind.COUNT
+    assert "VMLAB_CLOCK=count" in clock.choice().reason
     _under(clock_env, "sundial")
     with pytest.raises(ClockUnavailable, match="expected count, block or auto"):
-        clockbuild.choice()
+        clock.choice()
 
 
 def test_no_compiler_falls_back_to_counting(
@@ -79,7 +79,7 @@ def test_no_compiler_falls_back_to_counting(
     check.self_test.cache_clear()
     _under(clock_env, "auto")
     try:
-        choice = clockbuild.choice()
+        choice = clock.choice()
         assert choice.kind is ClockKind.COUNT
         assert "no C compiler" in choice.reason
     finally:
@@ -117,9 +117,9 @@ def _assemble(pieces: list[int]) -> bytes:
 
 
 def _run_pieces(image: GuestImage, mode: str, slices: list[int], kind: str) -> list[object]:
-    saved = os.environ.get(clockbuild.ENV)
-    os.environ[clockbuild.ENV] = kind
-    clockbuild.choice.cache_clear()
+    saved = os.environ.get(clock.ENV)
+    os.environ[clock.ENV] = kind
+    clock.choice.cache_clear()
     try:
         vm = Vm(image, mode)
         stops: list[object] = []
@@ -129,10 +129,10 @@ def _run_pieces(image: GuestImage, mode: str, slices: list[int], kind: str) -> l
         return stops
     finally:
         if saved is None:
-            del os.environ[clockbuild.ENV]
+            del os.environ[clock.ENV]
         else:
-            os.environ[clockbuild.ENV] = saved
-        clockbuild.choice.cache_clear()
+            os.environ[clock.ENV] = saved
+        clock.choice.cache_clear()
 
 
 @needs_block
@@ -167,7 +167,7 @@ def test_recordings_are_the_same_under_both_clocks(
 
 def test_doctor_says_which_clock(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 0
-    kind = clockbuild.choice().kind
+    kind = clock.choice().kind
     assert f"clock: {kind} (" in capsys.readouterr().out
 
 

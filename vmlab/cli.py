@@ -15,7 +15,7 @@ from pathlib import Path
 from hypervisor.events import Hypercall, InsnClass, InstructionExecuted, Trap
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
-from hypervisor.machine import clockbuild
+from hypervisor.machine import clock, clockbuild
 from hypervisor.machine.clockbuild import ClockUnavailable
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
@@ -368,7 +368,7 @@ def _guests(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    choice = clockbuild.choice()
+    choice = clock.choice()
     print(f"clock: {choice.kind} ({choice.reason})")
     print(f"clock helper cache: {clockbuild.cache_dir()}")
     return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 from collections.abc import Callable
+from typing import Any
 
 import capstone
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
@@ -103,7 +104,7 @@ class BlockClock:
         memory = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
         self._hook(memory, lib.vclock_memory, ram_size, (1 << 32) - 1)
 
-    def _hook(self, kind: int, function: object, begin: int, end: int) -> int:
+    def _hook(self, kind: int, function: Any, begin: int, end: int) -> int:
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(
             self._uc._uch,

@@ -1,14 +1,10 @@
-"""Building and loading the block clock's C helper (`blockclock.c`), and choosing a clock.
+"""Building and loading the block clock's C helper (`blockclock.c`).
 
 The helper is shipped as source and compiled on first use with the system C compiler into the
 user cache (`$XDG_CACHE_HOME/vmlab`, else `~/.cache/vmlab`), under a name keyed by the
 source's hash and the unicorn version, written to a temporary file and renamed into place so
 that concurrent first runs never load half a library. No unicorn header or symbol is needed at
 build time: Python hands the helper `uc_emu_stop`'s address.
-
-`VMLAB_CLOCK` selects the clock: `count` (unicorn's `emu_start(count=N)`, the reference),
-`block` (the helper; an error if it cannot be used), or `auto` (default: the helper when it
-builds and passes its start-up self-test, else `count`). `choice()` says which and why.
 """
 
 from __future__ import annotations
@@ -19,18 +15,14 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Protocol
 
 import unicorn
-from unicorn import Uc, UcError
 
 SOURCE = Path(__file__).with_name("blockclock.c")
-ENV = "VMLAB_CLOCK"
 
 
 class ClockKind(StrEnum):
@@ -45,7 +37,7 @@ class ClockChoice:
 
 
 class ClockUnavailable(RuntimeError):
-    """VMLAB_CLOCK=block, but the helper cannot be built or failed its self-test."""
+    """The helper cannot be built, or failed its self-test (or VMLAB_CLOCK is not a clock)."""
 
 
 def cache_dir() -> Path:
@@ -104,74 +96,3 @@ def library() -> ctypes.CDLL:
     lib.vclock_sizeof.restype = ctypes.c_uint64
     lib.vclock_forget.argtypes = [ctypes.c_void_p]
     return lib
-
-
-def _checked() -> None:
-    """Build the helper and self-test it, once per build: a pass is noted beside the build
-    (same source, same unicorn), so later processes start without it (~50 ms)."""
-    library()
-    passed = library_path().with_suffix(".passed")
-    if passed.exists():
-        return
-    from hypervisor.machine.clockcheck import self_test
-
-    self_test()
-    passed.touch()
-
-
-@cache
-def choice() -> ClockChoice:
-    """Which clock this process uses, and why (decided once)."""
-    wanted = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if wanted == ClockKind.COUNT:
-        return ClockChoice(ClockKind.COUNT, f"{ENV}=count: unicorn's per-instruction counter")
-    if wanted not in ("auto", ClockKind.BLOCK):
-        raise ClockUnavailable(f"{ENV}={wanted!r}: expected count, block or auto")
-    try:
-        _checked()
-    except ClockUnavailable as err:
-        if wanted == ClockKind.BLOCK:
-            raise
-        return ClockChoice(ClockKind.COUNT, f"block clock unavailable ({err}); counting each")
-    return ClockChoice(
-        ClockKind.BLOCK, f"C block hook ({library_path().name}, unicorn {unicorn.__version__})"
-    )
-
-
-class Clock(Protocol):
-    """What the machine asks of a clock (`retired.CountClock`, `blockclock.BlockClock`)."""
-
-    kind: str
-    exhausted: bool  # the last run stopped because its count was used up
-
-    def read(self) -> int: ...
-
-    def stop_count(self, completes: bool, eip_past: bool) -> int: ...
-
-    def settled(self, faulted: bool) -> int: ...
-
-    def run(self, eip: int, until: int, count: int) -> UcError | None: ...
-
-    def stop(self) -> None: ...
-
-    def forget(self) -> None: ...
-
-    def at_deadline(self) -> bool: ...
-
-
-def new_clock(
-    uc: Uc,
-    read: Callable[[int, int], bytes],
-    ram: int,
-    ram_size: int,
-    kind: ClockKind | None = None,
-) -> Clock:
-    """A clock for one CPU whose RAM is at host address `ram`: `kind`, or the process's
-    choice (a CPU that must count each instruction asks for COUNT)."""
-    if (kind or choice().kind) is ClockKind.BLOCK:
-        from hypervisor.machine.blockclock import BlockClock
-
-        return BlockClock(uc, read, ram, ram_size)
-    from hypervisor.machine.retired import CountClock
-
-    return CountClock(uc)

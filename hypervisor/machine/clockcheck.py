@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 from functools import cache
-from typing import TYPE_CHECKING
 
 from unicorn import (
     UC_ARCH_X86,
@@ -23,10 +22,8 @@ from unicorn import (
 )
 from unicorn import x86_const as x
 
-from hypervisor.machine.clockbuild import ClockUnavailable
-
-if TYPE_CHECKING:
-    from hypervisor.machine.blockclock import BlockClock
+from hypervisor.machine.blockclock import BlockClock
+from hypervisor.machine.clockbuild import ClockUnavailable, library
 
 _RAM = 0x10000
 _CODE = 0x1000
@@ -37,8 +34,6 @@ _LOOP = 7  # instructions per iteration
 
 
 def _machine(stop_after_out: int | None) -> tuple[Uc, BlockClock]:
-    from hypervisor.machine.blockclock import BlockClock
-
     ram = ctypes.create_string_buffer(_RAM)
     base = ctypes.addressof(ram)
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
@@ -65,8 +60,6 @@ def _fail(what: str) -> None:
 @cache
 def self_test() -> None:
     """Raise ClockUnavailable unless the block clock is exact on this unicorn build."""
-    from hypervisor.machine.clockbuild import library
-
     library()
     for deadline in (1, 3, 6, 7, 8, 100, 349):
         uc, clock = _machine(None)

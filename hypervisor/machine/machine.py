@@ -43,7 +43,8 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
-from hypervisor.machine.clockbuild import ClockKind, new_clock
+from hypervisor.machine.clock import new_clock
+from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
