@@ -31,10 +31,11 @@ from typing import Any
 import capstone
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
-from unicorn.x86_const import UC_X86_REG_EIP
+from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_EIP
 
 from hypervisor.machine.clockbuild import library
 
+CR0_PG = 1 << 31
 NO_BLOCK = (1 << 64) - 1
 NO_LIMIT = (1 << 64) - 1
 MISS_STOP = 0x80000000
@@ -84,6 +85,8 @@ class BlockClock:
         self._memory = ctypes.create_string_buffer(lib.vclock_sizeof())
         self._c = _Header.from_buffer(self._memory)
         self._address = ctypes.addressof(self._memory)
+        self._cr0 = ctypes.c_uint32()
+        self._cr0_ref = ctypes.byref(self._cr0)
         c = self._c
         c.emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
         self._miss_callback = _MISS(self._on_miss)  # kept: the helper holds a raw pointer
@@ -182,6 +185,9 @@ class BlockClock:
         (0: no limit); `exhausted` says which."""
         c, uc = self._c, self._uc
         deadline = count or NO_LIMIT
+        uclib.uc_reg_read(uc._uch, UC_X86_REG_CR0, self._cr0_ref)
+        # with paging on, a block's address is virtual: RAM at that address is not its code
+        c.check_bytes = not self._cr0.value & CR0_PG
         c.base = c.end = 0
         c.deadline = deadline
         c.block = NO_BLOCK

@@ -134,6 +134,7 @@ class Machine:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
         ram = self.host.pointer(self.ram)
+        # the clock reads code where the CPU fetches it (paging: the fetch must translate)
         self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
