@@ -190,13 +190,4 @@ void vclock_check(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     (void)uc, (void)address, (void)size, (void)data;
 }
 
-/* UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE above RAM: doing nothing is enough. Unicorn brings EIP
- * up to date before it calls a memory hook that covers the address, so the open-bus (MMIO)
- * callbacks that follow see the instruction that made the access (without a code hook on
- * every instruction, EIP is otherwise only as recent as the block's start). */
-void vclock_memory(uc_engine *uc, int type, uint64_t address, int size, int64_t value,
-                   void *data) {
-    (void)uc, (void)type, (void)address, (void)size, (void)value, (void)data;
-}
-
 uint64_t vclock_sizeof(void) { return sizeof(struct vclock); }

@@ -14,9 +14,8 @@ deadline. This class makes that exact at every instruction:
   recompiled before it first runs;
 * a stop asked for by a Python hook sets the helper's `stop` flag, so a block already chained
   to the stopping one is not counted;
-* EIP is exact in the open-bus callbacks only if a memory hook covers the address: an empty
-  C one covers everything above RAM (unicorn then sends every load and store through its
-  slow path, ~10% on load/store code);
+* EIP is exact in the open-bus callbacks only if a memory hook covers the address: the
+  machine bounds an empty one to each hole under this clock (`Machine.precise_open_bus`);
 * mid-block counts (a fault, an I/O, a stop) are the running block's instructions before EIP,
   from capstone, cached by the block's bytes (self-modifying code changes them).
 """
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import capstone
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_EIP
 
@@ -103,9 +102,6 @@ class BlockClock:
         self._eip_cell = ctypes.c_uint32()
         self._eip_ref = ctypes.byref(self._eip_cell)
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
-        # accesses outside RAM (open bus, monitor memory) see an exact EIP: see blockclock.c
-        memory = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
-        self._hook(memory, lib.vclock_memory, ram_size, (1 << 32) - 1)
 
     def _hook(self, kind: int, function: Any, begin: int, end: int) -> int:
         handle = ctypes.c_size_t()

@@ -140,7 +140,7 @@ class Machine:
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
         self._sealed = False
-        self._precise_open_bus = False
+        self._precise_open_bus = self.clock.kind == "block"
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
@@ -228,7 +228,8 @@ class Machine:
         date for a memory access only when a memory hook matches it; without one, a run with
         no instruction count (translated code) shows the EIP of the start of the block. So a
         no-op hook is bounded to each hole: it costs a check on every load and store (some
-        15%, bench_bt.py), which is why only binary translation asks for it."""
+        15%, bench_bt.py), which is why only binary translation asks for it, and the block
+        clock, which has no code hook either (docs/clock.md)."""
         assert not self._sealed, "asked for before the guest first runs"
         self._precise_open_bus = True
 
