@@ -9,6 +9,7 @@ address for raw unicorn's speed. Prints M instr/s and ratios.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 import tempfile
@@ -117,6 +118,33 @@ def qemu_rate(body: bytes) -> float | None:
     return ROUNDS * 50 * per_round / max(run, 1e-3) / 1e6
 
 
+def guest_runs() -> None:
+    """`vmlab run` of samples under native and pv, best of three, by each clock."""
+    from hypervisor.machine import clock
+    from hypervisor.session import run_guest
+
+    print("vmlab runs (seconds, best of 3; the same retired count under both clocks)")
+    for guest, mode in (("kernel_loop", "native"), ("hog", "native"), ("timer", "pv")):
+        seconds = {}
+        for kind in ("count", "block"):
+            os.environ[clock.ENV] = kind
+            clock.choice.cache_clear()
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                report = run_guest(guest, mode, max_insns=3_000_000)
+                best = min(best, time.perf_counter() - start)
+            seconds[kind] = (best, report.instructions["total"])
+        (count, total), (block, total2) = seconds["count"], seconds["block"]
+        assert total == total2
+        print(
+            f"  {guest:12s} {mode:6s} {total:>9,} instructions: count {count:6.3f}  "
+            f"block {block:6.3f}  ({count / block:4.1f}x)"
+        )
+    del os.environ[clock.ENV]
+    clock.choice.cache_clear()
+
+
 def main() -> None:
     print(f"exact slices of {SLICE:,} instructions, best of 3 (M guest instructions/s)")
     for name, body in BODIES.items():
@@ -130,6 +158,7 @@ def main() -> None:
         qemu = qemu_rate(body)
         if qemu is not None:
             print(f"  {'':13s} qemu-system-i386 -icount shift=0: {qemu:7.1f}")
+    guest_runs()
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@
  * with a code hook bounded to that block (vclock_step), see blockclock.py.
  *
  * The hook is given (address, size in bytes), not an instruction count: counts live in a
- * table filled by Python (capstone) on a miss. An entry keeps a copy of the block's bytes
- * when they are in RAM and is checked against them on each use: self-modifying code can keep
- * a block's address and size and change its instruction count.
+ * table filled by Python (capstone) on a miss, for blocks in RAM only. An entry keeps a copy
+ * of the block's bytes and is checked against them on each use (paging off): self-modifying
+ * code can keep a block's address and size and change its instruction count.
  *
  * No unicorn symbol is linked: Python passes uc_emu_stop's address (clock.emu_stop).
  */
@@ -65,7 +65,11 @@ static inline uint32_t slot_of(uint64_t address, uint32_t size) {
 }
 
 static int in_ram(const struct vclock *c, uint64_t address, uint32_t size) {
-    return c->check_bytes && address + size <= c->ram_size;
+    return address + size <= c->ram_size;
+}
+
+static int checkable(const struct vclock *c, uint64_t address, uint32_t size) {
+    return c->check_bytes && in_ram(c, address, size);
 }
 
 /* The entry for (address, size) whose bytes still match, or 0. */
@@ -76,7 +80,7 @@ static struct entry *find(struct vclock *c, uint64_t address, uint32_t size) {
         if (e->size == 0)
             return 0;
         if (e->address == address && e->size == size) {
-            if (e->bytes && in_ram(c, address, size) &&
+            if (e->bytes && checkable(c, address, size) &&
                 memcmp(c->arena + e->bytes - 1, c->ram + address, size) != 0)
                 return 0; /* the code changed: Python recounts, then replaces the entry */
             return e;
@@ -108,7 +112,7 @@ static struct entry *store(struct vclock *c, uint64_t address, uint32_t size, ui
     free_slot->size = size;
     free_slot->count = count;
     free_slot->bytes = 0;
-    if (in_ram(c, address, size)) {
+    if (checkable(c, address, size)) {
         memcpy(c->arena + c->arena_used, c->ram + address, size);
         free_slot->bytes = c->arena_used + 1;
         c->arena_used += size;
@@ -147,7 +151,8 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         count = e->count;
     } else {
         c->misses++;
-        count = c->miss(address, size);
+        count = c->miss(address, size); /* (monitor memory is never kept: it cannot be
+                                            checked, and guests hardly run code there) */
         if (count & MISS_STOP) { /* Python must prepare this block first */
             c->block_bytes = 0;
             c->block = address;
@@ -156,10 +161,11 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
             stop_now(c, uc, 2);
             return;
         }
-        e = store(c, address, size, count);
+        if (in_ram(c, address, size))
+            e = store(c, address, size, count);
     }
     c->blocks++;
-    c->block_bytes = e->bytes;
+    c->block_bytes = e ? e->bytes : 0;
     c->base = c->end;
     c->block = address;
     c->block_size = size;

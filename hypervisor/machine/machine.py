@@ -257,7 +257,6 @@ class Machine:
         self.uc.mem_write(address, data)
         if code:
             self.uc.ctl_remove_cache(address, address + len(data))
-            self.clock.forget()  # the block clock cannot see monitor memory change
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> MachineSnapshot:
