@@ -52,7 +52,6 @@ struct vclock {
     uint64_t ram_size;
     uint32_t check_bytes; /* 1: compare entries with RAM (paging off) */
     uint32_t arena_used;
-    uint64_t blocks, misses; /* statistics */
     uint32_t block_bytes;    /* the running block's copy in the arena + 1 (0: none) */
     uint32_t pad;
     struct entry table[SLOTS];
@@ -150,7 +149,6 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     if (e) {
         count = e->count;
     } else {
-        c->misses++;
         count = c->miss(address, size); /* (monitor memory is never kept: it cannot be
                                             checked, and guests hardly run code there) */
         if (count & MISS_STOP) { /* Python must prepare this block first */
@@ -164,7 +162,6 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         if (in_ram(c, address, size))
             e = store(c, address, size, count);
     }
-    c->blocks++;
     c->block_bytes = e ? e->bytes : 0;
     c->base = c->end;
     c->block = address;

@@ -61,8 +61,6 @@ class _Header(ctypes.Structure):
         ("ram_size", ctypes.c_uint64),
         ("check_bytes", ctypes.c_uint32),
         ("arena_used", ctypes.c_uint32),
-        ("blocks", ctypes.c_uint64),
-        ("misses", ctypes.c_uint64),
     ]
 
 
@@ -246,7 +244,3 @@ class BlockClock:
         snapshot): forget every block count."""
         self._lib.vclock_forget(ctypes.c_void_p(self._address))
         self._blocks.clear()
-
-    def statistics(self) -> tuple[int, int]:
-        """(blocks entered, table misses) over this clock's life."""
-        return self._c.blocks, self._c.misses

@@ -33,7 +33,8 @@ _PROGRAM = b"\x40\x01\xc3\xe6\x80\x31\xd9\x42\x83\xfa\x32\x75\xf3\x0f\x0b"
 _LOOP = 7  # instructions per iteration
 
 
-def _machine(stop_after_out: int | None) -> tuple[Uc, BlockClock]:
+def _machine(stop_after_out: int | None) -> tuple[Uc, BlockClock, ctypes.Array]:
+    """A CPU with the test program and a block clock (and its RAM, kept alive by callers)."""
     ram = ctypes.create_string_buffer(_RAM)
     base = ctypes.addressof(ram)
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
@@ -49,8 +50,7 @@ def _machine(stop_after_out: int | None) -> tuple[Uc, BlockClock]:
 
     uc.hook_add(UC_HOOK_INSN, on_out, None, 1, 0, x.UC_X86_INS_OUT)
     uc.hook_add(UC_HOOK_INTR, lambda uc, n, _: clock.stop())
-    uc._keep = (ram, clock)  # type: ignore[attr-defined]  # as long as the CPU
-    return uc, clock
+    return uc, clock, ram
 
 
 def _fail(what: str) -> None:
@@ -62,17 +62,17 @@ def self_test() -> None:
     """Raise ClockUnavailable unless the block clock is exact on this unicorn build."""
     library()
     for deadline in (1, 3, 6, 7, 8, 100, 349):
-        uc, clock = _machine(None)
+        uc, clock, _ram = _machine(None)
         clock.run(_CODE, 0xFFFFFFF0, deadline)
         edx, eip = uc.reg_read(x.UC_X86_REG_EDX), uc.reg_read(x.UC_X86_REG_EIP)
         whole, part = divmod(deadline, _LOOP)
         if not clock.exhausted or edx != whole + (part >= 5):
             _fail(f"deadline {deadline} not met exactly (edx={edx}, eip={eip:#x})")
-    uc, clock = _machine(stop_after_out=3)
+    uc, clock, _ram = _machine(stop_after_out=3)
     clock.run(_CODE, 0xFFFFFFF0, 0)
     if uc.reg_read(x.UC_X86_REG_EIP) != _CODE + 5 or uc.reg_read(x.UC_X86_REG_EDX) != 2:
         _fail("a stop asked for by a port write ran past the write")
-    uc, clock = _machine(None)
+    uc, clock, _ram = _machine(None)
     clock.run(_CODE, 0xFFFFFFF0, 0)
     if clock.retired_before(uc.reg_read(x.UC_X86_REG_EIP)) != 50 * _LOOP:
         _fail("a fault counted instructions it did not retire")
