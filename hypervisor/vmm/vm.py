@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.image import GuestImage
+from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
@@ -116,7 +117,9 @@ class Vm:
         self.events = events or EventLog()
         if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
             raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
-        self.machine = Machine(ram_size, host, self.name)
+        # bt's translated code keeps its own clock: its CPU counts the reference way
+        counting = ClockKind.COUNT if self.mode is Mode.BT else None
+        self.machine = Machine(ram_size, host, self.name, clock=counting)
         self.uart = Uart16550(on_output=self._console)
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
