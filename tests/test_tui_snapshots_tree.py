@@ -34,13 +34,13 @@ async def test_take_a_snapshot_go_on_revert_and_see_the_tree() -> None:
         app.engine.submit(Seek(3_000))
         await app.settle()
         await name_it(pilot, "S", "early")
-        expected = app.engine.lanes[0].tree["early"].state
+        expected = app.engine.clock.lanes[0].tree["early"].state
         app.engine.submit(Seek(9_000))
         await app.settle()
         await name_it(pilot, "S", "late")
         await name_it(pilot, "revert_snapshot", "early")
         assert app.snapshot is not None and app.snapshot.vm.step == 3_000
-        now = capture(app.engine.lanes[0].tm.vm)
+        now = capture(app.engine.clock.lanes[0].tm.vm)
         guest = ("cpu", "devices", "ram", "console", "step")  # not how the monitor counted
         assert [getattr(now, f) for f in guest] == [getattr(expected, f) for f in guest]
         await press(pilot, "s")

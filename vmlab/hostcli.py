@@ -27,6 +27,7 @@ from vmlab import cluster, hostserver
 from vmlab.hostserver import HostClient
 
 ERRORS = (MigrationFailed,)
+LIST_AND_STOP = (("list", "the host's VMs"), ("stop", "stop the host"))
 
 
 def add_parsers(
@@ -43,8 +44,9 @@ def add_parsers(
     create.add_argument("guest")
     create.add_argument("--mode", type=mode, default=Mode.NATIVE)
     create.add_argument("--name")
-    for verb, text in (("list", "the host's VMs"), ("stop", "stop the host")):
-        verbs.add_parser(verb, help=text).add_argument("address")
+    plain = [verbs.add_parser(verb, help=text) for verb, text in LIST_AND_STOP]
+    for parser in plain:
+        parser.add_argument("address")
     console = verbs.add_parser("console", help="what a VM of the host has printed")
     console.add_argument("address")
     console.add_argument("vm")
@@ -63,9 +65,8 @@ def add_parsers(
     cl.add_argument(
         "--replicate-every", type=float, default=0.5, metavar="S", help="seconds between replicas"
     )
-    for parser in (serve, create, console, mig, *verbs.choices.values()):
-        if not any(a.dest == "token_file" for a in parser._actions):
-            parser.add_argument("--token-file", metavar="FILE", help="the hosts' shared token")
+    for parser in (serve, create, console, mig, *plain):
+        parser.add_argument("--token-file", metavar="FILE", help="the hosts' shared token")
     return {"host": _host, "migrate": _migrate, "cluster": _cluster}
 
 

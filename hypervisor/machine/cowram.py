@@ -30,18 +30,18 @@ class SharedRam:
             raise ValueError("shared RAM is a positive multiple of 4 KiB")
         self.size = len(image)
         self.name = name
-        self._fd = os.memfd_create(f"vmlab-{name}", os.MFD_CLOEXEC)
-        os.ftruncate(self._fd, self.size)  # reads as zeros, and takes no memory, until written
+        self.fd = os.memfd_create(f"vmlab-{name}", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, self.size)  # reads as zeros, and takes no memory, until written
         zero = bytes(PAGE)
         for offset in range(0, self.size, PAGE):
             if image[offset : offset + PAGE] != zero:
-                os.pwrite(self._fd, image[offset : offset + PAGE], offset)
+                os.pwrite(self.fd, image[offset : offset + PAGE], offset)
 
     def clone(self, owner: str) -> CloneRam:
         return CloneRam(self, owner)
 
     def close(self) -> None:
-        os.close(self._fd)
+        os.close(self.fd)
 
 
 class CloneRam:
@@ -52,7 +52,7 @@ class CloneRam:
         self.shared = shared
         self.size = shared.size
         self._map = mmap.mmap(
-            shared._fd,
+            shared.fd,
             shared.size,
             flags=mmap.MAP_PRIVATE,
             prot=mmap.PROT_READ | mmap.PROT_WRITE,

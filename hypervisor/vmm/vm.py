@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, Uart16550
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.image import PV_SUFFIX, GuestImage
+from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import RamPool
 from hypervisor.machine.machine import Machine
@@ -71,6 +72,35 @@ class GuestTooLarge(ValueError):
 
 
 class Vm:
+    # What a checkpoint captures, and what stays the receiving VM's own (its parts, its
+    # configuration): every attribute is one or the other (tests/test_checkpoints.py).
+    CHECKPOINTED = (
+        "console",
+        "_line",
+        "stats",
+        "exit",
+        "state",
+        "_slice_done",
+        "_in_slice",
+        "run_end",
+        "ticks",
+        "overhead_timeline",
+        "cost_profile",
+        "_last_sample",
+    )
+    NOT_CHECKPOINTED = (
+        "image",
+        "mode",
+        "name",
+        "events",
+        "machine",
+        "uart",
+        "pic",
+        "pit",
+        "debug_exit",
+        "executor",
+    )
+
     def __init__(
         self,
         image: GuestImage,
@@ -89,7 +119,9 @@ class Vm:
         self.events = events or EventLog()
         if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
             raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
-        self.machine = Machine(ram_size, host, self.name)
+        # bt's translated code keeps its own clock: its CPU counts the reference way
+        counting = ClockKind.COUNT if self.mode is Mode.BT else None
+        self.machine = Machine(ram_size, host, self.name, clock=counting)
         self.uart = Uart16550(on_output=self._console)
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
