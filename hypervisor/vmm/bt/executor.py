@@ -249,7 +249,7 @@ class BinaryTranslation(TrapAndEmulate):
         """The translation cache is monitor state: emptied (its code was translated from the
         RAM the guest had before), and refilled from the resumed guest's kernel code."""
         self._flush()
-        self._clocked = self.vm.stats.by_class[InsnClass.TRANSLATED.value]  # ticked already
+        self.clock.clocked = self.vm.stats.by_class[InsnClass.TRANSLATED.value]  # ticked already
         super().load_guest_cpu(cpu)
 
     def guest_eip_running(self) -> int:
