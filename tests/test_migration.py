@@ -79,3 +79,22 @@ def test_the_vm_goes_on_at_the_source_whenever_the_destination_dies(phase: str) 
     expected = straight("timer", "trap")
     assert bytes(vm.console) == bytes(expected.console)
     assert (vm.exit, vm.stats.total) == (expected.exit, expected.stats.total)
+
+
+@pytest.mark.parametrize("mode", ["native", "trap", "bt"])
+def test_a_run_under_dirty_logging_is_exact_and_logs_the_pages_written(mode: str) -> None:
+    """Every first store into a page faults, is logged and runs again: the guest cannot
+    tell (selfmod: bt's own write-protected code pages and the log's, on the same pages)."""
+    vm = Vm(load_guest("selfmod"), mode)
+    vm.run(5_000)
+    vm.machine.start_dirty_log()
+    logged = set()
+    for _ in range(10):
+        vm.run(3_000)
+        logged.update(vm.machine.take_dirty())
+    vm.machine.stop_dirty_log()
+    assert logged, "the guest writes its stack at least"
+    vm.run(END - vm.step)
+    expected = straight("selfmod", mode)
+    assert bytes(vm.console) == bytes(expected.console)
+    assert (vm.exit, vm.stats.total) == (expected.exit, expected.stats.total)
