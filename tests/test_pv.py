@@ -31,7 +31,7 @@ from hypervisor.vmm.pv.hypercalls import (
 from tests.conftest import HAVE_NASM
 from vmlab.cli import main
 
-SLOW = {"kernel_loop"}  # 600,000 hypercalls: minutes
+SLOW = {"kernel_loop", "whoami"}  # 600,000 hypercalls; 2 M instructions traced: minutes
 WINDOW_READER = "escape"  # reads the monitor's window, which bare metal lacks: test_host.py
 DIVERGENT_UNDER_TRAP = ["flags", "redpill", "sensitive"]
 NEVER_TRAPPED_IN_PV = {"cli", "sti", "popfd", "iretd"}
