@@ -23,6 +23,8 @@ class PlatformId(BytePortDevice):
     name: str = "platform-id"
     ports: tuple[int, ...] = field(init=False)
     index: int = field(default=0, init=False)  # the next byte a read returns
+    CHECKPOINTED = ("index",)
+    NOT_CHECKPOINTED = ("name", "ports", "port", "identity", "_bytes")
 
     def __post_init__(self) -> None:
         self.ports = (self.port,)

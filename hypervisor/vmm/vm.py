@@ -98,6 +98,7 @@ class Vm:
         "pic",
         "pit",
         "debug_exit",
+        "platform",
         "executor",
     )
 
