@@ -16,13 +16,20 @@ class FileWriteError(Exception):
     """A file could not be written; the message is one line for the user."""
 
 
+def check_writable(path: str | Path) -> None:
+    """Refuse, before any work is done, a target that can never be written: a directory, or a
+    file in a directory that does not exist."""
+    target = Path(path)
+    if target.is_dir():
+        raise FileWriteError(f"{target}: is a directory (give a file name)")
+    if not target.parent.is_dir():
+        raise FileWriteError(f"{target}: no such directory {str(target.parent)!r}")
+
+
 def write_atomically(path: str | Path, data: bytes) -> None:
     target = Path(path)
     folder = target.parent
-    if target.is_dir():
-        raise FileWriteError(f"{target}: is a directory (give a file name)")
-    if not folder.is_dir():
-        raise FileWriteError(f"{target}: no such directory {str(folder)!r}")
+    check_writable(target)
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
     except OSError as err:

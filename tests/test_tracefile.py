@@ -170,3 +170,30 @@ def test_any_damaged_real_file_replays_or_is_refused_with_one_line(tmp_path_fact
     assert all("\n" not in p for p in problems)
     replay.seek(len(trace.recording))
     assert replay.position == len(trace.recording) or replay.exhausted
+
+
+@pytest.mark.parametrize("target", ["missing/t.vmtrace", "."])
+def test_record_into_a_missing_folder_or_onto_a_folder_says_so_before_running(
+    tmp_path, capsys, target
+):
+    from vmlab.cli import main
+
+    assert main(["record", "hello", "-o", str(tmp_path / target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("no such directory" in err or "is a directory" in err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_save_that_fails_leaves_the_old_file_whole_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "t.vmtrace"
+    path.write_bytes(real_file(*HELLO))
+    trace = tracefile.load(path)
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", disk_full)
+    with pytest.raises(TraceFileError, match="No space left"):
+        tracefile.save(path, trace)
+    assert path.read_bytes() == real_file(*HELLO)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.vmtrace"]

@@ -416,6 +416,7 @@ def _open_ui(
 
 
 def _record(args: argparse.Namespace) -> int:
+    tracefile.check_target(args.output)
     image = load_for_mode(args.guest, args.mode)
     trace = tracefile.record(image, args.mode, args.max_insns)
     tracefile.save(args.output, trace)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hypervisor.files import write_atomically
 from hypervisor.guest.image import PV_SUFFIX, format_line_map
 from hypervisor.guest.nasm import GuestBuildError, assemble, parse_listing
 
@@ -50,8 +51,8 @@ def stale_samples(folder: Path = SAMPLES_DIR) -> list[str]:
 def rebuild(folder: Path = SAMPLES_DIR) -> list[str]:
     built = []
     for name, bin_path, map_path, data, line_map in _builds(folder):
-        bin_path.write_bytes(data)
-        map_path.write_text(line_map)
+        write_atomically(bin_path, data)
+        write_atomically(map_path, line_map.encode())
         built.append(name)
     return built
 

@@ -39,7 +39,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from hypervisor.files import FileWriteError, write_atomically
+from hypervisor.files import FileWriteError, check_writable, write_atomically
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import SourceLine
 from hypervisor.text import visible
@@ -120,7 +120,7 @@ def save(path: str | Path, trace: Trace) -> None:
     try:
         write_atomically(path, preamble + body)
     except FileWriteError as err:
-        raise TraceFileError(str(err)) from None
+        raise TraceFileError(visible(str(err))) from None
 
 
 def load(path: str | Path) -> Trace:
@@ -255,6 +255,14 @@ def _raw(column: array | bytearray) -> bytes:
         column = array(column.typecode, column)
         column.byteswap()
     return bytes(column)
+
+
+def check_target(path: str | Path) -> None:
+    """A trace can be saved at `path` (checked before a long recording, not after it)."""
+    try:
+        check_writable(path)
+    except FileWriteError as err:
+        raise TraceFileError(visible(str(err))) from None
 
 
 def record(image: GuestImage, mode: str, max_insns: int) -> Trace:
