@@ -17,6 +17,7 @@ from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
+from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except (GuestBuildError, GuestTooLarge, TraceFileError, OutOfHostMemory, LifecycleError) as err:
-        print(f"vmlab: {err}", file=sys.stderr)
+        print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -183,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
-        sys.stdout.write(report.console)
+        sys.stdout.write(visible(report.console, lines=True))
         if report.console and not report.console.endswith("\n"):
             print()
         print(_summary(report))
@@ -215,8 +216,8 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
         return 0
     for vm in report.vms:
         hosted = vm.hosted or {}
-        print(f"══ {hosted['name']} ({vm.mode}) ══")
-        sys.stdout.write(vm.console)
+        print(f"══ {visible(hosted['name'])} ({vm.mode}) ══")
+        sys.stdout.write(visible(vm.console, lines=True))
         if vm.console and not vm.console.endswith("\n"):
             print()
         print(_summary(vm))
@@ -242,7 +243,8 @@ def _summary(report: RunReport) -> str:
     status = f" (status {exit_.status})" if exit_.status is not None else ""
     classes = ", ".join(f"{k} {v:,}" for k, v in report.instructions.items() if v and k != "total")
     lines = [
-        f"── {report.guest} under {report.mode}: {exit_.reason}{status} — {exit_.detail}",
+        f"── {visible(report.guest)} under {report.mode}: {exit_.reason}{status} — "
+        f"{visible(exit_.detail)}",
         f"   instructions: {report.instructions['total']:,}" + (f" ({classes})" if classes else ""),
     ]
     if report.traps:
@@ -374,7 +376,7 @@ def _lesson(args: argparse.Namespace) -> int:
     try:
         lesson = load(args.name)
     except LessonError as err:
-        print(f"vmlab: {err}", file=sys.stderr)
+        print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
         return 2
     if args.walk:
         return _walk(lesson)
@@ -382,7 +384,7 @@ def _lesson(args: argparse.Namespace) -> int:
 
 
 def _walk(lesson: Lesson) -> int:
-    print(lesson.title)
+    print(visible(lesson.title))
     failed = 0
     for landing in walk(lesson):
         stop = landing.stop
@@ -390,7 +392,10 @@ def _walk(lesson: Lesson) -> int:
         print(f"\nstop {landing.index + 1} · {stop.go} · VM {stop.vm} → {where}")
         print(
             textwrap.fill(
-                " ".join(stop.text.split()), 92, initial_indent="  ", subsequent_indent="  "
+                visible(" ".join(stop.text.split())),
+                92,
+                initial_indent="  ",
+                subsequent_indent="  ",
             )
         )
         for problem in landing.problems:
@@ -439,11 +444,10 @@ def _replay(args: argparse.Namespace) -> int:
     problems = machine.verify()
     steps = len(trace.recording)
     for problem in problems:
-        print(f"vmlab: {args.file}: {problem}", file=sys.stderr)
+        print(visible(f"vmlab: {args.file}: {problem}"), file=sys.stderr)
     if not problems:
-        print(
-            f"{args.file}: {trace.image.name} under {trace.mode}, {steps:,} steps: replays exactly"
-        )
+        name = visible(f"{args.file}: {trace.image.name}")
+        print(f"{name} under {trace.mode}, {steps:,} steps: replays exactly")
     return 1 if problems else 0
 
 
