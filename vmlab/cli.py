@@ -15,6 +15,7 @@ from pathlib import Path
 from hypervisor.events import Hypercall, InsnClass, InstructionExecuted, Trap
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
 from hypervisor.text import visible
@@ -28,6 +29,8 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import GuestTooLarge, Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
+from vmlab import interrupt
+from vmlab.interrupt import ctrl_c_stops_runs
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -165,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vmlab: --max-insns must be at least 1", file=sys.stderr)
         return 2
     try:
+        if not _opens_ui(args):
+            with ctrl_c_stops_runs():
+                status = _COMMANDS[args.command](args)
+            return interrupt.STATUS if CANCEL.requested else status
         return _COMMANDS[args.command](args)
     except (GuestBuildError, GuestTooLarge, TraceFileError, OutOfHostMemory, LifecycleError) as err:
         print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
@@ -172,6 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _opens_ui(args: argparse.Namespace) -> bool:
+    """The terminal UI takes Ctrl-C as a key; every other command stops its runs on it."""
+    command = args.command
+    return command == "tui" or (
+        (command == "replay" and not args.check)
+        or (command == "lesson" and args.name is not None and not args.walk)
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

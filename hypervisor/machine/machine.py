@@ -43,6 +43,7 @@ from unicorn import (
 )
 from unicorn import x86_const as x
 
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
@@ -130,6 +131,7 @@ class Machine:
         self.registers = RegisterReader(self.uc)
         self._sealed = False
         self._precise_open_bus = False
+        self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
@@ -421,6 +423,10 @@ class Machine:
             self._seal()
         self._exit = None
         error: UcError | None = None
+        if CANCEL.requested:  # Ctrl-C came between two slices: this one does not start
+            return Exit(ExitKind.STOP, 0)
+        self._cancelled = False
+        CANCEL.running(id(self), self._cancel)
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
             self._hookless_blocks = self._hookless_blocks or self._trace_hook is None
@@ -430,12 +436,15 @@ class Machine:
         except UcError as err:
             error = err
         finally:
+            CANCEL.done(id(self))
             if not count:
                 WATCHDOG.disarm(id(self))
             self._running = False
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         began = self.counter.read()
+        if self._cancelled and error is None:  # stopped between two blocks: all retired
+            return Exit(ExitKind.STOP, min(began, count) if count else began)
         if began > count:
             return Exit(ExitKind.COUNT, count)
         if error is not None:
@@ -462,6 +471,11 @@ class Machine:
             0,
             detail=f"the CPU did not come back to the monitor within {self.watchdog_limit:g} s",
         )
+        self.uc.emu_stop()
+
+    def _cancel(self) -> None:
+        """CANCEL's call (from another thread): stop the CPU where it is."""
+        self._cancelled = True
         self.uc.emu_stop()
 
     def request_stop(self) -> None:

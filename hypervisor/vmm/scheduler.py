@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hypervisor.events import EventLog, WorldSwitch
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.vmm.contract import ExitInfo, ExitReason
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class RoundRobin:
             index = (index + 1) % len(order)
         idle = 0  # VMs in a row found not runnable
         while idle < len(order):
-            if end is not None and self.host_step >= end:
+            if (end is not None and self.host_step >= end) or CANCEL.requested:
                 return
             hosted = order[index]
             if hosted.runnable:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.image import GuestImage
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
@@ -33,6 +34,8 @@ from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
 from hypervisor.vmm.modes import MODES
 
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
+SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
+# (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
 
 
 @dataclass
@@ -215,6 +218,10 @@ class Vm:
         self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
+                if CANCEL.requested:
+                    detail = f"stopped from outside after {self.stats.total:,} instructions"
+                    self.finish(ExitInfo(ExitReason.INTERRUPTED, detail=detail))
+                    break
                 remaining = end - self.stats.total
                 if remaining <= 0:
                     done = ExitInfo(
@@ -226,7 +233,7 @@ class Vm:
                         self.finish(done)
                     break
                 due = self.pit.ticks_until_irq()
-                count = remaining if due is None else max(1, min(remaining, due))
+                count = min(remaining if due is None else max(1, min(remaining, due)), SLICE)
                 self.executor.run_slice(count)
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()
