@@ -14,7 +14,7 @@ from typing import ClassVar
 
 
 class InsnClass(StrEnum):
-    """How one guest instruction was executed (DESIGN.md "Execution modes")."""
+    """How one guest instruction was executed (docs/design.md, "Modes")."""
 
     NATIVE = "native"  # bare metal, no monitor
     DIRECT = "direct"  # ran on the CPU under a monitor, the monitor did not see it

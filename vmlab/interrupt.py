@@ -22,8 +22,12 @@ STATUS = 128 + signal.SIGINT  # the shell's status for a command ended by Ctrl-C
 
 @contextmanager
 def ctrl_c_stops_runs() -> Iterator[None]:
-    """While inside, SIGINT stops the engine's runs instead of raising KeyboardInterrupt."""
+    """While inside, SIGINT stops the engine's runs instead of raising KeyboardInterrupt
+    (only the main thread can take signals: called from another, it changes nothing)."""
     CANCEL.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous = signal.signal(signal.SIGINT, lambda number, frame: None)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from hypervisor.files import write_atomically
 from hypervisor.guest.image import PV_SUFFIX, format_line_map
-from hypervisor.guest.nasm import GuestBuildError, assemble, parse_listing
+from hypervisor.guest.nasm import INCLUDE_DIR, GuestBuildError, assemble, parse_listing
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "sample_guests"
+SAMPLES_DIR = INCLUDE_DIR  # the samples' own folder holds vmlab.inc
 
 
 BUILDS = {"": (), PV_SUFFIX: ("PARAVIRT",)}  # name suffix -> nasm defines

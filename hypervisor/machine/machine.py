@@ -5,7 +5,7 @@ It knows nothing of virtual machines. It offers what a monitor (or bare metal) n
 * entry at a chosen CPL through context templates — unicorn cannot change CPL by writing
   registers, and never marks a hooked exception as delivered, so every entry after a fault
   restores a clean saved context of the right CPL and writes the registers on top
-  (DESIGN.md facts 1 and 3);
+  (docs/unicorn-facts.md, facts 1 and 3);
 * `run()` for a slice of exactly N instructions, returning why it stopped and how many
   instructions retired (facts 2 and 4, `retired.py`);
 * port I/O forwarded to the owner (unicorn never applies the IOPL rule; the owner does);

@@ -1,4 +1,4 @@
-"""What crosses the monitor's boundary: the guest contract (DESIGN.md "Guest contract v1"),
+"""What crosses the monitor's boundary: the guest contract (docs/design.md, "The guest contract"),
 the modes, the states of a VM and the reasons a run ends.
 
 Closed sets are `StrEnum`s: they compare, print and serialise as the strings the CLI, the

@@ -176,7 +176,7 @@ class Executor(ABC):
 
     # ------------------------------------------------------------------ port I/O
     def io_allowed(self) -> bool:
-        """The IOPL rule, which unicorn never applies (DESIGN.md fact 4)."""
+        """The IOPL rule, which unicorn never applies (docs/unicorn-facts.md, fact 4)."""
         return self.guest_cpl() <= self.guest_iopl()
 
     def port_in(self, port: int, size: int) -> int:

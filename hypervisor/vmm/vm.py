@@ -124,7 +124,7 @@ class Vm:
         self.machine.write(LOAD_ADDRESS, image.data)
 
     def entry_state(self) -> CpuState:
-        """The guest contract's entry state (DESIGN.md "Guest contract v1")."""
+        """The guest contract's entry state (docs/design.md, "The guest contract")."""
         return CpuState(
             eip=LOAD_ADDRESS,
             esp=self.machine.ram_size,
