@@ -84,6 +84,8 @@ class PortAccess(Event):
     write: bool
     device: str  # owning device, or "" for an unassigned port
     trapped: bool  # intercepted by a monitor (False on bare metal)
+    eip: int = 0  # the guest instruction that made the access
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,20 +118,22 @@ class Row(Schema):
 
 @dataclass(frozen=True)
 class Obj(Schema):
-    """An object with exactly these keys."""
+    """An object with these keys (all of them but the `optional` ones), and no other."""
 
     fields: Mapping[str, Schema]
+    optional: frozenset[str] = frozenset()
 
     def check(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):
             raise _fail(where, f"expected an object, not {type(value).__name__}")
-        missing = [key for key in self.fields if key not in value]
+        missing = [key for key in self.fields if key not in value and key not in self.optional]
         unknown = [key for key in value if key not in self.fields]
         if missing or unknown:
             what = [f"no {k!r}" for k in missing] + [f"unknown {k[:40]!r}" for k in unknown]
             raise _fail(where, ", ".join(what[:3]))
         for key, schema in self.fields.items():
-            schema.check(value[key], f"{where}.{key}")
+            if key in value:
+                schema.check(value[key], f"{where}.{key}")
 
 
 @dataclass(frozen=True)

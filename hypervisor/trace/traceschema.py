@@ -60,12 +60,16 @@ _FIELD_SCHEMAS: dict[str, Schema] = {
 
 
 def _event_schema(cls: type) -> Obj:
+    """Its fields; those with a default may be missing (files written before they existed)."""
     fields = {"type": OneOf(frozenset({cls.__name__}))}
+    optional = set()
     for f in dataclasses.fields(cls):
         schema = _FIELD_SCHEMAS.get(str(f.type))
         assert schema is not None, f"{cls.__name__}.{f.name}: say how a {f.type} is checked"
         fields[f.name] = STEP if f.name == "step" else schema
-    return Obj(fields)
+        if f.default is not dataclasses.MISSING:
+            optional.add(f.name)
+    return Obj(fields, frozenset(optional))
 
 
 EVENT_TYPES = {
@@ -158,7 +162,8 @@ def event_of(fields: dict[str, Any]) -> event_types.Event:
     """An event from its checked fields."""
     name = fields.pop("type")
     for key in _TUPLE_FIELDS[name]:
-        fields[key] = tuple(fields[key])
+        if key in fields:
+            fields[key] = tuple(fields[key])
     if "cls" in fields:
         fields["cls"] = InsnClass(fields["cls"])
     return EVENT_TYPES[name](**fields)

@@ -49,6 +49,7 @@ class Executor(ABC):
         self._pending: tuple | None = None  # the traced instruction now running
         self._pending_trapped = False
         self._memory_operands: dict[tuple[int, bytes], bool] = {}
+        self._texts: dict[tuple[int, bytes], str] = {}  # (EIP, bytes) -> instruction text
         self._pending_hypercall = False
 
     # ------------------------------------------------------------------ mode hooks
@@ -218,6 +219,7 @@ class Executor(ABC):
 
     def _report_io(self, port: int, size: int, value: int, write: bool) -> None:
         owner = self.machine.io.owner(port)
+        eip, text = self.guest_instruction_running()
         self.vm.emit(
             PortAccess(
                 self.vm.name,
@@ -228,6 +230,8 @@ class Executor(ABC):
                 write,
                 owner.name if owner else "",
                 self.monitored,
+                eip,
+                text,
             )
         )
 
@@ -253,9 +257,7 @@ class Executor(ABC):
         """Report an access outside what this VM owns, at the instruction now running (as the
         guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
         VM goes on."""
-        eip = self.guest_eip_running()
-        insn = decode(self.machine.read(eip, 15), eip)
-        text = insn.text if insn else "(undecodable)"
+        eip, text = self.guest_instruction_running()
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
@@ -263,6 +265,17 @@ class Executor(ABC):
     def guest_eip_running(self) -> int:
         """The guest EIP of the instruction the CPU is running (from inside a hook)."""
         return self.virtual_state().eip
+
+    def guest_instruction_running(self) -> tuple[int, str]:
+        """(guest EIP, text) of the instruction the CPU is running, for the event it causes
+        (decoded once per address and bytes: I/O instructions run again and again)."""
+        eip = self.guest_eip_running()
+        key = (eip, self.machine.read(eip, 15))
+        text = self._texts.get(key)
+        if text is None:
+            insn = decode(key[1], eip)
+            text = self._texts[key] = insn.text if insn else "(undecodable)"
+        return eip, text
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""
