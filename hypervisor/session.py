@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypervisor.events import Event, EventLog
 from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
-from hypervisor.vmm.contract import ExitInfo, Mode
+from hypervisor.vmm.contract import ExitInfo, Mode, VmState
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
 from hypervisor.vmm.isolation import IsolationState, vcpu_view
-from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
+from hypervisor.vmm.scheduler import DEFAULT_QUANTUM, CpuAccount
 from hypervisor.vmm.vm import Vm
 
 DEFAULT_BUDGET = 20_000_000
@@ -22,7 +22,7 @@ class RunReport:
     """The outcome of one VM's run, in the shape of the CLI's JSON."""
 
     guest: str
-    mode: str
+    mode: Mode
     console: str
     exit: ExitInfo
     instructions: dict[str, int]
@@ -36,7 +36,7 @@ class RunReport:
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
     isolation: dict[str, Any] = field(default_factory=dict)  # IsolationState.summary()
-    hosted: dict[str, Any] | None = None  # on a host of several VMs: name, state, cpu, isolation
+    hosted: HostedReport | None = None  # on a host of several VMs
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,13 +58,48 @@ class RunReport:
             "traced": self.traced,
             "paravirtual": self.paravirtual,
             "isolation": self.isolation,
-            **(self.hosted or {}),
+            **(self.hosted.as_json() if self.hosted else {}),
+        }
+
+
+@dataclass(frozen=True)
+class HostedReport:
+    """One VM as its host saw it: its state there, its use of the CPU, its isolation."""
+
+    name: str
+    state: VmState
+    cpu: CpuAccount
+    share: float  # of the guest instructions the host ran
+    cycles_share: float  # of the virtual cycles
+    isolation: IsolationState
+    vcpu: dict[str, Any]  # the CPU as the guest believes it to be
+
+    def as_json(self) -> dict[str, Any]:
+        isolation, cpu = self.isolation, self.cpu
+        return {
+            "name": self.name,
+            "state": self.state,
+            "cpu": {
+                "instructions": cpu.instructions,
+                "quanta": cpu.quanta,
+                "preempted": cpu.preempted,
+                "share": self.share,
+                "cycles_share": self.cycles_share,
+            },
+            "isolation": {
+                **isolation.summary(),
+                "ram": {"start": isolation.ram_start, "end": isolation.ram_end},
+                "ports": [
+                    {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
+                ],
+                "vcpu": self.vcpu,
+            },
         }
 
 
 def run_guest(
     image: GuestImage | str,
-    mode: str,
+    mode: Mode | str,
     *,
     max_insns: int = DEFAULT_BUDGET,
     trace: bool = False,
@@ -73,6 +108,7 @@ def run_guest(
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
     pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
+    mode = Mode.parse(mode)
     if isinstance(image, str):
         image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
@@ -150,7 +186,7 @@ class HostReport:
 
 
 def run_host(
-    guests: Sequence[tuple[GuestImage | str, str]],
+    guests: Sequence[tuple[GuestImage | str, Mode | str]],
     *,
     max_insns: int = DEFAULT_BUDGET,
     quantum: int = DEFAULT_QUANTUM,
@@ -166,7 +202,8 @@ def run_host(
     if keep_events:
         host.events.subscribe(kept.append)
     hosted = []
-    for image, mode in guests:
+    for image, name_of_mode in guests:
+        mode = Mode.parse(name_of_mode)
         if isinstance(image, str):
             image = load_for_mode(image, mode, unported=unported)
         name = image.name.removesuffix(PV_SUFFIX)  # the guest's name, whichever its build
@@ -176,7 +213,7 @@ def run_host(
     reports = []
     for h in hosted:
         report = _report(h.vm, [e for e in kept if e.vm == h.name], h.isolation)
-        report.hosted = _hosted_json(host, h, total_cycles)
+        report.hosted = _hosted(host, h, total_cycles)
         reports.append(report)
     scheduler = host.scheduler
     return HostReport(
@@ -184,24 +221,13 @@ def run_host(
     )
 
 
-def _hosted_json(host: Host, hosted: HostedVm, total_cycles: float) -> dict[str, Any]:
-    account, isolation = hosted.account, hosted.isolation
-    return {
-        "name": hosted.name,
-        "state": hosted.state,
-        "cpu": {
-            "instructions": account.instructions,
-            "quanta": account.quanta,
-            "preempted": account.preempted,
-            "share": round(host.cpu_share(hosted.name), 4),
-            "cycles_share": round(hosted.vm.cycles().virtual / total_cycles, 4),
-        },
-        "isolation": {
-            **isolation.summary(),
-            "ram": {"start": isolation.ram_start, "end": isolation.ram_end},
-            "ports": [
-                {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
-            ],
-            "vcpu": vcpu_view(hosted.vm),
-        },
-    }
+def _hosted(host: Host, hosted: HostedVm, total_cycles: float) -> HostedReport:
+    return HostedReport(
+        hosted.name,
+        hosted.state,
+        replace(hosted.account),
+        round(host.cpu_share(hosted.name), 4),
+        round(hosted.vm.cycles().virtual / total_cycles, 4),
+        hosted.isolation,
+        vcpu_view(hosted.vm),
+    )

@@ -244,17 +244,13 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
     eip = regs.guest.state.eip
     last = _last_step(tm)
     rows = listing.window(eip, vm.machine.read, CODE_CONTEXT, CODE_CONTEXT)
-    code = tuple(
-        CodeRow(
-            r.address,
-            visible(r.text),
-            r.line,
-            *(recording.tag(r.address, step) or (None, False)),
-            r.address == eip,
-            last is not None and r.address == last.eip,
+    code = []
+    for r in rows:
+        tag, hole = recording.tag(r.address, step) or (None, False)
+        ran_last = last is not None and r.address == last.eip
+        code.append(
+            CodeRow(r.address, visible(r.text), r.line, tag, hole, r.address == eip, ran_last)
         )
-        for r in rows
-    )
     bucket, spark = _spark(tm)
     stopped = vm.exit is not None and vm.exit.final
     return VmView(
@@ -266,7 +262,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         state=vm.state if stopped else (VmState.PAUSED if step else VmState.CREATED),
         exit_detail=visible(vm.exit.detail) if stopped and vm.exit else "",
         language=listing.language,
-        code=code,
+        code=tuple(code),
         last=last,
         registers=regs,
         console=visible(bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"), lines=True),

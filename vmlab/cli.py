@@ -217,7 +217,7 @@ def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
     return spec, default
 
 
-def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
+def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
     if args.quantum < 1:
         print("vmlab: --quantum must be at least 1", file=sys.stderr)
         return 2
@@ -231,19 +231,21 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
         print(json.dumps(report.as_json(), indent=2))
         return 0
     for vm in report.vms:
-        hosted = vm.hosted or {}
-        print(f"══ {visible(hosted['name'])} ({vm.mode}) ══")
+        hosted = vm.hosted
+        assert hosted is not None  # every VM of a host report
+        print(f"══ {visible(hosted.name)} ({vm.mode}) ══")
         sys.stdout.write(visible(vm.console, lines=True))
         if vm.console and not vm.console.endswith("\n"):
             print()
         print(_summary(vm))
-        cpu, isolation = hosted["cpu"], hosted["isolation"]
         print(
-            f"   on the host: {hosted['state']}, {cpu['quanta']} quanta, "
-            f"{cpu['share']:.1%} of the guest instructions, {cpu['cycles_share']:.1%} of the cycles"
+            f"   on the host: {hosted.state}, {hosted.cpu.quanta} quanta, "
+            f"{hosted.share:.1%} of the guest instructions, "
+            f"{hosted.cycles_share:.1%} of the cycles"
         )
-        kinds = ", ".join(f"{k} ×{v}" for k, v in isolation["by_kind"].items())
-        print(f"   isolation events: {isolation['events']}" + (f" ({kinds})" if kinds else ""))
+        counts = hosted.isolation.counts
+        kinds = ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items()))
+        print(f"   isolation events: {counts.total()}" + (f" ({kinds})" if kinds else ""))
         print()
     print(
         f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "
@@ -356,10 +358,10 @@ def _trace(args: argparse.Namespace) -> int:
                 + (f" — {event.detail}" if event.detail else "")
             )
         elif isinstance(event, Hypercall):
-            args = ", ".join(f"{a:#x}" for a in event.args)
+            shown = ", ".join(f"{a:#x}" for a in event.args)
             result = "" if event.result is None else f" = {event.result:#x}"
             print(
-                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
+                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({shown}){result}"
                 + (f" — refused: {event.error}" if event.error else "")
             )
     print(_summary(report))
@@ -423,7 +425,7 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, str]], replay: str | None = None, lesson: Lesson | None = None
+    vms: list[tuple[GuestImage, Mode]], replay: str | None = None, lesson: Lesson | None = None
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)

@@ -61,7 +61,7 @@ _FIELD_SCHEMAS: dict[str, Schema] = {
 
 def _event_schema(cls: type) -> Obj:
     """Its fields; those with a default may be missing (files written before they existed)."""
-    fields = {"type": OneOf(frozenset({cls.__name__}))}
+    fields: dict[str, Schema] = {"type": OneOf(frozenset({cls.__name__}))}
     optional = set()
     for f in dataclasses.fields(cls):
         schema = _FIELD_SCHEMAS.get(str(f.type))

@@ -30,7 +30,6 @@ from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
-from hypervisor.vmm.bt.callouts import BT_EMULATORS
 from hypervisor.vmm.bt.translator import (
     LOOKUP_EXIT,
     MAX_BLOCK,
@@ -40,7 +39,7 @@ from hypervisor.vmm.bt.translator import (
 )
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
-from hypervisor.vmm.executors import trap_name
+from hypervisor.vmm.executors import Traced, trap_name
 from hypervisor.vmm.trap import TrapAndEmulate
 
 VCPU_AREA_OFFSET = 0x12000
@@ -460,7 +459,7 @@ class BinaryTranslation(TrapAndEmulate):
             return
         source = self.cache.fragments.get(stub.fragment)
         linkable = source is not None and not source.stepping and not target.stepping
-        if linkable and source.valid and stub.patch_at is not None:
+        if source is not None and linkable and source.valid and stub.patch_at is not None:
             rel = (target.tc_start - (stub.patch_at + 4)) & 0xFFFFFFFF
             self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
             stub.chained_to = target.id
@@ -484,7 +483,7 @@ class BinaryTranslation(TrapAndEmulate):
             self.parked = insn.next_address
             self.deliver(insn.vector, "software")
             return
-        handler = BT_EMULATORS.get(insn.mnemonic) or EMULATORS.get(insn.mnemonic)
+        handler = EMULATORS.get(insn.mnemonic)
         if handler is None:
             self._unsupported(13, guest_eip, insn.text, "no emulation for it")
             return
@@ -666,9 +665,8 @@ class BinaryTranslation(TrapAndEmulate):
         if index == 0:
             fragment.hits += 1
         insn = fragment.insns[index]
-        self._pending = (0, insn.address, insn, 0, None)
+        self._pending = Traced(0, insn.address, insn, 0, subkind=fragment.subkinds[index])
         self._pending_trapped = False
-        self._pending_translated = fragment.subkinds[index]
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
         self.vm.emit(
