@@ -13,6 +13,7 @@ from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from tests.conftest import needs_nasm
 from tui.app import VmlabApp, open_trace
+from tui.engine_commands import Seek
 
 ESCAPES = str(Path(__file__).parent / "guests" / "escapes.asm")
 ATTACK = "\x1b]0;owned\x07\x1b[2J\x9b"
@@ -59,7 +60,7 @@ def test_the_ui_shows_a_crafted_name_and_note_visibly(tmp_path):
     async def look() -> None:
         async with app.run_test(size=(160, 50)):
             await app.settle()
-            app.engine.submit("seek", 150)
+            app.engine.submit(Seek(150))
             await app.settle()
             view = app.snapshot.vm
             assert view.name.startswith("␛]0;owned␇") and view.guest.startswith("␛")
