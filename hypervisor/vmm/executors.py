@@ -253,7 +253,7 @@ class Executor(ABC):
         if kind == "monitor_read" and not self._reads_memory_operand():
             return  # the CPU itself reading a descriptor of the shadow GDT (a segment load)
         detail = f"{size}-byte {'write of ' + hex(value) if 'write' in kind else 'read'}"
-        self.isolation_event(kind, address, detail)
+        self.isolation_event(kind, address, detail, self.memory_access_eip())
 
     def _reads_memory_operand(self) -> bool:
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
@@ -267,11 +267,11 @@ class Executor(ABC):
             self._memory_operands[key] = answer
         return answer
 
-    def isolation_event(self, kind: str, address: int, detail: str) -> None:
+    def isolation_event(self, kind: str, address: int, detail: str, eip: int | None = None) -> None:
         """Report an access outside what this VM owns, at the instruction now running (as the
-        guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
-        VM goes on."""
-        eip, text = self.guest_instruction_running()
+        guest sees its EIP, unless the caller knows it better); it was contained (open bus,
+        dropped write, ignored port) and the VM goes on."""
+        eip, text = self.guest_instruction_running(eip)
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
@@ -280,10 +280,15 @@ class Executor(ABC):
         """The guest EIP of the instruction the CPU is running (from inside a hook)."""
         return self.virtual_state().eip
 
-    def guest_instruction_running(self) -> tuple[int, str]:
-        """(guest EIP, text) of the instruction the CPU is running, for the event it causes
-        (decoded once per address and bytes: I/O instructions run again and again)."""
-        eip = self.guest_eip_running()
+    def memory_access_eip(self) -> int:
+        """The guest EIP of the instruction whose memory access a memory hook sees."""
+        return self.guest_eip_running()
+
+    def guest_instruction_running(self, eip: int | None = None) -> tuple[int, str]:
+        """(guest EIP, text) of the instruction the CPU is running (or of the one at `eip`),
+        for the event it causes (decoded once per address and bytes: I/O instructions run
+        again and again)."""
+        eip = self.guest_eip_running() if eip is None else eip
         key = (eip, self.machine.read(eip, 15))
         text = self._texts.get(key)
         if text is None:

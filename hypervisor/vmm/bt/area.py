@@ -30,6 +30,8 @@ TC_FIELDS = (
     "resume_geip",  # the guest EIP to deliver a waiting interrupt at (after an STI/POPF)
     "save_a",  # scratch for inline sequences that need a register
     "save_b",
+    "geip",  # the guest EIP of the last instruction that may touch memory, stored before it
+    # runs: unicorn's EIP inside a memory callback is the start of the block (unicorn fact 13)
 )
 MONITOR_FIELDS = (
     "pending",  # 1 while an interrupt waits at the PIC: STI/POPF then leave for the monitor
