@@ -10,6 +10,9 @@ It knows nothing of virtual machines. It offers what a monitor (or bare metal) n
   instructions retired (facts 2 and 4, `retired.py`);
 * port I/O forwarded to the owner (unicorn never applies the IOPL rule; the owner does);
 * memory outside RAM as open bus: reads give all ones, writes are dropped, each reported.
+
+(Longer than this project's usual module: every hook and the memory map share the state of
+one unicorn instance; the MMU and the board, when they come, take their parts out.)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class UnsupportedUnicorn(RuntimeError):
 
 def _struct_address(uc: Uc) -> int:
     """Where unicorn's `uc_struct` is (no API tells the instruction counter's value)."""
-    address = uc._uch.value
+    address = uc._uch.value  # noqa: SLF001 (the counter is in unicorn's own struct)
     assert address is not None, "a Uc always has its handle"
     return address
 

@@ -72,6 +72,35 @@ class GuestTooLarge(ValueError):
 
 
 class Vm:
+    # What a checkpoint captures, and what stays the receiving VM's own (its parts, its
+    # configuration): every attribute is one or the other (tests/test_checkpoints.py).
+    CHECKPOINTED = (
+        "console",
+        "_line",
+        "stats",
+        "exit",
+        "state",
+        "_slice_done",
+        "_in_slice",
+        "run_end",
+        "ticks",
+        "overhead_timeline",
+        "cost_profile",
+        "_last_sample",
+    )
+    NOT_CHECKPOINTED = (
+        "image",
+        "mode",
+        "name",
+        "events",
+        "machine",
+        "uart",
+        "pic",
+        "pit",
+        "debug_exit",
+        "executor",
+    )
+
     def __init__(
         self,
         image: GuestImage,
