@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hypervisor.guest.boot import GuestTooLarge
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
+from hypervisor.platform.board import parse_ram_size
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
@@ -22,10 +24,16 @@ from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import GuestTooLarge
+from hypervisor.vmm.vm import DEFAULT_RAM
 
 if TYPE_CHECKING:
     from lessons.lesson import Lesson
+
+EXIT_STATUS_DOC = """\
+exit status of `vmlab run`: 0 every guest ended by itself (debug exit with status 0, or HLT
+with interrupts off); 1 a guest wrote a non-zero status to its debug exit; 2 vmlab refused
+the input (a bad image, file or option: one line on stderr); 3 a guest crashed or stopped on
+something no monitor emulates (unsupported); 4 the instruction budget ran out first."""
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -56,9 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run a guest (or several on one host) and print console and summary",
         description="Several guests run as VMs of one host, round-robin; NAME:MODE gives "
         "one VM its own mode (e.g. `vmlab run hello:trap escape:bt hog`).",
+        epilog=EXIT_STATUS_DOC,
     )
     run.add_argument(
-        "guest", nargs="+", help="a sample name, a .asm (needs nasm) or a .bin [:MODE]"
+        "guest",
+        nargs="+",
+        help="a sample name, a .asm (needs nasm), a flat image or a multiboot kernel [:MODE]",
     )
     run.add_argument("--mode", default="native", choices=available_modes())
     run.add_argument(
@@ -74,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         help="under pv, run a sample's unmodified build instead of its paravirtual one",
     )
     _common(run)
+    _boot_options(run)
     run.add_argument(
         "--trace",
         action="store_true",
@@ -83,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="run a guest in every mode and compare with native")
     cmp.add_argument("guest")
     _common(cmp)
+    _boot_options(cmp)
     cmp.add_argument(
         "--fast",
         action="store_true",
@@ -141,6 +154,41 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _boot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ram",
+        type=_ram_size,
+        default=DEFAULT_RAM,
+        metavar="SIZE",
+        help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
+    )
+    p.add_argument("--cmdline", metavar="TEXT", help="a multiboot kernel's command line")
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="FILE[=STRING]",
+        help="a multiboot module (repeat for several); STRING is its string (default FILE)",
+    )
+
+
+def _ram_size(text: str) -> int:
+    try:
+        return parse_ram_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _image(spec: str, mode: str, args: argparse.Namespace) -> GuestImage:
+    return load_for_mode(
+        spec,
+        mode,
+        unported=getattr(args, "unported", False),
+        cmdline=args.cmdline,
+        modules=tuple(args.module),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -165,8 +213,9 @@ def _run(args: argparse.Namespace) -> int:
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
+    image = _image(args.guest[0], args.mode, args)
     report = run_guest(
-        args.guest[0], args.mode, max_insns=args.max_insns, trace=args.trace, unported=args.unported
+        image, args.mode, max_insns=args.max_insns, trace=args.trace, ram_size=args.ram
     )
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
@@ -175,7 +224,17 @@ def _run(args: argparse.Namespace) -> int:
         if report.console and not report.console.endswith("\n"):
             print()
         print(_summary(report))
-    return 0
+    return exit_status([report])
+
+
+def exit_status(reports: Sequence[RunReport]) -> int:
+    """The process's exit status for a run (EXIT_STATUS_DOC): the worst VM's outcome."""
+    reasons = {r.exit.reason for r in reports}
+    if reasons & {"crashed", "unsupported"}:
+        return 3
+    if "budget" in reasons:
+        return 4
+    return 1 if any(r.exit.status for r in reports) else 0
 
 
 def _guest_and_mode(spec: str, default: str) -> tuple[str, str]:
@@ -198,11 +257,14 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
         print("vmlab: --trace runs one guest at a time", file=sys.stderr)
         return 2
     report = run_host(
-        guests, max_insns=args.max_insns, quantum=args.quantum, unported=args.unported
+        [(_image(spec, mode, args), mode) for spec, mode in guests],
+        max_insns=args.max_insns,
+        quantum=args.quantum,
+        ram_size=args.ram,
     )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
-        return 0
+        return exit_status(report.vms)
     for vm in report.vms:
         hosted = vm.hosted or {}
         print(f"══ {hosted['name']} ({vm.mode}) ══")
@@ -224,7 +286,7 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
     )
     for entry in report.map:
         print(f"   {entry.start:#010x}-{entry.end - 1:#010x}  {entry.owner}")
-    return 0
+    return exit_status(report.vms)
 
 
 def _summary(report: RunReport) -> str:
@@ -272,7 +334,15 @@ def _summary(report: RunReport) -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    reports = compare(args.guest, max_insns=args.max_insns, trace=not args.fast)
+    # A sample's name (a string) runs its paravirtual build under pv; a kernel given boot
+    # options is a multiboot kernel, one build for every mode.
+    boot_options = args.cmdline is not None or args.module
+    reports = compare(
+        _image(args.guest, "native", args) if boot_options else args.guest,
+        max_insns=args.max_insns,
+        trace=not args.fast,
+        ram_size=args.ram,
+    )
     if args.json:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
+from hypervisor.platform.board import PortRange
 from hypervisor.trace.events import Event, IsolationViolation
 
 if TYPE_CHECKING:
@@ -45,13 +46,6 @@ def descriptors_outside_ram(gdt: bytes, vcpu: VirtualCpu, ram_size: int) -> list
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class PortRange:
-    device: str
-    first: int
-    last: int
-
-
 @dataclass
 class IsolationState:
     """What one VM owns on its host, and the isolation events it caused."""
@@ -80,8 +74,7 @@ class IsolationState:
 
 
 def owned_ports(vm: Vm) -> tuple[PortRange, ...]:
-    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit)
-    return tuple(PortRange(device.name, min(device.ports), max(device.ports)) for device in devices)
+    return tuple(PortRange(d.name, min(d.ports), max(d.ports)) for d in vm.devices)
 
 
 def vcpu_view(vm: Vm) -> dict[str, Any]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
+from hypervisor.guest.boot import KERNEL_CS, KERNEL_DS, LOADER_GDT, LOADER_GDT_LIMIT
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState, SystemState
 from hypervisor.machine.interrupts import Source, Tables, TripleFault, deliver_escalating
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.trace.events import InterruptDelivered
 from hypervisor.vmm.executors import Executor, register
-from hypervisor.vmm.vm import KERNEL_CS, KERNEL_DS, LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo
+from hypervisor.vmm.vm import ExitInfo
 
 
 @register

@@ -18,6 +18,7 @@ from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
+from hypervisor.guest.boot import LOADER_GDT, LOADER_GDT_LIMIT
 from hypervisor.isa import Category, Instruction, decode
 from hypervisor.machine.cpu import CR0_ET, CR0_PE, EFLAGS_IF, EFLAGS_IOPL, CpuState
 from hypervisor.machine.hostram import PAGE
@@ -48,7 +49,7 @@ from hypervisor.vmm.shadow import (
     monitor_entries,
 )
 from hypervisor.vmm.vcpu import VirtualCpu
-from hypervisor.vmm.vm import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo
+from hypervisor.vmm.vm import ExitInfo
 
 # The monitor's own memory, mapped in the guest's address space at MONITOR_BASE (+ offset).
 SHADOW_GDT_OFFSET = 0x0

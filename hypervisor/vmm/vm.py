@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
+from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PortDevice, Uart16550
+from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
+from hypervisor.guest.boot import FLAT_LOAD_ADDRESS, KERNEL_CS, KERNEL_DS, BootPlan, plan_boot
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
@@ -20,19 +23,7 @@ from hypervisor.trace.events import ConsoleOutput, Event, EventLog, InsnClass, V
 from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
 
 DEFAULT_RAM = 4 << 20
-LOAD_ADDRESS = 0x00100000
-LOADER_GDT = 0x800
-LOADER_GDT_LIMIT = 0x2F
-# null, 0x08 code DPL0, 0x10 data DPL0, 0x18 code DPL3, 0x20 data DPL3, 0x28 null (for a TSS)
-LOADER_GDT_ENTRIES = (
-    0,
-    0x00CF9B000000FFFF,
-    0x00CF93000000FFFF,
-    0x00CFFB000000FFFF,
-    0x00CFF3000000FFFF,
-    0,
-)
-KERNEL_CS, KERNEL_DS = 0x08, 0x10
+LOAD_ADDRESS = FLAT_LOAD_ADDRESS
 
 EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported")
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
@@ -76,10 +67,6 @@ def _no_hypervisor(name: str, mode: str) -> str:
     )
 
 
-class GuestTooLarge(ValueError):
-    pass
-
-
 class Vm:
     def __init__(
         self,
@@ -97,14 +84,26 @@ class Vm:
         self.mode = mode
         self.name = name or image.name
         self.events = events or EventLog()
-        if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
-            raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
+        self.boot: BootPlan = plan_boot(image, ram_size)  # ImageError before any RAM is taken
         self.machine = Machine(ram_size, host, self.name)
         self.uart = Uart16550(on_output=self._console)
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
-        self.debug_exit = DebugExit(on_exit=self._debug_exit)
-        for device in (self.uart, self.pic, self.pit, self.debug_exit):
+        self.debug_exit = DebugExit(on_exit=partial(self._debug_exit, port=DEBUG_EXIT_PORT))
+        # QEMU's isa-debug-exit, which kernels built for `qemu -kernel` end their runs with.
+        self.isa_debug_exit = DebugExit(
+            partial(self._debug_exit, port=ISA_DEBUG_EXIT_PORT),
+            ISA_DEBUG_EXIT_PORT,
+            "isa-debug-exit",
+        )
+        self.devices: tuple[PortDevice, ...] = (
+            self.uart,
+            self.pic,
+            self.pit,
+            self.debug_exit,
+            self.isa_debug_exit,
+        )
+        for device in self.devices:
             self.machine.io.attach(device)
         self.console = bytearray()
         self._line = bytearray()
@@ -118,23 +117,22 @@ class Vm:
         self.overhead_timeline: list[tuple[int, float]] = []  # (guest step, overhead %)
         self.cost_profile: CostProfile = PENTIUM4
         self._last_sample = CycleCount(0.0, 0.0)
-        self._load(image)
+        for piece in self.boot.pieces:
+            self.machine.write(piece.address, piece.data)
         self.executor = executor_for(mode)(self)
         self.executor.start(self.entry_state())
         if image.paravirtual and not self.executor.runs_paravirtual:
             self.finish(ExitInfo("unsupported", None, _no_hypervisor(image.name, mode)))
 
     # ------------------------------------------------------------------ loading
-    def _load(self, image: GuestImage) -> None:
-        gdt = b"".join(e.to_bytes(8, "little") for e in LOADER_GDT_ENTRIES)
-        self.machine.write(LOADER_GDT, gdt)
-        self.machine.write(LOAD_ADDRESS, image.data)
-
     def entry_state(self) -> CpuState:
-        """The guest contract's entry state (DESIGN.md "Guest contract v1")."""
+        """The registers the loader leaves (guest contract v1, or multiboot's): `boot.py`."""
+        boot = self.boot
         return CpuState(
-            eip=LOAD_ADDRESS,
-            esp=self.machine.ram_size,
+            eax=boot.eax,
+            ebx=boot.ebx,
+            eip=boot.eip,
+            esp=boot.esp,
             cs=KERNEL_CS,
             ss=KERNEL_DS,
             ds=KERNEL_DS,
@@ -165,8 +163,8 @@ class Vm:
             self.emit(ConsoleOutput(self.name, self.step, self._line.decode("latin-1")))
             self._line.clear()
 
-    def _debug_exit(self, status: int) -> None:
-        self.finish(ExitInfo("debug_exit", status, f"guest wrote {status} to port 0x501"))
+    def _debug_exit(self, status: int, port: int) -> None:
+        self.finish(ExitInfo("debug_exit", status, f"guest wrote {status} to port {port:#x}"))
         self.machine.request_stop()
 
     def finish(self, info: ExitInfo) -> None:
