@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hypervisor.guest.boot import GuestTooLarge
-from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
+from hypervisor.guest.image import (
+    GuestImage,
+    kernel_names,
+    load_for_mode,
+    load_guest,
+    sample_names,
+)
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.platform.board import parse_ram_size
@@ -413,6 +419,8 @@ def _trace(args: argparse.Namespace) -> int:
 def _guests(args: argparse.Namespace) -> int:
     for name in sample_names():
         print(name)
+    for name in kernel_names():
+        print(f"{name}  (a multiboot kernel in C)")
     return 0
 
 

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from hypervisor.guest.multiboot import Kernel
-from hypervisor.platform.board import CONVENTIONAL_END, EXTENDED_BASE, KIB, memory_map
+from hypervisor.platform.board import CONVENTIONAL_END, KIB, extended_memory, memory_map
 
 BOOTLOADER_MAGIC = 0x2BADB002  # in EAX at entry: "a multiboot loader booted you"
 MBI_ADDRESS = 0x9500
@@ -104,7 +104,7 @@ def boot_info(
         "<7I16s5I",
         flags,
         CONVENTIONAL_END // KIB,  # mem_lower
-        (ram_size - EXTENDED_BASE) // KIB,  # mem_upper
+        extended_memory(ram_size) // KIB,  # mem_upper
         BOOT_DEVICE,
         cmdline_at,
         len(modules),

@@ -23,7 +23,6 @@ MAX_IMAGE = 64 << 20
 PARAVIRT_SIGNATURE = b"VMLAB-PV"
 PARAVIRT_OFFSET = 5
 PV_SUFFIX = ".pv"  # sample_guests/NAME.pv.bin: the paravirtual build of NAME.asm
-SAMPLE_KINDS = (".bin", ".elf")
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,16 @@ class GuestImage:
 
 
 def sample_names() -> list[str]:
-    """The samples: flat images (NAME.bin, with NAME.pv.bin) and multiboot kernels (NAME.elf)."""
+    """vmlab's own samples: flat images (NAME.bin, each with its paravirtual NAME.pv.bin)."""
     folder = resources.files(SAMPLES_PACKAGE)
-    names = {p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith(SAMPLE_KINDS)}
+    names = (p.name[:-4] for p in folder.iterdir() if p.name.endswith(".bin"))
     return sorted(name for name in names if not name.endswith(PV_SUFFIX))
+
+
+def kernel_names() -> list[str]:
+    """The sample multiboot kernels (NAME.elf, built from C: `kernels.py`)."""
+    folder = resources.files(SAMPLES_PACKAGE)
+    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".elf"))
 
 
 def sample_source(name: str) -> Path:
@@ -130,17 +135,16 @@ def _load(spec: str, paravirtual: bool) -> GuestImage:
         if not path.is_file():
             raise GuestBuildError(f"{spec}: no such file")
         return _checked(GuestImage(path.stem, path.read_bytes(), (), str(path)))
+    folder = resources.files(SAMPLES_PACKAGE)
+    if spec in kernel_names():  # one build for every mode
+        return GuestImage(spec, (folder / f"{spec}.elf").read_bytes(), (), f"sample {spec}")
     if spec in sample_names():
-        folder = resources.files(SAMPLES_PACKAGE)
-        kernel = folder / f"{spec}.elf"
-        if kernel.is_file():  # a multiboot sample: one build for every mode
-            return GuestImage(spec, kernel.read_bytes(), (), f"sample {spec}")
         build = spec + PV_SUFFIX if paravirtual else spec
         data = (folder / f"{build}.bin").read_bytes()
         map_file = folder / f"{build}.map"
         lines = read_line_map(map_file.read_text()) if map_file.is_file() else ()
         return GuestImage(build, data, lines, f"sample {build}")
-    known = ", ".join(sample_names()) or "none"
+    known = ", ".join(sample_names() + kernel_names()) or "none"
     raise GuestBuildError(f"{spec}: not a sample guest, .asm or image file (samples: {known})")
 
 

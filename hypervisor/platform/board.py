@@ -23,6 +23,8 @@ VGA_WINDOW = (0xA0000, 0xC0000)
 VGA_TEXT = (0xB8000, 0xC0000)  # colour text mode: 80x25 cells of (character, attribute)
 BIOS_AREA = (0xF0000, 0x100000)  # the system BIOS ROM: reserved, as QEMU reports it
 EXTENDED_BASE = 0x100000  # 1 MiB: where kernels load
+FIRMWARE_TABLES = 128 * 1024  # reserved at the top of RAM, as SeaBIOS does
+BIOS_ROM = 0xFFFC0000  # the top 256 KiB of the address space
 MIN_RAM = 2 * MIB
 MAX_RAM = 1024 * MIB
 
@@ -80,8 +82,11 @@ def ports_of(device: str) -> set[int]:
 
 
 def memory_map(ram_size: int) -> tuple[MemoryRange, ...]:
-    """The memory map of a PC with `ram_size` bytes of RAM, as a boot loader reports it:
-    what is usable below 640 KiB and above 1 MiB, and the BIOS areas reserved."""
+    """The memory map of a PC with `ram_size` bytes of RAM, as QEMU's firmware reports it:
+    usable RAM below 640 KiB and from 1 MiB up to the firmware's tables (SeaBIOS keeps its
+    ACPI tables in the last 128 KiB of RAM), the BIOS areas reserved, and the BIOS ROM at
+    the top of the address space (open bus in vmlab, whose monitor window lies there)."""
+    tables = ram_size - FIRMWARE_TABLES
     return (
         MemoryRange(0, CONVENTIONAL_END, MemoryType.AVAILABLE, "conventional memory"),
         MemoryRange(
@@ -91,10 +96,15 @@ def memory_map(ram_size: int) -> tuple[MemoryRange, ...]:
             "extended BIOS data area",
         ),
         MemoryRange(BIOS_AREA[0], BIOS_AREA[1] - BIOS_AREA[0], MemoryType.RESERVED, "system BIOS"),
-        MemoryRange(
-            EXTENDED_BASE, ram_size - EXTENDED_BASE, MemoryType.AVAILABLE, "extended memory"
-        ),
+        MemoryRange(EXTENDED_BASE, tables - EXTENDED_BASE, MemoryType.AVAILABLE, "extended memory"),
+        MemoryRange(tables, FIRMWARE_TABLES, MemoryType.RESERVED, "firmware tables"),
+        MemoryRange(BIOS_ROM, (1 << 32) - BIOS_ROM, MemoryType.RESERVED, "BIOS ROM"),
     )
+
+
+def extended_memory(ram_size: int) -> int:
+    """Bytes of usable RAM from 1 MiB on (multiboot's mem_upper, in KiB, counts them)."""
+    return ram_size - FIRMWARE_TABLES - EXTENDED_BASE
 
 
 def parse_ram_size(text: str) -> int:
