@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hypervisor.events import Event, EventLog
 from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.platform.board import MAX_RAM
-from hypervisor.trace.events import Event, EventLog
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import DEFAULT_RAM, ExitInfo, Mode, VmState
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
-from hypervisor.vmm.isolation import vcpu_view
-from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import DEFAULT_RAM, ExitInfo, Vm
+from hypervisor.vmm.isolation import IsolationState, vcpu_view
+from hypervisor.vmm.scheduler import DEFAULT_QUANTUM, CpuAccount
+from hypervisor.vmm.vm import Vm
 
 DEFAULT_BUDGET = 20_000_000
 MAX_HOST_RAM = MAX_RAM  # a host for one run grows to hold its VMs, up to this
@@ -25,7 +25,7 @@ class RunReport:
     """The outcome of one VM's run, in the shape of the CLI's JSON."""
 
     guest: str
-    mode: str
+    mode: Mode
     console: str
     exit: ExitInfo
     instructions: dict[str, int]
@@ -38,7 +38,7 @@ class RunReport:
     tcache: dict[str, int] | None = None
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
-    hosted: dict[str, Any] | None = None  # on a host of several VMs: name, state, cpu, isolation
+    hosted: HostedReport | None = None  # on a host of several VMs
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,13 +59,48 @@ class RunReport:
             "cycles": self.cycles,
             "traced": self.traced,
             "paravirtual": self.paravirtual,
-            **(self.hosted or {}),
+            **(self.hosted.as_json() if self.hosted else {}),
+        }
+
+
+@dataclass(frozen=True)
+class HostedReport:
+    """One VM as its host saw it: its state there, its use of the CPU, its isolation."""
+
+    name: str
+    state: VmState
+    cpu: CpuAccount
+    share: float  # of the guest instructions the host ran
+    cycles_share: float  # of the virtual cycles
+    isolation: IsolationState
+    vcpu: dict[str, Any]  # the CPU as the guest believes it to be
+
+    def as_json(self) -> dict[str, Any]:
+        isolation, cpu = self.isolation, self.cpu
+        return {
+            "name": self.name,
+            "state": self.state,
+            "cpu": {
+                "instructions": cpu.instructions,
+                "quanta": cpu.quanta,
+                "preempted": cpu.preempted,
+                "share": self.share,
+                "cycles_share": self.cycles_share,
+            },
+            "isolation": {
+                **isolation.summary(),
+                "ram": {"start": isolation.ram_start, "end": isolation.ram_end},
+                "ports": [
+                    {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
+                ],
+                "vcpu": self.vcpu,
+            },
         }
 
 
 def run_guest(
     image: GuestImage | str,
-    mode: str,
+    mode: Mode | str,
     *,
     max_insns: int = DEFAULT_BUDGET,
     trace: bool = False,
@@ -75,6 +110,7 @@ def run_guest(
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
     pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
+    mode = Mode.parse(mode)
     if isinstance(image, str):
         image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
@@ -129,7 +165,7 @@ def compare(
     paravirtual build under pv."""
     return [
         run_guest(image, mode, max_insns=max_insns, trace=trace, ram_size=ram_size)
-        for mode in available_modes()
+        for mode in list(Mode)
     ]
 
 
@@ -156,7 +192,7 @@ class HostReport:
 
 
 def run_host(
-    guests: Sequence[tuple[GuestImage | str, str]],
+    guests: Sequence[tuple[GuestImage | str, Mode | str]],
     *,
     max_insns: int = DEFAULT_BUDGET,
     quantum: int = DEFAULT_QUANTUM,
@@ -181,7 +217,8 @@ def run_host(
     if keep_events:
         host.events.subscribe(kept.append)
     hosted = []
-    for image, mode in guests:
+    for image, name_of_mode in guests:
+        mode = Mode.parse(name_of_mode)
         if isinstance(image, str):
             image = load_for_mode(image, mode, unported=unported)
         name = image.name.removesuffix(PV_SUFFIX)  # the guest's name, whichever its build
@@ -191,7 +228,7 @@ def run_host(
     reports = []
     for h in hosted:
         report = _report(h.vm, [e for e in kept if e.vm == h.name])
-        report.hosted = _hosted_json(host, h, total_cycles)
+        report.hosted = _hosted(host, h, total_cycles)
         reports.append(report)
     scheduler = host.scheduler
     return HostReport(
@@ -199,24 +236,13 @@ def run_host(
     )
 
 
-def _hosted_json(host: Host, hosted: HostedVm, total_cycles: float) -> dict[str, Any]:
-    account, isolation = hosted.account, hosted.isolation
-    return {
-        "name": hosted.name,
-        "state": hosted.state,
-        "cpu": {
-            "instructions": account.instructions,
-            "quanta": account.quanta,
-            "preempted": account.preempted,
-            "share": round(host.cpu_share(hosted.name), 4),
-            "cycles_share": round(hosted.vm.cycles().virtual / total_cycles, 4),
-        },
-        "isolation": {
-            **isolation.summary(),
-            "ram": {"start": isolation.ram_start, "end": isolation.ram_end},
-            "ports": [
-                {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
-            ],
-            "vcpu": vcpu_view(hosted.vm),
-        },
-    }
+def _hosted(host: Host, hosted: HostedVm, total_cycles: float) -> HostedReport:
+    return HostedReport(
+        hosted.name,
+        hosted.state,
+        replace(hosted.account),
+        round(host.cpu_share(hosted.name), 4),
+        round(hosted.vm.cycles().virtual / total_cycles, 4),
+        hosted.isolation,
+        vcpu_view(hosted.vm),
+    )

@@ -26,7 +26,7 @@ ENTRY = KERNEL + 12  # right after the multiboot header, which opens the first s
 
 def vmlab(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hypervisor.cli", *args],
+        [sys.executable, "-m", "vmlab.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from hypervisor.guest.formats import ImageError
 from hypervisor.guest.image import GuestImage
-from hypervisor.vmm.vm import EXIT_REASONS, Vm
+from hypervisor.vmm.contract import ExitReason
+from hypervisor.vmm.vm import Vm
 
 
 def _random_guest(seed: int) -> GuestImage:
@@ -23,7 +24,7 @@ def test_two_hundred_random_guests_end_with_a_known_reason(mode):
     for seed in range(200):
         vm = Vm(_random_guest(seed), mode)
         exit_info = vm.run(100_000)
-        assert exit_info.reason in EXIT_REASONS, (seed, exit_info)
+        assert exit_info.reason in ExitReason, (seed, exit_info)
         assert exit_info.detail
 
 
@@ -36,4 +37,4 @@ def test_any_short_guest_ends_with_a_known_reason(code, mode):
         assert "\n" not in str(refused)
         return
     exit_info = vm.run(20_000)
-    assert exit_info.reason in EXIT_REASONS
+    assert exit_info.reason in ExitReason

@@ -20,24 +20,11 @@ from typing import TYPE_CHECKING
 from hypervisor.guest.bootinfo import BOOTLOADER_MAGIC, Placed, boot_info
 from hypervisor.guest.formats import GuestFormat, ImageError, detect
 from hypervisor.guest.multiboot import load_kernel
+from hypervisor.vmm.contract import LOAD_ADDRESS, LOADER_GDT, LOADER_GDT_ENTRIES
 
 if TYPE_CHECKING:
     from hypervisor.guest.image import GuestImage
 
-FLAT_LOAD_ADDRESS = 0x00100000
-LOADER_GDT = 0x800
-LOADER_GDT_LIMIT = 0x2F
-# null, 0x08 code DPL0, 0x10 data DPL0, 0x18 code DPL3, 0x20 data DPL3, 0x28 null (for a TSS)
-LOADER_GDT_ENTRIES = (
-    0,
-    0x00CF9B000000FFFF,
-    0x00CF93000000FFFF,
-    0x00CFFB000000FFFF,
-    0x00CFF3000000FFFF,
-    0,
-)
-_GDT = LOADER_GDT_ENTRIES
-KERNEL_CS, KERNEL_DS = 0x08, 0x10
 MULTIBOOT_STACK = (0x6000, 0x6F08)  # (lowest address the loader keeps free, initial ESP)
 FLAT_STACK_ROOM = 0x1000  # a flat image leaves at least a page of RAM above it for the stack
 
@@ -68,10 +55,10 @@ def plan_boot(image: GuestImage, ram_size: int) -> BootPlan:
                 f"{image.source}: a flat image takes no modules or command line "
                 "(those are for multiboot kernels)"
             )
-        if FLAT_LOAD_ADDRESS + len(image.data) > ram_size - FLAT_STACK_ROOM:
+        if LOAD_ADDRESS + len(image.data) > ram_size - FLAT_STACK_ROOM:
             raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
-        pieces = (gdt, Placed("image", FLAT_LOAD_ADDRESS, image.data))
-        return BootPlan(fmt, _checked(pieces, ram_size, image.source), FLAT_LOAD_ADDRESS, ram_size)
+        flat = _checked((gdt, Placed("image", LOAD_ADDRESS, image.data)), ram_size, image.source)
+        return BootPlan(fmt, flat, LOAD_ADDRESS, ram_size)
     kernel = load_kernel(image.data, image.source)
     segments = tuple(
         Placed(f"kernel segment {i}", s.address, s.data + bytes(s.zeroed))

@@ -15,6 +15,7 @@ from pathlib import Path
 from hypervisor.guest.bootinfo import Module
 from hypervisor.guest.formats import GuestFormat, detect, refuse_text
 from hypervisor.guest.nasm import GuestBuildError, SourceLine, assemble, parse_listing
+from hypervisor.vmm.contract import Mode
 
 SAMPLES_PACKAGE = "sample_guests"
 MAX_IMAGE = 64 << 20
@@ -150,7 +151,7 @@ def _load(spec: str, paravirtual: bool) -> GuestImage:
 
 def load_for_mode(
     spec: str,
-    mode: str,
+    mode: Mode,
     *,
     unported: bool = False,
     cmdline: str | None = None,
@@ -158,7 +159,7 @@ def load_for_mode(
 ) -> GuestImage:
     """The guest `load_guest` gives for running under `mode`: a sample's paravirtual port
     under pv (Xen runs ported kernels), unless `unported` asks for the unmodified build."""
-    paravirtual = mode == "pv" and not unported
+    paravirtual = mode == Mode.PV and not unported
     return load_guest(spec, paravirtual, cmdline=cmdline, modules=modules)
 
 

@@ -41,6 +41,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import x86_const as x
+from unicorn.unicorn import UcContext
 
 from hypervisor.machine.cpu import (
     CR0_ET,
@@ -90,7 +91,7 @@ class Exit:
 class MachineSnapshot:
     """A machine's state between two runs (see `Machine.snapshot`)."""
 
-    cpu: object  # unicorn's saved CPU context
+    cpu: UcContext  # unicorn's saved CPU context
     ram: bytes
     monitor: tuple[tuple[int, bytes], ...]  # (address, contents) per monitor memory range
     protected: frozenset[int]  # write-protected RAM pages (fact 7)
@@ -131,7 +132,7 @@ class Machine:
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
-        self._templates: dict[int, object] = {}
+        self._templates: dict[int, UcContext] = {}
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
         self._exit: Exit | None = None
@@ -437,11 +438,20 @@ class Machine:
             return Exit(ExitKind.FETCH_FAULT, began, address=eip_now)
         return Exit(ExitKind.HALT, began)
 
-    def _stop(self, kind: ExitKind, retired_now: bool, **details: object) -> None:
+    def _stop(
+        self,
+        kind: ExitKind,
+        *,
+        retired_now: bool,
+        vector: int | None = None,
+        is_trap: bool = False,
+        address: int | None = None,
+    ) -> None:
         """Record why the CPU stops, counting instructions now: after `emu_stop` unicorn may
         already have counted the next instruction, which never runs."""
         began = self.counter.read()
-        self._exit = Exit(kind, began if retired_now else max(began - 1, 0), **details)
+        retired = began if retired_now else max(began - 1, 0)
+        self._exit = Exit(kind, retired, vector, is_trap, address)
         self.uc.emu_stop()
 
     def _overdue(self) -> None:

@@ -14,26 +14,25 @@ from functools import partial
 
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PortDevice, Uart16550
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
-from hypervisor.guest.boot import FLAT_LOAD_ADDRESS, KERNEL_CS, KERNEL_DS, BootPlan, plan_boot
+from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
-from hypervisor.trace.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+from hypervisor.vmm.contract import (
+    DEFAULT_RAM,
+    KERNEL_CS,
+    KERNEL_DS,
+    ExitInfo,
+    ExitReason,
+    Mode,
+    VmState,
+)
 from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
+from hypervisor.vmm.modes import MODES
 
-DEFAULT_RAM = 4 << 20
-LOAD_ADDRESS = FLAT_LOAD_ADDRESS
-
-EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported")
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
-
-
-@dataclass(frozen=True, slots=True)
-class ExitInfo:
-    reason: str  # one of EXIT_REASONS
-    status: int | None = None  # the debug-exit byte
-    detail: str = ""
 
 
 @dataclass
@@ -58,9 +57,9 @@ class RunStats:
         return {"total": self.total, **counts}
 
 
-def _no_hypervisor(name: str, mode: str) -> str:
+def _no_hypervisor(name: str, mode: Mode) -> str:
     """Why a paravirtualized kernel is not started outside pv (it would crash, or hang)."""
-    where = "on bare metal nothing" if mode == "native" else f"under {mode} no monitor code"
+    where = "on bare metal nothing" if mode is Mode.NATIVE else f"under {mode} no monitor code"
     return (
         f"{name} is a paravirtualized kernel (built with -DPARAVIRT): it calls the hypervisor "
         f"with int 0x82, and {where} answers hypercalls; run it with --mode pv"
@@ -71,17 +70,15 @@ class Vm:
     def __init__(
         self,
         image: GuestImage,
-        mode: str = "native",
+        mode: Mode | str = Mode.NATIVE,
         *,
         name: str | None = None,
         ram_size: int = DEFAULT_RAM,
         host: HostRam | None = None,
         events: EventLog | None = None,
     ) -> None:
-        from hypervisor.vmm.executors import executor_for  # modes register themselves there
-
         self.image = image
-        self.mode = mode
+        self.mode = Mode.parse(mode)
         self.name = name or image.name
         self.events = events or EventLog()
         self.boot: BootPlan = plan_boot(image, ram_size)  # ImageError before any RAM is taken
@@ -109,7 +106,7 @@ class Vm:
         self._line = bytearray()
         self.stats = RunStats()
         self.exit: ExitInfo | None = None
-        self.state = "created"
+        self.state = VmState.CREATED
         self._slice_done = 0
         self._in_slice = False
         self.run_end: int | None = None  # the step the current run stops at
@@ -119,10 +116,12 @@ class Vm:
         self._last_sample = CycleCount(0.0, 0.0)
         for piece in self.boot.pieces:
             self.machine.write(piece.address, piece.data)
-        self.executor = executor_for(mode)(self)
+        self.executor = MODES[self.mode](self)
         self.executor.start(self.entry_state())
         if image.paravirtual and not self.executor.runs_paravirtual:
-            self.finish(ExitInfo("unsupported", None, _no_hypervisor(image.name, mode)))
+            self.finish(
+                ExitInfo(ExitReason.UNSUPPORTED, detail=_no_hypervisor(image.name, self.mode))
+            )
 
     # ------------------------------------------------------------------ loading
     def entry_state(self) -> CpuState:
@@ -164,16 +163,16 @@ class Vm:
             self._line.clear()
 
     def _debug_exit(self, status: int, port: int) -> None:
-        self.finish(ExitInfo("debug_exit", status, f"guest wrote {status} to port {port:#x}"))
+        detail = f"guest wrote {status} to port {port:#x}"
+        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, detail))
         self.machine.request_stop()
 
     def finish(self, info: ExitInfo) -> None:
         if self.exit is None:
             self.exit = info
             self.flush_console()
-            state = {"debug_exit": "exited", "budget": "paused"}.get(info.reason, info.reason)
-            self.state = state
-            self.emit(VmStateChanged(self.name, self.step, state, info.detail))
+            self.state = info.state
+            self.emit(VmStateChanged(self.name, self.step, info.state, info.detail))
 
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:
@@ -212,21 +211,23 @@ class Vm:
         the VM returns "budget" but stays running (no state change, it was preempted), and
         under bt the slice may end a few instructions late (at the end of a fragment)
         rather than approach its end one instruction at a time."""
-        if self.exit is not None and self.exit.reason != "budget":
+        if self.exit is not None and self.exit.final:
             return self.exit
         self.exit = None
         self.stats.traced = self.stats.traced or trace
         self.executor.set_tracing(trace)
-        if self.state != "running":
-            self.state = "running"
-            self.emit(VmStateChanged(self.name, self.step, "running"))
+        if self.state != VmState.RUNNING:
+            self.state = VmState.RUNNING
+            self.emit(VmStateChanged(self.name, self.step, VmState.RUNNING))
         end = self.stats.total + max_insns
         self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
                 remaining = end - self.stats.total
                 if remaining <= 0:
-                    done = ExitInfo("budget", None, f"{self.stats.total} instructions executed")
+                    done = ExitInfo(
+                        ExitReason.BUDGET, detail=f"{self.stats.total} instructions executed"
+                    )
                     if quantum:
                         self.exit = done
                     else:
@@ -240,6 +241,7 @@ class Vm:
         finally:
             self.executor.set_tracing(False)
             self.flush_console()
+        assert self.exit is not None  # the loop runs until there is one
         return self.exit
 
     def _sample_overhead(self) -> None:
@@ -268,4 +270,4 @@ class Vm:
 
     @property
     def mode_class(self) -> InsnClass:
-        return InsnClass.NATIVE if self.mode == "native" else InsnClass.DIRECT
+        return InsnClass.NATIVE if self.mode is Mode.NATIVE else InsnClass.DIRECT

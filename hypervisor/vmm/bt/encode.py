@@ -44,7 +44,7 @@ def memory(reg_field: int, op: Operand) -> bytes:
         mod, disp_bytes = 1, struct.pack("<b", disp)
     else:
         mod, disp_bytes = 2, u32(disp)
-    if index is None and base != 4:
+    if index is None and base is not None and base != 4:
         return bytes([(mod << 6) | (reg_field << 3) | base]) + disp_bytes
     scale = {1: 0, 2: 1, 4: 2, 8: 3}[op.scale]
     sib_index = 4 if index is None else index  # 100 = no index

@@ -1,17 +1,18 @@
-"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts."""
+"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts, and
+open the lessons or the terminal UI — the composition root, above the engine, the lessons
+and the UI."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from hypervisor.events import Hypercall, InsnClass, InstructionExecuted, Trap
 from hypervisor.guest.boot import GuestTooLarge
 from hypervisor.guest.image import (
     GuestImage,
@@ -27,13 +28,13 @@ from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, ru
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.bt.introspect import fragment_listing
+from hypervisor.vmm.contract import DEFAULT_RAM, ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import DEFAULT_RAM
-
-if TYPE_CHECKING:
-    from lessons.lesson import Lesson
+from hypervisor.vmm.vm import Vm
+from lessons.lesson import Lesson, LessonError, available, load
+from lessons.walk import images, walk
 
 EXIT_STATUS_DOC = """\
 exit status of `vmlab run`: 0 every guest ended by itself (debug exit with status 0, or HLT
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         help="a sample name, a .asm (needs nasm), a flat image or a multiboot kernel [:MODE]",
     )
-    run.add_argument("--mode", default="native", choices=available_modes())
+    run.add_argument("--mode", default="native", type=_mode, choices=list(Mode))
     run.add_argument(
         "--quantum",
         type=int,
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
     trace = sub.add_parser("trace", help="print every executed instruction with its class")
     trace.add_argument("guest")
-    trace.add_argument("--mode", default="trap", choices=available_modes())
+    trace.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     trace.add_argument("--max-insns", type=int, default=2000, metavar="N")
 
     tc = sub.add_parser("tc", help="run a guest under bt and print its translation cache")
@@ -125,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--mode",
         action="append",
-        choices=available_modes(),
+        type=_mode,
+        choices=list(Mode),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
 
@@ -137,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
 
     record = sub.add_parser("record", help="record a traced run into a trace file")
     record.add_argument("guest")
-    record.add_argument("--mode", default="trap", choices=available_modes())
+    record.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     record.add_argument("-o", "--output", required=True, metavar="FILE")
     record.add_argument("--max-insns", type=int, default=RECORD_BUDGET, metavar="N")
 
@@ -147,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="re-execute and compare, print the result, no UI"
     )
     return parser
+
+
+def _mode(name: str) -> Mode:
+    try:
+        return Mode(name)
+    except ValueError:
+        modes = ", ".join(Mode)
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {name!r} (choose from {modes})"
+        ) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -185,7 +197,7 @@ def _ram_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _image(spec: str, mode: str, args: argparse.Namespace) -> GuestImage:
+def _image(spec: str, mode: Mode, args: argparse.Namespace) -> GuestImage:
     return load_for_mode(
         spec,
         mode,
@@ -236,26 +248,24 @@ def _run(args: argparse.Namespace) -> int:
 def exit_status(reports: Sequence[RunReport]) -> int:
     """The process's exit status for a run (EXIT_STATUS_DOC): the worst VM's outcome."""
     reasons = {r.exit.reason for r in reports}
-    if reasons & {"crashed", "unsupported"}:
+    if reasons & {ExitReason.CRASHED, ExitReason.UNSUPPORTED}:
         return 3
-    if "budget" in reasons:
+    if ExitReason.BUDGET in reasons:
         return 4
     return 1 if any(r.exit.status for r in reports) else 0
 
 
-def _guest_and_mode(spec: str, default: str) -> tuple[str, str]:
+def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
     """`hello` or `hello:trap` (a mode after the last colon, if it names one)."""
     guest, _, mode = spec.rpartition(":")
-    if guest and mode in available_modes():
-        return guest, mode
+    if guest and mode in list(Mode):
+        return guest, Mode(mode)
     if guest and not Path(spec).exists():
-        raise GuestBuildError(
-            f"{spec}: unknown mode {mode!r} (modes: {', '.join(available_modes())})"
-        )
+        raise GuestBuildError(f"{spec}: unknown mode {mode!r} (modes: {', '.join(Mode)})")
     return spec, default
 
 
-def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
+def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
     if args.quantum < 1:
         print("vmlab: --quantum must be at least 1", file=sys.stderr)
         return 2
@@ -272,19 +282,22 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
         print(json.dumps(report.as_json(), indent=2))
         return exit_status(report.vms)
     for vm in report.vms:
-        hosted = vm.hosted or {}
-        print(f"══ {hosted['name']} ({vm.mode}) ══")
+        hosted = vm.hosted
+        assert hosted is not None  # every VM of a host report
+        print(f"══ {hosted.name} ({vm.mode}) ══")
         sys.stdout.write(vm.console)
         if vm.console and not vm.console.endswith("\n"):
             print()
         print(_summary(vm))
-        cpu, isolation = hosted["cpu"], hosted["isolation"]
         print(
-            f"   on the host: {hosted['state']}, {cpu['quanta']} quanta, "
-            f"{cpu['share']:.1%} of the guest instructions, {cpu['cycles_share']:.1%} of the cycles"
+            f"   on the host: {hosted.state}, {hosted.cpu.quanta} quanta, "
+            f"{hosted.share:.1%} of the guest instructions, "
+            f"{hosted.cycles_share:.1%} of the cycles"
         )
-        kinds = ", ".join(f"{k} ×{v}" for k, v in isolation["by_kind"].items())
-        print(f"   isolation events: {isolation['events']}" + (f" ({kinds})" if kinds else ""))
+        by_kind = hosted.isolation.by_kind()
+        kinds = ", ".join(f"{k} ×{v}" for k, v in by_kind.items())
+        events = len(hosted.isolation.events)
+        print(f"   isolation events: {events}" + (f" ({kinds})" if kinds else ""))
         print()
     print(
         f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "
@@ -311,7 +324,7 @@ def _summary(report: RunReport) -> str:
         lines.append(
             "   hypercalls: " + ", ".join(f"{k} ×{v}" for k, v in report.hypercalls.items())
         )
-    if report.mode == "pv" and not report.paravirtual:
+    if report.mode == Mode.PV and not report.paravirtual:
         lines.append(
             "   the guest is not paravirtualized (no -DPARAVIRT build): pv ran it as "
             "trap-and-emulate, holes included"
@@ -334,7 +347,7 @@ def _summary(report: RunReport) -> str:
             "   ⚠ holes (sensitive, ran directly, unseen by the monitor): "
             + ", ".join(f"{k} ×{v}" for k, v in report.holes.items())
         )
-    elif report.mode != "native" and not report.traced:
+    elif report.mode != Mode.NATIVE and not report.traced:
         lines.append("   (holes are found by a traced run: add --trace)")
     return "\n".join(lines)
 
@@ -344,7 +357,7 @@ def _compare(args: argparse.Namespace) -> int:
     # options is a multiboot kernel, one build for every mode.
     boot_options = args.cmdline is not None or args.module
     reports = compare(
-        _image(args.guest, "native", args) if boot_options else args.guest,
+        _image(args.guest, Mode.NATIVE, args) if boot_options else args.guest,
         max_insns=args.max_insns,
         trace=not args.fast,
         ram_size=args.ram,
@@ -353,7 +366,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
     native = reports[0]
-    classes = ("native", "direct", "trapped", "translated", "hypercall")
+    classes = tuple(InsnClass)
     print(f"{native.guest}: every mode against bare metal\n")
     print(
         f"{'mode':<6} {'console':<9} {'exit':<16} {'total':>10} "
@@ -388,8 +401,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from hypervisor.trace.events import Hypercall, InstructionExecuted, Trap
-
     report = run_guest(
         args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
     )
@@ -406,10 +417,10 @@ def _trace(args: argparse.Namespace) -> int:
                 + (f" — {event.detail}" if event.detail else "")
             )
         elif isinstance(event, Hypercall):
-            args = ", ".join(f"{a:#x}" for a in event.args)
+            shown = ", ".join(f"{a:#x}" for a in event.args)
             result = "" if event.result is None else f" = {event.result:#x}"
             print(
-                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
+                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({shown}){result}"
                 + (f" — refused: {event.error}" if event.error else "")
             )
     print(_summary(report))
@@ -425,22 +436,18 @@ def _guests(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    modes = args.mode or ["trap"]
+    modes = args.mode or [Mode.TRAP]
     return _open_ui([(load_for_mode(name, mode), mode) for name in args.guest for mode in modes])
 
 
-def _demo() -> list[tuple[GuestImage, str]]:
-    """`flags` under trap beside the same guest under binary translation (or, until bt
-    exists, on bare metal for reference): POPF's hole, and the cure."""
+def _demo() -> list[tuple[GuestImage, Mode]]:
+    """`flags` under trap beside the same guest under binary translation: POPF's hole, and
+    the cure."""
     flags = load_guest("flags")
-    return [(flags, "trap"), (flags, "bt" if "bt" in available_modes() else "native")]
+    return [(flags, Mode.TRAP), (flags, Mode.BT)]
 
 
 def _lesson(args: argparse.Namespace) -> int:
-    # The lessons are built on the engine, not the other way round: imported on request.
-    from lessons.lesson import LessonError, available, load
-    from lessons.walk import images
-
     if args.name is None:
         for name in available():
             print(f"{name:24} {load(name).title}")
@@ -456,8 +463,6 @@ def _lesson(args: argparse.Namespace) -> int:
 
 
 def _walk(lesson: Lesson) -> int:
-    from lessons.walk import walk
-
     print(lesson.title)
     failed = 0
     for landing in walk(lesson):
@@ -478,15 +483,16 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, str]], replay: str | None = None, lesson: Lesson | None = None
+    vms: list[tuple[GuestImage, Mode]], replay: str | None = None, lesson: Lesson | None = None
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
         return 2
-    # By name: the engine's command line opens the UI on request but never depends on it.
-    app = importlib.import_module("tui.app")
-    session = app.open_trace(replay) if replay else app.Session(vms=vms, lesson=lesson)
-    app.run_app(session, trace_path=replay)
+    # Imported here: a headless command never pays for loading Textual.
+    from tui.app import Session, open_trace, run_app
+
+    session = open_trace(replay) if replay else Session(vms=vms, lesson=lesson)
+    run_app(session, trace_path=replay)
     return 0
 
 
@@ -496,7 +502,7 @@ def _record(args: argparse.Namespace) -> int:
     tracefile.save(args.output, trace)
     steps = len(trace.recording)
     size = Path(args.output).stat().st_size
-    ending = trace.recording.exit.reason if trace.recording.exit else "budget"
+    ending = trace.recording.exit.reason if trace.recording.exit else ExitReason.BUDGET
     print(
         f"recorded {steps:,} steps of {image.name} under {args.mode} ({ending}) to "
         f"{args.output}: {size:,} bytes, {size / max(steps, 1):.2f} bytes/step"
@@ -522,11 +528,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _tc(args: argparse.Namespace) -> int:
-    from hypervisor.guest.image import load_guest
-    from hypervisor.vmm.bt.introspect import fragment_listing
-    from hypervisor.vmm.vm import Vm
-
-    vm = Vm(load_guest(args.guest), "bt")
+    vm = Vm(load_guest(args.guest), Mode.BT)
     vm.run(args.max_insns)
     summary = vm.executor.tcache_summary()
     print(
