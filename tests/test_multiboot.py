@@ -191,3 +191,11 @@ def test_every_device_of_a_vm_answers_only_the_ports_the_board_gives_it():
     vm = Vm(load_guest("hello"))
     for device in vm.devices:
         assert set(device.ports) <= ports_of(device.name), device.name
+
+
+def test_a_recorded_multiboot_kernel_replays_exactly(tmp_path):
+    trace = str(tmp_path / "course.trace")
+    recorded = vmlab("record", "course", "--mode", "trap", "-o", trace, "--max-insns", "30000")
+    assert recorded.returncode == 0, recorded.stderr
+    replayed = vmlab("replay", trace, "--check")
+    assert "replays exactly" in replayed.stdout, replayed.stderr

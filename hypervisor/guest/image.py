@@ -98,7 +98,8 @@ def load_guest(
     """A guest from a sample name, a path to a .asm (assembled now) or an image file. With
     `paravirtual`, a sample name gives the sample's paravirtual build (a path is as it is).
     `cmdline` and `modules` (`FILE[=STRING]` each) are for multiboot kernels: the command
-    line they get is the kernel's path, a space and `cmdline`, as QEMU's `-append` gives."""
+    line they get is the kernel's path, a space and `cmdline`, as QEMU's `-append` gives
+    (without `cmdline`, an empty one)."""
     image = _load(spec, paravirtual)
     if image.format is GuestFormat.FLAT:
         if cmdline is not None or modules:
@@ -106,9 +107,11 @@ def load_guest(
                 f"{spec}: a flat image takes no --cmdline or --module (multiboot kernels do)"
             )
         return image
+    if cmdline is None and not modules:
+        return image  # an empty command line: what a trace file can give again (it holds none)
     return replace(
         image,
-        cmdline=f"{spec} {cmdline or ''}",
+        cmdline="" if cmdline is None else f"{spec} {cmdline}",
         modules=tuple(load_module(m) for m in modules),
         _by_address={},
     )
