@@ -17,6 +17,7 @@ from hypervisor.guest.samples import SAMPLES_DIR, kernels_compiler, stale_kernel
 from hypervisor.platform.board import VGA_TEXT
 from hypervisor.session import run_guest
 from hypervisor.vmm.vm import Vm
+from tui.listing import Listing
 
 RAM = 32 << 20
 QEMU = shutil.which("qemu-system-i386")
@@ -130,3 +131,10 @@ def test_the_final_screen_is_the_one_qemu_shows(tmp_path):
     screen = vm.machine.read(VGA_TEXT[0], 4000)
     assert screen[::2] == dump.read_bytes()[::2]  # the characters
     assert screen == dump.read_bytes()  # and their attributes
+
+
+def test_the_code_pane_shows_the_kernel_as_loaded_not_its_file():
+    vm = Vm(load_guest("course"))
+    entry = vm.machine.state().eip
+    rows = Listing(vm.image).window(entry, vm.machine.read, 0, 1)
+    assert (rows[0].address, rows[0].text) == (entry, "cli")
