@@ -228,6 +228,8 @@ void kmain(uint32_t magic, uint32_t mbi_address) {
     }
     puts("entering ring 3\n");
     enter_user(user_main, user_stack + USER_STACK);
+    /* back here from the exit call's interrupt gate, which cleared IF: no IRET restores it */
+    __asm__ volatile("sti");
     outb(0x21, 0xFC); /* the keyboard too */
     puts("> ");
     if (has_word("exit")) {
