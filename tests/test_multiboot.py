@@ -4,6 +4,7 @@ for every image that cannot boot."""
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hypervisor.guest.bootinfo import MBI_ADDRESS, MMAP_ADDRESS
+from hypervisor.guest.bootinfo import MBI_ADDRESS, MMAP_ADDRESS, Module
 from hypervisor.guest.formats import GuestFormat, ImageError
 from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.platform.board import ports_of
@@ -199,3 +202,33 @@ def test_a_recorded_multiboot_kernel_replays_exactly(tmp_path):
     assert recorded.returncode == 0, recorded.stderr
     replayed = vmlab("replay", trace, "--check")
     assert "replays exactly" in replayed.stdout, replayed.stderr
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    kernel=st.integers(1, 0x30000),
+    bss=st.integers(0, 0x40000),
+    modules=st.lists(st.integers(0, 0x9000), max_size=4),
+    cmdline=st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"])),
+)
+def test_everything_the_loader_places_lies_in_ram_and_apart(kernel, bss, modules, cmdline):
+    image = GuestImage(
+        "k",
+        elf([Seg(KERNEL, KERNEL, bytes(kernel), memsz=kernel + 12 + bss)], ENTRY),
+        (),
+        "k",
+        tuple(Module(bytes([i + 1]) * size, f"m{i}") for i, size in enumerate(modules)),
+        cmdline,
+    )
+    vm = Vm(image)
+    pieces = vm.boot.pieces
+    assert all(p.address >= 0 and p.end <= 4 << 20 for p in pieces)
+    assert all(a.end <= b.address for a, b in itertools.pairwise(pieces))
+    count, table = mbi(vm)[5:7]
+    assert count == len(modules)
+    for i, size in enumerate(modules):
+        start, end, string, _ = struct.unpack("<4I", vm.machine.read(table + 16 * i, 16))
+        assert end - start == size and start >= KERNEL + kernel + 12 + bss
+        assert vm.machine.read(start, size) == bytes([i + 1]) * size
+        assert c_string(vm, string) == f"m{i}"
+    assert c_string(vm, mbi(vm)[4]) == cmdline
