@@ -204,12 +204,15 @@ def test_a_recorded_multiboot_kernel_replays_exactly(tmp_path):
     assert "replays exactly" in replayed.stdout, replayed.stderr
 
 
+C_STRING_CHARACTERS = st.characters(blacklist_characters="\0", blacklist_categories=["Cs"])
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     kernel=st.integers(1, 0x30000),
     bss=st.integers(0, 0x40000),
     modules=st.lists(st.integers(0, 0x9000), max_size=4),
-    cmdline=st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]), max_size=40),
+    cmdline=st.text(C_STRING_CHARACTERS, max_size=40),
 )
 def test_everything_the_loader_places_lies_in_ram_and_apart(kernel, bss, modules, cmdline):
     image = GuestImage(
