@@ -235,3 +235,18 @@ def test_everything_the_loader_places_lies_in_ram_and_apart(kernel, bss, modules
         assert vm.machine.read(start, size) == bytes([i + 1]) * size
         assert c_string(vm, string) == f"m{i}"
     assert c_string(vm, mbi(vm)[4]) == cmdline
+
+
+def test_the_ui_boots_a_kernel_with_its_command_line_and_modules(tmp_path, monkeypatch):
+    import vmlab.cli
+
+    opened: list = []
+    monkeypatch.setattr(vmlab.cli, "_open_ui", lambda guests: opened.extend(guests) or 0)
+    module = write(tmp_path, "notes.txt", b"notes\n")
+    assert vmlab.cli.main(["tui", "course", "--cmdline", "nopaging", "--module", module]) == 0
+    [(image, mode)] = opened
+    assert (image.cmdline, [m.string for m in image.modules], mode) == (
+        "course nopaging",
+        [module],
+        "trap",
+    )

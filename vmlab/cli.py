@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("guests", help="list the sample guests")
 
     tui = sub.add_parser("tui", help="open guests in the terminal UI (step, run, rewind)")
-    tui.add_argument("guest", nargs="+", help="sample names, .asm or .bin files")
+    tui.add_argument("guest", nargs="+", help="sample names, .asm, flat images or kernels")
     tui.add_argument(
         "--mode",
         action="append",
@@ -130,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(Mode),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
+    _boot_options(tui, ram=False)
 
     lesson = sub.add_parser("lesson", help="list the lessons, or follow one in the terminal UI")
     lesson.add_argument("name", nargs="?", help="a lesson's name (or a .toml file)")
@@ -172,14 +173,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _boot_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--ram",
-        type=_ram_size,
-        default=DEFAULT_RAM,
-        metavar="SIZE",
-        help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
-    )
+def _boot_options(p: argparse.ArgumentParser, ram: bool = True) -> None:
+    if ram:  # the UI's time machines have 4 MiB each (for now)
+        p.add_argument(
+            "--ram",
+            type=_ram_size,
+            default=DEFAULT_RAM,
+            metavar="SIZE",
+            help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
+        )
     p.add_argument("--cmdline", metavar="TEXT", help="a multiboot kernel's command line")
     p.add_argument(
         "--module",
@@ -437,7 +439,7 @@ def _guests(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or [Mode.TRAP]
-    return _open_ui([(load_for_mode(name, mode), mode) for name in args.guest for mode in modes])
+    return _open_ui([(_image(name, mode, args), mode) for name in args.guest for mode in modes])
 
 
 def _demo() -> list[tuple[GuestImage, Mode]]:
