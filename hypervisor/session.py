@@ -38,6 +38,7 @@ class RunReport:
     tcache: dict[str, int] | None = None
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
+    isolation: dict[str, Any] = field(default_factory=dict)  # IsolationState.summary()
     hosted: HostedReport | None = None  # on a host of several VMs
 
     def as_json(self) -> dict[str, Any]:
@@ -59,6 +60,7 @@ class RunReport:
             "cycles": self.cycles,
             "traced": self.traced,
             "paravirtual": self.paravirtual,
+            "isolation": self.isolation,
             **(self.hosted.as_json() if self.hosted else {}),
         }
 
@@ -118,11 +120,13 @@ def run_guest(
     if keep_events:
         log.subscribe(kept.append)
     vm = Vm(image, mode, events=log, ram_size=ram_size)
+    isolation = IsolationState.of(vm)
+    log.subscribe(isolation.observe)
     vm.run(max_insns, trace=trace)
-    return _report(vm, kept)
+    return _report(vm, kept, isolation)
 
 
-def _report(vm: Vm, events: list[Event]) -> RunReport:
+def _report(vm: Vm, events: list[Event], isolation: IsolationState) -> RunReport:
     stats = vm.stats
     assert vm.exit is not None, "a report is made of a VM that has stopped"
     return RunReport(
@@ -137,9 +141,10 @@ def _report(vm: Vm, events: list[Event]) -> RunReport:
         paravirtual=vm.image.paravirtual,
         callouts=dict(sorted(stats.callouts.items())),
         hypercalls=dict(sorted(stats.hypercalls.items())),
-        tcache=vm.executor.tcache_summary(),
+        tcache=None if (tc := vm.executor.introspect()) is None else tc.counters(),
         cycles=_cycles(vm),
         events=events,
+        isolation=isolation.summary(),
     )
 
 
@@ -227,7 +232,7 @@ def run_host(
     total_cycles = sum(h.vm.cycles().virtual for h in hosted) or 1.0
     reports = []
     for h in hosted:
-        report = _report(h.vm, [e for e in kept if e.vm == h.name])
+        report = _report(h.vm, [e for e in kept if e.vm == h.name], h.isolation)
         report.hosted = _hosted(host, h, total_cycles)
         reports.append(report)
     scheduler = host.scheduler

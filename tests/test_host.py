@@ -291,7 +291,8 @@ def test_cli_keeps_the_single_guest_json_shape(capsys):
     assert main(["run", "hello", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"vms"} and len(out["vms"]) == 1
-    assert "isolation" not in out["vms"][0] and "name" not in out["vms"][0]
+    assert "name" not in out["vms"][0]
+    assert out["vms"][0]["isolation"] == {"events": 0, "by_kind": {}, "listed": []}
 
 
 def test_cli_text_shows_the_host_map_and_isolation(capsys):

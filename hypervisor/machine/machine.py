@@ -31,6 +31,7 @@ from unicorn import (
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
@@ -129,6 +130,7 @@ class Machine:
         self.counter = RetiredCounter(self.uc)
         self.registers = RegisterReader(self.uc)
         self._sealed = False
+        self._precise_open_bus = False
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
@@ -209,6 +211,15 @@ class Machine:
                 ranges.append([first, last])
         for first, last in ranges:
             self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, first, last)
+
+    def precise_open_bus(self) -> None:
+        """Name the exact instruction of every open-bus access. Unicorn brings EIP up to
+        date for a memory access only when a memory hook matches it; without one, a run with
+        no instruction count (translated code) shows the EIP of the start of the block. So a
+        no-op hook is bounded to each hole: it costs a check on every load and store (some
+        15%, bench_bt.py), which is why only binary translation asks for it."""
+        assert not self._sealed, "asked for before the guest first runs"
+        self._precise_open_bus = True
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
@@ -569,6 +580,8 @@ class Machine:
                     self._open_bus_write,
                     cursor,
                 )
+                if self._precise_open_bus:
+                    self.uc.hook_add(_MEM_DATA, _nothing, None, cursor, begin - 1)
             cursor = max(cursor, end + 1)
         self._sealed = True
 
@@ -598,6 +611,13 @@ class Machine:
     ) -> bool:
         self._stop(ExitKind.FETCH_FAULT, retired_now=False, address=address)
         return False
+
+
+_MEM_DATA = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
+
+
+def _nothing(*_: object) -> None:
+    """A memory hook whose only effect is that unicorn updates EIP (precise_open_bus)."""
 
 
 _PLAIN_REGS = tuple(

@@ -29,6 +29,7 @@ from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 
 if TYPE_CHECKING:
+    from hypervisor.vmm.bt.introspect import CacheIntrospection
     from hypervisor.vmm.vm import Vm
 
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
@@ -80,6 +81,12 @@ class Executor(ABC):
 
     counts_each_instruction = True  # the CPU runs with a count: it stops at any step
 
+    def guest_tables(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(GDTR, IDTR) as (base, limit), as the guest believes them: on bare metal, the
+        real ones."""
+        system = self.machine.system_state()
+        return system.gdtr, system.idtr
+
     def virtual_state(self) -> CpuState:
         """The guest's view of its registers (what it would see on bare metal): on bare
         metal, the real ones."""
@@ -105,8 +112,8 @@ class Executor(ABC):
         """Guest instructions translated so far (binary translation only)."""
         return 0
 
-    def tcache_summary(self) -> dict[str, int] | None:
-        """The translation cache's counters, for modes that have one."""
+    def introspect(self) -> CacheIntrospection | None:
+        """A look into the translation cache, for modes that have one."""
         return None
 
     def retired_are_guest_instructions(self) -> bool:
@@ -126,6 +133,8 @@ class Executor(ABC):
         if self.interrupt_shadow():
             count = 1  # let the instruction after STI run, then look at interrupts again
         count = self.before_slice(count)
+        if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
+            return
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
         vm.end_slice(exit_.retired)
@@ -265,12 +274,16 @@ class Executor(ABC):
         """Report an access outside what this VM owns, at the instruction now running (as the
         guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
         VM goes on."""
-        eip = self.virtual_state().eip
+        eip = self.guest_eip_running()
         insn = decode(self.machine.read(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
+
+    def guest_eip_running(self) -> int:
+        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
+        return self.virtual_state().eip
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""

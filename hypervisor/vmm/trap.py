@@ -111,6 +111,9 @@ class TrapAndEmulate(Executor):
     def guest_cpl(self) -> int:
         return self.vcpu.cpl
 
+    def guest_tables(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return self.vcpu.gdtr, self.vcpu.idtr
+
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
 

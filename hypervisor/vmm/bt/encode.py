@@ -76,6 +76,18 @@ def mov_abs_reg(address: int, reg: str) -> bytes:
     return b"\x89" + absolute(REG32[reg], address)
 
 
+def save_flags(slot: int) -> bytes:
+    """Keep the arithmetic flags in EAX without the stack: EAX to `slot`, then LAHF (SF ZF
+    AF PF CF into AH) and SETO AL."""
+    return mov_abs_reg(slot, "eax") + b"\x9f\x0f\x90\xc0"
+
+
+def restore_flags(slot: int) -> bytes:
+    """Undo `save_flags`: ADD AL, 0x7F overflows exactly when AL is 1 (OF), SAHF sets the
+    other five from AH, and EAX comes back from `slot`."""
+    return b"\x04\x7f\x9e" + mov_reg_abs("eax", slot)
+
+
 def lea(reg: str, op: Operand) -> bytes:
     return b"\x8d" + memory(REG32[reg], op)
 
