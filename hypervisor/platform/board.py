@@ -66,7 +66,7 @@ class MmioRange:
 PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
     PortRange("PIC", 0x20, 0x21),  # the master 8259; the slave answers 0xA0-0xA1
     PortRange("PIT", 0x40, 0x43),
-    PortRange("i8042", 0x60, 0x64),  # keyboard controller: 0x60 data, 0x64 status/command
+    PortRange("8042", 0x60, 0x64),  # keyboard controller: 0x60 data, 0x64 status/command
     PortRange("PIC", 0xA0, 0xA1),
     PortRange("isa-debug-exit", 0xF4, 0xF4),  # QEMU's: ends the run (exit status (v << 1) | 1)
     PortRange("VGA", 0x3B4, 0x3DA),  # CRTC 0x3D4/0x3D5 (mono alias 0x3B4), 0x3C0-0x3CF, 0x3DA
