@@ -21,6 +21,8 @@ from hypervisor.guest.image import (
     sample_names,
 )
 from hypervisor.guest.nasm import GuestBuildError
+from hypervisor.machine import clock, clockbuild
+from hypervisor.machine.clockbuild import ClockUnavailable
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.platform.board import parse_ram_size
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
@@ -119,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--limit", type=int, default=20, help="fragments to show (most hit first)")
 
     sub.add_parser("guests", help="list the sample guests")
+    sub.add_parser("doctor", help="say which clock counts guest instructions here, and why")
 
     tui = sub.add_parser("tui", help="open guests in the terminal UI (step, run, rewind)")
     tui.add_argument("guest", nargs="+", help="sample names, .asm, flat images or kernels")
@@ -220,7 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args)
-    except (GuestBuildError, GuestTooLarge, TraceFileError, OutOfHostMemory, LifecycleError) as err:
+    except (
+        GuestBuildError,
+        GuestTooLarge,
+        TraceFileError,
+        OutOfHostMemory,
+        LifecycleError,
+        ClockUnavailable,
+    ) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
@@ -320,6 +330,13 @@ def _guests(args: argparse.Namespace) -> int:
         print(name)
     for name in kernel_names():
         print(f"{name}  (a multiboot kernel in C)")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    choice = clock.choice()
+    print(f"clock: {choice.kind} ({choice.reason})")
+    print(f"clock helper cache: {clockbuild.cache_dir()}")
     return 0
 
 
@@ -437,6 +454,7 @@ _COMMANDS = {
     "trace": _trace,
     "tc": _tc,
     "guests": _guests,
+    "doctor": _doctor,
     "lesson": _lesson,
     "tui": _tui,
     "record": _record,

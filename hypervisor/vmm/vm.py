@@ -17,6 +17,7 @@ from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import GuestImage
+from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
@@ -67,6 +68,35 @@ def _no_hypervisor(name: str, mode: Mode) -> str:
 
 
 class Vm:
+    # What a checkpoint captures, and what stays the receiving VM's own (its parts, its
+    # configuration): every attribute is one or the other (tests/test_checkpoints.py).
+    CHECKPOINTED = (
+        "console",
+        "_line",
+        "stats",
+        "exit",
+        "state",
+        "_slice_done",
+        "_in_slice",
+        "run_end",
+        "ticks",
+        "overhead_timeline",
+        "cost_profile",
+        "_last_sample",
+    )
+    NOT_CHECKPOINTED = (
+        "image",
+        "mode",
+        "name",
+        "events",
+        "machine",
+        "uart",
+        "pic",
+        "pit",
+        "debug_exit",
+        "executor",
+    )
+
     def __init__(
         self,
         image: GuestImage,
@@ -82,7 +112,9 @@ class Vm:
         self.name = name or image.name
         self.events = events or EventLog()
         self.boot: BootPlan = plan_boot(image, ram_size)  # ImageError before any RAM is taken
-        self.machine = Machine(ram_size, host, self.name)
+        # bt's translated code keeps its own clock: its CPU counts the reference way
+        counting = ClockKind.COUNT if self.mode is Mode.BT else None
+        self.machine = Machine(ram_size, host, self.name, clock=counting)
         self.uart = Uart16550(on_output=self._console)
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
