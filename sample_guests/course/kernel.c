@@ -230,11 +230,11 @@ void kmain(uint32_t magic, uint32_t mbi_address) {
     enter_user(user_main, user_stack + USER_STACK);
     /* back here from the exit call's interrupt gate, which cleared IF: no IRET restores it */
     __asm__ volatile("sti");
-    outb(0x21, 0xFD); /* the timer's work is done: at the prompt only a key wakes us */
     puts("> ");
     if (has_word("exit")) {
         puts("exit\n");
         exit_machine(0);
     }
+    outb(0x21, 0xFD); /* the timer's work is done: at the prompt only a key wakes us */
     for (;;) __asm__ volatile("hlt"); /* echo keys, for ever */
 }
