@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
 import struct
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.platform.board import ports_of
 from hypervisor.session import run_guest
 from hypervisor.vmm.vm import Vm
+from tests.conftest import needs_nasm
 from tests.elfimages import HLT_LOOP, Seg, aout, elf, multiboot_header
 from vmlab.cli import main
 
@@ -250,3 +252,22 @@ def test_the_ui_boots_a_kernel_with_its_command_line_and_modules(tmp_path, monke
         [module],
         "trap",
     )
+
+
+@needs_nasm
+@pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="QEMU is not installed")
+def test_an_aout_kludge_kernel_boots_as_under_qemu(tmp_path):
+    """The header lies 64 bytes into the file: both loaders must find the same load offset,
+    entry, BSS and command line (tests/guests/aout_kludge.asm prints what it was given)."""
+    kernel = tmp_path / "aout.bin"
+    source = Path(__file__).parent / "guests" / "aout_kludge.asm"
+    subprocess.run(["nasm", "-f", "bin", "-o", str(kernel), str(source)], check=True)
+    serial = tmp_path / "serial.txt"
+    qemu = [str(shutil.which("qemu-system-i386")), "-kernel", str(kernel), "-append", "one two"]
+    qemu += ["-m", "32", "-display", "none", "-no-reboot", "-serial", f"file:{serial}"]
+    qemu += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+    assert subprocess.run(qemu, timeout=30, check=False).returncode == 1  # status 0
+    report = run_guest(load_guest(str(kernel), cmdline="one two"), "native")
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+    expected = f"booted by multiboot, command line: {kernel} one two\n"
+    assert report.console == serial.read_text() == expected
