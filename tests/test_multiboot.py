@@ -200,7 +200,7 @@ def test_every_device_of_a_vm_answers_only_the_ports_the_board_gives_it():
 
 def test_a_recorded_multiboot_kernel_replays_exactly(tmp_path):
     trace = str(tmp_path / "course.trace")
-    recorded = vmlab("record", "course", "--mode", "trap", "-o", trace, "--max-insns", "30000")
+    recorded = vmlab("record", "course", "--mode", "trap", "-o", trace, "--max-insns", "12000")
     assert recorded.returncode == 0, recorded.stderr
     replayed = vmlab("replay", trace, "--check")
     assert "replays exactly" in replayed.stdout, replayed.stderr
