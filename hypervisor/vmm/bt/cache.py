@@ -11,9 +11,19 @@ guest page holding translated code is written, the fragments from that page are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hypervisor.isa import Instruction
 from hypervisor.machine.hostram import PAGE
+
+
+class StubKind(StrEnum):
+    """Why translated code leaves a fragment through an exit stub."""
+
+    BRANCH = "branch"  # a direct branch not yet chained
+    CALLOUT = "callout"  # an instruction the monitor emulates
+    DEADLINE = "deadline"  # the budget ran out before the fragment paid for its block
+    STALE = "stale"  # a self-checking fragment found its guest bytes changed
 
 
 @dataclass
@@ -21,7 +31,7 @@ class ExitStub:
     """One way out of a fragment: a direct branch not yet chained, or a callout."""
 
     id: int
-    kind: str  # branch / callout / deadline / stale
+    kind: StubKind
     fragment: int
     guest_eip: int  # branch: the target; callout: the instruction to emulate
     patch_at: int | None = None  # address of the rel32 jump to re-target when chaining
@@ -121,7 +131,7 @@ class TranslationCache:
         return self._next_fragment
 
     def new_exit(
-        self, kind: str, fragment: int, guest_eip: int, patch_at: int | None = None
+        self, kind: StubKind, fragment: int, guest_eip: int, patch_at: int | None = None
     ) -> ExitStub:
         stub = ExitStub(self._next_exit, kind, fragment, guest_eip, patch_at)
         self.exits[stub.id] = stub

@@ -17,18 +17,23 @@ MOV, LEA and JECXZ, or save the flags with LAHF/SETO and put them back with ADD/
 keep the guest's registers (scratch registers are saved in the vCPU area) and never touch the
 guest's stack beyond what the guest instruction itself does: the stack may lie outside RAM,
 where a store is lost and a load reads all ones.
+
+(Longer than this project's usual module: the rules and the one fragment emitter whose local
+stubs, exits and boundaries every rule shares; cut by rule, they would hand the emitter's
+internals around.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from hypervisor.isa import Category, FlowKind, Instruction, decode_block
 from hypervisor.machine.hostram import PAGE
 from hypervisor.vmm.bt import encode as x
 from hypervisor.vmm.bt.area import VcpuArea
-from hypervisor.vmm.bt.cache import ExitStub, Fragment, TranslationCache
+from hypervisor.vmm.bt.cache import ExitStub, Fragment, StubKind, TranslationCache
 
 MAX_BLOCK = 12
 WINDOW_EXIT = 0xFFFFFFFE  # exit id: IF was enabled while an interrupt waits
@@ -62,7 +67,24 @@ def writes_memory(insn: Instruction) -> bool:
 EFLAGS_IF = 0x200
 
 # Rewritten inline (the rest of the sensitive instructions are callouts).
-_INLINE = {"cli", "sti", "pushfd", "popfd"}
+
+
+class Rule(StrEnum):
+    """How the translator treats one guest kernel instruction."""
+
+    CALLOUT = "callout"  # the monitor emulates it
+    FLOW = "flow"  # a near control transfer kept in the TC
+    IDENT = "ident"  # copied as it is
+    CLI = "cli"  # the rest: rewritten inline
+    STI = "sti"
+    PUSHFD = "pushfd"
+    POPFD = "popfd"
+    SEGMENT_READ = "segment_read"
+    TABLE_READ = "table_read"
+    DESCRIPTOR_TABLE = "descriptor_table"
+
+
+_INLINE = {"cli": Rule.CLI, "sti": Rule.STI, "pushfd": Rule.PUSHFD, "popfd": Rule.POPFD}
 _TABLE_READS = {"smsw": "vcr0", "str": "vtr", "sldt": "vldtr"}
 _SEGMENT_READS = {"cs": "vcs", "ss": "vss"}
 
@@ -99,14 +121,14 @@ class Translator:
         start = self.cache.reserve(0)
         code = bytearray()
         window_exit = start
-        code += self._door_jump(WINDOW_EXIT, window_exit)
+        code += self.door_jump(WINDOW_EXIT, window_exit)
         lookup_exit = start + len(code)
-        code += self._door_jump(LOOKUP_EXIT, lookup_exit)
+        code += self.door_jump(LOOKUP_EXIT, lookup_exit)
         self.cache.reserve(len(code))
         self.shared_code = (start, bytes(code))
         return Shared(window_exit, lookup_exit)
 
-    def _door_jump(self, exit_id: int, at: int) -> bytes:
+    def door_jump(self, exit_id: int, at: int) -> bytes:
         store = x.mov_abs_imm32(self.area.exit, exit_id)
         return store + x.jmp_rel32(at + len(store), self.door)
 
@@ -175,9 +197,8 @@ class Translator:
         return fragment
 
 
-def rule_for(insn: Instruction) -> str:
-    """How the translator treats one guest kernel instruction: "callout", "flow" (a near
-    control transfer kept in the TC), "ident", or the name of an inline rewrite."""
+def rule_for(insn: Instruction) -> Rule:
+    """How the translator treats one guest kernel instruction."""
     if insn.flow in (
         FlowKind.INT,
         FlowKind.IRET,
@@ -188,16 +209,16 @@ def rule_for(insn: Instruction) -> str:
         FlowKind.SYSENTER,
         FlowKind.SYSEXIT,
     ):
-        return "callout"
+        return Rule.CALLOUT
     if insn.flow is not FlowKind.NONE:
-        return "flow"
+        return Rule.FLOW
     if insn.category is Category.INNOCUOUS:
-        return "ident"
-    if insn.mnemonic in _INLINE:
-        return insn.mnemonic if insn.operand_size == 4 else "callout"  # 16-bit: emulated
+        return Rule.IDENT
+    if insn.mnemonic in _INLINE:  # 16-bit: emulated
+        return _INLINE[insn.mnemonic] if insn.operand_size == 4 else Rule.CALLOUT
     if insn.iopl_sensitive:
-        return "ident"  # port I/O: intercepted on the way by the machine's I/O hook
-    return _inline_rule(insn) or "callout"
+        return Rule.IDENT  # port I/O: intercepted on the way by the machine's I/O hook
+    return _inline_rule(insn) or Rule.CALLOUT
 
 
 def absolute_store(insn: Instruction) -> int | None:
@@ -234,10 +255,10 @@ def may_reach_open_bus(insn: Instruction, ram_size: int) -> bool:
 
 
 def needs_callout(insn: Instruction) -> bool:
-    return rule_for(insn) == "callout"
+    return rule_for(insn) is Rule.CALLOUT
 
 
-def _inline_rule(insn: Instruction) -> str | None:
+def _inline_rule(insn: Instruction) -> Rule | None:
     """Which inline rewrite applies to a sensitive instruction, if any."""
     ops = insn.operands
     key = insn.fact_key
@@ -245,16 +266,16 @@ def _inline_rule(insn: Instruction) -> str | None:
         segment = next((op.reg for op in ops if op.reg in x.SEGMENT_PREFIX), None)
         loads = insn.mnemonic == "pop" or (insn.mnemonic == "mov" and ops[0].reg == segment)
         if loads:  # a load: the shadow GDT makes it right, except SS (RPL must equal CPL)
-            return None if segment == "ss" else "ident"
+            return None if segment == "ss" else Rule.IDENT
         if segment not in _SEGMENT_READS:
-            return "ident"  # DS/ES/FS/GS hold exactly what the guest loaded
+            return Rule.IDENT  # DS/ES/FS/GS hold exactly what the guest loaded
         if insn.mnemonic == "push" or ops[0].kind == "reg":
-            return "segment_read"
+            return Rule.SEGMENT_READ
         return None
     if key in _TABLE_READS and ops and ops[0].kind == "reg":
-        return "table_read"
+        return Rule.TABLE_READ
     if key in ("sgdt", "sidt") and ops and ops[0].kind == "mem":
-        return "descriptor_table"
+        return Rule.DESCRIPTOR_TABLE
     return None
 
 
@@ -308,7 +329,7 @@ class _FragmentEmitter:
         """A local stub that leaves for the monitor from the prologue, with the guest's flags
         and EAX put back first."""
         prefix = x.restore_flags(self.area.save_a)
-        return self._local(lambda at: prefix + self.t._door_jump(exit_id, at + len(prefix)))
+        return self._local(lambda at: prefix + self.t.door_jump(exit_id, at + len(prefix)))
 
     # ------------------------------------------------------------------ the block
     def emit_block(
@@ -334,7 +355,7 @@ class _FragmentEmitter:
         if callout is not None or not body:
             self.boundaries[self.here] = len(body)
             self.owners.append((self.here, len(body)))
-            self._exit_to_monitor("callout", callout.address if callout else guest_eip)
+            self._exit_to_monitor(StubKind.CALLOUT, callout.address if callout else guest_eip)
         elif body[-1].flow is FlowKind.NONE:  # block cut by size or page: fall through
             self._branch(body[-1].next_address)
         self._emit_stubs()
@@ -355,13 +376,13 @@ class _FragmentEmitter:
         a = self.area
         self.emit(x.save_flags(a.save_a))
         if checked is not None:
-            stale = self.t.cache.new_exit("stale", self.fid, guest_eip)
+            stale = self.t.cache.new_exit(StubKind.STALE, self.fid, guest_eip)
             self.stubs.append(stale)
             leave = self._to_door(stale.id)
             for offset in range(0, len(checked), 4):
                 self._compare(guest_eip + offset, checked[offset : offset + 4], leave)
         if n:
-            deadline = self.t.cache.new_exit("deadline", self.fid, 0)
+            deadline = self.t.cache.new_exit(StubKind.DEADLINE, self.fid, 0)
             self.stubs.append(deadline)
             self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
             self._jump_local(b"\x0f\x8e", self._to_door(deadline.id))  # jle
@@ -386,16 +407,30 @@ class _FragmentEmitter:
         """Emit one guest instruction."""
         rule = rule_for(insn)
         delta = self.t.aliased_stores.get(insn.address)
-        if rule == "ident" and delta is not None:
-            self.emit(retarget_absolute(insn, delta))
-            return "rewritten"
-        if rule == "ident":
-            self.emit(insn.bytes)
-            return "ident"
-        if rule == "flow":
-            self._control_transfer(insn)
-        else:
-            getattr(self, f"_{rule}")(insn)
+        match rule:
+            case Rule.IDENT if delta is not None:
+                self.emit(retarget_absolute(insn, delta))
+            case Rule.IDENT:
+                self.emit(insn.bytes)
+                return "ident"
+            case Rule.FLOW:
+                self._control_transfer(insn)
+            case Rule.CLI:
+                self._cli(insn)
+            case Rule.STI:
+                self._sti(insn)
+            case Rule.PUSHFD:
+                self._pushfd(insn)
+            case Rule.POPFD:
+                self._popfd(insn)
+            case Rule.SEGMENT_READ:
+                self._segment_read(insn)
+            case Rule.TABLE_READ:
+                self._table_read(insn)
+            case Rule.DESCRIPTOR_TABLE:
+                self._descriptor_table(insn)
+            case Rule.CALLOUT:
+                raise AssertionError(f"{insn.text}: a callout ends the block, it is not emitted")
         return "rewritten"
 
     def _cli(self, insn: Instruction) -> None:
@@ -551,7 +586,7 @@ class _FragmentEmitter:
 
     def _jump_site(self, encoder: Callable[[int, int], bytes], guest_target: int) -> None:
         """A direct jump to the target's fragment if it exists (chained), else to a stub."""
-        stub = self.t.cache.new_exit("branch", self.fid, guest_target)
+        stub = self.t.cache.new_exit(StubKind.BRANCH, self.fid, guest_target)
         site = self.here
         code = encoder(site, site)  # placeholder target, fixed in _emit_stubs
         stub.patch_at = site + len(code) - 4
@@ -559,10 +594,10 @@ class _FragmentEmitter:
         self.stubs.append(stub)
         self._exits.append((stub, stub.patch_at - self.base))
 
-    def _exit_to_monitor(self, kind: str, guest_eip: int) -> None:
+    def _exit_to_monitor(self, kind: StubKind, guest_eip: int) -> None:
         stub = self.t.cache.new_exit(kind, self.fid, guest_eip)
         self.stubs.append(stub)
-        self.emit(self.t._door_jump(stub.id, self.here))
+        self.emit(self.t.door_jump(stub.id, self.here))
 
     def _emit_stubs(self) -> None:
         for local in self._locals:
@@ -574,7 +609,7 @@ class _FragmentEmitter:
         cache = self.t.cache
         for stub, offset in self._exits:
             stub_address = self.here
-            self.emit(self.t._door_jump(stub.id, stub_address))
+            self.emit(self.t.door_jump(stub.id, stub_address))
             stub.stub_address = stub_address
             target = None if self.stepping else cache.lookup(stub.guest_eip)
             dest = target.tc_start if target is not None else stub_address
