@@ -44,6 +44,6 @@ def test_ctrl_c_stops_a_long_run_with_its_summary_and_status_130(mode):
 def test_ctrl_c_stops_a_host_of_vms_and_the_json_says_so():
     done = interrupted("run", "hello", "hog", "--max-insns", FOREVER, "--json")
     assert done.returncode == 130, done.stderr
-    vms = json.loads(done.stdout)["vms"]
-    assert vms[0]["exit"]["reason"] == "debug_exit"  # hello had finished
-    assert vms[1]["exit"]["reason"] == "interrupted" and vms[1]["state"] == "paused"
+    hello, hog = json.loads(done.stdout)["vms"]
+    assert hello["exit"]["reason"] in ("debug_exit", "interrupted")  # (if it had not finished)
+    assert hog["exit"]["reason"] == "interrupted" and hog["state"] == "paused"

@@ -60,7 +60,12 @@ class RoundRobin:
             index = (index + 1) % len(order)
         idle = 0  # VMs in a row found not runnable
         while idle < len(order):
-            if (end is not None and self.host_step >= end) or CANCEL.requested:
+            if CANCEL.requested:  # every VM stops where it is, those that waited too
+                for waiting in order:
+                    if waiting.vm.exit is None:
+                        waiting.vm.interrupt()
+                return
+            if end is not None and self.host_step >= end:
                 return
             hosted = order[index]
             if hosted.runnable:

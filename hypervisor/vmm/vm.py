@@ -202,6 +202,11 @@ class Vm:
         self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, detail))
         self.machine.request_stop()
 
+    def interrupt(self) -> None:
+        """Stopped from outside (Ctrl-C): it ends here, and could go on."""
+        detail = f"stopped from outside after {self.stats.total:,} instructions"
+        self.finish(ExitInfo(ExitReason.INTERRUPTED, detail=detail))
+
     def finish(self, info: ExitInfo) -> None:
         if self.exit is None:
             self.exit = info
@@ -259,8 +264,7 @@ class Vm:
         try:
             while self.exit is None:
                 if CANCEL.requested:
-                    detail = f"stopped from outside after {self.stats.total:,} instructions"
-                    self.finish(ExitInfo(ExitReason.INTERRUPTED, detail=detail))
+                    self.interrupt()
                     break
                 remaining = end - self.stats.total
                 if remaining <= 0:
