@@ -202,13 +202,14 @@ class Executor(ABC):
         """Skip idle time to the next interrupt; finish the VM if none can ever come."""
         vm = self.vm
         while vm.pic.pending_vector() is None:
-            due = vm.pit.ticks_until_irq()
+            timer_masked = vm.pic.imr & 1  # the PIT's ticks would wake no one: IRQ 0 is masked
+            due = None if timer_masked else vm.pit.ticks_until_irq()
             if due is None:
                 vm.finish(
                     ExitInfo(
                         ExitReason.HALTED,
                         None,
-                        "HLT with interrupts on, but no interrupt "
+                        "HLT with interrupts on, but no unmasked interrupt "
                         "source is armed: the machine sleeps forever",
                     )
                 )
