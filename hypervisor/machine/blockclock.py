@@ -249,10 +249,17 @@ class BlockClock:
         if block != NO_BLOCK:
             self._uc.ctl_remove_cache(block, block + max(size, 1))
 
-    def watch_window(self, on: bool, after_sti: bool = False) -> bool:
-        """Stop as soon as EFLAGS.IF is set (the helper looks at each block's start);
-        `after_sti`: the last instruction run was STI (its shadow comes first)."""
-        self._c.watch_if, self._c.after_sti = on, on and after_sti
+    def watch_window(self, on: bool, after_sti: bool | None = None) -> bool:
+        """Stop as soon as EFLAGS.IF is set (the helper looks at each block's start).
+        `after_sti` (a restored snapshot): the last instruction run was STI, whose shadow
+        comes first; otherwise only what runs from now on counts, as when the machine's
+        own hook is added, and asking again while watching changes nothing."""
+        c = self._c
+        if after_sti is not None:
+            c.after_sti = on and after_sti
+        elif on and not c.watch_if:
+            c.after_sti = 0
+        c.watch_if = on
         return True
 
     def window(self) -> tuple[bool, int | None]:

@@ -118,7 +118,7 @@ class CountClock:
     def forget(self) -> None:
         """Nothing is kept about compiled code."""
 
-    def watch_window(self, on: bool, after_sti: bool = False) -> bool:
+    def watch_window(self, on: bool, after_sti: bool | None = None) -> bool:
         """False: the machine watches the interrupt window with a code hook."""
         return False
 
