@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, Uart16550
+from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, PortDevice, Uart16550
+from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import PV_SUFFIX, GuestImage
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import RamPool
@@ -22,9 +26,6 @@ from hypervisor.vmm.contract import (
     DEFAULT_RAM,
     KERNEL_CS,
     KERNEL_DS,
-    LOAD_ADDRESS,
-    LOADER_GDT,
-    LOADER_GDT_ENTRIES,
     ExitInfo,
     ExitReason,
     Mode,
@@ -34,6 +35,8 @@ from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
 from hypervisor.vmm.modes import MODES
 
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
+SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
+# (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
 
 
 @dataclass
@@ -65,10 +68,6 @@ def _no_hypervisor(name: str, mode: Mode) -> str:
         f"{name} is a paravirtualized kernel (built with -DPARAVIRT): it calls the hypervisor "
         f"with int 0x82, and {where} answers hypercalls; run it with --mode pv"
     )
-
-
-class GuestTooLarge(ValueError):
-    pass
 
 
 class Vm:
@@ -118,18 +117,31 @@ class Vm:
         self.mode = Mode.parse(mode)
         self.name = name or image.name
         self.events = events or EventLog()
-        if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
-            raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
+        self.boot: BootPlan = plan_boot(image, ram_size)  # ImageError before any RAM is taken
         # bt's translated code keeps its own clock: its CPU counts the reference way
         counting = ClockKind.COUNT if self.mode is Mode.BT else None
         self.machine = Machine(ram_size, host, self.name, clock=counting)
         self.uart = Uart16550(on_output=self._console)
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
-        self.debug_exit = DebugExit(on_exit=self._debug_exit)
+        self.debug_exit = DebugExit(on_exit=partial(self._debug_exit, port=DEBUG_EXIT_PORT))
+        # QEMU's isa-debug-exit, which kernels built for `qemu -kernel` end their runs with.
+        self.isa_debug_exit = DebugExit(
+            partial(self._debug_exit, port=ISA_DEBUG_EXIT_PORT),
+            ISA_DEBUG_EXIT_PORT,
+            "isa-debug-exit",
+        )
         # a VM named after its guest is that guest, whichever build (a .pv port) it runs
         self.platform = PlatformId(identity or self.name.removesuffix(PV_SUFFIX))
-        for device in (self.uart, self.pic, self.pit, self.debug_exit, self.platform):
+        self.devices: tuple[PortDevice, ...] = (
+            self.uart,
+            self.pic,
+            self.pit,
+            self.debug_exit,
+            self.isa_debug_exit,
+            self.platform,
+        )
+        for device in self.devices:
             self.machine.io.attach(device)
         self.console = bytearray()
         self._line = bytearray()
@@ -143,7 +155,8 @@ class Vm:
         self.overhead_timeline: list[tuple[int, float]] = []  # (guest step, overhead %)
         self.cost_profile: CostProfile = PENTIUM4
         self._last_sample = CycleCount(0.0, 0.0)
-        self._load(image)
+        for piece in self.boot.pieces:
+            self.machine.write(piece.address, piece.data)
         self.executor = MODES[self.mode](self)
         self.executor.start(self.entry_state())
         if image.paravirtual and not self.executor.runs_paravirtual:
@@ -152,16 +165,14 @@ class Vm:
             )
 
     # ------------------------------------------------------------------ loading
-    def _load(self, image: GuestImage) -> None:
-        gdt = b"".join(e.to_bytes(8, "little") for e in LOADER_GDT_ENTRIES)
-        self.machine.write(LOADER_GDT, gdt)
-        self.machine.write(LOAD_ADDRESS, image.data)
-
     def entry_state(self) -> CpuState:
-        """The guest contract's entry state (DESIGN.md "Guest contract v1")."""
+        """The registers the loader leaves (guest contract v1, or multiboot's): `boot.py`."""
+        boot = self.boot
         return CpuState(
-            eip=LOAD_ADDRESS,
-            esp=self.machine.ram_size,
+            eax=boot.eax,
+            ebx=boot.ebx,
+            eip=boot.eip,
+            esp=boot.esp,
             cs=KERNEL_CS,
             ss=KERNEL_DS,
             ds=KERNEL_DS,
@@ -192,9 +203,15 @@ class Vm:
             self.emit(ConsoleOutput(self.name, self.step, self._line.decode("latin-1")))
             self._line.clear()
 
-    def _debug_exit(self, status: int) -> None:
-        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, f"guest wrote {status} to port 0x501"))
+    def _debug_exit(self, status: int, port: int) -> None:
+        detail = f"guest wrote {status} to port {port:#x}"
+        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, detail))
         self.machine.request_stop()
+
+    def interrupt(self) -> None:
+        """Stopped from outside (Ctrl-C): it ends here, and could go on."""
+        detail = f"stopped from outside after {self.stats.total:,} instructions"
+        self.finish(ExitInfo(ExitReason.INTERRUPTED, detail=detail))
 
     def finish(self, info: ExitInfo) -> None:
         if self.exit is None:
@@ -276,6 +293,9 @@ class Vm:
         self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
+                if CANCEL.requested:
+                    self.interrupt()
+                    break
                 remaining = end - self.stats.total
                 if remaining <= 0:
                     done = ExitInfo(
@@ -287,7 +307,7 @@ class Vm:
                         self.finish(done)
                     break
                 due = self.pit.ticks_until_irq()
-                count = remaining if due is None else max(1, min(remaining, due))
+                count = min(remaining if due is None else max(1, min(remaining, due)), SLICE)
                 self.executor.run_slice(count)
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()
