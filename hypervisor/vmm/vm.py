@@ -97,7 +97,10 @@ class Vm:
         "pic",
         "pit",
         "debug_exit",
+        "isa_debug_exit",
         "platform",
+        "devices",  # the parts above, as the port bus sees them
+        "boot",  # what the loader wrote at boot: configuration, written again from the image
         "executor",
     )
 
