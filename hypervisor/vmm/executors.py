@@ -62,7 +62,7 @@ class Executor(ABC):
         "_pending_trapped",
         "_pending_hypercall",
     )
-    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("vm", "machine", "_memory_operands")
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("vm", "machine", "_memory_operands", "_texts")
     monitored = True  # False on bare metal: nothing intercepts the guest
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
