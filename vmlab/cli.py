@@ -162,7 +162,7 @@ def _mode(name: str) -> Mode:
     try:
         return Mode(name)
     except ValueError:
-        modes = ", ".join(Mode)
+        modes = ", ".join(repr(m.value) for m in Mode)  # as argparse words it
         raise argparse.ArgumentTypeError(
             f"invalid choice: {name!r} (choose from {modes})"
         ) from None
