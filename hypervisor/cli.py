@@ -312,12 +312,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from hypervisor.trace.events import Hypercall, InstructionExecuted, Trap
+    from hypervisor.trace.events import Event, Hypercall, InstructionExecuted, Trap
 
-    report = run_guest(
-        args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
-    )
-    for event in report.events:
+    def show(event: Event) -> None:  # as it happens: a long trace is never kept
         if isinstance(event, InstructionExecuted):
             mark = "⚠" if event.hole else " "
             print(
@@ -336,6 +333,8 @@ def _trace(args: argparse.Namespace) -> int:
                 f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
                 + (f" — refused: {event.error}" if event.error else "")
             )
+
+    report = run_guest(args.guest, args.mode, max_insns=args.max_insns, trace=True, on_event=show)
     print(_summary(report))
     return 0
 

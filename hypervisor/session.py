@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
-from hypervisor.trace.events import Event, EventLog
+from hypervisor.trace.events import Event, EventLog, Listener
+from hypervisor.trace.recording import Recording
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
 from hypervisor.vmm.isolation import vcpu_view
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import ExitInfo, Vm
+from hypervisor.vmm.vm import DEFAULT_RAM, ExitInfo, Vm
 
 DEFAULT_BUDGET = 20_000_000
 
@@ -35,6 +36,7 @@ class RunReport:
     tcache: dict[str, int] | None = None
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
+    recording: Recording | None = field(default=None, repr=False)  # a traced run's instructions
     hosted: dict[str, Any] | None = None  # on a host of several VMs: name, state, cpu, isolation
 
     def as_json(self) -> dict[str, Any]:
@@ -68,18 +70,32 @@ def run_guest(
     trace: bool = False,
     keep_events: bool = False,
     unported: bool = False,
+    on_event: Listener | None = None,
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
-    pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
+    pv runs its paravirtual build, unless `unported` asks for the unmodified one.
+
+    `keep_events` keeps the events in the report, and a traced run's instructions in the
+    columns of a `Recording` (`report.recording`): millions of instructions as objects would
+    take gigabytes. `on_event` sees every event as it happens (instructions too, as events,
+    unless they are kept)."""
     if isinstance(image, str):
         image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
     kept: list[Event] = []
+    recording = None
     if keep_events:
         log.subscribe(kept.append)
+        if trace:
+            recording = Recording(image.name, mode, image.sha256, DEFAULT_RAM)
+            log.instructions = recording.add_executed
+    if on_event is not None:
+        log.subscribe(on_event)
     vm = Vm(image, mode, events=log)
     vm.run(max_insns, trace=trace)
-    return _report(vm, kept)
+    report = _report(vm, kept)
+    report.recording = recording
+    return report
 
 
 def _report(vm: Vm, events: list[Event]) -> RunReport:

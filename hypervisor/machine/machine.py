@@ -136,6 +136,7 @@ class Machine:
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
         self._exit: Exit | None = None
         self._trace_hook: int | None = None
+        self.watch: Callable[[], None] | None = None  # called first at each traced instruction
         self._window_hook: int | None = None
         self._window_prev: int | None = None
         self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
@@ -495,14 +496,20 @@ class Machine:
         self._stop(ExitKind.STOP, retired_now=False)
 
     def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
-        """Call `callback(eip, size)` before every instruction (slow: traced runs only)."""
+        """Call `callback(eip, size)` before every instruction (slow: traced runs only),
+        after `watch()` if one is set: one unicorn hook for both (each hook is a ctypes
+        round trip per instruction)."""
         if self._trace_hook is not None:
             self.uc.hook_del(self._trace_hook)
             self._trace_hook = None
         if callback is not None:
-            self._trace_hook = self.uc.hook_add(
-                UC_HOOK_CODE, lambda uc, address, size, _: callback(address, size)
-            )
+
+            def traced(uc: Uc, address: int, size: int, _: object) -> None:
+                if self.watch is not None:
+                    self.watch()
+                callback(address, size)
+
+            self._trace_hook = self.uc.hook_add(UC_HOOK_CODE, traced)
             if self._hookless_blocks:  # compiled when no code hook was set: they call
                 self.uc.ctl_flush_tb()  # no hook at all, so they are compiled again
                 self._hookless_blocks = False

@@ -11,6 +11,7 @@ nothing else writes them.
 from __future__ import annotations
 
 import ctypes
+import struct
 
 from unicorn import Uc
 from unicorn.unicorn_py3.unicorn import uclib
@@ -31,9 +32,15 @@ class RegisterReader:
         self._values = (ctypes.c_uint32 * count)()
         base = ctypes.addressof(self._values)
         self._pointers = (ctypes.c_void_p * count)(*(base + 4 * i for i in range(count)))
+        self._unpack = struct.Struct(f"={count}I").unpack
 
-    def read(self) -> tuple[int, ...]:
+    def raw(self) -> bytes:
+        """The registers as 16 native-order 32-bit words: a recording diffs these bytes
+        (building a tuple from the ctypes array costs more than reading the registers)."""
         status = uclib.uc_reg_read_batch(self._uc._uch, self._ids, self._pointers, self._count)
         if status:
             raise RuntimeError(f"uc_reg_read_batch failed with unicorn error {status}")
-        return tuple(self._values)
+        return bytes(self._values)
+
+    def read(self) -> tuple[int, ...]:
+        return self._unpack(self.raw())

@@ -24,13 +24,15 @@ it was stepped.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
 from dataclasses import astuple, dataclass, field
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
+from unicorn import UC_HOOK_MEM_WRITE, Uc
 
-from hypervisor.isa import decode
+from hypervisor.isa import Instruction
 from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.trace.events import (
     Callout,
@@ -71,6 +73,23 @@ EVENT_KINDS = {
     TranslationCacheFlushed: "flush",
     Callout: "callout",
 }
+_WORDS = struct.Struct(f"={len(REGISTERS)}I")  # a raw register read (RegisterReader.raw)
+_LOW_BITS = sum(1 << 32 * i for i in range(len(REGISTERS)))
+# For each set of changed registers (the low bits of their words): (mask, unpack of theirs).
+_CHANGES: dict[int, tuple[int, Callable[[bytes], tuple[int, ...]]]] = {}
+
+
+def _changes(low_bits: int) -> tuple[int, Callable[[bytes], tuple[int, ...]]]:
+    changed = [i for i in range(len(REGISTERS)) if low_bits >> 32 * i & 1]
+    layout, at = "=", 0
+    for i in changed:
+        layout += f"{4 * (i - at)}xI" if i > at else "I"
+        at = i + 1
+    entry = (sum(1 << i for i in changed), struct.Struct(layout).unpack_from)
+    _CHANGES[low_bits] = entry
+    return entry
+
+
 HOLE = "hole"  # a sensitive instruction that ran directly and diverged (from the columns)
 _TRANSIENT_STATES = frozenset({"running", "paused"})
 
@@ -146,6 +165,8 @@ class Recording:
     history: dict[int, tuple[array, bytearray]] = field(default_factory=dict, repr=False)
     # Lookup indexes, rebuilt on load by `reindex`.
     _insn_index: dict[tuple[int, str], int] = field(default_factory=dict, repr=False)
+    _by_insn: dict[int, int] = field(default_factory=dict, repr=False)  # id(value) -> entry
+    _decoded: list[Instruction] = field(default_factory=list, repr=False)
     _kind_steps: dict[str, array] = field(default_factory=dict, repr=False)
     _event_steps: array = field(default_factory=lambda: array("I"), repr=False)
     # The last `registers_at` answer (step, reg_values offset, registers): the UI asks for
@@ -181,32 +202,66 @@ class Recording:
         self.instructions.append(InsnInfo(eip, raw, text, sensitive))
         return len(self.instructions) - 1
 
+    def add_executed(
+        self, step: int, eip: int, insn: Instruction | None, cls: InsnClass, cpl: int, hole: bool
+    ) -> None:
+        """The `InstructionSink` of a recorded VM: one instruction retired (appended at the
+        columns' end, whatever `step` the executor counted)."""
+        index = self._by_insn.get(id(insn)) if insn is not None else None
+        if index is None:
+            index = self._intern(eip, insn)
+        self.add_step(index, cls, hole, cpl)
+
+    def _intern(self, eip: int, insn: Instruction | None) -> int:
+        """The table's entry for a decoded instruction, made on first sight. The decoder
+        shares one value per bytes and address, so later executions find it by identity
+        (kept alive here, so that no other value takes its id)."""
+        text = insn.text if insn is not None else "(bad)"
+        index = self.instruction_id(eip, text)
+        if index is None:
+            raw, sensitive = (insn.bytes, insn.is_sensitive) if insn is not None else (b"", False)
+            index = self.add_instruction(eip, raw, text, sensitive)
+        if insn is not None:
+            self._by_insn[id(insn)] = index
+            self._decoded.append(insn)
+        return index
+
     def add_step(self, insn: int, cls: InsnClass, hole: bool, cpl: int) -> None:
         step = len(self.ids)
         self.ids.append(insn)
-        self.classes.append(CLASS_CODES[cls])
+        code = CLASS_CODES[cls]
+        self.classes.append(code)
         self.cpls.append(cpl)
         if hole:
             self.holes.append(step)
-        code = CLASS_CODES[cls] | (0x80 if hole else 0)
-        history = self.history.get(self.instructions[insn].eip)
+            code |= 0x80
+        eip = self.instructions[insn].eip
+        history = self.history.get(eip)
         if history is None:
-            self.history[self.instructions[insn].eip] = (array("I", [step]), bytearray([code]))
+            self.history[eip] = (array("I", [step]), bytearray([code]))
         elif history[1][-1] != code:
             history[0].append(step)
             history[1].append(code)
 
-    def add_registers(self, step: int, before: tuple[int, ...], after: tuple[int, ...]) -> None:
-        """Registers changed by step `step` (called in step order, once per step)."""
+    def add_registers(self, step: int, before: bytes, after: bytes) -> None:
+        """Registers changed by step `step` (called in step order, once per step), from
+        two raw register reads (`RegisterReader.raw`). The changed words are found with
+        big-integer arithmetic and taken with a struct made once per set of changed
+        registers: a few C calls per instruction, no Python loop over the registers."""
         if step % KEYFRAME == 0:
-            self.keyframes.append((len(self.reg_values), before))
-        mask = 0
-        for i, (old, new) in enumerate(zip(before, after, strict=True)):
-            if old != new:
-                mask |= 1 << i
-                self.reg_values.append(new)
-        self.reg_masks.append(mask)
-        self.final = after
+            self.keyframes.append((len(self.reg_values), _WORDS.unpack(before)))
+        x = int.from_bytes(before, "little") ^ int.from_bytes(after, "little")
+        if not x:
+            self.reg_masks.append(0)
+            return
+        x |= x >> 16  # fold each 32-bit word onto its lowest bit
+        x |= x >> 8
+        x |= x >> 4
+        x |= x >> 2
+        x |= x >> 1
+        changed = _CHANGES.get(x & _LOW_BITS) or _changes(x & _LOW_BITS)
+        self.reg_masks.append(changed[0])
+        self.reg_values.extend(changed[1](after))
 
     def add_write(self, step: int, address: int, size: int, value: int) -> None:
         self.mem_steps.append(step)
@@ -248,6 +303,17 @@ class Recording:
         hole = index < len(self.holes) and self.holes[index] == step
         cls = CLASSES[self.classes[step]]
         return StepRecord(step, insn, cls, hole, self.cpls[step], changes, writes)
+
+    def executed_events(self, vm: str) -> Iterator[InstructionExecuted]:
+        """The instruction columns as the events a run without a recording emits (in step
+        order; the translated sub-kind is not kept)."""
+        holes = set(self.holes)
+        for step, (insn_id, code, cpl) in enumerate(
+            zip(self.ids, self.classes, self.cpls, strict=True)
+        ):
+            i = self.instructions[insn_id]
+            cls, hole = CLASSES[code], step in holes
+            yield InstructionExecuted(vm, step, i.eip, i.text, cls, cpl, hole, i.sensitive)
 
     def registers_at(self, step: int) -> tuple[int, ...]:
         """The real CPU's registers when step `step` began (0 ≤ step ≤ len)."""
@@ -336,52 +402,62 @@ class Recording:
 class Recorder:
     """Records a VM's traced runs into a `Recording`.
 
-    It listens to the VM's events and adds two CPU hooks of its own while the VM runs: one
-    per instruction (the registers) and one per memory write. Register state is taken at the
-    *last* time the code hook fires for a step: a step can be announced, then preceded by
-    the monitor's work (a world switch, an interrupt delivery) before it really runs.
+    It takes the VM's instructions as their sink (`InstructionSink`: straight into the
+    columns), listens to its other events, and while the VM runs watches each traced
+    instruction (the registers: the machine calls `_watch` in the tracer's own hook) and
+    each memory write (a hook of its own). Register state is taken at the *last* time the
+    watch fires for a step: a step can be announced, then preceded by the monitor's work (a
+    world switch, an interrupt delivery) before it really runs.
     """
 
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
-        self._registers = vm.machine.registers
-        self._state = self._registers.read()
+        self._raw = vm.machine.registers.raw
+        self._state = self._raw()
+        self._last = b""  # the registers after the last step recorded
         self._at = vm.step  # the step whose registers `_state` holds
         self.recording = Recording(
-            vm.image.name, vm.mode, vm.image.sha256, vm.machine.ram_size, initial=self._state
+            vm.image.name,
+            vm.mode,
+            vm.image.sha256,
+            vm.machine.ram_size,
+            initial=_WORDS.unpack(self._state),
         )
         self._console = ""
         vm.events.subscribe(self._on_event)
+        vm.events.instructions = self.recording.add_executed
 
     def run(self, count: int) -> ExitInfo:
         """Run the VM traced for up to `count` instructions, recording them."""
-        uc = self.vm.machine.uc
-        hooks = (
-            uc.hook_add(UC_HOOK_CODE, self._on_code),
-            uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write),
-        )
+        machine = self.vm.machine
+        hook = machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)
+        machine.watch = self._watch
         try:
             exit_info = self.vm.run(count, trace=True)
         finally:
-            for hook in hooks:
-                uc.hook_del(hook)
+            machine.watch = None
+            machine.uc.hook_del(hook)
         self._advance(self.vm.step)
+        if self._last:
+            self.recording.final = _WORDS.unpack(self._last)
         if exit_info.reason != "budget":
             self._flush_console()
             self.recording.exit = exit_info
         return exit_info
 
     # ------------------------------------------------------------------ hooks
-    def _on_code(self, uc: Uc, address: int, size: int, _: object) -> None:
+    def _watch(self) -> None:
         self._advance(self.vm.step - 1)
 
     def _advance(self, step: int) -> None:
-        state = self._registers.read()
+        state = self._raw()
         if step > self._at:
-            self.recording.add_registers(self._at, self._state, state)
+            add = self.recording.add_registers
+            add(self._at, self._state, state)
             for skipped in range(self._at + 1, step):  # a count that jumped: nothing to say
-                self.recording.add_registers(skipped, state, state)
+                add(skipped, state, state)
             self._at = step
+            self._last = state
         self._state = state
 
     def _on_write(
@@ -391,14 +467,7 @@ class Recorder:
 
     def _on_event(self, event: Event) -> None:
         recording = self.recording
-        if isinstance(event, InstructionExecuted):
-            insn = recording.instruction_id(event.eip, event.text)
-            if insn is None:
-                decoded = decode(self.vm.machine.read(event.eip, 15), event.eip)
-                raw = decoded.bytes if decoded else b""
-                insn = recording.add_instruction(event.eip, raw, event.text, event.sensitive)
-            recording.add_step(insn, event.cls, event.hole, event.cpl)
-        elif isinstance(event, ConsoleOutput):
+        if isinstance(event, ConsoleOutput):
             self._console += event.text
             while "\n" in self._console:
                 line, self._console = self._console.split("\n", 1)

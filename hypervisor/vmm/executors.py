@@ -268,13 +268,13 @@ class Executor(ABC):
         self.machine.set_tracer(self._trace if on else None)
 
     def _trace(self, eip: int, size: int) -> None:
-        self._finish_traced()
+        if self._pending is not None:
+            self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
         insn = decode(self.machine.read(eip, 15), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
         self._pending = (self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
-        self._pending_trapped = False
-        self._pending_hypercall = False
+        self._pending_trapped = self._pending_hypercall = False
         self._pending_translated: str | None = None  # subkind, for translated code
 
     def hole_probe(self, insn: Instruction) -> Callable[[], bool] | None:
@@ -286,7 +286,6 @@ class Executor(ABC):
             return
         step, eip, insn, cpl, probe = self._pending
         self._pending = None
-        text = insn.text if insn else "(bad)"
         stats = self.vm.stats
         hole = False
         subkind = self._pending_translated or ""
@@ -307,6 +306,25 @@ class Executor(ABC):
             stats.by_class[cls.value] += 1
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
+        self.executed(step, eip, insn, cls, cpl, hole, subkind)
+
+    def executed(
+        self,
+        step: int,
+        eip: int,
+        insn: Instruction | None,
+        cls: InsnClass,
+        cpl: int,
+        hole: bool = False,
+        subkind: str = "",
+    ) -> None:
+        """A traced instruction retired: to the event log's instruction sink if it has one
+        (a recording's columns), else as an event."""
+        sink = self.vm.events.instructions
+        if sink is not None:
+            sink(step, eip, insn, cls, cpl, hole)
+            return
+        text = insn.text if insn else "(bad)"
         sensitive = bool(insn and insn.is_sensitive)
         self.vm.emit(
             InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole, sensitive, subkind)

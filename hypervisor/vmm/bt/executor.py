@@ -25,7 +25,6 @@ from hypervisor.trace.events import (
     FragmentInvalidated,
     FragmentTranslated,
     InsnClass,
-    InstructionExecuted,
     TranslationCacheFlushed,
 )
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
@@ -651,19 +650,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._pending_translated = fragment.subkinds[index]
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
-        self.vm.emit(
-            InstructionExecuted(
-                self.vm.name,
-                self.vm.step,
-                insn.address,
-                insn.text,
-                InsnClass.TRANSLATED,
-                0,
-                False,
-                insn.is_sensitive,
-                subkind,
-            )
-        )
+        self.executed(self.vm.step, insn.address, insn, InsnClass.TRANSLATED, 0, False, subkind)
 
     def _trace_callout(self, insn: Instruction) -> None:
         if self.tracing:
