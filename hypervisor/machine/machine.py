@@ -53,7 +53,7 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
 from hypervisor.machine.ioport import IoBus
-from hypervisor.machine.registers import RegisterReader
+from hypervisor.machine.registers import OneRegister, RegisterReader
 from hypervisor.machine.retired import RetiredCounter
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
@@ -127,6 +127,7 @@ class Machine:
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
         self.counter = RetiredCounter(self.uc)
         self.registers = RegisterReader(self.uc)
+        self._cs = OneRegister(self.uc, x.UC_X86_REG_CS)
         self._sealed = False
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
@@ -397,7 +398,7 @@ class Machine:
 
     @property
     def cpl(self) -> int:
-        return self.uc.reg_read(x.UC_X86_REG_CS) & 3
+        return self._cs.read() & 3
 
     def set_registers(self, **values: int) -> None:
         """Change registers in place (no world switch): GPRs, EIP, EFLAGS."""

@@ -44,3 +44,20 @@ class RegisterReader:
 
     def read(self) -> tuple[int, ...]:
         return self._unpack(self.raw())
+
+
+class OneRegister:
+    """One register read the same way: unicorn's `reg_read` spends ~4 µs on a selector,
+    this ~1 µs (bare metal asks for CS, the CPL, at every traced instruction)."""
+
+    def __init__(self, uc: Uc, reg_id: int) -> None:
+        self._uc = uc
+        self._id = reg_id
+        self._value = ctypes.c_uint32()
+        self._pointer = ctypes.byref(self._value)
+
+    def read(self) -> int:
+        status = uclib.uc_reg_read(self._uc._uch, self._id, self._pointer)
+        if status:
+            raise RuntimeError(f"uc_reg_read failed with unicorn error {status}")
+        return self._value.value

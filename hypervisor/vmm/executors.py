@@ -302,11 +302,15 @@ class Executor(ABC):
         else:
             cls = InsnClass.DIRECT
             hole = probe is not None and probe()
-        if cls not in (InsnClass.TRAPPED, InsnClass.HYPERCALL):  # counted when handled
-            stats.by_class[cls.value] += 1
+        if cls is not InsnClass.TRAPPED and cls is not InsnClass.HYPERCALL:  # counted already
+            stats.by_class[cls] += 1  # (a StrEnum: the same key as its value)
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
-        self.executed(step, eip, insn, cls, cpl, hole, subkind)
+        sink = self.vm.events.instructions
+        if sink is not None:  # a recording: straight in, with no call more (the hot path)
+            sink(step, eip, insn, cls, cpl, hole)
+        else:
+            self.executed(step, eip, insn, cls, cpl, hole, subkind)
 
     def executed(
         self,
