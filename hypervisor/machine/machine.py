@@ -414,7 +414,9 @@ class Machine:
         error: UcError | None = None
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
-            self._hookless_blocks = self._hookless_blocks or self._trace_hook is None
+        # Blocks compiled now call no tracer later (with or without a count): a traced run
+        # after this one must have them compiled again.
+        self._hookless_blocks = self._hookless_blocks or self._trace_hook is None
         self._running = True
         try:
             self.uc.emu_start(eip, _UNTIL, count=count)

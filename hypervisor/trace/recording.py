@@ -32,8 +32,6 @@ from collections.abc import Iterator
 from dataclasses import astuple, dataclass, field
 from itertools import compress
 
-from unicorn import UC_HOOK_MEM_WRITE, Uc
-
 from hypervisor.isa import Instruction
 from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.trace.events import (
@@ -52,11 +50,11 @@ from hypervisor.trace.events import (
     Trap,
     VmStateChanged,
 )
+from hypervisor.trace.skips import Skip, Skips
 from hypervisor.vmm.vm import ExitInfo, Vm
 
 REGISTERS = STATE_FIELDS
-KEYFRAME = 4096
-CHUNK = 1 << 16  # steps a recorder runs between two diffs of its register reads
+KEYFRAME = 4096  # columns between two full copies of the registers
 CLASS_CODES = {cls: code for code, cls in enumerate(InsnClass)}
 CLASSES = tuple(InsnClass)
 CLASS_BY_NAME = {cls.value: code for cls, code in CLASS_CODES.items()}
@@ -77,12 +75,11 @@ EVENT_KINDS = {
     Callout: "callout",
 }
 WORDS = 4 * len(REGISTERS)  # bytes of a raw register read (RegisterReader.raw)
-_UNPACK = struct.Struct(f"={len(REGISTERS)}I").unpack
+unpack_registers = struct.Struct(f"={len(REGISTERS)}I").unpack
 _LOW_WORD = (1).to_bytes(4, "little")
 
 
 HOLE = "hole"  # a sensitive instruction that ran directly and diverged (from the columns)
-_TRANSIENT_STATES = frozenset({"running", "paused"})
 
 
 def registers_of(vm: Vm) -> tuple[int, ...]:
@@ -154,16 +151,17 @@ class Recording:
     keyframes: list[tuple[int, tuple[int, ...]]] = field(default_factory=list, repr=False)
     final: tuple[int, ...] = field(default=(), repr=False)
     history: dict[int, tuple[array, bytearray]] = field(default_factory=dict, repr=False)
+    skips: Skips = field(default_factory=Skips, repr=False)  # fast-forwarded stretches
     # Lookup indexes, rebuilt on load by `reindex`.
     _insn_index: dict[tuple[int, str], int] = field(default_factory=dict, repr=False)
     _by_insn: dict[int, int] = field(default_factory=dict, repr=False)  # id(value) -> entry
     _decoded: list[Instruction] = field(default_factory=list, repr=False)
     _kind_steps: dict[str, array] = field(default_factory=dict, repr=False)
     _event_steps: array = field(default_factory=lambda: array("I"), repr=False)
-    # The last `registers_at` answer (step, reg_values offset, registers): the UI asks for
-    # neighbouring steps, which then cost a few masks instead of up to KEYFRAME.
-    _last_registers: tuple[int, int, tuple[int, ...]] = field(
-        default=(-1, 0, ()), repr=False, compare=False
+    # The last `registers_at` answer (step, column, reg_values offset, registers): the UI
+    # asks for neighbouring steps, which then cost a few masks instead of up to KEYFRAME.
+    _last_registers: tuple[int, int, int, tuple[int, ...]] = field(
+        default=(-1, 0, 0, ()), repr=False, compare=False
     )
 
     def __len__(self) -> int:
@@ -172,8 +170,14 @@ class Recording:
         The instruction columns have exactly this length when every instruction event
         carries its step, as under native and trap; a mode whose events and step counts
         disagree (`aligned` False) still gets a consistent timeline, with fewer or more
-        instruction entries than steps."""
-        return len(self.reg_masks)
+        instruction entries than steps. Fast-forwarded steps count, without columns."""
+        return len(self.reg_masks) + self.skips.skipped
+
+    @property
+    def traced_end(self) -> int:
+        """The step after the last traced one (0 if none)."""
+        columns = len(self.reg_masks)
+        return self.skips.step(columns - 1) + 1 if columns else 0
 
     @property
     def aligned(self) -> bool:
@@ -192,7 +196,7 @@ class Recording:
         index = self._by_insn.get(id(insn)) if insn is not None else None
         if index is None:
             index = self._intern(eip, insn)
-        step = len(self.ids)
+        step = len(self.ids) + self.skips.skipped
         self.ids.append(index)
         code = CLASS_CODES[cls]
         self.classes.append(code)
@@ -223,15 +227,15 @@ class Recording:
         return index
 
     def add_states(self, states: bytes | bytearray) -> None:
-        """Registers of the next steps, from the raw register reads (`RegisterReader.raw`,
-        WORDS bytes each) at the start of steps len … len + n, where n + 1 reads are given:
-        the diffs of n steps. Done in bulk with big-integer arithmetic (the changed words of
-        every step at once, then their values picked with `compress`): a recorder only
-        appends each read, at ~0.1 µs, instead of diffing it in Python."""
+        """Registers of the next traced steps, from the raw register reads
+        (`RegisterReader.raw`, WORDS bytes each) at the start of each of n steps and after
+        the last: n + 1 reads, the diffs of n steps. Done in bulk with big-integer
+        arithmetic (the changed words of every step at once, then their values picked with
+        `compress`): a recorder only appends each read, instead of diffing it in Python."""
         n = len(states) // WORDS - 1
         if n <= 0:
             return
-        first, words = len(self), WORDS // 4
+        first, words = len(self.reg_masks), WORDS // 4
         x = int.from_bytes(states[WORDS:], "little") ^ int.from_bytes(states[:-WORDS], "little")
         x |= x >> 16  # fold each 32-bit word onto its lowest bit
         x |= x >> 8
@@ -258,7 +262,23 @@ class Recording:
         for step in range(-(-first // KEYFRAME) * KEYFRAME, first + n, KEYFRAME):
             at = (step - first) * WORDS
             changed = per_word.count(1, 0, (step - first) * words)
-            self.keyframes.append((offset + changed, _UNPACK(states[at : at + WORDS])))
+            self.keyframes.append((offset + changed, unpack_registers(states[at : at + WORDS])))
+
+    def add_skip(self, end: int, counts: dict[str, int], after: tuple[int, ...]) -> None:
+        """The VM ran untraced from the frontier to step `end` (see `skips.py`)."""
+        start = len(self)
+        if end > start:
+            column, offset = len(self.reg_masks), len(self.reg_values)
+            self.skips.add(Skip(start, end, column, offset, tuple(counts.items()), after))
+            self.final = after
+
+    def drop_skips(self, start: int, registers: tuple[int, ...]) -> None:
+        """Forget the fast-forwarded stretches from step `start` on, where the run is now
+        again (with these registers): it will be recorded anew."""
+        while self.skips.items and self.skips.items[-1].start >= start:
+            self.skips.drop_last()
+        assert len(self) == start, "a recording is cut back only where a stretch began"
+        self.final = registers
 
     def add_write(self, step: int, address: int, size: int, value: int) -> None:
         self.mem_steps.append(step)
@@ -271,6 +291,13 @@ class Recording:
         self._event_steps.append(event.step)
         self._kind_steps.setdefault(kind_of(event), array("I")).append(event.step)
 
+    def truncate_events(self, count: int) -> None:
+        """Keep the first `count` events only."""
+        for event in self.events[count:]:
+            self._kind_steps[kind_of(event)].pop()
+        del self.events[count:]
+        del self._event_steps[count:]
+
     def reindex(self) -> None:
         """Rebuild the lookup indexes (after loading the columns from a file)."""
         self._insn_index = {(i.eip, i.text): n for n, i in enumerate(self.instructions)}
@@ -282,9 +309,10 @@ class Recording:
     # ------------------------------------------------------------------ reading
     def record(self, step: int) -> StepRecord | None:
         """Step `step` expanded, or None if no instruction was traced for it."""
-        if step >= len(self.ids):
+        column = self.skips.column(step)
+        if column is None or column >= len(self.ids):
             return None
-        insn = self.instructions[self.ids[step]]
+        insn = self.instructions[self.ids[column]]
         before = self.registers_at(step)
         after = self.registers_at(step + 1)
         changes = {
@@ -298,44 +326,68 @@ class Recording:
         )
         index = bisect_left(self.holes, step)
         hole = index < len(self.holes) and self.holes[index] == step
-        cls = CLASSES[self.classes[step]]
-        return StepRecord(step, insn, cls, hole, self.cpls[step], changes, writes)
+        cls = CLASSES[self.classes[column]]
+        return StepRecord(step, insn, cls, hole, self.cpls[column], changes, writes)
+
+    def instruction_at(self, step: int) -> InsnInfo | None:
+        """The instruction traced at `step`, if it was traced."""
+        column = self.skips.column(step)
+        if column is None or column >= len(self.ids):
+            return None
+        return self.instructions[self.ids[column]]
 
     def executed_events(self, vm: str) -> Iterator[InstructionExecuted]:
         """The instruction columns as the events a run without a recording emits (in step
         order; the translated sub-kind is not kept)."""
         holes = set(self.holes)
-        for step, (insn_id, code, cpl) in enumerate(
-            zip(self.ids, self.classes, self.cpls, strict=True)
-        ):
-            i = self.instructions[insn_id]
+        columns = zip(self.ids, self.classes, self.cpls, strict=True)
+        for column, (insn_id, code, cpl) in enumerate(columns):
+            i, step = self.instructions[insn_id], self.skips.step(column)
             cls, hole = CLASSES[code], step in holes
             yield InstructionExecuted(vm, step, i.eip, i.text, cls, cpl, hole, i.sensitive)
 
     def registers_at(self, step: int) -> tuple[int, ...]:
-        """The real CPU's registers when step `step` began (0 ≤ step ≤ len)."""
+        """The real CPU's registers when step `step` began (0 ≤ step ≤ len); LookupError
+        inside a fast-forwarded stretch (only its first and last registers are known)."""
         if not 0 <= step <= len(self):
             raise IndexError(step)
         if step == len(self) and self.final:
             return self.final
-        if not self.keyframes:
-            return self.initial
-        start = step - step % KEYFRAME
-        cached, offset, values = self._last_registers
-        if not start <= cached <= step:  # walk from the keyframe, else from the last answer
-            cached, (offset, values) = start, self.keyframes[step // KEYFRAME]
-        values = list(values)
-        for mask in self.reg_masks[cached:step]:
+        skip = self.skips.containing(step)
+        if skip is not None and step != skip.start:
+            raise LookupError(f"step {step:,} was fast-forwarded: its registers are not recorded")
+        column = skip.column if skip is not None else self.skips.column(step)
+        assert column is not None
+        # Walk the masks from the nearest full copy: a keyframe, or where a stretch ended.
+        start, offset, values = 0, 0, self.initial
+        if self.keyframes:
+            index = min(column // KEYFRAME, len(self.keyframes) - 1)
+            start, (offset, values) = index * KEYFRAME, self.keyframes[index]
+        base = self.skips.step(start)
+        skip = self.skips.before(step)
+        if skip is not None and skip.end >= base:
+            start, offset, values, base = skip.column, skip.offset, skip.after, skip.end
+        cached, cached_column, cached_offset, cached_values = self._last_registers
+        if base <= cached <= step:  # from the last answer, if it is nearer (same stretch)
+            start, offset, values = cached_column, cached_offset, cached_values
+        current = list(values)
+        for mask in self.reg_masks[start:column]:
             for i in range(len(REGISTERS)):
                 if mask >> i & 1:
-                    values[i] = self.reg_values[offset]
+                    current[i] = self.reg_values[offset]
                     offset += 1
-        self._last_registers = (step, offset, tuple(values))
-        return self._last_registers[2]
+        self._last_registers = (step, column, offset, tuple(current))
+        return self._last_registers[3]
 
     def class_counts(self, stop: int, start: int = 0) -> dict[str, int]:
-        """Instructions by class in steps [start, stop)."""
-        return {name: self.classes.count(code, start, stop) for name, code in CLASS_BY_NAME.items()}
+        """Instructions by class in steps [start, stop): the traced ones from the columns,
+        in C, and the fast-forwarded stretches wholly inside by their counts."""
+        begin, end = self.skips.column_from(start), self.skips.column_from(stop)
+        counts = {name: self.classes.count(c, begin, end) for name, c in CLASS_BY_NAME.items()}
+        for skip in self.skips.between(start, stop):
+            for name, count in skip.counts:
+                counts[name] = counts.get(name, 0) + count
+        return counts
 
     def tag(self, eip: int, before: int) -> tuple[InsnClass, bool] | None:
         """How the instruction at `eip` ran the last time before step `before`, if it ran."""
@@ -366,8 +418,13 @@ class Recording:
         """The first step > `after` at which something of `kind` had just happened (for an
         instruction kind, the step right after that instruction ran), in the recording."""
         if kind in CLASS_BY_NAME:
-            found = self.classes.find(CLASS_BY_NAME[kind], max(after, 0))
-            return found + 1 if 0 <= found < len(self) else None
+            found = self.classes.find(CLASS_BY_NAME[kind], self.skips.column_from(max(after, 0)))
+            return self.skips.step(found) + 1 if 0 <= found < len(self.reg_masks) else None
+        return self.next_event(kind, after)
+
+    def next_event(self, kind: str, after: int) -> int | None:
+        """`next_step` for a kind of event (or HOLE), never an instruction class: what a
+        fast-forwarded stretch records too."""
         steps, shift = self._steps_of(kind)
         index = bisect_right(steps, after - shift)
         return steps[index] + shift if index < len(steps) else None
@@ -375,8 +432,9 @@ class Recording:
     def previous_step(self, kind: str, before: int) -> int | None:
         """The last step < `before` of the same kind (see `next_step`)."""
         if kind in CLASS_BY_NAME:
-            found = self.classes.rfind(CLASS_BY_NAME[kind], 0, max(before - 1, 0))
-            return found + 1 if found >= 0 else None
+            end = self.skips.column_from(max(before - 1, 0))
+            found = self.classes.rfind(CLASS_BY_NAME[kind], 0, end)
+            return self.skips.step(found) + 1 if found >= 0 else None
         steps, shift = self._steps_of(kind)
         index = bisect_left(steps, before - shift) - 1
         return steps[index] + shift if index >= 0 else None
@@ -394,97 +452,3 @@ class Recording:
         sized += len(self.classes) + len(self.cpls) + len(self.mem_sizes)
         sized += 4 * len(self.mem_addresses) + 8 * len(self.mem_values)
         return sized + sum(16 + len(i.raw) + len(i.text) for i in self.instructions)
-
-
-class Recorder:
-    """Records a VM's traced runs into a `Recording`.
-
-    It takes the VM's instructions as their sink (`InstructionSink`: straight into the
-    columns), listens to its other events, and while the VM runs watches each traced
-    instruction (the registers: the machine calls `_watch` in the tracer's own hook) and
-    each memory write (a hook of its own). Register state is taken at the *last* time the
-    watch fires for a step: a step can be announced, then preceded by the monitor's work (a
-    world switch, an interrupt delivery) before it really runs.
-    """
-
-    def __init__(self, vm: Vm) -> None:
-        self.vm = vm
-        self._raw = vm.machine.registers.raw
-        # Raw register reads at the start of steps `_at - n + 1 … _at`, not yet diffed into
-        # the columns; the last one is rewritten while its step is announced again.
-        self._states = bytearray(self._raw())
-        self._last = b""  # the registers after the last step recorded
-        self._at = vm.step  # the step whose registers end `_states`
-        self.recording = Recording(
-            vm.image.name,
-            vm.mode,
-            vm.image.sha256,
-            vm.machine.ram_size,
-            initial=_UNPACK(self._states),
-        )
-        self._console = ""
-        vm.events.subscribe(self._on_event)
-        vm.events.instructions = self.recording.add_executed
-
-    def run(self, count: int) -> ExitInfo:
-        """Run the VM traced for up to `count` instructions, recording them (in pieces of
-        at most CHUNK steps, so that the register reads waiting to be diffed stay few)."""
-        machine, vm = self.vm.machine, self.vm
-        hook = machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)
-        machine.watch = self._watch
-        end = vm.step + count
-        try:
-            while True:
-                exit_info = vm.run(min(end - vm.step, CHUNK), trace=True)
-                self._advance(vm.step)
-                self._flush()
-                if exit_info.reason != "budget" or vm.step >= end:
-                    break
-        finally:
-            machine.watch = None
-            machine.uc.hook_del(hook)
-        if self._last:
-            self.recording.final = _UNPACK(self._last)
-        if exit_info.reason != "budget":
-            self._flush_console()
-            self.recording.exit = exit_info
-        return exit_info
-
-    # ------------------------------------------------------------------ hooks
-    def _watch(self) -> None:
-        self._advance(self.vm.step - 1)
-
-    def _advance(self, step: int) -> None:
-        state = self._raw()
-        if step == self._at:
-            self._states[-WORDS:] = state
-            return
-        if step > self._at:
-            # a count that jumped: the steps in between begin with the same registers
-            self._states += state * (step - self._at)
-            self._at = step
-            self._last = state
-
-    def _flush(self) -> None:
-        self.recording.add_states(self._states)
-        del self._states[:-WORDS]
-
-    def _on_write(
-        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
-    ) -> None:
-        self.recording.add_write(self._at, address, size, value)
-
-    def _on_event(self, event: Event) -> None:
-        recording = self.recording
-        if isinstance(event, ConsoleOutput):
-            self._console += event.text
-            while "\n" in self._console:
-                line, self._console = self._console.split("\n", 1)
-                recording.add_event(ConsoleOutput(event.vm, event.step, line + "\n"))
-        elif not (isinstance(event, VmStateChanged) and event.state in _TRANSIENT_STATES):
-            recording.add_event(event)
-
-    def _flush_console(self) -> None:
-        if self._console:
-            self.recording.add_event(ConsoleOutput(self.vm.name, self.vm.step, self._console))
-            self._console = ""

@@ -18,16 +18,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace.checkpoints import CheckpointStore
-from hypervisor.trace.recording import Recorder, Recording, StepRecord, registers_of
+from hypervisor.trace.recorder import Recorder
+from hypervisor.trace.recording import Recording, StepRecord, registers_of
 from hypervisor.vmm.vm import DEFAULT_RAM, Vm
 
-DEFAULT_LIMIT = 20_000_000  # the longest run a time machine records (as `vmlab run`)
+DEFAULT_LIMIT = 1_000_000_000  # the longest run a time machine records (fast-forwarding)
 EXTEND_CHUNK = 20_000  # how far a search for the next event records at a time
 SLACK = 64  # steps short of a seek's target a stride may end late (bt ends fragments whole)
+FAST_SLICE = 0.005  # seconds an untraced stride aims at: prompt to stop, cheap to call
+MIN_FAST = 4_096  # steps of the first untraced stride (then sized by the measured rate)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """Where a fast-forward stops: at `step`, or before, the next time the guest is about to
+    run an instruction at one of `breakpoints`, or right after the next event of `kind`."""
+
+    step: int
+    breakpoints: frozenset[int] = frozenset()
+    kind: str | None = None
 
 
 class TimeMachine:
@@ -61,10 +75,12 @@ class TimeMachine:
         self.recording = recording
         self._cursor: Vm | None = None
         self._spare: Vm | None = None  # prepared one step behind the cursor (`prepare`)
+        self._marks: dict[int, tuple[int, str]] = {}  # the recorder's mark at each checkpoint
+        self._fast_rate = 0.0  # steps per second untraced strides last ran at
         self.position = 0
         self.vm = self._head or self._cursor_at(0)
         if not len(self.checkpoints):  # the initial state: going back never builds a VM
-            self.checkpoints.take(self.vm)
+            self._checkpoint(self.vm)
 
     # ------------------------------------------------------------------ where we can go
     @property
@@ -166,6 +182,84 @@ class TimeMachine:
         while recorder is not None and self.frontier < self.clamp(step):
             self._run(recorder.vm, self.clamp(step), recorder.run)
 
+    def fast_forward(
+        self, goal: Goal, seconds: float = float("inf"), after: int | None = None
+    ) -> int | None:
+        """Record ahead untraced, at full speed, towards `goal` for at most about `seconds`
+        (the UI calls again to go on, showing the head in between); the recording gets a
+        fast-forwarded stretch (`skips.py`) and traces again from where this stops. Returns
+        the step where the goal was met (the frontier then), or None if not yet (or never:
+        see `exhausted`). Breakpoints and events count after step `after` (by default where
+        the head stands: the one it is at is not the next)."""
+        recorder = self._recorder
+        if recorder is None:
+            return None
+        head, store = recorder.vm, self.checkpoints
+        target = self.clamp(goal.step)
+        began = time.perf_counter()
+        if store.last_step < head.step and not _stopped(head):
+            self._checkpoint(head)  # so that a goal met inside this stretch is found again
+        start = head.step
+        after = start if after is None else after
+        while head.step < target and not _stopped(head):
+            recorder.hits.clear()
+            count = min(target - head.step, self._fast_stride(store))
+            stride_start, clock = head.step, time.perf_counter()
+            recorder.fast_forward(count, goal.breakpoints)
+            elapsed = time.perf_counter() - clock
+            self._fast_rate = (head.step - stride_start) / max(elapsed, 1e-6)
+            store.ran(stride_start, elapsed)
+            met = self._met(goal, after, recorder.hits)
+            if met is not None:
+                return self._rewind(met) if met < head.step else met
+            if store.due(head.step) and not _stopped(head):
+                self._checkpoint(head)
+            if time.perf_counter() - began >= seconds:
+                return None
+        return head.step if head.step > start or head.step >= target else None
+
+    def _met(self, goal: Goal, after: int, hits: list[int]) -> int | None:
+        """The first step after `after` where the last stride met the goal (an earlier
+        stride would have stopped)."""
+        found = [step for step in hits if step > after]
+        if goal.kind is not None:
+            event = self.recording.next_event(goal.kind, after)
+            if event is not None:
+                found.append(event)
+        return min(found) if found else None
+
+    def _rewind(self, step: int) -> int:
+        """The head ran past `step` in an untraced stride: put it back there exactly (from
+        the checkpoint before, which this fast-forward took or passed), forgetting what it
+        recorded since the checkpoint, which it records again on the way. Returns the step
+        reached: the head's own if no checkpoint of it lies inside the stretch (the store
+        thinned them out)."""
+        recorder = self._recorder
+        assert recorder is not None
+        head = recorder.vm
+        checkpoint = self.checkpoints.nearest(step)
+        if checkpoint is None or checkpoint.step not in self._marks:
+            return head.step
+        if checkpoint.step < self.recording.traced_end:
+            return head.step  # the traced steps after it would be lost
+        self.checkpoints.restore(head, checkpoint)
+        recorder.rewind(self._marks[checkpoint.step])
+        if step > head.step:
+            recorder.fast_forward(step - head.step)
+        return head.step
+
+    def _fast_stride(self, store: CheckpointStore) -> int:
+        """Steps for an untraced stride of about FAST_SLICE seconds (or to the next
+        checkpoint, where they are placed by steps)."""
+        if store.interval:
+            return store.stride(self._recorder.vm.step, self.limit) if self._recorder else 0
+        return max(MIN_FAST, round(self._fast_rate * FAST_SLICE))
+
+    def _checkpoint(self, vm: Vm) -> None:
+        self.checkpoints.take(vm)
+        if self._recorder is not None and vm is self._recorder.vm:
+            self._marks[vm.step] = self._recorder.mark()
+
     # ------------------------------------------------------------------ machinery
     def prepare(self, cancelled: Callable[[], bool] = lambda: False) -> None:
         """Idle-time work: put a VM other than `vm` at the step before `position`, so that
@@ -215,7 +309,7 @@ class TimeMachine:
         run(store.stride(began, target))
         store.ran(began, time.perf_counter() - start)
         if store.due(vm.step) and not _stopped(vm):
-            store.take(vm)
+            self._checkpoint(vm)
         return vm.step != began
 
     def _new_vm(self) -> Vm:

@@ -15,8 +15,8 @@ Format 1 (all integers little-endian):
 The header holds the guest image itself (base64, with its SHA-256 and line map), the
 configuration (mode, RAM size, step limit), the exit, the registers at step 0 and after the
 last step, the instruction table, the non-instruction events ({"type": class name, fields}),
-the instructor's annotations by step and the recording's small indexes (register keyframes,
-per-address class history). A replay rebuilds the guest from the file, checks its hash, and
+the instructor's annotations by step, the fast-forwarded stretches and the recording's small
+indexes (register keyframes, per-address class history). A replay rebuilds the guest from the file, checks its hash, and
 re-executes: runs are deterministic, so the file needs no memory snapshot.
 
 Any file that is not a complete format-1 trace raises `TraceFileError` with a one-line
@@ -40,6 +40,7 @@ from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import SourceLine
 from hypervisor.trace import events as event_types
 from hypervisor.trace.recording import REGISTERS, InsnInfo, Recording
+from hypervisor.trace.skips import Skip, Skips
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import ExitInfo
 
@@ -96,6 +97,10 @@ def save(path: str | Path, trace: Trace) -> None:
         "instructions": [[i.eip, i.raw.hex(), i.text, i.sensitive] for i in recording.instructions],
         "events": [{"type": type(e).__name__, **dataclasses.asdict(e)} for e in recording.events],
         "history": [[eip, list(s), list(c)] for eip, (s, c) in recording.history.items()],
+        "skips": [
+            [k.start, k.end, k.column, k.offset, dict(k.counts), list(k.after)]
+            for k in recording.skips.items
+        ],
         "annotations": {str(step): text for step, text in sorted(recording.annotations.items())},
         "columns": [
             [name, _typecode(c), len(c)] for name, c in zip(_COLUMNS, columns, strict=True)
@@ -162,7 +167,10 @@ def _decode(payload: bytes) -> Trace:
         if sys.byteorder == "big":
             column.byteswap()
         setattr(recording, name, column)
-    if len(recording.reg_masks) != header["steps"]:
+    recording.skips = Skips(
+        [Skip(a, b, c, o, tuple(n.items()), tuple(r)) for a, b, c, o, n, r in header["skips"]]
+    )
+    if len(recording) != header["steps"]:
         raise ValueError("the register column disagrees with the step count")
     recording.initial = tuple(header["initial"])
     recording.final = tuple(header["final"])
