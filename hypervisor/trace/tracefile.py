@@ -16,8 +16,9 @@ The header holds the guest image itself (base64, with its SHA-256 and line map),
 configuration (mode, RAM size, step limit), the exit, the registers at step 0 and after the
 last step, the instruction table, the non-instruction events ({"type": class name, fields}),
 the instructor's annotations by step, the fast-forwarded stretches and the recording's small
-indexes (register keyframes, per-address class history). A replay rebuilds the guest from the file, checks its hash, and
-re-executes: runs are deterministic, so the file needs no memory snapshot.
+indexes (register keyframes, per-address class history). A replay rebuilds the guest from the
+file, checks its hash, and re-executes: runs are deterministic, so the file needs no memory
+snapshot.
 
 Any file that is not a complete format-1 trace raises `TraceFileError` with a one-line
 message (never another exception).
