@@ -1,0 +1,114 @@
+"""Fast-forward (issue 13.7): a recording may run untraced to a step, a breakpoint or the next
+event of a kind; its events stay exact, its counts by class come from the monitor, and time
+travel over it stays exact (checkpoints and re-execution)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+
+import pytest
+
+from hypervisor.guest.image import load_guest
+from hypervisor.trace import tracefile
+from hypervisor.trace.recording import kind_of, registers_of
+from hypervisor.trace.timetravel import Goal, TimeMachine
+from hypervisor.machine.cpu import CpuState
+from hypervisor.vmm.vm import Vm
+
+SPAN = 25_000
+TRACED = 2_000  # traced before the fast-forward
+GUEST_VISIBLE = {"trap", "interrupt", "io", "console", "isolation", "state"}
+RUNS = [("timer", "native"), ("timer", "trap"), ("syscalls", "bt")]
+
+
+@cache
+def traced(guest: str, mode: str) -> TimeMachine:
+    machine = TimeMachine(load_guest(guest), mode)
+    machine.extend(SPAN)
+    return machine
+
+
+def fast(guest: str, mode: str, goal: Goal) -> TimeMachine:
+    machine = TimeMachine(load_guest(guest), mode)
+    machine.extend(TRACED)
+    machine.fast_forward(goal)
+    return machine
+
+
+def undated(events: list) -> list:
+    return [replace(e, step=0) for e in events if kind_of(e) in GUEST_VISIBLE]
+
+
+def straight(guest: str, mode: str, step: int) -> CpuState:
+    vm = Vm(load_guest(guest), mode)
+    if step:
+        vm.run(step)
+    return vm.executor.virtual_state()
+
+
+@pytest.mark.parametrize(("guest", "mode"), RUNS)
+def test_a_fast_forwarded_recording_has_the_events_and_counts_of_a_traced_one(guest, mode):
+    reference = traced(guest, mode).recording
+    machine = fast(guest, mode, Goal(SPAN - TRACED))
+    assert machine.frontier == SPAN - TRACED
+    machine.extend(SPAN)  # and traced again after it
+    recording = machine.recording
+    assert len(recording) == SPAN and len(recording.skips) >= 1
+    if mode == "bt":
+        # Untraced translated code dates an event by its fragment's first step, and the
+        # translation cache's own events depend on where runs stopped: the guest's events,
+        # in order, are the same.
+        assert undated(recording.events) == undated(reference.events)
+    else:
+        assert recording.events == reference.events
+    assert recording.class_counts(SPAN) == reference.class_counts(SPAN)
+    assert recording.record(SPAN // 2) is None  # no per-instruction columns in the stretch
+    for step in (TRACED - 2, SPAN - TRACED, SPAN - 1):
+        ours, theirs = recording.record(step), reference.record(step)
+        if mode == "bt":  # the real registers in the translation cache depend on the stops
+            assert (ours.insn, ours.cls) == (theirs.insn, theirs.cls)
+        else:
+            assert ours == theirs
+
+
+@pytest.mark.parametrize(("guest", "mode"), RUNS)
+def test_seeking_into_a_fast_forwarded_stretch_is_exact(guest, mode):
+    machine = fast(guest, mode, Goal(SPAN))
+    for step in (SPAN // 2, TRACED + 1, SPAN - 3, 17, SPAN // 3):
+        assert machine.seek(step) == step
+        assert machine.vm.executor.virtual_state() == straight(guest, mode, step)
+
+
+def test_a_breakpoint_stops_the_next_time_the_instruction_is_about_to_run():
+    reference = traced("timer", "trap").recording
+    # an instruction of the kernel that runs again and again after the traced start
+    later = [reference.record(s) for s in range(TRACED + 5_000, TRACED + 5_100)]
+    address = next(r.insn.eip for r in later if r.cpl == 0)
+    expected = next(s for s in range(TRACED + 1, SPAN) if reference.record(s).insn.eip == address)
+    machine = fast("timer", "trap", Goal(SPAN, breakpoints=frozenset({address})))
+    assert machine.frontier == expected
+    assert registers_of(machine.vm)[8] == address  # EIP: about to run it
+    machine.extend(expected + 100)  # traced from there: the very same steps
+    assert machine.recording.record(expected) == reference.record(expected)
+    assert machine.recording.events == reference.events[: len(machine.recording.events)]
+
+
+def test_fast_forward_to_the_next_event_of_a_kind_stops_right_after_it():
+    reference = traced("timer", "native").recording
+    expected = reference.next_step("console", TRACED)
+    machine = fast("timer", "native", Goal(SPAN, kind="console"))
+    assert expected is not None and machine.frontier == expected
+    assert machine.vm.executor.virtual_state() == straight("timer", "native", expected)
+
+
+def test_a_trace_file_keeps_the_fast_forwarded_stretches_and_replays_exactly(tmp_path):
+    machine = fast("timer", "trap", Goal(SPAN))
+    path = tmp_path / "ff.vmtrace"
+    tracefile.save(path, tracefile.Trace(machine.image, "trap", machine.limit, machine.recording))
+    trace = tracefile.load(path)
+    assert trace.recording.skips.items == machine.recording.skips.items
+    replay = TimeMachine(trace.image, "trap", recording=trace.recording)
+    assert replay.verify() == []
+    assert replay.seek(SPAN // 2) == SPAN // 2
+    assert replay.vm.executor.virtual_state() == straight("timer", "trap", SPAN // 2)
