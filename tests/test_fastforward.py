@@ -10,10 +10,10 @@ from functools import cache
 import pytest
 
 from hypervisor.guest.image import load_guest
+from hypervisor.machine.cpu import CpuState
 from hypervisor.trace import tracefile
 from hypervisor.trace.recording import kind_of, registers_of
 from hypervisor.trace.timetravel import Goal, TimeMachine
-from hypervisor.machine.cpu import CpuState
 from hypervisor.vmm.vm import Vm
 
 SPAN = 25_000
