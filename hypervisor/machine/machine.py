@@ -124,7 +124,8 @@ class Machine:
         self.io = IoBus()
         self.owner: MachineOwner | None = None
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
+        self._ram_pointer = self.host.pointer(self.ram)  # host RAM never moves
+        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self._ram_pointer)
         self.counter = RetiredCounter(self.uc)
         self.registers = RegisterReader(self.uc)
         self._cs = OneRegister(self.uc, x.UC_X86_REG_CS)
@@ -148,7 +149,7 @@ class Machine:
         """Read guest-physical memory the way the CPU would see it (open bus outside RAM),
         without side effects: open bus is not asked (that would report an access)."""
         if address >= 0 and address + size <= self.ram_size:
-            return ctypes.string_at(self.host.pointer(self.ram) + address, size)
+            return ctypes.string_at(self._ram_pointer + address, size)
         first, last = address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)
         if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
             return bytes(self.uc.mem_read(address, size))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from functools import partial
 
 from unicorn import Uc
 from unicorn.unicorn_py3.unicorn import uclib
@@ -33,11 +34,15 @@ class RegisterReader:
         base = ctypes.addressof(self._values)
         self._pointers = (ctypes.c_void_p * count)(*(base + 4 * i for i in range(count)))
         self._unpack = struct.Struct(f"={count}I").unpack
+        # bound once: a recording calls this at every traced instruction
+        self._read_batch = partial(
+            uclib.uc_reg_read_batch, uc._uch, self._ids, self._pointers, count
+        )
 
     def raw(self) -> bytes:
         """The registers as 16 native-order 32-bit words: a recording diffs these bytes
         (building a tuple from the ctypes array costs more than reading the registers)."""
-        status = uclib.uc_reg_read_batch(self._uc._uch, self._ids, self._pointers, self._count)
+        status = self._read_batch()
         if status:
             raise RuntimeError(f"uc_reg_read_batch failed with unicorn error {status}")
         return bytes(self._values)

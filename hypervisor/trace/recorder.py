@@ -66,17 +66,20 @@ class Recorder:
         self._ended(exit_info)
         return exit_info
 
-    def fast_forward(self, count: int, breakpoints: frozenset[int] = frozenset()) -> ExitInfo:
+    def fast_forward(
+        self, count: int, breakpoints: frozenset[int] = frozenset(), *, exact: bool = True
+    ) -> ExitInfo:
         """Run the VM untraced (at full speed) for up to `count` instructions: its events
         are recorded as they come, its instructions as a fast-forwarded stretch. Each time
         it is about to run an instruction at one of `breakpoints`, that step is appended to
         `hits` (a code hook bounded to the address costs nothing elsewhere; translated
-        kernel code runs from the translation cache, where no such hook fires)."""
+        kernel code runs from the translation cache, where no such hook fires). Not
+        `exact`, it may end a few instructions late (bt ends fragments whole)."""
         vm, uc = self.vm, self.vm.machine.uc
         total, before = _counters(vm)
         hooks = [uc.hook_add(UC_HOOK_CODE, self._on_break, None, a, a) for a in breakpoints]
         try:
-            exit_info = vm.run(count)
+            exit_info = vm.run(count, quantum=not exact)
         finally:
             for hook in hooks:
                 uc.hook_del(hook)

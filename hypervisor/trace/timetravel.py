@@ -203,9 +203,10 @@ class TimeMachine:
         after = start if after is None else after
         while head.step < target and not _stopped(head):
             recorder.hits.clear()
-            count = min(target - head.step, self._fast_stride(store))
+            count = min(target - head.step, self._fast_stride(store, head.step))
             stride_start, clock = head.step, time.perf_counter()
-            recorder.fast_forward(count, goal.breakpoints)
+            exact = head.step + count + SLACK >= target  # the last stride ends at the goal
+            recorder.fast_forward(count, goal.breakpoints, exact=exact)
             elapsed = time.perf_counter() - clock
             self._fast_rate = (head.step - stride_start) / max(elapsed, 1e-6)
             store.ran(stride_start, elapsed)
@@ -248,11 +249,11 @@ class TimeMachine:
             recorder.fast_forward(step - head.step)
         return head.step
 
-    def _fast_stride(self, store: CheckpointStore) -> int:
+    def _fast_stride(self, store: CheckpointStore, now: int) -> int:
         """Steps for an untraced stride of about FAST_SLICE seconds (or to the next
         checkpoint, where they are placed by steps)."""
         if store.interval:
-            return store.stride(self._recorder.vm.step, self.limit) if self._recorder else 0
+            return store.stride(now, self.limit)
         return max(MIN_FAST, round(self._fast_rate * FAST_SLICE))
 
     def _checkpoint(self, vm: Vm) -> None:
@@ -297,17 +298,27 @@ class TimeMachine:
                 self.checkpoints.restore(vm, checkpoint)
         moving = vm
         while moving.step < step and not _stopped(moving) and not cancelled():
-            if not self._run(moving, step, lambda n: _stride(moving, n, step)):
+            if not self._run(moving, step, lambda n: _stride(moving, n, step), untraced=True):
                 break
         return vm
 
-    def _run(self, vm: Vm, target: int, run: Callable[[int], object]) -> bool:
+    def _run(
+        self, vm: Vm, target: int, run: Callable[[int], object], untraced: bool = False
+    ) -> bool:
         """One stride of `vm` towards `target` with `run`, then a checkpoint if one is due.
-        False when the VM did not move."""
+        False when the VM did not move. An untraced stride is sized by the rate untraced
+        runs reach (a re-execution of millions of steps in strides of STRIDE would spend
+        more on the calls than on the guest)."""
         store = self.checkpoints
         began, start = vm.step, time.perf_counter()
-        run(store.stride(began, target))
-        store.ran(began, time.perf_counter() - start)
+        count = store.stride(began, target)
+        if untraced and not store.interval:
+            count = min(target - began, max(count, self._fast_stride(store, began)))
+        run(count)
+        elapsed = time.perf_counter() - start
+        store.ran(began, elapsed)
+        if untraced and vm.step > began:
+            self._fast_rate = (vm.step - began) / max(elapsed, 1e-6)
         if store.due(vm.step) and not _stopped(vm):
             self._checkpoint(vm)
         return vm.step != began
