@@ -109,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=available_modes(),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
+    tui.add_argument(
+        "--break",
+        dest="breakpoints",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="open fast-forwarded to where the guest first runs ADDR (0x… or a function)",
+    )
 
     lesson = sub.add_parser("lesson", help="list the lessons, or follow one in the terminal UI")
     lesson.add_argument("name", nargs="?", help="a lesson's name (or a .toml file)")
@@ -347,7 +355,8 @@ def _guests(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or ["trap"]
-    return _open_ui([(load_for_mode(name, mode), mode) for name in args.guest for mode in modes])
+    vms = [(load_for_mode(name, mode), mode) for name in args.guest for mode in modes]
+    return _open_ui(vms, breakpoints=tuple(args.breakpoints))
 
 
 def _demo() -> list[tuple[GuestImage, str]]:
@@ -399,14 +408,21 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, str]], replay: str | None = None, lesson: Lesson | None = None
+    vms: list[tuple[GuestImage, str]],
+    replay: str | None = None,
+    lesson: Lesson | None = None,
+    breakpoints: tuple[str, ...] = (),
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
         return 2
     # By name: the engine's command line opens the UI on request but never depends on it.
     app = importlib.import_module("tui.app")
-    session = app.open_trace(replay) if replay else app.Session(vms=vms, lesson=lesson)
+    session = (
+        app.open_trace(replay)
+        if replay
+        else app.Session(vms=vms, lesson=lesson, breakpoints=breakpoints)
+    )
     app.run_app(session, trace_path=replay)
     return 0
 

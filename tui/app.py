@@ -23,6 +23,7 @@ from textual.message import Message
 from textual.widgets import Footer, Static, Tab, Tabs
 
 from hypervisor.trace import tracefile
+from hypervisor.trace.recording import EVENT_KINDS
 from tui.commands import VmlabCommands
 from tui.engine import Engine, Session
 from tui.model import LessonView, Snapshot
@@ -39,8 +40,10 @@ from tui.panes import (
 )
 from tui.panes.style import CLASS_STYLE, HOLE_STYLE, MUTED
 from tui.screens import FilterScreen, HelpScreen, PromptScreen
+from tui.targets import TargetError, target_of
 from tui.themes import DARK, LIGHT
 
+FAST_KINDS = tuple(sorted({*EVENT_KINDS.values(), "hypercall"}))  # what a fast-forward sees
 COMPACT_WIDTH, COMPACT_HEIGHT = 140, 40  # below either, the side panes become tabs
 SIDE_PANES = (
     ("registers", "Registers"),
@@ -78,6 +81,7 @@ class VmlabApp(App[None]):
         Binding("H", "previous('hole')", "Prev hole", id="previous_hole", show=False),
         Binding("i", "next('interrupt')", "Next interrupt", id="next_interrupt", show=False),
         Binding("g", "goto", "Go to", id="goto"),
+        Binding("F", "goto(True)", "Fast-forward", id="fastforward", key_display="⇧f"),
         Binding("m", "mode", "Mode", id="mode"),
         Binding("v", "next_vm", "Next VM", id="next_vm"),
         Binding("c", "clock", "Clock", id="clock", show=False),
@@ -239,15 +243,27 @@ class VmlabApp(App[None]):
     def action_mode(self, mode: str | None = None) -> None:
         self.engine.submit("mode", mode)
 
-    def action_goto(self) -> None:
-        def go(answer: str | None) -> None:
-            text = (answer or "").replace(",", "").replace("_", "").strip()
-            if text.isdigit():
-                self.engine.submit("seek", int(text))
-            elif text:
-                self.notify(f"not a step number: {answer}", severity="warning")
+    def action_goto(self, fast: bool = False) -> None:
+        """`g`: a step, an address or a function; `F`: also the next event of a kind."""
+        kinds = FAST_KINDS if fast else ()
 
-        self.push_screen(PromptScreen("Go to step", placeholder="e.g. 4080"), go)
+        def go(answer: str | None) -> None:
+            if not answer:
+                return
+            try:
+                target = target_of(answer, self.engine.symbols(), kinds)
+            except TargetError as err:
+                self.notify(str(err), severity="warning")
+                return
+            if isinstance(target, int):
+                self.engine.submit("seek", target)
+            else:
+                self.engine.submit("fastforward", target)
+
+        title, hint = "Go to step, address or function", "e.g. 4080, 0x10002a, kmain"
+        if fast:
+            title, hint = "Fast-forward to", "a step, 0x address, function, or " + ", ".join(kinds)
+        self.push_screen(PromptScreen(title, placeholder=hint), go)
 
     def action_clock(self) -> None:
         self.engine.submit("clock")

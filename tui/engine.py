@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hypervisor.guest.image import GuestImage
+from hypervisor.guest.symbols import NO_SYMBOLS, SymbolTable, symbols_of
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace import tracefile
 from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
 from hypervisor.trace.recording import HOLE
-from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.vm import DEFAULT_RAM
 from lessons.lesson import Lesson
@@ -43,6 +44,7 @@ from tui.model import (
     switch_rows,
     vm_view,
 )
+from tui.targets import TargetError, address_of
 
 FRAME = 1 / 30  # seconds between snapshots in run mode
 SPEEDS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)  # instructions per second
@@ -54,6 +56,8 @@ ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
 DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
 SWITCH_ROWS = 12  # world switches listed among a VM's events
+FAST_AHEAD = 50_000  # a seek further than this past the frontier fast-forwards
+TRAIL = 2_000  # steps traced before where a fast-forward stops: what led there, classified
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
@@ -91,6 +95,7 @@ class Session:
     vms: list[tuple[GuestImage, str]] = field(default_factory=list)
     replay: tracefile.Trace | None = None
     lesson: Lesson | None = None  # opened with the lesson's guests, at its first stop
+    breakpoints: tuple[str, ...] = ()  # opened fast-forwarded to the first (address or name)
 
 
 class Engine:
@@ -143,6 +148,10 @@ class Engine:
         nothing and gives way to any command that comes."""
         self._queue.put(("prepare", ()))
 
+    def symbols(self) -> SymbolTable:
+        """The focused guest's symbols (UI thread: an image and its table never change)."""
+        return symbols_of(self.lanes[self.focus].tm.image) if self.lanes else NO_SYMBOLS
+
     def stop(self) -> None:
         self.submit("quit")
         self._thread.join(timeout=2)
@@ -156,6 +165,8 @@ class Engine:
             return
         if self._session.lesson is not None:
             self._do_lesson(1)
+        if self._session.breakpoints:
+            self._break_at(self._session.breakpoints)
         self._publish()
         self._opened = True
         while True:
@@ -379,8 +390,68 @@ class Engine:
 
     def _do_seek(self, step: int) -> None:
         self.running = False
-        if self.host_clock or self._record_until(step, f"going to step {step:,}"):
+        tm = self.lanes[self.focus].tm
+        if not self.host_clock and not tm.replay and step > tm.frontier + FAST_AHEAD:
+            self._do_fastforward(Goal(step))
+        elif self.host_clock or self._record_until(step, f"going to step {step:,}"):
             self._goto(step)
+
+    def _do_fastforward(self, goal: Goal) -> None:
+        """Fast-forward the focused VM (untraced, at full speed, the panes following it
+        live) to a step, the next time it is about to run a breakpoint, or right after the
+        next event of a kind; the other VMs follow to the same step. Behind the frontier
+        the recording is searched first."""
+        self.running = False
+        tm = self.lanes[self.focus].tm
+        if self.host_clock or tm.replay:
+            self._notify(
+                "fast-forward runs a VM's own recording: not a replay, not on the host's clock (c)",
+                "information",
+            )
+            return
+        found = self._recorded_goal(tm, goal)
+        while found is None and not tm.exhausted:
+            if self._cancel.is_set():
+                break
+            found = tm.fast_forward(goal, FRAME * ENGINE_SHARE, after=tm.position, trail=TRAIL)
+            self._follow(tm.frontier)
+            self.busy = f"fast-forward: step {tm.frontier:,}…"
+            self._publish()
+        self.busy = ""
+        if found is None:
+            what = "the end of the run" if tm.exhausted else f"step {tm.frontier:,}"
+            self._notify(f"fast-forward: not found before {what}", "information")
+            found = tm.frontier
+        self._follow(found)
+        self._goto_keeping_focus(found)
+
+    def _break_at(self, names: tuple[str, ...]) -> None:
+        """Fast-forward to the first of the breakpoints given on the command line."""
+        try:
+            addresses = frozenset(address_of(name, self.symbols()) for name in names)
+        except TargetError as err:
+            self._notify(f"--break: {err}", "error")
+            return
+        self._do_fastforward(Goal(breakpoints=addresses))
+
+    def _recorded_goal(self, tm: TimeMachine, goal: Goal) -> int | None:
+        """Where the goal is met in what is recorded already, after the position."""
+        recording, after = tm.recording, tm.position
+        found = [recording.next_execution(a, after) for a in goal.breakpoints]
+        if goal.kind is not None:
+            found.append(recording.next_step(goal.kind, after))
+        if goal.step is not None and goal.step <= tm.frontier:
+            found.append(goal.step)
+        steps = [s for s in found if s is not None]
+        return min(steps) if steps else None
+
+    def _follow(self, step: int) -> None:
+        """The other VMs fast-forwarded to `step` too (they keep the shared clock), then
+        every VM there without re-reading registers (between frames of a fast-forward)."""
+        for index, lane in enumerate(self.lanes):
+            if index != self.focus and not lane.tm.replay and step > lane.tm.frontier:
+                lane.tm.fast_forward(Goal(step))
+        self._skip(step)
 
     def _do_run(self) -> None:
         self.running = not self.running and not self._at_end

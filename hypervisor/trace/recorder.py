@@ -76,22 +76,19 @@ class Recorder:
         kernel code runs from the translation cache, where no such hook fires). Not
         `exact`, it may end a few instructions late (bt ends fragments whole)."""
         vm, uc = self.vm, self.vm.machine.uc
-        total, before = _counters(vm)
+        before = class_counts(vm)
         hooks = [uc.hook_add(UC_HOOK_CODE, self._on_break, None, a, a) for a in breakpoints]
         try:
             exit_info = vm.run(count, quantum=not exact)
         finally:
             for hook in hooks:
                 uc.hook_del(hook)
-        self._skipped(total, before)
+        self._skipped(before)
         self._ended(exit_info)
         return exit_info
 
-    def _skipped(self, total: int, before: dict[str, int]) -> None:
-        now, after = _counters(self.vm)
-        counts = {name: after[name] - before[name] for name in after}
-        mode = self.vm.mode_class.value  # what the monitor does not see ran in its class
-        counts[mode] = now - total - sum(n for name, n in counts.items() if name != mode)
+    def _skipped(self, before: dict[str, int]) -> None:
+        counts = {name: n - before[name] for name, n in class_counts(self.vm).items()}
         state = self._raw()
         self.recording.add_skip(self.vm.step, counts, unpack_registers(state))
         self._states[:] = state
@@ -162,6 +159,10 @@ class Recorder:
             self._console = ""
 
 
-def _counters(vm: Vm) -> tuple[int, dict[str, int]]:
-    """The VM's instruction count and its counts by class (those the monitor keeps)."""
-    return vm.stats.total, {c.value: vm.stats.by_class.get(c.value, 0) for c in InsnClass}
+def class_counts(vm: Vm) -> dict[str, int]:
+    """The VM's instructions by class so far, from its counters: what the monitor did not
+    count (an untraced run counts only what it sees) ran in the mode's own class."""
+    counts = {c.value: vm.stats.by_class.get(c.value, 0) for c in InsnClass}
+    mode = vm.mode_class.value
+    counts[mode] = vm.stats.total - sum(n for name, n in counts.items() if name != mode)
+    return counts

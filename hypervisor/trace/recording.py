@@ -29,6 +29,7 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import astuple, dataclass, field
 from itertools import compress
 
@@ -428,6 +429,17 @@ class Recording:
         steps, shift = self._steps_of(kind)
         index = bisect_right(steps, after - shift)
         return steps[index] + shift if index < len(steps) else None
+
+    def next_execution(self, eip: int, after: int) -> int | None:
+        """The first traced step > `after` that runs the instruction at `eip` (where the
+        guest is about to run it: a breakpoint's stop)."""
+        start = self.skips.column_from(after + 1)
+        found = []
+        for index, insn in enumerate(self.instructions):
+            if insn.eip == eip:
+                with suppress(ValueError):
+                    found.append(self.ids.index(index, start))
+        return self.skips.step(min(found)) if found else None
 
     def previous_step(self, kind: str, before: int) -> int | None:
         """The last step < `before` of the same kind (see `next_step`)."""

@@ -13,8 +13,8 @@ skipped before it; `Skips` maps one to the other.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,9 @@ class Skips:
     def column_from(self, step: int) -> int:
         """The first column at or after `step` (past a stretch that holds it)."""
         skip = self.containing(step)
-        column = self.column(skip.end if skip else step)
+        if skip is not None:
+            return skip.column
+        column = self.column(step)
         assert column is not None
         return column
 
@@ -102,4 +104,21 @@ class Skips:
 
     def between(self, start: int, stop: int) -> list[Skip]:
         """The stretches wholly inside steps [start, stop)."""
-        return [s for s in self.items if start <= s.start and s.end <= stop]
+        first = bisect_left(self._starts, start)
+        last = bisect_right(self._ends, stop)
+        return self.items[first:last]
+
+    def merge_from(self, start: int) -> None:
+        """The stretches from step `start` on (pieces of one fast-forward, end to end) as one."""
+        first = bisect_left(self._starts, start)
+        pieces = self.items[first:]
+        if len(pieces) < 2:
+            return
+        counts: dict[str, int] = {}
+        for piece in pieces:
+            for name, count in piece.counts:
+                counts[name] = counts.get(name, 0) + count
+        head, tail = pieces[0], pieces[-1]
+        while len(self.items) > first:
+            self.drop_last()
+        self.add(replace(head, end=tail.end, counts=tuple(counts.items()), after=tail.after))

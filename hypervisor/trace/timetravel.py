@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace.checkpoints import CheckpointStore
-from hypervisor.trace.recorder import Recorder
+from hypervisor.trace.recorder import Recorder, class_counts
 from hypervisor.trace.recording import Recording, StepRecord, registers_of
 from hypervisor.vmm.vm import DEFAULT_RAM, Vm
 
@@ -39,7 +39,7 @@ class Goal:
     """Where a fast-forward stops: at `step`, or before, the next time the guest is about to
     run an instruction at one of `breakpoints`, or right after the next event of `kind`."""
 
-    step: int
+    step: int | None = None  # None: the end of the run
     breakpoints: frozenset[int] = frozenset()
     kind: str | None = None
 
@@ -148,6 +148,15 @@ class TimeMachine:
     def previous_step(self, kind: str, before: int | None = None) -> int | None:
         return self.recording.previous_step(kind, self.position if before is None else before)
 
+    def class_counts(self) -> dict[str, int]:
+        """Instructions by class up to `position`: the recording's, or inside a
+        fast-forwarded stretch (which has counts only as a whole) the VM's own counters."""
+        step = self.position
+        skip = self.recording.skips.containing(step)
+        if skip is None or step == skip.start:
+            return self.recording.class_counts(step)
+        return class_counts(self.vm)
+
     def last_record(self) -> StepRecord | None:
         """The recorded instruction that brought the VM to `position` (None at step 0)."""
         return self.recording.record(self.position - 1) if self.position else None
@@ -183,41 +192,71 @@ class TimeMachine:
             self._run(recorder.vm, self.clamp(step), recorder.run)
 
     def fast_forward(
-        self, goal: Goal, seconds: float = float("inf"), after: int | None = None
+        self,
+        goal: Goal,
+        seconds: float = float("inf"),
+        after: int | None = None,
+        trail: int = 0,
     ) -> int | None:
         """Record ahead untraced, at full speed, towards `goal` for at most about `seconds`
         (the UI calls again to go on, showing the head in between); the recording gets a
         fast-forwarded stretch (`skips.py`) and traces again from where this stops. Returns
         the step where the goal was met (the frontier then), or None if not yet (or never:
         see `exhausted`). Breakpoints and events count after step `after` (by default where
-        the head stands: the one it is at is not the next)."""
+        the head stands: the one it is at is not the next). The last `trail` steps before
+        the goal are recorded traced, so that the instructions that led there are classified
+        (for a goal met on the way, from the checkpoint before if that is later)."""
         recorder = self._recorder
         if recorder is None:
             return None
+        head = recorder.vm
+        target = self.clamp(self.limit if goal.step is None else goal.step)
+        if target - trail > head.step:
+            met = self._fast_forward(goal, target - trail, seconds, after, trail)
+            if met is not None or head.step < target - trail:
+                return met  # met on the way, or not there yet
+        self.extend(target)
+        return self.frontier
+
+    def _fast_forward(
+        self, goal: Goal, target: int, seconds: float, after: int | None, trail: int
+    ) -> int | None:
+        """Untraced strides to `target`; the step where the goal was met, if it was."""
+        recorder = self._recorder
+        assert recorder is not None
         head, store = recorder.vm, self.checkpoints
-        target = self.clamp(goal.step)
-        began = time.perf_counter()
+        began, start = time.perf_counter(), head.step
         if store.last_step < head.step and not _stopped(head):
             self._checkpoint(head)  # so that a goal met inside this stretch is found again
-        start = head.step
-        after = start if after is None else after
+        after = head.step if after is None else after
+        try:
+            return self._strides(goal, target, began, seconds, after, trail)
+        finally:
+            self.recording.skips.merge_from(start)
+
+    def _strides(
+        self, goal: Goal, target: int, began: float, seconds: float, after: int, trail: int
+    ) -> int | None:
+        recorder = self._recorder
+        assert recorder is not None
+        head, store, start = recorder.vm, self.checkpoints, recorder.vm.step
         while head.step < target and not _stopped(head):
             recorder.hits.clear()
             count = min(target - head.step, self._fast_stride(store, head.step))
             stride_start, clock = head.step, time.perf_counter()
-            exact = head.step + count + SLACK >= target  # the last stride ends at the goal
+            exact = head.step + count + SLACK >= target  # the last stride ends at the target
             recorder.fast_forward(count, goal.breakpoints, exact=exact)
             elapsed = time.perf_counter() - clock
             self._fast_rate = (head.step - stride_start) / max(elapsed, 1e-6)
             store.ran(stride_start, elapsed)
             met = self._met(goal, after, recorder.hits)
             if met is not None:
-                return self._rewind(met) if met < head.step else met
+                return self._rewind(met, start, trail) if met < head.step or trail else met
             if store.due(head.step) and not _stopped(head):
                 self._checkpoint(head)
             if time.perf_counter() - began >= seconds:
-                return None
-        return head.step if head.step > start or head.step >= target else None
+                break
+        return None
 
     def _met(self, goal: Goal, after: int, hits: list[int]) -> int | None:
         """The first step after `after` where the last stride met the goal (an earlier
@@ -229,24 +268,29 @@ class TimeMachine:
                 found.append(event)
         return min(found) if found else None
 
-    def _rewind(self, step: int) -> int:
+    def _rewind(self, step: int, start: int, trail: int) -> int:
         """The head ran past `step` in an untraced stride: put it back there exactly (from
         the checkpoint before, which this fast-forward took or passed), forgetting what it
         recorded since the checkpoint, which it records again on the way. Returns the step
-        reached: the head's own if no checkpoint of it lies inside the stretch (the store
-        thinned them out)."""
+        reached: the head's own if no checkpoint of it lies inside this fast-forward, from
+        step `start` (the store thinned them out)."""
         recorder = self._recorder
         assert recorder is not None
         head = recorder.vm
-        checkpoint = self.checkpoints.nearest(step)
-        if checkpoint is None or checkpoint.step not in self._marks:
+        usable = [
+            c
+            for c in (self.checkpoints.nearest(step - trail), self.checkpoints.nearest(step))
+            if c is not None and c.step in self._marks and c.step >= start
+        ]
+        if not usable:  # the store thinned out the checkpoints of this stretch
             return head.step
-        if checkpoint.step < self.recording.traced_end:
-            return head.step  # the traced steps after it would be lost
+        checkpoint = usable[0]
         self.checkpoints.restore(head, checkpoint)
         recorder.rewind(self._marks[checkpoint.step])
+        if step - trail > head.step:
+            recorder.fast_forward(step - trail - head.step)
         if step > head.step:
-            recorder.fast_forward(step - head.step)
+            recorder.run(step - head.step)
         return head.step
 
     def _fast_stride(self, store: CheckpointStore, now: int) -> int:
