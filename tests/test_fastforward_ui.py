@@ -12,7 +12,7 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.test_tui import synchronously
 from tui.app import VmlabApp
-from tui.engine import FAST_AHEAD, TRAIL, Session
+from tui.engine import FAST_AHEAD, Session
 from tui.targets import TargetError, address_of, target_of
 
 TIMER = load_guest("timer")
@@ -83,14 +83,15 @@ async def test_break_on_the_command_line_opens_at_the_first_hit(kernel_instructi
 
 @synchronously
 async def test_fast_forward_to_the_next_event_of_a_kind():
-    machine = TimeMachine(TIMER, "trap")
-    expected = machine.next_step("console", TRAIL * 30)
+    start = FAST_AHEAD + 10_000
+    expected = TimeMachine(TIMER, "trap").next_step("interrupt", start)
     app = VmlabApp(Session(vms=[(TIMER, "trap")]))
     async with app.run_test(size=(160, 50)) as pilot:
         await app.settle()
-        await prompt(pilot, "g", f"{TRAIL * 30}")
-        await prompt(pilot, "F", "console")
+        await prompt(pilot, "g", f"{start}")
+        await prompt(pilot, "F", "interrupt")
         assert app.snapshot.vm.step == expected
+        assert app.snapshot.vm.events[-1].kind == "interrupt"
 
 
 def test_targets_are_steps_addresses_functions_or_kinds():
