@@ -12,7 +12,7 @@ import pytest
 from hypervisor.guest.image import load_guest
 from hypervisor.machine.cpu import CpuState
 from hypervisor.trace import tracefile
-from hypervisor.trace.recording import kind_of, registers_of
+from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.vm import Vm
 
@@ -37,7 +37,7 @@ def fast(guest: str, mode: str, goal: Goal) -> TimeMachine:
 
 
 def undated(events: list) -> list:
-    return [replace(e, step=0) for e in events if kind_of(e) in GUEST_VISIBLE]
+    return [replace(e, step=0) for e in events if e.KIND in GUEST_VISIBLE]
 
 
 def straight(guest: str, mode: str, step: int) -> CpuState:

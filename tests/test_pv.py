@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hypervisor.cli import main
+from hypervisor.events import Hypercall, InsnClass, InstructionExecuted
 from hypervisor.guest.image import load_guest, sample_names
 from hypervisor.guest.samples import SAMPLES_DIR
 from hypervisor.session import DEFAULT_BUDGET, run_guest
-from hypervisor.trace.events import Hypercall, InsnClass, InstructionExecuted
 from hypervisor.trace.recording import CLASS_BY_NAME
+from hypervisor.vmm.contract import ExitReason
 from hypervisor.vmm.pv.hypercalls import (
     E_FAULT,
     E_INVAL,
@@ -29,8 +29,8 @@ from hypervisor.vmm.pv.hypercalls import (
     HYPERCALLS,
     markdown_table,
 )
-from hypervisor.vmm.vm import EXIT_REASONS
 from tests.conftest import HAVE_NASM
+from vmlab.cli import main
 
 SLOW = {"kernel_loop"}  # 600,000 hypercalls: minutes
 NEVER_ENDING = {"hog": 300_000}  # spins forever after its hypercalls: a shorter budget
@@ -216,7 +216,7 @@ def test_any_hypercall_with_any_arguments_never_breaks_the_monitor(probe_image, 
     data = bytearray(probe_image.data)
     data[at : at + 16] = struct.pack("<4I", number, *args)
     report = run_guest(replace(probe_image, data=bytes(data)), "pv", max_insns=50_000)
-    assert report.exit.reason in EXIT_REASONS
+    assert report.exit.reason in ExitReason
     assert sum(report.hypercalls.values()) >= 1
 
 

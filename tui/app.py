@@ -16,16 +16,36 @@ from typing import ClassVar
 
 from textual import events
 from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Footer, Static, Tab, Tabs
 
+from hypervisor.events import EventKind
 from hypervisor.trace import tracefile
-from hypervisor.trace.recording import EVENT_KINDS
+from hypervisor.vmm.contract import Mode
 from tui.commands import VmlabCommands
 from tui.engine import Engine, Session
+from tui.engine_commands import (
+    Annotate,
+    Back,
+    Clock,
+    FastForward,
+    Filter,
+    Focus,
+    LessonStop,
+    Next,
+    Pause,
+    Previous,
+    Run,
+    Save,
+    Seek,
+    SetMode,
+    Speed,
+    Step,
+)
+from tui.keys import BINDINGS
 from tui.model import LessonView, Snapshot
 from tui.panes import (
     CodePane,
@@ -43,7 +63,10 @@ from tui.screens import FilterScreen, HelpScreen, PromptScreen
 from tui.targets import TargetError, target_of
 from tui.themes import DARK, LIGHT
 
-FAST_KINDS = tuple(sorted({*EVENT_KINDS.values(), "hypercall"}))  # what a fast-forward sees
+# What a fast-forward sees (not holes: a traced run's; not switches: the host's clock's)
+FAST_KINDS = tuple(
+    k.value for k in EventKind if k not in (EventKind.HOLE, EventKind.NOTE, EventKind.SWITCH)
+)
 COMPACT_WIDTH, COMPACT_HEIGHT = 140, 40  # below either, the side panes become tabs
 SIDE_PANES = (
     ("registers", "Registers"),
@@ -70,35 +93,7 @@ class VmlabApp(App[None]):
     CSS_PATH = "vmlab.tcss"
     TITLE = "vmlab"
     COMMANDS = App.COMMANDS | {VmlabCommands}
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "step", "Step", id="step"),
-        Binding("b", "back", "Back", id="back"),
-        Binding("space", "run", "Run/pause", id="run"),
-        Binding("t", "next('trapped')", "Next trap", id="next_trap"),
-        Binding("T", "previous('trapped')", "Prev trap", id="previous_trap", key_display="⇧t"),
-        Binding("x", "next('translation')", "Next transl.", id="next_translation"),
-        Binding("h", "next('hole')", "Next hole", id="next_hole", show=False),
-        Binding("H", "previous('hole')", "Prev hole", id="previous_hole", show=False),
-        Binding("i", "next('interrupt')", "Next interrupt", id="next_interrupt", show=False),
-        Binding("g", "goto", "Go to", id="goto"),
-        Binding("F", "goto(True)", "Fast-forward", id="fastforward", key_display="⇧f"),
-        Binding("m", "mode", "Mode", id="mode"),
-        Binding("v", "next_vm", "Next VM", id="next_vm"),
-        Binding("c", "clock", "Clock", id="clock", show=False),
-        Binding("W", "next('switch')", "Next switch", id="next_switch", show=False),
-        Binding("a", "annotate", "Annotate", id="annotate"),
-        Binding("n", "lesson(1)", "Next stop", id="lesson_next", show=False),
-        Binding("p", "lesson(-1)", "Prev stop", id="lesson_previous", show=False),
-        Binding("f", "filter", "Filter", id="filter"),
-        Binding("z", "maximize", "Zoom", id="maximize"),
-        Binding("plus,equals_sign", "speed(1)", "Faster", id="faster", show=False),
-        Binding("minus", "speed(-1)", "Slower", id="slower", show=False),
-        Binding("w", "save", "Save trace", id="save", show=False),
-        Binding("ctrl+t", "toggle_theme", "Theme", id="theme", show=False),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("escape", "pause", "Stop", id="stop", show=False),
-        Binding("q", "quit", "Quit", id="quit"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(BINDINGS)
 
     def __init__(self, session: Session, *, trace_path: str | None = None) -> None:
         super().__init__()
@@ -217,31 +212,31 @@ class VmlabApp(App[None]):
 
     # ------------------------------------------------------------------ actions
     def action_step(self) -> None:
-        self.engine.submit("step")
+        self.engine.submit(Step())
 
-    def action_back(self) -> None:
-        self.engine.submit("back")
+    def action_step_back(self) -> None:
+        self.engine.submit(Back())
 
     def action_run(self) -> None:
-        self.engine.submit("run")
+        self.engine.submit(Run())
 
     def action_pause(self) -> None:
-        self.engine.submit("pause")
+        self.engine.submit(Pause())
 
     def action_speed(self, change: int) -> None:
-        self.engine.submit("speed", change)
+        self.engine.submit(Speed(change))
 
     def action_next(self, kind: str) -> None:
-        self.engine.submit("next", kind)
+        self.engine.submit(Next(kind))
 
     def action_previous(self, kind: str) -> None:
-        self.engine.submit("previous", kind)
+        self.engine.submit(Previous(kind))
 
     def action_next_vm(self) -> None:
-        self.engine.submit("focus", 1)
+        self.engine.submit(Focus(1))
 
     def action_mode(self, mode: str | None = None) -> None:
-        self.engine.submit("mode", mode)
+        self.engine.submit(SetMode(None if mode is None else Mode(mode)))
 
     def action_goto(self, fast: bool = False) -> None:
         """`g`: a step, an address or a function; `F`: also the next event of a kind."""
@@ -255,10 +250,7 @@ class VmlabApp(App[None]):
             except TargetError as err:
                 self.notify(str(err), severity="warning")
                 return
-            if isinstance(target, int):
-                self.engine.submit("seek", target)
-            else:
-                self.engine.submit("fastforward", target)
+            self.engine.submit(Seek(target) if isinstance(target, int) else FastForward(target))
 
         title, hint = "Go to step, address or function", "e.g. 4080, 0x10002a, kmain"
         if fast:
@@ -266,10 +258,10 @@ class VmlabApp(App[None]):
         self.push_screen(PromptScreen(title, placeholder=hint), go)
 
     def action_clock(self) -> None:
-        self.engine.submit("clock")
+        self.engine.submit(Clock())
 
     def action_lesson(self, change: int) -> None:
-        self.engine.submit("lesson", change)
+        self.engine.submit(LessonStop(change))
 
     def action_annotate(self) -> None:
         if self.snapshot is None:
@@ -278,7 +270,7 @@ class VmlabApp(App[None]):
 
         def keep(answer: str | None) -> None:
             if answer is not None:
-                self.engine.submit("annotate", answer.strip())
+                self.engine.submit(Annotate(answer.strip()))
 
         title = f"Note for step {view.step:,} of {view.name} (empty removes it)"
         self.push_screen(PromptScreen(title, view.annotation), keep)
@@ -289,7 +281,7 @@ class VmlabApp(App[None]):
 
         def apply(hidden: frozenset[str] | None) -> None:
             if hidden is not None:
-                self.engine.submit("filter", hidden)
+                self.engine.submit(Filter(hidden))
 
         self.push_screen(FilterScreen(self.snapshot.kinds, self.snapshot.hidden), apply)
 
@@ -298,7 +290,7 @@ class VmlabApp(App[None]):
             return
         view = self.snapshot.vm
         path = self._trace_path or f"{view.guest}-{view.mode}.vmtrace"
-        self.engine.submit("save", str(Path(path)))
+        self.engine.submit(Save(str(Path(path))))
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT.name if self.theme == DARK else DARK

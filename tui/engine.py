@@ -18,22 +18,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import assert_never
 
+from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.symbols import NO_SYMBOLS, SymbolTable, symbols_of
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace import tracefile
-from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
-from hypervisor.trace.recording import HOLE
+from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import Goal, TimeMachine
-from hypervisor.vmm.executors import available_modes
-from hypervisor.vmm.vm import DEFAULT_RAM
+from hypervisor.vmm.contract import DEFAULT_RAM, Mode
+from lessons.cursor import Cursor
 from lessons.lesson import Lesson
-from lessons.walk import check, land, missing, on_cpu
+from tui.engine_commands import (
+    Annotate,
+    Back,
+    Clock,
+    Command,
+    FastForward,
+    Filter,
+    Focus,
+    LessonStop,
+    Next,
+    Pause,
+    Previous,
+    Run,
+    Save,
+    Seek,
+    SetMode,
+    Speed,
+    Step,
+)
 from tui.listing import Listing
 from tui.model import (
     EVENT_ROWS,
-    NOTE,
     CpuView,
     LessonView,
     Snapshot,
@@ -53,14 +71,23 @@ CHUNK = 2_000  # instructions per engine call in long searches
 WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
-DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
+HIDDEN: frozenset[str] = frozenset({EventKind.IO})  # port accesses are many: on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
-SWITCH_ROWS = 12  # world switches listed among a VM's events
 FAST_AHEAD = 50_000  # a seek further than this past the frontier fast-forwards
 TRAIL = 2_000  # steps traced before where a fast-forward stops: what led there, classified
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
+
+
+@dataclass(frozen=True)
+class _Prepare:
+    """Idle time after a paint (not a command: publishes nothing)."""
+
+
+@dataclass(frozen=True)
+class _Quit:
+    """The session ends."""
 
 
 @dataclass
@@ -92,7 +119,7 @@ class Lane:
 class Session:
     """What to open: guests in modes, or one recording to replay."""
 
-    vms: list[tuple[GuestImage, str]] = field(default_factory=list)
+    vms: list[tuple[GuestImage, Mode]] = field(default_factory=list)
     replay: tracefile.Trace | None = None
     lesson: Lesson | None = None  # opened with the lesson's guests, at its first stop
     breakpoints: tuple[str, ...] = ()  # opened fast-forwarded to the first (address or name)
@@ -110,7 +137,7 @@ class Engine:
         self.focus = 0
         self.running = False
         self.speed = DEFAULT_SPEED
-        self.hidden = DEFAULT_HIDDEN
+        self.hidden = HIDDEN
         self.busy = ""
         self._rate = 20_000.0  # steps per second run mode last achieved
         self._submitted = 0  # commands submitted (UI thread) …
@@ -118,11 +145,9 @@ class Engine:
         self._opened = False
         self.timeline: HostTimeline | None = None  # the host's clock, once asked for
         self.host_clock = False  # the clock counts host steps (all VMs), not each VM's
-        self._landed: list[int] = []  # where each lesson stop reached so far landed
-        self._stop = -1  # the lesson stop shown
-        self._problems: tuple[str, ...] = ()
+        self._cursor = None if session.lesson is None else Cursor(session.lesson)
         self._next_frame = 0.0  # when the next frame of run mode is due
-        self._queue: queue.Queue[tuple[str, tuple]] = queue.Queue()
+        self._queue: queue.Queue[Command | _Prepare | _Quit] = queue.Queue()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._main, name="vmlab-engine", daemon=True)
 
@@ -130,12 +155,12 @@ class Engine:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, command: str, *args: object) -> None:
-        """Queue a command (from the UI thread). "pause" also stops a long search."""
+    def submit(self, command: Command) -> None:
+        """Queue a command (from the UI thread). `Pause` also stops a long search."""
         self._submitted += 1
-        if command == "pause":
+        if isinstance(command, Pause):
             self._cancel.set()
-        self._queue.put((command, args))
+        self._queue.put(command)
 
     @property
     def settled(self) -> bool:
@@ -146,14 +171,14 @@ class Engine:
         """The screen shows the last snapshot (UI thread): the engine may use the pause
         before the next key to prepare (`TimeMachine.prepare`). Not a command: it publishes
         nothing and gives way to any command that comes."""
-        self._queue.put(("prepare", ()))
+        self._queue.put(_Prepare())
 
     def symbols(self) -> SymbolTable:
         """The focused guest's symbols (UI thread: an image and its table never change)."""
         return symbols_of(self.lanes[self.focus].tm.image) if self.lanes else NO_SYMBOLS
 
     def stop(self) -> None:
-        self.submit("quit")
+        self._queue.put(_Quit())
         self._thread.join(timeout=2)
 
     # ------------------------------------------------------------------ engine thread
@@ -172,21 +197,22 @@ class Engine:
         while True:
             wait = max(0.0, self._next_frame - time.perf_counter()) if self.running else None
             try:
-                command, args = self._queue.get(timeout=wait)
+                command = self._queue.get(timeout=wait)
             except queue.Empty:
                 self._next_frame = time.perf_counter() + FRAME  # frames start FRAME apart
                 self._run_frame()
                 continue
-            if command == "quit":
+            if isinstance(command, _Quit):
                 return
-            if command == "prepare":
+            if isinstance(command, _Prepare):
                 self._prepare()
                 continue
             try:
-                getattr(self, f"_do_{command}")(*args)
+                self._execute(command)
             except Exception as err:  # an engine bug must not kill the session silently
                 self.running = False
-                self._notify(f"{command} failed: {type(err).__name__}: {err}", "error")
+                name = type(command).__name__.lower()
+                self._notify(f"{name} failed: {type(err).__name__}: {err}", "error")
             self._publish()
             self._done += 1
 
@@ -217,14 +243,14 @@ class Engine:
         for index, lane in enumerate(self.lanes):
             regs = registers(lane.cpus, lane.before)
             view = vm_view(lane.tm, lane.listing, regs, self.hidden)
-            if timeline is not None and SWITCH not in self.hidden:
-                rows = switch_rows(timeline, self.position, index, SWITCH)
+            if timeline is not None and EventKind.SWITCH not in self.hidden:
+                rows = switch_rows(timeline, self.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
                 view = replace(view, events=tuple(events[-EVENT_ROWS:]))
             views.append(view)
         kinds = {k for lane in self.lanes for k in lane.tm.recording.event_kinds()}
         if timeline is not None:
-            kinds.add(SWITCH)
+            kinds.add(EventKind.SWITCH)
         return Snapshot(
             tuple(views),
             self.focus,
@@ -232,19 +258,20 @@ class Engine:
             self.speed,
             self.busy,
             self.host.size,
-            (*sorted(kinds), HOLE, NOTE),
+            (*sorted(kinds), EventKind.HOLE, EventKind.NOTE),
             self.hidden,
             self._lesson_view(),
             None if timeline is None else host_view(timeline, self.position),
         )
 
     def _lesson_view(self) -> LessonView | None:
-        lesson = self._session.lesson
-        if lesson is None or self._stop < 0:
+        cursor = self._cursor
+        if cursor is None or cursor.shown < 0:
             return None
-        stop = lesson.stops[self._stop]
-        count = len(lesson.stops)
-        return LessonView(lesson.title, self._stop, count, stop.text, str(stop.go), self._problems)
+        stop, lesson = cursor.stop, cursor.lesson
+        return LessonView(
+            lesson.title, cursor.shown, len(lesson.stops), stop.text, str(stop.go), cursor.problems
+        )
 
     # ------------------------------------------------------------------ moving the clock
     def _clamp(self, target: int) -> int:
@@ -282,6 +309,7 @@ class Engine:
                 if not lane.synced:
                     lane.before, lane.cpus, lane.synced = None, lane.views(), True
                 continue
+            before: tuple[CpuView, CpuView] | None
             if step == tm.position + 1:
                 before = lane.cpus if lane.synced else lane.views()
             elif step > 0 and (before := lane.seen.get(step - 1)) is not None:
@@ -380,11 +408,48 @@ class Engine:
             lane.tm.prepare(cancelled=lambda: waiting() > 0)
 
     # ------------------------------------------------------------------ commands
-    def _do_step(self, count: int = 1) -> None:
+    def _execute(self, command: Command) -> None:
+        match command:
+            case Step(count):
+                self._do_step(count)
+            case Back(count):
+                self._do_back(count)
+            case Seek(step):
+                self._do_seek(step)
+            case FastForward(goal):
+                self._do_fastforward(goal)
+            case Run():
+                self._do_run()
+            case Pause():
+                self._do_pause()
+            case Speed(change):
+                self._do_speed(change)
+            case Next(kind):
+                self._do_next(kind)
+            case Previous(kind):
+                self._do_previous(kind)
+            case Focus(change):
+                self._do_focus(change)
+            case SetMode(mode):
+                self._do_mode(mode)
+            case Clock():
+                self._do_clock()
+            case LessonStop(change):
+                self._do_lesson(change)
+            case Annotate(text):
+                self._do_annotate(text)
+            case Filter(hidden):
+                self._do_filter(hidden)
+            case Save(path):
+                self._do_save(path)
+            case _:
+                assert_never(command)
+
+    def _do_step(self, count: int) -> None:
         self.running = False
         self._goto(self.position + count)
 
-    def _do_back(self, count: int = 1) -> None:
+    def _do_back(self, count: int) -> None:
         self.running = False
         self._goto(self.position - count)
 
@@ -404,10 +469,8 @@ class Engine:
         self.running = False
         tm = self.lanes[self.focus].tm
         if self.host_clock or tm.replay:
-            self._notify(
-                "fast-forward runs a VM's own recording: not a replay, not on the host's clock (c)",
-                "information",
-            )
+            why = "a replay" if tm.replay else "the host's clock (c: each VM's own)"
+            self._notify(f"fast-forward records ahead: not on {why}", "information")
             return
         found = self._recorded_goal(tm, goal)
         while found is None and not tm.exhausted:
@@ -468,7 +531,7 @@ class Engine:
 
     def _do_next(self, kind: str) -> None:
         self.running = False
-        if kind == SWITCH:
+        if kind == EventKind.SWITCH:
             self._to_switch(after=True)
             return
         tm = self.lanes[self.focus].tm
@@ -483,7 +546,7 @@ class Engine:
 
     def _do_previous(self, kind: str) -> None:
         self.running = False
-        if kind == SWITCH:
+        if kind == EventKind.SWITCH:
             self._to_switch(after=False)
             return
         found = self.lanes[self.focus].tm.previous_step(kind)
@@ -540,18 +603,18 @@ class Engine:
         self.position = self._clock_of(self.focus, lane.tm.position) or 0
         self._goto(self.position)
 
-    def _do_focus(self, change: int = 1) -> None:
+    def _do_focus(self, change: int) -> None:
         self.focus = (self.focus + change) % len(self.lanes)
 
-    def _do_mode(self, mode: str | None = None) -> None:
+    def _do_mode(self, mode: Mode | None) -> None:
         """Restart the focused VM in another mode (the next one by default), from step 0."""
         self.running = False
         lane = self.lanes[self.focus]
         if lane.tm.replay:
             self._notify("a replay keeps the mode it was recorded in", "warning")
             return
-        modes = available_modes()
-        mode = mode or modes[(modes.index(lane.tm.mode) + 1) % len(modes)]
+        modes = list(Mode)
+        mode = mode or modes[(modes.index(Mode(lane.tm.mode)) + 1) % len(modes)]
         image = lane.tm.image
         lane.tm.close()
         self.lanes[self.focus] = Lane.of(self._machine(image, mode))
@@ -561,34 +624,24 @@ class Engine:
         self._goto(0)
 
     def _do_lesson(self, change: int) -> None:
-        """To the next (or previous) stop of the lesson. Each stop goes on from where the
-        one before it landed, whatever the user did in between, so a lesson always shows
-        the same places; the engine checks each against what the stop expects."""
+        """To the next (or previous) stop of the lesson, checked against what it expects."""
         self.running = False
-        lesson = self._session.lesson
-        if lesson is None:
+        cursor = self._cursor
+        if cursor is None:
             return
-        self._use_clock(lesson.clock == "host")
-        timeline = self._on_host
-        index = min(max(self._stop + change, 0), len(lesson.stops) - 1)
-        while len(self._landed) <= index:
-            stop = lesson.stops[len(self._landed)]
-            now = self._landed[-1] if self._landed else 0
-            if stop.go.verb == "next" and stop.go.argument != SWITCH:
-                own = timeline.steps_at(now)[stop.vm] if timeline else now
-                why = f"lesson: looking for the next {stop.go.argument}"
-                if not self._record_to_next(stop.vm, stop.go.argument, own, why):
-                    return
-            target = land(self.lanes[stop.vm].tm, stop.go, now, timeline, stop.vm)
-            if target is None:
-                self._notify(f"lesson: {missing(stop.go, now, self.host_clock)}", "warning")
-                return
-            self._landed.append(target)
-        stop = lesson.stops[index]
-        self._stop, self.focus = index, stop.vm  # the VM the stop is about, whoever runs
-        self._goto_keeping_focus(self._landed[index])
-        cpu = on_cpu(timeline, self.position, stop.vm)
-        self._problems = tuple(check(stop, self.lanes[stop.vm].tm, cpu))
+        self._use_clock(cursor.lesson.clock == "host")
+        machines, timeline = [lane.tm for lane in self.lanes], self._on_host
+        index, reach = cursor.reach(change, machines, timeline, self._record_ahead)
+        if reach.target is None:
+            if reach.problem:
+                self._notify(f"lesson: {reach.problem}", "warning")
+            return
+        self.focus = cursor.lesson.stops[index].vm  # the VM the stop is about, whoever runs
+        self._goto_keeping_focus(reach.target)
+        cursor.show(index, machines, timeline, self.position)
+
+    def _record_ahead(self, lane: int, kind: str, after: int) -> bool:
+        return self._record_to_next(lane, kind, after, f"lesson: looking for the next {kind}")
 
     def _do_annotate(self, text: str) -> None:
         tm = self.lanes[self.focus].tm

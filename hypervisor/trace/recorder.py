@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
 
-from hypervisor.trace.events import ConsoleOutput, Event, InsnClass, VmStateChanged
+from hypervisor.events import ConsoleOutput, Event, InsnClass, VmStateChanged
 from hypervisor.trace.recording import WORDS, Recording, unpack_registers
-from hypervisor.vmm.vm import ExitInfo, Vm
+from hypervisor.vmm.contract import ExitInfo, VmState
+from hypervisor.vmm.vm import Vm
 
 CHUNK = 1 << 16  # steps a recorder runs between two diffs of its register reads
-_TRANSIENT_STATES = frozenset({"running", "paused"})
+_TRANSIENT_STATES = frozenset({VmState.RUNNING, VmState.PAUSED})
 
 
 class Recorder:
@@ -115,7 +116,7 @@ class Recorder:
         self._last = state
 
     def _ended(self, exit_info: ExitInfo) -> None:
-        if exit_info.reason != "budget":
+        if exit_info.final:
             self._flush_console()
             self.recording.exit = exit_info
 

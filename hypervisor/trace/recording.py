@@ -33,63 +33,31 @@ from contextlib import suppress
 from dataclasses import astuple, dataclass, field
 from itertools import compress
 
-from hypervisor.isa import Instruction
-from hypervisor.machine.cpu import STATE_FIELDS
-from hypervisor.trace.events import (
-    Callout,
-    ConsoleOutput,
+from hypervisor.events import (
     Event,
-    FragmentChained,
-    FragmentInvalidated,
-    FragmentTranslated,
+    EventKind,
     InsnClass,
     InstructionExecuted,
-    InterruptDelivered,
-    IsolationViolation,
-    PortAccess,
-    TranslationCacheFlushed,
-    Trap,
-    VmStateChanged,
 )
+from hypervisor.isa import Instruction
+from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.trace.skips import Skip, Skips
-from hypervisor.vmm.vm import ExitInfo, Vm
+from hypervisor.vmm.contract import ExitInfo
+from hypervisor.vmm.vm import Vm
 
 REGISTERS = STATE_FIELDS
 KEYFRAME = 4096  # columns between two full copies of the registers
 CLASS_CODES = {cls: code for code, cls in enumerate(InsnClass)}
 CLASSES = tuple(InsnClass)
 CLASS_BY_NAME = {cls.value: code for cls, code in CLASS_CODES.items()}
-
-# Event kinds the UI can filter on and jump between. Events of types not listed here (new
-# ones the engine adds later) get their class name in lower case.
-EVENT_KINDS = {
-    Trap: "trap",
-    InterruptDelivered: "interrupt",
-    PortAccess: "io",
-    ConsoleOutput: "console",
-    IsolationViolation: "isolation",
-    VmStateChanged: "state",
-    FragmentTranslated: "translation",
-    FragmentChained: "chain",
-    FragmentInvalidated: "invalidation",
-    TranslationCacheFlushed: "flush",
-    Callout: "callout",
-}
 WORDS = 4 * len(REGISTERS)  # bytes of a raw register read (RegisterReader.raw)
 unpack_registers = struct.Struct(f"={len(REGISTERS)}I").unpack
 _LOW_WORD = (1).to_bytes(4, "little")
 
 
-HOLE = "hole"  # a sensitive instruction that ran directly and diverged (from the columns)
-
-
 def registers_of(vm: Vm) -> tuple[int, ...]:
     """The real CPU's registers in REGISTERS order, as a recording keeps them."""
     return astuple(vm.machine.state())
-
-
-def kind_of(event: Event) -> str:
-    return EVENT_KINDS.get(type(event)) or type(event).__name__.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,12 +258,12 @@ class Recording:
     def add_event(self, event: Event) -> None:
         self.events.append(event)
         self._event_steps.append(event.step)
-        self._kind_steps.setdefault(kind_of(event), array("I")).append(event.step)
+        self._kind_steps.setdefault(event.KIND, array("I")).append(event.step)
 
     def truncate_events(self, count: int) -> None:
         """Keep the first `count` events only."""
         for event in self.events[count:]:
-            self._kind_steps[kind_of(event)].pop()
+            self._kind_steps[event.KIND].pop()
         del self.events[count:]
         del self._event_steps[count:]
 
@@ -412,7 +380,7 @@ class Recording:
 
     def event_kinds(self) -> list[str]:
         """The kinds of the events recorded so far (`next_step` also knows the instruction
-        classes and HOLE, from the columns)."""
+        classes and holes, from the columns)."""
         return sorted(self._kind_steps)
 
     def next_step(self, kind: str, after: int) -> int | None:
@@ -424,7 +392,7 @@ class Recording:
         return self.next_event(kind, after)
 
     def next_event(self, kind: str, after: int) -> int | None:
-        """`next_step` for a kind of event (or HOLE), never an instruction class: what a
+        """`next_step` for a kind of event (or holes), never an instruction class: what a
         fast-forwarded stretch records too."""
         steps, shift = self._steps_of(kind)
         index = bisect_right(steps, after - shift)
@@ -452,7 +420,7 @@ class Recording:
         return steps[index] + shift if index >= 0 else None
 
     def _steps_of(self, kind: str) -> tuple[array, int]:
-        if kind == HOLE:
+        if kind == EventKind.HOLE:
             return self.holes, 1
         return self._kind_steps.get(kind, array("I")), 0
 

@@ -25,7 +25,8 @@ from hypervisor.machine.hostram import HostRam
 from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.recorder import Recorder, class_counts
 from hypervisor.trace.recording import Recording, StepRecord, registers_of
-from hypervisor.vmm.vm import DEFAULT_RAM, Vm
+from hypervisor.vmm.contract import DEFAULT_RAM
+from hypervisor.vmm.vm import Vm
 
 DEFAULT_LIMIT = 1_000_000_000  # the longest run a time machine records (fast-forwarding)
 EXTEND_CHUNK = 20_000  # how far a search for the next event records at a time
@@ -402,4 +403,4 @@ def _stride(vm: Vm, count: int, target: int) -> None:
 
 def _stopped(vm: Vm) -> bool:
     """The guest stopped for good: nothing runs after this step."""
-    return vm.exit is not None and vm.exit.reason != "budget"
+    return vm.exit is not None and vm.exit.final

@@ -1,31 +1,35 @@
 """What every execution mode shares: the slice, port I/O with the IOPL rule, interrupt
-acceptance, tracing, and the registry of modes.
+acceptance, tracing.
 
-A mode (bare metal, trap-and-emulate, later binary translation and paravirtualization) is an
-`Executor`: it owns the machine while its VM runs and decides what each exit means.
+A mode (bare metal, trap-and-emulate, binary translation, paravirtualization) is an
+`Executor`: it owns the machine while its VM runs and decides what each exit means
+(`modes.py` says which executor runs which mode).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
-from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
-from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.interrupts import Source
-from hypervisor.machine.machine import Exit, ExitKind
-from hypervisor.trace.events import (
+from hypervisor.events import (
     InsnClass,
     InstructionExecuted,
     IsolationViolation,
     PortAccess,
 )
+from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.interrupts import Source
+from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 
 if TYPE_CHECKING:
+    from hypervisor.vmm.bt.introspect import CacheIntrospection
     from hypervisor.vmm.vm import Vm
 
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
@@ -33,8 +37,21 @@ _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
 _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
 
 
+@dataclass(frozen=True, slots=True)
+class Traced:
+    """The traced instruction now running: classified and emitted when the next one starts
+    (or forgotten, when it faults without retiring)."""
+
+    step: int
+    eip: int
+    insn: Instruction | None
+    cpl: int  # the guest's own privilege level
+    probe: Callable[[], bool] | None = None  # a sensitive one's divergence test (holes)
+    subkind: str = ""  # translated code: ident / rewritten / callout
+
+
 class Executor(ABC):
-    mode: str = ""
+    mode: Mode
     monitored = True  # False on bare metal: nothing intercepts the guest
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
@@ -44,7 +61,7 @@ class Executor(ABC):
         self.machine.owner = self
         self.waiting_for_interrupt = False
         self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
-        self._pending: tuple | None = None  # the traced instruction now running
+        self._pending: Traced | None = None  # the traced instruction now running
         self._pending_trapped = False
         self._memory_operands: dict[tuple[int, bytes], bool] = {}
         self._pending_hypercall = False
@@ -63,6 +80,12 @@ class Executor(ABC):
         """The privilege level the guest believes it runs at."""
 
     counts_each_instruction = True  # the CPU runs with a count: it stops at any step
+
+    def guest_tables(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(GDTR, IDTR) as (base, limit), as the guest believes them: on bare metal, the
+        real ones."""
+        system = self.machine.system_state()
+        return system.gdtr, system.idtr
 
     def virtual_state(self) -> CpuState:
         """The guest's view of its registers (what it would see on bare metal): on bare
@@ -89,8 +112,8 @@ class Executor(ABC):
         """Guest instructions translated so far (binary translation only)."""
         return 0
 
-    def tcache_summary(self) -> dict[str, int] | None:
-        """The translation cache's counters, for modes that have one."""
+    def introspect(self) -> CacheIntrospection | None:
+        """A look into the translation cache, for modes that have one."""
         return None
 
     def retired_are_guest_instructions(self) -> bool:
@@ -110,6 +133,8 @@ class Executor(ABC):
         if self.interrupt_shadow():
             count = 1  # let the instruction after STI run, then look at interrupts again
         count = self.before_slice(count)
+        if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
+            return
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
         vm.end_slice(exit_.retired)
@@ -156,11 +181,9 @@ class Executor(ABC):
         while vm.pic.pending_vector() is None:
             due = vm.pit.ticks_until_irq()
             if due is None:
-                from hypervisor.vmm.vm import ExitInfo
-
                 vm.finish(
                     ExitInfo(
-                        "halted",
+                        ExitReason.HALTED,
                         None,
                         "HLT with interrupts on, but no interrupt "
                         "source is armed: the machine sleeps forever",
@@ -251,12 +274,16 @@ class Executor(ABC):
         """Report an access outside what this VM owns, at the instruction now running (as the
         guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
         VM goes on."""
-        eip = self.virtual_state().eip
+        eip = self.guest_eip_running()
         insn = decode(self.machine.read(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
+
+    def guest_eip_running(self) -> int:
+        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
+        return self.virtual_state().eip
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""
@@ -273,9 +300,9 @@ class Executor(ABC):
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
         insn = decode(self.machine.read(eip, 15), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = (self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
-        self._pending_trapped = self._pending_hypercall = False
-        self._pending_translated: str | None = None  # subkind, for translated code
+        self._pending = Traced(self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
+        self._pending_trapped = False
+        self._pending_hypercall = False
 
     def hole_probe(self, insn: Instruction) -> Callable[[], bool] | None:
         """Under a monitor: how to tell, after `insn` ran directly, whether it diverged."""
@@ -284,12 +311,11 @@ class Executor(ABC):
     def _finish_traced(self) -> None:
         if self._pending is None:
             return
-        step, eip, insn, cpl, probe = self._pending
-        self._pending = None
+        pending, self._pending = self._pending, None
+        insn, step = pending.insn, pending.step
         stats = self.vm.stats
         hole = False
-        subkind = self._pending_translated or ""
-        if subkind:  # translated code: the tracer is what counts its guest instructions
+        if pending.subkind:  # translated code: the tracer is what counts its guest instructions
             cls = InsnClass.TRANSLATED
             step = stats.total
             stats.total += 1
@@ -301,16 +327,16 @@ class Executor(ABC):
             cls = InsnClass.HYPERCALL
         else:
             cls = InsnClass.DIRECT
-            hole = probe is not None and probe()
+            hole = pending.probe is not None and pending.probe()
         if cls is not InsnClass.TRAPPED and cls is not InsnClass.HYPERCALL:  # counted already
             stats.by_class[cls] += 1  # (a StrEnum: the same key as its value)
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
         sink = self.vm.events.instructions
         if sink is not None:  # a recording: straight in, with no call more (the hot path)
-            sink(step, eip, insn, cls, cpl, hole)
+            sink(step, pending.eip, insn, cls, pending.cpl, hole)
         else:
-            self.executed(step, eip, insn, cls, cpl, hole, subkind)
+            self.executed(step, pending.eip, insn, cls, pending.cpl, hole, pending.subkind)
 
     def executed(
         self,
@@ -328,8 +354,7 @@ class Executor(ABC):
         if sink is not None:
             sink(step, eip, insn, cls, cpl, hole)
             return
-        text = insn.text if insn else "(bad)"
-        sensitive = bool(insn and insn.is_sensitive)
+        text, sensitive = (insn.text, insn.is_sensitive) if insn else ("(bad)", False)
         self.vm.emit(
             InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole, sensitive, subkind)
         )
@@ -357,35 +382,3 @@ def trap_name(insn: Instruction) -> str:
             if op.reg and (op.reg[:2] in ("cr", "dr") or op.reg in SEGMENT_REGISTERS):
                 return f"mov {op.reg}"
     return insn.mnemonic
-
-
-_MODES: dict[str, type[Executor]] = {}
-
-
-def register(cls: type[Executor]) -> type[Executor]:
-    _MODES[cls.mode] = cls
-    return cls
-
-
-def executor_for(mode: str) -> type[Executor]:
-    _load_modes()
-    try:
-        return _MODES[mode]
-    except KeyError:
-        raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(available_modes())})") from None
-
-
-_MODE_ORDER = ("native", "trap", "bt", "pv")  # bare metal first: the reference
-
-
-def available_modes() -> list[str]:
-    """Every mode, in the order of the lessons (not of import, which tests can change)."""
-    _load_modes()
-    rank = {mode: i for i, mode in enumerate(_MODE_ORDER)}
-    return sorted(_MODES, key=lambda mode: rank.get(mode, len(rank)))
-
-
-def _load_modes() -> None:
-    from hypervisor.vmm import native, trap  # noqa: F401  (modules register their executors)
-    from hypervisor.vmm.bt import executor  # noqa: F401
-    from hypervisor.vmm.pv import executor as _pv  # noqa: F401

@@ -1,31 +1,32 @@
-"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts."""
+"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts, and
+open the lessons or the terminal UI — the composition root, above the engine, the lessons
+and the UI."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from hypervisor.events import Event
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
-from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
+from hypervisor.session import DEFAULT_BUDGET, compare, run_guest, run_host
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import GuestTooLarge
-
-if TYPE_CHECKING:
-    from lessons.lesson import Lesson
+from hypervisor.vmm.vm import GuestTooLarge, Vm
+from lessons.lesson import Lesson, LessonError, available, load
+from lessons.walk import images, walk
+from vmlab.text import compare_lines, console, host_lines, summary, trace_line
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "guest", nargs="+", help="a sample name, a .asm (needs nasm) or a .bin [:MODE]"
     )
-    run.add_argument("--mode", default="native", choices=available_modes())
+    run.add_argument("--mode", default="native", type=_mode, choices=list(Mode))
     run.add_argument(
         "--quantum",
         type=int,
@@ -91,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
     trace = sub.add_parser("trace", help="print every executed instruction with its class")
     trace.add_argument("guest")
-    trace.add_argument("--mode", default="trap", choices=available_modes())
+    trace.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     trace.add_argument("--max-insns", type=int, default=2000, metavar="N")
 
     tc = sub.add_parser("tc", help="run a guest under bt and print its translation cache")
@@ -106,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--mode",
         action="append",
-        choices=available_modes(),
+        type=_mode,
+        choices=list(Mode),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
     tui.add_argument(
@@ -126,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
     record = sub.add_parser("record", help="record a traced run into a trace file")
     record.add_argument("guest")
-    record.add_argument("--mode", default="trap", choices=available_modes())
+    record.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     record.add_argument("-o", "--output", required=True, metavar="FILE")
     record.add_argument("--max-insns", type=int, default=RECORD_BUDGET, metavar="N")
 
@@ -136,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="re-execute and compare, print the result, no UI"
     )
     return parser
+
+
+def _mode(name: str) -> Mode:
+    try:
+        return Mode(name)
+    except ValueError:
+        modes = ", ".join(Mode)
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {name!r} (choose from {modes})"
+        ) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -179,26 +191,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
-        sys.stdout.write(report.console)
-        if report.console and not report.console.endswith("\n"):
-            print()
-        print(_summary(report))
+        for line in (*console(report.console), summary(report)):
+            print(line)
     return 0
 
 
-def _guest_and_mode(spec: str, default: str) -> tuple[str, str]:
+def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
     """`hello` or `hello:trap` (a mode after the last colon, if it names one)."""
     guest, _, mode = spec.rpartition(":")
-    if guest and mode in available_modes():
-        return guest, mode
+    if guest and mode in list(Mode):
+        return guest, Mode(mode)
     if guest and not Path(spec).exists():
-        raise GuestBuildError(
-            f"{spec}: unknown mode {mode!r} (modes: {', '.join(available_modes())})"
-        )
+        raise GuestBuildError(f"{spec}: unknown mode {mode!r} (modes: {', '.join(Mode)})")
     return spec, default
 
 
-def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
+def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
     if args.quantum < 1:
         print("vmlab: --quantum must be at least 1", file=sys.stderr)
         return 2
@@ -211,72 +219,9 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
         return 0
-    for vm in report.vms:
-        hosted = vm.hosted or {}
-        print(f"══ {hosted['name']} ({vm.mode}) ══")
-        sys.stdout.write(vm.console)
-        if vm.console and not vm.console.endswith("\n"):
-            print()
-        print(_summary(vm))
-        cpu, isolation = hosted["cpu"], hosted["isolation"]
-        print(
-            f"   on the host: {hosted['state']}, {cpu['quanta']} quanta, "
-            f"{cpu['share']:.1%} of the guest instructions, {cpu['cycles_share']:.1%} of the cycles"
-        )
-        kinds = ", ".join(f"{k} ×{v}" for k, v in isolation["by_kind"].items())
-        print(f"   isolation events: {isolation['events']}" + (f" ({kinds})" if kinds else ""))
-        print()
-    print(
-        f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "
-        f"{report.world_switches:,} world switches"
-    )
-    for entry in report.map:
-        print(f"   {entry.start:#010x}-{entry.end - 1:#010x}  {entry.owner}")
+    for line in host_lines(report):
+        print(line)
     return 0
-
-
-def _summary(report: RunReport) -> str:
-    exit_ = report.exit
-    status = f" (status {exit_.status})" if exit_.status is not None else ""
-    classes = ", ".join(f"{k} {v:,}" for k, v in report.instructions.items() if v and k != "total")
-    lines = [
-        f"── {report.guest} under {report.mode}: {exit_.reason}{status} — {exit_.detail}",
-        f"   instructions: {report.instructions['total']:,}" + (f" ({classes})" if classes else ""),
-    ]
-    if report.traps:
-        lines.append("   traps: " + ", ".join(f"{k} ×{v}" for k, v in report.traps.items()))
-    if report.callouts:
-        lines.append("   callouts: " + ", ".join(f"{k} ×{v}" for k, v in report.callouts.items()))
-    if report.hypercalls:
-        lines.append(
-            "   hypercalls: " + ", ".join(f"{k} ×{v}" for k, v in report.hypercalls.items())
-        )
-    if report.mode == "pv" and not report.paravirtual:
-        lines.append(
-            "   the guest is not paravirtualized (no -DPARAVIRT build): pv ran it as "
-            "trap-and-emulate, holes included"
-        )
-    if report.tcache:
-        t = report.tcache
-        lines.append(
-            f"   translation cache: {t['fragments']} fragments, {t['bytes']:,} of "
-            f"{t['capacity']:,} bytes, {t['hits']} hits / {t['misses']} misses, "
-            f"{t['chains']} chains, {t['invalidations']} invalidations, {t['flushes']} flushes, "
-            f"{t['adaptive']} adaptive"
-        )
-    c = report.cycles
-    lines.append(
-        f"   cost model ({c['profile']}): {c['virtual']:,} virtual cycles for "
-        f"{c['native_equivalent']:,} on bare metal — overhead {c['overhead_pct']}%"
-    )
-    if report.holes:
-        lines.append(
-            "   ⚠ holes (sensitive, ran directly, unseen by the monitor): "
-            + ", ".join(f"{k} ×{v}" for k, v in report.holes.items())
-        )
-    elif report.mode != "native" and not report.traced:
-        lines.append("   (holes are found by a traced run: add --trace)")
-    return "\n".join(lines)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -284,66 +229,19 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
-    native = reports[0]
-    classes = ("native", "direct", "trapped", "translated", "hypercall")
-    print(f"{native.guest}: every mode against bare metal\n")
-    print(
-        f"{'mode':<6} {'console':<9} {'exit':<16} {'total':>10} "
-        + " ".join(f"{c:>10}" for c in classes)
-        + f" {'overhead':>9}  what the monitor did"
-    )
-    for r in reports:
-        same = "= native" if r.console == native.console else "DIFFERS"
-        status = f" ({r.exit.status})" if r.exit.status is not None else ""
-        counts = " ".join(f"{r.instructions[c]:>10,}" for c in classes)
-        detail = "; ".join(
-            f"{label} " + ", ".join(f"{k}×{v}" for k, v in table.items())
-            for label, table in (
-                ("traps", r.traps),
-                ("callouts", r.callouts),
-                ("hypercalls", r.hypercalls),
-                ("⚠", r.holes),
-            )
-            if table
-        )
-        print(
-            f"{r.mode:<6} {same:<9} {r.exit.reason + status:<16} {r.instructions['total']:>10,} "
-            f"{counts} {r.cycles['overhead_pct']:>8.1f}%  {detail}"
-        )
-    for r in reports[1:]:
-        if r.console != native.console and r.holes:
-            print(
-                f"\n{r.mode}: the console differs from bare metal; sensitive instructions ran "
-                f"unseen by the monitor: {', '.join(r.holes)}"
-            )
+    for line in compare_lines(reports):
+        print(line)
     return 0
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from hypervisor.trace.events import Event, Hypercall, InstructionExecuted, Trap
-
     def show(event: Event) -> None:  # as it happens: a long trace is never kept
-        if isinstance(event, InstructionExecuted):
-            mark = "⚠" if event.hole else " "
-            print(
-                f"{event.step:>8}  {event.eip:08x}  ring{event.cpl}  {event.cls.value:<10}"
-                f"{mark} {event.text}"
-            )
-        elif isinstance(event, Trap):
-            print(
-                f"{'':>8}  {'':8}  {'':5}  └ trap #{event.vector}: {event.outcome}"
-                + (f" — {event.detail}" if event.detail else "")
-            )
-        elif isinstance(event, Hypercall):
-            args = ", ".join(f"{a:#x}" for a in event.args)
-            result = "" if event.result is None else f" = {event.result:#x}"
-            print(
-                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
-                + (f" — refused: {event.error}" if event.error else "")
-            )
+        line = trace_line(event)
+        if line is not None:
+            print(line)
 
     report = run_guest(args.guest, args.mode, max_insns=args.max_insns, trace=True, on_event=show)
-    print(_summary(report))
+    print(summary(report))
     return 0
 
 
@@ -354,23 +252,19 @@ def _guests(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    modes = args.mode or ["trap"]
+    modes = args.mode or [Mode.TRAP]
     vms = [(load_for_mode(name, mode), mode) for name in args.guest for mode in modes]
     return _open_ui(vms, breakpoints=tuple(args.breakpoints))
 
 
-def _demo() -> list[tuple[GuestImage, str]]:
-    """`flags` under trap beside the same guest under binary translation (or, until bt
-    exists, on bare metal for reference): POPF's hole, and the cure."""
+def _demo() -> list[tuple[GuestImage, Mode]]:
+    """`flags` under trap beside the same guest under binary translation: POPF's hole, and
+    the cure."""
     flags = load_guest("flags")
-    return [(flags, "trap"), (flags, "bt" if "bt" in available_modes() else "native")]
+    return [(flags, Mode.TRAP), (flags, Mode.BT)]
 
 
 def _lesson(args: argparse.Namespace) -> int:
-    # The lessons are built on the engine, not the other way round: imported on request.
-    from lessons.lesson import LessonError, available, load
-    from lessons.walk import images
-
     if args.name is None:
         for name in available():
             print(f"{name:24} {load(name).title}")
@@ -386,8 +280,6 @@ def _lesson(args: argparse.Namespace) -> int:
 
 
 def _walk(lesson: Lesson) -> int:
-    from lessons.walk import walk
-
     print(lesson.title)
     failed = 0
     for landing in walk(lesson):
@@ -408,7 +300,7 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, str]],
+    vms: list[tuple[GuestImage, Mode]],
     replay: str | None = None,
     lesson: Lesson | None = None,
     breakpoints: tuple[str, ...] = (),
@@ -416,14 +308,13 @@ def _open_ui(
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
         return 2
-    # By name: the engine's command line opens the UI on request but never depends on it.
-    app = importlib.import_module("tui.app")
+    # Imported here: a headless command never pays for loading Textual.
+    from tui.app import Session, open_trace, run_app
+
     session = (
-        app.open_trace(replay)
-        if replay
-        else app.Session(vms=vms, lesson=lesson, breakpoints=breakpoints)
+        open_trace(replay) if replay else Session(vms=vms, lesson=lesson, breakpoints=breakpoints)
     )
-    app.run_app(session, trace_path=replay)
+    run_app(session, trace_path=replay)
     return 0
 
 
@@ -433,7 +324,7 @@ def _record(args: argparse.Namespace) -> int:
     tracefile.save(args.output, trace)
     steps = len(trace.recording)
     size = Path(args.output).stat().st_size
-    ending = trace.recording.exit.reason if trace.recording.exit else "budget"
+    ending = trace.recording.exit.reason if trace.recording.exit else ExitReason.BUDGET
     print(
         f"recorded {steps:,} steps of {image.name} under {args.mode} ({ending}) to "
         f"{args.output}: {size:,} bytes, {size / max(steps, 1):.2f} bytes/step"
@@ -459,19 +350,17 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _tc(args: argparse.Namespace) -> int:
-    from hypervisor.guest.image import load_guest
-    from hypervisor.vmm.bt.introspect import fragment_listing
-    from hypervisor.vmm.vm import Vm
-
-    vm = Vm(load_guest(args.guest), "bt")
+    vm = Vm(load_guest(args.guest), Mode.BT)
     vm.run(args.max_insns)
-    summary = vm.executor.tcache_summary()
+    tc = vm.executor.introspect()
+    assert tc is not None  # binary translation has a cache
+    counters = tc.counters()
     print(
         f"{args.guest}: translation cache after {vm.stats.total:,} guest instructions "
         f"({vm.exit.reason if vm.exit else 'running'})"
     )
-    print("   " + ", ".join(f"{k} {v:,}" for k, v in summary.items()) + "\n")
-    for block in fragment_listing(vm.executor.cache, vm.machine.read, limit=args.limit):
+    print("   " + ", ".join(f"{k} {v:,}" for k, v in counters.items()) + "\n")
+    for block in tc.listing(args.limit):
         print(block)
     return 0
 
