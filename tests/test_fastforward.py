@@ -4,8 +4,8 @@ travel over it stays exact (checkpoints and re-execution)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from functools import cache
 
 import pytest
 
@@ -22,11 +22,20 @@ GUEST_VISIBLE = {"trap", "interrupt", "io", "console", "isolation", "state"}
 RUNS = [("timer", "native"), ("timer", "trap"), ("syscalls", "bt")]
 
 
-@cache
-def traced(guest: str, mode: str) -> TimeMachine:
-    machine = TimeMachine(load_guest(guest), mode)
-    machine.extend(SPAN)
-    return machine
+@pytest.fixture(scope="module")
+def traced() -> Iterator[Callable[[str, str], TimeMachine]]:
+    """Traced reference recordings, made once per module (and freed after it)."""
+    machines: dict[tuple[str, str], TimeMachine] = {}
+
+    def get(guest: str, mode: str) -> TimeMachine:
+        if (guest, mode) not in machines:
+            machines[guest, mode] = TimeMachine(load_guest(guest), mode)
+            machines[guest, mode].extend(SPAN)
+        return machines[guest, mode]
+
+    yield get
+    for machine in machines.values():
+        machine.close()
 
 
 def fast(guest: str, mode: str, goal: Goal) -> TimeMachine:
@@ -48,7 +57,7 @@ def straight(guest: str, mode: str, step: int) -> CpuState:
 
 
 @pytest.mark.parametrize(("guest", "mode"), RUNS)
-def test_a_fast_forwarded_recording_has_the_events_and_counts_of_a_traced_one(guest, mode):
+def test_a_fast_forwarded_recording_has_the_events_and_counts_of_a_traced_one(traced, guest, mode):
     reference = traced(guest, mode).recording
     machine = fast(guest, mode, Goal(SPAN - TRACED))
     assert machine.frontier == SPAN - TRACED
@@ -80,7 +89,7 @@ def test_seeking_into_a_fast_forwarded_stretch_is_exact(guest, mode):
         assert machine.vm.executor.virtual_state() == straight(guest, mode, step)
 
 
-def test_a_breakpoint_stops_the_next_time_the_instruction_is_about_to_run():
+def test_a_breakpoint_stops_the_next_time_the_instruction_is_about_to_run(traced):
     reference = traced("timer", "trap").recording
     # an instruction of the kernel that runs again and again after the traced start
     later = [reference.record(s) for s in range(TRACED + 5_000, TRACED + 5_100)]
@@ -94,7 +103,21 @@ def test_a_breakpoint_stops_the_next_time_the_instruction_is_about_to_run():
     assert machine.recording.events == reference.events[: len(machine.recording.events)]
 
 
-def test_fast_forward_to_the_next_event_of_a_kind_stops_right_after_it():
+def test_a_fast_forward_can_trace_the_steps_that_led_to_its_goal(traced):
+    reference = traced("timer", "trap").recording
+    address = reference.record(SPAN - 100).insn.eip
+    expected = reference.next_execution(address, TRACED + 3_000)
+    machine = TimeMachine(load_guest("timer"), "trap")
+    machine.extend(TRACED)
+    goal = Goal(SPAN, breakpoints=frozenset({address}))
+    assert machine.fast_forward(goal, after=TRACED + 3_000, trail=500) == expected
+    recording = machine.recording
+    assert recording.traced_end == expected  # traced up to the goal …
+    assert all(recording.record(s) == reference.record(s) for s in range(expected - 500, expected))
+    assert recording.record(expected - 501) is None  # … and only those
+
+
+def test_fast_forward_to_the_next_event_of_a_kind_stops_right_after_it(traced):
     reference = traced("timer", "native").recording
     expected = reference.next_step("console", TRACED)
     machine = fast("timer", "native", Goal(SPAN, kind="console"))
