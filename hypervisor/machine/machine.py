@@ -44,6 +44,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.machine.codehook import CodeHook
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
@@ -140,7 +141,7 @@ class Machine:
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
         self._exit: Exit | None = None
-        self._trace_hook: int | None = None
+        self._trace_hook: CodeHook | None = None
         self.watch: Callable[[], None] | None = None  # called first at each traced instruction
         self._window_hook: int | None = None
         self._window_prev: int | None = None
@@ -522,19 +523,19 @@ class Machine:
 
     def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
         """Call `callback(eip, size)` before every instruction (slow: traced runs only),
-        after `watch()` if one is set: one unicorn hook for both (each hook is a ctypes
-        round trip per instruction)."""
+        after `watch()` if one is set: one code hook for both, with no Python layer of
+        unicorn's in between (`codehook.py`)."""
         if self._trace_hook is not None:
-            self.uc.hook_del(self._trace_hook)
+            self._trace_hook.remove()
             self._trace_hook = None
         if callback is not None:
 
-            def traced(uc: Uc, address: int, size: int, _: object) -> None:
+            def traced(address: int, size: int) -> None:
                 if self.watch is not None:
                     self.watch()
                 callback(address, size)
 
-            self._trace_hook = self.uc.hook_add(UC_HOOK_CODE, traced)
+            self._trace_hook = CodeHook(self.uc, traced)
             if self._hookless_blocks:  # compiled when no code hook was set: they call
                 self.uc.ctl_flush_tb()  # no hook at all, so they are compiled again
                 self._hookless_blocks = False
