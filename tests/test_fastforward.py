@@ -135,3 +135,16 @@ def test_a_trace_file_keeps_the_fast_forwarded_stretches_and_replays_exactly(tmp
     assert replay.verify() == []
     assert replay.seek(SPAN // 2) == SPAN // 2
     assert replay.vm.executor.virtual_state() == straight("timer", "trap", SPAN // 2)
+
+
+def test_steps_map_to_columns_around_stretches_end_to_end():
+    from hypervisor.trace.skips import Skip, Skips
+
+    # columns 0-9 traced, steps 10-29 skipped in two pieces, then columns 10-14 (steps 30-34)
+    skips = Skips([Skip(10, 20, 10, 0, (), ()), Skip(20, 30, 10, 0, (), ())])
+    assert [skips.column(s) for s in (0, 9, 10, 25, 29, 30, 34)] == [0, 9, None, None, None, 10, 14]
+    assert [skips.column_from(s) for s in (9, 10, 19, 20, 29, 30)] == [9, 10, 10, 10, 10, 10]
+    assert [skips.step(c) for c in (0, 9, 10, 14)] == [0, 9, 30, 34]
+    assert skips.skipped == 20 and skips.between(0, 30) == skips.items
+    skips.merge_from(10)
+    assert skips.items == [Skip(10, 30, 10, 0, (), ())] and skips.column(30) == 10
