@@ -8,6 +8,7 @@ local search before a change lands. A case that ever failed is pinned with @exam
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import textwrap
@@ -51,3 +52,12 @@ def asm(tmp_path: Path) -> Callable[[str], GuestImage]:
         return load_guest(str(source))
 
     return build
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _memory_back_after_each_module():
+    """VMs die in reference cycles (unicorn's callbacks hold their machine), tens of MiB
+    each, which only a full collection frees: collect after each module, so that the suite's
+    memory is one module's, not the sum of all (issue 11.5)."""
+    yield
+    gc.collect()

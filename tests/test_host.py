@@ -76,6 +76,14 @@ class EscapeWatch:
             self.hog_steps_when_done[event.vm] = self.host["hog"].vm.stats.total
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_cached_runs():
+    """The cached hosts (64 MiB of host RAM each) go with this module, not with the suite."""
+    yield
+    alone.cache_clear()
+    together.cache_clear()
+
+
 @cache
 def alone(guest: str, mode: str) -> RunReport:
     return run_guest(guest, mode)

@@ -141,6 +141,11 @@ class VmlabApp(App[None]):
 
     def on_unmount(self) -> None:
         self.engine.stop()
+        # What this app froze is collectable again once it is gone, and collected now: its
+        # VMs hold tens of MiB in reference cycles (unicorn's callbacks), which would wait
+        # for a full collection (tests open many apps in one process).
+        gc.unfreeze()
+        gc.collect()
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width, event.size.height)
