@@ -17,6 +17,7 @@ what a user waits.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--session", type=int, default=100_000_000, help="seek sessions")
     parser.add_argument("--seeks", type=int, default=30)
     args = parser.parse_args()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"(load average {load} on {os.cpu_count()} CPUs: rates are this process's CPU time)")
     print("1. fast-forward against a plain run (vmlab run) of the same guest")
     for spec in FAST_RUNS:
         bench_fast(spec, args.steps)
