@@ -8,8 +8,18 @@ to (or break at) a function by name. The loader that reads an ELF image fills a 
 
 from __future__ import annotations
 
+import io
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+if TYPE_CHECKING:
+    from hypervisor.guest.image import GuestImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +71,57 @@ class SymbolTable:
 
 
 NO_SYMBOLS = SymbolTable()
+ELF_MAGIC = b"\x7fELF"
 
 
-def symbols_of(image: object) -> SymbolTable:
-    """An image's symbols: those its loader attached (`image.symbols`), if any."""
-    table = getattr(image, "symbols", None)
-    return table if isinstance(table, SymbolTable) else NO_SYMBOLS
+def symbols_of(image: GuestImage) -> SymbolTable:
+    """An image's symbols: an ELF kernel's own (its symbol table and DWARF lines), else
+    none (a flat image has its NASM line map instead)."""
+    return elf_symbols(image.data) if image.data.startswith(ELF_MAGIC) else NO_SYMBOLS
+
+
+@lru_cache(maxsize=8)
+def elf_symbols(data: bytes) -> SymbolTable:
+    """Functions from `.symtab` (and the global labels of assembly, such as a boot stub's
+    entry), line rows from `.debug_line`. A table that cannot be read is no table: the
+    image itself was checked by its loader, the symbols are a help for reading it."""
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        return SymbolTable(tuple(_functions(elf)), tuple(_rows(elf)))
+    except (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError):
+        return NO_SYMBOLS
+
+
+def _functions(elf: ELFFile) -> list[Symbol]:
+    table = elf.get_section_by_name(".symtab")
+    if not isinstance(table, SymbolTableSection):
+        return []
+    found: dict[int, Symbol] = {}
+    for symbol in table.iter_symbols():
+        kind, bind = symbol["st_info"]["type"], symbol["st_info"]["bind"]
+        if symbol["st_shndx"] == "SHN_UNDEF" or not symbol.name:
+            continue
+        if kind == "STT_FUNC" or (kind == "STT_NOTYPE" and bind == "STB_GLOBAL"):
+            found.setdefault(
+                symbol["st_value"], Symbol(symbol.name, symbol["st_value"], symbol["st_size"])
+            )
+    return sorted(found.values(), key=lambda s: s.address)
+
+
+def _rows(elf: ELFFile) -> list[SourceRow]:
+    if not elf.has_dwarf_info():
+        return []
+    dwarf, rows = elf.get_dwarf_info(), dict[int, SourceRow]()
+    for unit in dwarf.iter_CUs():
+        program = dwarf.line_program_for_CU(unit)
+        if program is None:
+            continue
+        files = program["file_entry"]
+        first = 0 if program.header["version"] >= 5 else 1  # DWARF 5 counts files from 0
+        for entry in program.get_entries():
+            state = entry.state
+            if state is None or state.end_sequence or not 0 <= state.file - first < len(files):
+                continue
+            name = files[state.file - first].name.decode("utf-8", "replace")
+            rows[state.address] = SourceRow(state.address, name, state.line)
+    return sorted(rows.values(), key=lambda r: r.address)

@@ -28,15 +28,15 @@ class CodeHook:
             try:
                 callback(address, size)
             except BaseException as err:  # as unicorn's own guard: stop, raise from emu_start
-                if uc._hook_exception is None:
-                    uc._hook_exception = err  # type: ignore[assignment]  # (as unicorn does)
+                if uc._hook_exception is None:  # noqa: SLF001 (where emu_start looks)
+                    uc._hook_exception = err  # type: ignore[assignment]  # noqa: SLF001
                 uc.emu_stop()
 
         self._uc = uc
         self._function = _CODE_HOOK(call)  # kept alive as long as the hook
         self._handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(
-            uc._uch,
+            uc._uch,  # noqa: SLF001 (unicorn's Python API adds its own layers)
             ctypes.byref(self._handle),
             UC_HOOK_CODE,
             ctypes.cast(self._function, ctypes.c_void_p),
@@ -48,6 +48,6 @@ class CodeHook:
             raise UcError(status)
 
     def remove(self) -> None:
-        status = uclib.uc_hook_del(self._uc._uch, self._handle)
+        status = uclib.uc_hook_del(self._uc._uch, self._handle)  # noqa: SLF001
         if status:
             raise UcError(status)

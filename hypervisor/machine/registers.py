@@ -35,8 +35,9 @@ class RegisterReader:
         self._pointers = (ctypes.c_void_p * count)(*(base + 4 * i for i in range(count)))
         self._unpack = struct.Struct(f"={count}I").unpack
         # bound once: a recording calls this at every traced instruction
+        handle = uc._uch  # noqa: SLF001 (unicorn offers no batch read into a buffer)
         self._read_batch = partial(
-            uclib.uc_reg_read_batch, uc._uch, self._ids, self._pointers, count
+            uclib.uc_reg_read_batch, handle, self._ids, self._pointers, count
         )
 
     def raw(self) -> bytes:
@@ -62,7 +63,7 @@ class OneRegister:
         self._pointer = ctypes.byref(self._value)
 
     def read(self) -> int:
-        status = uclib.uc_reg_read(self._uc._uch, self._id, self._pointer)
+        status = uclib.uc_reg_read(self._uc._uch, self._id, self._pointer)  # noqa: SLF001
         if status:
             raise RuntimeError(f"uc_reg_read failed with unicorn error {status}")
         return self._value.value
