@@ -8,6 +8,7 @@ import pytest
 from textual.widgets import Input
 
 from hypervisor.guest.image import load_guest
+from hypervisor.guest.symbols import symbols_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.test_tui import synchronously
@@ -109,3 +110,22 @@ def test_targets_are_steps_addresses_functions_or_kinds():
             target_of(bad, symbols)
     with pytest.raises(TargetError):
         address_of("kmain", SymbolTable())
+
+
+@synchronously
+async def test_the_course_kernel_breaks_at_a_c_function_shown_with_its_source_line():
+    course = load_guest("course")
+    kmain = symbols_of(course).address_of("kmain")
+    assert kmain is not None
+    app = VmlabApp(Session(vms=[(course, "native")], breakpoints=("kmain",)))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        view = app.snapshot.vm
+        assert view.registers.guest.state.eip == kmain
+        (row,) = [r for r in view.code if r.current]
+        assert "kmain+0x0" in row.text and ".c:" in row.text and row.line > 0
+        await pilot.press("s")
+        await app.settle()
+        await pilot.press("b")
+        await app.settle()
+        assert app.snapshot.vm.registers.guest.state.eip == kmain  # and back, exactly
