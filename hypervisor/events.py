@@ -159,6 +159,9 @@ class EventLog:
         self.recent: deque[Event] = deque(maxlen=keep)
         self._listeners: list[Listener] = []
         self.instructions: InstructionSink | None = None
+        # Called at each traced instruction's hook, with its step, before it runs (a
+        # recorder reads the registers there); the step is asked of the VM once for both.
+        self.watch: Callable[[int], None] | None = None
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -154,7 +154,6 @@ class Machine:
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
         self._exit: Exit | None = None
         self._trace_hook: CodeHook | None = None
-        self.watch: Callable[[], None] | None = None  # called first at each traced instruction
         self._window_hook: int | None = None
         self._window_prev: int | None = None
         self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
@@ -540,8 +539,7 @@ class Machine:
 
     def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
         """Call `callback(eip, size)` before every instruction (slow: traced runs only),
-        after `watch()` if one is set: one code hook for both, with no Python layer of
-        unicorn's in between (`codehook.py`)."""
+        with no Python layer of unicorn's in between (`codehook.py`)."""
         if self._trace_hook is not None:
             self._trace_hook.remove()
             self._trace_hook = None
@@ -549,11 +547,8 @@ class Machine:
             clock = self.clock
 
             def traced(address: int, size: int) -> None:
-                if clock.at_deadline():
-                    return
-                if self.watch is not None:
-                    self.watch()
-                callback(address, size)
+                if not clock.at_deadline():
+                    callback(address, size)
 
             self._trace_hook = CodeHook(self.uc, traced)
             self._recompile_for_code_hook()

@@ -19,7 +19,7 @@ class Recorder:
 
     It takes the VM's instructions as their sink (`InstructionSink`: straight into the
     columns), listens to its other events, and while the VM runs watches each traced
-    instruction (the registers: the machine calls `_watch` in the tracer's own hook) and
+    instruction (the registers: the tracer calls `_watch`, the event log's `watch`) and
     each memory write (a hook of its own). Register state is taken at the *last* time the
     watch fires for a step: a step can be announced, then preceded by the monitor's work (a
     world switch, an interrupt delivery) before it really runs.
@@ -50,7 +50,7 @@ class Recorder:
         at most CHUNK steps, so that the register reads waiting to be diffed stay few)."""
         machine, vm = self.vm.machine, self.vm
         hook = machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)
-        machine.watch = self._watch
+        vm.events.watch = self._watch
         end = vm.step + count
         try:
             while True:
@@ -60,7 +60,7 @@ class Recorder:
                 if exit_info.reason != "budget" or vm.step >= end:
                     break
         finally:
-            machine.watch = None
+            vm.events.watch = None
             machine.uc.hook_del(hook)
         if self._last:
             self.recording.final = unpack_registers(self._last)
@@ -121,8 +121,8 @@ class Recorder:
             self.recording.exit = exit_info
 
     # ------------------------------------------------------------------ hooks
-    def _watch(self) -> None:
-        self._advance(self.vm.step - 1)
+    def _watch(self, step: int) -> None:
+        self._advance(step)
 
     def _advance(self, step: int) -> None:
         state = self._raw()

@@ -318,12 +318,16 @@ class Executor(ABC):
         self.machine.set_tracer(self._trace if on else None)
 
     def _trace(self, eip: int, size: int) -> None:
+        step = self.vm.step - 1
+        watch = self.vm.events.watch
+        if watch is not None:
+            watch(step)
         if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
         insn = decode(self.machine.read(eip, 15), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = Traced(self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
+        self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False
         self._pending_hypercall = False
 

@@ -476,6 +476,9 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl == 3 or not self.cache.contains(eip):
             super()._trace(eip, size)
             return
+        watch = self.vm.events.watch
+        if watch is not None:  # at every instruction of the TC, as the base tracer does
+            watch(self.vm.step - 1)
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
