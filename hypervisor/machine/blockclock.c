@@ -20,11 +20,15 @@
 #define SLOTS 8192u         /* table entries (power of two), open addressing */
 #define ARENA (1u << 20)    /* bytes kept to check entries against RAM */
 #define MISS_STOP 0x80000000u /* from the miss callback: stop before this block, Python acts */
+#define ENDS_STI 0x40000000u  /* in a count: the block's last instruction is STI */
+#define COUNT_MASK 0x3FFFFFFFu
+#define EFLAGS_IF 0x200u
 
 typedef void uc_engine;
 typedef int (*emu_stop_fn)(uc_engine *);
 typedef uint32_t (*miss_fn)(uint64_t address, uint32_t size);
 typedef uint32_t (*cut_fn)(uint64_t block, uint32_t size, uint64_t address);
+typedef int (*reg_read_fn)(uc_engine *, int regid, void *value);
 
 struct entry {
     uint64_t address;
@@ -35,14 +39,15 @@ struct entry {
 };
 
 struct vclock {
-    /* per run: Python sets deadline, clears the rest (vclock_arm) */
+    /* per run: set by BlockClock.run */
     uint64_t base;      /* instructions of the run before the block now running */
     uint64_t end;       /* base + the running block's count: where it ends */
     uint64_t deadline;  /* no block may start that would end past it */
     uint64_t block;     /* address of the block now running (~0: none yet) */
     uint32_t block_size;
     uint32_t stop;      /* a stop is pending (set by Python hooks too): count nothing more */
-    uint32_t why;       /* 1: stopped before a block crossing the deadline, 2: table miss */
+    uint32_t why;       /* stopped before a block: 1 crossing the deadline, 2 a table miss,
+                           3 the interrupt window opened */
     uint32_t step_left; /* vclock_step: instructions still to run inside the block */
     /* set once by Python */
     emu_stop_fn emu_stop;
@@ -52,7 +57,14 @@ struct vclock {
     uint64_t ram_size;
     uint32_t check_bytes; /* 1: compare entries with RAM (paging off) */
     uint32_t arena_used;
-    uint32_t block_bytes;    /* the running block's copy in the arena + 1 (0: none) */
+    /* the interrupt window (Machine.watch_interrupt_window): EFLAGS.IF can only become 1 by
+     * STI, POPF or IRET, and each ends its block, so a look at each block's start sees it
+     * open before the next instruction; after STI, QEMU runs the one instruction of the STI
+     * shadow as a block of its own, which runs before the stop */
+    reg_read_fn reg_read;
+    int32_t eflags_id;
+    uint32_t watch_if;
+    uint32_t after_sti; /* the last block run ended with STI */
     uint32_t pad;
     struct entry table[SLOTS];
     uint8_t arena[ARENA];
@@ -93,7 +105,7 @@ void vclock_forget(struct vclock *c) {
     c->arena_used = 0;
 }
 
-static struct entry *store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
+static void store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
     uint32_t i = slot_of(address, size);
     struct entry *free_slot = 0;
     for (uint32_t probe = 0; probe < SLOTS; probe++, i = (i + 1) & (SLOTS - 1)) {
@@ -116,7 +128,6 @@ static struct entry *store(struct vclock *c, uint64_t address, uint32_t size, ui
         free_slot->bytes = c->arena_used + 1;
         c->arena_used += size;
     }
-    return free_slot;
 }
 
 static void stop_now(struct vclock *c, uc_engine *uc, uint32_t why) {
@@ -145,14 +156,13 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     }
     check_cut(c, address, size);
     struct entry *e = find(c, address, size);
-    uint32_t count;
+    uint32_t count, sti;
     if (e) {
         count = e->count;
     } else {
         count = c->miss(address, size); /* (monitor memory is never kept: it cannot be
                                             checked, and guests hardly run code there) */
         if (count & MISS_STOP) { /* Python must prepare this block first */
-            c->block_bytes = 0;
             c->block = address;
             c->block_size = size;
             c->base = c->end;
@@ -160,16 +170,31 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
             return;
         }
         if (in_ram(c, address, size))
-            e = store(c, address, size, count);
+            store(c, address, size, count);
     }
-    c->block_bytes = e ? e->bytes : 0;
+    sti = count & ENDS_STI;
+    count &= COUNT_MASK;
     c->base = c->end;
     c->block = address;
     c->block_size = size;
+    if (c->base >= c->deadline) { /* the count is used up before the window is looked at */
+        stop_now(c, uc, 1);
+        return;
+    }
+    if (c->watch_if) {
+        uint64_t eflags = 0;
+        if (c->after_sti)
+            c->after_sti = 0; /* the STI shadow: this one instruction runs first */
+        else if (c->reg_read(uc, c->eflags_id, &eflags) == 0 && (eflags & EFLAGS_IF)) {
+            stop_now(c, uc, 3);
+            return;
+        }
+    }
     if (c->base + count > c->deadline) {
         stop_now(c, uc, 1);
         return;
     }
+    c->after_sti = sti != 0;
     c->end = c->base + count;
 }
 
@@ -177,6 +202,7 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
  * from a code hook takes effect before the instruction: unicorn checks right after it). */
 void vclock_step(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     struct vclock *c = data;
+    (void)address, (void)size;
     if (c->stop)
         return;
     if (c->step_left == 0) {
