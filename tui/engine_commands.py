@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypervisor.trace.timetravel import Goal
 from hypervisor.vmm.contract import Mode
 
 
@@ -107,10 +108,19 @@ class Save:
     path: str
 
 
+@dataclass(frozen=True)
+class FastForward:
+    """Record ahead untraced, at full speed, to a step, a breakpoint or the next event of a
+    kind (the panes follow it live; escape stops it)."""
+
+    goal: Goal
+
+
 Command = (
     Step
     | Back
     | Seek
+    | FastForward
     | Run
     | Pause
     | Speed
