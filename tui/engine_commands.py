@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypervisor.trace.timetravel import Goal
 from hypervisor.vmm.contract import Mode
 
 
@@ -128,10 +129,19 @@ class DeleteSnapshot:
     name: str
 
 
+@dataclass(frozen=True)
+class FastForward:
+    """Record ahead untraced, at full speed, to a step, a breakpoint or the next event of a
+    kind (the panes follow it live; escape stops it)."""
+
+    goal: Goal
+
+
 Command = (
     Step
     | Back
     | Seek
+    | FastForward
     | Run
     | Pause
     | Speed
