@@ -241,7 +241,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
-    rows = listing.window(eip, vm.machine.read, CODE_CONTEXT, CODE_CONTEXT)
+    rows = listing.window(eip, vm.machine.code, CODE_CONTEXT, CODE_CONTEXT)
     code = tuple(
         CodeRow(
             r.address,

@@ -45,6 +45,7 @@ from unicorn import x86_const as x
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
+    CR0_PG,
     EFLAGS_IF,
     STATE_FIELDS,
     STATE_REG_IDS,
@@ -53,6 +54,8 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
 from hypervisor.machine.ioport import IoBus
+from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.paging import LinearMemory, PagingRegisters
 from hypervisor.machine.registers import RegisterReader
 from hypervisor.machine.retired import RetiredCounter
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
@@ -138,7 +141,11 @@ class Machine:
         self._trace_hook: int | None = None
         self._window_hook: int | None = None
         self._window_prev: int | None = None
+        self._cr2 = 0  # the guest's CR2 as the last run stopped (marker.py)
         self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
+        self.linear = LinearMemory(self.read, self.write, self.paging_registers)
+        """Memory at linear addresses through the CPU's page tables: what the CPU reads and
+        writes for itself (interrupt delivery), and instruction bytes for the monitor."""
         self._install_hooks()
 
     # ------------------------------------------------------------------ memory
@@ -151,6 +158,19 @@ class Machine:
         if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
             return bytes(self.uc.mem_read(address, size))
         return bytes(self._read_byte(a & 0xFFFFFFFF) for a in range(address, address + size))
+
+    def code(self, address: int, size: int) -> bytes:
+        """Instruction bytes at linear `address`, as the CPU would fetch them now (no side
+        effect; fewer bytes where a page is not mapped)."""
+        return self.linear.peek(address, size)
+
+    def paging_registers(self) -> PagingRegisters:
+        uc = self.uc
+        return PagingRegisters(
+            uc.reg_read(x.UC_X86_REG_CR0),
+            uc.reg_read(x.UC_X86_REG_CR3),
+            uc.reg_read(x.UC_X86_REG_CR4),
+        )
 
     def _read_byte(self, address: int) -> int:
         if address < self.ram_size or (address & ~(PAGE - 1)) in self.monitor_pages:
@@ -376,6 +396,7 @@ class Machine:
         uc.reg_write(x.UC_X86_REG_CR0, system.cr0)
         uc.reg_write(x.UC_X86_REG_LDTR, system.ldtr)
         uc.reg_write(x.UC_X86_REG_TR, system.tr)
+        uc.reg_write(x.UC_X86_REG_CR2, system.cr2)
 
     def state(self) -> CpuState:
         return CpuState(*self.registers.read())
@@ -392,6 +413,7 @@ class Machine:
             idtr=(idtr[1], idtr[2]),
             ldtr=tuple(uc.reg_read(x.UC_X86_REG_LDTR)),
             tr=tuple(uc.reg_read(x.UC_X86_REG_TR)),
+            cr2=uc.reg_read(x.UC_X86_REG_CR2),
         )
 
     @property
@@ -414,6 +436,7 @@ class Machine:
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
             self._hookless_blocks = self._hookless_blocks or self._trace_hook is None
         self._running = True
+        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)
         try:
             self.uc.emu_start(eip, _UNTIL, count=count)
         except UcError as err:
@@ -422,6 +445,8 @@ class Machine:
             if not count:
                 WATCHDOG.disarm(id(self))
             self._running = False
+            if self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG:  # see marker.py
+                clear_after_run(self.uc, self._cr2)
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         began = self.counter.read()
@@ -442,6 +467,7 @@ class Machine:
         already have counted the next instruction, which never runs."""
         began = self.counter.read()
         self._exit = Exit(kind, began if retired_now else max(began - 1, 0), **details)
+        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)  # a #PF has just set it
         self.uc.emu_stop()
 
     def _overdue(self) -> None:
@@ -490,7 +516,7 @@ class Machine:
         previous, self._window_prev = self._window_prev, address
         if not uc.reg_read(x.UC_X86_REG_EFLAGS) & EFLAGS_IF or self._exit is not None:
             return
-        if previous is not None and self.read(previous, 1) == b"\xfb":  # STI shadow
+        if previous is not None and self.code(previous, 1) == b"\xfb":  # STI shadow
             return
         self._stop(ExitKind.STOP, retired_now=False)
 
@@ -524,10 +550,10 @@ class Machine:
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
         if vector in INTERRUPT_TRAPS:
-            return self.read(eip - 1, 1) in (b"\xcc", b"\xce") or self.read(eip - 2, 2) == bytes(
+            return self.code(eip - 1, 1) in (b"\xcc", b"\xce") or self.code(eip - 2, 2) == bytes(
                 (0xCD, vector)
             )
-        return eip >= 2 and self.read(eip - 2, 2) == bytes((0xCD, vector))
+        return eip >= 2 and self.code(eip - 2, 2) == bytes((0xCD, vector))
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         self._stop(ExitKind.EXCEPTION, retired_now=False, vector=6)

@@ -394,7 +394,7 @@ class Recorder:
         if isinstance(event, InstructionExecuted):
             insn = recording.instruction_id(event.eip, event.text)
             if insn is None:
-                decoded = decode(self.vm.machine.read(event.eip, 15), event.eip)
+                decoded = decode(self.vm.machine.code(event.eip, 15), event.eip)
                 raw = decoded.bytes if decoded else b""
                 insn = recording.add_instruction(event.eip, raw, event.text, event.sensitive)
             recording.add_step(insn, event.cls, event.hole, event.cpl)

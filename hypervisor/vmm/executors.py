@@ -239,7 +239,7 @@ class Executor(ABC):
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
         loads on a host, so the answers are kept, by address and bytes.)"""
         eip = self.machine.uc.reg_read(_EIP)
-        key = (eip, self.machine.read(eip, 15))
+        key = (eip, self.machine.code(eip, 15))
         answer = self._memory_operands.get(key)
         if answer is None:
             insn = decode(key[1], eip)
@@ -252,7 +252,7 @@ class Executor(ABC):
         guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
         VM goes on."""
         eip = self.virtual_state().eip
-        insn = decode(self.machine.read(eip, 15), eip)
+        insn = decode(self.machine.code(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
@@ -270,7 +270,7 @@ class Executor(ABC):
     def _trace(self, eip: int, size: int) -> None:
         self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        insn = decode(self.machine.read(eip, 15), eip)
+        insn = decode(self.machine.code(eip, 15), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
         self._pending = (self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False

@@ -270,7 +270,7 @@ class TrapAndEmulate(Executor):
         tables = Tables(idt=self.vcpu.idtr, gdt=self.vcpu.gdtr, tss=self.vcpu.tss)
         try:
             done, vector = deliver_escalating(
-                m.read, m.write, state, self.vcpu.cpl, tables, vector, source, error_code
+                m.linear, state, self.vcpu.cpl, tables, vector, source, error_code
             )
         except TripleFault as fault:
             self.vm.finish(ExitInfo("crashed", None, str(fault)))

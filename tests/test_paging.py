@@ -1,0 +1,177 @@
+"""Paging on bare metal: what the machine layer does for the CPU goes through the page tables.
+
+Unicorn's MMU translates the guest's own accesses; interrupt delivery (IDT, GDT, TSS, the
+frame), the #PF error code and instruction decoding for events are vmlab's, and must agree.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from hypervisor.guest.image import load_guest
+from hypervisor.machine.machine import Machine
+from hypervisor.machine.paging import PTE_ACCESSED, PTE_DIRTY, PageFault
+from hypervisor.session import run_guest
+from hypervisor.trace.events import InstructionExecuted
+from hypervisor.vmm.vm import Vm
+from tests.conftest import needs_nasm
+
+GUESTS = Path(__file__).parent / "guests"
+
+PAGE_FAULTS = """\
+paging on
+#PF cr2=0x00300000 code=0x00000000
+#PF cr2=0x00300004 code=0x00000002
+#PF cr2=0x00301008 code=0x00000003
+#PF cr2=0x0030000C code=0x00000002
+#PF cr2=0x00300010 code=0x00000000
+4 MiB page reads 0x600DF00D
+WP off: ring 0 wrote 0x0000002A
+#PF cr2=0x00302000 code=0x00000005
+#PF cr2=0x00302004 code=0x00000007
+#PF cr2=0x0030100C code=0x00000007
+#PF cr2=0x00300014 code=0x00000004
+#PF cr2=0x003000FC code=0x00000006
+#PF cr2=0x00302020 code=0x00000005
+done
+"""
+
+
+@needs_nasm
+def test_an_unmapped_stack_page_makes_int3_triple_fault():
+    report = run_guest(load_guest(str(GUESTS / "paging_stack.asm")), "native")
+    assert report.exit.reason == "crashed", report.exit
+    assert "triple fault" in report.exit.detail
+    assert "page fault at 0x003fffe0 while delivering #DF" in report.exit.detail
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["trap", "bt", "pv"])
+def test_monitors_stop_unsupported_when_paging_is_turned_on(mode):
+    report = run_guest(load_guest(str(GUESTS / "paging_stack.asm")), mode)
+    assert report.exit.reason == "unsupported"
+    assert "paging (CR0.PG)" in report.exit.detail
+
+
+@needs_nasm
+def test_page_fault_handler_sees_cr2_and_the_error_code():
+    """Not present, write, user, read-only with CR0.WP, fetch, read-modify-write (a write,
+    as Intel's CPUs report it; QEMU says read), 4 MiB pages, in ring 0 and ring 3."""
+    report = run_guest(load_guest(str(GUESTS / "pagefault.asm")), "native")
+    assert report.exit.reason == "debug_exit" and report.exit.status == 0, report.exit
+    assert report.console == PAGE_FAULTS
+
+
+@needs_nasm
+def test_cr2_survives_the_end_of_every_slice():
+    """Unicorn sets CR2 as it leaves a run with paging on: stopping the CPU every few
+    instructions must change nothing the handler sees."""
+    vm = Vm(load_guest(str(GUESTS / "pagefault.asm")), "native")
+    while vm.run(7).reason == "budget":
+        pass
+    assert vm.console.decode() == PAGE_FAULTS
+
+
+FRAME_THROUGH_PAGES = """
+    ; Identity map, except that the stack page 0x3FF000 shows physical 0x300000, and the
+    ; linear page 0x800000 shows the code page 0x100000.
+    mov edi, 0x201000
+    mov eax, 0x3
+.fill:
+    mov [edi], eax
+    add eax, 0x1000
+    add edi, 4
+    cmp edi, 0x202000
+    jb .fill
+    mov dword [0x201000 + 0x3FF * 4], 0x300003
+    mov dword [0x202000], 0x100003
+    mov dword [0x200000], 0x201003
+    mov dword [0x200008], 0x202003
+    mov eax, handler
+    mov [idt + 3 * 8], ax
+    mov word [idt + 3 * 8 + 2], 0x08
+    mov word [idt + 3 * 8 + 4], 0x8E00
+    shr eax, 16
+    mov [idt + 3 * 8 + 6], ax
+    lidt [idtr]
+    mov eax, 0x200000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov esp, 0x3FFFF0
+    int3
+after:
+    mov al, 2
+    cmp dword [0x300FE4], after     ; the saved EIP, in the frame the CPU pushed
+    jne exit
+    mov eax, alias - 0x100000 + 0x800000
+    jmp eax                         ; run on from the second mapping of this code
+alias:
+    mov al, 1
+exit:
+    mov dx, 0x501
+    out dx, al
+    hlt
+handler:
+    iretd
+align 8
+idt:    times 4 * 8 db 0
+idtr:   dw 4 * 8 - 1
+        dd idt
+"""
+
+
+def test_the_interrupt_frame_is_pushed_through_the_page_tables(asm):
+    report = run_guest(asm(FRAME_THROUGH_PAGES), "native")
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 1), report.exit
+
+
+def test_traced_instructions_are_decoded_at_their_linear_address(asm):
+    report = run_guest(asm(FRAME_THROUGH_PAGES), "native", trace=True, keep_events=True)
+    aliased = [e for e in report.events if isinstance(e, InstructionExecuted) and e.eip > 0x800000]
+    assert [e.text for e in aliased] == ["mov al, 1", "mov dx, 0x501", "out dx, al"]
+
+
+def _paged_machine() -> Machine:
+    """Paging on, at 0x200000: linear page 0x10000 -> frame 0x50000, 0x11000 not present."""
+    machine = Machine()
+    machine.write(0x200000, struct.pack("<I", 0x201003))
+    machine.write(0x201000 + 0x10 * 4, struct.pack("<I", 0x50003))
+    uc = machine.uc
+    from unicorn import x86_const as x
+
+    uc.reg_write(x.UC_X86_REG_CR0, 0x11)
+    uc.reg_write(x.UC_X86_REG_CR3, 0x200000)
+    uc.reg_write(x.UC_X86_REG_CR0, 0x80000011)
+    return machine
+
+
+def _entry(machine: Machine, address: int) -> int:
+    return int(struct.unpack("<I", machine.read(address, 4))[0])
+
+
+def test_the_cpus_own_writes_set_accessed_and_dirty_bits():
+    machine = _paged_machine()
+    machine.linear.write(0x10FF0, b"frame!")
+    assert machine.read(0x50FF0, 6) == b"frame!"
+    assert _entry(machine, 0x200000) & PTE_ACCESSED
+    assert _entry(machine, 0x201040) & (PTE_ACCESSED | PTE_DIRTY) == PTE_ACCESSED | PTE_DIRTY
+
+
+def test_a_frame_across_into_a_missing_page_faults_before_writing_anything():
+    machine = _paged_machine()
+    with pytest.raises(PageFault) as fault:
+        machine.linear.write(0x10FFC, b"12345678")
+    assert (fault.value.linear, fault.value.error_code) == (0x11000, 0x2)
+    assert machine.read(0x50FFC, 4) == bytes(4)
+
+
+def test_decoding_reads_stop_at_a_missing_page_without_side_effects():
+    machine = _paged_machine()
+    machine.write(0x50FFE, b"\x90\x90")
+    assert machine.code(0x10FFE, 15) == b"\x90\x90"
+    assert not _entry(machine, 0x201040) & PTE_ACCESSED
