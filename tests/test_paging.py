@@ -10,14 +10,18 @@ import struct
 from pathlib import Path
 
 import pytest
+from unicorn import x86_const as x
 
 from hypervisor.guest.image import load_guest
 from hypervisor.machine.machine import Machine
 from hypervisor.machine.paging import PTE_ACCESSED, PTE_DIRTY, PageFault
 from hypervisor.session import run_guest
+from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.events import InstructionExecuted
+from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
+from tests.test_checkpoints import observed
 
 GUESTS = Path(__file__).parent / "guests"
 
@@ -75,9 +79,8 @@ def test_cr2_survives_the_end_of_every_slice():
     assert vm.console.decode() == PAGE_FAULTS
 
 
-FRAME_THROUGH_PAGES = """
-    ; Identity map, except that the stack page 0x3FF000 shows physical 0x300000, and the
-    ; linear page 0x800000 shows the code page 0x100000.
+IDENTITY_MAP = """
+    ; The page table at 0x201000 maps 0-4 MiB to itself, present | writable.
     mov edi, 0x201000
     mov eax, 0x3
 .fill:
@@ -86,6 +89,13 @@ FRAME_THROUGH_PAGES = """
     add edi, 4
     cmp edi, 0x202000
     jb .fill
+"""
+
+FRAME_THROUGH_PAGES = (
+    IDENTITY_MAP
+    + """
+    ; Except that the stack page 0x3FF000 shows physical 0x300000, and the linear page
+    ; 0x800000 shows the code page 0x100000.
     mov dword [0x201000 + 0x3FF * 4], 0x300003
     mov dword [0x202000], 0x100003
     mov dword [0x200000], 0x201003
@@ -123,6 +133,7 @@ idt:    times 4 * 8 db 0
 idtr:   dw 4 * 8 - 1
         dd idt
 """
+)
 
 
 def test_the_interrupt_frame_is_pushed_through_the_page_tables(asm):
@@ -142,8 +153,6 @@ def _paged_machine() -> Machine:
     machine.write(0x200000, struct.pack("<I", 0x201003))
     machine.write(0x201000 + 0x10 * 4, struct.pack("<I", 0x50003))
     uc = machine.uc
-    from unicorn import x86_const as x
-
     uc.reg_write(x.UC_X86_REG_CR0, 0x11)
     uc.reg_write(x.UC_X86_REG_CR3, 0x200000)
     uc.reg_write(x.UC_X86_REG_CR0, 0x80000011)
@@ -175,3 +184,58 @@ def test_decoding_reads_stop_at_a_missing_page_without_side_effects():
     machine.write(0x50FFE, b"\x90\x90")
     assert machine.code(0x10FFE, 15) == b"\x90\x90"
     assert not _entry(machine, 0x201040) & PTE_ACCESSED
+
+
+@needs_nasm
+def test_seeking_with_paging_on_lands_where_a_straight_run_does():
+    """A checkpoint restored under other page tables must not keep the old translations."""
+    guest = str(GUESTS / "pagefault.asm")
+    machine = TimeMachine(load_guest(guest), "native", checkpoints=CheckpointStore(interval=500))
+    machine.extend(16_000)
+    for target in (15_400, 6_000, 9_123, 5_990, 15_000, 200):
+        machine.seek(target)
+        vm = Vm(load_guest(guest), "native")
+        vm.run(target)
+        assert observed(machine.vm) == observed(vm), target
+
+
+REMAPPED_IN_A_LOOP = (
+    IDENTITY_MAP
+    + """
+    mov dword [0x300000], 0xA
+    mov dword [0x304000], 0xB
+    mov dword [0x200000], 0x201003
+    mov eax, 0x200000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    xor ebx, ebx
+    mov ecx, 30
+.first:                             ; linear 0x300000 shows frame 0x300000 ...
+    add ebx, [0x300000]
+    loop .first
+    mov dword [0x201000 + 0x300 * 4], 0x304003
+    invlpg [0x300000]
+    mov ecx, 30
+.then:                              ; ... then frame 0x304000
+    add ebx, [0x300000]
+    loop .then
+    mov eax, ebx
+    mov dx, 0x501
+    out dx, al
+    hlt
+"""
+)
+
+
+def test_a_seek_forgets_the_translations_of_the_present(asm):
+    image = asm(REMAPPED_IN_A_LOOP)
+    machine = TimeMachine(image, "native", checkpoints=CheckpointStore(interval=20))
+    machine.extend(6_000)
+    assert machine.vm.exit is not None and machine.vm.exit.status == (30 * 0x15) & 0xFF
+    for target in (5_250, 5_150, 5_240, 5_165):
+        machine.seek(target)
+        vm = Vm(image, "native")
+        vm.run(target)
+        assert observed(machine.vm) == observed(vm), target

@@ -297,8 +297,11 @@ class Machine:
         self._window_prev = previous
         self._exit = None
         uc.context_restore(snapshot.cpu)
-        # Memory changed behind unicorn's back (fact 12): no compiled block may survive.
+        # Memory changed behind unicorn's back (fact 12): no compiled block may survive, and
+        # no translation either (the page tables may differ): a CR3 load empties the TLB,
+        # which restoring a context does not.
         uc.ctl_flush_tb()
+        uc.reg_write(x.UC_X86_REG_CR3, uc.reg_read(x.UC_X86_REG_CR3))
 
     def _monitor_ranges(self) -> list[tuple[int, int]]:
         """The monitor's own memory as [begin, end) ranges, RAM aliases left out."""
