@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from unicorn import x86_const as x
 
+from hypervisor.events import InstructionExecuted
 from hypervisor.guest.image import load_guest
 from hypervisor.machine.machine import Machine
 from hypervisor.machine.paging import PTE_ACCESSED, PTE_DIRTY, PageFault
 from hypervisor.session import run_guest
 from hypervisor.trace.checkpoints import CheckpointStore
-from hypervisor.trace.events import InstructionExecuted
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm

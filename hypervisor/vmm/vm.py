@@ -12,37 +12,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
+from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
-from hypervisor.trace.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
-from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
-
-DEFAULT_RAM = 4 << 20
-LOAD_ADDRESS = 0x00100000
-LOADER_GDT = 0x800
-LOADER_GDT_LIMIT = 0x2F
-# null, 0x08 code DPL0, 0x10 data DPL0, 0x18 code DPL3, 0x20 data DPL3, 0x28 null (for a TSS)
-LOADER_GDT_ENTRIES = (
-    0,
-    0x00CF9B000000FFFF,
-    0x00CF93000000FFFF,
-    0x00CFFB000000FFFF,
-    0x00CFF3000000FFFF,
-    0,
+from hypervisor.vmm.contract import (
+    DEFAULT_RAM,
+    KERNEL_CS,
+    KERNEL_DS,
+    LOAD_ADDRESS,
+    LOADER_GDT,
+    LOADER_GDT_ENTRIES,
+    ExitInfo,
+    ExitReason,
+    Mode,
+    VmState,
 )
-KERNEL_CS, KERNEL_DS = 0x08, 0x10
+from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
+from hypervisor.vmm.modes import MODES
 
-EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported")
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
-
-
-@dataclass(frozen=True, slots=True)
-class ExitInfo:
-    reason: str  # one of EXIT_REASONS
-    status: int | None = None  # the debug-exit byte
-    detail: str = ""
 
 
 @dataclass
@@ -67,9 +57,9 @@ class RunStats:
         return {"total": self.total, **counts}
 
 
-def _no_hypervisor(name: str, mode: str) -> str:
+def _no_hypervisor(name: str, mode: Mode) -> str:
     """Why a paravirtualized kernel is not started outside pv (it would crash, or hang)."""
-    where = "on bare metal nothing" if mode == "native" else f"under {mode} no monitor code"
+    where = "on bare metal nothing" if mode is Mode.NATIVE else f"under {mode} no monitor code"
     return (
         f"{name} is a paravirtualized kernel (built with -DPARAVIRT): it calls the hypervisor "
         f"with int 0x82, and {where} answers hypercalls; run it with --mode pv"
@@ -84,17 +74,15 @@ class Vm:
     def __init__(
         self,
         image: GuestImage,
-        mode: str = "native",
+        mode: Mode | str = Mode.NATIVE,
         *,
         name: str | None = None,
         ram_size: int = DEFAULT_RAM,
         host: HostRam | None = None,
         events: EventLog | None = None,
     ) -> None:
-        from hypervisor.vmm.executors import executor_for  # modes register themselves there
-
         self.image = image
-        self.mode = mode
+        self.mode = Mode.parse(mode)
         self.name = name or image.name
         self.events = events or EventLog()
         if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
@@ -110,7 +98,7 @@ class Vm:
         self._line = bytearray()
         self.stats = RunStats()
         self.exit: ExitInfo | None = None
-        self.state = "created"
+        self.state = VmState.CREATED
         self._slice_done = 0
         self._in_slice = False
         self.run_end: int | None = None  # the step the current run stops at
@@ -119,10 +107,12 @@ class Vm:
         self.cost_profile: CostProfile = PENTIUM4
         self._last_sample = CycleCount(0.0, 0.0)
         self._load(image)
-        self.executor = executor_for(mode)(self)
+        self.executor = MODES[self.mode](self)
         self.executor.start(self.entry_state())
         if image.paravirtual and not self.executor.runs_paravirtual:
-            self.finish(ExitInfo("unsupported", None, _no_hypervisor(image.name, mode)))
+            self.finish(
+                ExitInfo(ExitReason.UNSUPPORTED, detail=_no_hypervisor(image.name, self.mode))
+            )
 
     # ------------------------------------------------------------------ loading
     def _load(self, image: GuestImage) -> None:
@@ -166,16 +156,15 @@ class Vm:
             self._line.clear()
 
     def _debug_exit(self, status: int) -> None:
-        self.finish(ExitInfo("debug_exit", status, f"guest wrote {status} to port 0x501"))
+        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, f"guest wrote {status} to port 0x501"))
         self.machine.request_stop()
 
     def finish(self, info: ExitInfo) -> None:
         if self.exit is None:
             self.exit = info
             self.flush_console()
-            state = {"debug_exit": "exited", "budget": "paused"}.get(info.reason, info.reason)
-            self.state = state
-            self.emit(VmStateChanged(self.name, self.step, state, info.detail))
+            self.state = info.state
+            self.emit(VmStateChanged(self.name, self.step, info.state, info.detail))
 
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:
@@ -214,21 +203,23 @@ class Vm:
         the VM returns "budget" but stays running (no state change, it was preempted), and
         under bt the slice may end a few instructions late (at the end of a fragment)
         rather than approach its end one instruction at a time."""
-        if self.exit is not None and self.exit.reason != "budget":
+        if self.exit is not None and self.exit.final:
             return self.exit
         self.exit = None
         self.stats.traced = self.stats.traced or trace
         self.executor.set_tracing(trace)
-        if self.state != "running":
-            self.state = "running"
-            self.emit(VmStateChanged(self.name, self.step, "running"))
+        if self.state != VmState.RUNNING:
+            self.state = VmState.RUNNING
+            self.emit(VmStateChanged(self.name, self.step, VmState.RUNNING))
         end = self.stats.total + max_insns
         self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
                 remaining = end - self.stats.total
                 if remaining <= 0:
-                    done = ExitInfo("budget", None, f"{self.stats.total} instructions executed")
+                    done = ExitInfo(
+                        ExitReason.BUDGET, detail=f"{self.stats.total} instructions executed"
+                    )
                     if quantum:
                         self.exit = done
                     else:
@@ -270,4 +261,4 @@ class Vm:
 
     @property
     def mode_class(self) -> InsnClass:
-        return InsnClass.NATIVE if self.mode == "native" else InsnClass.DIRECT
+        return InsnClass.NATIVE if self.mode is Mode.NATIVE else InsnClass.DIRECT
