@@ -401,6 +401,14 @@ class Machine:
         uc.reg_write(x.UC_X86_REG_TR, system.tr)
         uc.reg_write(x.UC_X86_REG_CR2, system.cr2)
 
+    def load_paging(self, registers: PagingRegisters) -> None:
+        """Turn the CPU's paging on with these registers (a monitor's shadow page tables);
+        loading them empties the TLB."""
+        uc = self.uc
+        uc.reg_write(x.UC_X86_REG_CR4, registers.cr4)
+        uc.reg_write(x.UC_X86_REG_CR3, registers.cr3)
+        uc.reg_write(x.UC_X86_REG_CR0, registers.cr0)
+
     def state(self) -> CpuState:
         return CpuState(*self.registers.read())
 

@@ -57,6 +57,7 @@ PROBATION = 50_000  # guest instructions a page stays self-checking before it is
 
 class BinaryTranslation(TrapAndEmulate):
     mode = Mode.BT
+    shadow_paging = False  # not yet: a kernel that turns paging on stops unsupported
     counts_each_instruction = False  # translated code keeps its own clock, block by block
 
     def start(self, entry: CpuState) -> None:
