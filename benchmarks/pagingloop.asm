@@ -1,6 +1,8 @@
 ; pagingloop - a kernel's hot loop, with paging on (-DPAGING) or off: the same instructions.
 ; The loop walks a 64 KiB buffer (16 pages) with loads and stores, so every iteration goes
 ; through unicorn's TLB; with paging on, the page walks on TLB misses are unicorn's own.
+; With -DTOUCH it reads one word of each of the 1024 pages of the first 4 MiB instead, once:
+; under a monitor, each first touch is a hidden page fault (the shadow fills).
 ; Used by benchmarks/bench_paging.py.
 bits 32
 org 0x100000
@@ -25,6 +27,14 @@ start:
     or eax, 0x80000000
     mov cr0, eax
 %endif
+%ifdef TOUCH
+    xor esi, esi
+touch:
+    add eax, [esi]
+    add esi, 0x1000
+    cmp esi, 0x400000
+    jb touch
+%else
     mov ecx, ITERATIONS
     xor esi, esi
     xor eax, eax
@@ -37,6 +47,7 @@ loop_start:
     inc eax
     dec ecx
     jnz loop_start
+%endif
     mov dx, 0x501
     xor al, al
     out dx, al

@@ -220,7 +220,7 @@ class LinearMemory:
             linear, size = (linear + length) & 0xFFFFFFFF, size - length
         return out
 
-    def lookup(self, linear: int) -> Walk | None:
+    def lookup(self, linear: int, registers: PagingRegisters | None = None) -> Walk | None:
         """The walk for `linear` when paging is on (None when it is off)."""
-        registers = self.registers()
+        registers = registers or self.registers()
         return walk(self._read32, registers, linear) if registers.enabled else None

@@ -28,7 +28,7 @@ def page_fault_code(memory: LinearMemory, state: CpuState, cpl: int, cr2: int) -
     """The error code the CPU pushed for the #PF at `state.eip` with CR2 = `cr2`."""
     registers = memory.registers()
     user = cpl == 3
-    found = memory.lookup(cr2)
+    found = memory.lookup(cr2, registers)
     if found is None:  # paging is off: no page fault can have happened
         return PF_USER if user else 0
     as_read = fault_code(found, Access(user=user), registers)

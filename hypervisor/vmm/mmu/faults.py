@@ -1,5 +1,8 @@
 """A page fault while the guest runs on shadow page tables: hidden or true.
 
+Both are traps the monitor handles (counted as "#PF hidden" and "#PF true", priced as trap
+round trips by the cost model).
+
 The CPU faulted on the shadow. What the access was (a write or not, from CPL 3 or not: the
 guest kernel at real CPL 1 is a supervisor, as at its CPL 0) is rebuilt as on bare metal
 (`vmm/pagefault.py`); the guest's own tables then decide. If they allow the access the
@@ -10,6 +13,8 @@ If they refuse it, the guest gets the #PF its CPU would raise, with its CR2 and 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from unicorn.x86_const import UC_X86_REG_CR2
 
 from hypervisor.events import PageFaultHandled
 from hypervisor.machine.interrupts import VEC_PF
@@ -23,7 +28,7 @@ if TYPE_CHECKING:
 
 def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
     m = monitor.machine
-    cr2 = m.system_state().cr2
+    cr2 = m.uc.reg_read(UC_X86_REG_CR2)
     state = m.state()
     user = m.cpl == 3
     access = Access(write=bool(page_fault_code(m.linear, state, m.cpl, cr2) & PF_WRITE), user=user)
@@ -33,12 +38,14 @@ def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
     eip = monitor.virtual_state().eip
     if found is not None and code is None and cr2 >> 22 != WINDOW_PDE:
         mmu.fill(m, guest, found, cr2, access)
+        monitor.vm.stats.traps["#PF hidden"] += 1
         monitor.vm.emit(PageFaultHandled(monitor.vm.name, monitor.vm.step, eip, cr2, 0, True))
         monitor.enter(monitor.virtual_state())
         return
     if code is None:  # the monitor's window: not the guest's to map for its user code
         code = (PF_WRITE if access.write else 0) | (PF_USER if user else 0)
     mmu.true_faults += 1
+    monitor.vm.stats.traps["#PF true"] += 1
     monitor.vm.emit(PageFaultHandled(monitor.vm.name, monitor.vm.step, eip, cr2, code, False))
     monitor.vcpu.cr2 = cr2
     monitor.deliver(VEC_PF, "exception", code)
