@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from unicorn import x86_const as x
 
-from hypervisor.events import InstructionExecuted, PageFaultHandled
+from hypervisor.events import InstructionExecuted, IsolationViolation, PageFaultHandled
 from hypervisor.guest.image import load_guest
 from hypervisor.machine.machine import Machine
 from hypervisor.machine.paging import PTE_ACCESSED, PTE_DIRTY, PageFault
-from hypervisor.session import run_guest
+from hypervisor.session import run_guest, run_host
 from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
@@ -271,3 +271,55 @@ def test_shadow_paging_tells_hidden_faults_from_true_ones():
     hidden = [e.address for e in faults if e.hidden]
     assert len(hidden) >= 5  # code, data, stack and the 4 MiB page, at least
     assert any(ALIAS_4M <= address < ALIAS_4M + 0x400000 for address in hidden)
+
+
+MAPPINGS_OUTSIDE_RAM = (
+    IDENTITY_MAP
+    + """
+    ; Linear 0x3FE000 shows frame 0x800000 (beyond 4 MiB of RAM); 0x3FD000 the frame at
+    ; 0xFFC00000, where a monitor keeps its shadow GDT. Both must read as open bus.
+    mov dword [0x201000 + 0x3FE * 4], 0x800003
+    mov dword [0x201000 + 0x3FD * 4], 0xFFC00003
+    mov dword [0x200000], 0x201003
+    mov eax, 0x200000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov dword [0x3FD008], 0x12345678  ; dropped
+    mov al, 2
+    cmp dword [0x3FE000], 0xFFFFFFFF
+    jne .out
+    cmp dword [0x3FD008], 0xFFFFFFFF
+    jne .out
+    mov al, 1
+.out:
+    mov dx, 0x501
+    out dx, al
+    hlt
+"""
+)
+
+
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_frames_outside_ram_and_in_the_monitor_window_are_open_bus(asm, mode):
+    report = run_guest(asm(MAPPINGS_OUTSIDE_RAM), mode, keep_events=True)
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 1), report.exit
+    kinds = {e.kind for e in report.events if isinstance(e, IsolationViolation)}
+    assert {"open_bus_read", "open_bus_write"} <= kinds
+    assert ("monitor_mapping" in kinds) == (mode == "trap")
+
+
+@needs_nasm
+def test_paging_guests_share_a_host_with_others(asm):
+    """Shadow paging per VM: each VM's own pool in its own window, side by side."""
+    pagefault = load_guest(str(GUESTS / "pagefault.asm"))
+    outside = asm(MAPPINGS_OUTSIDE_RAM)
+    report = run_host(
+        [(pagefault, "trap"), ("hello", "trap"), (outside, "trap"), (pagefault, "native")],
+        quantum=2_000,
+    )
+    runs = report.vms
+    assert runs[0].console == runs[3].console == PAGE_FAULTS
+    assert runs[1].console == run_guest("hello", "trap").console
+    assert (runs[2].exit.reason, runs[2].exit.status) == ("debug_exit", 1)

@@ -37,7 +37,10 @@ def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
     code = fault_code(found, access, guest) if found is not None else None
     eip = monitor.virtual_state().eip
     if found is not None and code is None and cr2 >> 22 != WINDOW_PDE:
-        mmu.fill(m, guest, found, cr2, access)
+        if not mmu.fill(m, guest, found, cr2, access):
+            frame = found.physical(cr2) & ~0xFFF
+            detail = f"page {cr2 & ~0xFFF:#010x} mapped to {frame:#010x}: open bus instead"
+            monitor.isolation_event("monitor_mapping", frame, detail)
         monitor.vm.stats.traps["#PF hidden"] += 1
         monitor.vm.emit(PageFaultHandled(monitor.vm.name, monitor.vm.step, eip, cr2, 0, True))
         monitor.enter(monitor.virtual_state())

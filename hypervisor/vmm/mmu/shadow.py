@@ -109,14 +109,17 @@ class ShadowMmu:
             rights = PTE_PRESENT | PTE_WRITABLE  # ring 0 writes a read-only page: WP = 0
         index = linear >> 22
         if found.large:
-            frame = self._frame(found.pde & 0xFFC00000, LARGE_PAGE_SIZE)
+            wanted = found.pde & 0xFFC00000
+            frame = self._frame(wanted, LARGE_PAGE_SIZE)
             entry = frame | rights | PTE_LARGE
             machine.write_monitor(self.pool + index * 4, struct.pack("<I", entry), code=False)
-            return
-        frame = self._frame(found.physical(linear) & ~(PAGE_SIZE - 1), PAGE_SIZE)
+            return frame == wanted
+        wanted = found.physical(linear) & ~(PAGE_SIZE - 1)
+        frame = self._frame(wanted, PAGE_SIZE)
         table = self._table(machine, index)
         entry = struct.pack("<I", frame | rights)
         machine.write_monitor(table + ((linear >> 12) & 0x3FF) * 4, entry, code=False)
+        return frame == wanted
 
     def _frame(self, frame: int, size: int) -> int:
         """Where a guest-physical frame is in the machine: itself (RAM, or open bus outside
