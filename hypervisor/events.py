@@ -78,14 +78,16 @@ class Trap(Event):
 
 @dataclass(frozen=True, slots=True)
 class PageFaultHandled(Event):
-    """A page fault under shadow paging: hidden (the shadow lacked the entry: the monitor
-    filled it, the guest never knew) or true (reflected to the guest with its CR2)."""
+    """A page fault under shadow paging: "hidden" (the shadow lacked the entry: the monitor
+    filled it, the guest never knew), "true" (reflected to the guest with its CR2), or
+    "ptemod" (a write to a traced guest page-table page: the shadow entries derived from it
+    dropped, the write let through)."""
 
     KIND = EventKind.PAGE_FAULT
     eip: int
     address: int  # CR2
-    error_code: int  # the guest's (true) or the access's (hidden)
-    hidden: bool
+    error_code: int  # the guest's (true), else 0
+    outcome: str
 
 
 @dataclass(frozen=True, slots=True)

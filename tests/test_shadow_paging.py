@@ -9,9 +9,10 @@ every byte printed must be what bare metal prints.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hypervisor.events import PageFaultHandled
 from hypervisor.session import run_guest
 
 PAGES = 16
@@ -98,6 +99,9 @@ idtr:   dw 16 * 8 - 1
         dd idt
 """
 
+# Address space 1 is shadowed, then its page table changes while space 0 runs.
+CACHED = [("map", 1, 0, 1, 3), ("switch", 1), ("switch", 0), ("map", 1, 0, 2, 3), ("switch", 1)]
+
 OPERATIONS = st.one_of(
     st.tuples(
         st.just("map"),
@@ -146,9 +150,28 @@ def guest_source(operations: list[tuple]) -> str:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(operations=st.lists(OPERATIONS, min_size=1, max_size=8))
+@example(
+    operations=[
+        ("map", 1, 0, 1, 3),
+        ("switch", 1),
+        ("switch", 0),
+        ("map", 1, 0, 2, 3),
+        ("switch", 1),
+    ]
+)
 def test_every_read_under_shadow_paging_is_what_bare_metal_reads(asm, operations):
     image = asm(guest_source(operations))
     native = run_guest(image, "native")
     trap = run_guest(image, "trap")
     assert native.exit.reason == "debug_exit", native.exit
     assert (trap.console, trap.exit.status) == (native.console, native.exit.status)
+
+
+def test_a_write_to_a_shadowed_page_table_is_a_ptemod(asm):
+    """Space 1's table is written while space 0 runs: the write faults on the traced page
+    (a ptemod event, counted as a trap), then goes ahead."""
+    report = run_guest(asm(guest_source(CACHED)), "trap", keep_events=True)
+    outcomes = [e.outcome for e in report.events if isinstance(e, PageFaultHandled)]
+    assert "ptemod" in outcomes
+    assert report.traps["ptemod"] == outcomes.count("ptemod")
+    assert report.traps["#PF hidden"] == outcomes.count("hidden")

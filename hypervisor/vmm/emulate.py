@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hypervisor.isa import Instruction
-from hypervisor.machine.cpu import CR0_PE, CR0_PG, EFLAGS_NT, EFLAGS_VM, CpuState
+from hypervisor.machine.cpu import CR0_PE, CR0_PG, CR0_WP, EFLAGS_NT, EFLAGS_VM, CpuState
 from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
 from hypervisor.machine.interrupts import VEC_GP, VEC_NP
 from hypervisor.vmm.operands import effective_address, read_register, write_register
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hypervisor.vmm.mmu.shadow import ShadowMmu
 
 CR0_TS = 1 << 3
+_CR4_PAGING = 0xB0  # PSE, PAE, PGE: a change drops every shadow
 
 
 class Reflect(Exception):
@@ -206,6 +207,7 @@ def _mov_special(e: Emulation) -> None:
 
 def _write_cr(e: Emulation, n: int, value: int) -> None:
     vcpu = e.vcpu
+    before = (vcpu.cr0 & (CR0_PG | CR0_WP), vcpu.cr4 & _CR4_PAGING)
     if n == 0:
         if value & CR0_PG and e.mmu is None:
             raise Unsupported("paging (CR0.PG) is not modelled under this monitor yet")
@@ -220,8 +222,12 @@ def _write_cr(e: Emulation, n: int, value: int) -> None:
         vcpu.cr4 = value
     else:
         raise Reflect(6, 0, f"there is no CR{n}")
-    if e.mmu is not None and n != 2:  # where the CPU empties its TLB, the shadow goes
-        e.mmu.flush(e.machine, bool(vcpu.cr0 & CR0_PG))
+    if e.mmu is None:
+        return
+    if before != (vcpu.cr0 & (CR0_PG | CR0_WP), vcpu.cr4 & _CR4_PAGING):
+        e.mmu.flush(e.machine, bool(vcpu.cr0 & CR0_PG), vcpu.cr3)  # every shadow goes
+    elif n == 3 and e.mmu.active:
+        e.mmu.switch(e.machine, vcpu.cr3)  # the cached shadow of that address space
 
 
 @emulates("lmsw")

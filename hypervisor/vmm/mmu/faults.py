@@ -36,19 +36,24 @@ def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
     found = monitor.guest_memory.lookup(cr2)
     code = fault_code(found, access, guest) if found is not None else None
     eip = monitor.virtual_state().eip
+    vm = monitor.vm
     if found is not None and code is None and cr2 >> 22 != WINDOW_PDE:
+        frame = found.physical(cr2) & ~0xFFF
+        if access.write and mmu.traces(frame):  # the guest changes its page tables
+            mmu.page_table_written(m, frame)
+            vm.stats.traps["ptemod"] += 1
+            vm.emit(PageFaultHandled(vm.name, vm.step, eip, cr2, 0, "ptemod"))
         if not mmu.fill(m, guest, found, cr2, access):
-            frame = found.physical(cr2) & ~0xFFF
             detail = f"page {cr2 & ~0xFFF:#010x} mapped to {frame:#010x}: open bus instead"
             monitor.isolation_event("monitor_mapping", frame, detail)
-        monitor.vm.stats.traps["#PF hidden"] += 1
-        monitor.vm.emit(PageFaultHandled(monitor.vm.name, monitor.vm.step, eip, cr2, 0, True))
+        vm.stats.traps["#PF hidden"] += 1
+        vm.emit(PageFaultHandled(vm.name, vm.step, eip, cr2, 0, "hidden"))
         monitor.enter(monitor.virtual_state())
         return
     if code is None:  # the monitor's window: not the guest's to map for its user code
         code = (PF_WRITE if access.write else 0) | (PF_USER if user else 0)
     mmu.true_faults += 1
-    monitor.vm.stats.traps["#PF true"] += 1
-    monitor.vm.emit(PageFaultHandled(monitor.vm.name, monitor.vm.step, eip, cr2, code, False))
+    vm.stats.traps["#PF true"] += 1
+    vm.emit(PageFaultHandled(vm.name, vm.step, eip, cr2, code, "true"))
     monitor.vcpu.cr2 = cr2
     monitor.deliver(VEC_PF, "exception", code)
