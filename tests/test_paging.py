@@ -22,6 +22,8 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
 from tests.test_checkpoints import observed
+from tui.model import describe
+from vmlab.text import trace_line
 
 GUESTS = Path(__file__).parent / "guests"
 ALIAS_4M = 0x400000  # pagefault.asm's 4 MiB page
@@ -323,3 +325,13 @@ def test_paging_guests_share_a_host_with_others(asm):
     assert runs[0].console == runs[3].console == PAGE_FAULTS
     assert runs[1].console == run_guest("hello", "trap").console
     assert (runs[2].exit.reason, runs[2].exit.status) == ("debug_exit", 1)
+
+
+def test_page_fault_events_read_as_one_line_in_the_ui_and_the_trace():
+    true = PageFaultHandled("vm", 7, 0x100CEE, 0x300000, 0x2, "true")
+    hidden = PageFaultHandled("vm", 7, 0x100CEE, 0x3FFFFC, 0, "hidden")
+    assert describe(true) == (
+        "true page fault at 00300000 from 00100cee, error code 0x2: to the guest"
+    )
+    assert describe(hidden) == "hidden page fault at 003ffffc from 00100cee"
+    assert (trace_line(hidden) or "").endswith("└ hidden page fault at 0x003ffffc")

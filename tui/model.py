@@ -20,6 +20,7 @@ from hypervisor.events import (
     InsnClass,
     InterruptDelivered,
     IsolationViolation,
+    PageFaultHandled,
     PortAccess,
     TranslationCacheFlushed,
     Trap,
@@ -393,4 +394,9 @@ def describe(event: Event) -> str:
             return "the cache was full: every fragment dropped"
         case Callout():
             return f"{event.text} at {event.eip:08x}: emulated by the monitor"
+        case PageFaultHandled():
+            true = event.outcome == "true"
+            to_guest = f", error code {event.error_code:#x}: to the guest" if true else ""
+            where = f"{event.address:08x} from {event.eip:08x}"
+            return f"{event.outcome} page fault at {where}{to_guest}"
     return type(event).__name__
