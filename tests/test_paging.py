@@ -119,6 +119,8 @@ FRAME_THROUGH_PAGES = (
     or eax, 0x80000000
     mov cr0, eax
     mov esp, 0x3FFFF0
+    pushfd                          ; under trap a hole: the real IF shows, on a remapped page
+    popfd
     int3
 after:
     mov al, 2
@@ -335,3 +337,8 @@ def test_page_fault_events_read_as_one_line_in_the_ui_and_the_trace():
     )
     assert describe(hidden) == "hidden page fault at 003ffffc from 00100cee"
     assert (trace_line(hidden) or "").endswith("└ hidden page fault at 0x003ffffc")
+
+
+def test_holes_are_judged_on_guest_memory_through_its_page_tables(asm):
+    report = run_guest(asm(FRAME_THROUGH_PAGES), "trap", trace=True)
+    assert report.holes.get("pushfd") == 1
