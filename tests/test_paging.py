@@ -342,3 +342,38 @@ def test_page_fault_events_read_as_one_line_in_the_ui_and_the_trace():
 def test_holes_are_judged_on_guest_memory_through_its_page_tables(asm):
     report = run_guest(asm(FRAME_THROUGH_PAGES), "trap", trace=True)
     assert report.holes.get("pushfd") == 1
+
+
+HIGHER_HALF_GDT = """
+    ; Linear 0xC0000000 shows physical 0-4 MiB too (a 4 MiB page); the GDT is then loaded
+    ; at its higher-half address, as a higher-half kernel does.
+    mov dword [0x200000], 0x00000083
+    mov dword [0x200000 + 0x300 * 4], 0x00000083
+    mov eax, cr4
+    or eax, 0x10
+    mov cr4, eax
+    mov eax, 0x200000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    lgdt [gdtr + 0xC0000000]
+    jmp 0x08:(.reload + 0xC0000000)
+.reload:
+    mov ax, 0x10
+    mov ds, ax
+    mov al, 1
+    mov dx, 0x501
+    out dx, al
+    hlt
+align 4
+gdtr:   dw 0x2F
+        dd 0xC0000800
+"""
+
+
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_a_higher_half_gdt_is_no_isolation_event(asm, mode):
+    report = run_guest(asm(HIGHER_HALF_GDT), mode, keep_events=True)
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 1), report.exit
+    assert not [e for e in report.events if isinstance(e, IsolationViolation)]

@@ -190,7 +190,10 @@ class TrapAndEmulate(Executor):
     def _report_descriptor_tricks(self) -> None:
         """Each table or segment the guest newly points outside its RAM, once."""
         self._tables_checked = (self.vcpu.gdtr, self.vcpu.idtr)
-        found = descriptors_outside_ram(self.shadow.guest_bytes, self.vcpu, self.machine.ram_size)
+        paging = self.mmu is not None and self.mmu.active
+        found = descriptors_outside_ram(
+            self.shadow.guest_bytes, self.vcpu, self.machine.ram_size, paging
+        )
         for address, detail in found:
             if (address, detail) not in self._descriptor_tricks:
                 self._descriptor_tricks.add((address, detail))
