@@ -6,8 +6,11 @@ Unicorn's own MMU walks the guest's page tables (on a TLB miss) while the guest 
 runs only at faults and interrupt delivery, never per access. The loop loads and stores across
 16 pages. Under trap the CPU runs on the monitor's shadow tables: a few hidden faults fill
 them, then the loop runs as on bare metal. Prints instructions per second and the ratio of
-paging on to off (target on bare metal: >= 90%), and the wall-clock cost of one hidden page
-fault (a guest touching 1024 pages once, with paging on against off); a benchmark, not a test.
+paging on to off (target on bare metal: >= 90%), the wall-clock cost of one hidden page
+fault (a guest touching 1024 pages once, with paging on against off), and a table of what one
+true page fault, one page-table write (ptemod) and one CR3 switch cost per mode, in wall-clock
+and in the cost model's cycles (`mmuops.asm`: N operations against none); a benchmark, not a
+test.
 """
 
 from __future__ import annotations
@@ -54,6 +57,23 @@ def hidden_fault_cost(mode: str, repeat: int) -> tuple[float, int]:
     return extra / max(faults, 1), faults
 
 
+OPERATIONS = {"true fault": "TRUE_FAULT", "ptemod": "PTEMOD", "CR3 switch": "CR3_SWITCH"}
+
+
+def operation_cost(define: str, mode: str, count: int, repeat: int) -> tuple[float, float]:
+    """(seconds, cost-model cycles) of one operation: `count` of them against none."""
+
+    def run(n: int) -> tuple[float, float]:
+        data, _ = assemble(HERE / "mmuops.asm", (define, f"COUNT={n}"))
+        elapsed, vm = min(
+            (timed(GuestImage("mmuops", data), mode) for _ in range(repeat)), key=lambda r: r[0]
+        )
+        return elapsed, vm.cycles().virtual
+
+    (t1, c1), (t0, c0) = run(count), run(1)
+    return (t1 - t0) / (count - 1), (c1 - c0) / (count - 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3_000_000)
@@ -71,6 +91,10 @@ def main() -> None:
     print("\ntarget: native paging on >= 90% of paging off")
     cost, faults = hidden_fault_cost("trap", args.repeat)
     print(f"trap: one hidden page fault costs {cost * 1e6:.0f} µs ({faults} in the touch run)")
+    print(f"\n{'operation':<12}" + "".join(f"{m:>12} µs {m:>8} cyc" for m in MODES))
+    for name, define in OPERATIONS.items():
+        costs = [operation_cost(define, mode, 500, args.repeat) for mode in MODES]
+        print(f"{name:<12}" + "".join(f"{t * 1e6:>15.1f} {c:>12.0f}" for t, c in costs))
 
 
 if __name__ == "__main__":

@@ -162,6 +162,12 @@ class Machine:
             return bytes(self.uc.mem_read(address, size))
         return bytes(self._read_byte(a & 0xFFFFFFFF) for a in range(address, address + size))
 
+    def linear_fixed(self) -> LinearMemory:
+        """`linear`, with the paging registers read once: for the many accesses of one
+        delivery or fault, between which they cannot change."""
+        registers = self.paging_registers()
+        return LinearMemory(self.read, self.write, lambda: registers)
+
     def code(self, address: int, size: int) -> bytes:
         """Instruction bytes at linear `address`, as the CPU would fetch them now (no side
         effect; fewer bytes where a page is not mapped)."""

@@ -74,7 +74,7 @@ class BareMetal(Executor):
             code = 0
             if vector == VEC_PF and not exit_.is_trap:
                 m = self.machine
-                code = page_fault_code(m.linear, m.state(), m.cpl, m.system_state().cr2)
+                code = page_fault_code(m.linear_fixed(), m.state(), m.cpl, m.system_state().cr2)
             self.deliver(vector, "software" if exit_.is_trap else "exception", code)
         elif kind is ExitKind.HALT:
             if self.guest_interrupts_enabled():
@@ -105,7 +105,7 @@ class BareMetal(Executor):
         )
         try:
             done, vector = deliver_escalating(
-                machine.linear, state, machine.cpl, tables, vector, source, error_code
+                machine.linear_fixed(), state, machine.cpl, tables, vector, source, error_code
             )
             if done.cr2 is not None:
                 system = replace(system, cr2=done.cr2)

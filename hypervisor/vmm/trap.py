@@ -169,8 +169,10 @@ class TrapAndEmulate(Executor):
 
     @property
     def guest_memory(self) -> LinearMemory:
-        """Guest memory at linear addresses through the guest's own (virtual) paging."""
-        return LinearMemory(self.machine.read, self.machine.write, self.guest_paging)
+        """Guest memory at linear addresses through the guest's own (virtual) paging (its
+        registers as they are now: the monitor asks again after a MOV CR)."""
+        registers = self.guest_paging()
+        return LinearMemory(self.machine.read, self.machine.write, lambda: registers)
 
     def guest_paging(self) -> PagingRegisters:
         vcpu = self.vcpu

@@ -31,7 +31,8 @@ def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
     cr2 = m.uc.reg_read(UC_X86_REG_CR2)
     state = m.state()
     user = m.cpl == 3
-    access = Access(write=bool(page_fault_code(m.linear, state, m.cpl, cr2) & PF_WRITE), user=user)
+    on_shadow = page_fault_code(m.linear_fixed(), state, m.cpl, cr2)
+    access = Access(write=bool(on_shadow & PF_WRITE), user=user)
     guest = monitor.guest_paging()
     found = monitor.guest_memory.lookup(cr2)
     code = fault_code(found, access, guest) if found is not None else None
