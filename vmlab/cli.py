@@ -12,20 +12,36 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
+from hypervisor.guest.boot import GuestTooLarge
+from hypervisor.guest.image import (
+    GuestImage,
+    kernel_names,
+    load_for_mode,
+    load_guest,
+    sample_names,
+)
 from hypervisor.guest.nasm import GuestBuildError
+from hypervisor.machine import clock, clockbuild
+from hypervisor.machine.clockbuild import ClockUnavailable
 from hypervisor.machine.hostram import OutOfHostMemory
-from hypervisor.session import DEFAULT_BUDGET, compare, run_guest, run_host
+from hypervisor.platform.board import parse_ram_size
+from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
-from hypervisor.vmm.contract import ExitReason, Mode
+from hypervisor.vmm.contract import DEFAULT_RAM, ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import GuestTooLarge, Vm
+from hypervisor.vmm.vm import Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
 from vmlab.text import compare_lines, console, host_lines, summary, trace_line
+
+EXIT_STATUS_DOC = """\
+exit status of `vmlab run`: 0 every guest ended by itself (debug exit with status 0, or HLT
+with interrupts off); 1 a guest wrote a non-zero status to its debug exit; 2 vmlab refused
+the input (a bad image, file or option: one line on stderr); 3 a guest crashed or stopped on
+something no monitor emulates (unsupported); 4 the instruction budget ran out first."""
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -56,9 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run a guest (or several on one host) and print console and summary",
         description="Several guests run as VMs of one host, round-robin; NAME:MODE gives "
         "one VM its own mode (e.g. `vmlab run hello:trap escape:bt hog`).",
+        epilog=EXIT_STATUS_DOC,
     )
     run.add_argument(
-        "guest", nargs="+", help="a sample name, a .asm (needs nasm) or a .bin [:MODE]"
+        "guest",
+        nargs="+",
+        help="a sample name, a .asm (needs nasm), a flat image or a multiboot kernel [:MODE]",
     )
     run.add_argument("--mode", default="native", type=_mode, choices=list(Mode))
     run.add_argument(
@@ -74,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         help="under pv, run a sample's unmodified build instead of its paravirtual one",
     )
     _common(run)
+    _boot_options(run)
     run.add_argument(
         "--trace",
         action="store_true",
@@ -83,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="run a guest in every mode and compare with native")
     cmp.add_argument("guest")
     _common(cmp)
+    _boot_options(cmp)
     cmp.add_argument(
         "--fast",
         action="store_true",
@@ -100,9 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--limit", type=int, default=20, help="fragments to show (most hit first)")
 
     sub.add_parser("guests", help="list the sample guests")
+    sub.add_parser("doctor", help="say which clock counts guest instructions here, and why")
 
     tui = sub.add_parser("tui", help="open guests in the terminal UI (step, run, rewind)")
-    tui.add_argument("guest", nargs="+", help="sample names, .asm or .bin files")
+    tui.add_argument("guest", nargs="+", help="sample names, .asm, flat images or kernels")
     tui.add_argument(
         "--mode",
         action="append",
@@ -110,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(Mode),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
+    _boot_options(tui, ram=False)
 
     lesson = sub.add_parser("lesson", help="list the lessons, or follow one in the terminal UI")
     lesson.add_argument("name", nargs="?", help="a lesson's name (or a .toml file)")
@@ -152,6 +175,42 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _boot_options(p: argparse.ArgumentParser, ram: bool = True) -> None:
+    if ram:  # the UI's time machines have 4 MiB each (for now)
+        p.add_argument(
+            "--ram",
+            type=_ram_size,
+            default=DEFAULT_RAM,
+            metavar="SIZE",
+            help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
+        )
+    p.add_argument("--cmdline", metavar="TEXT", help="a multiboot kernel's command line")
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="FILE[=STRING]",
+        help="a multiboot module (repeat for several); STRING is its string (default FILE)",
+    )
+
+
+def _ram_size(text: str) -> int:
+    try:
+        return parse_ram_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _image(spec: str, mode: Mode, args: argparse.Namespace) -> GuestImage:
+    return load_for_mode(
+        spec,
+        mode,
+        unported=getattr(args, "unported", False),
+        cmdline=args.cmdline,
+        modules=tuple(args.module),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -164,7 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args)
-    except (GuestBuildError, GuestTooLarge, TraceFileError, OutOfHostMemory, LifecycleError) as err:
+    except (
+        GuestBuildError,
+        GuestTooLarge,
+        TraceFileError,
+        OutOfHostMemory,
+        LifecycleError,
+        ClockUnavailable,
+    ) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
@@ -176,15 +242,26 @@ def _run(args: argparse.Namespace) -> int:
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
+    image = _image(args.guest[0], args.mode, args)
     report = run_guest(
-        args.guest[0], args.mode, max_insns=args.max_insns, trace=args.trace, unported=args.unported
+        image, args.mode, max_insns=args.max_insns, trace=args.trace, ram_size=args.ram
     )
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
         for line in (*console(report.console), summary(report)):
             print(line)
-    return 0
+    return exit_status([report])
+
+
+def exit_status(reports: Sequence[RunReport]) -> int:
+    """The process's exit status for a run (EXIT_STATUS_DOC): the worst VM's outcome."""
+    reasons = {r.exit.reason for r in reports}
+    if reasons & {ExitReason.CRASHED, ExitReason.UNSUPPORTED}:
+        return 3
+    if ExitReason.BUDGET in reasons:
+        return 4
+    return 1 if any(r.exit.status for r in reports) else 0
 
 
 def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
@@ -205,18 +282,29 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
         print("vmlab: --trace runs one guest at a time", file=sys.stderr)
         return 2
     report = run_host(
-        guests, max_insns=args.max_insns, quantum=args.quantum, unported=args.unported
+        [(_image(spec, mode, args), mode) for spec, mode in guests],
+        max_insns=args.max_insns,
+        quantum=args.quantum,
+        ram_size=args.ram,
     )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
-        return 0
+        return exit_status(report.vms)
     for line in host_lines(report):
         print(line)
-    return 0
+    return exit_status(report.vms)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    reports = compare(args.guest, max_insns=args.max_insns, trace=not args.fast)
+    # A sample's name (a string) runs its paravirtual build under pv; a kernel given boot
+    # options is a multiboot kernel, one build for every mode.
+    boot_options = args.cmdline is not None or args.module
+    reports = compare(
+        _image(args.guest, Mode.NATIVE, args) if boot_options else args.guest,
+        max_insns=args.max_insns,
+        trace=not args.fast,
+        ram_size=args.ram,
+    )
     if args.json:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
@@ -240,12 +328,21 @@ def _trace(args: argparse.Namespace) -> int:
 def _guests(args: argparse.Namespace) -> int:
     for name in sample_names():
         print(name)
+    for name in kernel_names():
+        print(f"{name}  (a multiboot kernel in C)")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    choice = clock.choice()
+    print(f"clock: {choice.kind} ({choice.reason})")
+    print(f"clock helper cache: {clockbuild.cache_dir()}")
     return 0
 
 
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or [Mode.TRAP]
-    return _open_ui([(load_for_mode(name, mode), mode) for name in args.guest for mode in modes])
+    return _open_ui([(_image(name, mode, args), mode) for name in args.guest for mode in modes])
 
 
 def _demo() -> list[tuple[GuestImage, Mode]]:
@@ -357,6 +454,7 @@ _COMMANDS = {
     "trace": _trace,
     "tc": _tc,
     "guests": _guests,
+    "doctor": _doctor,
     "lesson": _lesson,
     "tui": _tui,
     "record": _record,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hypervisor.events import Event, IsolationViolation
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
 from hypervisor.machine.machine import MONITOR_BASE
+from hypervisor.platform.board import PortRange
 
 LISTED = 256  # isolation events kept one by one; past them only counted (a sweep makes millions)
 
@@ -51,13 +52,6 @@ def descriptors_outside_ram(
                 )
             )
     return found
-
-
-@dataclass(frozen=True, slots=True)
-class PortRange:
-    device: str
-    first: int
-    last: int
 
 
 @dataclass
@@ -104,8 +98,7 @@ class IsolationState:
 
 
 def owned_ports(vm: Vm) -> tuple[PortRange, ...]:
-    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit)
-    return tuple(PortRange(device.name, min(device.ports), max(device.ports)) for device in devices)
+    return tuple(PortRange(d.name, min(d.ports), max(d.ports)) for d in vm.devices)
 
 
 def vcpu_view(vm: Vm) -> dict[str, Any]:

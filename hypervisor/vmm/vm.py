@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
+from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PortDevice, Uart16550
+from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import GuestImage
+from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
@@ -21,9 +25,6 @@ from hypervisor.vmm.contract import (
     DEFAULT_RAM,
     KERNEL_CS,
     KERNEL_DS,
-    LOAD_ADDRESS,
-    LOADER_GDT,
-    LOADER_GDT_ENTRIES,
     ExitInfo,
     ExitReason,
     Mode,
@@ -66,11 +67,36 @@ def _no_hypervisor(name: str, mode: Mode) -> str:
     )
 
 
-class GuestTooLarge(ValueError):
-    pass
-
-
 class Vm:
+    # What a checkpoint captures, and what stays the receiving VM's own (its parts, its
+    # configuration): every attribute is one or the other (tests/test_checkpoints.py).
+    CHECKPOINTED = (
+        "console",
+        "_line",
+        "stats",
+        "exit",
+        "state",
+        "_slice_done",
+        "_in_slice",
+        "run_end",
+        "ticks",
+        "overhead_timeline",
+        "cost_profile",
+        "_last_sample",
+    )
+    NOT_CHECKPOINTED = (
+        "image",
+        "mode",
+        "name",
+        "events",
+        "machine",
+        "uart",
+        "pic",
+        "pit",
+        "debug_exit",
+        "executor",
+    )
+
     def __init__(
         self,
         image: GuestImage,
@@ -85,14 +111,28 @@ class Vm:
         self.mode = Mode.parse(mode)
         self.name = name or image.name
         self.events = events or EventLog()
-        if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
-            raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
-        self.machine = Machine(ram_size, host, self.name)
+        self.boot: BootPlan = plan_boot(image, ram_size)  # ImageError before any RAM is taken
+        # bt's translated code keeps its own clock: its CPU counts the reference way
+        counting = ClockKind.COUNT if self.mode is Mode.BT else None
+        self.machine = Machine(ram_size, host, self.name, clock=counting)
         self.uart = Uart16550(on_output=self._console)
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
-        self.debug_exit = DebugExit(on_exit=self._debug_exit)
-        for device in (self.uart, self.pic, self.pit, self.debug_exit):
+        self.debug_exit = DebugExit(on_exit=partial(self._debug_exit, port=DEBUG_EXIT_PORT))
+        # QEMU's isa-debug-exit, which kernels built for `qemu -kernel` end their runs with.
+        self.isa_debug_exit = DebugExit(
+            partial(self._debug_exit, port=ISA_DEBUG_EXIT_PORT),
+            ISA_DEBUG_EXIT_PORT,
+            "isa-debug-exit",
+        )
+        self.devices: tuple[PortDevice, ...] = (
+            self.uart,
+            self.pic,
+            self.pit,
+            self.debug_exit,
+            self.isa_debug_exit,
+        )
+        for device in self.devices:
             self.machine.io.attach(device)
         self.console = bytearray()
         self._line = bytearray()
@@ -106,7 +146,8 @@ class Vm:
         self.overhead_timeline: list[tuple[int, float]] = []  # (guest step, overhead %)
         self.cost_profile: CostProfile = PENTIUM4
         self._last_sample = CycleCount(0.0, 0.0)
-        self._load(image)
+        for piece in self.boot.pieces:
+            self.machine.write(piece.address, piece.data)
         self.executor = MODES[self.mode](self)
         self.executor.start(self.entry_state())
         if image.paravirtual and not self.executor.runs_paravirtual:
@@ -115,16 +156,14 @@ class Vm:
             )
 
     # ------------------------------------------------------------------ loading
-    def _load(self, image: GuestImage) -> None:
-        gdt = b"".join(e.to_bytes(8, "little") for e in LOADER_GDT_ENTRIES)
-        self.machine.write(LOADER_GDT, gdt)
-        self.machine.write(LOAD_ADDRESS, image.data)
-
     def entry_state(self) -> CpuState:
-        """The guest contract's entry state (DESIGN.md "Guest contract v1")."""
+        """The registers the loader leaves (guest contract v1, or multiboot's): `boot.py`."""
+        boot = self.boot
         return CpuState(
-            eip=LOAD_ADDRESS,
-            esp=self.machine.ram_size,
+            eax=boot.eax,
+            ebx=boot.ebx,
+            eip=boot.eip,
+            esp=boot.esp,
             cs=KERNEL_CS,
             ss=KERNEL_DS,
             ds=KERNEL_DS,
@@ -155,8 +194,9 @@ class Vm:
             self.emit(ConsoleOutput(self.name, self.step, self._line.decode("latin-1")))
             self._line.clear()
 
-    def _debug_exit(self, status: int) -> None:
-        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, f"guest wrote {status} to port 0x501"))
+    def _debug_exit(self, status: int, port: int) -> None:
+        detail = f"guest wrote {status} to port {port:#x}"
+        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, detail))
         self.machine.request_stop()
 
     def finish(self, info: ExitInfo) -> None:

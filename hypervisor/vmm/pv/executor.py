@@ -33,6 +33,8 @@ _INT_SIZE = 2  # cd 82
 class Paravirtual(TrapAndEmulate):
     mode = Mode.PV
     shadow_paging = False  # direct paging is not there yet: paging stops unsupported
+    CHECKPOINTED = ()
+    NOT_CHECKPOINTED = ("paravirtual",)
     runs_paravirtual = True
 
     def start(self, entry: CpuState) -> None:
