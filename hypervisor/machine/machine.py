@@ -47,6 +47,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.clock import new_clock
 from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import (
@@ -143,6 +144,8 @@ class Machine:
         ram = self.host.pointer(self.ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
         self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
+        if isinstance(self.clock, BlockClock):  # it may start the CPU several times a run
+            self.clock.after_emu_start = self._clear_paging_leftovers
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
         self._sealed = False
@@ -488,8 +491,7 @@ class Machine:
             if not count:
                 WATCHDOG.disarm(id(self))
             self._running = False
-            if self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG:  # see marker.py
-                clear_after_run(self.uc, self._cr2)
+            self._clear_paging_leftovers()
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         if self.clock.exhausted:
@@ -524,6 +526,12 @@ class Machine:
         self._exit = Exit(kind, retired, vector, is_trap, address)
         self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)  # a #PF has just set it
         self.clock.stop()
+
+    def _clear_paging_leftovers(self) -> None:
+        """After the CPU stopped with paging on: CR2 and the exception marker as the guest
+        left them, not as unicorn's clean-up did (marker.py)."""
+        if self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG:
+            clear_after_run(self.uc, self._cr2)
 
     def _overdue(self) -> None:
         """The watchdog's call (from its thread): the run has taken far too long."""
