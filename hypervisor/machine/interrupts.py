@@ -1,9 +1,10 @@
 """Interrupt and exception delivery through an IDT, done in Python.
 
-Unicorn reports exceptions and INT n to a hook and never consults the IDT (DESIGN.md fact 2),
-so whoever owns the CPU delivers them: bare metal through the guest's real IDT, a monitor
-through the guest's virtual IDT. Both use `deliver()`, which does what the CPU does: gate
-lookup and checks, the privilege change with the stack switch from the TSS, the frame push.
+Unicorn reports exceptions and INT n to a hook and never consults the IDT (docs/unicorn-
+facts.md, fact 2), so whoever owns the CPU delivers them: bare metal through the guest's
+real IDT, a monitor through the guest's virtual IDT. Both use `deliver()`, which does what
+the CPU does: gate lookup and checks, the privilege change with the stack switch from the
+TSS, the frame push.
 
 Every access goes through the page tables in force, as the CPU's does: the tables are read
 with supervisor rights, the frame is pushed with the rights of the handler's CPL, and a
