@@ -308,7 +308,7 @@ class Machine:
             ),
             protected=frozenset(self._protected_pages()),
             aliases=tuple(self.aliases.items()),
-            window=(self._window_hook is not None, self._window_prev),
+            window=self.clock.window() or (self._window_hook is not None, self._window_prev),
         )
 
     def restore(self, snapshot: MachineSnapshot) -> None:
@@ -332,8 +332,9 @@ class Machine:
         for page in snapshot.protected - protected:
             self.protect_code_page(page, True)
         on, previous = snapshot.window
-        self.watch_interrupt_window(on)
-        self._window_prev = previous
+        if not self.clock.watch_window(on, after_sti=previous is not None):
+            self.watch_interrupt_window(on)
+            self._window_prev = previous
         self._exit = None
         uc.context_restore(snapshot.cpu)
         # Memory changed behind unicorn's back (fact 12): no compiled block may survive, and
@@ -504,6 +505,8 @@ class Machine:
             return self._exit
         if self.clock.exhausted:
             return Exit(ExitKind.COUNT, count)
+        if self.clock.window_opened:
+            return Exit(ExitKind.STOP, self.clock.settled(faulted=False))
         fetch = error is not None and error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT)
         # a fetch fault: no instruction began at EIP (the jump there retired)
         retired = self.clock.settled(faulted=error is not None and not fetch)
@@ -583,6 +586,8 @@ class Machine:
         interrupt line, so nothing else would notice the window opening. A Python hook per
         instruction, but only inside such windows (typically a short critical section).
         """
+        if self.clock.watch_window(on):  # the block clock looks at each block's start
+            return
         if on and self._window_hook is None:
             self._window_prev = None
             self._window_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_window)
