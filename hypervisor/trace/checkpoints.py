@@ -2,12 +2,13 @@
 
 A VM's state is the machine's (`Machine.snapshot`: CPU context, RAM, monitor memory, page
 protections and aliases) plus the plain data of its Python objects: the Vm's counters,
-stats and console, the devices (UART, PIC, PIT, debug exit) and the executor's state (the
-vCPU, the shadow GDT, the translation cache's fragments and links…). That last part is taken
-generically: each stateful object's attributes are deep-copied, except its *wiring* — the
-objects that make up the VM (machine, devices, executor, event log, image…) and callbacks —
-which stays the receiving VM's own. So a mode adds state without telling this module, and a
-checkpoint taken from one VM can be restored into another VM of the same image and mode.
+stats and console, the devices (UART, PIC, PIT, debug exit, keyboard controller, VGA) and
+the executor's state (the vCPU, the shadow GDT, the translation cache's fragments and
+links…). That last part is taken generically: each stateful object's attributes are
+deep-copied, except its *wiring* — the objects that make up the VM (machine, devices,
+executor, event log, image, input script…) and callbacks — which stays the receiving VM's
+own. So a mode adds state without telling this module, and a checkpoint taken from one VM
+can be restored into another VM of the same image and mode.
 
 RAM and monitor memory are kept as pages that changed since the previous checkpoint (a
 4 MiB guest typically writes a few pages between two checkpoints), all-zero pages shared.
@@ -34,17 +35,19 @@ from hypervisor.vmm.vm import Vm
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
 STRIDE = 512  # steps run between two looks at the clock
 DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
-_STATEFUL = ("vm", "executor", "uart", "pic", "pit", "debug_exit")
+_STATEFUL = ("vm", "executor", "uart", "pic", "pit", "debug_exit", "kbc", "vga")
 _ZERO_PAGE = bytes(PAGE)
 
 
-_PART_NAMES = (*_STATEFUL, "machine", "uc", "events", "image", "host", "ram", "io", "counter")
+_WIRING = ("machine", "uc", "events", "image", "host", "ram", "io", "counter", "inputs")
+_PART_NAMES = (*_STATEFUL, *_WIRING)
 
 
 def _parts(vm: Vm) -> dict[str, Any]:
     m = vm.machine
-    objects = (vm, vm.executor, vm.uart, vm.pic, vm.pit, vm.debug_exit, m, m.uc, vm.events)
-    return dict(zip(_PART_NAMES, (*objects, vm.image, m.host, m.ram, m.io, m.counter), strict=True))
+    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.kbc, vm.vga)
+    wiring = (m, m.uc, vm.events, vm.image, m.host, m.ram, m.io, m.counter, vm.inputs)
+    return dict(zip(_PART_NAMES, (vm, vm.executor, *devices, *wiring), strict=True))
 
 
 def _is_wiring(value: object, parts: dict[int, str]) -> bool:

@@ -78,6 +78,15 @@ class ConsoleOutput(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class InputDelivered(Event):
+    """Input from outside reached the guest at this step: keys typed (`keyboard`) or bytes
+    received on COM1 (`serial`). A replay delivers it again at the same step."""
+
+    device: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class VmStateChanged(Event):
     state: str  # created / running / paused / halted / exited / crashed / ...
     reason: str = ""

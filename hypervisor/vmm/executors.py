@@ -154,6 +154,8 @@ class Executor(ABC):
         """Skip idle time to the next interrupt; finish the VM if none can ever come."""
         vm = self.vm
         while vm.pic.pending_vector() is None:
+            if vm.wake_with_input():
+                continue
             due = vm.pit.ticks_until_irq()
             if due is None:
                 from hypervisor.vmm.vm import ExitInfo
@@ -162,8 +164,8 @@ class Executor(ABC):
                     ExitInfo(
                         "halted",
                         None,
-                        "HLT with interrupts on, but no interrupt "
-                        "source is armed: the machine sleeps forever",
+                        "HLT with interrupts on, but no timer is armed and no input is "
+                        "left to come: the machine sleeps forever",
                     )
                 )
                 return False

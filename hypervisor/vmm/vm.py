@@ -12,12 +12,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
+from hypervisor.devices.i8042 import Kbc8042
+from hypervisor.devices.scancodes import scancodes
+from hypervisor.devices.vga import TEXT_BUFFER, Screen, VgaText, blank_text_buffer
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
-from hypervisor.trace.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+from hypervisor.trace.events import (
+    ConsoleOutput,
+    Event,
+    EventLog,
+    InputDelivered,
+    InsnClass,
+    VmStateChanged,
+)
 from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
+from hypervisor.vmm.inputs import Input, InputDevice, InputScript
 
 DEFAULT_RAM = 4 << 20
 LOAD_ADDRESS = 0x00100000
@@ -34,7 +45,8 @@ LOADER_GDT_ENTRIES = (
 )
 KERNEL_CS, KERNEL_DS = 0x08, 0x10
 
-EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported")
+EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported", "reset")
+KEYBOARD_IRQ, SERIAL_IRQ = 1, 4
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
 
 
@@ -90,6 +102,7 @@ class Vm:
         ram_size: int = DEFAULT_RAM,
         host: HostRam | None = None,
         events: EventLog | None = None,
+        inputs: InputScript | None = None,
     ) -> None:
         from hypervisor.vmm.executors import executor_for  # modes register themselves there
 
@@ -100,12 +113,27 @@ class Vm:
         if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
             raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
         self.machine = Machine(ram_size, host, self.name)
-        self.uart = Uart16550(on_output=self._console)
+        self.uart = Uart16550(
+            on_output=self._console,
+            on_irq=lambda: self.pic.raise_irq(SERIAL_IRQ),
+            on_wait=self._guest_waits,
+        )
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
         self.debug_exit = DebugExit(on_exit=self._debug_exit)
-        for device in (self.uart, self.pic, self.pit, self.debug_exit):
+        self.kbc = Kbc8042(
+            on_irq=lambda: self.pic.raise_irq(KEYBOARD_IRQ),
+            on_reset=self._reset,
+            on_wait=self._guest_waits,
+        )
+        self.vga = VgaText()
+        for device in (self.uart, self.pic, self.pit, self.debug_exit, self.kbc, self.vga):
             self.machine.io.attach(device)
+        self.inputs = inputs or InputScript()
+        if self.inputs.live is None:
+            self.inputs.live = self
+        self.inputs_done = 0  # timed inputs of the script delivered so far
+        self._input_wanted = False  # the guest polls for input: deliver a waiting one
         self.console = bytearray()
         self._line = bytearray()
         self.stats = RunStats()
@@ -129,6 +157,7 @@ class Vm:
         gdt = b"".join(e.to_bytes(8, "little") for e in LOADER_GDT_ENTRIES)
         self.machine.write(LOADER_GDT, gdt)
         self.machine.write(LOAD_ADDRESS, image.data)
+        self.machine.write(TEXT_BUFFER, blank_text_buffer())  # as the BIOS clears the screen
 
     def entry_state(self) -> CpuState:
         """The guest contract's entry state (DESIGN.md "Guest contract v1")."""
@@ -168,6 +197,58 @@ class Vm:
     def _debug_exit(self, status: int) -> None:
         self.finish(ExitInfo("debug_exit", status, f"guest wrote {status} to port 0x501"))
         self.machine.request_stop()
+
+    def _reset(self) -> None:
+        detail = "the guest reset the machine through the keyboard controller (port 0x64)"
+        self.finish(ExitInfo("reset", None, detail))
+        self.machine.request_stop()
+
+    def screen(self) -> Screen:
+        """The guest's text screen now, drawn from its RAM and the VGA's registers."""
+        return self.vga.screen(self.machine.read)
+
+    # ------------------------------------------------------------------ input
+    def _guest_waits(self) -> None:
+        """A device saw the guest poll for input: a waiting input goes in after this
+        instruction (the slice stops so that it arrives at a step of its own)."""
+        if self.inputs.has_waiting(self):
+            self._input_wanted = True
+            self.machine.request_stop()
+
+    def deliver_inputs(self) -> None:
+        """Hand the guest every input due by now (between slices, so at an exact step)."""
+        if self._input_wanted:
+            self._input_wanted = False
+            self.inputs.take_waiting(self, self.step)
+        script = self.inputs
+        while (due := script.due(self.inputs_done)) is not None and due <= self.step:
+            self._deliver_next()
+
+    def wake_with_input(self) -> bool:
+        """The guest sleeps (HLT, interrupts on) and no interrupt is pending: give it a
+        waiting input now or, when no timer could wake it, the next timed one early (a sleep
+        takes no steps, so its step would never come). True if one was delivered."""
+        if self.inputs.take_waiting(self, self.step) is None and self.timer_armed():
+            return False
+        if self.inputs.due(self.inputs_done) is None:
+            return False
+        self._deliver_next()
+        return True
+
+    def timer_armed(self) -> bool:
+        return self.pit.ticks_until_irq() is not None
+
+    def _deliver_next(self) -> None:
+        item = self.inputs.timed[self.inputs_done]
+        self.inputs_done += 1
+        self.deliver(item)
+
+    def deliver(self, item: Input) -> None:
+        if item.device is InputDevice.KEYBOARD:
+            self.kbc.press(scancodes(item.text))
+        else:
+            self.uart.receive(item.text.encode("latin-1"))
+        self.emit(InputDelivered(self.name, self.step, item.device.value, item.text))
 
     def finish(self, info: ExitInfo) -> None:
         if self.exit is None:
@@ -226,6 +307,7 @@ class Vm:
         self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
+                self.deliver_inputs()
                 remaining = end - self.stats.total
                 if remaining <= 0:
                     done = ExitInfo("budget", None, f"{self.stats.total} instructions executed")
@@ -236,6 +318,9 @@ class Vm:
                     break
                 due = self.pit.ticks_until_irq()
                 count = remaining if due is None else max(1, min(remaining, due))
+                typed = self.inputs.due(self.inputs_done)
+                if typed is not None:
+                    count = max(1, min(count, typed - self.step))
                 self.executor.run_slice(count)
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()
