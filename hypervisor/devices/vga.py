@@ -179,8 +179,8 @@ class VgaText(BytePortDevice):
 
     def _read_shared(self, port: int) -> int:
         """The ports at 0x3C0-0x3CF, the same for colour and monochrome."""
-        if port == ATTR_INDEX:
-            return self.attribute_index
+        if port == ATTR_INDEX:  # the index while one is expected, else 0 (as QEMU)
+            return 0 if self.attribute_flip_flop else self.attribute_index
         if port == ATTR_DATA_READ:
             return self._attribute_register()
         if port == INPUT_STATUS_0:
