@@ -21,6 +21,7 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import LifecycleError
+from hypervisor.vmm.inputs import Input, InputDevice, InputError, parse_input
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import GuestTooLarge
 
@@ -79,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="classify every instruction (slower): exact classes and holes",
     )
+    _input_options(run)
+    run.add_argument("--screen", action="store_true", help="print the final VGA text screen")
 
     cmp = sub.add_parser("compare", help="run a guest in every mode and compare with native")
     cmp.add_argument("guest")
@@ -130,6 +133,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_options(p: argparse.ArgumentParser) -> None:
+    when = "when the guest next waits for input, or @STEP:TEXT at that step; \\n is Enter"
+    p.add_argument("--keys", action="append", default=[], metavar="TEXT", help=f"type: {when}")
+    p.add_argument(
+        "--serial-input", action="append", default=[], metavar="TEXT", help=f"send to COM1: {when}"
+    )
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Input, ...]:
+    """The --keys and --serial-input options, in order of device then appearance."""
+    return tuple(parse_input(InputDevice.KEYBOARD, text) for text in args.keys) + tuple(
+        parse_input(InputDevice.SERIAL, text) for text in args.serial_input
+    )
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-insns",
@@ -153,7 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args)
-    except (GuestBuildError, GuestTooLarge, TraceFileError, OutOfHostMemory, LifecycleError) as err:
+    except (
+        GuestBuildError,
+        GuestTooLarge,
+        TraceFileError,
+        OutOfHostMemory,
+        LifecycleError,
+        InputError,
+    ) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
@@ -166,7 +191,12 @@ def _run(args: argparse.Namespace) -> int:
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
     report = run_guest(
-        args.guest[0], args.mode, max_insns=args.max_insns, trace=args.trace, unported=args.unported
+        args.guest[0],
+        args.mode,
+        max_insns=args.max_insns,
+        trace=args.trace,
+        unported=args.unported,
+        inputs=_inputs(args),
     )
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
@@ -175,6 +205,8 @@ def _run(args: argparse.Namespace) -> int:
         if report.console and not report.console.endswith("\n"):
             print()
         print(_summary(report))
+        if args.screen:
+            print("\n".join(report.screen))
     return 0
 
 
@@ -194,8 +226,8 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
     if args.quantum < 1:
         print("vmlab: --quantum must be at least 1", file=sys.stderr)
         return 2
-    if args.trace:
-        print("vmlab: --trace runs one guest at a time", file=sys.stderr)
+    if args.trace or args.keys or args.serial_input or args.screen:
+        print("vmlab: --trace, --keys, --serial-input and --screen take one guest", file=sys.stderr)
         return 2
     report = run_host(
         guests, max_insns=args.max_insns, quantum=args.quantum, unported=args.unported

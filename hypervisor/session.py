@@ -10,6 +10,7 @@ from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
 from hypervisor.trace.events import Event, EventLog
 from hypervisor.vmm.executors import available_modes
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
+from hypervisor.vmm.inputs import Input, InputScript
 from hypervisor.vmm.isolation import vcpu_view
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import ExitInfo, Vm
@@ -36,6 +37,7 @@ class RunReport:
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
     hosted: dict[str, Any] | None = None  # on a host of several VMs: name, state, cpu, isolation
+    screen: list[str] = field(default_factory=list)  # the VGA text screen's 25 lines at the end
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class RunReport:
             "cycles": self.cycles,
             "traced": self.traced,
             "paravirtual": self.paravirtual,
+            "screen": self.screen,
             **(self.hosted or {}),
         }
 
@@ -68,16 +71,18 @@ def run_guest(
     trace: bool = False,
     keep_events: bool = False,
     unported: bool = False,
+    inputs: tuple[Input, ...] = (),
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
-    pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
+    pv runs its paravirtual build, unless `unported` asks for the unmodified one. `inputs`
+    are typed or sent to COM1 (at their step, or when the guest waits)."""
     if isinstance(image, str):
         image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
     kept: list[Event] = []
     if keep_events:
         log.subscribe(kept.append)
-    vm = Vm(image, mode, events=log)
+    vm = Vm(image, mode, events=log, inputs=InputScript(inputs))
     vm.run(max_insns, trace=trace)
     return _report(vm, kept)
 
@@ -100,6 +105,7 @@ def _report(vm: Vm, events: list[Event]) -> RunReport:
         tcache=vm.executor.tcache_summary(),
         cycles=_cycles(vm),
         events=events,
+        screen=vm.screen().lines(),
     )
 
 

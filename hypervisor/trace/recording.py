@@ -39,6 +39,7 @@ from hypervisor.trace.events import (
     FragmentChained,
     FragmentInvalidated,
     FragmentTranslated,
+    InputDelivered,
     InsnClass,
     InstructionExecuted,
     InterruptDelivered,
@@ -70,6 +71,7 @@ EVENT_KINDS = {
     FragmentInvalidated: "invalidation",
     TranslationCacheFlushed: "flush",
     Callout: "callout",
+    InputDelivered: "input",
 }
 HOLE = "hole"  # a sensitive instruction that ran directly and diverged (from the columns)
 _TRANSIENT_STATES = frozenset({"running", "paused"})

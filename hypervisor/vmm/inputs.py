@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hypervisor.devices.scancodes import typeable
+from hypervisor.trace.events import Event, InputDelivered
 
 
 class InputDevice(StrEnum):
@@ -69,6 +70,17 @@ class InputScript:
         for item in inputs:
             self.add(item)
 
+    @classmethod
+    def replaying(cls, events: list[Event]) -> InputScript:
+        """The inputs a recorded run was given, each at the step it arrived."""
+        return cls(
+            tuple(
+                Input(InputDevice(e.device), e.text, e.step)
+                for e in events
+                if isinstance(e, InputDelivered)
+            )
+        )
+
     def add(self, item: Input) -> None:
         """An input: due at its step, or waiting if it has none."""
         if item.step is None:
@@ -81,14 +93,23 @@ class InputScript:
         """The step of the next timed input after the first `done`, if any."""
         return self.timed[done].step if done < len(self.timed) else None
 
-    def take_waiting(self, vm: object, step: int) -> Input | None:
-        """The next waiting input for the live VM, now due at `step` (None for others)."""
-        if vm is not self.live or not self.waiting:
+    def take_waiting(
+        self, vm: object, step: int, device: InputDevice | None = None
+    ) -> Input | None:
+        """The next waiting input (for `device`, if given) for the live VM, now due at
+        `step`; None for any other VM."""
+        item = self._waiting_for(vm, device)
+        if item is None:
             return None
-        item = self.waiting.popleft()
+        self.waiting.remove(item)
         timed = Input(item.device, item.text, step)
         self.add(timed)
         return timed
 
-    def has_waiting(self, vm: object) -> bool:
-        return vm is self.live and bool(self.waiting)
+    def has_waiting(self, vm: object, device: InputDevice) -> bool:
+        return self._waiting_for(vm, device) is not None
+
+    def _waiting_for(self, vm: object, device: InputDevice | None) -> Input | None:
+        if vm is not self.live:
+            return None
+        return next((i for i in self.waiting if device in (None, i.device)), None)

@@ -116,7 +116,7 @@ class Vm:
         self.uart = Uart16550(
             on_output=self._console,
             on_irq=lambda: self.pic.raise_irq(SERIAL_IRQ),
-            on_wait=self._guest_waits,
+            on_wait=lambda: self._guest_waits(InputDevice.SERIAL),
         )
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
@@ -124,7 +124,7 @@ class Vm:
         self.kbc = Kbc8042(
             on_irq=lambda: self.pic.raise_irq(KEYBOARD_IRQ),
             on_reset=self._reset,
-            on_wait=self._guest_waits,
+            on_wait=lambda: self._guest_waits(InputDevice.KEYBOARD),
         )
         self.vga = VgaText()
         for device in (self.uart, self.pic, self.pit, self.debug_exit, self.kbc, self.vga):
@@ -133,7 +133,7 @@ class Vm:
         if self.inputs.live is None:
             self.inputs.live = self
         self.inputs_done = 0  # timed inputs of the script delivered so far
-        self._input_wanted = False  # the guest polls for input: deliver a waiting one
+        self._input_wanted: InputDevice | None = None  # the guest polls this device
         self.console = bytearray()
         self._line = bytearray()
         self.stats = RunStats()
@@ -208,18 +208,18 @@ class Vm:
         return self.vga.screen(self.machine.read)
 
     # ------------------------------------------------------------------ input
-    def _guest_waits(self) -> None:
-        """A device saw the guest poll for input: a waiting input goes in after this
-        instruction (the slice stops so that it arrives at a step of its own)."""
-        if self.inputs.has_waiting(self):
-            self._input_wanted = True
+    def _guest_waits(self, device: InputDevice) -> None:
+        """`device` saw the guest poll it for input: a waiting input for it goes in after
+        this instruction (the slice stops so that it arrives at a step of its own)."""
+        if self.inputs.has_waiting(self, device):
+            self._input_wanted = device
             self.machine.request_stop()
 
     def deliver_inputs(self) -> None:
         """Hand the guest every input due by now (between slices, so at an exact step)."""
-        if self._input_wanted:
-            self._input_wanted = False
-            self.inputs.take_waiting(self, self.step)
+        if self._input_wanted is not None:
+            self.inputs.take_waiting(self, self.step, self._input_wanted)
+            self._input_wanted = None
         script = self.inputs
         while (due := script.due(self.inputs_done)) is not None and due <= self.step:
             self._deliver_next()
