@@ -170,7 +170,8 @@ class TimeMachine:
         head on the way."""
         recorder = self._recorder
         while recorder is not None and self.frontier < self.clamp(step):
-            self._run(recorder.vm, self.clamp(step), recorder.run)
+            if not self._run(recorder.vm, self.clamp(step), recorder.run):
+                break  # the guest sleeps until input arrives (an interactive script)
 
     # ------------------------------------------------------------------ machinery
     def prepare(self, cancelled: Callable[[], bool] = lambda: False) -> None:

@@ -160,6 +160,9 @@ class Executor(ABC):
             if due is None:
                 from hypervisor.vmm.vm import ExitInfo
 
+                if vm.inputs.interactive:  # paused, as at the end of a budget, until input
+                    vm.exit = ExitInfo("budget", None, "the guest sleeps until input arrives")
+                    return False
                 vm.finish(
                     ExitInfo(
                         "halted",

@@ -61,9 +61,12 @@ def parse_input(device: InputDevice, spec: str) -> Input:
 
 
 class InputScript:
-    """The inputs of one run: `timed` in step order, `waiting` in the order given."""
+    """The inputs of one run: `timed` in step order, `waiting` in the order given. An
+    `interactive` run (the UI, where a user may type at any time) pauses a guest that sleeps
+    with nothing left to wake it, instead of ending it as halted."""
 
-    def __init__(self, inputs: tuple[Input, ...] = ()) -> None:
+    def __init__(self, inputs: tuple[Input, ...] = (), *, interactive: bool = False) -> None:
+        self.interactive = interactive
         self.timed: list[Input] = []
         self.waiting: deque[Input] = deque()
         self.live: object | None = None  # the one VM that takes waiting inputs

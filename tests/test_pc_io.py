@@ -1,0 +1,171 @@
+"""The PC's text screen and input devices, through real guests: VGA, 8042 keyboard, UART.
+
+`tests/guests/pcdevices` checks each register as documented and prints ok/FAIL per check;
+`tests/guests/keyecho` reads a line from COM1 by polling, then keys by interrupt, echoing
+them on COM1 and the VGA screen. Both are also multiboot images that QEMU boots.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hypervisor.cli import main
+from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.guest.nasm import assemble
+from hypervisor.session import run_guest
+from hypervisor.trace import tracefile
+from hypervisor.trace.events import InputDelivered
+from hypervisor.trace.recording import registers_of
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.inputs import Input, InputDevice, InputScript, parse_input
+
+GUESTS = Path(__file__).parent / "guests"
+CHECKS = 39  # the checks pcdevices makes
+KEYBOARD, SERIAL = InputDevice.KEYBOARD, InputDevice.SERIAL
+
+
+def _image(name: str) -> GuestImage:
+    return load_guest(str(GUESTS / f"{name}.bin"))
+
+
+@pytest.mark.parametrize("name", ["pcdevices", "keyecho"])
+def test_prebuilt_test_guests_are_fresh(name: str) -> None:
+    if shutil.which("nasm") is None:
+        pytest.skip("nasm is not installed")
+    data, _ = assemble(GUESTS / f"{name}.asm")
+    assert data == (GUESTS / f"{name}.bin").read_bytes(), f"rebuild tests/guests/{name}.bin"
+
+
+@pytest.mark.parametrize("mode", ["native", "trap", "bt"])
+def test_device_registers_behave_as_documented(mode: str) -> None:
+    report = run_guest(_image("pcdevices"), mode)
+    assert "FAIL" not in report.console
+    assert report.console.count("ok ") == CHECKS
+    assert report.exit.reason == "debug_exit" and report.exit.status == 0
+
+
+def test_device_guest_reads_the_same_under_qemu(tmp_path: Path) -> None:
+    qemu = shutil.which("qemu-system-i386")
+    if qemu is None:
+        pytest.skip("qemu-system-i386 is not installed (Debian: qemu-system-x86)")
+    out = tmp_path / "serial.txt"
+    command = [qemu, "-kernel", str(GUESTS / "pcdevices.bin"), "-m", "32", "-display", "none"]
+    command += ["-no-reboot", "-serial", f"file:{out}"]
+    command += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+    done = subprocess.run(command, timeout=60, capture_output=True)
+    assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1
+    assert out.read_text() == run_guest(_image("pcdevices"), "native").console
+
+
+def test_keys_and_serial_input_reach_a_guest_when_it_waits(capsys) -> None:
+    path = str(GUESTS / "keyecho.bin")
+    code = main(["run", path, "--serial-input", "abc\\n", "--keys", "hello world.", "--screen"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("serial> abc\nkeys> hello world\n")
+    assert "debug_exit (status 0)" in out
+    assert out.splitlines()[-25] == "hello world"  # the screen's first line
+
+
+def test_inputs_at_a_step_arrive_at_that_step() -> None:
+    inputs = (
+        parse_input(SERIAL, "@50:x\\n"),
+        parse_input(KEYBOARD, "@400:ab"),
+        parse_input(KEYBOARD, "@600:c."),
+    )
+    report = run_guest(_image("keyecho"), "native", inputs=inputs, keep_events=True)
+    delivered = [(e.step, e.device, e.text) for e in report.events if isinstance(e, InputDelivered)]
+    assert delivered[0] == (50, "serial", "x\n")  # the guest polls COM1 at step 50: exact
+    # Then it sleeps (HLT) with no timer: a sleep takes no steps, so each later input comes
+    # when the guest sleeps, before its step.
+    assert [d[1:] for d in delivered[1:]] == [("keyboard", "ab"), ("keyboard", "c.")]
+    assert delivered[1][0] < 400 and delivered[1][0] < delivered[2][0] < 600
+    assert report.console == "serial> x\nkeys> abc\n"
+
+
+def test_the_screen_has_the_guests_text_colours_and_cursor() -> None:
+    report = run_guest(_image("keyecho"), "native", inputs=(Input(SERIAL, "\n"),))
+    assert report.exit.reason == "halted"  # it sleeps: no key ever comes
+    inputs = (Input(SERIAL, "\n"), Input(KEYBOARD, "hi\nyo."))
+    script = InputScript(inputs)
+    machine = TimeMachine(_image("keyecho"), "native", inputs=script)
+    machine.seek(10**6)
+    screen = machine.vm.screen()
+    assert screen.text[0].startswith("hi ") and screen.text[1].startswith("yo ")
+    assert screen.attributes[0][:2] == b"\x1e\x1e"  # yellow on blue
+    assert screen.attributes[0][2] == 0x07  # the blank screen the BIOS left
+    assert screen.cursor == (1, 2) and screen.blink
+
+
+def test_json_gives_the_final_screen(capsys) -> None:
+    main(["run", str(GUESTS / "pcdevices.bin"), "--json"])
+    screen = json.loads(capsys.readouterr().out)["vms"][0]["screen"]
+    assert len(screen) == 25 and screen[24] == " " * 79 + "!"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--keys", "é"], ["--keys", "@x:a"], ["--serial-input", "\\x"], ["--keys", "@5"]],
+)
+def test_bad_input_gets_one_line(capsys, args: list[str]) -> None:
+    assert main(["run", str(GUESTS / "keyecho.bin"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vmlab: ") and err.count("\n") == 1
+
+
+def test_a_keyboard_controller_reset_ends_the_vm(tmp_path: Path) -> None:
+    if shutil.which("nasm") is None:
+        pytest.skip("nasm is not installed")
+    source = tmp_path / "reboot.asm"
+    source.write_text("bits 32\norg 0x100000\nmov al, 0xFE\nout 0x64, al\njmp $\n")
+    report = run_guest(load_guest(str(source)), "native")
+    assert report.exit.reason == "reset" and "keyboard controller" in report.exit.detail
+
+
+def test_a_recorded_run_with_keys_replays_exactly(tmp_path: Path) -> None:
+    """Same screen and registers at every step: going back, and from the trace file."""
+    image = _image("keyecho")
+    script = InputScript((Input(SERIAL, "abc\n"), Input(KEYBOARD, "hello there.")))
+    machine = TimeMachine(image, "native", inputs=script)
+    machine.extend(10**6)
+    end = machine.frontier
+    assert machine.recording.exit is not None and machine.recording.exit.status == 0
+    steps = range(0, end + 1)
+    seen = {}
+    for step in steps:
+        machine.seek(step)
+        seen[step] = (machine.vm.screen(), registers_of(machine.vm))
+    assert seen[end][0].text[0].startswith("hello there ")
+    for step in reversed(range(0, end + 1, 7)):
+        machine.seek(step)
+        assert (machine.vm.screen(), registers_of(machine.vm)) == seen[step], step
+    path = tmp_path / "keys.vmtrace"
+    tracefile.save(path, tracefile.Trace(image, "native", 10**6, machine.recording))
+    trace = tracefile.load(path)
+    replay = TimeMachine(trace.image, trace.mode, recording=trace.recording)
+    for step in steps:
+        replay.seek(step)
+        assert (replay.vm.screen(), registers_of(replay.vm)) == seen[step], step
+    assert replay.verify() == []
+
+
+def test_input_typed_while_recording_wakes_a_sleeping_guest_at_the_frontier() -> None:
+    script = InputScript((Input(SERIAL, "\n"),), interactive=True)
+    machine = TimeMachine(_image("keyecho"), "native", inputs=script)
+    machine.seek(10**6)
+    asleep = machine.frontier  # an interactive run pauses there, waiting for input
+    assert machine.recording.exit is None and machine.vm.exit is not None
+    assert "sleeps until input" in machine.vm.exit.detail
+    assert machine.send(KEYBOARD, "ok.")
+    machine.extend(10**6)
+    assert machine.recording.exit is not None and machine.recording.exit.status == 0
+    events = [e for e in machine.recording.events if isinstance(e, InputDelivered)]
+    assert [e.step for e in events if e.device == "keyboard"] == [asleep]
+    machine.seek(0)
+    machine.seek(machine.frontier)
+    assert machine.vm.screen().text[0].startswith("ok ")
