@@ -69,7 +69,7 @@ def test_keys_and_serial_input_reach_a_guest_when_it_waits(capsys) -> None:
     assert code == 0
     assert out.startswith("serial> abc\nkeys> hello world\n")
     assert "debug_exit (status 0)" in out
-    assert out.splitlines()[-25] == "hello world"  # the screen's first line
+    assert out.splitlines()[-25] == "keys> hello world"  # the screen's first line
 
 
 def test_inputs_at_a_step_arrive_at_that_step() -> None:
@@ -82,9 +82,9 @@ def test_inputs_at_a_step_arrive_at_that_step() -> None:
     delivered = [(e.step, e.device, e.text) for e in report.events if isinstance(e, InputDelivered)]
     assert delivered[0] == (50, "serial", "x\n")  # the guest polls COM1 at step 50: exact
     # Then it sleeps (HLT) with no timer: a sleep takes no steps, so each later input comes
-    # when the guest sleeps, before its step.
+    # when the guest sleeps, if that is before its step.
     assert [d[1:] for d in delivered[1:]] == [("keyboard", "ab"), ("keyboard", "c.")]
-    assert delivered[1][0] < 400 and delivered[1][0] < delivered[2][0] < 600
+    assert delivered[1][0] <= 400 and delivered[1][0] < delivered[2][0] <= 600
     assert report.console == "serial> x\nkeys> abc\n"
 
 
@@ -96,9 +96,9 @@ def test_the_screen_has_the_guests_text_colours_and_cursor() -> None:
     machine = TimeMachine(_image("keyecho"), "native", inputs=script)
     machine.seek(10**6)
     screen = machine.vm.screen()
-    assert screen.text[0].startswith("hi ") and screen.text[1].startswith("yo ")
-    assert screen.attributes[0][:2] == b"\x1e\x1e"  # yellow on blue
-    assert screen.attributes[0][2] == 0x07  # the blank screen the BIOS left
+    assert screen.text[0].startswith("keys> hi ") and screen.text[1].startswith("yo ")
+    assert screen.attributes[0][:8] == b"\x1e" * 8  # yellow on blue
+    assert screen.attributes[0][8] == 0x07  # the blank screen the BIOS left
     assert screen.cursor == (1, 2) and screen.blink
 
 
@@ -140,7 +140,7 @@ def test_a_recorded_run_with_keys_replays_exactly(tmp_path: Path) -> None:
     for step in steps:
         machine.seek(step)
         seen[step] = (machine.vm.screen(), registers_of(machine.vm))
-    assert seen[end][0].text[0].startswith("hello there ")
+    assert seen[end][0].text[0].startswith("keys> hello there ")
     for step in reversed(range(0, end + 1, 7)):
         machine.seek(step)
         assert (machine.vm.screen(), registers_of(machine.vm)) == seen[step], step
@@ -168,4 +168,4 @@ def test_input_typed_while_recording_wakes_a_sleeping_guest_at_the_frontier() ->
     assert [e.step for e in events if e.device == "keyboard"] == [asleep]
     machine.seek(0)
     machine.seek(machine.frontier)
-    assert machine.vm.screen().text[0].startswith("ok ")
+    assert machine.vm.screen().text[0].startswith("keys> ok ")

@@ -26,6 +26,7 @@ from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
 from hypervisor.trace.recording import HOLE
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.inputs import InputDevice, InputScript
 from hypervisor.vmm.vm import DEFAULT_RAM
 from lessons.lesson import Lesson
 from lessons.walk import check, land, missing, on_cpu
@@ -195,7 +196,9 @@ class Engine:
         self.lanes = [Lane.of(self._machine(image, mode)) for image, mode in self._session.vms]
 
     def _machine(self, image: GuestImage, mode: str) -> TimeMachine:
-        return TimeMachine(image, mode, name=f"{image.name}/{mode}", host=self.host)
+        inputs = InputScript(interactive=True)  # the user may type at any time
+        name = f"{image.name}/{mode}"
+        return TimeMachine(image, mode, name=name, host=self.host, inputs=inputs)
 
     def _publish(self) -> None:
         self._publish_to(self.snapshot())
@@ -316,7 +319,10 @@ class Engine:
                 return False
             self.busy = f"{why}: recording step {tm.frontier:,}…"
             self._publish()
+            before = tm.frontier
             tm.extend(min(tm.frontier + CHUNK * 5, step))
+            if tm.frontier == before:
+                break  # the guest sleeps until the user types
         self.busy = ""
         return True
 
@@ -525,6 +531,13 @@ class Engine:
             tm.recording.annotations[tm.position] = text
         else:
             tm.recording.annotations.pop(tm.position, None)
+
+    def _do_input(self, device: InputDevice, text: str) -> None:
+        """Keys typed or bytes sent by the user: they reach the focused guest where its
+        recording ends (the step the head runs at)."""
+        tm = self.lanes[self.focus].tm
+        if not tm.send(device, text):
+            self._notify("a replay shows the input it recorded: it takes no more", "warning")
 
     def _do_filter(self, hidden: frozenset[str]) -> None:
         self.hidden = hidden

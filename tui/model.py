@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from hypervisor.devices.vga import Screen
 from hypervisor.isa import decode_block
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.trace.events import (
@@ -156,6 +157,8 @@ class VmView:
     aligned: bool  # the engine's trace agrees with its step count
     translation: TranslationView | None  # binary translation only
     cache: CacheView | None
+    screen: Screen  # the VGA text screen at this step
+    uses_screen: bool  # the guest has written to it (else the pane needs no room)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +282,8 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         aligned=recording.aligned,
         translation=_translation(vm, regs),
         cache=_cache(vm),
+        screen=(screen := vm.screen()),
+        uses_screen=not screen.blank,
     )
 
 

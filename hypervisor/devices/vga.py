@@ -86,6 +86,14 @@ class Screen:
         """The text without trailing blanks, as `vmlab run --screen` prints it."""
         return [line.rstrip() for line in self.text]
 
+    @property
+    def blank(self) -> bool:
+        """Still the screen the BIOS left: nothing but grey-on-black spaces."""
+        return all(row == _BLANK_ROW for row in self.attributes) and not "".join(self.text).strip()
+
+
+_BLANK_ROW = BLANK_CELL[1:] * COLUMNS
+
 
 def blank_text_buffer() -> bytes:
     """The 80x25 text buffer a PC BIOS leaves behind: every cell a grey-on-black space."""

@@ -3,7 +3,7 @@
 ; The two ways an OS-course kernel waits for input, one after the other:
 ;   1. "serial> ": poll the UART's line status until a byte is there, read it from RBR,
 ;      echo it on COM1, until Enter (CR or LF);
-;   2. "keys> ": remap the PICs, unmask IRQ 1, STI, and sleep with HLT; the keyboard
+;   2. "keys> " (on COM1 and the VGA screen): remap the PICs, unmask IRQ 1, STI, and sleep with HLT; the keyboard
 ;      interrupt handler reads a scan code from port 0x60, turns make codes into characters
 ;      (letters, digits, space, Enter, '.'), and echoes each on COM1 and on the VGA screen,
 ;      moving the hardware cursor after it. A '.' ends the run (exit status 0).
@@ -39,8 +39,16 @@ start:
 .line:
     mov al, 10
     call putc
-    mov esi, keys_prompt        ; 2. keys, by interrupt
+    mov esi, keys_prompt        ; 2. keys, by interrupt: the prompt on COM1 and the screen
     call puts
+    mov esi, keys_prompt
+.prompt:
+    lodsb
+    test al, al
+    jz .prompted
+    call screen_putc
+    jmp .prompt
+.prompted:
     call pic_remap
     lidt [idt_pointer]
     sti
