@@ -75,8 +75,8 @@ def test_keys_and_serial_input_reach_a_guest_when_it_waits(capsys) -> None:
 def test_inputs_at_a_step_arrive_at_that_step() -> None:
     inputs = (
         parse_input(SERIAL, "@50:x\\n"),
-        parse_input(KEYBOARD, "@400:ab"),
-        parse_input(KEYBOARD, "@600:c."),
+        parse_input(KEYBOARD, "@2000:ab"),
+        parse_input(KEYBOARD, "@3000:c."),
     )
     report = run_guest(_image("keyecho"), "native", inputs=inputs, keep_events=True)
     delivered = [(e.step, e.device, e.text) for e in report.events if isinstance(e, InputDelivered)]
@@ -84,7 +84,7 @@ def test_inputs_at_a_step_arrive_at_that_step() -> None:
     # Then it sleeps (HLT) with no timer: a sleep takes no steps, so each later input comes
     # when the guest sleeps, if that is before its step.
     assert [d[1:] for d in delivered[1:]] == [("keyboard", "ab"), ("keyboard", "c.")]
-    assert delivered[1][0] <= 400 and delivered[1][0] < delivered[2][0] <= 600
+    assert delivered[1][0] <= 2000 and delivered[1][0] < delivered[2][0] <= 3000
     assert report.console == "serial> x\nkeys> abc\n"
 
 
