@@ -19,7 +19,7 @@ import time
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL, Uc
 
 from hypervisor.guest.image import GuestImage, load_guest
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.host import Host
 
 VMS = 8
@@ -68,7 +68,7 @@ def main() -> None:
     for guest in ("hello", "hog"):
         image = load_guest(guest)
         budget = args.budget if guest == "hog" else 10**9
-        for mode in available_modes():
+        for mode in list(Mode):
             n1, t1, _ = best(
                 [host_run(image, mode, 1, budget, args.quantum) for _ in range(args.repeat)]
             )
@@ -92,7 +92,7 @@ def main() -> None:
     print("\nthe read hook that reports guest reads of monitor memory (on by default), 1 VM:")
     for guest in ("timer", "kernel_loop"):
         image = load_guest(guest)
-        for mode in (m for m in available_modes() if m != "native"):
+        for mode in (m for m in list(Mode) if m != "native"):
             if (guest, mode) == ("kernel_loop", "trap"):
                 continue  # 400,000 traps: a minute, and the hook is not what it measures
             watched, unwatched = (

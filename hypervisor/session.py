@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypervisor.events import Event, EventLog
 from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
-from hypervisor.trace.events import Event, EventLog
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import ExitInfo, Mode
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
 from hypervisor.vmm.inputs import Input, InputScript
 from hypervisor.vmm.isolation import vcpu_view
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import ExitInfo, Vm
+from hypervisor.vmm.vm import Vm
 
 DEFAULT_BUDGET = 20_000_000
 
@@ -125,7 +125,7 @@ def compare(
 ) -> list[RunReport]:
     """The same guest in every mode, native first (the reference); a sample named runs its
     paravirtual build under pv."""
-    return [run_guest(image, mode, max_insns=max_insns, trace=trace) for mode in available_modes()]
+    return [run_guest(image, mode, max_insns=max_insns, trace=trace) for mode in list(Mode)]
 
 
 @dataclass

@@ -23,7 +23,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypervisor.trace.events import InsnClass
+from hypervisor.events import InsnClass
+from hypervisor.vmm.contract import Mode
 
 HERE = Path(__file__).parent
 VERBS = {"start": 0, "step": 1, "forward": 1, "next": 1, "previous": 1}  # verb -> arguments
@@ -67,7 +68,7 @@ class Stop:
 class Lesson:
     name: str
     title: str
-    guests: tuple[tuple[str, str], ...]
+    guests: tuple[tuple[str, Mode], ...]
     stops: tuple[Stop, ...]
     clock: str = "steps"
 
@@ -103,7 +104,10 @@ def _parse(name: str, data: dict, where: str) -> Lesson:
     for pair in guests:
         if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_text, pair))):
             raise fail(f"not a [guest, mode] pair: {pair!r}")
-        pairs.append((pair[0], pair[1]))
+        try:
+            pairs.append((pair[0], Mode.parse(pair[1])))
+        except ValueError as err:
+            raise fail(str(err)) from None
     clock = data.get("clock", "steps")
     if clock not in CLOCKS:
         raise fail(f"clock must be one of {', '.join(CLOCKS)}")

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage, load_for_mode
-from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
+from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from lessons.lesson import Go, Lesson, Stop
 
@@ -35,7 +36,7 @@ def land(
             return go.count
         case "forward":
             return now + go.count
-    if timeline is not None and go.argument == SWITCH:
+    if timeline is not None and go.argument == EventKind.SWITCH:
         return timeline.switch_after(now) if go.verb == "next" else timeline.switch_before(now)
     own = now if timeline is None else timeline.steps_at(now)[vm]
     search = tm.next_step if go.verb == "next" else tm.previous_step

@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypervisor.guest.image import load_guest, sample_names
-from hypervisor.session import run_guest
-from hypervisor.trace.events import (
+from hypervisor.events import (
     AdaptiveRetranslation,
     FragmentInvalidated,
     FragmentTranslated,
@@ -16,6 +14,8 @@ from hypervisor.trace.events import (
     InstructionExecuted,
     IsolationViolation,
 )
+from hypervisor.guest.image import load_guest, sample_names
+from hypervisor.session import run_guest
 from hypervisor.vmm.bt.area import VcpuArea
 from hypervisor.vmm.bt.executor import VCPU_AREA_OFFSET
 from hypervisor.vmm.vm import Vm

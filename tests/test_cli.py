@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from hypervisor.cli import main
 from tests.conftest import needs_nasm
+from vmlab.cli import main
 
 
 def vmlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hypervisor.cli", *args],
+        [sys.executable, "-m", "vmlab.cli", *args],
         capture_output=True,
         text=True,
         check=False,

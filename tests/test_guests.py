@@ -11,9 +11,9 @@ import itertools
 
 import pytest
 
+from hypervisor.events import InstructionExecuted, Trap
 from hypervisor.guest.image import sample_names
 from hypervisor.session import run_guest
-from hypervisor.trace.events import InstructionExecuted, Trap
 
 EQUIVALENT = ["hello", "syscalls", "timer", "trapstorm", "selfmod", "kernel_loop"]
 DIVERGENT = {

@@ -18,18 +18,18 @@ from functools import cache
 
 import pytest
 
-from hypervisor.cli import main
+from hypervisor.events import Event, IsolationViolation, VmStateChanged, WorldSwitch
 from hypervisor.guest.image import sample_source
 from hypervisor.machine.machine import MONITOR_BASE
 from hypervisor.session import HostReport, RunReport, run_guest, run_host
-from hypervisor.trace.events import Event, IsolationViolation, VmStateChanged, WorldSwitch
 from hypervisor.vmm.bt.executor import ALIAS_OFFSET, ALIAS_SLOTS, VCPU_AREA_OFFSET
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.host import Host
+from vmlab.cli import main
 
 QUANTUM = 2_000  # small, so that every guest is interleaved with the others many times
 HOG_BUDGET = 1_500_000
-MONITORED = [m for m in available_modes() if m != "native"]
+MONITORED = [m for m in list(Mode) if m != "native"]
 BT_READ_BY_CODE = {
     MONITOR_BASE + offset + page * 0x1000
     for offset, pages in ((VCPU_AREA_OFFSET, 2), (ALIAS_OFFSET, ALIAS_SLOTS))
@@ -96,7 +96,7 @@ def vm_of(report: HostReport, name: str) -> RunReport:
     return next(r for r in report.vms if r.hosted and r.hosted["name"] == name)
 
 
-ALL_MODES = pytest.mark.parametrize("mode", available_modes())
+ALL_MODES = pytest.mark.parametrize("mode", list(Mode))
 
 
 @ALL_MODES
@@ -261,7 +261,7 @@ def test_a_vm_waiting_for_interrupts_does_not_burn_the_cpu(mode, asm):
 
 
 def test_cli_runs_several_guests_on_one_host_as_json(capsys):
-    modes = available_modes()
+    modes = list(Mode)
     specs = [f"hello:{modes[i % len(modes)]}" for i in range(3)] + ["crasher"]
     assert main(["run", *specs, "--mode", "native", "--json", "--quantum", "3000"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hypervisor.events import WorldSwitch
 from hypervisor.guest.image import load_guest
-from hypervisor.trace.events import WorldSwitch
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine

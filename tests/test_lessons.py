@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor.cli import main
 from hypervisor.guest.image import load_guest
 from lessons.lesson import available, load
 from lessons.walk import images
 from tests.test_tui import press, synchronously
 from tui.app import VmlabApp
 from tui.engine import Session
+from vmlab.cli import main
 
 
 @pytest.mark.parametrize("name", available())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from hypervisor.events import IsolationViolation, Trap
 from hypervisor.session import run_guest
-from hypervisor.trace.events import IsolationViolation, Trap
 from hypervisor.vmm.vm import Vm
 
 MODES = ["native", "trap"]

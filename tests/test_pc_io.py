@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor.cli import main
+from hypervisor.events import InputDelivered
 from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.guest.nasm import assemble
 from hypervisor.session import run_guest
 from hypervisor.trace import tracefile
-from hypervisor.trace.events import InputDelivered
 from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript, parse_input
+from vmlab.cli import main
 
 GUESTS = Path(__file__).parent / "guests"
 CHECKS = 39  # the checks pcdevices makes

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hypervisor.cli import main
+from hypervisor.events import Hypercall, InsnClass, InstructionExecuted
 from hypervisor.guest.image import load_guest, sample_names
 from hypervisor.guest.samples import SAMPLES_DIR
 from hypervisor.session import run_guest
-from hypervisor.trace.events import Hypercall, InsnClass, InstructionExecuted
+from hypervisor.vmm.contract import ExitReason
 from hypervisor.vmm.pv.hypercalls import (
     E_FAULT,
     E_INVAL,
@@ -28,8 +28,8 @@ from hypervisor.vmm.pv.hypercalls import (
     HYPERCALLS,
     markdown_table,
 )
-from hypervisor.vmm.vm import EXIT_REASONS
 from tests.conftest import HAVE_NASM
+from vmlab.cli import main
 
 SLOW = {"kernel_loop"}  # 600,000 hypercalls: minutes
 WINDOW_READER = "escape"  # reads the monitor's window, which bare metal lacks: test_host.py
@@ -209,7 +209,7 @@ def test_any_hypercall_with_any_arguments_never_breaks_the_monitor(probe_image, 
     data = bytearray(probe_image.data)
     data[at : at + 16] = struct.pack("<4I", number, *args)
     report = run_guest(replace(probe_image, data=bytes(data)), "pv", max_insns=50_000)
-    assert report.exit.reason in EXIT_REASONS
+    assert report.exit.reason in ExitReason
     assert sum(report.hypercalls.values()) >= 1
 
 

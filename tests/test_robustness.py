@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hypervisor.guest.image import GuestImage
-from hypervisor.vmm.vm import EXIT_REASONS, Vm
+from hypervisor.vmm.contract import ExitReason
+from hypervisor.vmm.vm import Vm
 
 
 def _random_guest(seed: int) -> GuestImage:
@@ -22,7 +23,7 @@ def test_two_hundred_random_guests_end_with_a_known_reason(mode):
     for seed in range(200):
         vm = Vm(_random_guest(seed), mode)
         exit_info = vm.run(100_000)
-        assert exit_info.reason in EXIT_REASONS, (seed, exit_info)
+        assert exit_info.reason in ExitReason, (seed, exit_info)
         assert exit_info.detail
 
 
@@ -30,4 +31,4 @@ def test_two_hundred_random_guests_end_with_a_known_reason(mode):
 @given(code=st.binary(min_size=1, max_size=64), mode=st.sampled_from(["native", "trap", "bt"]))
 def test_any_short_guest_ends_with_a_known_reason(code, mode):
     exit_info = Vm(GuestImage("fuzz", code), mode).run(20_000)
-    assert exit_info.reason in EXIT_REASONS
+    assert exit_info.reason in ExitReason

@@ -158,7 +158,7 @@ def hello_trace(tmp_path_factory) -> Path:
 
 
 def vmlab(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "hypervisor.cli", *args]
+    command = [sys.executable, "-m", "vmlab.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 

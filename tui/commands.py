@@ -6,7 +6,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import Mode
 
 COMMANDS = (
     ("Step", "one guest instruction forward", "step"),
@@ -52,7 +52,7 @@ class VmlabCommands(Provider):
     def _commands(self) -> list[tuple[str, str, str]]:
         modes = [
             (f"Switch to {mode} mode", "restart the focused VM in this mode", f"mode('{mode}')")
-            for mode in available_modes()
+            for mode in list(Mode)
         ]
         return [*COMMANDS, *modes]
 

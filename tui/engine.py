@@ -19,21 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace import tracefile
-from hypervisor.trace.hosttimeline import SWITCH, HostTimeline
-from hypervisor.trace.recording import HOLE
+from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.contract import DEFAULT_RAM, Mode
 from hypervisor.vmm.inputs import InputDevice, InputScript
-from hypervisor.vmm.vm import DEFAULT_RAM
+from lessons.cursor import Cursor
 from lessons.lesson import Lesson
-from lessons.walk import check, land, missing, on_cpu
 from tui.listing import Listing
 from tui.model import (
     EVENT_ROWS,
-    NOTE,
     CpuView,
     LessonView,
     Snapshot,
@@ -52,9 +50,8 @@ CHUNK = 2_000  # instructions per engine call in long searches
 WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
-DEFAULT_HIDDEN = frozenset({"io"})  # port accesses are many: shown on request
+DEFAULT_HIDDEN = frozenset({EventKind.IO})  # port accesses are many: shown on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
-SWITCH_ROWS = 12  # world switches listed among a VM's events
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
@@ -114,9 +111,7 @@ class Engine:
         self._opened = False
         self.timeline: HostTimeline | None = None  # the host's clock, once asked for
         self.host_clock = False  # the clock counts host steps (all VMs), not each VM's
-        self._landed: list[int] = []  # where each lesson stop reached so far landed
-        self._stop = -1  # the lesson stop shown
-        self._problems: tuple[str, ...] = ()
+        self._cursor = None if session.lesson is None else Cursor(session.lesson)
         self._next_frame = 0.0  # when the next frame of run mode is due
         self._queue: queue.Queue[tuple[str, tuple]] = queue.Queue()
         self._cancel = threading.Event()
@@ -209,14 +204,14 @@ class Engine:
         for index, lane in enumerate(self.lanes):
             regs = registers(lane.cpus, lane.before)
             view = vm_view(lane.tm, lane.listing, regs, self.hidden)
-            if timeline is not None and SWITCH not in self.hidden:
-                rows = switch_rows(timeline, self.position, index, SWITCH)
+            if timeline is not None and EventKind.SWITCH not in self.hidden:
+                rows = switch_rows(timeline, self.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
                 view = replace(view, events=tuple(events[-EVENT_ROWS:]))
             views.append(view)
         kinds = {k for lane in self.lanes for k in lane.tm.recording.event_kinds()}
         if timeline is not None:
-            kinds.add(SWITCH)
+            kinds.add(EventKind.SWITCH)
         return Snapshot(
             tuple(views),
             self.focus,
@@ -224,19 +219,20 @@ class Engine:
             self.speed,
             self.busy,
             self.host.size,
-            (*sorted(kinds), HOLE, NOTE),
+            (*sorted(kinds), EventKind.HOLE, EventKind.NOTE),
             self.hidden,
             self._lesson_view(),
             None if timeline is None else host_view(timeline, self.position),
         )
 
     def _lesson_view(self) -> LessonView | None:
-        lesson = self._session.lesson
-        if lesson is None or self._stop < 0:
+        cursor = self._cursor
+        if cursor is None or cursor.shown < 0:
             return None
-        stop = lesson.stops[self._stop]
-        count = len(lesson.stops)
-        return LessonView(lesson.title, self._stop, count, stop.text, str(stop.go), self._problems)
+        stop, lesson = cursor.stop, cursor.lesson
+        return LessonView(
+            lesson.title, cursor.shown, len(lesson.stops), stop.text, str(stop.go), cursor.problems
+        )
 
     # ------------------------------------------------------------------ moving the clock
     def _clamp(self, target: int) -> int:
@@ -403,7 +399,7 @@ class Engine:
 
     def _do_next(self, kind: str) -> None:
         self.running = False
-        if kind == SWITCH:
+        if kind == EventKind.SWITCH:
             self._to_switch(after=True)
             return
         tm = self.lanes[self.focus].tm
@@ -418,7 +414,7 @@ class Engine:
 
     def _do_previous(self, kind: str) -> None:
         self.running = False
-        if kind == SWITCH:
+        if kind == EventKind.SWITCH:
             self._to_switch(after=False)
             return
         found = self.lanes[self.focus].tm.previous_step(kind)
@@ -485,7 +481,7 @@ class Engine:
         if lane.tm.replay:
             self._notify("a replay keeps the mode it was recorded in", "warning")
             return
-        modes = available_modes()
+        modes = list(Mode)
         mode = mode or modes[(modes.index(lane.tm.mode) + 1) % len(modes)]
         image = lane.tm.image
         lane.tm.close()
@@ -496,34 +492,24 @@ class Engine:
         self._goto(0)
 
     def _do_lesson(self, change: int) -> None:
-        """To the next (or previous) stop of the lesson. Each stop goes on from where the
-        one before it landed, whatever the user did in between, so a lesson always shows
-        the same places; the engine checks each against what the stop expects."""
+        """To the next (or previous) stop of the lesson, checked against what it expects."""
         self.running = False
-        lesson = self._session.lesson
-        if lesson is None:
+        cursor = self._cursor
+        if cursor is None:
             return
-        self._use_clock(lesson.clock == "host")
-        timeline = self._on_host
-        index = min(max(self._stop + change, 0), len(lesson.stops) - 1)
-        while len(self._landed) <= index:
-            stop = lesson.stops[len(self._landed)]
-            now = self._landed[-1] if self._landed else 0
-            if stop.go.verb == "next" and stop.go.argument != SWITCH:
-                own = timeline.steps_at(now)[stop.vm] if timeline else now
-                why = f"lesson: looking for the next {stop.go.argument}"
-                if not self._record_to_next(stop.vm, stop.go.argument, own, why):
-                    return
-            target = land(self.lanes[stop.vm].tm, stop.go, now, timeline, stop.vm)
-            if target is None:
-                self._notify(f"lesson: {missing(stop.go, now, self.host_clock)}", "warning")
-                return
-            self._landed.append(target)
-        stop = lesson.stops[index]
-        self._stop, self.focus = index, stop.vm  # the VM the stop is about, whoever runs
-        self._goto_keeping_focus(self._landed[index])
-        cpu = on_cpu(timeline, self.position, stop.vm)
-        self._problems = tuple(check(stop, self.lanes[stop.vm].tm, cpu))
+        self._use_clock(cursor.lesson.clock == "host")
+        machines, timeline = [lane.tm for lane in self.lanes], self._on_host
+        index, reach = cursor.reach(change, machines, timeline, self._record_ahead)
+        if reach.target is None:
+            if reach.problem:
+                self._notify(f"lesson: {reach.problem}", "warning")
+            return
+        self.focus = cursor.lesson.stops[index].vm  # the VM the stop is about, whoever runs
+        self._goto_keeping_focus(reach.target)
+        cursor.show(index, machines, timeline, self.position)
+
+    def _record_ahead(self, lane: int, kind: str, after: int) -> bool:
+        return self._record_to_next(lane, kind, after, f"lesson: looking for the next {kind}")
 
     def _do_annotate(self, text: str) -> None:
         tm = self.lanes[self.focus].tm

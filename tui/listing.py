@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from hypervisor.guest.image import GuestImage
 from hypervisor.isa import decode
-from hypervisor.vmm.vm import LOAD_ADDRESS
+from hypervisor.vmm.contract import LOAD_ADDRESS
 
 
 @dataclass(frozen=True, slots=True)

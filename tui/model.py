@@ -10,12 +10,11 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from hypervisor.devices.vga import Screen
-from hypervisor.isa import decode_block
-from hypervisor.machine.cpu import EFLAGS_IF, CpuState
-from hypervisor.trace.events import (
+from hypervisor.events import (
     Callout,
     ConsoleOutput,
     Event,
+    EventKind,
     FragmentChained,
     FragmentInvalidated,
     FragmentTranslated,
@@ -27,10 +26,13 @@ from hypervisor.trace.events import (
     Trap,
     VmStateChanged,
 )
+from hypervisor.isa import decode_block
+from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.trace.hosttimeline import HostTimeline
-from hypervisor.trace.recording import CLASS_BY_NAME, HOLE, MemoryWrite, kind_of
+from hypervisor.trace.recording import CLASS_BY_NAME, MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.executor import BinaryTranslation
+from hypervisor.vmm.contract import VmState
 from hypervisor.vmm.vm import Vm
 from tui.listing import Listing
 
@@ -38,7 +40,6 @@ CODE_CONTEXT = 40  # rows listed before and after the current instruction
 EVENT_ROWS = 200
 CONSOLE_TAIL = 4096
 SPARK_BUCKETS = 40
-NOTE = "note"  # an instructor's annotation, shown among the events
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,14 +258,14 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         for r in rows
     )
     bucket, spark = _spark(tm)
-    stopped = vm.exit is not None and vm.exit.reason != "budget"
+    stopped = vm.exit is not None and vm.exit.final
     return VmView(
         name=tm.name,
         guest=tm.image.name,
         mode=tm.mode,
         step=step,
         end=tm.end,
-        state=vm.state if stopped else ("paused" if step else "created"),
+        state=vm.state if stopped else (VmState.PAUSED if step else VmState.CREATED),
         exit_detail=vm.exit.detail if stopped and vm.exit else "",
         language=listing.language,
         code=code,
@@ -362,21 +363,21 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
     waiting = tm.vm.executor.waiting_for_interrupt
     rows: list[EventRow] = []
     for event in recording.events_before(step + 1, EVENT_ROWS * 4):
-        kind = kind_of(event)
+        kind = event.KIND
         woke = waiting and event.step == step and isinstance(event, InterruptDelivered)
         if kind not in hidden and not woke:
             rows.append(EventRow(event.step, kind, describe(event)))
-    if HOLE not in hidden:
+    if EventKind.HOLE not in hidden:
         holes = recording.holes
         for index in range(max(0, bisect_right(holes, step - 1) - EVENT_ROWS), len(holes)):
             if holes[index] >= step:
                 break
             insn = recording.instructions[recording.ids[holes[index]]]
             text = f"⚠ {insn.text} at {insn.eip:08x} ran directly, unseen: a hole"
-            rows.append(EventRow(holes[index] + 1, HOLE, text))
-    if NOTE not in hidden:
+            rows.append(EventRow(holes[index] + 1, EventKind.HOLE, text))
+    if EventKind.NOTE not in hidden:
         notes = recording.annotations.items()
-        rows += [EventRow(s, NOTE, f"✎ {text}") for s, text in notes if s <= step]
+        rows += [EventRow(s, EventKind.NOTE, f"✎ {text}") for s, text in notes if s <= step]
     rows.sort(key=lambda row: row.step)
     return tuple(rows[-EVENT_ROWS:])
 

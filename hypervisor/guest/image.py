@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from hypervisor.guest.nasm import GuestBuildError, SourceLine, assemble, parse_listing
+from hypervisor.vmm.contract import Mode
 
 SAMPLES_PACKAGE = "sample_guests"
 MAX_IMAGE = 2 << 20
@@ -91,10 +92,10 @@ def load_guest(spec: str, paravirtual: bool = False) -> GuestImage:
     raise GuestBuildError(f"{spec}: not a sample guest, .asm or .bin (samples: {known})")
 
 
-def load_for_mode(spec: str, mode: str, *, unported: bool = False) -> GuestImage:
+def load_for_mode(spec: str, mode: Mode, *, unported: bool = False) -> GuestImage:
     """The guest `load_guest` gives for running under `mode`: a sample's paravirtual port
     under pv (Xen runs ported kernels), unless `unported` asks for the unmodified build."""
-    return load_guest(spec, paravirtual=mode == "pv" and not unported)
+    return load_guest(spec, paravirtual=mode == Mode.PV and not unported)
 
 
 def _checked(image: GuestImage) -> GuestImage:

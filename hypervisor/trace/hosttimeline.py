@@ -15,17 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hypervisor.events import Event, WorldSwitch
 from hypervisor.guest.image import GuestImage
-from hypervisor.trace.events import Event, WorldSwitch
+from hypervisor.vmm.contract import DEFAULT_RAM
 from hypervisor.vmm.host import Host
-from hypervisor.vmm.vm import DEFAULT_RAM
 
 if TYPE_CHECKING:
     from hypervisor.trace.timetravel import TimeMachine
 
 CHUNK = 50_000  # host steps run at a time when the timeline is extended
 HOST_QUANTUM = 1_000  # the quantum the UI's host clock uses: a world switch every 1,000 steps
-SWITCH = "switch"  # the event kind of a world switch, on the host's clock
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,26 +30,18 @@ from dataclasses import astuple, dataclass, field
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
 
-from hypervisor.isa import decode
-from hypervisor.machine.cpu import STATE_FIELDS
-from hypervisor.trace.events import (
-    Callout,
+from hypervisor.events import (
     ConsoleOutput,
     Event,
-    FragmentChained,
-    FragmentInvalidated,
-    FragmentTranslated,
-    InputDelivered,
+    EventKind,
     InsnClass,
     InstructionExecuted,
-    InterruptDelivered,
-    IsolationViolation,
-    PortAccess,
-    TranslationCacheFlushed,
-    Trap,
     VmStateChanged,
 )
-from hypervisor.vmm.vm import ExitInfo, Vm
+from hypervisor.isa import decode
+from hypervisor.machine.cpu import STATE_FIELDS
+from hypervisor.vmm.contract import ExitInfo, VmState
+from hypervisor.vmm.vm import Vm
 
 REGISTERS = STATE_FIELDS
 KEYFRAME = 4096
@@ -57,33 +49,12 @@ CLASS_CODES = {cls: code for code, cls in enumerate(InsnClass)}
 CLASSES = tuple(InsnClass)
 CLASS_BY_NAME = {cls.value: code for cls, code in CLASS_CODES.items()}
 
-# Event kinds the UI can filter on and jump between. Events of types not listed here (new
-# ones the engine adds later) get their class name in lower case.
-EVENT_KINDS = {
-    Trap: "trap",
-    InterruptDelivered: "interrupt",
-    PortAccess: "io",
-    ConsoleOutput: "console",
-    IsolationViolation: "isolation",
-    VmStateChanged: "state",
-    FragmentTranslated: "translation",
-    FragmentChained: "chain",
-    FragmentInvalidated: "invalidation",
-    TranslationCacheFlushed: "flush",
-    Callout: "callout",
-    InputDelivered: "input",
-}
-HOLE = "hole"  # a sensitive instruction that ran directly and diverged (from the columns)
-_TRANSIENT_STATES = frozenset({"running", "paused"})
+_TRANSIENT_STATES = frozenset({VmState.RUNNING, VmState.PAUSED})
 
 
 def registers_of(vm: Vm) -> tuple[int, ...]:
     """The real CPU's registers in REGISTERS order, as a recording keeps them."""
     return astuple(vm.machine.state())
-
-
-def kind_of(event: Event) -> str:
-    return EVENT_KINDS.get(type(event)) or type(event).__name__.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +190,7 @@ class Recording:
     def add_event(self, event: Event) -> None:
         self.events.append(event)
         self._event_steps.append(event.step)
-        self._kind_steps.setdefault(kind_of(event), array("I")).append(event.step)
+        self._kind_steps.setdefault(event.KIND, array("I")).append(event.step)
 
     def reindex(self) -> None:
         """Rebuild the lookup indexes (after loading the columns from a file)."""
@@ -298,7 +269,7 @@ class Recording:
 
     def event_kinds(self) -> list[str]:
         """The kinds of the events recorded so far (`next_step` also knows the instruction
-        classes and HOLE, from the columns)."""
+        classes and holes, from the columns)."""
         return sorted(self._kind_steps)
 
     def next_step(self, kind: str, after: int) -> int | None:
@@ -321,7 +292,7 @@ class Recording:
         return steps[index] + shift if index >= 0 else None
 
     def _steps_of(self, kind: str) -> tuple[array, int]:
-        if kind == HOLE:
+        if kind == EventKind.HOLE:
             return self.holes, 1
         return self._kind_steps.get(kind, array("I")), 0
 
@@ -368,7 +339,7 @@ class Recorder:
             for hook in hooks:
                 uc.hook_del(hook)
         self._advance(self.vm.step)
-        if exit_info.reason != "budget":
+        if exit_info.final:
             self._flush_console()
             self.recording.exit = exit_info
         return exit_info

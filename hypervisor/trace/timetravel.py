@@ -23,8 +23,9 @@ from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.recording import Recorder, Recording, StepRecord, registers_of
+from hypervisor.vmm.contract import DEFAULT_RAM
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
-from hypervisor.vmm.vm import DEFAULT_RAM, Vm
+from hypervisor.vmm.vm import Vm
 
 DEFAULT_LIMIT = 20_000_000  # the longest run a time machine records (as `vmlab run`)
 EXTEND_CHUNK = 20_000  # how far a search for the next event records at a time
@@ -276,4 +277,4 @@ def _stride(vm: Vm, count: int, target: int) -> None:
 
 def _stopped(vm: Vm) -> bool:
     """The guest stopped for good: nothing runs after this step."""
-    return vm.exit is not None and vm.exit.reason != "budget"
+    return vm.exit is not None and vm.exit.final

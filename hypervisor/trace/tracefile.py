@@ -36,12 +36,12 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from hypervisor import events as event_types
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import SourceLine
-from hypervisor.trace import events as event_types
 from hypervisor.trace.recording import REGISTERS, InsnInfo, Recording
 from hypervisor.trace.timetravel import TimeMachine
-from hypervisor.vmm.vm import ExitInfo
+from hypervisor.vmm.contract import ExitInfo, ExitReason
 
 MAGIC = b"VMLABTRC"
 VERSION = 1
@@ -177,9 +177,13 @@ def _decode(payload: bytes) -> Trace:
     }
     recording.annotations = {int(step): text for step, text in header["annotations"].items()}
     exit_info = header["exit"]
-    recording.exit = ExitInfo(**exit_info) if exit_info else None
+    recording.exit = _exit(exit_info) if exit_info else None
     recording.reindex()
     return Trace(image, config["mode"], config["limit"], recording)
+
+
+def _exit(fields: dict[str, Any]) -> ExitInfo:
+    return ExitInfo(ExitReason(fields["reason"]), fields["status"], fields["detail"])
 
 
 def _event(fields: dict[str, Any]) -> event_types.Event:

@@ -1,8 +1,9 @@
 """What every execution mode shares: the slice, port I/O with the IOPL rule, interrupt
-acceptance, tracing, and the registry of modes.
+acceptance, tracing.
 
-A mode (bare metal, trap-and-emulate, later binary translation and paravirtualization) is an
-`Executor`: it owns the machine while its VM runs and decides what each exit means.
+A mode (bare metal, trap-and-emulate, binary translation, paravirtualization) is an
+`Executor`: it owns the machine while its VM runs and decides what each exit means
+(`modes.py` says which executor runs which mode).
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from typing import TYPE_CHECKING
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
-from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
-from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.interrupts import Source
-from hypervisor.machine.machine import Exit, ExitKind
-from hypervisor.trace.events import (
+from hypervisor.events import (
     InsnClass,
     InstructionExecuted,
     IsolationViolation,
     PortAccess,
 )
+from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.interrupts import Source
+from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 
 if TYPE_CHECKING:
     from hypervisor.vmm.vm import Vm
@@ -34,7 +36,7 @@ _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
 
 
 class Executor(ABC):
-    mode: str = ""
+    mode: Mode
     monitored = True  # False on bare metal: nothing intercepts the guest
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
@@ -158,14 +160,13 @@ class Executor(ABC):
                 continue
             due = vm.pit.ticks_until_irq()
             if due is None:
-                from hypervisor.vmm.vm import ExitInfo
-
                 if vm.inputs.interactive:  # paused, as at the end of a budget, until input
-                    vm.exit = ExitInfo("budget", None, "the guest sleeps until input arrives")
+                    why = "the guest sleeps until input arrives"
+                    vm.exit = ExitInfo(ExitReason.BUDGET, None, why)
                     return False
                 vm.finish(
                     ExitInfo(
-                        "halted",
+                        ExitReason.HALTED,
                         None,
                         "HLT with interrupts on, but no timer is armed and no input is "
                         "left to come: the machine sleeps forever",
@@ -340,35 +341,3 @@ def trap_name(insn: Instruction) -> str:
             if op.reg and (op.reg[:2] in ("cr", "dr") or op.reg in SEGMENT_REGISTERS):
                 return f"mov {op.reg}"
     return insn.mnemonic
-
-
-_MODES: dict[str, type[Executor]] = {}
-
-
-def register(cls: type[Executor]) -> type[Executor]:
-    _MODES[cls.mode] = cls
-    return cls
-
-
-def executor_for(mode: str) -> type[Executor]:
-    _load_modes()
-    try:
-        return _MODES[mode]
-    except KeyError:
-        raise ValueError(f"unknown mode {mode!r} (modes: {', '.join(available_modes())})") from None
-
-
-_MODE_ORDER = ("native", "trap", "bt", "pv")  # bare metal first: the reference
-
-
-def available_modes() -> list[str]:
-    """Every mode, in the order of the lessons (not of import, which tests can change)."""
-    _load_modes()
-    rank = {mode: i for i, mode in enumerate(_MODE_ORDER)}
-    return sorted(_MODES, key=lambda mode: rank.get(mode, len(rank)))
-
-
-def _load_modes() -> None:
-    from hypervisor.vmm import native, trap  # noqa: F401  (modules register their executors)
-    from hypervisor.vmm.bt import executor  # noqa: F401
-    from hypervisor.vmm.pv import executor as _pv  # noqa: F401

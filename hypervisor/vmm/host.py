@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hypervisor.events import EventLog, VmStateChanged
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
-from hypervisor.trace.events import EventLog, VmStateChanged
+from hypervisor.vmm.contract import DEFAULT_RAM, VmState
 from hypervisor.vmm.isolation import IsolationState
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM, CpuAccount, RoundRobin
-from hypervisor.vmm.vm import DEFAULT_RAM, Vm
+from hypervisor.vmm.vm import Vm
 
 DEFAULT_HOST_RAM = 64 << 20
-STATES = ("created", "running", "paused", "halted", "exited", "crashed")
 UNLIMITED = 1 << 62
 
 
@@ -46,11 +46,11 @@ class HostedVm:
         return self.vm.name
 
     @property
-    def state(self) -> str:
+    def state(self) -> VmState:
         if self.held:
-            return "paused"
+            return VmState.PAUSED
         # An instruction no monitor can emulate stops only this VM: it crashed.
-        return "crashed" if self.vm.state == "unsupported" else self.vm.state
+        return VmState.CRASHED if self.vm.state == VmState.UNSUPPORTED else self.vm.state
 
     @property
     def budget_left(self) -> int:
@@ -58,7 +58,12 @@ class HostedVm:
 
     @property
     def runnable(self) -> bool:
-        return self.state in ("created", "running") and self.budget_left > 0
+        return self.live and self.budget_left > 0
+
+    @property
+    def live(self) -> bool:
+        """Created or running: it can run (or be paused)."""
+        return self.state in (VmState.CREATED, VmState.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +117,10 @@ class Host:
 
     def pause(self, name: str) -> None:
         hosted = self[name]
-        if hosted.state not in ("created", "running"):
+        if not hosted.live:
             raise LifecycleError(f"{name} is {hosted.state}: only a live VM can be paused")
         hosted.held = True
-        self.events.emit(VmStateChanged(name, hosted.vm.step, "paused", "paused by the host"))
+        self.events.emit(VmStateChanged(name, hosted.vm.step, VmState.PAUSED, "paused by the host"))
 
     def resume(self, name: str) -> None:
         hosted = self[name]
@@ -132,7 +137,7 @@ class Host:
         hosted.vm.machine.release()
         if self.scheduler.current is hosted:
             self.scheduler.current = None
-        self.events.emit(VmStateChanged(name, hosted.vm.step, "destroyed"))
+        self.events.emit(VmStateChanged(name, hosted.vm.step, VmState.DESTROYED))
 
     def __getitem__(self, name: str) -> HostedVm:
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hypervisor.devices.scancodes import typeable
-from hypervisor.trace.events import Event, InputDelivered
+from hypervisor.events import Event, InputDelivered
 
 
 class InputDevice(StrEnum):

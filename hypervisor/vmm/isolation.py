@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hypervisor.events import Event, IsolationViolation
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
-from hypervisor.trace.events import Event, IsolationViolation
 
 if TYPE_CHECKING:
     from hypervisor.vmm.vcpu import VirtualCpu

@@ -10,17 +10,24 @@ from __future__ import annotations
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
+from hypervisor.events import InterruptDelivered
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState, SystemState
 from hypervisor.machine.interrupts import Source, Tables, TripleFault, deliver_escalating
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
-from hypervisor.trace.events import InterruptDelivered
-from hypervisor.vmm.executors import Executor, register
-from hypervisor.vmm.vm import KERNEL_CS, KERNEL_DS, LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo
+from hypervisor.vmm.contract import (
+    KERNEL_CS,
+    KERNEL_DS,
+    LOADER_GDT,
+    LOADER_GDT_LIMIT,
+    ExitInfo,
+    ExitReason,
+    Mode,
+)
+from hypervisor.vmm.executors import Executor
 
 
-@register
 class BareMetal(Executor):
-    mode = "native"
+    mode = Mode.NATIVE
     monitored = False
 
     def start(self, entry: CpuState) -> None:
@@ -64,13 +71,17 @@ class BareMetal(Executor):
             if self.guest_interrupts_enabled():
                 self.wait_for_interrupt()
             else:
-                self.vm.finish(ExitInfo("halted", None, "HLT with interrupts off"))
+                self.vm.finish(ExitInfo(ExitReason.HALTED, detail="HLT with interrupts off"))
         elif kind is ExitKind.FETCH_FAULT:
             self.vm.finish(
-                ExitInfo("crashed", None, f"instruction fetch outside RAM at {exit_.address:#010x}")
+                ExitInfo(
+                    ExitReason.CRASHED,
+                    None,
+                    f"instruction fetch outside RAM at {exit_.address:#010x}",
+                )
             )
         elif kind is ExitKind.ERROR:
-            self.vm.finish(ExitInfo("crashed", None, f"CPU error: {exit_.detail}"))
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"CPU error: {exit_.detail}"))
 
     def deliver(
         self, vector: int, source: Source, error_code: int = 0, irq: int | None = None
@@ -89,7 +100,7 @@ class BareMetal(Executor):
             )
             machine.enter(done.state, done.cpl, system)
         except (TripleFault, EntryError) as err:
-            self.vm.finish(ExitInfo("crashed", None, str(err)))
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=str(err)))
             return
         self.vm.emit(
             InterruptDelivered(

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hypervisor.trace.events import EventLog, WorldSwitch
-from hypervisor.vmm.vm import ExitInfo
+from hypervisor.events import EventLog, WorldSwitch
+from hypervisor.vmm.contract import ExitInfo, ExitReason
 
 if TYPE_CHECKING:
     from hypervisor.vmm.host import HostedVm
@@ -88,12 +88,14 @@ class RoundRobin:
         try:
             exit_info = vm.run(count, quantum=is_quantum)
         except Exception as err:  # a monitor bug stays inside its VM, like a guest's crash
-            vm.finish(ExitInfo("crashed", None, f"monitor error: {type(err).__name__}: {err}"))
+            vm.finish(
+                ExitInfo(ExitReason.CRASHED, detail=f"monitor error: {type(err).__name__}: {err}")
+            )
             exit_info = vm.exit
         ran = vm.stats.total - before
         self._left -= ran
         hosted.account.instructions += ran
-        stopped_by_budget = exit_info is not None and exit_info.reason == "budget"
+        stopped_by_budget = exit_info is not None and not exit_info.final
         if self._left <= 0 and stopped_by_budget and is_quantum:
             hosted.account.preempted += 1  # its quantum was used up: the scheduler took the CPU
         self.host_step += ran

@@ -18,6 +18,7 @@ from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
+from hypervisor.events import InterruptDelivered, Trap
 from hypervisor.isa import Category, Instruction, decode
 from hypervisor.machine.cpu import CR0_ET, CR0_PE, EFLAGS_IF, EFLAGS_IOPL, CpuState
 from hypervisor.machine.hostram import PAGE
@@ -30,10 +31,10 @@ from hypervisor.machine.interrupts import (
     deliver_escalating,
 )
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
-from hypervisor.trace.events import InterruptDelivered, Trap
 from hypervisor.vmm import holes
+from hypervisor.vmm.contract import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS, Emulation, Emulator, Reflect, Unsupported
-from hypervisor.vmm.executors import Executor, register, trap_name
+from hypervisor.vmm.executors import Executor, trap_name
 from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
@@ -48,7 +49,6 @@ from hypervisor.vmm.shadow import (
     monitor_entries,
 )
 from hypervisor.vmm.vcpu import VirtualCpu
-from hypervisor.vmm.vm import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo
 
 # The monitor's own memory, mapped in the guest's address space at MONITOR_BASE (+ offset).
 SHADOW_GDT_OFFSET = 0x0
@@ -66,9 +66,8 @@ def real_eflags(virtual: int) -> int:
     return (virtual & ~EFLAGS_IOPL) | EFLAGS_IF
 
 
-@register
 class TrapAndEmulate(Executor):
-    mode = "trap"
+    mode = Mode.TRAP
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
@@ -181,12 +180,16 @@ class TrapAndEmulate(Executor):
                 self.deliver(vector, "exception", 0)
         elif kind is ExitKind.FETCH_FAULT:
             self.vm.finish(
-                ExitInfo("crashed", None, f"instruction fetch outside RAM at {exit_.address:#010x}")
+                ExitInfo(
+                    ExitReason.CRASHED,
+                    None,
+                    f"instruction fetch outside RAM at {exit_.address:#010x}",
+                )
             )
         elif kind is ExitKind.ERROR:
-            self.vm.finish(ExitInfo("crashed", None, f"CPU error: {exit_.detail}"))
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"CPU error: {exit_.detail}"))
         elif kind is ExitKind.HALT:  # HLT cannot complete at CPL 1/3: a unicorn surprise
-            self.vm.finish(ExitInfo("crashed", None, "HLT completed outside ring 0"))
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail="HLT completed outside ring 0"))
 
     def _reflect_software(self, vector: int) -> None:
         eip = self.machine.uc.reg_read(_EIP)
@@ -251,14 +254,14 @@ class TrapAndEmulate(Executor):
         if self.vcpu.interrupts_enabled:
             self.wait_for_interrupt()
         else:
-            self.vm.finish(ExitInfo("halted", None, "HLT with interrupts off"))
+            self.vm.finish(ExitInfo(ExitReason.HALTED, detail="HLT with interrupts off"))
 
     def _trap_event(self, vector: int, eip: int, text: str, outcome: str, detail: str = "") -> None:
         self.vm.emit(Trap(self.vm.name, self.vm.step, vector, eip, text, outcome, detail))
 
     def _unsupported(self, vector: int, eip: int, text: str, why: str) -> None:
         self._trap_event(vector, eip, text, "unsupported", why)
-        self.vm.finish(ExitInfo("unsupported", None, f"{text} at {eip:#010x}: {why}"))
+        self.vm.finish(ExitInfo(ExitReason.UNSUPPORTED, detail=f"{text} at {eip:#010x}: {why}"))
 
     # ------------------------------------------------------------------ delivery
     def deliver(
@@ -273,12 +276,14 @@ class TrapAndEmulate(Executor):
                 m.read, m.write, state, self.vcpu.cpl, tables, vector, source, error_code
             )
         except TripleFault as fault:
-            self.vm.finish(ExitInfo("crashed", None, str(fault)))
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=str(fault)))
             return
         if done.cpl not in REAL_CPL:
             self.vm.finish(
                 ExitInfo(
-                    "unsupported", None, f"handler for {vector:#x} runs in guest ring {done.cpl}"
+                    ExitReason.UNSUPPORTED,
+                    None,
+                    f"handler for {vector:#x} runs in guest ring {done.cpl}",
                 )
             )
             return
@@ -287,7 +292,7 @@ class TrapAndEmulate(Executor):
         try:
             self.enter(done.state)
         except EntryError as err:
-            self.vm.finish(ExitInfo("crashed", None, f"cannot enter handler: {err}"))
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"cannot enter handler: {err}"))
             return
         self.vm.emit(
             InterruptDelivered(

@@ -15,11 +15,7 @@ from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
 from hypervisor.devices.i8042 import Kbc8042
 from hypervisor.devices.scancodes import scancodes
 from hypervisor.devices.vga import TEXT_BUFFER, Screen, VgaText, blank_text_buffer
-from hypervisor.guest.image import GuestImage
-from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.hostram import HostRam
-from hypervisor.machine.machine import Machine
-from hypervisor.trace.events import (
+from hypervisor.events import (
     ConsoleOutput,
     Event,
     EventLog,
@@ -27,34 +23,28 @@ from hypervisor.trace.events import (
     InsnClass,
     VmStateChanged,
 )
+from hypervisor.guest.image import GuestImage
+from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.hostram import HostRam
+from hypervisor.machine.machine import Machine
+from hypervisor.vmm.contract import (
+    DEFAULT_RAM,
+    KERNEL_CS,
+    KERNEL_DS,
+    LOAD_ADDRESS,
+    LOADER_GDT,
+    LOADER_GDT_ENTRIES,
+    ExitInfo,
+    ExitReason,
+    Mode,
+    VmState,
+)
 from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
+from hypervisor.vmm.modes import MODES
 
-DEFAULT_RAM = 4 << 20
-LOAD_ADDRESS = 0x00100000
-LOADER_GDT = 0x800
-LOADER_GDT_LIMIT = 0x2F
-# null, 0x08 code DPL0, 0x10 data DPL0, 0x18 code DPL3, 0x20 data DPL3, 0x28 null (for a TSS)
-LOADER_GDT_ENTRIES = (
-    0,
-    0x00CF9B000000FFFF,
-    0x00CF93000000FFFF,
-    0x00CFFB000000FFFF,
-    0x00CFF3000000FFFF,
-    0,
-)
-KERNEL_CS, KERNEL_DS = 0x08, 0x10
-
-EXIT_REASONS = ("debug_exit", "halted", "crashed", "budget", "unsupported", "reset")
 KEYBOARD_IRQ, SERIAL_IRQ = 1, 4
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
-
-
-@dataclass(frozen=True, slots=True)
-class ExitInfo:
-    reason: str  # one of EXIT_REASONS
-    status: int | None = None  # the debug-exit byte
-    detail: str = ""
 
 
 @dataclass
@@ -79,9 +69,9 @@ class RunStats:
         return {"total": self.total, **counts}
 
 
-def _no_hypervisor(name: str, mode: str) -> str:
+def _no_hypervisor(name: str, mode: Mode) -> str:
     """Why a paravirtualized kernel is not started outside pv (it would crash, or hang)."""
-    where = "on bare metal nothing" if mode == "native" else f"under {mode} no monitor code"
+    where = "on bare metal nothing" if mode is Mode.NATIVE else f"under {mode} no monitor code"
     return (
         f"{name} is a paravirtualized kernel (built with -DPARAVIRT): it calls the hypervisor "
         f"with int 0x82, and {where} answers hypercalls; run it with --mode pv"
@@ -96,7 +86,7 @@ class Vm:
     def __init__(
         self,
         image: GuestImage,
-        mode: str = "native",
+        mode: Mode | str = Mode.NATIVE,
         *,
         name: str | None = None,
         ram_size: int = DEFAULT_RAM,
@@ -104,10 +94,8 @@ class Vm:
         events: EventLog | None = None,
         inputs: InputScript | None = None,
     ) -> None:
-        from hypervisor.vmm.executors import executor_for  # modes register themselves there
-
         self.image = image
-        self.mode = mode
+        self.mode = Mode.parse(mode)
         self.name = name or image.name
         self.events = events or EventLog()
         if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
@@ -138,7 +126,7 @@ class Vm:
         self._line = bytearray()
         self.stats = RunStats()
         self.exit: ExitInfo | None = None
-        self.state = "created"
+        self.state = VmState.CREATED
         self._slice_done = 0
         self._in_slice = False
         self.run_end: int | None = None  # the step the current run stops at
@@ -147,10 +135,12 @@ class Vm:
         self.cost_profile: CostProfile = PENTIUM4
         self._last_sample = CycleCount(0.0, 0.0)
         self._load(image)
-        self.executor = executor_for(mode)(self)
+        self.executor = MODES[self.mode](self)
         self.executor.start(self.entry_state())
         if image.paravirtual and not self.executor.runs_paravirtual:
-            self.finish(ExitInfo("unsupported", None, _no_hypervisor(image.name, mode)))
+            self.finish(
+                ExitInfo(ExitReason.UNSUPPORTED, detail=_no_hypervisor(image.name, self.mode))
+            )
 
     # ------------------------------------------------------------------ loading
     def _load(self, image: GuestImage) -> None:
@@ -195,12 +185,12 @@ class Vm:
             self._line.clear()
 
     def _debug_exit(self, status: int) -> None:
-        self.finish(ExitInfo("debug_exit", status, f"guest wrote {status} to port 0x501"))
+        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, f"guest wrote {status} to port 0x501"))
         self.machine.request_stop()
 
     def _reset(self) -> None:
         detail = "the guest reset the machine through the keyboard controller (port 0x64)"
-        self.finish(ExitInfo("reset", None, detail))
+        self.finish(ExitInfo(ExitReason.RESET, None, detail))
         self.machine.request_stop()
 
     def screen(self) -> Screen:
@@ -254,9 +244,8 @@ class Vm:
         if self.exit is None:
             self.exit = info
             self.flush_console()
-            state = {"debug_exit": "exited", "budget": "paused"}.get(info.reason, info.reason)
-            self.state = state
-            self.emit(VmStateChanged(self.name, self.step, state, info.detail))
+            self.state = info.state
+            self.emit(VmStateChanged(self.name, self.step, info.state, info.detail))
 
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:
@@ -295,14 +284,14 @@ class Vm:
         the VM returns "budget" but stays running (no state change, it was preempted), and
         under bt the slice may end a few instructions late (at the end of a fragment)
         rather than approach its end one instruction at a time."""
-        if self.exit is not None and self.exit.reason != "budget":
+        if self.exit is not None and self.exit.final:
             return self.exit
         self.exit = None
         self.stats.traced = self.stats.traced or trace
         self.executor.set_tracing(trace)
-        if self.state != "running":
-            self.state = "running"
-            self.emit(VmStateChanged(self.name, self.step, "running"))
+        if self.state != VmState.RUNNING:
+            self.state = VmState.RUNNING
+            self.emit(VmStateChanged(self.name, self.step, VmState.RUNNING))
         end = self.stats.total + max_insns
         self.run_end = None if quantum else end  # a time slice may end a little late
         try:
@@ -310,7 +299,9 @@ class Vm:
                 self.deliver_inputs()
                 remaining = end - self.stats.total
                 if remaining <= 0:
-                    done = ExitInfo("budget", None, f"{self.stats.total} instructions executed")
+                    done = ExitInfo(
+                        ExitReason.BUDGET, detail=f"{self.stats.total} instructions executed"
+                    )
                     if quantum:
                         self.exit = done
                     else:
@@ -355,4 +346,4 @@ class Vm:
 
     @property
     def mode_class(self) -> InsnClass:
-        return InsnClass.NATIVE if self.mode == "native" else InsnClass.DIRECT
+        return InsnClass.NATIVE if self.mode is Mode.NATIVE else InsnClass.DIRECT

@@ -10,7 +10,7 @@ from pygments.token import Token
 from textual.content import Content
 from textual.highlight import HighlightTheme, TokenType, highlight
 
-from hypervisor.trace.events import InsnClass
+from hypervisor.events import InsnClass
 from tui.model import CodeRow, Snapshot
 from tui.panes.base import Pane, lines
 from tui.panes.style import CLASS_STYLE, HOLE_STYLE, MUTED

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.content import Content
 
-from hypervisor.trace.events import InsnClass
+from hypervisor.events import InsnClass
 from tui.model import Snapshot
 from tui.panes.base import Pane, lines
 from tui.panes.style import CLASS_STYLE, MUTED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypervisor.trace.events import InsnClass
+from hypervisor.events import InsnClass
 
 CLASS_STYLE = {
     InsnClass.NATIVE: "$text-muted",

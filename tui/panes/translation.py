@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from hypervisor.vmm.contract import Mode
 from tui.model import CacheView, Snapshot, TranslationView
 from tui.panes.base import Pane, lines
 from tui.panes.style import MUTED
@@ -25,7 +26,7 @@ class TranslationPane(Pane):
         if view.translation is None:
             why = (
                 "the guest's code runs as it is: nothing is translated"
-                if view.mode != "bt"
+                if view.mode != Mode.BT
                 else "user code runs directly at CPL 3: it is never translated"
             )
             return _explain(f"no translation here ({view.mode} mode): {why}.", width)

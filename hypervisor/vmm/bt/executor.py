@@ -14,11 +14,7 @@ from __future__ import annotations
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
-from hypervisor.isa import Instruction, decode
-from hypervisor.machine.cpu import EFLAGS_IF, CpuState
-from hypervisor.machine.hostram import PAGE
-from hypervisor.machine.machine import Exit, ExitKind
-from hypervisor.trace.events import (
+from hypervisor.events import (
     AdaptiveRetranslation,
     Callout,
     FragmentChained,
@@ -28,6 +24,10 @@ from hypervisor.trace.events import (
     InstructionExecuted,
     TranslationCacheFlushed,
 )
+from hypervisor.isa import Instruction, decode
+from hypervisor.machine.cpu import EFLAGS_IF, CpuState
+from hypervisor.machine.hostram import PAGE
+from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, TranslationCache
 from hypervisor.vmm.bt.callouts import BT_EMULATORS
@@ -38,10 +38,10 @@ from hypervisor.vmm.bt.translator import (
     Translator,
     absolute_store,
 )
+from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
-from hypervisor.vmm.executors import register, trap_name
+from hypervisor.vmm.executors import trap_name
 from hypervisor.vmm.trap import TrapAndEmulate
-from hypervisor.vmm.vm import ExitInfo
 
 VCPU_AREA_OFFSET = 0x12000
 DOOR_OFFSET = 0x14000  # after the two pages of the vCPU area
@@ -55,9 +55,8 @@ STEPPING_MARGIN = 32  # > the most a fragment and the next one's unpaid prefix c
 PROBATION = 50_000  # guest instructions a page stays self-checking before it is traced again
 
 
-@register
 class BinaryTranslation(TrapAndEmulate):
-    mode = "bt"
+    mode = Mode.BT
     counts_each_instruction = False  # translated code keeps its own clock, block by block
 
     def start(self, entry: CpuState) -> None:
@@ -188,7 +187,9 @@ class BinaryTranslation(TrapAndEmulate):
         self.cache.stats.misses += 1
         if not 0 <= guest_eip < self.machine.ram_size:
             self.vm.finish(
-                ExitInfo("crashed", None, f"instruction fetch outside RAM at {guest_eip:#010x}")
+                ExitInfo(
+                    ExitReason.CRASHED, detail=f"instruction fetch outside RAM at {guest_eip:#010x}"
+                )
             )
             return None
         checked = guest_eip & ~(PAGE - 1) in self.self_checked_pages
@@ -372,7 +373,9 @@ class BinaryTranslation(TrapAndEmulate):
         if fragment is None or index is None:
             self.vm.finish(
                 ExitInfo(
-                    "crashed", None, f"monitor error: TC address {tc_eip:#x} is not a boundary"
+                    ExitReason.CRASHED,
+                    None,
+                    f"monitor error: TC address {tc_eip:#x} is not a boundary",
                 )
             )
             return False
@@ -399,7 +402,7 @@ class BinaryTranslation(TrapAndEmulate):
             if step.kind is not ExitKind.COUNT:
                 self.handle(step)
                 return
-        self.vm.finish(ExitInfo("crashed", None, "monitor error: no boundary reached"))
+        self.vm.finish(ExitInfo(ExitReason.CRASHED, detail="monitor error: no boundary reached"))
 
     def _stale(self, fragment_id: int) -> None:
         """A self-checking fragment found its guest bytes changed: retranslate."""
@@ -418,7 +421,9 @@ class BinaryTranslation(TrapAndEmulate):
         else:
             stub = self.cache.exits.get(exit_id)
             if stub is None:
-                self.vm.finish(ExitInfo("crashed", None, f"monitor error: exit {exit_id}"))
+                self.vm.finish(
+                    ExitInfo(ExitReason.CRASHED, detail=f"monitor error: exit {exit_id}")
+                )
                 return
             self.parked = stub.guest_eip
             if stub.kind == "callout":

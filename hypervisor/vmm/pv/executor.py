@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
+from hypervisor.events import Hypercall
 from hypervisor.isa import decode
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.interrupts import VEC_GP
 from hypervisor.machine.machine import Exit, ExitKind
-from hypervisor.trace.events import Hypercall
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.emulate import EMULATORS
-from hypervisor.vmm.executors import register
 from hypervisor.vmm.pv.hypercalls import (
     E_NOSYS,
     HYPERCALL_VECTOR,
@@ -30,9 +30,8 @@ from hypervisor.vmm.trap import TrapAndEmulate, real_eflags
 _INT_SIZE = 2  # cd 82
 
 
-@register
 class Paravirtual(TrapAndEmulate):
-    mode = "pv"
+    mode = Mode.PV
     runs_paravirtual = True
 
     def start(self, entry: CpuState) -> None:

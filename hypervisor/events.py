@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 
 class InsnClass(StrEnum):
@@ -22,8 +23,32 @@ class InsnClass(StrEnum):
     HYPERCALL = "hypercall"  # a paravirtual call into the monitor
 
 
+class EventKind(StrEnum):
+    """What the UI filters on and jumps between, and a lesson's `next KIND` names: the kind
+    of each event type, and three kinds that are no event of the engine's."""
+
+    TRAP = "trap"
+    INTERRUPT = "interrupt"
+    IO = "io"
+    CONSOLE = "console"
+    ISOLATION = "isolation"
+    STATE = "state"
+    SWITCH = "switch"  # a world switch, on the host's clock
+    TRANSLATION = "translation"
+    CHAIN = "chain"
+    INVALIDATION = "invalidation"
+    FLUSH = "flush"
+    CALLOUT = "callout"
+    INPUT = "input"  # keys typed or bytes sent to COM1, at the step they arrived
+    ADAPTIVE = "adaptiveretranslation"
+    HYPERCALL = "hypercall"
+    HOLE = "hole"  # a sensitive instruction that ran directly and diverged (a recording's)
+    NOTE = "note"  # an instructor's annotation (a recording's)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
+    KIND: ClassVar[EventKind]
     vm: str
     step: int
 
@@ -43,6 +68,7 @@ class InstructionExecuted(Event):
 class Trap(Event):
     """The CPU faulted in the guest and the monitor took control."""
 
+    KIND = EventKind.TRAP
     vector: int
     eip: int
     text: str  # the faulting instruction
@@ -52,6 +78,7 @@ class Trap(Event):
 
 @dataclass(frozen=True, slots=True)
 class PortAccess(Event):
+    KIND = EventKind.IO
     port: int
     size: int
     value: int
@@ -65,6 +92,7 @@ class InterruptDelivered(Event):
     """An interrupt or exception handed to the guest's handler (through its real or virtual
     IDT)."""
 
+    KIND = EventKind.INTERRUPT
     vector: int
     source: str  # external / exception / software
     from_eip: int
@@ -74,6 +102,7 @@ class InterruptDelivered(Event):
 
 @dataclass(frozen=True, slots=True)
 class ConsoleOutput(Event):
+    KIND = EventKind.CONSOLE
     text: str
 
 
@@ -82,12 +111,14 @@ class InputDelivered(Event):
     """Input from outside reached the guest at this step: keys typed (`keyboard`) or bytes
     received on COM1 (`serial`). A replay delivers it again at the same step."""
 
+    KIND = EventKind.INPUT
     device: str
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class VmStateChanged(Event):
+    KIND = EventKind.STATE
     state: str  # created / running / paused / halted / exited / crashed / ...
     reason: str = ""
 
@@ -96,6 +127,7 @@ class VmStateChanged(Event):
 class IsolationViolation(Event):
     """A guest touched something outside what it owns; the access was contained."""
 
+    KIND = EventKind.ISOLATION
     kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor
     address: int  # the memory address, the port, or the base a descriptor points at
     eip: int
@@ -107,6 +139,7 @@ class IsolationViolation(Event):
 class WorldSwitch(Event):
     """The host's CPU leaves one VM and enters another (`vm`, at its `step`)."""
 
+    KIND = EventKind.SWITCH
     previous: str  # the VM that ran before ("" for the first switch)
     reason: str  # why the previous VM left the CPU: quantum / exited / halted / crashed / ...
     host_step: int  # guest instructions the host's CPU has run for all VMs so far
@@ -138,6 +171,7 @@ class EventLog:
 class FragmentTranslated(Event):
     """Binary translation: a guest block became a fragment in the translation cache."""
 
+    KIND = EventKind.TRANSLATION
     fragment: int
     guest_start: int
     guest_end: int
@@ -150,6 +184,7 @@ class FragmentTranslated(Event):
 class FragmentChained(Event):
     """An exit of one fragment now jumps straight into another: no more monitor round trip."""
 
+    KIND = EventKind.CHAIN
     source: int
     target: int
 
@@ -158,6 +193,7 @@ class FragmentChained(Event):
 class FragmentInvalidated(Event):
     """The guest wrote to a page holding translated code: its fragments are gone."""
 
+    KIND = EventKind.INVALIDATION
     fragment: int
     guest_start: int
     written: int  # the guest address whose store caused it
@@ -167,11 +203,14 @@ class FragmentInvalidated(Event):
 class TranslationCacheFlushed(Event):
     """The translation cache was full: every fragment was dropped."""
 
+    KIND = EventKind.FLUSH
+
 
 @dataclass(frozen=True, slots=True)
 class Callout(Event):
     """Translated code called the monitor to emulate an instruction (no trap involved)."""
 
+    KIND = EventKind.CALLOUT
     eip: int
     text: str
 
@@ -184,6 +223,7 @@ class AdaptiveRetranslation(Event):
     ("self-check"); after a while a self-checking page is write-protected again and its
     fragments retranslated without checks ("traced")."""
 
+    KIND = EventKind.ADAPTIVE
     page: int
     faults: int
     written: int  # the data address of the last faulting store
@@ -195,6 +235,7 @@ class AdaptiveRetranslation(Event):
 class Hypercall(Event):
     """A paravirtualized guest kernel called the monitor (`int 0x82`)."""
 
+    KIND = EventKind.HYPERCALL
     eip: int
     number: int
     name: str  # "unknown" for a number the table does not have

@@ -1,17 +1,18 @@
-"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts."""
+"""`vmlab` on the command line: run guests headless, compare modes, JSON for scripts, and
+open the lessons or the terminal UI — the composition root, above the engine, the lessons
+and the UI."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from hypervisor.events import Hypercall, InsnClass, InstructionExecuted, Trap
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
@@ -19,14 +20,14 @@ from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, ru
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
-from hypervisor.vmm.executors import available_modes
+from hypervisor.vmm.bt.introspect import fragment_listing
+from hypervisor.vmm.contract import ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.inputs import Input, InputDevice, InputError, parse_input
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import GuestTooLarge
-
-if TYPE_CHECKING:
-    from lessons.lesson import Lesson
+from hypervisor.vmm.vm import GuestTooLarge, Vm
+from lessons.lesson import Lesson, LessonError, available, load
+from lessons.walk import images, walk
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "guest", nargs="+", help="a sample name, a .asm (needs nasm) or a .bin [:MODE]"
     )
-    run.add_argument("--mode", default="native", choices=available_modes())
+    run.add_argument("--mode", default="native", type=_mode, choices=list(Mode))
     run.add_argument(
         "--quantum",
         type=int,
@@ -94,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     trace = sub.add_parser("trace", help="print every executed instruction with its class")
     trace.add_argument("guest")
-    trace.add_argument("--mode", default="trap", choices=available_modes())
+    trace.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     trace.add_argument("--max-insns", type=int, default=2000, metavar="N")
 
     tc = sub.add_parser("tc", help="run a guest under bt and print its translation cache")
@@ -109,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     tui.add_argument(
         "--mode",
         action="append",
-        choices=available_modes(),
+        type=_mode,
+        choices=list(Mode),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
 
@@ -121,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
     record = sub.add_parser("record", help="record a traced run into a trace file")
     record.add_argument("guest")
-    record.add_argument("--mode", default="trap", choices=available_modes())
+    record.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     record.add_argument("-o", "--output", required=True, metavar="FILE")
     record.add_argument("--max-insns", type=int, default=RECORD_BUDGET, metavar="N")
 
@@ -146,6 +148,16 @@ def _inputs(args: argparse.Namespace) -> tuple[Input, ...]:
     return tuple(parse_input(InputDevice.KEYBOARD, text) for text in args.keys) + tuple(
         parse_input(InputDevice.SERIAL, text) for text in args.serial_input
     )
+
+
+def _mode(name: str) -> Mode:
+    try:
+        return Mode(name)
+    except ValueError:
+        modes = ", ".join(Mode)
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {name!r} (choose from {modes})"
+        ) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -210,15 +222,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guest_and_mode(spec: str, default: str) -> tuple[str, str]:
+def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
     """`hello` or `hello:trap` (a mode after the last colon, if it names one)."""
     guest, _, mode = spec.rpartition(":")
-    if guest and mode in available_modes():
-        return guest, mode
+    if guest and mode in list(Mode):
+        return guest, Mode(mode)
     if guest and not Path(spec).exists():
-        raise GuestBuildError(
-            f"{spec}: unknown mode {mode!r} (modes: {', '.join(available_modes())})"
-        )
+        raise GuestBuildError(f"{spec}: unknown mode {mode!r} (modes: {', '.join(Mode)})")
     return spec, default
 
 
@@ -275,7 +285,7 @@ def _summary(report: RunReport) -> str:
         lines.append(
             "   hypercalls: " + ", ".join(f"{k} ×{v}" for k, v in report.hypercalls.items())
         )
-    if report.mode == "pv" and not report.paravirtual:
+    if report.mode == Mode.PV and not report.paravirtual:
         lines.append(
             "   the guest is not paravirtualized (no -DPARAVIRT build): pv ran it as "
             "trap-and-emulate, holes included"
@@ -298,7 +308,7 @@ def _summary(report: RunReport) -> str:
             "   ⚠ holes (sensitive, ran directly, unseen by the monitor): "
             + ", ".join(f"{k} ×{v}" for k, v in report.holes.items())
         )
-    elif report.mode != "native" and not report.traced:
+    elif report.mode != Mode.NATIVE and not report.traced:
         lines.append("   (holes are found by a traced run: add --trace)")
     return "\n".join(lines)
 
@@ -309,7 +319,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
     native = reports[0]
-    classes = ("native", "direct", "trapped", "translated", "hypercall")
+    classes = tuple(InsnClass)
     print(f"{native.guest}: every mode against bare metal\n")
     print(
         f"{'mode':<6} {'console':<9} {'exit':<16} {'total':>10} "
@@ -344,8 +354,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from hypervisor.trace.events import Hypercall, InstructionExecuted, Trap
-
     report = run_guest(
         args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
     )
@@ -379,22 +387,18 @@ def _guests(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    modes = args.mode or ["trap"]
+    modes = args.mode or [Mode.TRAP]
     return _open_ui([(load_for_mode(name, mode), mode) for name in args.guest for mode in modes])
 
 
-def _demo() -> list[tuple[GuestImage, str]]:
-    """`flags` under trap beside the same guest under binary translation (or, until bt
-    exists, on bare metal for reference): POPF's hole, and the cure."""
+def _demo() -> list[tuple[GuestImage, Mode]]:
+    """`flags` under trap beside the same guest under binary translation: POPF's hole, and
+    the cure."""
     flags = load_guest("flags")
-    return [(flags, "trap"), (flags, "bt" if "bt" in available_modes() else "native")]
+    return [(flags, Mode.TRAP), (flags, Mode.BT)]
 
 
 def _lesson(args: argparse.Namespace) -> int:
-    # The lessons are built on the engine, not the other way round: imported on request.
-    from lessons.lesson import LessonError, available, load
-    from lessons.walk import images
-
     if args.name is None:
         for name in available():
             print(f"{name:24} {load(name).title}")
@@ -410,8 +414,6 @@ def _lesson(args: argparse.Namespace) -> int:
 
 
 def _walk(lesson: Lesson) -> int:
-    from lessons.walk import walk
-
     print(lesson.title)
     failed = 0
     for landing in walk(lesson):
@@ -437,10 +439,11 @@ def _open_ui(
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
         return 2
-    # By name: the engine's command line opens the UI on request but never depends on it.
-    app = importlib.import_module("tui.app")
-    session = app.open_trace(replay) if replay else app.Session(vms=vms, lesson=lesson)
-    app.run_app(session, trace_path=replay)
+    # Imported here: a headless command never pays for loading Textual.
+    from tui.app import Session, open_trace, run_app
+
+    session = open_trace(replay) if replay else Session(vms=vms, lesson=lesson)
+    run_app(session, trace_path=replay)
     return 0
 
 
@@ -450,7 +453,7 @@ def _record(args: argparse.Namespace) -> int:
     tracefile.save(args.output, trace)
     steps = len(trace.recording)
     size = Path(args.output).stat().st_size
-    ending = trace.recording.exit.reason if trace.recording.exit else "budget"
+    ending = trace.recording.exit.reason if trace.recording.exit else ExitReason.BUDGET
     print(
         f"recorded {steps:,} steps of {image.name} under {args.mode} ({ending}) to "
         f"{args.output}: {size:,} bytes, {size / max(steps, 1):.2f} bytes/step"
@@ -476,11 +479,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _tc(args: argparse.Namespace) -> int:
-    from hypervisor.guest.image import load_guest
-    from hypervisor.vmm.bt.introspect import fragment_listing
-    from hypervisor.vmm.vm import Vm
-
-    vm = Vm(load_guest(args.guest), "bt")
+    vm = Vm(load_guest(args.guest), Mode.BT)
     vm.run(args.max_insns)
     summary = vm.executor.tcache_summary()
     print(
