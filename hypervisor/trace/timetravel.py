@@ -57,8 +57,8 @@ class TimeMachine:
         self.checkpoints = CheckpointStore() if checkpoints is None else checkpoints
         # Every VM of this run gets the same inputs at the same steps; the head (created
         # first) is the script's live VM, which takes the inputs given "when it waits".
-        self.inputs = InputScript.replaying(recording.events) if recording else inputs
-        self.inputs = self.inputs or InputScript()
+        replayed = InputScript.replaying(recording.events) if recording else None
+        self.inputs: InputScript = replayed or inputs or InputScript()
         self._head: Vm | None = None
         self._recorder: Recorder | None = None
         if recording is None:
