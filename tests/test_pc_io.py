@@ -169,3 +169,17 @@ def test_input_typed_while_recording_wakes_a_sleeping_guest_at_the_frontier() ->
     machine.seek(0)
     machine.seek(machine.frontier)
     assert machine.vm.screen().text[0].startswith("keys> ok ")
+
+
+def test_a_trace_file_recorded_with_input_keeps_it_and_replays_exactly(capsys, tmp_path) -> None:
+    path = tmp_path / "keys.vmtrace"
+    args = ["record", str(GUESTS / "keyecho.bin"), "--mode", "trap", "-o", str(path)]
+    assert main([*args, "--serial-input", "ab\\n", "--keys", "yes."]) == 0
+    assert "(debug_exit)" in capsys.readouterr().out
+    events = tracefile.load(path).recording.events
+    assert [(e.device, e.text) for e in events if isinstance(e, InputDelivered)] == [
+        ("serial", "ab\n"),
+        ("keyboard", "yes."),
+    ]
+    assert main(["replay", "--check", str(path)]) == 0
+    assert "replays exactly" in capsys.readouterr().out

@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     record.add_argument("-o", "--output", required=True, metavar="FILE")
     record.add_argument("--max-insns", type=int, default=RECORD_BUDGET, metavar="N")
+    _input_options(record)
 
     replay = sub.add_parser("replay", help="open a trace file in the terminal UI")
     replay.add_argument("file")
@@ -449,7 +450,7 @@ def _open_ui(
 
 def _record(args: argparse.Namespace) -> int:
     image = load_for_mode(args.guest, args.mode)
-    trace = tracefile.record(image, args.mode, args.max_insns)
+    trace = tracefile.record(image, args.mode, args.max_insns, _inputs(args))
     tracefile.save(args.output, trace)
     steps = len(trace.recording)
     size = Path(args.output).stat().st_size

@@ -42,6 +42,7 @@ from hypervisor.guest.nasm import SourceLine
 from hypervisor.trace.recording import REGISTERS, InsnInfo, Recording
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.contract import ExitInfo, ExitReason
+from hypervisor.vmm.inputs import Input, InputScript
 
 MAGIC = b"VMLABTRC"
 VERSION = 1
@@ -204,8 +205,11 @@ def _raw(column: array | bytearray) -> bytes:
     return bytes(column)
 
 
-def record(image: GuestImage, mode: str, max_insns: int) -> Trace:
-    """Run a guest traced to its end (or `max_insns`) and return it as a trace."""
-    machine = TimeMachine(image, mode, limit=max_insns)
+def record(
+    image: GuestImage, mode: str, max_insns: int, inputs: tuple[Input, ...] = ()
+) -> Trace:
+    """Run a guest traced to its end (or `max_insns`) with `inputs`, and return it as a
+    trace (which keeps each input with the step it arrived at)."""
+    machine = TimeMachine(image, mode, limit=max_insns, inputs=InputScript(inputs))
     machine.extend(max_insns)
     return Trace(image, mode, max_insns, machine.recording)
