@@ -25,7 +25,7 @@ from hypervisor.vmm.inputs import Input, InputDevice, InputScript, parse_input
 from vmlab.cli import main
 
 GUESTS = Path(__file__).parent / "guests"
-CHECKS = 39  # the checks pcdevices makes
+CHECKS = 46  # the checks pcdevices makes
 KEYBOARD, SERIAL = InputDevice.KEYBOARD, InputDevice.SERIAL
 
 

@@ -205,9 +205,7 @@ def _raw(column: array | bytearray) -> bytes:
     return bytes(column)
 
 
-def record(
-    image: GuestImage, mode: str, max_insns: int, inputs: tuple[Input, ...] = ()
-) -> Trace:
+def record(image: GuestImage, mode: str, max_insns: int, inputs: tuple[Input, ...] = ()) -> Trace:
     """Run a guest traced to its end (or `max_insns`) with `inputs`, and return it as a
     trace (which keeps each input with the step it arrived at)."""
     machine = TimeMachine(image, mode, limit=max_insns, inputs=InputScript(inputs))

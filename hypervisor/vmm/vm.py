@@ -103,14 +103,14 @@ class Vm:
         self.machine = Machine(ram_size, host, self.name)
         self.uart = Uart16550(
             on_output=self._console,
-            on_irq=lambda: self.pic.raise_irq(SERIAL_IRQ),
+            on_irq=lambda: self._device_irq(SERIAL_IRQ),
             on_wait=lambda: self._guest_waits(InputDevice.SERIAL),
         )
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
         self.debug_exit = DebugExit(on_exit=self._debug_exit)
         self.kbc = Kbc8042(
-            on_irq=lambda: self.pic.raise_irq(KEYBOARD_IRQ),
+            on_irq=lambda: self._device_irq(KEYBOARD_IRQ),
             on_reset=self._reset,
             on_wait=lambda: self._guest_waits(InputDevice.KEYBOARD),
         )
@@ -187,6 +187,13 @@ class Vm:
     def _debug_exit(self, status: int) -> None:
         self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, f"guest wrote {status} to port 0x501"))
         self.machine.request_stop()
+
+    def _device_irq(self, irq: int) -> None:
+        """A device's interrupt line rose. From a port access in a running slice, the slice
+        stops after that instruction, so the CPU sees the interrupt where hardware would."""
+        self.pic.raise_irq(irq)
+        if self._in_slice:
+            self.machine.request_stop()
 
     def _reset(self) -> None:
         detail = "the guest reset the machine through the keyboard controller (port 0x64)"

@@ -2,12 +2,13 @@
 ;
 ; For each documented behaviour of the VGA (CRTC, input status 1, attribute controller,
 ; sequencer, graphics controller, misc output, the text buffer), the 8042 keyboard controller
-; and its keyboard (status, config byte, self-test, port test, keyboard commands) and the
-; 16550 UART (divisor latch, scratch, loopback, FIFO, IER) it prints "ok NAME", or
+; and its keyboard (status, config byte, self-test, port test, keyboard commands, IRQ 1) and
+; the 16550 UART (divisor latch, scratch, loopback, FIFO, IER, IIR, IRQ 4) it prints "ok NAME", or
 ; "FAIL NAME got XX" with the byte it read, on COM1; then "failures: N" and it exits with
 ; status N. The same image runs on vmlab (a flat image entered at 0x100000) and under
 ; `qemu-system-i386 -kernel` (a multiboot image, a.out kludge, entered at `start`), so the
-; test suite compares the two line by line. No interrupt is ever enabled.
+; test suite compares the two line by line. Interrupts are on only around the checks of
+; the UART's receive interrupt (IRQ 4, in loopback) and the 8042's IRQ 1.
 bits 32
 org 0x100000
     jmp short start             ; vmlab enters at the first byte; multiboot at `start`
@@ -216,6 +217,56 @@ start:
     check "uart FIFOs shown in IIR", 0xC0
     outb COM1 + 2, 0x00
 
+    ; ---------------------------------------------------------------- interrupts
+    outb COM1 + 1, 0x02         ; IER: THR empty interrupt. THR is empty: one is pending
+    inb COM1 + 2
+    mov bl, al
+    inb COM1 + 2                ; (before printing: sending a byte would make THR empty again)
+    mov bh, al
+    outb COM1 + 1, 0x00
+    mov al, bl
+    and al, 0x0F
+    check "uart IIR: THR empty pending", 0x02
+    mov al, bh
+    and al, 0x0F
+    check "uart reading IIR acknowledges it", 0x01
+    call interrupts_setup       ; IRQ 1 and IRQ 4 unmasked, at vectors 0x21 and 0x24
+    outb COM1 + 4, 0x10         ; loopback: the byte sent comes back, and interrupts
+    outb COM1 + 1, 0x01         ; IER: received data available
+    sti
+    outb COM1, 'Q'
+    mov esi, uart_count
+    call wait_for_interrupt
+    outb COM1 + 1, 0x00
+    outb COM1 + 4, 0x03
+    mov al, [uart_count]
+    check "uart receive interrupt on IRQ 4", 1
+    mov al, [uart_iir]
+    and al, 0x0F
+    check "uart IIR in the handler: data", 0x04
+    mov al, [uart_byte]
+    check "uart byte read in the handler", 'Q'
+    mov bl, 0x20                ; 8042: keyboard interrupt on, then a byte as if typed
+    call kbc_command
+    call kbc_read
+    or al, 0x01
+    mov bh, al
+    mov bl, 0x60
+    call kbc_command
+    mov al, bh
+    out KBC_DATA, al
+    sti
+    mov bl, 0xD2                ; write the keyboard output buffer
+    call kbc_command
+    mov al, 0x5A
+    out KBC_DATA, al
+    mov esi, kbd_count
+    call wait_for_interrupt
+    mov al, [kbd_count]
+    check "8042 IRQ 1 for a byte to read", 1
+    mov al, [kbd_byte]
+    check "8042 byte read in the handler", 0x5A
+
     ; ---------------------------------------------------------------- the end
     mov esi, failures
     call puts
@@ -317,9 +368,96 @@ kbd_command:                    ; AL to the keyboard; AL = its first reply
     out KBC_DATA, al
     jmp kbc_read
 
+interrupts_setup:               ; the PICs at 0x20/0x28, IRQ 1 and 4 on; an IDT for 0x20-0x2F
+    mov al, 0x11                ; ICW1: initialise, ICW4 follows
+    out 0x20, al
+    out 0xA0, al
+    mov al, 0x20                ; ICW2: vector bases
+    out 0x21, al
+    mov al, 0x28
+    out 0xA1, al
+    mov al, 0x04                ; ICW3: the slave on IRQ 2
+    out 0x21, al
+    mov al, 0x02
+    out 0xA1, al
+    mov al, 0x01                ; ICW4: 8086 mode
+    out 0x21, al
+    out 0xA1, al
+    mov al, 0xED                ; OCW1: only IRQ 1 and IRQ 4 unmasked
+    out 0x21, al
+    mov al, 0xFF
+    out 0xA1, al
+    mov ecx, 0x20
+.gate:
+    mov eax, spurious_irq
+    cmp ecx, 0x21
+    jne .not_keyboard
+    mov eax, keyboard_irq
+.not_keyboard:
+    cmp ecx, 0x24
+    jne .set
+    mov eax, serial_irq
+.set:                           ; interrupt gate: offset, CS 0x08, present DPL 0
+    mov [idt + 8 * ecx], ax
+    mov word [idt + 8 * ecx + 2], 0x08
+    mov word [idt + 8 * ecx + 4], 0x8E00
+    shr eax, 16
+    mov [idt + 8 * ecx + 6], ax
+    inc ecx
+    cmp ecx, 0x30
+    jb .gate
+    lidt [idt_pointer]
+    ret
+
+wait_for_interrupt:             ; until the byte at ESI is set, or long enough; then CLI
+    mov ecx, 100000             ; (an interrupt takes a moment to arrive: under QEMU, at the
+.wait:                          ; end of a translated block)
+    cmp byte [esi], 0
+    jne .done
+    loop .wait
+.done:
+    cli
+    ret
+
+keyboard_irq:
+    push eax
+    in al, KBC_DATA
+    mov [kbd_byte], al
+    inc byte [kbd_count]
+    jmp eoi
+serial_irq:
+    push eax
+    push edx
+    mov dx, COM1 + 2
+    in al, dx
+    mov [uart_iir], al
+    mov dx, COM1
+    in al, dx
+    mov [uart_byte], al
+    inc byte [uart_count]
+    pop edx
+    jmp eoi
+spurious_irq:
+    push eax
+eoi:
+    mov al, 0x20
+    out 0x20, al
+    pop eax
+    iretd
+
 ok: db "ok ", 0
 fail: db "FAIL ", 0
 got: db " got ", 0
 failures: db "failures: ", 0
 seen: times 8 db 0
+kbd_count: db 0
+kbd_byte: db 0
+uart_count: db 0
+uart_iir: db 0
+uart_byte: db 0
+align 8
+idt: times 0x30 dq 0
+idt_pointer:
+    dw 0x30 * 8 - 1
+    dd idt
 image_end:
