@@ -62,9 +62,10 @@ def test_device_guest_reads_the_same_under_qemu(tmp_path: Path) -> None:
     assert out.read_text() == run_guest(_image("pcdevices"), "native").console
 
 
-def test_keys_and_serial_input_reach_a_guest_when_it_waits(capsys) -> None:
-    path = str(GUESTS / "keyecho.bin")
-    code = main(["run", path, "--serial-input", "abc\\n", "--keys", "hello world.", "--screen"])
+@pytest.mark.parametrize("mode", ["native", "trap", "bt"])
+def test_keys_and_serial_input_reach_a_guest_when_it_waits(capsys, mode: str) -> None:
+    args = ["run", str(GUESTS / "keyecho.bin"), "--mode", mode, "--screen"]
+    code = main([*args, "--serial-input", "abc\\n", "--keys", "hello world."])
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("serial> abc\nkeys> hello world\n")
@@ -127,11 +128,14 @@ def test_a_keyboard_controller_reset_ends_the_vm(tmp_path: Path) -> None:
     assert report.exit.reason == "reset" and "keyboard controller" in report.exit.detail
 
 
-def test_a_recorded_run_with_keys_replays_exactly(tmp_path: Path) -> None:
-    """Same screen and registers at every step: going back, and from the trace file."""
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_a_recorded_run_with_keys_replays_exactly(tmp_path: Path, mode: str) -> None:
+    """Same screen and registers at every step: going back, and from the trace file. (Not
+    under bt: there a re-execution from a checkpoint may take an interrupt a few steps away
+    from where the recording took it, with or without input — `timer` shows it too.)"""
     image = _image("keyecho")
     script = InputScript((Input(SERIAL, "abc\n"), Input(KEYBOARD, "hello there.")))
-    machine = TimeMachine(image, "native", inputs=script)
+    machine = TimeMachine(image, mode, inputs=script)
     machine.extend(10**6)
     end = machine.frontier
     assert machine.recording.exit is not None and machine.recording.exit.status == 0
@@ -145,7 +149,7 @@ def test_a_recorded_run_with_keys_replays_exactly(tmp_path: Path) -> None:
         machine.seek(step)
         assert (machine.vm.screen(), registers_of(machine.vm)) == seen[step], step
     path = tmp_path / "keys.vmtrace"
-    tracefile.save(path, tracefile.Trace(image, "native", 10**6, machine.recording))
+    tracefile.save(path, tracefile.Trace(image, mode, 10**6, machine.recording))
     trace = tracefile.load(path)
     replay = TimeMachine(trace.image, trace.mode, recording=trace.recording)
     for step in steps:

@@ -300,7 +300,6 @@ class Vm:
             self.state = VmState.RUNNING
             self.emit(VmStateChanged(self.name, self.step, VmState.RUNNING))
         end = self.stats.total + max_insns
-        self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
                 self.deliver_inputs()
@@ -316,9 +315,13 @@ class Vm:
                     break
                 due = self.pit.ticks_until_irq()
                 count = remaining if due is None else max(1, min(remaining, due))
+                # A time slice may end a little late, but never past an input's step: the
+                # slice approaches it exactly (as translated code approaches a run's end).
+                self.run_end = None if quantum else end
                 typed = self.inputs.due(self.inputs_done)
                 if typed is not None:
                     count = max(1, min(count, typed - self.step))
+                    self.run_end = min(typed, self.run_end or typed)
                 self.executor.run_slice(count)
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()
