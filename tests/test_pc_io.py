@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,63 @@ def test_device_guest_reads_the_same_under_qemu(tmp_path: Path) -> None:
     done = subprocess.run(command, timeout=60, capture_output=True)
     assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1
     assert out.read_text() == run_guest(_image("pcdevices"), "native").console
+
+
+def test_keys_typed_reach_the_guest_as_under_qemu(tmp_path: Path) -> None:
+    """The same keys through QEMU's monitor (`sendkey`) and `--keys`: the same echo on COM1
+    and the same cells (characters and colours) on the VGA screen."""
+    qemu = shutil.which("qemu-system-i386")
+    if qemu is None:
+        pytest.skip("qemu-system-i386 is not installed (Debian: qemu-system-x86)")
+    monitor, serial, screen = tmp_path / "mon", tmp_path / "ser", tmp_path / "screen"
+    command = [qemu, "-kernel", str(GUESTS / "keyecho.bin"), "-m", "32", "-display", "none"]
+    command += ["-no-reboot", "-monitor", f"unix:{monitor},server,nowait"]
+    command += ["-chardev", f"socket,id=s0,path={serial},server=on,wait=off"]
+    command += ["-serial", "chardev:s0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        com1, mon = _connect(serial), _connect(monitor)
+        echoed = _read_until(com1, b"serial> ")
+        com1.sendall(b"ab\r")
+        echoed = _read_until(com1, b"keys> ", echoed)
+        for key in ("h", "i", "spc", "o", "k"):
+            mon.sendall(f"sendkey {key}\n".encode())
+        echoed = _read_until(com1, b"keys> hi ok", echoed)
+        mon.sendall(f'pmemsave 0xb8000 22 "{screen}"\n'.encode())  # quoted: not 22 / …
+        deadline = time.monotonic() + 10
+        while (not screen.exists() or screen.stat().st_size < 22) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cells = screen.read_bytes()
+    finally:
+        process.kill()
+        process.wait()
+    keys = [parse_input(SERIAL, "ab\\r"), parse_input(KEYBOARD, "hi ok")]
+    machine = TimeMachine(_image("keyecho"), "native", inputs=InputScript(tuple(keys)))
+    machine.seek(10**6)
+    assert echoed.decode() == bytes(machine.vm.console).decode()
+    assert cells == machine.vm.machine.read(0xB8000, 22)
+
+
+def _connect(path: Path) -> socket.socket:
+    for _ in range(200):
+        try:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(str(path))
+            sock.settimeout(10)
+            return sock
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"QEMU did not open {path}")
+
+
+def _read_until(sock: socket.socket, text: bytes, data: bytes = b"") -> bytes:
+    """`data`, and what `sock` sends after it, until it all ends with `text`."""
+    while not data.endswith(text):
+        chunk = sock.recv(100)
+        if not chunk:
+            raise EOFError(data)
+        data += chunk
+    return data
 
 
 @pytest.mark.parametrize("mode", ["native", "trap", "bt"])

@@ -3,8 +3,9 @@
 ; The two ways an OS-course kernel waits for input, one after the other:
 ;   1. "serial> ": poll the UART's line status until a byte is there, read it from RBR,
 ;      echo it on COM1, until Enter (CR or LF);
-;   2. "keys> " (on COM1 and the VGA screen): remap the PICs, unmask IRQ 1, STI, and sleep with HLT; the keyboard
-;      interrupt handler reads a scan code from port 0x60, turns make codes into characters
+;   2. keys: remap the PICs, unmask IRQ 1, STI, say "keys> " (on the screen, then COM1),
+;      and sleep with HLT; the keyboard interrupt handler reads a scan code from port 0x60,
+;      turns make codes into characters
 ;      (letters, digits, space, Enter, '.'), and echoes each on COM1 and on the VGA screen,
 ;      moving the hardware cursor after it. A '.' ends the run (exit status 0).
 ; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `start`).
@@ -39,8 +40,16 @@ start:
 .line:
     mov al, 10
     call putc
-    mov esi, keys_prompt        ; 2. keys, by interrupt: the prompt on COM1 and the screen
-    call puts
+    call pic_remap              ; 2. keys, by interrupt
+    lidt [idt_pointer]
+.drain:                         ; a byte left in the 8042 (by the BIOS, or a key typed early)
+    in al, 0x64                 ; raised IRQ 1 before the PIC was set up: that edge is gone,
+    test al, 0x01               ; and no other comes while the byte waits. Read it away.
+    jz .drained
+    in al, 0x60
+    jmp .drain
+.drained:
+    sti                         ; ready: now say so, on the screen and then on COM1
     mov esi, keys_prompt
 .prompt:
     lodsb
@@ -49,9 +58,8 @@ start:
     call screen_putc
     jmp .prompt
 .prompted:
-    call pic_remap
-    lidt [idt_pointer]
-    sti
+    mov esi, keys_prompt
+    call puts
 .sleep:
     hlt
     jmp .sleep
@@ -69,8 +77,10 @@ keyboard_irq:                   ; IRQ 1: one scan code
     jz .done                    ; a key this kernel does not know
     cmp al, '.'
     je .bye
+    push eax
+    call screen_putc            ; the screen first: once COM1 shows a key, so does the screen
+    pop eax
     call putc
-    call screen_putc
 .done:
     mov al, 0x20                ; EOI to the master PIC
     out 0x20, al
