@@ -103,7 +103,9 @@ def main() -> None:
     print(f"{'bt, whole run':<14} {whole / 1e6:>12.2f} M/s {whole / raw:>14.1%}")
     print(f"\nbt / trap: {bt / trap:.1f}× faster   (target ≥ 20×)")
     print(f"bt / raw unicorn: {bt / raw:.0%}   (target ≥ 25%)")
-    t = vm.executor.tcache_summary()
+    tc = vm.executor.introspect()
+    assert tc is not None
+    t = tc.counters()
     print(
         f"translation cache: {t['fragments']} fragments, {t['chains']} chains, "
         f"{t['invalidations']} invalidations, {t['adaptive']} adaptive"

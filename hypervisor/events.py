@@ -240,5 +240,5 @@ class Hypercall(Event):
     number: int
     name: str  # "unknown" for a number the table does not have
     args: tuple[int, ...]
-    result: int  # what the guest got in EAX (negative: an error code)
+    result: int | None  # what the guest got in EAX (negative: an error code); None: no return
     error: str = ""  # why the call was refused

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypervisor.events import Event, EventLog
 from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
-from hypervisor.vmm.contract import ExitInfo, Mode
+from hypervisor.vmm.contract import ExitInfo, Mode, VmState
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
 from hypervisor.vmm.inputs import Input, InputScript
-from hypervisor.vmm.isolation import vcpu_view
-from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
+from hypervisor.vmm.isolation import IsolationState, vcpu_view
+from hypervisor.vmm.scheduler import DEFAULT_QUANTUM, CpuAccount
 from hypervisor.vmm.vm import Vm
 
 DEFAULT_BUDGET = 20_000_000
@@ -23,7 +23,7 @@ class RunReport:
     """The outcome of one VM's run, in the shape of the CLI's JSON."""
 
     guest: str
-    mode: str
+    mode: Mode
     console: str
     exit: ExitInfo
     instructions: dict[str, int]
@@ -36,7 +36,8 @@ class RunReport:
     tcache: dict[str, int] | None = None
     cycles: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list, repr=False)
-    hosted: dict[str, Any] | None = None  # on a host of several VMs: name, state, cpu, isolation
+    isolation: dict[str, Any] = field(default_factory=dict)  # IsolationState.summary()
+    hosted: HostedReport | None = None  # on a host of several VMs
     screen: list[str] = field(default_factory=list)  # the VGA text screen's 25 lines at the end
 
     def as_json(self) -> dict[str, Any]:
@@ -58,14 +59,50 @@ class RunReport:
             "cycles": self.cycles,
             "traced": self.traced,
             "paravirtual": self.paravirtual,
+            "isolation": self.isolation,
             "screen": self.screen,
-            **(self.hosted or {}),
+            **(self.hosted.as_json() if self.hosted else {}),
+        }
+
+
+@dataclass(frozen=True)
+class HostedReport:
+    """One VM as its host saw it: its state there, its use of the CPU, its isolation."""
+
+    name: str
+    state: VmState
+    cpu: CpuAccount
+    share: float  # of the guest instructions the host ran
+    cycles_share: float  # of the virtual cycles
+    isolation: IsolationState
+    vcpu: dict[str, Any]  # the CPU as the guest believes it to be
+
+    def as_json(self) -> dict[str, Any]:
+        isolation, cpu = self.isolation, self.cpu
+        return {
+            "name": self.name,
+            "state": self.state,
+            "cpu": {
+                "instructions": cpu.instructions,
+                "quanta": cpu.quanta,
+                "preempted": cpu.preempted,
+                "share": self.share,
+                "cycles_share": self.cycles_share,
+            },
+            "isolation": {
+                **isolation.summary(),
+                "ram": {"start": isolation.ram_start, "end": isolation.ram_end},
+                "ports": [
+                    {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
+                ],
+                "vcpu": self.vcpu,
+            },
         }
 
 
 def run_guest(
     image: GuestImage | str,
-    mode: str,
+    mode: Mode | str,
     *,
     max_insns: int = DEFAULT_BUDGET,
     trace: bool = False,
@@ -76,6 +113,7 @@ def run_guest(
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
     pv runs its paravirtual build, unless `unported` asks for the unmodified one. `inputs`
     are typed or sent to COM1 (at their step, or when the guest waits)."""
+    mode = Mode.parse(mode)
     if isinstance(image, str):
         image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
@@ -83,11 +121,13 @@ def run_guest(
     if keep_events:
         log.subscribe(kept.append)
     vm = Vm(image, mode, events=log, inputs=InputScript(inputs))
+    isolation = IsolationState.of(vm)
+    log.subscribe(isolation.observe)
     vm.run(max_insns, trace=trace)
-    return _report(vm, kept)
+    return _report(vm, kept, isolation)
 
 
-def _report(vm: Vm, events: list[Event]) -> RunReport:
+def _report(vm: Vm, events: list[Event], isolation: IsolationState) -> RunReport:
     stats = vm.stats
     assert vm.exit is not None, "a report is made of a VM that has stopped"
     return RunReport(
@@ -102,9 +142,10 @@ def _report(vm: Vm, events: list[Event]) -> RunReport:
         paravirtual=vm.image.paravirtual,
         callouts=dict(sorted(stats.callouts.items())),
         hypercalls=dict(sorted(stats.hypercalls.items())),
-        tcache=vm.executor.tcache_summary(),
+        tcache=None if (tc := vm.executor.introspect()) is None else tc.counters(),
         cycles=_cycles(vm),
         events=events,
+        isolation=isolation.summary(),
         screen=vm.screen().lines(),
     )
 
@@ -151,7 +192,7 @@ class HostReport:
 
 
 def run_host(
-    guests: Sequence[tuple[GuestImage | str, str]],
+    guests: Sequence[tuple[GuestImage | str, Mode | str]],
     *,
     max_insns: int = DEFAULT_BUDGET,
     quantum: int = DEFAULT_QUANTUM,
@@ -167,7 +208,8 @@ def run_host(
     if keep_events:
         host.events.subscribe(kept.append)
     hosted = []
-    for image, mode in guests:
+    for image, name_of_mode in guests:
+        mode = Mode.parse(name_of_mode)
         if isinstance(image, str):
             image = load_for_mode(image, mode, unported=unported)
         name = image.name.removesuffix(PV_SUFFIX)  # the guest's name, whichever its build
@@ -176,8 +218,8 @@ def run_host(
     total_cycles = sum(h.vm.cycles().virtual for h in hosted) or 1.0
     reports = []
     for h in hosted:
-        report = _report(h.vm, [e for e in kept if e.vm == h.name])
-        report.hosted = _hosted_json(host, h, total_cycles)
+        report = _report(h.vm, [e for e in kept if e.vm == h.name], h.isolation)
+        report.hosted = _hosted(host, h, total_cycles)
         reports.append(report)
     scheduler = host.scheduler
     return HostReport(
@@ -185,24 +227,13 @@ def run_host(
     )
 
 
-def _hosted_json(host: Host, hosted: HostedVm, total_cycles: float) -> dict[str, Any]:
-    account, isolation = hosted.account, hosted.isolation
-    return {
-        "name": hosted.name,
-        "state": hosted.state,
-        "cpu": {
-            "instructions": account.instructions,
-            "quanta": account.quanta,
-            "preempted": account.preempted,
-            "share": round(host.cpu_share(hosted.name), 4),
-            "cycles_share": round(hosted.vm.cycles().virtual / total_cycles, 4),
-        },
-        "isolation": {
-            **isolation.summary(),
-            "ram": {"start": isolation.ram_start, "end": isolation.ram_end},
-            "ports": [
-                {"device": p.device, "first": p.first, "last": p.last} for p in isolation.ports
-            ],
-            "vcpu": vcpu_view(hosted.vm),
-        },
-    }
+def _hosted(host: Host, hosted: HostedVm, total_cycles: float) -> HostedReport:
+    return HostedReport(
+        hosted.name,
+        hosted.state,
+        replace(hosted.account),
+        round(host.cpu_share(hosted.name), 4),
+        round(hosted.vm.cycles().virtual / total_cycles, 4),
+        hosted.isolation,
+        vcpu_view(hosted.vm),
+    )

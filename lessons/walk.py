@@ -11,6 +11,7 @@ from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage, load_for_mode
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.contract import Mode
 from lessons.lesson import Go, Lesson, Stop
 
 
@@ -88,7 +89,7 @@ def on_cpu(timeline: HostTimeline | None, host_step: int, vm: int) -> bool | Non
     return None if timeline is None else timeline.running_at(host_step) == vm
 
 
-def images(lesson: Lesson) -> list[tuple[GuestImage, str]]:
+def images(lesson: Lesson) -> list[tuple[GuestImage, Mode]]:
     """The lesson's guests, each in its mode (the ported build under pv)."""
     return [(load_for_mode(guest, mode), mode) for guest, mode in lesson.guests]
 

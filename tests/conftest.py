@@ -1,15 +1,39 @@
-"""Shared test helpers: small guests written inline in NASM."""
+"""Shared test helpers: small guests written inline in NASM, and the Hypothesis profiles.
+
+Profiles: `ci` (chosen when CI=true) draws the same examples on every run, so a red CI run is
+red again on rerun and a green one does not turn red by luck; `dev` (the default) draws new
+random examples each run; `deep` (HYPOTHESIS_PROFILE=deep) draws many more of them, for a
+local search before a change lands. A case that ever failed is pinned with @example.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from hypervisor.guest.image import GuestImage, load_guest
+
+DEEP = 8  # how many times more examples the deep profile draws
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev")
+settings.register_profile("deep")
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI", "").lower() == "true" else "dev"
+)
+settings.load_profile(PROFILE)
+
+
+def examples(n: int) -> int:
+    """A test's number of examples under the current profile (`n`, or DEEP times more)."""
+    return n * DEEP if PROFILE == "deep" else n
+
 
 HAVE_NASM = shutil.which("nasm") is not None
 needs_nasm = pytest.mark.skipif(not HAVE_NASM, reason="nasm is not installed (CI installs it)")

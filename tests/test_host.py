@@ -93,7 +93,7 @@ def together(mode: str) -> tuple[HostReport, EscapeWatch]:
 
 
 def vm_of(report: HostReport, name: str) -> RunReport:
-    return next(r for r in report.vms if r.hosted and r.hosted["name"] == name)
+    return next(r for r in report.vms if r.hosted and r.hosted.name == name)
 
 
 ALL_MODES = pytest.mark.parametrize("mode", list(Mode))
@@ -105,14 +105,14 @@ def test_hello_prints_the_same_beside_a_crasher_an_attacker_and_a_hog(mode):
     hello = vm_of(report, "hello")
     assert hello.console == alone("hello", mode).console
     assert (hello.exit.reason, hello.exit.status) == ("debug_exit", 0)
-    assert [r.hosted["name"] for r in report.vms] == ["hog", "hello", "crasher", "escape"]
+    assert [r.hosted.name for r in report.vms] == ["hog", "hello", "crasher", "escape"]
 
 
 @ALL_MODES
 def test_the_crasher_crashes_alone(mode):
     report, _ = together(mode)
     crasher = vm_of(report, "crasher")
-    assert crasher.hosted["state"] == "crashed"
+    assert crasher.hosted.state == "crashed"
     assert "triple fault" in crasher.exit.detail
     assert crasher.console == alone("crasher", mode).console
     assert crasher.console.count("still alive") == 5
@@ -144,7 +144,7 @@ def test_escape_sees_only_open_bus_outside_the_monitor_window(mode):
         assert set(re.findall(r"0x([0-9A-F]+)", value)) <= {"FFFFFFFF", "FF"} or value.startswith(
             "0 of 256"
         ), probe
-    assert escape.hosted["state"] == "crashed"
+    assert escape.hosted.state == "crashed"
     assert "0xdeadbeef" in escape.exit.detail
 
 
@@ -179,7 +179,7 @@ def test_escape_isolation_events_list_every_attempt(mode):
     report, _ = together(mode)
     escape = vm_of(report, "escape")
     events = [e for e in escape.events if isinstance(e, IsolationViolation)]
-    assert escape.hosted["isolation"]["events"] == len(events)
+    assert escape.hosted.isolation.summary()["events"] == len(events)
     assert {e.address for e in events if e.kind == "foreign_port"} == FOREIGN_PORTS
     beyond = {0x00400000, 0x00401000, 0x01000000, 0x03FFFFFC, 0x80000000, 0xC0000000}
     assert beyond <= {e.address for e in events if e.kind == "open_bus_read"}
@@ -189,7 +189,7 @@ def test_escape_isolation_events_list_every_attempt(mode):
         assert tricks == {0x00400000, MONITOR_BASE, MONITOR_BASE + 0x10000}
     assert all(e.text for e in events)
     for other in ("hello", "crasher", "hog"):
-        assert vm_of(report, other).hosted["isolation"]["events"] == 0
+        assert vm_of(report, other).hosted.isolation.summary()["events"] == 0
 
 
 @ALL_MODES
@@ -209,7 +209,7 @@ def test_the_hog_does_not_starve_the_others(mode):
     for name in ("hello", "crasher", "escape"):
         ran = vm_of(report, name).instructions["total"]
         assert watch.hog_steps_when_done[name] <= ran + QUANTUM, name
-    assert hog.hosted["cpu"]["preempted"] > 0
+    assert hog.hosted.cpu.preempted > 0
     assert report.world_switches > 3
 
 
@@ -256,7 +256,7 @@ def test_a_vm_waiting_for_interrupts_does_not_burn_the_cpu(mode, asm):
     assert slept.console == "slept through 10 ticks\n"
     # 10 ticks of 50,000 instructions went by, but the sleeper ran only its own instructions
     assert slept.instructions["total"] < 50_000
-    assert slept.hosted["cpu"]["share"] < 0.1
+    assert slept.hosted.share < 0.1
     assert hog.instructions["total"] >= HOG_BUDGET // 3
 
 
@@ -290,7 +290,8 @@ def test_cli_keeps_the_single_guest_json_shape(capsys):
     assert main(["run", "hello", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"vms"} and len(out["vms"]) == 1
-    assert "isolation" not in out["vms"][0] and "name" not in out["vms"][0]
+    assert "name" not in out["vms"][0]
+    assert out["vms"][0]["isolation"] == {"events": 0, "by_kind": {}, "listed": []}
 
 
 def test_cli_text_shows_the_host_map_and_isolation(capsys):
@@ -314,7 +315,8 @@ def test_well_behaved_guests_side_by_side_cause_no_isolation_events(mode):
     report = run_host([(g, mode) for g in guests], quantum=QUANTUM)
     for guest, vm in zip(guests, report.vms, strict=True):
         assert vm.console == alone(guest, mode).console
-        assert vm.hosted["isolation"] == {**vm.hosted["isolation"], "events": 0, "by_kind": {}}
+        isolation = vm.hosted.as_json()["isolation"]
+        assert isolation == {**isolation, "events": 0, "by_kind": {}}
 
 
 @pytest.mark.parametrize("mode", MONITORED)
@@ -322,7 +324,7 @@ def test_an_instruction_no_monitor_emulates_crashes_only_its_vm(mode, asm):
     odd = asm("mov ecx, 0\nrdpmc\nmov dx, 0x501\nout dx, al\n", "odd")
     report = run_host([(odd, mode), ("hello", mode)], quantum=QUANTUM)
     crashed, hello = report.vms
-    assert crashed.hosted["state"] == "crashed"  # bt: "unsupported" (no emulation for it)
+    assert crashed.hosted.state == "crashed"  # bt: "unsupported" (no emulation for it)
     assert crashed.exit == run_guest(odd, mode).exit  # trap: #UD, as on bare metal
     assert hello.console == alone("hello", mode).console
-    assert hello.hosted["state"] == "exited"
+    assert hello.hosted.state == "exited"

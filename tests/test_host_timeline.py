@@ -65,3 +65,12 @@ def test_turns_and_switches_follow_the_quantum():
     assert TIMELINE.switch_before(QUANTUM + 1) == QUANTUM
     assert TIMELINE.host_step_of(1, 10) == QUANTUM + 10  # hog's step 10, in its first turn
     assert TIMELINE.turns[TIMELINE.turn_at(QUANTUM)].vm == 1
+
+
+def test_two_vms_of_the_same_guest_and_mode_keep_their_own_turns():
+    twins = [TimeMachine(load_guest("hog"), "trap", name="hog/trap") for _ in range(2)]
+    timeline = HostTimeline.of(twins, QUANTUM)
+    timeline.extend(4 * QUANTUM)
+    assert [t.vm for t in timeline.turns[:4]] == [0, 1, 0, 1]
+    assert len(set(timeline.names)) == 2  # the host tells them apart by name too
+    assert timeline.steps_at(3 * QUANTUM) == [2 * QUANTUM, QUANTUM]

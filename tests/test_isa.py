@@ -333,16 +333,3 @@ def test_decode_never_raises(code: bytes, address: int) -> None:
         assert i.size <= len(code)
         assert i.bytes == code[: i.size]
         assert (i.sensitive_reason is None) == (i.category == Category.INNOCUOUS)
-
-
-@pytest.mark.parametrize(("code", "overwrites"), [
-    ("31c0", True),  # xor eax, eax
-    ("c1e003", True),  # shl eax, 3
-    ("d3e0", False),  # shl eax, cl: a count of 0 leaves every flag
-    ("c1e000", False),  # shl eax, 0
-    ("f3a6", False),  # repe cmpsb: ECX = 0 compares nothing
-    ("40", False),  # inc eax keeps CF
-    ("9d", True),  # popfd
-])  # fmt: skip
-def test_an_instruction_overwrites_the_flags_only_if_it_always_does(code, overwrites):
-    assert decode(bytes.fromhex(code), 0).overwrites_flags is overwrites

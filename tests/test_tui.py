@@ -14,6 +14,7 @@ from hypervisor.guest.image import load_guest
 from hypervisor.trace import tracefile
 from tui.app import VmlabApp, open_trace
 from tui.engine import Session
+from tui.engine_commands import Filter, Seek
 from tui.panes import Pane
 from tui.screens import HelpScreen
 
@@ -52,7 +53,7 @@ async def test_stepping_flags_under_trap_shows_cli_trapped_and_popf_direct_with_
     app = flags_app("trap")
     async with app.run_test(size=(160, 50)) as pilot:
         await app.settle()
-        app.engine.submit("seek", 4076)
+        app.engine.submit(Seek(4076))
         await press(pilot, "s")
         view = app.snapshot.vm
         assert view.step == 4077 and view.last.text == "cli" and view.last.cls == "trapped"
@@ -168,11 +169,11 @@ async def test_filtering_hides_a_kind_of_event():
     app = flags_app("trap")
     async with app.run_test(size=(160, 50)):
         await app.settle()
-        app.engine.submit("seek", 5000)
+        app.engine.submit(Seek(5000))
         await app.settle()
         assert any(row.kind == "console" for row in app.snapshot.vm.events)
         await app.settle()
-        app.engine.submit("filter", frozenset({"console"}))
+        app.engine.submit(Filter(frozenset({"console"})))
         await app.settle()
         assert not any(row.kind == "console" for row in app.snapshot.vm.events)
 
@@ -227,7 +228,7 @@ async def test_binary_translation_fills_the_translation_panes():
     app = flags_app("bt")
     async with app.run_test(size=(160, 50)) as pilot:
         await app.settle()
-        app.engine.submit("seek", 2000)
+        app.engine.submit(Seek(2000))
         await app.settle()
         await pilot.pause()
         view = app.snapshot.vm

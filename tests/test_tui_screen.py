@@ -10,6 +10,7 @@ from hypervisor.guest.image import load_guest
 from tests.test_tui import synchronously
 from tui.app import VmlabApp
 from tui.engine import Session
+from tui.engine_commands import Seek
 
 KEYECHO = load_guest(str(Path(__file__).parent / "guests" / "keyecho.bin"))
 
@@ -20,11 +21,11 @@ async def _type_and_run(app: VmlabApp, pilot) -> None:
     await app.settle()
     app.query_one("#console").focus()
     await pilot.press("enter")
-    app.engine.submit("seek", 2_000)
+    app.engine.submit(Seek(2_000))
     await app.settle()
     app.query_one("#screen").focus()
     await pilot.press("h", "i", "space", "o", "k")
-    app.engine.submit("seek", 4_000)
+    app.engine.submit(Seek(4_000))
     await app.settle()
     await pilot.pause()
 
@@ -39,7 +40,7 @@ async def test_typing_into_the_screen_and_console_panes_reaches_the_guest() -> N
         assert vm.screen.text[0].startswith("keys> hi ok ")
         assert vm.screen.cursor == (0, 11)
         assert app.query_one("#screen").display
-        app.engine.submit("seek", 100)  # before the prompt: the screen of that step
+        app.engine.submit(Seek(100))  # before the prompt: the screen of that step
         await app.settle()
         assert app.snapshot.vm.screen.blank
 

@@ -16,15 +16,35 @@ from typing import ClassVar
 
 from textual import events
 from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Footer, Static, Tab, Tabs
 
 from hypervisor.trace import tracefile
+from hypervisor.vmm.contract import Mode
 from tui.commands import VmlabCommands
 from tui.engine import Engine, Session
+from tui.engine_commands import (
+    Annotate,
+    Back,
+    Clock,
+    Filter,
+    Focus,
+    LessonStop,
+    Next,
+    Pause,
+    Previous,
+    Run,
+    Save,
+    Seek,
+    SendInput,
+    SetMode,
+    Speed,
+    Step,
+)
+from tui.keys import BINDINGS
 from tui.model import LessonView, Snapshot
 from tui.panes import (
     CodePane,
@@ -70,34 +90,7 @@ class VmlabApp(App[None]):
     CSS_PATH = "vmlab.tcss"
     TITLE = "vmlab"
     COMMANDS = App.COMMANDS | {VmlabCommands}
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "step", "Step", id="step"),
-        Binding("b", "back", "Back", id="back"),
-        Binding("space", "run", "Run/pause", id="run"),
-        Binding("t", "next('trapped')", "Next trap", id="next_trap"),
-        Binding("T", "previous('trapped')", "Prev trap", id="previous_trap", key_display="⇧t"),
-        Binding("x", "next('translation')", "Next transl.", id="next_translation"),
-        Binding("h", "next('hole')", "Next hole", id="next_hole", show=False),
-        Binding("H", "previous('hole')", "Prev hole", id="previous_hole", show=False),
-        Binding("i", "next('interrupt')", "Next interrupt", id="next_interrupt", show=False),
-        Binding("g", "goto", "Go to", id="goto"),
-        Binding("m", "mode", "Mode", id="mode"),
-        Binding("v", "next_vm", "Next VM", id="next_vm"),
-        Binding("c", "clock", "Clock", id="clock", show=False),
-        Binding("W", "next('switch')", "Next switch", id="next_switch", show=False),
-        Binding("a", "annotate", "Annotate", id="annotate"),
-        Binding("n", "lesson(1)", "Next stop", id="lesson_next", show=False),
-        Binding("p", "lesson(-1)", "Prev stop", id="lesson_previous", show=False),
-        Binding("f", "filter", "Filter", id="filter"),
-        Binding("z", "maximize", "Zoom", id="maximize"),
-        Binding("plus,equals_sign", "speed(1)", "Faster", id="faster", show=False),
-        Binding("minus", "speed(-1)", "Slower", id="slower", show=False),
-        Binding("w", "save", "Save trace", id="save", show=False),
-        Binding("ctrl+t", "toggle_theme", "Theme", id="theme", show=False),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("escape", "pause", "Stop", id="stop", show=False),
-        Binding("q", "quit", "Quit", id="quit"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(BINDINGS)
 
     def __init__(self, session: Session, *, trace_path: str | None = None) -> None:
         super().__init__()
@@ -180,7 +173,7 @@ class VmlabApp(App[None]):
 
     def on_guest_input(self, message: GuestInput) -> None:
         """Keys typed into the screen or console pane: to the focused VM's guest."""
-        self.engine.submit("input", message.device, message.text)
+        self.engine.submit(SendInput(message.device, message.text))
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         shown = event.tab.id.removeprefix("tab-") if event.tab and event.tab.id else ""
@@ -238,47 +231,47 @@ class VmlabApp(App[None]):
 
     # ------------------------------------------------------------------ actions
     def action_step(self) -> None:
-        self.engine.submit("step")
+        self.engine.submit(Step())
 
-    def action_back(self) -> None:
-        self.engine.submit("back")
+    def action_step_back(self) -> None:
+        self.engine.submit(Back())
 
     def action_run(self) -> None:
-        self.engine.submit("run")
+        self.engine.submit(Run())
 
     def action_pause(self) -> None:
-        self.engine.submit("pause")
+        self.engine.submit(Pause())
 
     def action_speed(self, change: int) -> None:
-        self.engine.submit("speed", change)
+        self.engine.submit(Speed(change))
 
     def action_next(self, kind: str) -> None:
-        self.engine.submit("next", kind)
+        self.engine.submit(Next(kind))
 
     def action_previous(self, kind: str) -> None:
-        self.engine.submit("previous", kind)
+        self.engine.submit(Previous(kind))
 
     def action_next_vm(self) -> None:
-        self.engine.submit("focus", 1)
+        self.engine.submit(Focus(1))
 
     def action_mode(self, mode: str | None = None) -> None:
-        self.engine.submit("mode", mode)
+        self.engine.submit(SetMode(None if mode is None else Mode(mode)))
 
     def action_goto(self) -> None:
         def go(answer: str | None) -> None:
             text = (answer or "").replace(",", "").replace("_", "").strip()
             if text.isdigit():
-                self.engine.submit("seek", int(text))
+                self.engine.submit(Seek(int(text)))
             elif text:
                 self.notify(f"not a step number: {answer}", severity="warning")
 
         self.push_screen(PromptScreen("Go to step", placeholder="e.g. 4080"), go)
 
     def action_clock(self) -> None:
-        self.engine.submit("clock")
+        self.engine.submit(Clock())
 
     def action_lesson(self, change: int) -> None:
-        self.engine.submit("lesson", change)
+        self.engine.submit(LessonStop(change))
 
     def action_annotate(self) -> None:
         if self.snapshot is None:
@@ -287,7 +280,7 @@ class VmlabApp(App[None]):
 
         def keep(answer: str | None) -> None:
             if answer is not None:
-                self.engine.submit("annotate", answer.strip())
+                self.engine.submit(Annotate(answer.strip()))
 
         title = f"Note for step {view.step:,} of {view.name} (empty removes it)"
         self.push_screen(PromptScreen(title, view.annotation), keep)
@@ -298,7 +291,7 @@ class VmlabApp(App[None]):
 
         def apply(hidden: frozenset[str] | None) -> None:
             if hidden is not None:
-                self.engine.submit("filter", hidden)
+                self.engine.submit(Filter(hidden))
 
         self.push_screen(FilterScreen(self.snapshot.kinds, self.snapshot.hidden), apply)
 
@@ -307,7 +300,7 @@ class VmlabApp(App[None]):
             return
         view = self.snapshot.vm
         path = self._trace_path or f"{view.guest}-{view.mode}.vmtrace"
-        self.engine.submit("save", str(Path(path)))
+        self.engine.submit(Save(str(Path(path))))
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT.name if self.theme == DARK else DARK

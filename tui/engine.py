@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import assert_never
 
 from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
@@ -29,6 +30,25 @@ from hypervisor.vmm.contract import DEFAULT_RAM, Mode
 from hypervisor.vmm.inputs import InputDevice, InputScript
 from lessons.cursor import Cursor
 from lessons.lesson import Lesson
+from tui.engine_commands import (
+    Annotate,
+    Back,
+    Clock,
+    Command,
+    Filter,
+    Focus,
+    LessonStop,
+    Next,
+    Pause,
+    Previous,
+    Run,
+    Save,
+    Seek,
+    SendInput,
+    SetMode,
+    Speed,
+    Step,
+)
 from tui.listing import Listing
 from tui.model import (
     EVENT_ROWS,
@@ -50,11 +70,21 @@ CHUNK = 2_000  # instructions per engine call in long searches
 WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
-DEFAULT_HIDDEN = frozenset({EventKind.IO})  # port accesses are many: shown on request
+HIDDEN: frozenset[str] = frozenset({EventKind.IO})  # port accesses are many: on request
 VIEWS_KEPT = 4096  # steps whose registers a lane remembers
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
+
+
+@dataclass(frozen=True)
+class _Prepare:
+    """Idle time after a paint (not a command: publishes nothing)."""
+
+
+@dataclass(frozen=True)
+class _Quit:
+    """The session ends."""
 
 
 @dataclass
@@ -86,7 +116,7 @@ class Lane:
 class Session:
     """What to open: guests in modes, or one recording to replay."""
 
-    vms: list[tuple[GuestImage, str]] = field(default_factory=list)
+    vms: list[tuple[GuestImage, Mode]] = field(default_factory=list)
     replay: tracefile.Trace | None = None
     lesson: Lesson | None = None  # opened with the lesson's guests, at its first stop
 
@@ -103,7 +133,7 @@ class Engine:
         self.focus = 0
         self.running = False
         self.speed = DEFAULT_SPEED
-        self.hidden = DEFAULT_HIDDEN
+        self.hidden = HIDDEN
         self.busy = ""
         self._rate = 20_000.0  # steps per second run mode last achieved
         self._submitted = 0  # commands submitted (UI thread) …
@@ -113,7 +143,7 @@ class Engine:
         self.host_clock = False  # the clock counts host steps (all VMs), not each VM's
         self._cursor = None if session.lesson is None else Cursor(session.lesson)
         self._next_frame = 0.0  # when the next frame of run mode is due
-        self._queue: queue.Queue[tuple[str, tuple]] = queue.Queue()
+        self._queue: queue.Queue[Command | _Prepare | _Quit] = queue.Queue()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._main, name="vmlab-engine", daemon=True)
 
@@ -121,12 +151,12 @@ class Engine:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, command: str, *args: object) -> None:
-        """Queue a command (from the UI thread). "pause" also stops a long search."""
+    def submit(self, command: Command) -> None:
+        """Queue a command (from the UI thread). `Pause` also stops a long search."""
         self._submitted += 1
-        if command == "pause":
+        if isinstance(command, Pause):
             self._cancel.set()
-        self._queue.put((command, args))
+        self._queue.put(command)
 
     @property
     def settled(self) -> bool:
@@ -137,10 +167,10 @@ class Engine:
         """The screen shows the last snapshot (UI thread): the engine may use the pause
         before the next key to prepare (`TimeMachine.prepare`). Not a command: it publishes
         nothing and gives way to any command that comes."""
-        self._queue.put(("prepare", ()))
+        self._queue.put(_Prepare())
 
     def stop(self) -> None:
-        self.submit("quit")
+        self._queue.put(_Quit())
         self._thread.join(timeout=2)
 
     # ------------------------------------------------------------------ engine thread
@@ -157,21 +187,22 @@ class Engine:
         while True:
             wait = max(0.0, self._next_frame - time.perf_counter()) if self.running else None
             try:
-                command, args = self._queue.get(timeout=wait)
+                command = self._queue.get(timeout=wait)
             except queue.Empty:
                 self._next_frame = time.perf_counter() + FRAME  # frames start FRAME apart
                 self._run_frame()
                 continue
-            if command == "quit":
+            if isinstance(command, _Quit):
                 return
-            if command == "prepare":
+            if isinstance(command, _Prepare):
                 self._prepare()
                 continue
             try:
-                getattr(self, f"_do_{command}")(*args)
+                self._execute(command)
             except Exception as err:  # an engine bug must not kill the session silently
                 self.running = False
-                self._notify(f"{command} failed: {type(err).__name__}: {err}", "error")
+                name = type(command).__name__.lower()
+                self._notify(f"{name} failed: {type(err).__name__}: {err}", "error")
             self._publish()
             self._done += 1
 
@@ -270,6 +301,7 @@ class Engine:
                 if not lane.synced:
                     lane.before, lane.cpus, lane.synced = None, lane.views(), True
                 continue
+            before: tuple[CpuView, CpuView] | None
             if step == tm.position + 1:
                 before = lane.cpus if lane.synced else lane.views()
             elif step > 0 and (before := lane.seen.get(step - 1)) is not None:
@@ -371,11 +403,48 @@ class Engine:
             lane.tm.prepare(cancelled=lambda: waiting() > 0)
 
     # ------------------------------------------------------------------ commands
-    def _do_step(self, count: int = 1) -> None:
+    def _execute(self, command: Command) -> None:
+        match command:
+            case Step(count):
+                self._do_step(count)
+            case Back(count):
+                self._do_back(count)
+            case Seek(step):
+                self._do_seek(step)
+            case Run():
+                self._do_run()
+            case Pause():
+                self._do_pause()
+            case Speed(change):
+                self._do_speed(change)
+            case Next(kind):
+                self._do_next(kind)
+            case Previous(kind):
+                self._do_previous(kind)
+            case Focus(change):
+                self._do_focus(change)
+            case SetMode(mode):
+                self._do_mode(mode)
+            case Clock():
+                self._do_clock()
+            case LessonStop(change):
+                self._do_lesson(change)
+            case Annotate(text):
+                self._do_annotate(text)
+            case Filter(hidden):
+                self._do_filter(hidden)
+            case Save(path):
+                self._do_save(path)
+            case SendInput(device, text):
+                self._do_input(device, text)
+            case _:
+                assert_never(command)
+
+    def _do_step(self, count: int) -> None:
         self.running = False
         self._goto(self.position + count)
 
-    def _do_back(self, count: int = 1) -> None:
+    def _do_back(self, count: int) -> None:
         self.running = False
         self._goto(self.position - count)
 
@@ -471,10 +540,10 @@ class Engine:
         self.position = self._clock_of(self.focus, lane.tm.position) or 0
         self._goto(self.position)
 
-    def _do_focus(self, change: int = 1) -> None:
+    def _do_focus(self, change: int) -> None:
         self.focus = (self.focus + change) % len(self.lanes)
 
-    def _do_mode(self, mode: str | None = None) -> None:
+    def _do_mode(self, mode: Mode | None) -> None:
         """Restart the focused VM in another mode (the next one by default), from step 0."""
         self.running = False
         lane = self.lanes[self.focus]
@@ -482,7 +551,7 @@ class Engine:
             self._notify("a replay keeps the mode it was recorded in", "warning")
             return
         modes = list(Mode)
-        mode = mode or modes[(modes.index(lane.tm.mode) + 1) % len(modes)]
+        mode = mode or modes[(modes.index(Mode(lane.tm.mode)) + 1) % len(modes)]
         image = lane.tm.image
         lane.tm.close()
         self.lanes[self.focus] = Lane.of(self._machine(image, mode))

@@ -26,12 +26,11 @@ from hypervisor.events import (
     Trap,
     VmStateChanged,
 )
-from hypervisor.isa import decode_block
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.recording import CLASS_BY_NAME, MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
-from hypervisor.vmm.bt.executor import BinaryTranslation
+from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
 from hypervisor.vmm.vm import Vm
 from tui.listing import Listing
@@ -40,6 +39,7 @@ CODE_CONTEXT = 40  # rows listed before and after the current instruction
 EVENT_ROWS = 200
 CONSOLE_TAIL = 4096
 SPARK_BUCKETS = 40
+TC_LINES = 64  # translated instructions shown of the current fragment
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +123,6 @@ class TranslationView:
 
 
 @dataclass(frozen=True, slots=True)
-class CacheView:
-    used: int
-    capacity: int
-    fragments: int  # valid ones
-    stats: tuple[tuple[str, int], ...]
-    recent: tuple[tuple[int, int, int, int, int], ...]  # (id, guest start, end, links in, out)
-
-
-@dataclass(frozen=True, slots=True)
 class VmView:
     """One VM at one step."""
 
@@ -209,25 +200,12 @@ def cpu_views(vm: Vm) -> tuple[CpuView, CpuView]:
     real_state = machine.state()
     system = machine.system_state()
     real = CpuView(real_state, machine.cpl, system.gdtr, system.idtr)
-    vcpu = getattr(executor, "vcpu", None)
-    if vcpu is None:  # bare metal: the guest owns the real CPU
+    if not executor.monitored:  # bare metal: the guest owns the real CPU
         return real, real
     guest_state = executor.virtual_state()
-    if isinstance(executor, BinaryTranslation):
-        guest_state.eip = _guest_eip(executor, guest_state.eip)
-    return CpuView(guest_state, vcpu.cpl, vcpu.gdtr, vcpu.idtr), real
-
-
-def _guest_eip(executor: BinaryTranslation, eip: int) -> int:
-    """The guest instruction a translation-cache address belongs to (display only: the
-    guest's EIP while the CPU runs its translation)."""
-    fragment = executor.cache.fragment_at(eip)
-    if fragment is None:
-        return eip
-    starts = [a for a in fragment.boundaries if a <= eip]
-    if not starts:  # in the fragment's prologue (its self-check), before its first instruction
-        return fragment.guest_start
-    return fragment.guest_eip_at(fragment.boundaries[max(starts)])
+    guest_state.eip = executor.guest_eip_running()  # in translated code: whose it is
+    gdtr, idtr = executor.guest_tables()
+    return CpuView(guest_state, executor.guest_cpl(), gdtr, idtr), real
 
 
 def registers(now: tuple[CpuView, CpuView], before: tuple[CpuView, CpuView] | None) -> Registers:
@@ -246,17 +224,11 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
     eip = regs.guest.state.eip
     last = _last_step(tm)
     rows = listing.window(eip, vm.machine.read, CODE_CONTEXT, CODE_CONTEXT)
-    code = tuple(
-        CodeRow(
-            r.address,
-            r.text,
-            r.line,
-            *(recording.tag(r.address, step) or (None, False)),
-            r.address == eip,
-            last is not None and r.address == last.eip,
-        )
-        for r in rows
-    )
+    code = []
+    for r in rows:
+        tag, hole = recording.tag(r.address, step) or (None, False)
+        ran_last = last is not None and r.address == last.eip
+        code.append(CodeRow(r.address, r.text, r.line, tag, hole, r.address == eip, ran_last))
     bucket, spark = _spark(tm)
     stopped = vm.exit is not None and vm.exit.final
     return VmView(
@@ -268,7 +240,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         state=vm.state if stopped else (VmState.PAUSED if step else VmState.CREATED),
         exit_detail=vm.exit.detail if stopped and vm.exit else "",
         language=listing.language,
-        code=code,
+        code=tuple(code),
         last=last,
         registers=regs,
         console=bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"),
@@ -289,41 +261,20 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
 
 
 def _translation(vm: Vm, regs: Registers) -> TranslationView | None:
-    executor = vm.executor
-    if not isinstance(executor, BinaryTranslation):
+    tc = vm.executor.introspect()
+    eip = regs.real.state.eip
+    found = None if tc is None else tc.around(eip, regs.guest.state.eip, TC_LINES)
+    if found is None:
         return None
-    cache, eip = executor.cache, regs.real.state.eip
-    fragment, why = cache.fragment_at(eip), "the CPU is running it"
-    if fragment is None:
-        fragment, why = cache.lookup(regs.guest.state.eip), "it runs next"
-    if fragment is None:
-        return None
-    guest = tuple(
-        (insn.address, insn.text, kind)
-        for insn, kind in zip(fragment.insns, fragment.subkinds, strict=False)
-    )
-    if fragment.callout is not None:
-        guest += ((fragment.callout.address, fragment.callout.text, "callout"),)
-    raw = vm.machine.read(fragment.tc_start, fragment.tc_end - fragment.tc_start)
-    code = tuple(
-        (insn.address, insn.text, insn.address in fragment.boundaries)
-        for insn in decode_block(raw, fragment.tc_start, 64, stop_at_flow=False)
-    )
+    view, why = found
+    fragment = view.fragment
     here = eip if fragment.tc_start <= eip < fragment.tc_end else None
-    return TranslationView(fragment.id, guest, code, here, why)
+    return TranslationView(fragment.id, view.guest, view.tc, here, why)
 
 
 def _cache(vm: Vm) -> CacheView | None:
-    executor = vm.executor
-    if not isinstance(executor, BinaryTranslation):
-        return None
-    cache = executor.cache
-    valid = [f for f in cache.fragments.values() if f.valid]
-    recent = tuple(
-        (f.id, f.guest_start, f.guest_end, len(f.links_in), f.links_out) for f in valid[-20:]
-    )
-    stats = tuple(vars(cache.stats).items())
-    return CacheView(cache.used, cache.capacity, len(valid), stats, recent)
+    tc = vm.executor.introspect()
+    return None if tc is None else tc.cache_view()
 
 
 def _last_step(tm: TimeMachine) -> LastStep | None:

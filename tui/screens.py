@@ -10,33 +10,16 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, SelectionList
 
-HELP = """\
+from tui.keys import help_table
+
+HELP = f"""\
 # vmlab
 
 Real 32-bit x86 guest kernels on an emulated machine, on bare metal or under a monitor.
 **Nothing is scripted**: the CPU decides what traps, and every step below is one guest
 instruction really retired.
 
-| key | does |
-|---|---|
-| `s` / `b` | one instruction forward / back (back re-executes: runs are deterministic) |
-| `space` | run / pause; `+` / `-` faster / slower; `escape` stops a long search |
-| `t` / `T` | next / previous *trapped* instruction (the monitor stepped in) |
-| `h` / `H` | next / previous ⚠ hole (sensitive, ran directly, unseen by the monitor) |
-| `i` | next interrupt delivered |
-| `x` | next translation: a block of kernel code entering the translation cache |
-| `g` | go to a step |
-| `m` | switch the VM to the next mode (restarts it) |
-| `v` | next VM (the panes follow it) |
-| `c` | the clock: each VM's own steps, or the host's (its VMs taking turns on its CPU) |
-| `W` | on the host's clock, the next world switch (the scheduler gives the CPU to another VM) |
-| `n` / `p` | in a lesson (`vmlab lesson`), its next / previous stop |
-| `a` | annotate this step (saved with the trace: `w`) |
-| `f` | filter the events |
-| `z` | maximize the focused pane (`tab` moves focus); again to restore |
-| `ctrl+t` | dark / high-contrast light theme |
-| `ctrl+p` | every command, searchable |
-| `?` | this help; `q` quits |
+{help_table()}
 
 ## Colours in the code pane
 

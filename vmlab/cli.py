@@ -12,15 +12,13 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from hypervisor.events import Hypercall, InsnClass, InstructionExecuted, Trap
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine.hostram import OutOfHostMemory
-from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
+from hypervisor.session import DEFAULT_BUDGET, compare, run_guest, run_host
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
-from hypervisor.vmm.bt.introspect import fragment_listing
 from hypervisor.vmm.contract import ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.inputs import Input, InputDevice, InputError, parse_input
@@ -28,6 +26,7 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import GuestTooLarge, Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
+from vmlab.text import compare_lines, console, host_lines, summary, trace_line
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -214,10 +213,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
-        sys.stdout.write(report.console)
-        if report.console and not report.console.endswith("\n"):
-            print()
-        print(_summary(report))
+        for line in (*console(report.console), summary(report)):
+            print(line)
         if args.screen:
             print("\n".join(report.screen))
     return 0
@@ -233,7 +230,7 @@ def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
     return spec, default
 
 
-def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
+def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
     if args.quantum < 1:
         print("vmlab: --quantum must be at least 1", file=sys.stderr)
         return 2
@@ -246,72 +243,9 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, str]]) -> int:
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
         return 0
-    for vm in report.vms:
-        hosted = vm.hosted or {}
-        print(f"══ {hosted['name']} ({vm.mode}) ══")
-        sys.stdout.write(vm.console)
-        if vm.console and not vm.console.endswith("\n"):
-            print()
-        print(_summary(vm))
-        cpu, isolation = hosted["cpu"], hosted["isolation"]
-        print(
-            f"   on the host: {hosted['state']}, {cpu['quanta']} quanta, "
-            f"{cpu['share']:.1%} of the guest instructions, {cpu['cycles_share']:.1%} of the cycles"
-        )
-        kinds = ", ".join(f"{k} ×{v}" for k, v in isolation["by_kind"].items())
-        print(f"   isolation events: {isolation['events']}" + (f" ({kinds})" if kinds else ""))
-        print()
-    print(
-        f"host: {report.ram >> 20} MiB of RAM, quantum {report.quantum:,} instructions, "
-        f"{report.world_switches:,} world switches"
-    )
-    for entry in report.map:
-        print(f"   {entry.start:#010x}-{entry.end - 1:#010x}  {entry.owner}")
+    for line in host_lines(report):
+        print(line)
     return 0
-
-
-def _summary(report: RunReport) -> str:
-    exit_ = report.exit
-    status = f" (status {exit_.status})" if exit_.status is not None else ""
-    classes = ", ".join(f"{k} {v:,}" for k, v in report.instructions.items() if v and k != "total")
-    lines = [
-        f"── {report.guest} under {report.mode}: {exit_.reason}{status} — {exit_.detail}",
-        f"   instructions: {report.instructions['total']:,}" + (f" ({classes})" if classes else ""),
-    ]
-    if report.traps:
-        lines.append("   traps: " + ", ".join(f"{k} ×{v}" for k, v in report.traps.items()))
-    if report.callouts:
-        lines.append("   callouts: " + ", ".join(f"{k} ×{v}" for k, v in report.callouts.items()))
-    if report.hypercalls:
-        lines.append(
-            "   hypercalls: " + ", ".join(f"{k} ×{v}" for k, v in report.hypercalls.items())
-        )
-    if report.mode == Mode.PV and not report.paravirtual:
-        lines.append(
-            "   the guest is not paravirtualized (no -DPARAVIRT build): pv ran it as "
-            "trap-and-emulate, holes included"
-        )
-    if report.tcache:
-        t = report.tcache
-        lines.append(
-            f"   translation cache: {t['fragments']} fragments, {t['bytes']:,} of "
-            f"{t['capacity']:,} bytes, {t['hits']} hits / {t['misses']} misses, "
-            f"{t['chains']} chains, {t['invalidations']} invalidations, {t['flushes']} flushes, "
-            f"{t['adaptive']} adaptive"
-        )
-    c = report.cycles
-    lines.append(
-        f"   cost model ({c['profile']}): {c['virtual']:,} virtual cycles for "
-        f"{c['native_equivalent']:,} on bare metal — overhead {c['overhead_pct']}%"
-    )
-    if report.holes:
-        lines.append(
-            "   ⚠ holes (sensitive, ran directly, unseen by the monitor): "
-            + ", ".join(f"{k} ×{v}" for k, v in report.holes.items())
-        )
-    elif report.mode != Mode.NATIVE and not report.traced:
-        lines.append("   (holes are found by a traced run: add --trace)")
-    return "\n".join(lines)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -319,38 +253,8 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
-    native = reports[0]
-    classes = tuple(InsnClass)
-    print(f"{native.guest}: every mode against bare metal\n")
-    print(
-        f"{'mode':<6} {'console':<9} {'exit':<16} {'total':>10} "
-        + " ".join(f"{c:>10}" for c in classes)
-        + f" {'overhead':>9}  what the monitor did"
-    )
-    for r in reports:
-        same = "= native" if r.console == native.console else "DIFFERS"
-        status = f" ({r.exit.status})" if r.exit.status is not None else ""
-        counts = " ".join(f"{r.instructions[c]:>10,}" for c in classes)
-        detail = "; ".join(
-            f"{label} " + ", ".join(f"{k}×{v}" for k, v in table.items())
-            for label, table in (
-                ("traps", r.traps),
-                ("callouts", r.callouts),
-                ("hypercalls", r.hypercalls),
-                ("⚠", r.holes),
-            )
-            if table
-        )
-        print(
-            f"{r.mode:<6} {same:<9} {r.exit.reason + status:<16} {r.instructions['total']:>10,} "
-            f"{counts} {r.cycles['overhead_pct']:>8.1f}%  {detail}"
-        )
-    for r in reports[1:]:
-        if r.console != native.console and r.holes:
-            print(
-                f"\n{r.mode}: the console differs from bare metal; sensitive instructions ran "
-                f"unseen by the monitor: {', '.join(r.holes)}"
-            )
+    for line in compare_lines(reports):
+        print(line)
     return 0
 
 
@@ -359,25 +263,10 @@ def _trace(args: argparse.Namespace) -> int:
         args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
     )
     for event in report.events:
-        if isinstance(event, InstructionExecuted):
-            mark = "⚠" if event.hole else " "
-            print(
-                f"{event.step:>8}  {event.eip:08x}  ring{event.cpl}  {event.cls.value:<10}"
-                f"{mark} {event.text}"
-            )
-        elif isinstance(event, Trap):
-            print(
-                f"{'':>8}  {'':8}  {'':5}  └ trap #{event.vector}: {event.outcome}"
-                + (f" — {event.detail}" if event.detail else "")
-            )
-        elif isinstance(event, Hypercall):
-            args = ", ".join(f"{a:#x}" for a in event.args)
-            result = "" if event.result is None else f" = {event.result:#x}"
-            print(
-                f"{'':>8}  {'':8}  {'':5}  └ hypercall {event.name}({args}){result}"
-                + (f" — refused: {event.error}" if event.error else "")
-            )
-    print(_summary(report))
+        line = trace_line(event)
+        if line is not None:
+            print(line)
+    print(summary(report))
     return 0
 
 
@@ -435,7 +324,7 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, str]], replay: str | None = None, lesson: Lesson | None = None
+    vms: list[tuple[GuestImage, Mode]], replay: str | None = None, lesson: Lesson | None = None
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
@@ -482,13 +371,15 @@ def _replay(args: argparse.Namespace) -> int:
 def _tc(args: argparse.Namespace) -> int:
     vm = Vm(load_guest(args.guest), Mode.BT)
     vm.run(args.max_insns)
-    summary = vm.executor.tcache_summary()
+    tc = vm.executor.introspect()
+    assert tc is not None  # binary translation has a cache
+    counters = tc.counters()
     print(
         f"{args.guest}: translation cache after {vm.stats.total:,} guest instructions "
         f"({vm.exit.reason if vm.exit else 'running'})"
     )
-    print("   " + ", ".join(f"{k} {v:,}" for k, v in summary.items()) + "\n")
-    for block in fragment_listing(vm.executor.cache, vm.machine.read, limit=args.limit):
+    print("   " + ", ".join(f"{k} {v:,}" for k, v in counters.items()) + "\n")
+    for block in tc.listing(args.limit):
         print(block)
     return 0
 

@@ -97,8 +97,6 @@ class Instruction:
     prefixes: tuple[int, ...]  # legacy prefix bytes present (F0/F2/F3, segment, 66, 67)
     operand_size: int  # 2 with a 66 prefix, else 4: PUSHF/IRET/far pointers change width
     address_size: int  # 2 with a 67 prefix, else 4
-    overwrites_flags: bool = False  # writes all six arithmetic flags and reads none: the
-    # flags are dead just before it, so a translator may insert flag-clobbering code there
 
     @property
     def next_address(self) -> int:
@@ -280,39 +278,7 @@ def _convert(insn: capstone.CsInsn) -> Instruction:
         prefixes=prefixes,
         operand_size=operand_size,
         address_size=address_size,
-        overwrites_flags=_overwrites_flags(insn.eflags)
-        and not _may_leave_flags(mnemonic, operands, prefixes),
     )
-
-
-_ARITHMETIC_FLAGS = ("CF", "PF", "AF", "ZF", "SF", "OF")
-
-
-def _overwrites_flags(eflags: int) -> bool:
-    def any_of(kinds: tuple[str, ...], flag: str) -> bool:
-        return any(eflags & getattr(cs_x86, f"X86_EFLAGS_{k}_{flag}", 0) for k in kinds)
-
-    writes = ("MODIFY", "RESET", "SET", "UNDEFINED")
-    return all(any_of(writes, f) for f in _ARITHMETIC_FLAGS) and not any(
-        any_of(("TEST",), f) for f in _ARITHMETIC_FLAGS
-    )
-
-
-_SHIFTS = frozenset({"shl", "sal", "shr", "sar", "rol", "ror", "rcl", "rcr", "shld", "shrd"})
-_REP_PREFIXES = (0xF2, 0xF3)
-
-
-def _may_leave_flags(
-    mnemonic: str, operands: tuple[Operand, ...], prefixes: tuple[int, ...]
-) -> bool:
-    """Capstone says "modifies" where the CPU sometimes leaves every flag as it was: a shift by
-    a count of 0 (CL, or an immediate 0 mod 32), and a REP string instruction with ECX = 0."""
-    if any(p in _REP_PREFIXES for p in prefixes):
-        return True
-    if mnemonic in _SHIFTS:
-        count = operands[-1]
-        return count.kind != "imm" or (count.imm or 0) & 0x1F == 0
-    return False
 
 
 def _resize(op: Operand, size: int) -> Operand:

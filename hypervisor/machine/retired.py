@@ -26,8 +26,15 @@ class UnsupportedUnicorn(RuntimeError):
     """The installed unicorn keeps its instruction counter somewhere we cannot find."""
 
 
+def _struct_address(uc: Uc) -> int:
+    """Where unicorn's `uc_struct` is (no API tells the instruction counter's value)."""
+    address = uc._uch.value
+    assert address is not None, "a Uc always has its handle"
+    return address
+
+
 def _words(uc: Uc) -> ctypes.Array:
-    return (ctypes.c_uint64 * _SCAN_WORDS).from_address(uc._uch.value)
+    return (ctypes.c_uint64 * _SCAN_WORDS).from_address(_struct_address(uc))
 
 
 @cache
@@ -65,7 +72,7 @@ class RetiredCounter:
     """Reads the per-`emu_start` instruction counter of one Uc instance."""
 
     def __init__(self, uc: Uc) -> None:
-        self._cell = ctypes.c_uint64.from_address(uc._uch.value + 8 * counter_offset())
+        self._cell = ctypes.c_uint64.from_address(_struct_address(uc) + 8 * counter_offset())
 
     def read(self) -> int:
         """Instructions whose execution began in the current/last emu_start."""

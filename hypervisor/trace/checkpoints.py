@@ -28,6 +28,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
+from unicorn.unicorn import UcContext
+
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.machine import MachineSnapshot
 from hypervisor.vmm.vm import Vm
@@ -80,7 +82,7 @@ class _StatePickler(pickle.Pickler):
         self.names = names
         self.values: list[object] = []
 
-    def reducer_override(self, obj: object) -> object:
+    def reducer_override(self, obj: object) -> Any:  # a reduce tuple, or NotImplemented
         name = self.names.get(id(obj))
         if name is not None:
             return _part, (name,)
@@ -146,7 +148,7 @@ class State:
 @dataclass
 class Checkpoint:
     step: int
-    cpu: object
+    cpu: UcContext
     state: State
     ram: dict[int, bytes]  # page offset -> contents, pages changed since the previous one
     monitor: dict[int, bytes]  # the same for monitor memory, by address

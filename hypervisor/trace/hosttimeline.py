@@ -45,17 +45,19 @@ class HostTimeline:
         quantum: int,
         limit: int,
     ) -> None:
-        self.names = [name for _, _, name in guests]
         self.quantum = quantum
         host_ram = max(len(guests), 1) * DEFAULT_RAM
         self.host = Host(host_ram, quantum, watch_reads=False)
-        self._index = {name: i for i, name in enumerate(self.names)}
         self.turns: list[Turn] = []
         self._starts: list[int] = []  # host_start of each turn, for bisection
-        self.host.events.subscribe(self._observe)
         self._hosted = [
             self.host.create(image, mode, name=name, budget=limit) for image, mode, name in guests
         ]
+        # A VM is its place in `guests`; its name is the host's, unique even for two VMs of
+        # one guest in one mode (the labels asked for may be the same)
+        self.names = [hosted.name for hosted in self._hosted]
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self.host.events.subscribe(self._observe)
 
     @classmethod
     def of(cls, machines: Sequence[TimeMachine], quantum: int = HOST_QUANTUM) -> HostTimeline:

@@ -234,13 +234,13 @@ class Recording:
         cached, offset, values = self._last_registers
         if not start <= cached <= step:  # walk from the keyframe, else from the last answer
             cached, (offset, values) = start, self.keyframes[step // KEYFRAME]
-        values = list(values)
+        walked = list(values)
         for mask in self.reg_masks[cached:step]:
             for i in range(len(REGISTERS)):
                 if mask >> i & 1:
-                    values[i] = self.reg_values[offset]
+                    walked[i] = self.reg_values[offset]
                     offset += 1
-        self._last_registers = (step, offset, tuple(values))
+        self._last_registers = (step, offset, tuple(walked))
         return self._last_registers[2]
 
     def class_counts(self, stop: int, start: int = 0) -> dict[str, int]:

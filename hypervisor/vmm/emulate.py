@@ -1,9 +1,15 @@
-"""Emulation of the privileged instructions a deprivileged guest kernel faults on.
+"""What bare metal would answer: one table of emulators, by mnemonic, shared by every mode.
 
 Each emulator receives the decoded instruction and the guest's *virtual* register state and
-does to the virtual CPU what the real instruction would have done at CPL 0. It returns nothing
-on success; it raises `Reflect` when the real CPU at CPL 0 would have faulted too (the guest
-gets the exception), `Unsupported` for what this monitor does not model.
+does to the virtual CPU what the real instruction would have done at the guest's CPL. It
+returns nothing on success; it raises `Reflect` when the real CPU would have faulted too (the
+guest gets the exception), `Unsupported` for what this monitor does not model.
+
+Two kinds share the table: the privileged instructions a deprivileged guest kernel faults on
+(trap-and-emulate emulates them when they trap), and the sensitive ones that run silently at
+CPL 1 (`traps=False`: LAR, SMSW, STR, far transfers…). Trap-and-emulate never sees those —
+they are its holes — but binary translation calls them out, paravirtual hypercalls and the
+hole probes ask them for the answer the guest should have had.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
     from hypervisor.machine.machine import Machine
 
 CR0_TS = 1 << 3
+ZF = 1 << 6
 
 
 class Reflect(Exception):
@@ -93,23 +100,26 @@ class Emulation:
 
 Emulator = Callable[[Emulation], None]
 EMULATORS: dict[str, Emulator] = {}
+_UNTRAPPED: set[str] = set()  # mnemonics that never fault at CPL 1: no trap ever asks
 
 
-def emulates_in(table: dict[str, Emulator]) -> Callable[..., Callable[[Emulator], Emulator]]:
-    """A decorator factory registering emulators by mnemonic in `table`."""
+def emulates(*mnemonics: str, traps: bool = True) -> Callable[[Emulator], Emulator]:
+    """Register an emulator for `mnemonics` (`traps=False`: they run silently at CPL 1)."""
 
-    def emulates(*mnemonics: str) -> Callable[[Emulator], Emulator]:
-        def register(fn: Emulator) -> Emulator:
-            for mnemonic in mnemonics:
-                table[mnemonic] = fn
-            return fn
+    def register(fn: Emulator) -> Emulator:
+        for mnemonic in mnemonics:
+            EMULATORS[mnemonic] = fn
+            if not traps:
+                _UNTRAPPED.add(mnemonic)
+        return fn
 
-        return register
-
-    return emulates
+    return register
 
 
-emulates = emulates_in(EMULATORS)
+def trapped_emulator(mnemonic: str) -> Emulator | None:
+    """The emulator for an instruction that faulted at CPL 1 (None: bare metal faults too,
+    or the monitor has none)."""
+    return None if mnemonic in _UNTRAPPED else EMULATORS.get(mnemonic)
 
 
 @emulates("cli")
@@ -172,9 +182,13 @@ def _debug_register(name: str) -> int | None:
 
 @emulates("mov")
 def _mov_special(e: Emulation) -> None:
+    """MOV to or from a control or debug register, MOV SS (they trap), and `mov m16, cs` /
+    `mov m16, ss`, which does not: the guest's own selector, not the real RPL 1 one."""
     dest, src = (op.reg or "" for op in e.insn.operands[:2])
     vcpu = e.vcpu
-    if (n := _control_register(dest)) is not None:
+    if src in ("cs", "ss") and e.insn.operands[0].kind == "mem":
+        e.set_operand(0, getattr(e.state, src) & 0xFFFF)
+    elif (n := _control_register(dest)) is not None:
         _write_cr(e, n, read_register(e.state, src))
     elif (n := _control_register(src)) is not None:
         value = {0: vcpu.cr0, 2: vcpu.cr2, 3: vcpu.cr3, 4: vcpu.cr4}.get(n)
@@ -300,3 +314,79 @@ def _kernel_only(e: Emulation, selector: int) -> bool:
         return True
     conforming_code = descriptor.is_code and descriptor.access & 4
     return not conforming_code and descriptor.dpl < 3
+
+
+# ---------------------------------------------------------------------- silent at CPL 1
+def _descriptor_or_none(e: Emulation, selector: int):
+    try:
+        return e.guest_descriptor(selector)
+    except Reflect:
+        return None
+
+
+def _set_zf(e: Emulation, on: bool) -> None:
+    real = e.machine.state().eflags
+    e.flags = (real | ZF) if on else (real & ~ZF)
+
+
+@emulates("lar", "lsl", traps=False)
+def _lar_lsl(e: Emulation) -> None:
+    selector = e.operand_value(1) & 0xFFFF
+    d = _descriptor_or_none(e, selector)
+    lar = e.insn.mnemonic == "lar"
+    system_ok = {1, 2, 3, 9, 11} | ({4, 5, 12} if lar else set())  # TSS, LDT (+ gates)
+    if d is None:
+        valid = False
+    elif d.is_code_or_data:
+        conforming = d.is_code and bool(d.access & 4)
+        valid = conforming or d.dpl >= max(e.vcpu.cpl, selector & 3)
+    else:
+        valid = d.system_type in system_ok
+    _set_zf(e, bool(valid))
+    if valid and d is not None:
+        raw = struct.unpack("<I", e.read(e.vcpu.gdtr[0] + (selector & ~7) + 4, 4))[0]
+        e.set_operand(0, raw & 0x00F0FF00 if lar else d.limit)
+
+
+@emulates("verr", "verw", traps=False)
+def _verr_verw(e: Emulation) -> None:
+    selector = e.operand_value(0) & 0xFFFF
+    d = _descriptor_or_none(e, selector)
+    ok = d is not None and d.is_code_or_data and d.present
+    if ok and d is not None:
+        conforming = d.is_code and d.access & 4
+        ok = conforming or d.dpl >= max(e.vcpu.cpl, selector & 3)
+        if e.insn.mnemonic == "verr":
+            ok = ok and (not d.is_code or bool(d.access & 2))
+        else:
+            ok = ok and not d.is_code and bool(d.access & 2)
+    _set_zf(e, bool(ok))
+
+
+@emulates("smsw", "str", "sldt", traps=False)
+def _store_system_register(e: Emulation) -> None:
+    value = {"smsw": e.vcpu.cr0, "str": e.vcpu.tr, "sldt": e.vcpu.ldtr}[e.insn.mnemonic]
+    e.set_operand(0, value & 0xFFFF)
+
+
+@emulates("ljmp", "lcall", traps=False)
+def _far_transfer(e: Emulation) -> None:
+    insn = e.insn
+    if insn.far_target is not None:
+        selector, offset = insn.far_target
+    else:
+        raw = e.read(effective_address(insn.operands[0], e.state), 6)
+        offset, selector = struct.unpack("<IH", raw)
+    code = e.guest_descriptor(selector)
+    if not code.is_code or not code.present:
+        raise Reflect(13, selector & ~3, f"far transfer to {selector:#06x} refused")
+    if (code.dpl if not code.access & 4 else e.vcpu.cpl) != e.vcpu.cpl:
+        raise Reflect(
+            13, selector & ~3, "far transfer would change privilege (call gates are not modelled)"
+        )
+    if insn.mnemonic == "lcall":
+        esp = (e.state.esp - 8) & 0xFFFFFFFF
+        e.machine.write(esp, struct.pack("<II", insn.next_address, e.state.cs))
+        e.state.esp = esp
+    e.state.cs = (selector & ~3) | e.vcpu.cpl
+    e.state.eip = offset

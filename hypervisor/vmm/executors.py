@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
@@ -28,11 +29,25 @@ from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 
 if TYPE_CHECKING:
+    from hypervisor.vmm.bt.introspect import CacheIntrospection
     from hypervisor.vmm.vm import Vm
 
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
 _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
 _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
+
+
+@dataclass(frozen=True, slots=True)
+class Traced:
+    """The traced instruction now running: classified and emitted when the next one starts
+    (or forgotten, when it faults without retiring)."""
+
+    step: int
+    eip: int
+    insn: Instruction | None
+    cpl: int  # the guest's own privilege level
+    probe: Callable[[], bool] | None = None  # a sensitive one's divergence test (holes)
+    subkind: str = ""  # translated code: ident / rewritten / callout
 
 
 class Executor(ABC):
@@ -46,7 +61,7 @@ class Executor(ABC):
         self.machine.owner = self
         self.waiting_for_interrupt = False
         self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
-        self._pending: tuple | None = None  # the traced instruction now running
+        self._pending: Traced | None = None  # the traced instruction now running
         self._pending_trapped = False
         self._memory_operands: dict[tuple[int, bytes], bool] = {}
         self._pending_hypercall = False
@@ -65,6 +80,12 @@ class Executor(ABC):
         """The privilege level the guest believes it runs at."""
 
     counts_each_instruction = True  # the CPU runs with a count: it stops at any step
+
+    def guest_tables(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(GDTR, IDTR) as (base, limit), as the guest believes them: on bare metal, the
+        real ones."""
+        system = self.machine.system_state()
+        return system.gdtr, system.idtr
 
     def virtual_state(self) -> CpuState:
         """The guest's view of its registers (what it would see on bare metal): on bare
@@ -91,8 +112,8 @@ class Executor(ABC):
         """Guest instructions translated so far (binary translation only)."""
         return 0
 
-    def tcache_summary(self) -> dict[str, int] | None:
-        """The translation cache's counters, for modes that have one."""
+    def introspect(self) -> CacheIntrospection | None:
+        """A look into the translation cache, for modes that have one."""
         return None
 
     def retired_are_guest_instructions(self) -> bool:
@@ -112,6 +133,8 @@ class Executor(ABC):
         if self.interrupt_shadow():
             count = 1  # let the instruction after STI run, then look at interrupts again
         count = self.before_slice(count)
+        if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
+            return
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
         vm.end_slice(exit_.retired)
@@ -257,12 +280,16 @@ class Executor(ABC):
         """Report an access outside what this VM owns, at the instruction now running (as the
         guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
         VM goes on."""
-        eip = self.virtual_state().eip
+        eip = self.guest_eip_running()
         insn = decode(self.machine.read(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
+
+    def guest_eip_running(self) -> int:
+        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
+        return self.virtual_state().eip
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""
@@ -278,10 +305,9 @@ class Executor(ABC):
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
         insn = decode(self.machine.read(eip, 15), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = (self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
+        self._pending = Traced(self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False
         self._pending_hypercall = False
-        self._pending_translated: str | None = None  # subkind, for translated code
 
     def hole_probe(self, insn: Instruction) -> Callable[[], bool] | None:
         """Under a monitor: how to tell, after `insn` ran directly, whether it diverged."""
@@ -290,13 +316,11 @@ class Executor(ABC):
     def _finish_traced(self) -> None:
         if self._pending is None:
             return
-        step, eip, insn, cpl, probe = self._pending
-        self._pending = None
-        text = insn.text if insn else "(bad)"
+        pending, self._pending = self._pending, None
+        insn, step = pending.insn, pending.step
         stats = self.vm.stats
         hole = False
-        subkind = self._pending_translated or ""
-        if subkind:  # translated code: the tracer is what counts its guest instructions
+        if pending.subkind:  # translated code: the tracer is what counts its guest instructions
             cls = InsnClass.TRANSLATED
             step = stats.total
             stats.total += 1
@@ -308,14 +332,24 @@ class Executor(ABC):
             cls = InsnClass.HYPERCALL
         else:
             cls = InsnClass.DIRECT
-            hole = probe is not None and probe()
+            hole = pending.probe is not None and pending.probe()
         if cls not in (InsnClass.TRAPPED, InsnClass.HYPERCALL):  # counted when handled
             stats.by_class[cls.value] += 1
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
-        sensitive = bool(insn and insn.is_sensitive)
+        text, sensitive = (insn.text, insn.is_sensitive) if insn else ("(bad)", False)
         self.vm.emit(
-            InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole, sensitive, subkind)
+            InstructionExecuted(
+                self.vm.name,
+                step,
+                pending.eip,
+                text,
+                cls,
+                pending.cpl,
+                hole,
+                sensitive,
+                pending.subkind,
+            )
         )
 
     def note_trap(self, name: str) -> None:

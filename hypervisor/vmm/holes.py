@@ -19,8 +19,7 @@ from unicorn.x86_const import UC_X86_REG_ESP as _ESP
 
 from hypervisor.isa import SEGMENT_REGISTERS, Instruction
 from hypervisor.machine.cpu import EFLAGS_IF, EFLAGS_IOPL
-from hypervisor.vmm.bt.callouts import BT_EMULATORS
-from hypervisor.vmm.emulate import Emulation
+from hypervisor.vmm.emulate import EMULATORS, ZF, Emulation
 from hypervisor.vmm.operands import effective_address, read_register
 
 if TYPE_CHECKING:
@@ -132,7 +131,7 @@ def _descriptor_check(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
     """LAR, LSL, VERR, VERW inspect the shadow descriptor at the real CPL: compare their
     answer (ZF, and the loaded value) with the one the guest's own GDT gives at its CPL."""
     expected = Emulation(insn, monitor.virtual_state(), monitor.vcpu, monitor.machine, dry_run=True)
-    BT_EMULATORS[insn.mnemonic](expected)
+    EMULATORS[insn.mnemonic](expected)
     want_zf = bool((expected.flags or 0) & ZF)
     dest = insn.operands[0] if insn.mnemonic in ("lar", "lsl") else None
 
@@ -148,9 +147,6 @@ def _descriptor_check(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
         )
 
     return judge
-
-
-ZF = 1 << 6
 
 
 _PROBES: dict[str, Callable[[TrapAndEmulate, Instruction], Probe | None]] = {

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from hypervisor.events import Event, IsolationViolation
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
 
+LISTED = 256  # isolation events kept one by one; past them only counted (a sweep makes millions)
+
 if TYPE_CHECKING:
     from hypervisor.vmm.vcpu import VirtualCpu
     from hypervisor.vmm.vm import Vm
@@ -60,7 +62,8 @@ class IsolationState:
     ram_start: int  # host-physical range of its RAM
     ram_end: int
     ports: tuple[PortRange, ...]
-    events: list[IsolationViolation] = field(default_factory=list)
+    first: list[IsolationViolation] = field(default_factory=list)  # the first LISTED
+    counts: Counter[str] = field(default_factory=Counter)  # every event, by kind
 
     @classmethod
     def of(cls, vm: Vm) -> IsolationState:
@@ -70,13 +73,28 @@ class IsolationState:
     def observe(self, event: Event) -> None:
         """An event listener: keep this VM's isolation events."""
         if isinstance(event, IsolationViolation) and event.vm == self.vm:
-            self.events.append(event)
-
-    def by_kind(self) -> dict[str, int]:
-        return dict(sorted(Counter(e.kind for e in self.events).items()))
+            self.counts[event.kind] += 1
+            if len(self.first) < LISTED:
+                self.first.append(event)
 
     def summary(self) -> dict[str, Any]:
-        return {"events": len(self.events), "by_kind": self.by_kind()}
+        """For the JSON: the total, the count of each kind, and the first events themselves
+        (where the guest was and what it ran)."""
+        return {
+            "events": self.counts.total(),
+            "by_kind": dict(sorted(self.counts.items())),
+            "listed": [
+                {
+                    "step": e.step,
+                    "kind": e.kind,
+                    "address": e.address,
+                    "eip": e.eip,
+                    "instruction": e.text,
+                    "detail": e.detail,
+                }
+                for e in self.first
+            ],
+        }
 
 
 def owned_ports(vm: Vm) -> tuple[PortRange, ...]:

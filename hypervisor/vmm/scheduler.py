@@ -85,6 +85,7 @@ class RoundRobin:
         # The VM's own budget ends here: it stops like a single run does ("budget").
         is_quantum = count < hosted.budget_left
         before = vm.stats.total
+        exit_info: ExitInfo | None
         try:
             exit_info = vm.run(count, quantum=is_quantum)
         except Exception as err:  # a monitor bug stays inside its VM, like a guest's crash

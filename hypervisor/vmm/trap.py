@@ -33,7 +33,13 @@ from hypervisor.machine.interrupts import (
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm import holes
 from hypervisor.vmm.contract import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo, ExitReason, Mode
-from hypervisor.vmm.emulate import EMULATORS, Emulation, Emulator, Reflect, Unsupported
+from hypervisor.vmm.emulate import (
+    Emulation,
+    Emulator,
+    Reflect,
+    Unsupported,
+    trapped_emulator,
+)
 from hypervisor.vmm.executors import Executor, trap_name
 from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.shadow import (
@@ -104,6 +110,9 @@ class TrapAndEmulate(Executor):
     # ------------------------------------------------------------------ virtual <-> real
     def guest_cpl(self) -> int:
         return self.vcpu.cpl
+
+    def guest_tables(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return self.vcpu.gdtr, self.vcpu.idtr
 
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
@@ -215,9 +224,10 @@ class TrapAndEmulate(Executor):
         eip = virtual.eip
         insn = decode(self.machine.read(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
-        handler = EMULATORS.get(insn.mnemonic) if insn else None
+        handler = trapped_emulator(insn.mnemonic) if insn else None
         privileged = insn is not None and insn.category in (Category.PRIVILEGED, Category.IOPL)
-        if handler is None or (vector == VEC_NP and insn.mnemonic not in ("iretd", "retf")):
+        np_only = ("iretd", "retf")  # #NP is emulated only where a far return met it
+        if insn is None or handler is None or (vector == VEC_NP and insn.mnemonic not in np_only):
             if privileged:
                 self._unsupported(vector, eip, text, "no emulation for this instruction")
             else:  # a genuine fault: bare metal would fault here too

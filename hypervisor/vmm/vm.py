@@ -328,6 +328,7 @@ class Vm:
         finally:
             self.executor.set_tracing(False)
             self.flush_console()
+        assert self.exit is not None  # the loop runs until there is one
         return self.exit
 
     def _sample_overhead(self) -> None:

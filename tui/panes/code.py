@@ -4,7 +4,6 @@ how it ran the last time — the lesson of the whole tool in one column of dots.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import ClassVar
 
 from pygments.token import Token
 from textual.content import Content
@@ -93,7 +92,7 @@ def _row(row: CodeRow, width: int) -> Content:
 class _CodeTheme(HighlightTheme):
     """Textual's highlight colours, without underlining every mnemonic."""
 
-    STYLES: ClassVar[dict[TokenType, str]] = {
+    STYLES: dict[TokenType, str] = {  # noqa: RUF012 (Textual declares it an instance variable)
         **HighlightTheme.STYLES,
         Token.Name.Function: "$text-warning",
         Token.Name.Function.Magic: "$text-warning",

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import Mode
-from tui.model import CacheView, Snapshot, TranslationView
+from tui.model import Snapshot, TranslationView
 from tui.panes.base import Pane, lines
 from tui.panes.style import MUTED
 

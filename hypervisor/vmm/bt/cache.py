@@ -11,9 +11,19 @@ guest page holding translated code is written, the fragments from that page are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hypervisor.isa import Instruction
 from hypervisor.machine.hostram import PAGE
+
+
+class StubKind(StrEnum):
+    """Why translated code leaves a fragment through an exit stub."""
+
+    BRANCH = "branch"  # a direct branch not yet chained
+    CALLOUT = "callout"  # an instruction the monitor emulates
+    DEADLINE = "deadline"  # the budget ran out before the fragment paid for its block
+    STALE = "stale"  # a self-checking fragment found its guest bytes changed
 
 
 @dataclass
@@ -21,7 +31,7 @@ class ExitStub:
     """One way out of a fragment: a direct branch not yet chained, or a callout."""
 
     id: int
-    kind: str  # branch / callout / deadline / stale
+    kind: StubKind
     fragment: int
     guest_eip: int  # branch: the target; callout: the instruction to emulate
     patch_at: int | None = None  # address of the rel32 jump to re-target when chaining
@@ -41,6 +51,7 @@ class Fragment:
     tc_end: int
     boundaries: dict[int, int]  # TC address -> index of the guest instruction starting there
     instruction_starts: dict[int, int]  # TC address of each guest instruction's translation
+    owners: tuple[tuple[int, int], ...]  # (TC address, guest index) from which code is its
     count_point: int | None  # TC address from which the block is spent from the budget
     callout: Instruction | None  # the instruction that ends the fragment by a callout
     source: bytes  # the guest bytes translated, to check self-modification
@@ -59,6 +70,16 @@ class Fragment:
         if index < len(self.insns):
             return self.insns[index].address
         return self.callout.address if self.callout else self.guest_end
+
+    def guest_eip_owning(self, tc_address: int) -> int:
+        """The guest instruction whose translation holds `tc_address` (its inline sequence,
+        or a stub that finishes it); the prologue and the exits belong to the first one."""
+        index = 0
+        for start, owner in self.owners:
+            if start > tc_address:
+                break
+            index = owner
+        return self.guest_eip_at(index)
 
     @property
     def links_out(self) -> int:
@@ -110,7 +131,7 @@ class TranslationCache:
         return self._next_fragment
 
     def new_exit(
-        self, kind: str, fragment: int, guest_eip: int, patch_at: int | None = None
+        self, kind: StubKind, fragment: int, guest_eip: int, patch_at: int | None = None
     ) -> ExitStub:
         stub = ExitStub(self._next_exit, kind, fragment, guest_eip, patch_at)
         self.exits[stub.id] = stub

@@ -44,7 +44,7 @@ def memory(reg_field: int, op: Operand) -> bytes:
         mod, disp_bytes = 1, struct.pack("<b", disp)
     else:
         mod, disp_bytes = 2, u32(disp)
-    if index is None and base != 4:
+    if index is None and base is not None and base != 4:
         return bytes([(mod << 6) | (reg_field << 3) | base]) + disp_bytes
     scale = {1: 0, 2: 1, 4: 2, 8: 3}[op.scale]
     sib_index = 4 if index is None else index  # 100 = no index
@@ -74,6 +74,18 @@ def mov_reg_abs(reg: str, address: int) -> bytes:
 
 def mov_abs_reg(address: int, reg: str) -> bytes:
     return b"\x89" + absolute(REG32[reg], address)
+
+
+def save_flags(slot: int) -> bytes:
+    """Keep the arithmetic flags in EAX without the stack: EAX to `slot`, then LAHF (SF ZF
+    AF PF CF into AH) and SETO AL."""
+    return mov_abs_reg(slot, "eax") + b"\x9f\x0f\x90\xc0"
+
+
+def restore_flags(slot: int) -> bytes:
+    """Undo `save_flags`: ADD AL, 0x7F overflows exactly when AL is 1 (OF), SAHF sets the
+    other five from AH, and EAX comes back from `slot`."""
+    return b"\x04\x7f\x9e" + mov_reg_abs("eax", slot)
 
 
 def lea(reg: str, op: Operand) -> bytes:

@@ -7,6 +7,11 @@ kernel: instead of letting sensitive instructions trap â€” or worse, not trap â€
 every kernel block before it runs, so the CPU never executes a guest kernel instruction the
 monitor has not looked at. Callouts replace traps; a warm cache replaces callouts with
 chained jumps.
+
+The executor is the execution loop: entering the translation cache, leaving it (exit stubs,
+callouts, the door), parking the guest at an instruction boundary, chaining. Two parts keep
+their own state beside it: the clock of translated code (`clock.py`) and the maintenance of
+translated code against the guest's stores (`selfmod.py`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,8 @@ from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import (
-    AdaptiveRetranslation,
     Callout,
     FragmentChained,
-    FragmentInvalidated,
     FragmentTranslated,
     InsnClass,
     InstructionExecuted,
@@ -27,20 +30,16 @@ from hypervisor.events import (
 from hypervisor.isa import Instruction, decode
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
-from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
-from hypervisor.vmm.bt.cache import Fragment, TranslationCache
-from hypervisor.vmm.bt.callouts import BT_EMULATORS
-from hypervisor.vmm.bt.translator import (
-    LOOKUP_EXIT,
-    MAX_BLOCK,
-    WINDOW_EXIT,
-    Translator,
-    absolute_store,
-)
+from hypervisor.vmm.bt.cache import Fragment, StubKind, TranslationCache
+from hypervisor.vmm.bt.clock import TcClock
+from hypervisor.vmm.bt.introspect import CacheIntrospection
+from hypervisor.vmm.bt.selfmod import ALIAS_SLOTS, SelfModifyingCode
+from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
-from hypervisor.vmm.executors import trap_name
+from hypervisor.vmm.executors import Traced, trap_name
 from hypervisor.vmm.trap import TrapAndEmulate
 
 VCPU_AREA_OFFSET = 0x12000
@@ -48,11 +47,7 @@ DOOR_OFFSET = 0x14000  # after the two pages of the vCPU area
 TC_OFFSET = 0x100000
 TC_CAPACITY = 1 << 20
 ALIAS_OFFSET = TC_OFFSET + TC_CAPACITY
-ALIAS_SLOTS = 16
-ADAPT_AFTER = 4  # data-only faults before adaptive retranslation
 TC_SLICE = 1_000_000  # the most a slice of translated code may run before it comes back
-STEPPING_MARGIN = 32  # > the most a fragment and the next one's unpaid prefix can overrun
-PROBATION = 50_000  # guest instructions a page stays self-checking before it is traced again
 
 
 class BinaryTranslation(TrapAndEmulate):
@@ -61,6 +56,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
+        m.precise_open_bus()  # translated code runs with no instruction count
         self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
         m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE, read_by_code=True)  # the monitor's fields
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
@@ -71,19 +67,12 @@ class BinaryTranslation(TrapAndEmulate):
         self.translator = Translator(self.cache, self.area, self.door, m.read)
         m.write_monitor(*self.translator.shared_code)
         # unused slots are read-only; a slot in use maps one of the guest's own RAM pages
-        self._alias_base = m.map_monitor(ALIAS_OFFSET, ALIAS_SLOTS * PAGE, read_by_code=True)
-        self._alias_slots: dict[int, int] = {}  # guest page -> alias slot address
-        self._store_faults: dict[int, int] = {}  # guest EIP of a store -> data-only faults
+        aliases = m.map_monitor(ALIAS_OFFSET, ALIAS_SLOTS * PAGE, read_by_code=True)
+        self.selfmod = SelfModifyingCode(self, aliases)
+        self.clock = TcClock(self)
         self.parked: int | None = None  # guest EIP while the monitor holds a kernel state
-        self.stepping = False  # running stepping fragments, to stop at an exact step
-        self.self_checked_pages: dict[int, int] = {}  # page -> step to trace it again
-        self._self_check_rounds: dict[int, int] = {}  # page -> times it became self-checking
-        self._data_faults: dict[int, int] = {}
-        self._store_retry: tuple[set[int], bool] | None = None  # (pages, leave fragment)
-        self._clocked = 0  # translated guest instructions the PIT has ticked for
         self._area_values: dict[str, int] = {}  # the vCPU area as last read
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
-        self._budget = 0  # the vCPU area's budget as the monitor last wrote or read it
         self._monitor_fields = b""  # the monitor's page of the vCPU area as last written
         self._traced_stop: int | None = None  # TC address where a traced run last stopped
         super().start(entry)
@@ -95,7 +84,9 @@ class BinaryTranslation(TrapAndEmulate):
         v = self.vcpu
         tc = {"vif": EFLAGS_IF if v.interrupts_enabled else 0, "viopl": v.iopl << 12}
         self.machine.write_monitor(
-            self.area.base, VcpuArea.pack(TC_FIELDS, {**tc, "budget": self._budget}), code=False
+            self.area.base,
+            VcpuArea.pack(TC_FIELDS, {**tc, "budget": self.clock.budget}),
+            code=False,
         )
         monitor = VcpuArea.pack(
             MONITOR_FIELDS,
@@ -123,10 +114,7 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl == 0:
             self.vcpu.interrupts_enabled = bool(values["vif"] & EFLAGS_IF)
             self.vcpu.iopl = (values["viopl"] >> 12) & 3
-        budget = _signed(values["budget"])
-        spent, self._budget = self._budget - budget, budget
-        if spent:
-            self._count_translated(spent)
+        if self.clock.spend(values["budget"]):
             self.vcpu.interrupt_shadow = False  # the instruction after MOV SS has run
         return values
 
@@ -140,12 +128,12 @@ class BinaryTranslation(TrapAndEmulate):
         known = {
             "vif": EFLAGS_IF if self.vcpu.interrupts_enabled else 0,
             "viopl": self.vcpu.iopl << 12,
-            "budget": self._budget,
+            "budget": self.clock.budget,
         }
         plausible = {
             "vif": values["vif"] in (0, EFLAGS_IF),
             "viopl": not values["viopl"] & ~0x3000,
-            "budget": -MAX_BLOCK <= _signed(values["budget"]) <= self._budget,
+            "budget": self.clock.plausible(values["budget"]),
         }
         for name, ok in plausible.items():
             if not ok:
@@ -154,15 +142,6 @@ class BinaryTranslation(TrapAndEmulate):
                 self.isolation_event("monitor_write", address, detail)
                 values[name] = known[name] & 0xFFFFFFFF
                 self.machine.write_monitor(address, values[name].to_bytes(4, "little"), code=False)
-
-    def _count_translated(self, n: int) -> None:
-        """Guest instructions the TC ran, from its counter (a traced run counts them one by
-        one as it sees them instead)."""
-        if self.tracing:
-            return
-        stats = self.vm.stats
-        stats.total += n
-        stats.by_class[InsnClass.TRANSLATED.value] += n
 
     # ------------------------------------------------------------------ entering
     def enter(self, virtual: CpuState) -> None:
@@ -179,7 +158,8 @@ class BinaryTranslation(TrapAndEmulate):
 
     def fragment_for(self, guest_eip: int) -> Fragment | None:
         """The fragment for `guest_eip`, translated now if needed (the TC miss path)."""
-        fragment = self.cache.lookup(guest_eip, self.stepping)
+        stepping = self.clock.stepping
+        fragment = self.cache.lookup(guest_eip, stepping)
         if fragment is not None:
             self.cache.stats.hits += 1
             fragment.hits += 1
@@ -192,19 +172,17 @@ class BinaryTranslation(TrapAndEmulate):
                 )
             )
             return None
-        checked = guest_eip & ~(PAGE - 1) in self.self_checked_pages
-        fragment = self.translator.translate(guest_eip, checked, self.stepping)
+        checked = self.selfmod.is_self_checked(guest_eip)
+        fragment = self.translator.translate(guest_eip, checked, stepping)
         if fragment is None:  # full: flush everything and translate again
             self._flush()
-            fragment = self.translator.translate(guest_eip, checked, self.stepping)
+            fragment = self.translator.translate(guest_eip, checked, stepping)
             assert fragment is not None, "one block is larger than the whole cache"
         for address, code in self.translator.pending_code:
             self.machine.write_monitor(address, code)
         self.translator.pending_code.clear()
         self.cache.add(fragment)
-        for page in fragment.pages:
-            if page not in self.self_checked_pages:
-                self.machine.protect_code_page(page, True)
+        self.selfmod.track(fragment)
         fragment.hits += 1
         self.vm.emit(
             FragmentTranslated(
@@ -221,8 +199,7 @@ class BinaryTranslation(TrapAndEmulate):
         return fragment
 
     def _flush(self) -> None:
-        for page in self.cache.traced_pages:
-            self.machine.protect_code_page(page, False)
+        self.selfmod.untrack_all()
         self.cache.flush()
         self.translator = Translator(self.cache, self.area, self.door, self.machine.read)
         self.machine.write_monitor(*self.translator.shared_code)
@@ -234,19 +211,8 @@ class BinaryTranslation(TrapAndEmulate):
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
 
-    def tcache_summary(self) -> dict[str, int]:
-        c = self.cache
-        return {
-            "fragments": sum(1 for f in c.fragments.values() if f.valid),
-            "bytes": c.used,
-            "capacity": c.capacity,
-            "hits": c.stats.hits,
-            "misses": c.stats.misses,
-            "chains": c.stats.chains,
-            "invalidations": c.stats.invalidations,
-            "flushes": c.stats.flushes,
-            "adaptive": c.stats.adaptive,
-        }
+    def introspect(self) -> CacheIntrospection:
+        return CacheIntrospection(self.cache, self.machine.read)
 
     # ------------------------------------------------------------------ guest view
     def virtual_state(self) -> CpuState:
@@ -260,6 +226,14 @@ class BinaryTranslation(TrapAndEmulate):
                 state.eip = fragment.guest_eip_at(index)
         return state
 
+    def guest_eip_running(self) -> int:
+        """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
+        if fragment is None or self.parked is not None:
+            return super().guest_eip_running()
+        return fragment.guest_eip_owning(eip)
+
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
 
@@ -268,13 +242,13 @@ class BinaryTranslation(TrapAndEmulate):
         kernel = self.vcpu.cpl == 0
         self._handle(exit_)
         if kernel:
-            self._sync_clock()
+            self.clock.sync()
 
     def _handle(self, exit_: Exit) -> None:
         if self.vcpu.cpl == 0:
             self._read_area()
-        if self._store_retry is not None and exit_.kind is ExitKind.STOP:
-            self._retry_store()
+        if self.selfmod.store_retry is not None and exit_.kind is ExitKind.STOP:
+            self.selfmod.retry_store()
             return
         if self.vcpu.cpl == 3:  # user code ran directly: the trap-and-emulate rules apply
             super().handle(exit_)
@@ -291,7 +265,7 @@ class BinaryTranslation(TrapAndEmulate):
             self.deliver(exit_.vector or 0, "exception", 0)
         elif kind in (ExitKind.COUNT, ExitKind.STOP):
             if self._interrupt_due() or self.vm.exit is not None:
-                self._settle()
+                self.settle()
             else:
                 self._update_window()
         else:
@@ -304,41 +278,26 @@ class BinaryTranslation(TrapAndEmulate):
         with no per-instruction counting at all."""
         if self.vcpu.cpl != 0:
             return count
-        if self.self_checked_pages:
-            review = self._review_self_checked()
+        if self.selfmod.self_checked_pages:
+            review = self.selfmod.review()
             count = max(1, min(count, review - self.vm.step))
-        count = self._approach(min(count, TC_SLICE))
+        count = self.clock.approach(min(count, TC_SLICE))
         if self.parked is not None and self.vm.exit is None:
             stopped, self._traced_stop = self._traced_stop, None
             if self.tracing and stopped == self.machine.uc.reg_read(_EIP):
                 self.parked = None  # the tracer counts: go on inside the same fragment
             else:
-                self.enter(self.virtual_state())
-        self._budget = count
-        self.machine.write_monitor(self.area.budget, count.to_bytes(4, "little"), code=False)
+                try:
+                    self.enter(self.virtual_state())
+                except EntryError as err:  # its segments, reloaded from its GDT, are refused
+                    self.vm.finish(
+                        ExitInfo(ExitReason.CRASHED, detail=f"cannot enter the guest: {err}")
+                    )
+                    return 0
+        self.clock.arm(count)
         return 0
 
-    def _approach(self, count: int) -> int:
-        """A run must stop at an exact step, but a fragment pays for all its instructions at
-        once and may overrun its budget. So the end of a run is approached in two moves:
-        fast, to within STEPPING_MARGIN of it, then with stepping fragments (one guest
-        instruction each, back to the monitor after each). Slices that end well before,
-        at a timer interrupt, need no precision and stay fast; and a traced run needs none
-        of this: its tracer sees every guest instruction start and stops at the right one."""
-        run_end = None if self.tracing else self.vm.run_end  # the tracer stops exactly
-        left = None if run_end is None else run_end - self.vm.stats.total
-        stepping = False
-        if left is not None and count + STEPPING_MARGIN > left:
-            if left > STEPPING_MARGIN:
-                count = left - STEPPING_MARGIN
-            else:
-                count, stepping = min(count, max(left, 1)), True
-        if stepping and not self.stepping and self.parked is None:
-            self._park_here()
-        self.stepping = stepping
-        return count
-
-    def _park_here(self) -> None:
+    def park_here(self) -> None:
         """Before switching to stepping fragments: take the guest out of the fragment the
         CPU is in, at a guest instruction boundary."""
         eip = self.machine.uc.reg_read(_EIP)
@@ -346,14 +305,7 @@ class BinaryTranslation(TrapAndEmulate):
         if fragment is not None and eip in fragment.boundaries:
             self._park_at(eip)
         else:
-            self._settle()
-
-    def _sync_clock(self) -> None:
-        """Tick the PIT for the guest instructions the TC ran (and the callouts)."""
-        done = self.vm.stats.by_class[InsnClass.TRANSLATED.value]
-        if done > self._clocked:
-            self.vm.tick(done - self._clocked)
-            self._clocked = done
+            self.settle()
 
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
@@ -382,11 +334,11 @@ class BinaryTranslation(TrapAndEmulate):
         passed = fragment.count_point is not None and tc_eip >= fragment.count_point
         counted = len(fragment.insns) if passed else 0
         if index != counted:
-            self._count_translated(index - counted)
+            self.clock.count(index - counted)
         self.parked = fragment.guest_eip_at(index)
         return True
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Run single TC instructions until the CPU sits on a guest instruction boundary, so
         an interrupt can be delivered there (inline sequences are never split)."""
         m = self.machine
@@ -408,7 +360,7 @@ class BinaryTranslation(TrapAndEmulate):
         """A self-checking fragment found its guest bytes changed: retranslate."""
         fragment = self.cache.fragments.get(fragment_id)
         if fragment is not None and fragment.valid:
-            self._drop(fragment, fragment.guest_start)
+            self.selfmod.drop(fragment, fragment.guest_start)
         self.parked = fragment.guest_start if fragment else None
 
     def _door(self) -> None:
@@ -426,13 +378,13 @@ class BinaryTranslation(TrapAndEmulate):
                 )
                 return
             self.parked = stub.guest_eip
-            if stub.kind == "callout":
+            if stub.kind is StubKind.CALLOUT:
                 self._callout(stub.guest_eip)
-            elif stub.kind == "stale":
+            elif stub.kind is StubKind.STALE:
                 self._stale(stub.fragment)
-            elif stub.kind == "deadline":  # left before counting: `index` instructions ran
+            elif stub.kind is StubKind.DEADLINE:  # left before counting: `index` instructions ran
                 fragment = self.cache.fragments[stub.fragment]
-                self._count_translated(stub.index)
+                self.clock.count(stub.index)
                 self.parked = fragment.guest_eip_at(stub.index)
             else:
                 self._chain(stub.id)
@@ -445,7 +397,7 @@ class BinaryTranslation(TrapAndEmulate):
             return
         source = self.cache.fragments.get(stub.fragment)
         linkable = source is not None and not source.stepping and not target.stepping
-        if linkable and source.valid and stub.patch_at is not None:
+        if source is not None and linkable and source.valid and stub.patch_at is not None:
             rel = (target.tc_start - (stub.patch_at + 4)) & 0xFFFFFFFF
             self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
             stub.chained_to = target.id
@@ -469,7 +421,7 @@ class BinaryTranslation(TrapAndEmulate):
             self.parked = insn.next_address
             self.deliver(insn.vector, "software")
             return
-        handler = BT_EMULATORS.get(insn.mnemonic) or EMULATORS.get(insn.mnemonic)
+        handler = EMULATORS.get(insn.mnemonic)
         if handler is None:
             self._unsupported(13, guest_eip, insn.text, "no emulation for it")
             return
@@ -499,128 +451,11 @@ class BinaryTranslation(TrapAndEmulate):
 
     # ------------------------------------------------------------------ self-modifying code
     def code_page_written(self, address: int, size: int) -> None:
-        """A store hit a write-protected page holding translated code. If it changed
-        translated bytes, those fragments go. If it only wrote data sharing the page, nothing
-        is invalidated; and when the same store keeps faulting, adaptive binary translation
-        retranslates it so that it stops: a store to a fixed address is redirected through
-        a writable alias of the page (the page stays traced for everyone else); any other
-        store makes the page self-checking instead."""
-        pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
-        here = self.cache.fragment_at(self.machine.uc.reg_read(_EIP))
-        leave = False
-        for page in pages:
-            hit = self.cache.overlapping(page, address, address + size)
-            for fragment in hit:
-                self._drop(fragment, address)
-                leave = leave or fragment is here
-            if not hit:
-                self._data_store_fault(page, address, here)
-            self.machine.protect_code_page(page, False)
-        self._store_retry = (pages, leave)
+        self.selfmod.page_written(address, size)
 
-    def _data_store_fault(self, page: int, address: int, here: Fragment | None) -> None:
-        store = self._faulting_instruction(here)
-        key = store.address if store is not None else -page
-        faults = self._store_faults.get(key, 0) + 1
-        self._store_faults[key] = faults
-        if faults < ADAPT_AFTER:
-            return
-        target = absolute_store(store) if store is not None else None
-        if store is not None and target is not None and self._alias(store, page, here):
-            self.cache.stats.adaptive += 1
-            self.vm.emit(
-                AdaptiveRetranslation(
-                    self.vm.name, self.vm.step, page, faults, address, store.address, "alias"
-                )
-            )
-        elif page not in self.self_checked_pages:
-            self._self_check(page, faults, address)
-
-    def _faulting_instruction(self, here: Fragment | None) -> Instruction | None:
-        if here is None:
-            return None
-        index = here.instruction_starts.get(self.machine.uc.reg_read(_EIP))
-        return here.insns[index] if index is not None else None
-
-    def _alias(self, store: Instruction, page: int, here: Fragment | None) -> bool:
-        slot = self._alias_slots.get(page)
-        if slot is None:
-            if len(self._alias_slots) >= ALIAS_SLOTS:
-                return False
-            slot = self._alias_base + len(self._alias_slots) * PAGE
-            self.machine.alias_ram_page(slot, page)
-            self._alias_slots[page] = slot
-        self.translator.aliased_stores[store.address] = slot - page
-        if here is not None:
-            self._drop(here, store.address)
-        return True
-
-    def _self_check(self, page: int, faults: int, address: int) -> None:
-        rounds = self._self_check_rounds.get(page, 0) + 1
-        self._self_check_rounds[page] = rounds
-        self.self_checked_pages[page] = self.vm.step + (PROBATION << (rounds - 1))
-        for fragment in self.cache.overlapping(page, page, page + PAGE):
-            self._drop(fragment, address)
-        self.cache.stats.adaptive += 1
-        self.vm.emit(
-            AdaptiveRetranslation(
-                self.vm.name, self.vm.step, page, faults, address, None, "self-check"
-            )
-        )
-
-    def _review_self_checked(self) -> int:
-        """Self-checking costs every entry a comparison of the block's bytes. The stores that
-        made a page self-checking often run once (a kernel filling its tables at boot) while
-        its code stays hot: after a probation the page is write-protected again and its
-        fragments are retranslated without checks. If it keeps faulting it returns to
-        self-checking, for twice as long each time. Returns the step of the next review."""
-        step = self.vm.step
-        for page, until in list(self.self_checked_pages.items()):
-            if step < until:
-                continue
-            del self.self_checked_pages[page]
-            for fragment in self.cache.overlapping(page, page, page + PAGE):
-                self._drop(fragment, page)
-            self.cache.stats.adaptive += 1
-            self.vm.emit(AdaptiveRetranslation(self.vm.name, step, page, 0, page, None, "traced"))
-        return min(self.self_checked_pages.values(), default=step + (1 << 31))
-
-    def _drop(self, fragment: Fragment, written: int) -> None:
-        self.cache.invalidate(fragment)
-        self._unlink(fragment)
-        self.vm.emit(
-            FragmentInvalidated(
-                self.vm.name, self.vm.step, fragment.id, fragment.guest_start, written
-            )
-        )
-
-    def _retry_store(self) -> None:
-        """Run the store on the unprotected page, protect the page again while it still
-        holds translated code, and leave a fragment the store has just invalidated."""
-        pages, leave = self._store_retry or (set(), False)
-        self._store_retry = None
-        self._pending = None  # the store did not retire: it runs (and is traced) again now
-        m = self.machine
-        self.vm.begin_slice()
-        step = m.run(m.uc.reg_read(_EIP), 1)
-        self.vm.end_slice(step.retired)
-        for page in pages - self.self_checked_pages.keys():
-            if self.cache.overlapping(page, page, page + PAGE):
-                m.protect_code_page(page, True)
-        if step.kind is not ExitKind.COUNT:
-            self.handle(step)
-        elif leave and self.vcpu.cpl == 0:
-            self._settle()
-
-    def _unlink(self, fragment: Fragment) -> None:
-        for stub_id in fragment.links_in:
-            stub = self.cache.exits.get(stub_id)
-            if stub is None or stub.patch_at is None or stub.stub_address is None:
-                continue
-            rel = (stub.stub_address - (stub.patch_at + 4)) & 0xFFFFFFFF
-            self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
-            stub.chained_to = None
-        fragment.links_in.clear()
+    def forget_traced(self) -> None:
+        """The traced instruction now running did not retire (it runs again)."""
+        self._pending = None
 
     # ------------------------------------------------------------------ tracing
     def _trace(self, eip: int, size: int) -> None:
@@ -651,9 +486,8 @@ class BinaryTranslation(TrapAndEmulate):
         if index == 0:
             fragment.hits += 1
         insn = fragment.insns[index]
-        self._pending = (0, insn.address, insn, 0, None)
+        self._pending = Traced(0, insn.address, insn, 0, subkind=fragment.subkinds[index])
         self._pending_trapped = False
-        self._pending_translated = fragment.subkinds[index]
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
         self.vm.emit(
@@ -674,7 +508,3 @@ class BinaryTranslation(TrapAndEmulate):
         if self.tracing:
             self._finish_traced()
             self._emit_translated(insn, "callout")
-
-
-def _signed(value: int) -> int:
-    return value - ((value & 0x80000000) << 1)

@@ -11,20 +11,25 @@ unit). Each guest instruction gets one of three treatments:
 * **callout** — the block ends with a jump to the monitor, which emulates the instruction
   in Python (LGDT, IRETD, HLT, MOV CR, INT n, far transfers, LAR/LSL/VERR/VERW…).
 
-Inline sequences never change the arithmetic flags the guest can see (they use MOV and LEA),
-and they keep the guest's registers: scratch registers are saved in the vCPU area.
+Inline sequences never change the arithmetic flags the guest can see, at any guest
+instruction boundary (a run may stop at any of them, or an interrupt arrive there): they use
+MOV, LEA and JECXZ, or save the flags with LAHF/SETO and put them back with ADD/SAHF. They
+keep the guest's registers (scratch registers are saved in the vCPU area) and never touch the
+guest's stack beyond what the guest instruction itself does: the stack may lie outside RAM,
+where a store is lost and a load reads all ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from hypervisor.isa import Category, FlowKind, Instruction, decode_block
 from hypervisor.machine.hostram import PAGE
 from hypervisor.vmm.bt import encode as x
 from hypervisor.vmm.bt.area import VcpuArea
-from hypervisor.vmm.bt.cache import ExitStub, Fragment, TranslationCache
+from hypervisor.vmm.bt.cache import ExitStub, Fragment, StubKind, TranslationCache
 
 MAX_BLOCK = 12
 WINDOW_EXIT = 0xFFFFFFFE  # exit id: IF was enabled while an interrupt waits
@@ -58,7 +63,24 @@ def writes_memory(insn: Instruction) -> bool:
 EFLAGS_IF = 0x200
 
 # Rewritten inline (the rest of the sensitive instructions are callouts).
-_INLINE = {"cli", "sti", "pushfd", "popfd"}
+
+
+class Rule(StrEnum):
+    """How the translator treats one guest kernel instruction."""
+
+    CALLOUT = "callout"  # the monitor emulates it
+    FLOW = "flow"  # a near control transfer kept in the TC
+    IDENT = "ident"  # copied as it is
+    CLI = "cli"  # the rest: rewritten inline
+    STI = "sti"
+    PUSHFD = "pushfd"
+    POPFD = "popfd"
+    SEGMENT_READ = "segment_read"
+    TABLE_READ = "table_read"
+    DESCRIPTOR_TABLE = "descriptor_table"
+
+
+_INLINE = {"cli": Rule.CLI, "sti": Rule.STI, "pushfd": Rule.PUSHFD, "popfd": Rule.POPFD}
 _TABLE_READS = {"smsw": "vcr0", "str": "vtr", "sldt": "vldtr"}
 _SEGMENT_READS = {"cs": "vcs", "ss": "vss"}
 
@@ -152,6 +174,7 @@ class Translator:
             tc_end=emitter.base + len(emitter.code),
             boundaries=emitter.boundaries,
             instruction_starts=emitter.starts,
+            owners=tuple(emitter.owners),
             count_point=emitter.count_point,
             callout=callout,
             source=self.read(guest_eip, max(end - guest_eip, 0)),
@@ -163,9 +186,8 @@ class Translator:
         return fragment
 
 
-def rule_for(insn: Instruction) -> str:
-    """How the translator treats one guest kernel instruction: "callout", "flow" (a near
-    control transfer kept in the TC), "ident", or the name of an inline rewrite."""
+def rule_for(insn: Instruction) -> Rule:
+    """How the translator treats one guest kernel instruction."""
     if insn.flow in (
         FlowKind.INT,
         FlowKind.IRET,
@@ -176,16 +198,16 @@ def rule_for(insn: Instruction) -> str:
         FlowKind.SYSENTER,
         FlowKind.SYSEXIT,
     ):
-        return "callout"
+        return Rule.CALLOUT
     if insn.flow is not FlowKind.NONE:
-        return "flow"
+        return Rule.FLOW
     if insn.category is Category.INNOCUOUS:
-        return "ident"
-    if insn.mnemonic in _INLINE:
-        return insn.mnemonic if insn.operand_size == 4 else "callout"  # 16-bit: emulated
+        return Rule.IDENT
+    if insn.mnemonic in _INLINE:  # 16-bit: emulated
+        return _INLINE[insn.mnemonic] if insn.operand_size == 4 else Rule.CALLOUT
     if insn.iopl_sensitive:
-        return "ident"  # port I/O: intercepted on the way by the machine's I/O hook
-    return _inline_rule(insn) or "callout"
+        return Rule.IDENT  # port I/O: intercepted on the way by the machine's I/O hook
+    return _inline_rule(insn) or Rule.CALLOUT
 
 
 def absolute_store(insn: Instruction) -> int | None:
@@ -205,39 +227,11 @@ def retarget_absolute(insn: Instruction, delta: int) -> bytes:
     return insn.bytes.replace(old, ((target + delta) & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
-# Instructions that neither read the arithmetic flags nor set them all (nor fault, as
-# translated): whether the flags are live passes through them. Sensitive ones are excluded
-# (a fault there would show the guest flags a sequence had clobbered), but for the inline
-# rewrites that only move data.
-_FLAGS_TRANSPARENT = frozenset(
-    {"mov", "movzx", "movsx", "lea", "push", "pop", "xchg", "bswap", "nop", "not", "inc", "dec"}
-    | {"rol", "ror", "shl", "sal", "shr", "sar"}  # (a count of 0 leaves the flags)
-)
-_TRANSPARENT_RULES = frozenset({"cli", "sti", "segment_read", "table_read", "descriptor_table"})
-
-
-def flags_dead_before(body: list[Instruction]) -> list[bool]:
-    """For each instruction of a block (and, last, for the end of the block): whether the
-    arithmetic flags are dead just before it, i.e. a later instruction of the block
-    overwrites them all before any reads them. Leaving the block counts as a read."""
-    dead = [False] * (len(body) + 1)
-    for index in range(len(body) - 1, -1, -1):
-        insn = body[index]
-        rule = rule_for(insn)
-        if rule in ("ident", "popfd") and insn.overwrites_flags:
-            dead[index] = True
-        elif rule in _TRANSPARENT_RULES or (
-            rule == "ident" and insn.mnemonic in _FLAGS_TRANSPARENT and not insn.is_sensitive
-        ):
-            dead[index] = dead[index + 1]
-    return dead
-
-
 def needs_callout(insn: Instruction) -> bool:
-    return rule_for(insn) == "callout"
+    return rule_for(insn) is Rule.CALLOUT
 
 
-def _inline_rule(insn: Instruction) -> str | None:
+def _inline_rule(insn: Instruction) -> Rule | None:
     """Which inline rewrite applies to a sensitive instruction, if any."""
     ops = insn.operands
     key = insn.fact_key
@@ -245,16 +239,16 @@ def _inline_rule(insn: Instruction) -> str | None:
         segment = next((op.reg for op in ops if op.reg in x.SEGMENT_PREFIX), None)
         loads = insn.mnemonic == "pop" or (insn.mnemonic == "mov" and ops[0].reg == segment)
         if loads:  # a load: the shadow GDT makes it right, except SS (RPL must equal CPL)
-            return None if segment == "ss" else "ident"
+            return None if segment == "ss" else Rule.IDENT
         if segment not in _SEGMENT_READS:
-            return "ident"  # DS/ES/FS/GS hold exactly what the guest loaded
+            return Rule.IDENT  # DS/ES/FS/GS hold exactly what the guest loaded
         if insn.mnemonic == "push" or ops[0].kind == "reg":
-            return "segment_read"
+            return Rule.SEGMENT_READ
         return None
     if key in _TABLE_READS and ops and ops[0].kind == "reg":
-        return "table_read"
+        return Rule.TABLE_READ
     if key in ("sgdt", "sidt") and ops and ops[0].kind == "mem":
-        return "descriptor_table"
+        return Rule.DESCRIPTOR_TABLE
     return None
 
 
@@ -264,6 +258,7 @@ class _LocalStub:
 
     code: Callable[[int], bytes]  # its bytes, given the address they land at
     sites: list[int]  # offsets in the fragment of the rel32 fields that jump to it
+    owner: int  # index of the guest instruction whose translation it finishes
 
 
 class _FragmentEmitter:
@@ -278,6 +273,7 @@ class _FragmentEmitter:
         self.code = bytearray()
         self.boundaries: dict[int, int] = {}
         self.starts: dict[int, int] = {}
+        self.owners: list[tuple[int, int]] = []  # (TC address, guest index) where code starts
         self.subkinds: list[str] = []
         self.count_point: int | None = None
         self.stubs: list[ExitStub] = []
@@ -298,14 +294,14 @@ class _FragmentEmitter:
         self.emit(b"\0\0\0\0")
 
     def _local(self, code: Callable[[int], bytes]) -> _LocalStub:
-        stub = _LocalStub(code, [])
+        stub = _LocalStub(code, [], len(self.subkinds))
         self._locals.append(stub)
         return stub
 
-    def _to_door(self, exit_id: int, popfd: bool) -> _LocalStub:
-        """A local stub that leaves for the monitor, restoring the flags first if a PUSHFD
-        saved them."""
-        prefix = b"\x9d" if popfd else b""
+    def _to_door(self, exit_id: int) -> _LocalStub:
+        """A local stub that leaves for the monitor from the prologue, with the guest's flags
+        and EAX put back first."""
+        prefix = x.restore_flags(self.area.save_a)
         return self._local(lambda at: prefix + self.t._door_jump(exit_id, at + len(prefix)))
 
     # ------------------------------------------------------------------ the block
@@ -317,34 +313,22 @@ class _FragmentEmitter:
         checked: bytes | None = None,
     ) -> None:
         """`checked`: the guest bytes of the block, for a self-checking fragment."""
-        dead = flags_dead_before(body)
-        count_at: int | None = 0
-        if checked is not None or not body or self.stepping:
-            self.boundaries[self.here] = 0
-            self._prologue(guest_eip, checked, len(body), 0, dead[0])
-            count_at = None
-        else:  # the clock goes where the flags are dead, if anywhere
-            count_at = next((i for i in range(len(body)) if dead[i]), None)
-            if count_at is None:
-                self.boundaries[self.here] = 0
-                self._prologue(guest_eip, None, len(body), 0, flags_dead=False)
+        self.boundaries[self.here] = 0
+        self._prologue(guest_eip, checked, len(body))
         for index, insn in enumerate(body):
             self.boundaries[self.here] = index
-            if index == count_at:
-                self._prologue(guest_eip, None, len(body), index, flags_dead=True)
-            self.boundaries[self.here] = index
             self.starts[self.here] = index
-            self.subkinds.append(self._instruction(insn, dead[index + 1]))
+            self.owners.append((self.here, index))
+            self.subkinds.append(self._instruction(insn))
         if callout is not None or not body:
             self.boundaries[self.here] = len(body)
-            self._exit_to_monitor("callout", callout.address if callout else guest_eip)
+            self.owners.append((self.here, len(body)))
+            self._exit_to_monitor(StubKind.CALLOUT, callout.address if callout else guest_eip)
         elif body[-1].flow is FlowKind.NONE:  # block cut by size or page: fall through
             self._branch(body[-1].next_address)
         self._emit_stubs()
 
-    def _prologue(
-        self, guest_eip: int, checked: bytes | None, n: int, index: int, flags_dead: bool
-    ) -> None:
+    def _prologue(self, guest_eip: int, checked: bytes | None, n: int) -> None:
         """What runs before the guest's instructions: the self-check (adaptive BT, on a page
         that is not write-protected: compare the guest bytes with those translated, leave for
         a retranslation if they changed) and the TC's own clock. If the slice's budget of
@@ -353,30 +337,26 @@ class _FragmentEmitter:
         A block may thus overrun the budget by less than its length: interrupts arrive a
         few instructions late, never lost ("apart from timing"), and no per-instruction
         hook is needed. The monitor counts guest instructions from the budget it spent.
-        Where the flags are live, PUSHFD/POPFD keep them (at CPL 1 POPF cannot touch IF
-        or IOPL)."""
+        The comparisons clobber the flags: LAHF/SETO keep them in EAX (saved first), not on
+        the guest's stack, which may be outside RAM, and ADD/SAHF put them back."""
         if checked is None and not n:
             return
-        keep = not flags_dead
-        if keep:
-            self.emit(b"\x9c")
+        a = self.area
+        self.emit(x.save_flags(a.save_a))
         if checked is not None:
-            stale = self.t.cache.new_exit("stale", self.fid, guest_eip)
+            stale = self.t.cache.new_exit(StubKind.STALE, self.fid, guest_eip)
             self.stubs.append(stale)
-            leave = self._to_door(stale.id, popfd=keep)
+            leave = self._to_door(stale.id)
             for offset in range(0, len(checked), 4):
                 self._compare(guest_eip + offset, checked[offset : offset + 4], leave)
         if n:
-            a = self.area
-            deadline = self.t.cache.new_exit("deadline", self.fid, 0)
-            deadline.index = index
+            deadline = self.t.cache.new_exit(StubKind.DEADLINE, self.fid, 0)
             self.stubs.append(deadline)
             self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
-            self._jump_local(b"\x0f\x8e", self._to_door(deadline.id, popfd=keep))  # jle
+            self._jump_local(b"\x0f\x8e", self._to_door(deadline.id))  # jle
             self.emit(b"\x81" + x.absolute(5, a.budget) + x.u32(n))  # sub dword [budget], n
             self.count_point = self.here
-        if keep:
-            self.emit(b"\x9d")
+        self.emit(x.restore_flags(a.save_a))
 
     def _compare(self, address: int, chunk: bytes, stale: _LocalStub) -> None:
         """cmp [guest], the bytes translated; jne stale."""
@@ -391,46 +371,52 @@ class _FragmentEmitter:
             return
         self._jump_local(b"\x0f\x85", stale)
 
-    def _instruction(self, insn: Instruction, flags_dead: bool) -> str:
-        """Emit one guest instruction; `flags_dead`: nothing reads the arithmetic flags
-        after it before they are all overwritten, so its sequence may clobber them."""
+    def _instruction(self, insn: Instruction) -> str:
+        """Emit one guest instruction."""
         rule = rule_for(insn)
         delta = self.t.aliased_stores.get(insn.address)
-        if rule == "ident" and delta is not None:
-            self.emit(retarget_absolute(insn, delta))
-            return "rewritten"
-        if rule == "ident":
-            self.emit(insn.bytes)
-            return "ident"
-        if rule == "flow":
-            self._control_transfer(insn)
-        elif rule in ("pushfd", "sti"):
-            getattr(self, f"_{rule}")(insn, flags_dead)
-        else:
-            getattr(self, f"_{rule}")(insn)
+        match rule:
+            case Rule.IDENT if delta is not None:
+                self.emit(retarget_absolute(insn, delta))
+            case Rule.IDENT:
+                self.emit(insn.bytes)
+                return "ident"
+            case Rule.FLOW:
+                self._control_transfer(insn)
+            case Rule.CLI:
+                self._cli(insn)
+            case Rule.STI:
+                self._sti(insn)
+            case Rule.PUSHFD:
+                self._pushfd(insn)
+            case Rule.POPFD:
+                self._popfd(insn)
+            case Rule.SEGMENT_READ:
+                self._segment_read(insn)
+            case Rule.TABLE_READ:
+                self._table_read(insn)
+            case Rule.DESCRIPTOR_TABLE:
+                self._descriptor_table(insn)
+            case Rule.CALLOUT:
+                raise AssertionError(f"{insn.text}: a callout ends the block, it is not emitted")
         return "rewritten"
 
     def _cli(self, insn: Instruction) -> None:
         self.emit(x.mov_abs_imm32(self.area.vif, 0))
 
-    def _sti(self, insn: Instruction, flags_dead: bool) -> None:
+    def _sti(self, insn: Instruction) -> None:
         self.emit(x.mov_abs_imm32(self.area.vif, EFLAGS_IF))
-        if flags_dead:
-            self._jump_local(self._pending_test(), self._window(insn.next_address, popfd=False))
-            self.boundaries[self.here] = len(self.subkinds) + 1
-        else:
-            self._window_check(insn.next_address)
+        self._window_check(insn.next_address)
 
     # ------------------------------------------------------------------ inline rules
     def _pending_test(self) -> bytes:
         """cmp dword [pending], 0 and the opcode of a JNE rel32 to follow it."""
         return b"\x83" + x.absolute(7, self.area.pending) + b"\x00\x0f\x85"
 
-    def _window(self, next_guest_eip: int, popfd: bool) -> _LocalStub:
-        """Leave through the interrupt window, resuming at `next_guest_eip`."""
-        resume = (b"\x9d" if popfd else b"") + x.mov_abs_imm32(
-            self.area.resume_geip, next_guest_eip
-        )
+    def _window(self, next_guest_eip: int) -> _LocalStub:
+        """Finish a POPFD and leave through the interrupt window, resuming at
+        `next_guest_eip`."""
+        resume = b"\x9d" + x.mov_abs_imm32(self.area.resume_geip, next_guest_eip)
         return self._local(
             lambda at: resume + x.jmp_rel32(at + len(resume), self.t.shared.window_exit)
         )
@@ -452,25 +438,23 @@ class _FragmentEmitter:
         self.emit(x.mov_reg_abs("ecx", a.save_a))
         self.boundaries[self.here] = len(self.subkinds) + 1
 
-    def _pushfd(self, insn: Instruction, flags_dead: bool) -> None:
+    def _pushfd(self, insn: Instruction) -> None:
         # The real IF is always 1 and the real IOPL 0 while the guest runs: the flags the
         # guest should see are the real ones XOR (vIF ^ IF) XOR vIOPL. The XOR clobbers the
-        # arithmetic flags, so unless they are dead a second PUSHFD keeps them for a POPFD
-        # (at CPL 1 it restores exactly those).
+        # arithmetic flags, so they are kept in EAX meanwhile (LAHF/SETO) and put back.
         a = self.area
-        keep = not flags_dead
         self.emit(
-            b"\x9c"
-            + (b"\x9c" if keep else b"")
-            + x.mov_abs_reg(a.save_a, "eax")
+            b"\x9c"  # the guest's own PUSHFD
+            + x.save_flags(a.save_a)
+            + x.mov_abs_reg(a.save_b, "eax")
             + x.mov_reg_abs("eax", a.vif)
             + b"\x0b"
             + x.absolute(0, a.viopl)  # or eax, [vIOPL]
             + b"\x35"
             + x.u32(EFLAGS_IF)  # xor eax, IF
-            + (b"\x31\x44\x24\x04" if keep else b"\x31\x04\x24")  # xor [esp(+4)], eax
-            + x.mov_reg_abs("eax", a.save_a)
-            + (b"\x9d" if keep else b"")
+            + b"\x31\x04\x24"  # xor [esp], eax
+            + x.mov_reg_abs("eax", a.save_b)
+            + x.restore_flags(a.save_a)
         )
 
     def _popfd(self, insn: Instruction) -> None:
@@ -490,7 +474,7 @@ class _FragmentEmitter:
             + x.mov_abs_reg(a.viopl, "eax")
             + x.mov_reg_abs("eax", a.save_a)
         )
-        self._jump_local(self._pending_test(), self._window(insn.next_address, popfd=True))
+        self._jump_local(self._pending_test(), self._window(insn.next_address))
         self.emit(b"\x9d")  # popfd
         self.boundaries[self.here] = len(self.subkinds) + 1
 
@@ -546,12 +530,19 @@ class _FragmentEmitter:
                 self.emit(x.lea_disp("esp", "esp", insn.operands[0].imm or 0))
             self.emit(x.jmp_rel32(self.here, self.t.shared.lookup_exit))
         elif flow in (FlowKind.JMP_INDIRECT, FlowKind.CALL_INDIRECT):
-            op = insn.operands[0]
+            # the target goes to the vCPU area through a register, not the guest's stack
+            op, a = insn.operands[0], self.area
             if op.kind == "reg":
-                self.emit(bytes([0xFF, 0xF0 | x.REG32[op.reg or ""]]))  # push r32
+                self.emit(x.mov_abs_reg(a.target, op.reg or ""))
             else:
-                self.emit(x.segment_prefix(op) + b"\xff" + x.memory(6, op))  # push r/m32
-            self.emit(x.pop_abs(self.area.target))
+                self.emit(
+                    x.mov_abs_reg(a.save_a, "eax")
+                    + x.segment_prefix(op)
+                    + b"\x8b"
+                    + x.memory(0, op)  # mov eax, r/m32
+                    + x.mov_abs_reg(a.target, "eax")
+                    + x.mov_reg_abs("eax", a.save_a)
+                )
             if flow is FlowKind.CALL_INDIRECT:
                 self.emit(x.push_imm32(fallthrough))
             self.emit(x.jmp_rel32(self.here, self.t.shared.lookup_exit))
@@ -563,7 +554,7 @@ class _FragmentEmitter:
 
     def _jump_site(self, encoder: Callable[[int, int], bytes], guest_target: int) -> None:
         """A direct jump to the target's fragment if it exists (chained), else to a stub."""
-        stub = self.t.cache.new_exit("branch", self.fid, guest_target)
+        stub = self.t.cache.new_exit(StubKind.BRANCH, self.fid, guest_target)
         site = self.here
         code = encoder(site, site)  # placeholder target, fixed in _emit_stubs
         stub.patch_at = site + len(code) - 4
@@ -571,7 +562,7 @@ class _FragmentEmitter:
         self.stubs.append(stub)
         self._exits.append((stub, stub.patch_at - self.base))
 
-    def _exit_to_monitor(self, kind: str, guest_eip: int) -> None:
+    def _exit_to_monitor(self, kind: StubKind, guest_eip: int) -> None:
         stub = self.t.cache.new_exit(kind, self.fid, guest_eip)
         self.stubs.append(stub)
         self.emit(self.t._door_jump(stub.id, self.here))
@@ -579,6 +570,7 @@ class _FragmentEmitter:
     def _emit_stubs(self) -> None:
         for local in self._locals:
             at = self.here
+            self.owners.append((at, local.owner))
             self.emit(local.code(at))
             for site in local.sites:
                 self.code[site : site + 4] = x.rel32(self.base + site + 4, at)

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 from hypervisor.isa import decode
 from hypervisor.machine.cpu import CpuState
-from hypervisor.vmm.bt.callouts import BT_EMULATORS, ZF
-from hypervisor.vmm.emulate import EMULATORS, Emulation, Reflect
+from hypervisor.vmm.emulate import EMULATORS, ZF, Emulation, Reflect
 
 if TYPE_CHECKING:
     from hypervisor.vmm.pv.executor import Paravirtual
@@ -111,7 +110,7 @@ def _emulate(pv: Paravirtual, code: bytes, state: CpuState) -> Emulation:
     virtual CPL would execute `code`; a fault becomes E_INVAL."""
     insn = decode(code, state.eip)
     assert insn is not None
-    handler = BT_EMULATORS.get(insn.mnemonic) or EMULATORS[insn.mnemonic]
+    handler = EMULATORS[insn.mnemonic]
     emulation = Emulation(insn, state, pv.vcpu, pv.machine)
     try:
         handler(emulation)
