@@ -44,8 +44,8 @@ changed in the last step are highlighted; `≠` marks a real value the guest doe
 
 The screen pane shows the guest's VGA text screen at the step shown. Keys typed while the
 screen pane has focus go to the guest's keyboard; while the console pane has focus, to its
-COM1. `tab` leaves the pane. Input arrives where the recording ends, and a replay delivers
-it at the same step.
+COM1. `tab` leaves the pane, `escape` still stops a run. Input arrives where the recording
+ends, and a replay delivers it at the same step.
 """
 
 

@@ -18,7 +18,7 @@ from hypervisor.vmm.inputs import InputDevice
 from tui.model import Snapshot
 from tui.panes.base import Pane
 
-KEY_TEXT = {"enter": "\n", "backspace": "\b", "tab": "\t"}  # tab is kept for focus, though
+KEY_TEXT = {"enter": "\n", "backspace": "\b"}
 
 
 class GuestInput(Message):
@@ -30,7 +30,8 @@ class GuestInput(Message):
 
 
 def typed(key: str, character: str | None) -> str | None:
-    """The text a key types into the guest, if any (tab and escape stay the UI's)."""
+    """The text a key types into the guest, if any (tab and escape stay the UI's: focus,
+    and stop)."""
     text = KEY_TEXT.get(key, character)
     if key in ("tab", "escape") or not text or not typeable(text):
         return None
