@@ -593,6 +593,9 @@ class Engine:
         tm = self.lanes[self.focus].tm
         if not tm.send(device, text):
             self._notify("a replay shows the input it recorded: it takes no more", "warning")
+        elif tm.position < tm.frontier:
+            where = f"step {tm.frontier:,}, where the recording ends"
+            self._notify(f"{device} input for {tm.name}: it arrives at {where}", "information")
 
     def _do_filter(self, hidden: frozenset[str]) -> None:
         self.hidden = hidden

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, Uart16550
-from hypervisor.devices.i8042 import Kbc8042
+from hypervisor.devices import DebugExit, Kbc8042, Pic8259Pair, Pit8254, Screen, Uart16550, VgaText
 from hypervisor.devices.scancodes import scancodes
-from hypervisor.devices.vga import TEXT_BUFFER, Screen, VgaText, blank_text_buffer
+from hypervisor.devices.vga import TEXT_BUFFER, blank_text_buffer
 from hypervisor.events import (
     ConsoleOutput,
     Event,
