@@ -53,14 +53,14 @@ def count_paints(app: VmlabApp) -> list[tuple[int, float]]:
     """Record when the app hands a screen update to the terminal driver (a repaint; the
     headless driver then drops it), with the number of snapshots applied by then."""
     paints: list[tuple[int, float]] = []
-    display = app._display
+    display = app._display  # noqa: SLF001 (Textual's paint hook: no public one exists)
 
     def counted(screen: object, renderable: object) -> None:
         if renderable is not None:
             paints.append((app.frames, time.perf_counter()))
         display(screen, renderable)
 
-    app._display = counted  # type: ignore[method-assign]
+    app._display = counted  # type: ignore[method-assign]  # noqa: SLF001
     return paints
 
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hypervisor.guest.image import load_guest
-from hypervisor.trace.checkpoints import Checkpoint, CheckpointStore
+from hypervisor.trace.checkpoints import Checkpoint, CheckpointStore, declared
 from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
@@ -156,3 +156,17 @@ def test_a_step_back_after_prepare_restores_nothing_and_runs_nothing(mode):
         assert machine.position == step
         assert store.restores == restores
         assert machine.vm.stats.total == ran - 1  # the VM that was waiting there
+
+
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
+def test_every_attribute_of_a_stateful_object_is_declared_state_or_not(mode):
+    """A checkpoint captures what each class declares, so an attribute nobody declared (a
+    new piece of state, or a cache) fails here, where it is born."""
+    vm = Vm(load_guest("selfmod" if mode == "bt" else "syscalls"), mode)
+    vm.run(3000, trace=True)
+    vm.run(3000)
+    for obj in (vm, vm.executor, vm.uart, vm.pic, vm.pit, vm.debug_exit):
+        state, not_state = set(declared(obj)), set(declared(obj, "NOT_CHECKPOINTED"))
+        assert state.isdisjoint(not_state), type(obj).__name__
+        assert set(vars(obj)) - state - not_state == set(), type(obj).__name__
+        assert all(hasattr(obj, a) for a in state), type(obj).__name__

@@ -5,9 +5,8 @@ the time machines, and after each one (and ~30 times a second in run mode) publi
 immutable `Snapshot`. The app applies the latest snapshot when it is told one is ready, so
 the UI never waits for the engine and never sees a VM half-way through a step.
 
-Every VM of a session shares one clock, the step `position`: each VM sits at that step, or
-at its last one if its run ended earlier — two modes of the same guest side by side stay
-comparable instruction for instruction.
+Every VM of a session shares one clock (`clock.py`); the engine moves it on the commands'
+behalf, records ahead with progress when a search needs it, and runs run mode's frames.
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace import tracefile
-from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.contract import DEFAULT_RAM, Mode
 from hypervisor.vmm.inputs import InputDevice, InputScript
 from lessons.cursor import Cursor
 from lessons.lesson import Lesson
+from tui.clock import Lane, SharedClock
 from tui.engine_commands import (
     Annotate,
     Back,
@@ -49,14 +48,11 @@ from tui.engine_commands import (
     Speed,
     Step,
 )
-from tui.listing import Listing
 from tui.model import (
     EVENT_ROWS,
-    CpuView,
     LessonView,
     Snapshot,
     VmView,
-    cpu_views,
     host_view,
     registers,
     switch_rows,
@@ -71,7 +67,6 @@ WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
 HIDDEN: frozenset[str] = frozenset({EventKind.IO})  # port accesses are many: on request
-VIEWS_KEPT = 4096  # steps whose registers a lane remembers
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
@@ -85,31 +80,6 @@ class _Prepare:
 @dataclass(frozen=True)
 class _Quit:
     """The session ends."""
-
-
-@dataclass
-class Lane:
-    """One VM of the session: its time machine and what the UI last saw of it."""
-
-    tm: TimeMachine
-    listing: Listing
-    cpus: tuple[CpuView, CpuView]
-    before: tuple[CpuView, CpuView] | None = None  # registers one step earlier
-    synced: bool = True  # `cpus` and `before` are those of the time machine's position
-    seen: dict[int, tuple[CpuView, CpuView]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, tm: TimeMachine) -> Lane:
-        return cls(tm, Listing(tm.image), cpu_views(tm.vm))
-
-    def views(self) -> tuple[CpuView, CpuView]:
-        """The registers at the time machine's position, kept by step: runs are
-        deterministic, so a step's registers never change, and stepping back finds the
-        step before the new position's among them instead of going there too."""
-        if len(self.seen) >= VIEWS_KEPT:
-            self.seen.clear()
-        views = self.seen[self.tm.position] = cpu_views(self.tm.vm)
-        return views
 
 
 @dataclass
@@ -127,10 +97,8 @@ class Engine:
         self._notify = notify
         count = max(1, len(session.vms))
         self.host = HostRam(3 * count * DEFAULT_RAM)  # a head, a cursor and a spare per lane
-        self.lanes: list[Lane] = []
+        self.clock = SharedClock()
         self._session = session
-        self.position = 0
-        self.focus = 0
         self.running = False
         self.speed = DEFAULT_SPEED
         self.hidden = HIDDEN
@@ -139,8 +107,6 @@ class Engine:
         self._submitted = 0  # commands submitted (UI thread) …
         self._done = 0  # … and done and published (engine thread)
         self._opened = False
-        self.timeline: HostTimeline | None = None  # the host's clock, once asked for
-        self.host_clock = False  # the clock counts host steps (all VMs), not each VM's
         self._cursor = None if session.lesson is None else Cursor(session.lesson)
         self._next_frame = 0.0  # when the next frame of run mode is due
         self._queue: queue.Queue[Command | _Prepare | _Quit] = queue.Queue()
@@ -213,13 +179,15 @@ class Engine:
             tm = TimeMachine(
                 replay.image, replay.mode, name=name, host=self.host, recording=replay.recording
             )
-            self.lanes = [Lane.of(tm)]
+            self.clock.lanes = [Lane.of(tm)]
             problems = tm.verify()
             if problems:
                 why = "; ".join(problems)
                 self._notify(f"this replay differs from its recording: {why}", "warning")
             return
-        self.lanes = [Lane.of(self._machine(image, mode)) for image, mode in self._session.vms]
+        self.clock.lanes = [
+            Lane.of(self._machine(image, mode)) for image, mode in self._session.vms
+        ]
 
     def _machine(self, image: GuestImage, mode: str) -> TimeMachine:
         inputs = InputScript(interactive=True)  # the user may type at any time
@@ -231,21 +199,21 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         views: list[VmView] = []
-        timeline = self._on_host
-        for index, lane in enumerate(self.lanes):
+        timeline = self.clock.on_host
+        for index, lane in enumerate(self.clock.lanes):
             regs = registers(lane.cpus, lane.before)
             view = vm_view(lane.tm, lane.listing, regs, self.hidden)
             if timeline is not None and EventKind.SWITCH not in self.hidden:
-                rows = switch_rows(timeline, self.position, index, EventKind.SWITCH)
+                rows = switch_rows(timeline, self.clock.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
                 view = replace(view, events=tuple(events[-EVENT_ROWS:]))
             views.append(view)
-        kinds = {k for lane in self.lanes for k in lane.tm.recording.event_kinds()}
+        kinds = {k for lane in self.clock.lanes for k in lane.tm.recording.event_kinds()}
         if timeline is not None:
             kinds.add(EventKind.SWITCH)
         return Snapshot(
             tuple(views),
-            self.focus,
+            self.clock.focus,
             self.running,
             self.speed,
             self.busy,
@@ -253,7 +221,7 @@ class Engine:
             (*sorted(kinds), EventKind.HOLE, EventKind.NOTE),
             self.hidden,
             self._lesson_view(),
-            None if timeline is None else host_view(timeline, self.position),
+            None if timeline is None else host_view(timeline, self.clock.position),
         )
 
     def _lesson_view(self) -> LessonView | None:
@@ -266,81 +234,10 @@ class Engine:
         )
 
     # ------------------------------------------------------------------ moving the clock
-    def _clamp(self, target: int) -> int:
-        """The shared clock stops when the last VM to finish has finished."""
-        ends = [lane.tm.end for lane in self.lanes]
-        if all(end is not None for end in ends):
-            target = min(target, max(e for e in ends if e is not None))
-        return max(0, target)
-
-    @property
-    def _on_host(self) -> HostTimeline | None:
-        """The host's timeline, while the clock is the host's."""
-        return self.timeline if self.host_clock else None
-
-    def _targets(self, target: int) -> tuple[int, list[int]]:
-        """The clock's `target`, clamped, and each VM's step there: the same step for every
-        VM, or on the host's clock the step each VM has reached by that host step."""
-        if (timeline := self._on_host) is not None:
-            target = timeline.clamp(target)
-            steps = timeline.steps_at(target)
-        else:
-            target = self._clamp(target)
-            steps = [target] * len(self.lanes)
-        return target, [lane.tm.clamp(step) for lane, step in zip(self.lanes, steps, strict=True)]
-
-    def _goto(self, target: int) -> None:
-        """Every VM to its step at `target` (or its last step), registers one step before too."""
-        target, steps = self._targets(target)
-        forward = target > self.position
-        for lane, step in zip(self.lanes, steps, strict=True):
-            tm = lane.tm
-            if step == tm.position or (forward and step < tm.position):
-                # There already, or beyond (translated code stops where it can); after a
-                # skip in run mode: its registers, without highlights.
-                if not lane.synced:
-                    lane.before, lane.cpus, lane.synced = None, lane.views(), True
-                continue
-            before: tuple[CpuView, CpuView] | None
-            if step == tm.position + 1:
-                before = lane.cpus if lane.synced else lane.views()
-            elif step > 0 and (before := lane.seen.get(step - 1)) is not None:
-                pass
-            elif step > 0 and tm.seek(step - 1) < step:
-                before = lane.views()
-            else:  # step 0, or translated code that could not stop before `step`
-                before = None
-            if tm.position != step:
-                tm.seek(step)
-            lane.before, lane.cpus, lane.synced = before, lane.views(), True
-        self.position = target
-        self._follow_cpu()
-
-    def _skip(self, target: int) -> None:
-        """Every VM to its step at `target`, nothing else (run mode, between frames)."""
-        self.position, steps = self._targets(target)
-        for lane, step in zip(self.lanes, steps, strict=True):
-            if step > lane.tm.position:  # a lane already past it (translated code) waits
-                lane.tm.seek(step)
-                lane.synced = False
-        self._follow_cpu()
-
-    def _follow_cpu(self) -> None:
-        """On the host's clock the panes show the VM that has the CPU."""
-        if (timeline := self._on_host) is not None:
-            running = timeline.running_at(self.position)
-            if running is not None:
-                self.focus = running
-
-    def _clock_of(self, lane: int, step: int) -> int | None:
-        """The clock's reading when VM `lane` is at its `step`."""
-        timeline = self._on_host
-        return step if timeline is None else timeline.host_step_of(lane, step)
-
     def _record_until(self, step: int, why: str, lane: int | None = None) -> bool:
         """Record a VM (the focused one by default) ahead to `step`, publishing progress;
         False if the user cancelled (escape)."""
-        tm = self.lanes[self.focus if lane is None else lane].tm
+        tm = self.clock.lanes[self.clock.focus if lane is None else lane].tm
         while tm.frontier < tm.clamp(step):
             if self._cancel.is_set():
                 self.busy = ""
@@ -358,20 +255,12 @@ class Engine:
         """Record VM `lane` ahead, in growing chunks with progress (most events are near),
         until its recording holds the next `kind` after its step `after`, or its run ends;
         False if the user cancelled."""
-        tm, ahead = self.lanes[lane].tm, CHUNK // 4
+        tm, ahead = self.clock.lanes[lane].tm, CHUNK // 4
         while tm.recording.next_step(kind, after) is None and not tm.exhausted:
             if not self._record_until(tm.frontier + ahead, why, lane):
                 return False
             ahead = min(ahead * 2, CHUNK * 25)
         return True
-
-    @property
-    def _at_end(self) -> bool:
-        if (timeline := self._on_host) is not None:
-            return timeline.finished and self.position >= timeline.reached
-        return all(
-            lane.tm.end is not None and lane.tm.position >= lane.tm.end for lane in self.lanes
-        )
 
     def _run_frame(self) -> None:
         """One frame of run mode: a frame's worth of instructions at the chosen speed (or
@@ -380,14 +269,16 @@ class Engine:
         registers (twice, for the highlights)."""
         began = time.perf_counter()
         budget = max(2 * MIN_CHUNK, round(self._rate * FRAME * ENGINE_SHARE))  # keeps measuring
-        target = self.position + min(max(1, round(self.speed * FRAME)), budget)
-        while self.position < target - 1 and time.perf_counter() - began < FRAME * ENGINE_SHARE:
-            chunk = min(target - 1 - self.position, max(MIN_CHUNK, round(self._rate * WORK)))
+        target = self.clock.position + min(max(1, round(self.speed * FRAME)), budget)
+        while (
+            self.clock.position < target - 1 and time.perf_counter() - began < FRAME * ENGINE_SHARE
+        ):
+            chunk = min(target - 1 - self.clock.position, max(MIN_CHUNK, round(self._rate * WORK)))
             started = time.perf_counter()
-            self._skip(self.position + chunk)
+            self.clock.skip(self.clock.position + chunk)
             self._rate = chunk / max(time.perf_counter() - started, 1e-4)
-        self._goto(self.position + 1)
-        if self._at_end:
+        self.clock.goto(self.clock.position + 1)
+        if self.clock.at_end:
             self.running = False
         self._publish()
 
@@ -397,7 +288,7 @@ class Engine:
         if self.running:
             return
         waiting = self._queue.qsize
-        for lane in self.lanes:
+        for lane in self.clock.lanes:
             if waiting():
                 return
             lane.tm.prepare(cancelled=lambda: waiting() > 0)
@@ -442,20 +333,20 @@ class Engine:
 
     def _do_step(self, count: int) -> None:
         self.running = False
-        self._goto(self.position + count)
+        self.clock.goto(self.clock.position + count)
 
     def _do_back(self, count: int) -> None:
         self.running = False
-        self._goto(self.position - count)
+        self.clock.goto(self.clock.position - count)
 
     def _do_seek(self, step: int) -> None:
         self.running = False
-        if self.host_clock or self._record_until(step, f"going to step {step:,}"):
-            self._goto(step)
+        if self.clock.host_clock or self._record_until(step, f"going to step {step:,}"):
+            self.clock.goto(step)
 
     def _do_run(self) -> None:
-        self.running = not self.running and not self._at_end
-        if self._at_end:
+        self.running = not self.running and not self.clock.at_end
+        if self.clock.at_end:
             self._notify("the run has ended: step back, or go to a step (g)", "information")
 
     def _do_pause(self) -> None:
@@ -471,82 +362,61 @@ class Engine:
         if kind == EventKind.SWITCH:
             self._to_switch(after=True)
             return
-        tm = self.lanes[self.focus].tm
-        if not self._record_to_next(self.focus, kind, tm.position, f"looking for the next {kind}"):
+        tm = self.clock.lanes[self.clock.focus].tm
+        if not self._record_to_next(
+            self.clock.focus, kind, tm.position, f"looking for the next {kind}"
+        ):
             return
         found = tm.recording.next_step(kind, tm.position)
-        clock = None if found is None else self._clock_of(self.focus, found)
+        clock = None if found is None else self.clock.clock_of(self.clock.focus, found)
         if clock is None:
             self._notify(f"no {kind} after step {tm.position:,}", "information")
             return
-        self._goto_keeping_focus(clock)
+        self.clock.goto_keeping_focus(clock)
 
     def _do_previous(self, kind: str) -> None:
         self.running = False
         if kind == EventKind.SWITCH:
             self._to_switch(after=False)
             return
-        found = self.lanes[self.focus].tm.previous_step(kind)
-        clock = None if found is None else self._clock_of(self.focus, found)
+        found = self.clock.lanes[self.clock.focus].tm.previous_step(kind)
+        clock = None if found is None else self.clock.clock_of(self.clock.focus, found)
         if clock is None:
-            where = self.lanes[self.focus].tm.position
+            where = self.clock.lanes[self.clock.focus].tm.position
             self._notify(f"no {kind} before step {where:,}", "information")
             return
-        self._goto_keeping_focus(clock)
-
-    def _goto_keeping_focus(self, clock: int) -> None:
-        """To what was found in the focused VM: the panes stay on it (on the host's clock,
-        another VM may have the CPU by then)."""
-        focus = self.focus
-        self._goto(clock)
-        self.focus = focus
+        self.clock.goto_keeping_focus(clock)
 
     def _to_switch(self, after: bool) -> None:
         """To the next (or previous) world switch, on the host's clock."""
-        timeline = self._on_host
+        timeline = self.clock.on_host
         if timeline is None:
             self._notify("world switches are on the host's clock: press c", "information")
             return
-        now = self.position
+        now = self.clock.position
         found = timeline.switch_after(now) if after else timeline.switch_before(now)
         if found is None:
             where = "after" if after else "before"
             self._notify(f"no world switch {where} host step {now:,}", "information")
             return
-        self._goto(found)
+        self.clock.goto(found)
 
     def _do_clock(self) -> None:
         """Between the VMs' own steps (side by side, in lock-step) and the host's clock: the
         VMs of one real host taking turns on its CPU, a world switch at each turn."""
         self.running = False
-        if len(self.lanes) < 2 or any(lane.tm.replay for lane in self.lanes):
+        if len(self.clock.lanes) < 2 or any(lane.tm.replay for lane in self.clock.lanes):
             self._notify("the host's clock needs two VMs or more (not a replay)", "information")
             return
-        self._use_clock(not self.host_clock)
-
-    def _use_clock(self, host: bool) -> None:
-        """Switch clocks, keeping the focused VM at its step (the others move to theirs)."""
-        if host == self.host_clock:
-            return
-        lane = self.lanes[self.focus]
-        if not host:
-            self.host_clock = False
-            self._goto(lane.tm.position)
-            return
-        if self.timeline is None:
-            self.timeline = HostTimeline.of([ln.tm for ln in self.lanes])
-        self.host_clock = True
-        # Where the host reaches this VM's step; the others move to theirs there, back or on.
-        self.position = self._clock_of(self.focus, lane.tm.position) or 0
-        self._goto(self.position)
+        self.clock.use_clock(not self.clock.host_clock)
 
     def _do_focus(self, change: int) -> None:
-        self.focus = (self.focus + change) % len(self.lanes)
+        self.clock.focus = (self.clock.focus + change) % len(self.clock.lanes)
 
     def _do_mode(self, mode: Mode | None) -> None:
         """Restart the focused VM in another mode (the next one by default), from step 0."""
         self.running = False
-        lane = self.lanes[self.focus]
+        lane = self.clock.lanes[self.clock.focus]
         if lane.tm.replay:
             self._notify("a replay keeps the mode it was recorded in", "warning")
             return
@@ -554,11 +424,11 @@ class Engine:
         mode = mode or modes[(modes.index(Mode(lane.tm.mode)) + 1) % len(modes)]
         image = lane.tm.image
         lane.tm.close()
-        self.lanes[self.focus] = Lane.of(self._machine(image, mode))
-        if self.timeline is not None:  # a host of other VMs now: made again when asked for
-            self.timeline.close()
-            self.timeline, self.host_clock = None, False
-        self._goto(0)
+        self.clock.lanes[self.clock.focus] = Lane.of(self._machine(image, mode))
+        if self.clock.timeline is not None:  # a host of other VMs now: made again when asked for
+            self.clock.timeline.close()
+            self.clock.timeline, self.clock.host_clock = None, False
+        self.clock.goto(0)
 
     def _do_lesson(self, change: int) -> None:
         """To the next (or previous) stop of the lesson, checked against what it expects."""
@@ -566,22 +436,22 @@ class Engine:
         cursor = self._cursor
         if cursor is None:
             return
-        self._use_clock(cursor.lesson.clock == "host")
-        machines, timeline = [lane.tm for lane in self.lanes], self._on_host
+        self.clock.use_clock(cursor.lesson.clock == "host")
+        machines, timeline = [lane.tm for lane in self.clock.lanes], self.clock.on_host
         index, reach = cursor.reach(change, machines, timeline, self._record_ahead)
         if reach.target is None:
             if reach.problem:
                 self._notify(f"lesson: {reach.problem}", "warning")
             return
-        self.focus = cursor.lesson.stops[index].vm  # the VM the stop is about, whoever runs
-        self._goto_keeping_focus(reach.target)
-        cursor.show(index, machines, timeline, self.position)
+        self.clock.focus = cursor.lesson.stops[index].vm  # the VM the stop is about, whoever runs
+        self.clock.goto_keeping_focus(reach.target)
+        cursor.show(index, machines, timeline, self.clock.position)
 
     def _record_ahead(self, lane: int, kind: str, after: int) -> bool:
         return self._record_to_next(lane, kind, after, f"lesson: looking for the next {kind}")
 
     def _do_annotate(self, text: str) -> None:
-        tm = self.lanes[self.focus].tm
+        tm = self.clock.lanes[self.clock.focus].tm
         if text:
             tm.recording.annotations[tm.position] = text
         else:
@@ -590,7 +460,7 @@ class Engine:
     def _do_input(self, device: InputDevice, text: str) -> None:
         """Keys typed or bytes sent by the user: they reach the focused guest where its
         recording ends (the step the head runs at)."""
-        tm = self.lanes[self.focus].tm
+        tm = self.clock.lanes[self.clock.focus].tm
         if not tm.send(device, text):
             self._notify("a replay shows the input it recorded: it takes no more", "warning")
         elif tm.position < tm.frontier:
@@ -601,7 +471,7 @@ class Engine:
         self.hidden = hidden
 
     def _do_save(self, path: str) -> None:
-        tm = self.lanes[self.focus].tm
+        tm = self.clock.lanes[self.clock.focus].tm
         trace = tracefile.Trace(tm.image, tm.mode, tm.limit, tm.recording)
         tracefile.save(Path(path), trace)
         self._notify(f"saved {len(tm.recording):,} steps of {tm.name} to {path}", "information")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
 from hypervisor.guest.nasm import GuestBuildError
+from hypervisor.machine import clock, clockbuild
+from hypervisor.machine.clockbuild import ClockUnavailable
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.session import DEFAULT_BUDGET, compare, run_guest, run_host
 from hypervisor.trace import tracefile
@@ -103,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--limit", type=int, default=20, help="fragments to show (most hit first)")
 
     sub.add_parser("guests", help="list the sample guests")
+    sub.add_parser("doctor", help="say which clock counts guest instructions here, and why")
 
     tui = sub.add_parser("tui", help="open guests in the terminal UI (step, run, rewind)")
     tui.add_argument("guest", nargs="+", help="sample names, .asm or .bin files")
@@ -190,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OutOfHostMemory,
         LifecycleError,
         InputError,
+        ClockUnavailable,
     ) as err:
         print(f"vmlab: {err}", file=sys.stderr)
         return 2
@@ -273,6 +277,13 @@ def _trace(args: argparse.Namespace) -> int:
 def _guests(args: argparse.Namespace) -> int:
     for name in sample_names():
         print(name)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    choice = clock.choice()
+    print(f"clock: {choice.kind} ({choice.reason})")
+    print(f"clock helper cache: {clockbuild.cache_dir()}")
     return 0
 
 
@@ -390,6 +401,7 @@ _COMMANDS = {
     "trace": _trace,
     "tc": _tc,
     "guests": _guests,
+    "doctor": _doctor,
     "lesson": _lesson,
     "tui": _tui,
     "record": _record,

@@ -23,6 +23,7 @@ class DebugExit(BytePortDevice):
     port: int = DEBUG_EXIT_PORT
     name: str = "debug-exit"
     ports: tuple[int, ...] = field(init=False)
+    NOT_CHECKPOINTED = ("name", "ports", "port", "on_exit")
 
     def __post_init__(self) -> None:
         self.ports = (self.port,)

@@ -70,6 +70,21 @@ class Kbc8042(BytePortDevice):
     """`on_irq` is IRQ1's rising edge, `on_reset` the pulse of the CPU reset line, `on_wait`
     a kernel polling the status register for a key (the moment to type, for scripted input)."""
 
+    CHECKPOINTED = (
+        "status",
+        "config",
+        "output_port",
+        "output",
+        "pending",
+        "keyboard_pending",
+        "scanning",
+        "scancode_set",
+        "leds",
+        "queue",
+        "empty_polls",
+    )
+    NOT_CHECKPOINTED = ("name", "ports", "on_irq", "on_reset", "on_wait")
+
     on_irq: Callable[[], None]
     on_reset: Callable[[], None]
     on_wait: Callable[[], None] = lambda: None

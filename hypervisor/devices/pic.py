@@ -134,6 +134,7 @@ class Pic8259Pair(BytePortDevice):
     )
     master: _Chip = field(default_factory=lambda: _Chip(vector_base=0x08), init=False)
     slave: _Chip = field(default_factory=lambda: _Chip(vector_base=0x70), init=False)
+    CHECKPOINTED = ("master", "slave")
 
     # --- device side -------------------------------------------------------------------
 

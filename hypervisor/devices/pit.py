@@ -211,6 +211,8 @@ class Pit8254(BytePortDevice):
     channels: tuple[_Channel, _Channel, _Channel] = field(
         default_factory=lambda: (_Channel(), _Channel(), _Channel()), init=False
     )
+    CHECKPOINTED = ("ticks", "channels")
+    NOT_CHECKPOINTED = ("name", "ports", "on_irq0")
 
     def advance(self, ticks: int) -> int:
         """Let `ticks` input clocks pass; call `on_irq0` once per IRQ 0 edge, return how many.

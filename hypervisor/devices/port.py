@@ -6,7 +6,7 @@ The machine's port bus and the monitor's I/O emulation both talk to devices only
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 ACCESS_SIZES = (1, 2, 4)
 
@@ -39,6 +39,10 @@ class BytePortDevice:
 
     name: str
     ports: tuple[int, ...]
+    # What a checkpoint captures (the registers a guest can change), and what it leaves to
+    # the receiving VM (configuration, callbacks): every attribute is one or the other.
+    CHECKPOINTED: ClassVar[tuple[str, ...]] = ()
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("name", "ports")
 
     def _read_byte(self, port: int) -> int:
         raise NotImplementedError

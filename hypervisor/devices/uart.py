@@ -65,6 +65,19 @@ class Uart16550(BytePortDevice):
     scr: int = field(default=0, init=False)
     fcr: int = field(default=0, init=False)
     divisor: int = field(default=0, init=False)
+    CHECKPOINTED = (
+        "output",
+        "received",
+        "thr_empty_pending",
+        "empty_polls",
+        "ier",
+        "lcr",
+        "mcr",
+        "scr",
+        "fcr",
+        "divisor",
+    )
+    NOT_CHECKPOINTED = ("name", "ports", "base", "on_output", "on_irq", "on_wait")
 
     def __post_init__(self) -> None:
         self.ports = tuple(range(self.base, self.base + 8))

@@ -104,6 +104,28 @@ def blank_text_buffer() -> bytes:
 class VgaText(BytePortDevice):
     """The VGA's I/O registers; `screen(read)` draws the text buffer read from guest RAM."""
 
+    CHECKPOINTED = (
+        "misc",
+        "feature",
+        "crtc_index",
+        "crtc",
+        "sequencer_index",
+        "sequencer",
+        "graphics_index",
+        "graphics",
+        "attribute_index",
+        "attribute",
+        "attribute_flip_flop",
+        "status",
+        "dac_mask",
+        "dac_read_index",
+        "dac_write_index",
+        "dac_component",
+        "dac_reading",
+        "dac",
+    )
+    NOT_CHECKPOINTED = ("name", "ports")
+
     name: str = "VGA"
     ports: tuple[int, ...] = field(init=False)
     misc: int = field(default=MODE3_MISC, init=False)

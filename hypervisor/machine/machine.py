@@ -10,6 +10,9 @@ It knows nothing of virtual machines. It offers what a monitor (or bare metal) n
   instructions retired (facts 2 and 4, `retired.py`);
 * port I/O forwarded to the owner (unicorn never applies the IOPL rule; the owner does);
 * memory outside RAM as open bus: reads give all ones, writes are dropped, each reported.
+
+(Longer than this project's usual module: every hook and the memory map share the state of
+one unicorn instance; the MMU and the board, when they come, take their parts out.)
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.machine.clock import new_clock
+from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
@@ -56,7 +61,6 @@ from hypervisor.machine.cpu import (
 from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.registers import RegisterReader
-from hypervisor.machine.retired import RetiredCounter
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
 MONITOR_BASE = 0xFFC00000
@@ -119,7 +123,13 @@ class EntryError(Exception):
 class Machine:
     """One CPU with its own RAM slice of host RAM."""
 
-    def __init__(self, ram_size: int = 4 << 20, host: HostRam | None = None, name: str = "vm"):
+    def __init__(
+        self,
+        ram_size: int = 4 << 20,
+        host: HostRam | None = None,
+        name: str = "vm",
+        clock: ClockKind | None = None,
+    ):
         self.host = host or HostRam(ram_size)
         self.ram: RamSlice = self.host.allocate(ram_size, name)
         self.ram_size = ram_size
@@ -127,10 +137,13 @@ class Machine:
         self.owner: MachineOwner | None = None
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
-        self.counter = RetiredCounter(self.uc)
+        ram = self.host.pointer(self.ram)
+        # the clock reads code where the CPU fetches it (paging: the fetch must translate)
+        self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
+        self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
         self._sealed = False
-        self._precise_open_bus = False
+        self._precise_open_bus = self.clock.kind == "block"
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
@@ -166,7 +179,8 @@ class Machine:
             return False
         ctypes.memmove(self.host.pointer(self.ram) + address, data, len(data))
         # Unicorn keeps stale compiled blocks after a write from outside once the count hook
-        # has been used (measured on 2.1.4): drop them for the written range.
+        # has been used (measured on 2.1.4): drop them for the written range. (The block
+        # clock checks its counts against RAM itself.)
         self.uc.ctl_remove_cache(address, address + len(data))
         return True
 
@@ -217,7 +231,8 @@ class Machine:
         date for a memory access only when a memory hook matches it; without one, a run with
         no instruction count (translated code) shows the EIP of the start of the block. So a
         no-op hook is bounded to each hole: it costs a check on every load and store (some
-        15%, bench_bt.py), which is why only binary translation asks for it."""
+        15%, bench_bt.py), which is why only binary translation asks for it, and the block
+        clock, which has no code hook either (docs/clock.md)."""
         assert not self._sealed, "asked for before the guest first runs"
         self._precise_open_bus = True
 
@@ -291,6 +306,7 @@ class Machine:
         uc.context_restore(snapshot.cpu)
         # Memory changed behind unicorn's back (fact 12): no compiled block may survive.
         uc.ctl_flush_tb()
+        self.clock.forget()
 
     def _monitor_ranges(self) -> list[tuple[int, int]]:
         """The monitor's own memory as [begin, end) ranges, RAM aliases left out."""
@@ -349,7 +365,7 @@ class Machine:
             self.write_monitor(scratch + 0x100, frame)
             self.write_monitor(scratch, b"\xcf")  # iretd
             uc.reg_write(x.UC_X86_REG_ESP, scratch + 0x100)
-            uc.emu_start(scratch, _UNTIL, count=1)
+            self.clock.run(scratch, _UNTIL, 1)
             if uc.reg_read(x.UC_X86_REG_CS) & 3 != cpl:
                 raise RuntimeError(f"could not enter CPL {cpl} with cs={cs:#x}")
             self._templates[cpl] = uc.context_save()
@@ -421,49 +437,50 @@ class Machine:
         if not self._sealed:
             self._seal()
         self._exit = None
-        error: UcError | None = None
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
-            self._hookless_blocks = self._hookless_blocks or self._trace_hook is None
+        if self._trace_hook is None and (not count or self.clock.kind == "block"):
+            self._hookless_blocks = True  # compiled with no code hook (the block clock has none)
         self._running = True
         try:
-            self.uc.emu_start(eip, _UNTIL, count=count)
-        except UcError as err:
-            error = err
+            error = self.clock.run(eip, _UNTIL, count)
         finally:
             if not count:
                 WATCHDOG.disarm(id(self))
             self._running = False
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
-        began = self.counter.read()
-        if began > count:
+        if self.clock.exhausted:
             return Exit(ExitKind.COUNT, count)
+        fetch = error is not None and error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT)
+        # a fetch fault: no instruction began at EIP (the jump there retired)
+        retired = self.clock.settled(faulted=error is not None and not fetch)
         if error is not None:
-            if error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+            if fetch:
                 address = self.uc.reg_read(x.UC_X86_REG_EIP)
-                return Exit(ExitKind.FETCH_FAULT, max(began - 1, 0), address=address)
-            return Exit(ExitKind.ERROR, max(began - 1, 0), detail=str(error))
+                return Exit(ExitKind.FETCH_FAULT, retired, address=address)
+            return Exit(ExitKind.ERROR, retired, detail=str(error))
         eip_now = self.uc.reg_read(x.UC_X86_REG_EIP)
         if eip_now == _UNTIL:
-            return Exit(ExitKind.FETCH_FAULT, began, address=eip_now)
-        return Exit(ExitKind.HALT, began)
+            return Exit(ExitKind.FETCH_FAULT, retired, address=eip_now)
+        return Exit(ExitKind.HALT, retired)
 
     def _stop(
         self,
         kind: ExitKind,
         *,
         retired_now: bool,
+        eip_past: bool = False,
         vector: int | None = None,
         is_trap: bool = False,
         address: int | None = None,
     ) -> None:
         """Record why the CPU stops, counting instructions now: after `emu_stop` unicorn may
-        already have counted the next instruction, which never runs."""
-        began = self.counter.read()
-        retired = began if retired_now else max(began - 1, 0)
+        already have counted the next instruction, which never runs. `retired_now`: the
+        instruction now running completes; `eip_past`: EIP is already after it (INT n)."""
+        retired = self.clock.stop_count(retired_now, eip_past)
         self._exit = Exit(kind, retired, vector, is_trap, address)
-        self.uc.emu_stop()
+        self.clock.stop()
 
     def _overdue(self) -> None:
         """The watchdog's call (from its thread): the run has taken far too long."""
@@ -472,7 +489,7 @@ class Machine:
             0,
             detail=f"the CPU did not come back to the monitor within {self.watchdog_limit:g} s",
         )
-        self.uc.emu_stop()
+        self.clock.stop()
 
     def request_stop(self) -> None:
         """Stop after the current instruction (called from a port handler)."""
@@ -503,11 +520,14 @@ class Machine:
         if on and self._window_hook is None:
             self._window_prev = None
             self._window_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_window)
+            self._recompile_for_code_hook()
         elif not on and self._window_hook is not None:
             self.uc.hook_del(self._window_hook)
             self._window_hook = None
 
     def _on_window(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self.clock.at_deadline():
+            return
         previous, self._window_prev = self._window_prev, address
         if not uc.reg_read(x.UC_X86_REG_EFLAGS) & EFLAGS_IF or self._exit is not None:
             return
@@ -522,11 +542,16 @@ class Machine:
             self._trace_hook = None
         if callback is not None:
             self._trace_hook = self.uc.hook_add(
-                UC_HOOK_CODE, lambda uc, address, size, _: callback(address, size)
+                UC_HOOK_CODE,
+                lambda uc, address, size, _: self.clock.at_deadline() or callback(address, size),
             )
-            if self._hookless_blocks:  # compiled when no code hook was set: they call
-                self.uc.ctl_flush_tb()  # no hook at all, so they are compiled again
-                self._hookless_blocks = False
+            self._recompile_for_code_hook()
+
+    def _recompile_for_code_hook(self) -> None:
+        """Blocks compiled when no code hook was set never call one: compile them again."""
+        if self._hookless_blocks:
+            self.uc.ctl_flush_tb()
+            self._hookless_blocks = False
 
     # ------------------------------------------------------------------ hooks
     def _install_hooks(self) -> None:
@@ -540,7 +565,8 @@ class Machine:
 
     def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
         is_trap = self._is_software_interrupt(vector, uc.reg_read(x.UC_X86_REG_EIP))
-        self._stop(ExitKind.EXCEPTION, retired_now=is_trap, vector=vector, is_trap=is_trap)
+        trap = is_trap
+        self._stop(ExitKind.EXCEPTION, retired_now=trap, eip_past=trap, vector=vector, is_trap=trap)
 
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
@@ -609,7 +635,8 @@ class Machine:
     def _on_bad_fetch(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
-        self._stop(ExitKind.FETCH_FAULT, retired_now=False, address=address)
+        # nothing began at the address (the jump there retired): EIP is past what ran
+        self._stop(ExitKind.FETCH_FAULT, retired_now=True, eip_past=True, address=address)
         return False
 
 

@@ -33,7 +33,8 @@ class RegisterReader:
         self._pointers = (ctypes.c_void_p * count)(*(base + 4 * i for i in range(count)))
 
     def read(self) -> tuple[int, ...]:
-        status = uclib.uc_reg_read_batch(self._uc._uch, self._ids, self._pointers, self._count)
+        handle = self._uc._uch  # noqa: SLF001 (unicorn offers no batch read into a buffer)
+        status = uclib.uc_reg_read_batch(handle, self._ids, self._pointers, self._count)
         if status:
             raise RuntimeError(f"uc_reg_read_batch failed with unicorn error {status}")
         return tuple(self._values)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 from functools import cache
 
-from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
 
 _SCAN_WORDS = 512
 
@@ -28,7 +28,7 @@ class UnsupportedUnicorn(RuntimeError):
 
 def _struct_address(uc: Uc) -> int:
     """Where unicorn's `uc_struct` is (no API tells the instruction counter's value)."""
-    address = uc._uch.value
+    address = uc._uch.value  # noqa: SLF001 (the counter is in unicorn's own struct)
     assert address is not None, "a Uc always has its handle"
     return address
 
@@ -77,3 +77,47 @@ class RetiredCounter:
     def read(self) -> int:
         """Instructions whose execution began in the current/last emu_start."""
         return self._cell.value
+
+
+class CountClock:
+    """The reference clock: `emu_start(count=N)`, unicorn's code hook on every instruction."""
+
+    kind = "count"
+
+    def __init__(self, uc: Uc) -> None:
+        self._uc = uc
+        self._counter = RetiredCounter(uc)
+        self.exhausted = False
+
+    def read(self) -> int:
+        return self._counter.read()
+
+    def stop_count(self, completes: bool, eip_past: bool) -> int:
+        """Instructions retired at a stop a hook asks for now (see BlockClock.stop_count)."""
+        began = self._counter.read()
+        return began if completes else max(began - 1, 0)
+
+    def settled(self, faulted: bool) -> int:
+        """Instructions retired when the run ended by itself (a fault, HLT, the end address)."""
+        began = self._counter.read()
+        return max(began - 1, 0) if faulted else began
+
+    def run(self, eip: int, until: int, count: int) -> UcError | None:
+        try:
+            self._uc.emu_start(eip, until, count=count)
+        except UcError as err:
+            return err
+        finally:
+            self.exhausted = bool(count) and self._counter.read() > count
+        return None
+
+    def stop(self) -> None:
+        self._uc.emu_stop()
+
+    def forget(self) -> None:
+        """Nothing is kept about compiled code."""
+
+    def at_deadline(self) -> bool:
+        """Unicorn's count hook runs before every other code hook: none sees the
+        instruction it stops at."""
+        return False

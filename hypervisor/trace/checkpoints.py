@@ -1,13 +1,14 @@
 """Checkpoints: a whole VM's state at one step, kept compactly, restored into a twin VM.
 
 A VM's state is the machine's (`Machine.snapshot`: CPU context, RAM, monitor memory, page
-protections and aliases) plus the plain data of its Python objects: the Vm's counters,
-stats and console, the devices (UART, PIC, PIT, debug exit, keyboard controller, VGA) and
-the executor's state (the vCPU, the shadow GDT, the translation cache's fragments and
-links…). That last part is taken generically: each stateful object's attributes are
-deep-copied, except its *wiring* — the objects that make up the VM (machine, devices,
-executor, event log, image, input script…) and callbacks — which stays the receiving VM's
-own. So a mode adds state without telling this module, and a checkpoint taken from one VM
+protections and aliases) plus the plain data of its Python objects: the Vm's counters, stats
+and console, the devices (UART, PIC, PIT, debug exit, keyboard controller, VGA) and the
+executor's state (the vCPU, the shadow GDT, the translation cache's fragments and links…).
+Each stateful class declares which of its attributes are state (`CHECKPOINTED`) and which
+stay the receiving VM's own (`NOT_CHECKPOINTED`: its parts, configuration, caches); a test
+checks that every attribute is one or the other, so new state is declared where it is born
+rather than found missing as a replay divergence far away. The declared values are
+deep-copied, the VM's parts they refer to kept as names, so a checkpoint taken from one VM
 can be restored into another VM of the same image and mode.
 
 RAM and monitor memory are kept as pages that changed since the previous checkpoint (a
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import threading
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,18 +52,20 @@ def _parts(vm: Vm) -> dict[str, Any]:
     return dict(zip(_PART_NAMES, (vm, vm.executor, *devices, *wiring), strict=True))
 
 
-def _is_wiring(value: object, parts: dict[int, str]) -> bool:
-    return id(value) in parts or callable(value)
+def declared(obj: object, which: str = "CHECKPOINTED") -> tuple[str, ...]:
+    """The attributes an object's classes declare (`CHECKPOINTED` or `NOT_CHECKPOINTED`),
+    each class its own."""
+    return tuple(a for cls in type(obj).__mro__ for a in vars(cls).get(which, ()))
 
 
 def capture_state(vm: Vm) -> State:
-    """The plain data of the VM's stateful objects, pickled, its parts referred to by name
-    and its values (frozen dataclasses: decoded instructions, translations…) by reference."""
+    """The declared state of the VM's stateful objects, pickled, its parts referred to by
+    name and its values (frozen dataclasses: decoded instructions, translations…) by
+    reference."""
     parts = _parts(vm)
     names = {id(obj): name for name, obj in parts.items()}
     state = {
-        name: {k: v for k, v in vars(parts[name]).items() if not _is_wiring(v, names)}
-        for name in _STATEFUL
+        name: {a: getattr(parts[name], a) for a in declared(parts[name])} for name in _STATEFUL
     }
     buffer = io.BytesIO()
     pickler = _StatePickler(buffer, names)
@@ -92,39 +94,39 @@ class _StatePickler(pickle.Pickler):
         return NotImplemented
 
 
-class _Loading(threading.local):
-    """What the state being applied refers to, while it is unpickled (in this thread)."""
+class _StateUnpickler(pickle.Unpickler):
+    """Unpickles a state into one VM: the names of parts become that VM's own parts, the
+    references to values the values kept beside the state."""
 
-    parts: dict[str, Any]
-    values: tuple[object, ...]
+    def __init__(self, state: State, parts: dict[str, Any]) -> None:
+        super().__init__(io.BytesIO(state.data))
+        self.parts, self.values = parts, state.values
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == "_part":
+            return self.parts.__getitem__
+        if module == __name__ and name == "_value":
+            return self.values.__getitem__
+        return super().find_class(module, name)
 
 
-_loading = _Loading()
+def _part(_name: str) -> Any:
+    """A part of the VM, by name, in a pickled state (`_StateUnpickler` resolves it)."""
+    raise AssertionError("resolved by _StateUnpickler")
 
 
-def _part(name: str) -> Any:
-    return _loading.parts[name]
-
-
-def _value(index: int) -> object:
-    return _loading.values[index]
+def _value(_index: int) -> object:
+    """A value kept beside a pickled state (`_StateUnpickler` resolves it)."""
+    raise AssertionError("resolved by _StateUnpickler")
 
 
 def apply_state(vm: Vm, state: State) -> None:
     """Give the VM's stateful objects the captured data, its own parts in place of names."""
     parts = _parts(vm)
-    names = {id(obj): name for name, obj in parts.items()}
-    _loading.parts, _loading.values = parts, state.values
-    try:
-        fresh = pickle.loads(state.data)
-    finally:
-        _loading.parts, _loading.values = {}, ()
+    fresh = _StateUnpickler(state, parts).load()
     for name in _STATEFUL:
-        attributes = vars(parts[name])
-        for key in [k for k, v in attributes.items() if k not in fresh[name]]:
-            if not _is_wiring(attributes[key], names):
-                del attributes[key]  # state the checkpoint's VM did not have yet
-        attributes.update(fresh[name])
+        for attribute, value in fresh[name].items():
+            setattr(parts[name], attribute, value)
 
 
 def _is_value(obj: object) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
@@ -52,6 +52,17 @@ class Traced:
 
 class Executor(ABC):
     mode: Mode
+    # What a checkpoint captures, and what stays the receiving VM's own (its parts, its
+    # configuration, caches): each class names its own attributes, every one is in either.
+    CHECKPOINTED: ClassVar[tuple[str, ...]] = (
+        "waiting_for_interrupt",
+        "tracing",
+        "_io_fault",
+        "_pending",
+        "_pending_trapped",
+        "_pending_hypercall",
+    )
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("vm", "machine", "_memory_operands")
     monitored = True  # False on bare metal: nothing intercepts the guest
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
@@ -60,6 +71,7 @@ class Executor(ABC):
         self.machine = vm.machine
         self.machine.owner = self
         self.waiting_for_interrupt = False
+        self.tracing = False
         self._io_fault: tuple[int, int] | None = None  # (eip, eax) of an I/O that must fault
         self._pending: Traced | None = None  # the traced instruction now running
         self._pending_trapped = False
@@ -124,6 +136,17 @@ class Executor(ABC):
         """A last look before the CPU runs; returns the instruction count to run it with
         (0: no limit — the code run keeps its own clock, as translated code does)."""
         return count
+
+    def machine_failure(self, exit_: Exit) -> None:
+        """A fetch outside RAM or a CPU error: in every mode the VM has crashed."""
+        if exit_.kind is ExitKind.FETCH_FAULT:
+            self.fetch_outside_ram(exit_.address or 0)
+        elif exit_.kind is ExitKind.ERROR:
+            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"CPU error: {exit_.detail}"))
+
+    def fetch_outside_ram(self, address: int) -> None:
+        detail = f"instruction fetch outside RAM at {address:#010x}"
+        self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=detail))
 
     # ------------------------------------------------------------------ the slice
     def run_slice(self, count: int) -> None:

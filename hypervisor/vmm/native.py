@@ -28,6 +28,8 @@ from hypervisor.vmm.executors import Executor
 
 class BareMetal(Executor):
     mode = Mode.NATIVE
+    CHECKPOINTED = ("_sti_eip",)
+    NOT_CHECKPOINTED = ()
     monitored = False
 
     def start(self, entry: CpuState) -> None:
@@ -72,16 +74,8 @@ class BareMetal(Executor):
                 self.wait_for_interrupt()
             else:
                 self.vm.finish(ExitInfo(ExitReason.HALTED, detail="HLT with interrupts off"))
-        elif kind is ExitKind.FETCH_FAULT:
-            self.vm.finish(
-                ExitInfo(
-                    ExitReason.CRASHED,
-                    None,
-                    f"instruction fetch outside RAM at {exit_.address:#010x}",
-                )
-            )
-        elif kind is ExitKind.ERROR:
-            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"CPU error: {exit_.detail}"))
+        else:
+            self.machine_failure(exit_)
 
     def deliver(
         self, vector: int, source: Source, error_code: int = 0, irq: int | None = None

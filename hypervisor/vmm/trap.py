@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import ClassVar
 
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
@@ -74,6 +75,14 @@ def real_eflags(virtual: int) -> int:
 
 class TrapAndEmulate(Executor):
     mode = Mode.TRAP
+    CHECKPOINTED: ClassVar[tuple[str, ...]] = (
+        "vcpu",
+        "shadow",
+        "_user_view",
+        "_tables_checked",
+        "_descriptor_tricks",
+    )
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("shadow_gdt",)
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
@@ -187,18 +196,10 @@ class TrapAndEmulate(Executor):
                 self._emulate(vector)
             else:
                 self.deliver(vector, "exception", 0)
-        elif kind is ExitKind.FETCH_FAULT:
-            self.vm.finish(
-                ExitInfo(
-                    ExitReason.CRASHED,
-                    None,
-                    f"instruction fetch outside RAM at {exit_.address:#010x}",
-                )
-            )
-        elif kind is ExitKind.ERROR:
-            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=f"CPU error: {exit_.detail}"))
         elif kind is ExitKind.HALT:  # HLT cannot complete at CPL 1/3: a unicorn surprise
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail="HLT completed outside ring 0"))
+        else:
+            self.machine_failure(exit_)
 
     def _reflect_software(self, vector: int) -> None:
         eip = self.machine.uc.reg_read(_EIP)

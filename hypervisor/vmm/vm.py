@@ -23,6 +23,7 @@ from hypervisor.events import (
     VmStateChanged,
 )
 from hypervisor.guest.image import GuestImage
+from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
 from hypervisor.machine.machine import Machine
@@ -82,6 +83,40 @@ class GuestTooLarge(ValueError):
 
 
 class Vm:
+    # What a checkpoint captures, and what stays the receiving VM's own (its parts, its
+    # configuration): every attribute is one or the other (tests/test_checkpoints.py).
+    CHECKPOINTED = (
+        "console",
+        "_line",
+        "stats",
+        "exit",
+        "state",
+        "_slice_done",
+        "_in_slice",
+        "run_end",
+        "ticks",
+        "overhead_timeline",
+        "cost_profile",
+        "_last_sample",
+        "inputs_done",
+        "_input_wanted",
+    )
+    NOT_CHECKPOINTED = (
+        "image",
+        "mode",
+        "name",
+        "events",
+        "machine",
+        "uart",
+        "pic",
+        "pit",
+        "debug_exit",
+        "kbc",
+        "vga",
+        "inputs",  # the run's script: the same for all its VMs, wiring like the event log
+        "executor",
+    )
+
     def __init__(
         self,
         image: GuestImage,
@@ -99,7 +134,9 @@ class Vm:
         self.events = events or EventLog()
         if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
             raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
-        self.machine = Machine(ram_size, host, self.name)
+        # bt's translated code keeps its own clock: its CPU counts the reference way
+        counting = ClockKind.COUNT if self.mode is Mode.BT else None
+        self.machine = Machine(ram_size, host, self.name, clock=counting)
         self.uart = Uart16550(
             on_output=self._console,
             on_irq=lambda: self._device_irq(SERIAL_IRQ),

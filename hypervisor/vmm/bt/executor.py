@@ -11,7 +11,9 @@ chained jumps.
 The executor is the execution loop: entering the translation cache, leaving it (exit stubs,
 callouts, the door), parking the guest at an instruction boundary, chaining. Two parts keep
 their own state beside it: the clock of translated code (`clock.py`) and the maintenance of
-translated code against the guest's stores (`selfmod.py`).
+translated code against the guest's stores (`selfmod.py`). (A little longer than this
+project's usual module: the vCPU area's exchange and the tracer of translated code stay here,
+beside the exits that read them.)
 """
 
 from __future__ import annotations
@@ -52,6 +54,18 @@ TC_SLICE = 1_000_000  # the most a slice of translated code may run before it co
 
 class BinaryTranslation(TrapAndEmulate):
     mode = Mode.BT
+    CHECKPOINTED = (
+        "cache",
+        "translator",
+        "selfmod",
+        "clock",
+        "parked",
+        "_area_values",
+        "_selectors",
+        "_monitor_fields",
+        "_traced_stop",
+    )
+    NOT_CHECKPOINTED = ("area", "door")
     counts_each_instruction = False  # translated code keeps its own clock, block by block
 
     def start(self, entry: CpuState) -> None:
@@ -166,11 +180,7 @@ class BinaryTranslation(TrapAndEmulate):
             return fragment
         self.cache.stats.misses += 1
         if not 0 <= guest_eip < self.machine.ram_size:
-            self.vm.finish(
-                ExitInfo(
-                    ExitReason.CRASHED, detail=f"instruction fetch outside RAM at {guest_eip:#010x}"
-                )
-            )
+            self.fetch_outside_ram(guest_eip)
             return None
         checked = self.selfmod.is_self_checked(guest_eip)
         fragment = self.translator.translate(guest_eip, checked, stepping)
@@ -260,7 +270,7 @@ class BinaryTranslation(TrapAndEmulate):
         if kind is ExitKind.DOOR:
             self._door()
         elif kind is ExitKind.EXCEPTION:
-            if not self._park_at(eip, faulted=True):
+            if not self._park_at(eip):
                 return
             self.deliver(exit_.vector or 0, "exception", 0)
         elif kind in (ExitKind.COUNT, ExitKind.STOP):
@@ -318,7 +328,7 @@ class BinaryTranslation(TrapAndEmulate):
     def _interrupt_due(self) -> bool:
         return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
 
-    def _park_at(self, tc_eip: int, faulted: bool = False) -> bool:
+    def _park_at(self, tc_eip: int) -> bool:
         """Take the guest out of the TC at a guest instruction boundary: fix the count."""
         fragment = self.cache.fragment_at(tc_eip)
         index = fragment.boundaries.get(tc_eip) if fragment else None

@@ -17,6 +17,10 @@ MOV, LEA and JECXZ, or save the flags with LAHF/SETO and put them back with ADD/
 keep the guest's registers (scratch registers are saved in the vCPU area) and never touch the
 guest's stack beyond what the guest instruction itself does: the stack may lie outside RAM,
 where a store is lost and a load reads all ones.
+
+(Longer than this project's usual module: the rules and the one fragment emitter whose local
+stubs, exits and boundaries every rule shares; cut by rule, they would hand the emitter's
+internals around.)
 """
 
 from __future__ import annotations
@@ -110,14 +114,14 @@ class Translator:
         start = self.cache.reserve(0)
         code = bytearray()
         window_exit = start
-        code += self._door_jump(WINDOW_EXIT, window_exit)
+        code += self.door_jump(WINDOW_EXIT, window_exit)
         lookup_exit = start + len(code)
-        code += self._door_jump(LOOKUP_EXIT, lookup_exit)
+        code += self.door_jump(LOOKUP_EXIT, lookup_exit)
         self.cache.reserve(len(code))
         self.shared_code = (start, bytes(code))
         return Shared(window_exit, lookup_exit)
 
-    def _door_jump(self, exit_id: int, at: int) -> bytes:
+    def door_jump(self, exit_id: int, at: int) -> bytes:
         store = x.mov_abs_imm32(self.area.exit, exit_id)
         return store + x.jmp_rel32(at + len(store), self.door)
 
@@ -302,7 +306,7 @@ class _FragmentEmitter:
         """A local stub that leaves for the monitor from the prologue, with the guest's flags
         and EAX put back first."""
         prefix = x.restore_flags(self.area.save_a)
-        return self._local(lambda at: prefix + self.t._door_jump(exit_id, at + len(prefix)))
+        return self._local(lambda at: prefix + self.t.door_jump(exit_id, at + len(prefix)))
 
     # ------------------------------------------------------------------ the block
     def emit_block(
@@ -565,7 +569,7 @@ class _FragmentEmitter:
     def _exit_to_monitor(self, kind: StubKind, guest_eip: int) -> None:
         stub = self.t.cache.new_exit(kind, self.fid, guest_eip)
         self.stubs.append(stub)
-        self.emit(self.t._door_jump(stub.id, self.here))
+        self.emit(self.t.door_jump(stub.id, self.here))
 
     def _emit_stubs(self) -> None:
         for local in self._locals:
@@ -577,7 +581,7 @@ class _FragmentEmitter:
         cache = self.t.cache
         for stub, offset in self._exits:
             stub_address = self.here
-            self.emit(self.t._door_jump(stub.id, stub_address))
+            self.emit(self.t.door_jump(stub.id, stub_address))
             stub.stub_address = stub_address
             target = None if self.stepping else cache.lookup(stub.guest_eip)
             dest = target.tc_start if target is not None else stub_address

@@ -32,6 +32,8 @@ _INT_SIZE = 2  # cd 82
 
 class Paravirtual(TrapAndEmulate):
     mode = Mode.PV
+    CHECKPOINTED = ()
+    NOT_CHECKPOINTED = ("paravirtual",)
     runs_paravirtual = True
 
     def start(self, entry: CpuState) -> None:

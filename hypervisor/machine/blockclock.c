@@ -1,0 +1,196 @@
+/* vmlab's block clock: count retired guest instructions per translated block.
+ *
+ * Unicorn counts instructions for emu_start(count=N) with a code hook on every instruction
+ * (~20 ns each). Here a UC_HOOK_BLOCK callback, called by unicorn directly before each
+ * translated block runs, adds the block's instruction count and stops the CPU *before* a
+ * block that would take the run past its deadline (a stop from the block hook is exact: none
+ * of the block's instructions has run). Python finishes a deadline that falls inside a block
+ * with a code hook bounded to that block (vclock_step), see blockclock.py.
+ *
+ * The hook is given (address, size in bytes), not an instruction count: counts live in a
+ * table filled by Python (capstone) on a miss, for blocks in RAM only. An entry keeps a copy
+ * of the block's bytes and is checked against them on each use (paging off): self-modifying
+ * code can keep a block's address and size and change its instruction count.
+ *
+ * No unicorn symbol is linked: Python passes uc_emu_stop's address (clock.emu_stop).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define SLOTS 8192u         /* table entries (power of two), open addressing */
+#define ARENA (1u << 20)    /* bytes kept to check entries against RAM */
+#define MISS_STOP 0x80000000u /* from the miss callback: stop before this block, Python acts */
+
+typedef void uc_engine;
+typedef int (*emu_stop_fn)(uc_engine *);
+typedef uint32_t (*miss_fn)(uint64_t address, uint32_t size);
+typedef uint32_t (*cut_fn)(uint64_t block, uint32_t size, uint64_t address);
+
+struct entry {
+    uint64_t address;
+    uint32_t size;  /* 0: free */
+    uint32_t count;
+    uint32_t bytes; /* offset of the copy in the arena + 1 (0: no copy) */
+    uint32_t pad;
+};
+
+struct vclock {
+    /* per run: Python sets deadline, clears the rest (vclock_arm) */
+    uint64_t base;      /* instructions of the run before the block now running */
+    uint64_t end;       /* base + the running block's count: where it ends */
+    uint64_t deadline;  /* no block may start that would end past it */
+    uint64_t block;     /* address of the block now running (~0: none yet) */
+    uint32_t block_size;
+    uint32_t stop;      /* a stop is pending (set by Python hooks too): count nothing more */
+    uint32_t why;       /* 1: stopped before a block crossing the deadline, 2: table miss */
+    uint32_t step_left; /* vclock_step: instructions still to run inside the block */
+    /* set once by Python */
+    emu_stop_fn emu_stop;
+    miss_fn miss;
+    cut_fn cut; /* instructions of `block` before `address` (its counts as they ran) */
+    const uint8_t *ram; /* guest RAM as the CPU sees it with paging off */
+    uint64_t ram_size;
+    uint32_t check_bytes; /* 1: compare entries with RAM (paging off) */
+    uint32_t arena_used;
+    uint32_t block_bytes;    /* the running block's copy in the arena + 1 (0: none) */
+    uint32_t pad;
+    struct entry table[SLOTS];
+    uint8_t arena[ARENA];
+};
+
+static inline uint32_t slot_of(uint64_t address, uint32_t size) {
+    uint64_t h = (address ^ ((uint64_t)size << 32)) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 40) & (SLOTS - 1);
+}
+
+static int in_ram(const struct vclock *c, uint64_t address, uint32_t size) {
+    return address + size <= c->ram_size;
+}
+
+static int checkable(const struct vclock *c, uint64_t address, uint32_t size) {
+    return c->check_bytes && in_ram(c, address, size);
+}
+
+/* The entry for (address, size) whose bytes still match, or 0. */
+static struct entry *find(struct vclock *c, uint64_t address, uint32_t size) {
+    uint32_t i = slot_of(address, size);
+    for (uint32_t probe = 0; probe < SLOTS; probe++, i = (i + 1) & (SLOTS - 1)) {
+        struct entry *e = &c->table[i];
+        if (e->size == 0)
+            return 0;
+        if (e->address == address && e->size == size) {
+            if (e->bytes && checkable(c, address, size) &&
+                memcmp(c->arena + e->bytes - 1, c->ram + address, size) != 0)
+                return 0; /* the code changed: Python recounts, then replaces the entry */
+            return e;
+        }
+    }
+    return 0;
+}
+
+void vclock_forget(struct vclock *c) {
+    memset(c->table, 0, sizeof c->table);
+    c->arena_used = 0;
+}
+
+static struct entry *store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
+    uint32_t i = slot_of(address, size);
+    struct entry *free_slot = 0;
+    for (uint32_t probe = 0; probe < SLOTS; probe++, i = (i + 1) & (SLOTS - 1)) {
+        struct entry *e = &c->table[i];
+        if (e->size == 0 || (e->address == address && e->size == size)) {
+            free_slot = e;
+            break;
+        }
+    }
+    if (free_slot == 0 || c->arena_used + size > ARENA) { /* full: start again */
+        vclock_forget(c);
+        free_slot = &c->table[slot_of(address, size)];
+    }
+    free_slot->address = address;
+    free_slot->size = size;
+    free_slot->count = count;
+    free_slot->bytes = 0;
+    if (checkable(c, address, size)) {
+        memcpy(c->arena + c->arena_used, c->ram + address, size);
+        free_slot->bytes = c->arena_used + 1;
+        c->arena_used += size;
+    }
+    return free_slot;
+}
+
+static void stop_now(struct vclock *c, uc_engine *uc, uint32_t why) {
+    c->stop = 1;
+    c->why = why;
+    c->emu_stop(uc);
+}
+
+/* A block that starts inside the one running and ends before it: QEMU abandoned the running
+ * block at `address` (a store there changed the block's own code: precise self-modifying
+ * code) and runs that one instruction as a block of its own. Any other block starting
+ * inside the running one (a jump back, a REP's next round) ends where it ends or later. */
+static void check_cut(struct vclock *c, uint64_t address, uint32_t size) {
+    uint64_t end = c->block + c->block_size;
+    if (c->block == ~0ull || address < c->block || address + size >= end)
+        return;
+    c->end = c->base + c->cut(c->block, c->block_size, address);
+}
+
+/* UC_HOOK_BLOCK: the block at `address` is about to run. */
+void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+    struct vclock *c = data;
+    if (c->stop) { /* a hook asked to stop: this block (chained to the last one) never runs */
+        c->block = ~0ull;
+        return;
+    }
+    check_cut(c, address, size);
+    struct entry *e = find(c, address, size);
+    uint32_t count;
+    if (e) {
+        count = e->count;
+    } else {
+        count = c->miss(address, size); /* (monitor memory is never kept: it cannot be
+                                            checked, and guests hardly run code there) */
+        if (count & MISS_STOP) { /* Python must prepare this block first */
+            c->block_bytes = 0;
+            c->block = address;
+            c->block_size = size;
+            c->base = c->end;
+            stop_now(c, uc, 2);
+            return;
+        }
+        if (in_ram(c, address, size))
+            e = store(c, address, size, count);
+    }
+    c->block_bytes = e ? e->bytes : 0;
+    c->base = c->end;
+    c->block = address;
+    c->block_size = size;
+    if (c->base + count > c->deadline) {
+        stop_now(c, uc, 1);
+        return;
+    }
+    c->end = c->base + count;
+}
+
+/* UC_HOOK_CODE bounded to one block: run `step_left` more instructions, then stop (a stop
+ * from a code hook takes effect before the instruction: unicorn checks right after it). */
+void vclock_step(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+    struct vclock *c = data;
+    if (c->stop)
+        return;
+    if (c->step_left == 0) {
+        stop_now(c, uc, 1);
+        return;
+    }
+    c->step_left--;
+}
+
+/* UC_HOOK_CODE on the instruction after a port I/O inside a block: doing nothing is enough.
+ * Unicorn checks for a pending stop after every code hook, so a stop requested by the I/O
+ * takes effect here instead of at the block's end. */
+void vclock_check(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+    (void)uc, (void)address, (void)size, (void)data;
+}
+
+uint64_t vclock_sizeof(void) { return sizeof(struct vclock); }

@@ -1,0 +1,246 @@
+"""The block clock: exact retired-instruction counts without a hook on every instruction.
+
+The C helper (`blockclock.c`, built by `clockbuild`) adds each translated block's instruction
+count before the block runs and stops the CPU before a block that would cross the run's
+deadline. This class makes that exact at every instruction:
+
+* a deadline inside a block: the block is run again with a code hook bounded to it that
+  stops after the remaining instructions (the block is recompiled for it, then once more
+  without it: a block compiled before a hook was added never calls it);
+* a stop that an I/O hook asks for inside a block (a timing port written, debug-exit, an I/O
+  that must fault) would take effect only at the block's end: a block with port I/O before
+  its last instruction gets, the first time it is seen, an empty C code hook on each
+  instruction after an I/O (unicorn checks for a pending stop after every code hook), and is
+  recompiled before it first runs;
+* a stop asked for by a Python hook sets the helper's `stop` flag, so a block already chained
+  to the stopping one is not counted;
+* EIP is exact in the open-bus callbacks only if a memory hook covers the address: the
+  machine bounds an empty one to each hole under this clock (`Machine.precise_open_bus`);
+* mid-block counts (a fault, an I/O, a stop) are the running block's instructions before EIP,
+  from capstone, cached by the block's bytes (self-modifying code changes them).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+import capstone
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
+from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_EIP
+
+from hypervisor.machine.clockbuild import library
+
+CR0_PG = 1 << 31
+NO_BLOCK = (1 << 64) - 1
+NO_LIMIT = (1 << 64) - 1
+MISS_STOP = 0x80000000
+_WHY_DEADLINE, _WHY_MISS = 1, 2
+_IO = frozenset(("in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"))
+
+
+class _Header(ctypes.Structure):
+    """The first fields of `struct vclock` (blockclock.c): what Python reads and sets."""
+
+    _fields_ = [
+        ("base", ctypes.c_uint64),
+        ("end", ctypes.c_uint64),
+        ("deadline", ctypes.c_uint64),
+        ("block", ctypes.c_uint64),
+        ("block_size", ctypes.c_uint32),
+        ("stop", ctypes.c_uint32),
+        ("why", ctypes.c_uint32),
+        ("step_left", ctypes.c_uint32),
+        ("emu_stop", ctypes.c_void_p),
+        ("miss", ctypes.c_void_p),
+        ("cut", ctypes.c_void_p),
+        ("ram", ctypes.c_void_p),
+        ("ram_size", ctypes.c_uint64),
+        ("check_bytes", ctypes.c_uint32),
+        ("arena_used", ctypes.c_uint32),
+    ]
+
+
+_MISS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)
+_CUT = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint64)
+_DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+
+
+class BlockClock:
+    """The block clock of one unicorn instance (see the module docstring)."""
+
+    kind = "block"
+
+    def __init__(self, uc: Uc, read: Callable[[int, int], bytes], ram: int, ram_size: int):
+        lib = library()
+        self._uc = uc
+        self._read = read  # guest code bytes as the CPU fetches them
+        self._lib = lib
+        self._memory = ctypes.create_string_buffer(lib.vclock_sizeof())
+        self._c = _Header.from_buffer(self._memory)
+        self._address = ctypes.addressof(self._memory)
+        self._cr0 = ctypes.c_uint32()
+        self._cr0_ref = ctypes.byref(self._cr0)
+        c = self._c
+        c.emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
+        self._miss_callback = _MISS(self._on_miss)  # kept: the helper holds a raw pointer
+        c.miss = ctypes.cast(self._miss_callback, ctypes.c_void_p).value
+        self._cut_callback = _CUT(self._on_cut)
+        c.cut = ctypes.cast(self._cut_callback, ctypes.c_void_p).value
+        c.ram, c.ram_size, c.check_bytes = ram, ram_size, 1
+        c.block, c.deadline = NO_BLOCK, NO_LIMIT  # emu_start outside `run` is not limited
+        self._blocks: dict[tuple[int, int], tuple[bytes, tuple[int, ...]]] = {}
+        self._checked: set[int] = set()  # instructions after a port I/O that have a check hook
+        self._unchecked: list[int] = []  # found by the last miss, hooked before the block runs
+        self.exhausted = False
+        self._stepping = False
+        self._eip_cell = ctypes.c_uint32()
+        self._eip_ref = ctypes.byref(self._eip_cell)
+        self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
+
+    def _hook(self, kind: int, function: Any, begin: int, end: int) -> int:
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(
+            self._uc._uch,
+            ctypes.byref(handle),
+            kind,
+            ctypes.cast(function, ctypes.c_void_p),
+            ctypes.c_void_p(self._address),
+            ctypes.c_uint64(begin),
+            ctypes.c_uint64(end),
+        )
+        if status:
+            raise UcError(status)
+        return handle.value
+
+    # ------------------------------------------------------------------ counting
+    def _decode(self, address: int, size: int) -> tuple[int, ...]:
+        """Start addresses of the block's instructions (one more for undecodable bytes)."""
+        code = self._read(address, size)
+        known = self._blocks.get((address, size))
+        if known is not None and known[0] == code:
+            return known[1]
+        starts: list[int] = []
+        at = address
+        for insn_address, insn_size, mnemonic, _ in _DISASM.disasm_lite(code, address):
+            starts.append(insn_address)
+            at = insn_address + insn_size
+            if mnemonic.split()[-1] in _IO and at < address + size and at not in self._checked:
+                self._unchecked.append(at)
+        if at < address + size:  # capstone stopped: an instruction the CPU will fault on
+            starts.append(at)
+        self._blocks[(address, size)] = (code, tuple(starts))
+        return self._blocks[(address, size)][1]
+
+    def _on_miss(self, address: int, size: int) -> int:
+        count = len(self._decode(address, size))
+        return count | MISS_STOP if self._unchecked else count
+
+    def _on_cut(self, block: int, size: int, address: int) -> int:
+        """The running block was abandoned at `address` (blockclock.c, check_cut): its
+        instructions before it ran, and the one there is counted as begun, as unicorn's own
+        counter does (it counts that instruction again when it runs on its own)."""
+        starts = self._blocks[(block, size)][1]  # the code as it ran, before the store
+        return bisect.bisect_left(starts, address) + 1
+
+    def retired_before(self, eip: int) -> int:
+        """Instructions of the run that completed before `eip` (the running block's own
+        instructions before it, if EIP is inside that block)."""
+        c = self._c
+        block, size = c.block, c.block_size
+        if block == NO_BLOCK or not block <= eip < block + size:
+            return c.end
+        return c.base + bisect.bisect_left(self._decode(block, size), eip)
+
+    def _eip(self) -> int:
+        # the binding's reg_read picks a register class in Python: ~10x the C call
+        uclib.uc_reg_read(self._uc._uch, UC_X86_REG_EIP, self._eip_ref)
+        return self._eip_cell.value
+
+    def read(self) -> int:
+        """Like unicorn's counter: instructions begun, the one at EIP included."""
+        return self.retired_before(self._eip()) + 1
+
+    def stop_count(self, completes: bool, eip_past: bool) -> int:
+        """Instructions retired at a stop a hook asks for now: `completes`, the current
+        instruction will have run (an I/O); `eip_past`, EIP is already after it (INT n)."""
+        return self.retired_before(self._eip()) + (completes and not eip_past)
+
+    def settled(self, faulted: bool) -> int:
+        """Instructions retired when the run ended by itself (a fault, HLT, the end address)."""
+        return self.retired_before(self._eip())
+
+    # ------------------------------------------------------------------ running
+    def run(self, eip: int, until: int, count: int) -> UcError | None:
+        """Run from `eip` until a hook stops the CPU or exactly `count` instructions retired
+        (0: no limit); `exhausted` says which."""
+        c, uc = self._c, self._uc
+        deadline = count or NO_LIMIT
+        uclib.uc_reg_read(uc._uch, UC_X86_REG_CR0, self._cr0_ref)
+        # with paging on, a block's address is virtual: RAM at that address is not its code
+        c.check_bytes = not self._cr0.value & CR0_PG
+        c.base = c.end = 0
+        c.deadline = deadline
+        c.block = NO_BLOCK
+        self.exhausted = False
+        step_hook: int | None = None
+        self._stepping = False
+        try:
+            while True:
+                c.stop = c.why = 0
+                try:
+                    uc.emu_start(eip, until)
+                except UcError as err:
+                    return err
+                if not c.why:
+                    return None
+                eip = self._eip()
+                if c.why == _WHY_MISS:
+                    self._add_checks(c.block, c.block_size)
+                    continue
+                if step_hook is not None or c.base == deadline:
+                    self.exhausted = True
+                    return None
+                # the deadline falls inside the block at EIP: run just its first instructions
+                last = c.block + c.block_size - 1
+                step_hook = self._hook(UC_HOOK_CODE, self._lib.vclock_step, c.block, last)
+                self._recompile(c.block, c.block_size)
+                c.step_left = deadline - c.base
+                c.deadline = NO_LIMIT
+                self._stepping = True
+        finally:
+            self._stepping = False
+            if step_hook is not None:
+                uclib.uc_hook_del(uc._uch, ctypes.c_size_t(step_hook))
+                self._recompile(c.block, c.block_size)
+            c.deadline = NO_LIMIT
+
+    def _add_checks(self, block: int, size: int) -> None:
+        for address in self._unchecked:
+            self._hook(UC_HOOK_CODE, self._lib.vclock_check, address, address)
+            self._checked.add(address)
+        self._unchecked.clear()
+        self._recompile(block, size)
+
+    def _recompile(self, block: int, size: int) -> None:
+        if block != NO_BLOCK:
+            self._uc.ctl_remove_cache(block, block + max(size, 1))
+
+    def at_deadline(self) -> bool:
+        """Asked by the machine's Python code hooks, which run before the step hook: is
+        the instruction about to run the one the step hook stops at (so it never runs)?"""
+        return self._stepping and self._c.step_left == 0
+
+    def stop(self) -> None:
+        """A hook stops the CPU: no block after this one may be counted."""
+        self._c.stop = 1
+        self._uc.emu_stop()
+
+    def forget(self) -> None:
+        """Code changed where the helper cannot see it (monitor memory, a restored
+        snapshot): forget every block count."""
+        self._lib.vclock_forget(ctypes.c_void_p(self._address))
+        self._blocks.clear()

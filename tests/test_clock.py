@@ -1,0 +1,181 @@
+"""The block clock against the reference (unicorn's count=N): same counts, interrupts, console,
+registers and events, on every sample and on random guests (I/O, faults, self-modifying
+stores), stopped at random deadlines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hypervisor.guest.image import GuestImage, load_guest, sample_names
+from hypervisor.machine import clock, clockbuild
+from hypervisor.machine.clockbuild import ClockKind, ClockUnavailable
+from hypervisor.session import run_guest
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.vm import Vm
+from vmlab.cli import main
+
+try:
+    clockbuild.library()
+    from hypervisor.machine.clockcheck import self_test
+
+    self_test()
+    HAVE_BLOCK = True
+except ClockUnavailable:
+    HAVE_BLOCK = False
+needs_block = pytest.mark.skipif(not HAVE_BLOCK, reason="no C compiler: block clock unavailable")
+
+
+@pytest.fixture
+def clock_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    yield monkeypatch
+    monkeypatch.undo()
+    clock.choice.cache_clear()
+
+
+def _under(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    monkeypatch.setenv(clock.ENV, kind)
+    clock.choice.cache_clear()
+
+
+@needs_block
+@pytest.mark.parametrize("mode", ["native", "trap", "pv"])
+@pytest.mark.parametrize("guest", sample_names())
+def test_samples_run_the_same_under_both_clocks(
+    guest: str, mode: str, clock_env: pytest.MonkeyPatch
+) -> None:
+    reports = []
+    for kind in ("count", "block"):
+        _under(clock_env, kind)
+        report = run_guest(guest, mode, keep_events=True, max_insns=400_000)
+        reports.append((report.as_json(), report.events))
+    (count_json, count_events), (block_json, block_events) = reports
+    assert block_json == count_json
+    assert block_events == count_events  # interrupts, I/O, console: at the same steps
+
+
+def test_the_choice_says_which_clock_and_why(clock_env: pytest.MonkeyPatch) -> None:
+    _under(clock_env, "count")
+    assert clock.choice().kind is ClockKind.COUNT
+    assert "VMLAB_CLOCK=count" in clock.choice().reason
+    _under(clock_env, "sundial")
+    with pytest.raises(ClockUnavailable, match="expected count, block or auto"):
+        clock.choice()
+
+
+def test_no_compiler_falls_back_to_counting(
+    clock_env: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    clock_env.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built there yet
+    clock_env.setenv("PATH", "")
+    clock_env.delenv("CC", raising=False)
+    clockbuild.library.cache_clear()
+    import hypervisor.machine.clockcheck as check
+
+    check.self_test.cache_clear()
+    _under(clock_env, "auto")
+    try:
+        choice = clock.choice()
+        assert choice.kind is ClockKind.COUNT
+        assert "no C compiler" in choice.reason
+    finally:
+        clockbuild.library.cache_clear()
+        check.self_test.cache_clear()
+
+
+# ---------------------------------------------------------------- random guests
+# Pieces of straight-line code (machine code): ALU, port I/O (a PIT write stops the slice),
+# a store into the code page ahead (self-modifying), a short loop, INT3 (a fault the guest
+# has no handler for ends the run: a crash at an exact count).
+_PIECES = [
+    b"\x40",  # inc eax
+    b"\x01\xc3",  # add ebx, eax
+    b"\x31\xd9",  # xor ecx, ebx
+    b"\xe6\x80",  # out 0x80, al (an unassigned port: ignored)
+    b"\xb0\x34\xe6\x43",  # mov al, 0x34; out 0x43, al (PIT control: stops the slice)
+    b"\xb0\x10\xe6\x40\xe6\x40",  # PIT channel 0 count 0x1010
+    b"\xe4\x40",  # in al, 0x40 (reads the PIT: needs the exact count)
+    b"\xb9\x05\x00\x00\x00\x41\x49\x75\xfc",  # mov ecx, 5; l: inc ecx; dec ecx; jnz l... (x5)
+    b"\xc6\x05\x00\x00\x00\x00\x90",  # mov byte [next+? patched], 0x90 (see _assemble)
+]
+_SMC = 8
+
+
+def _assemble(pieces: list[int]) -> bytes:
+    code = bytearray()
+    for index in pieces:
+        piece = bytearray(_PIECES[index])
+        if index == _SMC:  # store a NOP over the byte after this instruction: it runs
+            target = 0x100000 + len(code) + 7
+            piece[2:6] = target.to_bytes(4, "little")
+        code += piece
+    return bytes(code + b"\xcc")  # int3: no IDT, the guest crashes here
+
+
+def _run_pieces(image: GuestImage, mode: str, slices: list[int], kind: str) -> list[object]:
+    saved = os.environ.get(clock.ENV)
+    os.environ[clock.ENV] = kind
+    clock.choice.cache_clear()
+    try:
+        vm = Vm(image, mode)
+        stops: list[object] = []
+        for count in [*slices, 10_000]:
+            vm.run(count)
+            stops.append((vm.stats.total, vm.ticks, vm.machine.state(), vm.exit, vm.console))
+        return stops
+    finally:
+        if saved is None:
+            del os.environ[clock.ENV]
+        else:
+            os.environ[clock.ENV] = saved
+        clock.choice.cache_clear()
+
+
+@needs_block
+@settings(max_examples=25, deadline=None)
+@given(
+    pieces=st.lists(st.integers(0, len(_PIECES) - 1), min_size=1, max_size=30),
+    slices=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    mode=st.sampled_from(["native", "trap"]),
+)
+def test_random_guests_agree_at_every_stop(pieces: list[int], slices: list[int], mode: str) -> None:
+    image = GuestImage("random", _assemble(pieces))
+    count = _run_pieces(image, mode, slices, "count")
+    assert _run_pieces(image, mode, slices, "block") == count
+
+
+@needs_block
+@pytest.mark.parametrize(("guest", "mode"), [("flags", "trap"), ("timer", "native")])
+def test_recordings_are_the_same_under_both_clocks(
+    guest: str, mode: str, clock_env: pytest.MonkeyPatch
+) -> None:
+    """A traced run stopped at deadlines inside blocks: no instruction recorded twice."""
+    recordings = []
+    for kind in ("count", "block"):
+        _under(clock_env, kind)
+        machine = TimeMachine(load_guest(guest), mode)
+        for _ in range(5):
+            machine.extend(997)  # deadlines that fall inside blocks
+        recording = machine.recording
+        recordings.append([recording.record(i) for i in range(len(recording))])
+    assert recordings[0] == recordings[1]
+
+
+def test_doctor_says_which_clock(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    kind = clock.choice().kind
+    assert f"clock: {kind} (" in capsys.readouterr().out
+
+
+def test_a_bad_clock_name_is_one_line(
+    clock_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _under(clock_env, "sundial")
+    assert main(["run", "hello"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vmlab: VMLAB_CLOCK='sundial': expected count, block or auto"
+    )
