@@ -8,7 +8,9 @@ from typing import Any
 
 from hypervisor.events import Event, EventLog
 from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
-from hypervisor.vmm.contract import ExitInfo, Mode, VmState
+from hypervisor.machine.hostram import OutOfHostMemory
+from hypervisor.platform.board import MAX_RAM
+from hypervisor.vmm.contract import DEFAULT_RAM, ExitInfo, Mode, VmState
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
 from hypervisor.vmm.inputs import Input, InputScript
 from hypervisor.vmm.isolation import IsolationState, vcpu_view
@@ -16,6 +18,7 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM, CpuAccount
 from hypervisor.vmm.vm import Vm
 
 DEFAULT_BUDGET = 20_000_000
+MAX_HOST_RAM = MAX_RAM  # a host for one run grows to hold its VMs, up to this
 
 
 @dataclass
@@ -109,6 +112,7 @@ def run_guest(
     keep_events: bool = False,
     unported: bool = False,
     inputs: tuple[Input, ...] = (),
+    ram_size: int = DEFAULT_RAM,
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
     pv runs its paravirtual build, unless `unported` asks for the unmodified one. `inputs`
@@ -120,7 +124,7 @@ def run_guest(
     kept: list[Event] = []
     if keep_events:
         log.subscribe(kept.append)
-    vm = Vm(image, mode, events=log, inputs=InputScript(inputs))
+    vm = Vm(image, mode, events=log, ram_size=ram_size, inputs=InputScript(inputs))
     isolation = IsolationState.of(vm)
     log.subscribe(isolation.observe)
     vm.run(max_insns, trace=trace)
@@ -162,11 +166,18 @@ def _cycles(vm: Vm) -> dict[str, Any]:
 
 
 def compare(
-    image: GuestImage | str, *, max_insns: int = DEFAULT_BUDGET, trace: bool = True
+    image: GuestImage | str,
+    *,
+    max_insns: int = DEFAULT_BUDGET,
+    trace: bool = True,
+    ram_size: int = DEFAULT_RAM,
 ) -> list[RunReport]:
     """The same guest in every mode, native first (the reference); a sample named runs its
     paravirtual build under pv."""
-    return [run_guest(image, mode, max_insns=max_insns, trace=trace) for mode in list(Mode)]
+    return [
+        run_guest(image, mode, max_insns=max_insns, trace=trace, ram_size=ram_size)
+        for mode in list(Mode)
+    ]
 
 
 @dataclass
@@ -199,11 +210,20 @@ def run_host(
     host: Host | None = None,
     keep_events: bool = False,
     unported: bool = False,
+    ram_size: int = DEFAULT_RAM,
 ) -> HostReport:
     """Run (guest, mode) pairs as VMs of one host, round-robin, each to its end or its own
-    budget of `max_insns`; a sample under pv runs its paravirtual build, unless `unported`.
-    Pass a `host` to watch it (its events) while it runs."""
-    host = host or Host(DEFAULT_HOST_RAM, quantum)
+    budget of `max_insns`, each with `ram_size` of RAM (the host's grows to hold them all);
+    a sample under pv runs its paravirtual build, unless `unported`. Pass a `host` to
+    watch it (its events) while it runs."""
+    if host is None:
+        needed = len(guests) * ram_size
+        if needed > MAX_HOST_RAM:
+            raise OutOfHostMemory(
+                f"{len(guests)} VMs of {ram_size >> 20} MiB need {needed >> 20} MiB of host RAM "
+                f"(at most {MAX_HOST_RAM >> 20} MiB)"
+            )
+        host = Host(max(DEFAULT_HOST_RAM, needed), quantum)
     kept: list[Event] = []
     if keep_events:
         host.events.subscribe(kept.append)
@@ -213,7 +233,7 @@ def run_host(
         if isinstance(image, str):
             image = load_for_mode(image, mode, unported=unported)
         name = image.name.removesuffix(PV_SUFFIX)  # the guest's name, whichever its build
-        hosted.append(host.create(image, mode, name=name, budget=max_insns))
+        hosted.append(host.create(image, mode, name=name, budget=max_insns, ram_size=ram_size))
     host.run()
     total_cycles = sum(h.vm.cycles().virtual for h in hosted) or 1.0
     reports = []

@@ -45,13 +45,13 @@ def test_run_json_has_the_documented_shape(capsys):
 
 
 def test_traced_run_reports_holes(capsys):
-    assert main(["run", "redpill", "--mode", "trap", "--trace", "--json"]) == 0
+    assert main(["run", "redpill", "--mode", "trap", "--trace", "--json"]) == 1  # it found us
     vm = json.loads(capsys.readouterr().out)["vms"][0]
     assert {"sgdt", "sidt", "str", "smsw", "mov cs"} <= set(vm["holes"])
 
 
 def test_plain_run_prints_console_then_summary(capsys):
-    assert main(["run", "flags", "--mode", "trap", "--trace"]) == 0
+    assert main(["run", "flags", "--mode", "trap", "--trace"]) == 1  # its ticks never came
     out = capsys.readouterr().out
     assert "flags under trap" in out
     assert "popfd" in out
@@ -66,10 +66,17 @@ def test_compare_shows_every_mode_and_the_culprit(capsys):
 
 
 def test_budget_is_respected(capsys):
-    assert main(["run", "timer", "--max-insns", "1000", "--json"]) == 0
+    assert main(["run", "timer", "--max-insns", "1000", "--json"]) == 4
     vm = json.loads(capsys.readouterr().out)["vms"][0]
     assert vm["exit"]["reason"] == "budget"
     assert vm["instructions"]["total"] == 1000
+
+
+def test_the_exit_status_tells_a_clean_exit_from_a_crash(capsys):
+    assert main(["run", "hello"]) == 0
+    assert main(["run", "crasher"]) == 3
+    assert main(["run", "hello", "crasher", "--json"]) == 3
+    assert "exit status" in vmlab("run", "--help").stdout
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ stores), stopped at random deadlines."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 
@@ -99,8 +100,8 @@ _PIECES = [
     b"\xb0\x34\xe6\x43",  # mov al, 0x34; out 0x43, al (PIT control: stops the slice)
     b"\xb0\x10\xe6\x40\xe6\x40",  # PIT channel 0 count 0x1010
     b"\xe4\x40",  # in al, 0x40 (reads the PIT: needs the exact count)
-    b"\xb9\x05\x00\x00\x00\x41\x49\x75\xfc",  # mov ecx, 5; l: inc ecx; dec ecx; jnz l... (x5)
-    b"\xc6\x05\x00\x00\x00\x00\x90",  # mov byte [next+? patched], 0x90 (see _assemble)
+    b"\xb9\x05\x00\x00\x00\x40\x49\x75\xfc",  # mov ecx, 5; l: inc eax; dec ecx; jnz l
+    b"\xc6\x05\x00\x00\x00\x00\x90\xeb\x00",  # mov byte [after the jmp], 0x90; jmp $+2
 ]
 _SMC = 8
 
@@ -109,8 +110,10 @@ def _assemble(pieces: list[int]) -> bytes:
     code = bytearray()
     for index in pieces:
         piece = bytearray(_PIECES[index])
-        if index == _SMC:  # store a NOP over the byte after this instruction: it runs
-            target = 0x100000 + len(code) + 7
+        if index == _SMC:  # store a NOP over the byte after the jmp: the next block changes
+            # (a store into the running block itself makes QEMU restart it at the store, where
+            # the count clock loses the lazy flags: selfmod's case (d) covers that one)
+            target = 0x100000 + len(code) + 9
             piece[2:6] = target.to_bytes(4, "little")
         code += piece
     return bytes(code + b"\xcc")  # int3: no IDT, the guest crashes here
@@ -125,7 +128,8 @@ def _run_pieces(image: GuestImage, mode: str, slices: list[int], kind: str) -> l
         stops: list[object] = []
         for count in [*slices, 10_000]:
             vm.run(count)
-            stops.append((vm.stats.total, vm.ticks, vm.machine.state(), vm.exit, vm.console))
+            ram = hashlib.sha256(vm.machine.snapshot().ram).hexdigest()  # the checkpoint's
+            stops.append((vm.stats.total, vm.ticks, vm.machine.state(), vm.exit, vm.console, ram))
         return stops
     finally:
         if saved is None:

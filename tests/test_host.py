@@ -263,7 +263,7 @@ def test_a_vm_waiting_for_interrupts_does_not_burn_the_cpu(mode, asm):
 def test_cli_runs_several_guests_on_one_host_as_json(capsys):
     modes = list(Mode)
     specs = [f"hello:{modes[i % len(modes)]}" for i in range(3)] + ["crasher"]
-    assert main(["run", *specs, "--mode", "native", "--json", "--quantum", "3000"]) == 0
+    assert main(["run", *specs, "--mode", "native", "--json", "--quantum", "3000"]) == 3
     out = json.loads(capsys.readouterr().out)
     vms, host = out["vms"], out["host"]
     assert [vm["name"] for vm in vms] == ["hello", "hello-2", "hello-3", "crasher"]
@@ -278,6 +278,7 @@ def test_cli_runs_several_guests_on_one_host_as_json(capsys):
             "PIC",
             "PIT",
             "debug-exit",
+            "isa-debug-exit",
         }
         assert vm["cpu"]["instructions"] == vm["instructions"]["total"]
     assert host["ram"] == 64 << 20 and host["world_switches"] >= 4
@@ -295,18 +296,20 @@ def test_cli_keeps_the_single_guest_json_shape(capsys):
 
 
 def test_cli_text_shows_the_host_map_and_isolation(capsys):
-    assert main(["run", "escape:trap", "hello:trap"]) == 0
+    assert main(["run", "escape:trap", "hello:trap"]) == 3  # escape ends by a wild jump
     out = capsys.readouterr().out
     assert "══ escape (trap) ══" in out and "══ hello (trap) ══" in out
     assert "isolation events:" in out and "world switches" in out
     assert "0x00000000-0x003fffff  escape" in out
 
 
-def test_cli_refuses_an_unknown_mode_and_a_full_host(capsys):
+def test_cli_refuses_an_unknown_mode_and_a_host_larger_than_a_gib(capsys):
     assert main(["run", "hello:warp", "hello"]) == 2
     assert "unknown mode 'warp'" in capsys.readouterr().err
-    assert main(["run", *["hello"] * 17]) == 2  # 17 × 4 MiB > 64 MiB
-    assert "no 4096 KiB free in host RAM" in capsys.readouterr().err
+    assert main(["run", *["hello"] * 17, "--max-insns", "100"]) == 4  # the host grows to fit
+    capsys.readouterr()
+    assert main(["run", *["hello"] * 9, "--ram", "128M"]) == 2  # 9 × 128 MiB > 1 GiB
+    assert "need 1152 MiB of host RAM" in capsys.readouterr().err
 
 
 @ALL_MODES

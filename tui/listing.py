@@ -7,6 +7,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from hypervisor.guest.formats import GuestFormat
 from hypervisor.guest.image import GuestImage
 from hypervisor.isa import decode
 from hypervisor.vmm.contract import LOAD_ADDRESS
@@ -26,8 +27,10 @@ class Listing:
         self.language = "nasm" if image.lines else "disassembly"
         if image.lines:
             rows = [ListingRow(s.address, s.text.strip(), s.line) for s in image.lines]
-        else:
+        elif image.format is GuestFormat.FLAT:
             rows = list(_sweep(image.data, LOAD_ADDRESS))
+        else:  # a kernel's file is not its memory image: disassemble memory as it runs
+            rows = []
         self.rows = sorted(rows, key=lambda r: r.address)
         self._addresses = [r.address for r in self.rows]
 

@@ -12,23 +12,41 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from hypervisor.guest.image import GuestImage, load_for_mode, load_guest, sample_names
+from hypervisor.guest.boot import GuestTooLarge
+from hypervisor.guest.image import (
+    GuestImage,
+    kernel_names,
+    load_for_mode,
+    load_guest,
+    sample_names,
+)
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine import clock, clockbuild
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clockbuild import ClockUnavailable
 from hypervisor.machine.hostram import OutOfHostMemory
-from hypervisor.session import DEFAULT_BUDGET, compare, run_guest, run_host
+from hypervisor.platform.board import parse_ram_size
+from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
+from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
-from hypervisor.vmm.contract import ExitReason, Mode
+from hypervisor.vmm.contract import DEFAULT_RAM, ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
 from hypervisor.vmm.inputs import Input, InputDevice, InputError, parse_input
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
-from hypervisor.vmm.vm import GuestTooLarge, Vm
+from hypervisor.vmm.vm import Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
+from vmlab import interrupt
+from vmlab.interrupt import ctrl_c_stops_runs
 from vmlab.text import compare_lines, console, host_lines, summary, trace_line
+
+EXIT_STATUS_DOC = """\
+exit status of `vmlab run`: 0 every guest ended by itself (debug exit with status 0, or HLT
+with interrupts off); 1 a guest wrote a non-zero status to its debug exit; 2 vmlab refused
+the input (a bad image, file or option: one line on stderr); 3 a guest crashed or stopped on
+something no monitor emulates (unsupported); 4 the instruction budget ran out first."""
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 
@@ -59,9 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run a guest (or several on one host) and print console and summary",
         description="Several guests run as VMs of one host, round-robin; NAME:MODE gives "
         "one VM its own mode (e.g. `vmlab run hello:trap escape:bt hog`).",
+        epilog=EXIT_STATUS_DOC,
     )
     run.add_argument(
-        "guest", nargs="+", help="a sample name, a .asm (needs nasm) or a .bin [:MODE]"
+        "guest",
+        nargs="+",
+        help="a sample name, a .asm (needs nasm), a flat image or a multiboot kernel [:MODE]",
     )
     run.add_argument("--mode", default="native", type=_mode, choices=list(Mode))
     run.add_argument(
@@ -77,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         help="under pv, run a sample's unmodified build instead of its paravirtual one",
     )
     _common(run)
+    _boot_options(run)
     run.add_argument(
         "--trace",
         action="store_true",
@@ -88,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="run a guest in every mode and compare with native")
     cmp.add_argument("guest")
     _common(cmp)
+    _boot_options(cmp)
     cmp.add_argument(
         "--fast",
         action="store_true",
@@ -108,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="say which clock counts guest instructions here, and why")
 
     tui = sub.add_parser("tui", help="open guests in the terminal UI (step, run, rewind)")
-    tui.add_argument("guest", nargs="+", help="sample names, .asm or .bin files")
+    tui.add_argument("guest", nargs="+", help="sample names, .asm, flat images or kernels")
     tui.add_argument(
         "--mode",
         action="append",
@@ -116,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(Mode),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
+    _boot_options(tui, ram=False)
 
     lesson = sub.add_parser("lesson", help="list the lessons, or follow one in the terminal UI")
     lesson.add_argument("name", nargs="?", help="a lesson's name (or a .toml file)")
@@ -157,7 +181,7 @@ def _mode(name: str) -> Mode:
     try:
         return Mode(name)
     except ValueError:
-        modes = ", ".join(Mode)
+        modes = ", ".join(repr(m.value) for m in Mode)  # as argparse words it
         raise argparse.ArgumentTypeError(
             f"invalid choice: {name!r} (choose from {modes})"
         ) from None
@@ -174,6 +198,42 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _boot_options(p: argparse.ArgumentParser, ram: bool = True) -> None:
+    if ram:  # the UI's time machines have 4 MiB each (for now)
+        p.add_argument(
+            "--ram",
+            type=_ram_size,
+            default=DEFAULT_RAM,
+            metavar="SIZE",
+            help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
+        )
+    p.add_argument("--cmdline", metavar="TEXT", help="a multiboot kernel's command line")
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="FILE[=STRING]",
+        help="a multiboot module (repeat for several); STRING is its string (default FILE)",
+    )
+
+
+def _ram_size(text: str) -> int:
+    try:
+        return parse_ram_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _image(spec: str, mode: Mode, args: argparse.Namespace) -> GuestImage:
+    return load_for_mode(
+        spec,
+        mode,
+        unported=getattr(args, "unported", False),
+        cmdline=args.cmdline,
+        modules=tuple(args.module),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -185,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vmlab: --max-insns must be at least 1", file=sys.stderr)
         return 2
     try:
+        if not _opens_ui(args):
+            with ctrl_c_stops_runs():
+                status = _COMMANDS[args.command](args)
+            return interrupt.STATUS if CANCEL.requested else status
         return _COMMANDS[args.command](args)
     except (
         GuestBuildError,
@@ -195,23 +259,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         InputError,
         ClockUnavailable,
     ) as err:
-        print(f"vmlab: {err}", file=sys.stderr)
+        print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
+def _opens_ui(args: argparse.Namespace) -> bool:
+    """The terminal UI takes Ctrl-C as a key; every other command stops its runs on it."""
+    command = args.command
+    return command == "tui" or (
+        (command == "replay" and not args.check)
+        or (command == "lesson" and args.name is not None and not args.walk)
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
+    image = _image(args.guest[0], args.mode, args)
     report = run_guest(
-        args.guest[0],
+        image,
         args.mode,
         max_insns=args.max_insns,
         trace=args.trace,
-        unported=args.unported,
+        ram_size=args.ram,
         inputs=_inputs(args),
     )
     if args.json:
@@ -221,7 +295,17 @@ def _run(args: argparse.Namespace) -> int:
             print(line)
         if args.screen:
             print("\n".join(report.screen))
-    return 0
+    return exit_status([report])
+
+
+def exit_status(reports: Sequence[RunReport]) -> int:
+    """The process's exit status for a run (EXIT_STATUS_DOC): the worst VM's outcome."""
+    reasons = {r.exit.reason for r in reports}
+    if reasons & {ExitReason.CRASHED, ExitReason.UNSUPPORTED}:
+        return 3
+    if ExitReason.BUDGET in reasons:
+        return 4
+    return 1 if any(r.exit.status for r in reports) else 0
 
 
 def _guest_and_mode(spec: str, default: Mode) -> tuple[str, Mode]:
@@ -242,18 +326,29 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
         print("vmlab: --trace, --keys, --serial-input and --screen take one guest", file=sys.stderr)
         return 2
     report = run_host(
-        guests, max_insns=args.max_insns, quantum=args.quantum, unported=args.unported
+        [(_image(spec, mode, args), mode) for spec, mode in guests],
+        max_insns=args.max_insns,
+        quantum=args.quantum,
+        ram_size=args.ram,
     )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
-        return 0
+        return exit_status(report.vms)
     for line in host_lines(report):
         print(line)
-    return 0
+    return exit_status(report.vms)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    reports = compare(args.guest, max_insns=args.max_insns, trace=not args.fast)
+    # A sample's name (a string) runs its paravirtual build under pv; a kernel given boot
+    # options is a multiboot kernel, one build for every mode.
+    boot_options = args.cmdline is not None or args.module
+    reports = compare(
+        _image(args.guest, Mode.NATIVE, args) if boot_options else args.guest,
+        max_insns=args.max_insns,
+        trace=not args.fast,
+        ram_size=args.ram,
+    )
     if args.json:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
         return 0
@@ -277,6 +372,8 @@ def _trace(args: argparse.Namespace) -> int:
 def _guests(args: argparse.Namespace) -> int:
     for name in sample_names():
         print(name)
+    for name in kernel_names():
+        print(f"{name}  (a multiboot kernel in C)")
     return 0
 
 
@@ -289,7 +386,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or [Mode.TRAP]
-    return _open_ui([(load_for_mode(name, mode), mode) for name in args.guest for mode in modes])
+    return _open_ui([(_image(name, mode, args), mode) for name in args.guest for mode in modes])
 
 
 def _demo() -> list[tuple[GuestImage, Mode]]:
@@ -315,7 +412,7 @@ def _lesson(args: argparse.Namespace) -> int:
 
 
 def _walk(lesson: Lesson) -> int:
-    print(lesson.title)
+    print(visible(lesson.title))
     failed = 0
     for landing in walk(lesson):
         stop = landing.stop
@@ -323,7 +420,10 @@ def _walk(lesson: Lesson) -> int:
         print(f"\nstop {landing.index + 1} · {stop.go} · VM {stop.vm} → {where}")
         print(
             textwrap.fill(
-                " ".join(stop.text.split()), 92, initial_indent="  ", subsequent_indent="  "
+                visible(" ".join(stop.text.split())),
+                92,
+                initial_indent="  ",
+                subsequent_indent="  ",
             )
         )
         for problem in landing.problems:
@@ -349,6 +449,7 @@ def _open_ui(
 
 
 def _record(args: argparse.Namespace) -> int:
+    tracefile.check_target(args.output)
     image = load_for_mode(args.guest, args.mode)
     trace = tracefile.record(image, args.mode, args.max_insns, _inputs(args))
     tracefile.save(args.output, trace)
@@ -371,10 +472,11 @@ def _replay(args: argparse.Namespace) -> int:
     problems = machine.verify()
     steps = len(trace.recording)
     for problem in problems:
-        print(f"vmlab: {args.file}: {problem}", file=sys.stderr)
+        print(visible(f"vmlab: {args.file}: {problem}"), file=sys.stderr)
     if not problems:
         print(
-            f"{args.file}: {trace.image.name} under {trace.mode}, {steps:,} steps: replays exactly"
+            visible(f"{args.file}: {trace.image.name}")
+            + f" under {trace.mode}, {steps:,} steps: replays exactly"
         )
     return 1 if problems else 0
 

@@ -1,8 +1,9 @@
 """The debug-exit port: how a guest ends its own run with a status (cf. QEMU isa-debug-exit).
 
 Tests and lessons need a guest to say "done, and here is my result" without any firmware,
-so one OUT of byte N stops the VM with status N. Unlike QEMU's device the status is N
-itself, not (N << 1) | 1.
+so one OUT of byte N stops the VM with status N. vmlab's samples use port 0x501; kernels
+built for QEMU write to its isa-debug-exit at 0xF4, which every VM has too. The status is
+N itself in both cases, not QEMU's process exit status (N << 1) | 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from hypervisor.devices.port import BytePortDevice
 
 DEBUG_EXIT_PORT = 0x501
+ISA_DEBUG_EXIT_PORT = 0xF4  # QEMU's `-device isa-debug-exit,iobase=0xf4`
 
 
 @dataclass(eq=False)

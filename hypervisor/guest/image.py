@@ -1,20 +1,24 @@
-"""Guest images: where they come from (a sample name, an .asm, a .bin) and their line maps.
+"""Guest images: where they come from (a sample name, an .asm, a file) and their line maps.
 
 Sample guests ship prebuilt (`sample_guests/NAME.bin` with `NAME.map`) so users need no nasm.
+A file is recognised by its content (`formats.py`): a flat image, or a multiboot kernel,
+which may come with modules and a command line.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from hypervisor.guest.bootinfo import Module
+from hypervisor.guest.formats import GuestFormat, detect, refuse_text
 from hypervisor.guest.nasm import GuestBuildError, SourceLine, assemble, parse_listing
 from hypervisor.vmm.contract import Mode
 
 SAMPLES_PACKAGE = "sample_guests"
-MAX_IMAGE = 2 << 20
+MAX_IMAGE = 64 << 20
 # The mark of a paravirtualized kernel (like Xen's guest note): vmlab.inc built with -DPARAVIRT
 # puts it right after the 5-byte entry jump, so the loader knows the kernel makes hypercalls.
 PARAVIRT_SIGNATURE = b"VMLAB-PV"
@@ -28,6 +32,8 @@ class GuestImage:
     data: bytes
     lines: tuple[SourceLine, ...] = ()
     source: str = ""  # where it came from, for messages
+    modules: tuple[Module, ...] = ()  # multiboot modules, in order
+    cmdline: str = ""  # the multiboot command line (the kernel's path first, as QEMU gives)
     _by_address: dict[int, SourceLine] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -41,6 +47,11 @@ class GuestImage:
         return self._by_address.get(address)
 
     @property
+    def format(self) -> GuestFormat:
+        """What kind of image this is, by its content (ImageError if none vmlab boots)."""
+        return detect(self.data, self.source or self.name)
+
+    @property
     def paravirtual(self) -> bool:
         """Built for paravirtualization: it calls a hypervisor, bare metal cannot run it."""
         end = PARAVIRT_OFFSET + len(PARAVIRT_SIGNATURE)
@@ -48,9 +59,16 @@ class GuestImage:
 
 
 def sample_names() -> list[str]:
+    """vmlab's own samples: flat images (NAME.bin, each with its paravirtual NAME.pv.bin)."""
     folder = resources.files(SAMPLES_PACKAGE)
     names = (p.name[:-4] for p in folder.iterdir() if p.name.endswith(".bin"))
     return sorted(name for name in names if not name.endswith(PV_SUFFIX))
+
+
+def kernel_names() -> list[str]:
+    """The sample multiboot kernels (NAME.elf, built from C: `kernels.py`)."""
+    folder = resources.files(SAMPLES_PACKAGE)
+    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".elf"))
 
 
 def sample_source(name: str) -> Path:
@@ -70,37 +88,88 @@ def format_line_map(lines: list[SourceLine]) -> str:
     return "".join(f"{s.address:08x}\t{s.line}\t{s.text}\n" for s in lines)
 
 
-def load_guest(spec: str, paravirtual: bool = False) -> GuestImage:
-    """A guest from a sample name, a path to a .asm (assembled now) or a .bin. With
-    `paravirtual`, a sample name gives the sample's paravirtual build (a path is as it is)."""
+def load_guest(
+    spec: str,
+    paravirtual: bool = False,
+    *,
+    cmdline: str | None = None,
+    modules: tuple[str, ...] = (),
+) -> GuestImage:
+    """A guest from a sample name, a path to a .asm (assembled now) or an image file. With
+    `paravirtual`, a sample name gives the sample's paravirtual build (a path is as it is).
+    `cmdline` and `modules` (`FILE[=STRING]` each) are for multiboot kernels: the command
+    line they get is the kernel's path, a space and `cmdline`, as QEMU's `-append` gives
+    (without `cmdline`, an empty one)."""
+    image = _load(spec, paravirtual)
+    if image.format is GuestFormat.FLAT:
+        if cmdline is not None or modules:
+            raise GuestBuildError(
+                f"{spec}: a flat image takes no --cmdline or --module (multiboot kernels do)"
+            )
+        return image
+    if cmdline is None and not modules:
+        return image  # an empty command line: what a trace file can give again (it holds none)
+    return replace(
+        image,
+        cmdline="" if cmdline is None else f"{spec} {cmdline}",
+        modules=tuple(load_module(m) for m in modules),
+        _by_address={},
+    )
+
+
+def load_module(spec: str) -> Module:
+    """A boot module from `FILE[=STRING]`: the file's bytes, and STRING (or FILE) as its
+    string, as GRUB's `module FILE STRING` and QEMU's `-initrd` give one."""
+    name, _, string = spec.partition("=")
+    path = Path(name)
+    if not path.is_file():
+        raise GuestBuildError(f"{name}: no such module file")
+    data = path.read_bytes()
+    if len(data) > MAX_IMAGE:
+        raise GuestBuildError(f"{name}: a module larger than {MAX_IMAGE >> 20} MiB")
+    return Module(data, string or name)
+
+
+def _load(spec: str, paravirtual: bool) -> GuestImage:
     path = Path(spec)
     if path.suffix == ".asm":
         data, listing = assemble(path)
         return _checked(GuestImage(path.stem, data, tuple(parse_listing(listing)), str(path)))
-    if path.suffix == ".bin" or path.is_file():
+    if path.suffix in (".bin", ".elf") or path.is_file():
         if not path.is_file():
             raise GuestBuildError(f"{spec}: no such file")
         return _checked(GuestImage(path.stem, path.read_bytes(), (), str(path)))
+    folder = resources.files(SAMPLES_PACKAGE)
+    if spec in kernel_names():  # one build for every mode
+        return GuestImage(spec, (folder / f"{spec}.elf").read_bytes(), (), f"sample {spec}")
     if spec in sample_names():
         build = spec + PV_SUFFIX if paravirtual else spec
-        folder = resources.files(SAMPLES_PACKAGE)
         data = (folder / f"{build}.bin").read_bytes()
         map_file = folder / f"{build}.map"
         lines = read_line_map(map_file.read_text()) if map_file.is_file() else ()
         return GuestImage(build, data, lines, f"sample {build}")
-    known = ", ".join(sample_names()) or "none"
-    raise GuestBuildError(f"{spec}: not a sample guest, .asm or .bin (samples: {known})")
+    known = ", ".join(sample_names() + kernel_names()) or "none"
+    raise GuestBuildError(f"{spec}: not a sample guest, .asm or image file (samples: {known})")
 
 
-def load_for_mode(spec: str, mode: Mode, *, unported: bool = False) -> GuestImage:
+def load_for_mode(
+    spec: str,
+    mode: Mode,
+    *,
+    unported: bool = False,
+    cmdline: str | None = None,
+    modules: tuple[str, ...] = (),
+) -> GuestImage:
     """The guest `load_guest` gives for running under `mode`: a sample's paravirtual port
     under pv (Xen runs ported kernels), unless `unported` asks for the unmodified build."""
-    return load_guest(spec, paravirtual=mode == Mode.PV and not unported)
+    paravirtual = mode == Mode.PV and not unported
+    return load_guest(spec, paravirtual, cmdline=cmdline, modules=modules)
 
 
 def _checked(image: GuestImage) -> GuestImage:
-    if not image.data:
-        raise GuestBuildError(f"{image.source}: the image is empty")
+    """Refuse at once what no loader boots: too large, empty, or of no known format."""
     if len(image.data) > MAX_IMAGE:
         raise GuestBuildError(f"{image.source}: the image is larger than {MAX_IMAGE >> 20} MiB")
+    detect(image.data, image.source)
+    refuse_text(image.data, image.source)
     return image

@@ -38,7 +38,7 @@ CR0_PG = 1 << 31
 NO_BLOCK = (1 << 64) - 1
 NO_LIMIT = (1 << 64) - 1
 MISS_STOP = 0x80000000
-_WHY_DEADLINE, _WHY_MISS = 1, 2
+_WHY_MISS = 2  # the helper stopped before a block Python must prepare (1: the deadline)
 _IO = frozenset(("in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"))
 
 
@@ -153,7 +153,12 @@ class BlockClock:
         block, size = c.block, c.block_size
         if block == NO_BLOCK or not block <= eip < block + size:
             return c.end
-        return c.base + bisect.bisect_left(self._decode(block, size), eip)
+        # the helper checked the block's bytes as it entered it: the decode kept at its miss
+        # is the code running (only a store into the block itself changes it, and that ends
+        # the block: blockclock.c, check_cut)
+        known = self._blocks.get((block, size))
+        starts = known[1] if known is not None else self._decode(block, size)
+        return c.base + bisect.bisect_left(starts, eip)
 
     def _eip(self) -> int:
         # the binding's reg_read picks a register class in Python: ~10x the C call
@@ -187,6 +192,7 @@ class BlockClock:
         c.block = NO_BLOCK
         self.exhausted = False
         step_hook: int | None = None
+        stepped = (NO_BLOCK, 0)  # the block run again to finish inside it
         self._stepping = False
         try:
             while True:
@@ -205,9 +211,10 @@ class BlockClock:
                     self.exhausted = True
                     return None
                 # the deadline falls inside the block at EIP: run just its first instructions
+                stepped = (c.block, c.block_size)
                 last = c.block + c.block_size - 1
                 step_hook = self._hook(UC_HOOK_CODE, self._lib.vclock_step, c.block, last)
-                self._recompile(c.block, c.block_size)
+                self._recompile(*stepped)
                 c.step_left = deadline - c.base
                 c.deadline = NO_LIMIT
                 self._stepping = True
@@ -215,7 +222,7 @@ class BlockClock:
             self._stepping = False
             if step_hook is not None:
                 uclib.uc_hook_del(uc._uch, ctypes.c_size_t(step_hook))
-                self._recompile(c.block, c.block_size)
+                self._recompile(*stepped)
             c.deadline = NO_LIMIT
 
     def _add_checks(self, block: int, size: int) -> None:

@@ -60,6 +60,13 @@ def library_path() -> Path:
 
 def build() -> Path:
     """The compiled helper, compiled now if this source/unicorn pair has no build yet."""
+    try:
+        return _build()
+    except (OSError, subprocess.SubprocessError) as err:  # a read-only cache, a hung compiler
+        raise ClockUnavailable(f"cannot build the block clock helper: {err}") from err
+
+
+def _build() -> Path:
     target = library_path()
     if target.exists():
         return target

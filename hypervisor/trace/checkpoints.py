@@ -37,7 +37,7 @@ from hypervisor.vmm.vm import Vm
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
 STRIDE = 512  # steps run between two looks at the clock
 DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
-_STATEFUL = ("vm", "executor", "uart", "pic", "pit", "debug_exit", "kbc", "vga")
+_STATEFUL = ("vm", "executor", "uart", "pic", "pit", "debug_exit", "isa_debug_exit", "kbc", "vga")
 _ZERO_PAGE = bytes(PAGE)
 
 
@@ -47,7 +47,7 @@ _PART_NAMES = (*_STATEFUL, *_WIRING)
 
 def _parts(vm: Vm) -> dict[str, Any]:
     m = vm.machine
-    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.kbc, vm.vga)
+    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.isa_debug_exit, vm.kbc, vm.vga)
     wiring = (m, m.uc, vm.events, vm.image, m.host, m.ram, m.io, m.counter, vm.inputs)
     return dict(zip(_PART_NAMES, (vm, vm.executor, *devices, *wiring), strict=True))
 

@@ -3,7 +3,7 @@
 A VM owns a slice of host RAM (seen by the guest as its RAM from 0), the devices on its own
 I/O bus and their ports, and its virtual CPU. Everything else in its address space is either
 open bus (reads all ones, writes dropped) or the monitor's window at MONITOR_BASE (writes
-dropped by page protection, DESIGN.md fact 7). Each attempt is an `IsolationViolation`
+dropped by page protection, docs/unicorn-facts.md, fact 7). Each attempt is an `IsolationViolation`
 event, reported where it happened (address, EIP, instruction); the access is contained and
 the VM goes on. This module keeps them per VM and says what the VM owns.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hypervisor.events import Event, IsolationViolation
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
+from hypervisor.platform.board import PortRange
 
 LISTED = 256  # isolation events kept one by one; past them only counted (a sweep makes millions)
 
@@ -45,13 +46,6 @@ def descriptors_outside_ram(gdt: bytes, vcpu: VirtualCpu, ram_size: int) -> list
                 )
             )
     return found
-
-
-@dataclass(frozen=True, slots=True)
-class PortRange:
-    device: str
-    first: int
-    last: int
 
 
 @dataclass
@@ -98,8 +92,7 @@ class IsolationState:
 
 
 def owned_ports(vm: Vm) -> tuple[PortRange, ...]:
-    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit)
-    return tuple(PortRange(device.name, min(device.ports), max(device.ports)) for device in devices)
+    return tuple(PortRange(d.name, min(d.ports), max(d.ports)) for d in vm.devices)
 
 
 def vcpu_view(vm: Vm) -> dict[str, Any]:

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
-from hypervisor.devices import DebugExit, Kbc8042, Pic8259Pair, Pit8254, Screen, Uart16550, VgaText
+from hypervisor.devices import (
+    DebugExit,
+    Kbc8042,
+    Pic8259Pair,
+    Pit8254,
+    PortDevice,
+    Screen,
+    Uart16550,
+    VgaText,
+)
+from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.devices.scancodes import scancodes
 from hypervisor.devices.vga import TEXT_BUFFER, blank_text_buffer
 from hypervisor.events import (
@@ -22,7 +33,9 @@ from hypervisor.events import (
     InsnClass,
     VmStateChanged,
 )
+from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import GuestImage
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
@@ -31,9 +44,6 @@ from hypervisor.vmm.contract import (
     DEFAULT_RAM,
     KERNEL_CS,
     KERNEL_DS,
-    LOAD_ADDRESS,
-    LOADER_GDT,
-    LOADER_GDT_ENTRIES,
     ExitInfo,
     ExitReason,
     Mode,
@@ -45,6 +55,8 @@ from hypervisor.vmm.modes import MODES
 
 KEYBOARD_IRQ, SERIAL_IRQ = 1, 4
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
+SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
+# (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
 
 
 @dataclass
@@ -76,10 +88,6 @@ def _no_hypervisor(name: str, mode: Mode) -> str:
         f"{name} is a paravirtualized kernel (built with -DPARAVIRT): it calls the hypervisor "
         f"with int 0x82, and {where} answers hypercalls; run it with --mode pv"
     )
-
-
-class GuestTooLarge(ValueError):
-    pass
 
 
 class Vm:
@@ -132,8 +140,7 @@ class Vm:
         self.mode = Mode.parse(mode)
         self.name = name or image.name
         self.events = events or EventLog()
-        if LOAD_ADDRESS + len(image.data) > ram_size - 0x1000:
-            raise GuestTooLarge(f"{image.name}: {len(image.data)} bytes do not fit in RAM")
+        self.boot: BootPlan = plan_boot(image, ram_size)  # ImageError before any RAM is taken
         # bt's translated code keeps its own clock: its CPU counts the reference way
         counting = ClockKind.COUNT if self.mode is Mode.BT else None
         self.machine = Machine(ram_size, host, self.name, clock=counting)
@@ -144,14 +151,29 @@ class Vm:
         )
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
-        self.debug_exit = DebugExit(on_exit=self._debug_exit)
+        self.debug_exit = DebugExit(on_exit=partial(self._debug_exit, port=DEBUG_EXIT_PORT))
+        # QEMU's isa-debug-exit, which kernels built for `qemu -kernel` end their runs with.
+        self.isa_debug_exit = DebugExit(
+            partial(self._debug_exit, port=ISA_DEBUG_EXIT_PORT),
+            ISA_DEBUG_EXIT_PORT,
+            "isa-debug-exit",
+        )
         self.kbc = Kbc8042(
             on_irq=lambda: self._device_irq(KEYBOARD_IRQ),
             on_reset=self._reset,
             on_wait=lambda: self._guest_waits(InputDevice.KEYBOARD),
         )
         self.vga = VgaText()
-        for device in (self.uart, self.pic, self.pit, self.debug_exit, self.kbc, self.vga):
+        self.devices: tuple[PortDevice, ...] = (
+            self.uart,
+            self.pic,
+            self.pit,
+            self.debug_exit,
+            self.isa_debug_exit,
+            self.kbc,
+            self.vga,
+        )
+        for device in self.devices:
             self.machine.io.attach(device)
         self.inputs = inputs or InputScript()
         if self.inputs.live is None:
@@ -170,7 +192,9 @@ class Vm:
         self.overhead_timeline: list[tuple[int, float]] = []  # (guest step, overhead %)
         self.cost_profile: CostProfile = PENTIUM4
         self._last_sample = CycleCount(0.0, 0.0)
-        self._load(image)
+        self.machine.write(TEXT_BUFFER, blank_text_buffer())  # as the BIOS clears the screen
+        for piece in self.boot.pieces:
+            self.machine.write(piece.address, piece.data)
         self.executor = MODES[self.mode](self)
         self.executor.start(self.entry_state())
         if image.paravirtual and not self.executor.runs_paravirtual:
@@ -179,17 +203,14 @@ class Vm:
             )
 
     # ------------------------------------------------------------------ loading
-    def _load(self, image: GuestImage) -> None:
-        gdt = b"".join(e.to_bytes(8, "little") for e in LOADER_GDT_ENTRIES)
-        self.machine.write(LOADER_GDT, gdt)
-        self.machine.write(LOAD_ADDRESS, image.data)
-        self.machine.write(TEXT_BUFFER, blank_text_buffer())  # as the BIOS clears the screen
-
     def entry_state(self) -> CpuState:
-        """The guest contract's entry state (DESIGN.md "Guest contract v1")."""
+        """The registers the loader leaves (guest contract v1, or multiboot's): `boot.py`."""
+        boot = self.boot
         return CpuState(
-            eip=LOAD_ADDRESS,
-            esp=self.machine.ram_size,
+            eax=boot.eax,
+            ebx=boot.ebx,
+            eip=boot.eip,
+            esp=boot.esp,
             cs=KERNEL_CS,
             ss=KERNEL_DS,
             ds=KERNEL_DS,
@@ -220,8 +241,9 @@ class Vm:
             self.emit(ConsoleOutput(self.name, self.step, self._line.decode("latin-1")))
             self._line.clear()
 
-    def _debug_exit(self, status: int) -> None:
-        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, f"guest wrote {status} to port 0x501"))
+    def _debug_exit(self, status: int, port: int) -> None:
+        detail = f"guest wrote {status} to port {port:#x}"
+        self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, detail))
         self.machine.request_stop()
 
     def _device_irq(self, irq: int) -> None:
@@ -261,15 +283,17 @@ class Vm:
         """The guest sleeps (HLT, interrupts on) and no interrupt is pending: give it a
         waiting input now or, when no timer could wake it, the next timed one early (a sleep
         takes no steps, so its step would never come). True if one was delivered."""
-        if self.inputs.take_waiting(self, self.step) is None and self.timer_armed():
+        if self.inputs.take_waiting(self, self.step) is None and self.timer_due() is not None:
             return False
         if self.inputs.due(self.inputs_done) is None:
             return False
         self._deliver_next()
         return True
 
-    def timer_armed(self) -> bool:
-        return self.pit.ticks_until_irq() is not None
+    def timer_due(self) -> int | None:
+        """Ticks until the PIT wakes a sleeping guest; None if it cannot (not armed, or IRQ 0
+        masked: its ticks would wake no one)."""
+        return None if self.pic.imr & 1 else self.pit.ticks_until_irq()
 
     def _deliver_next(self) -> None:
         item = self.inputs.timed[self.inputs_done]
@@ -282,6 +306,11 @@ class Vm:
         else:
             self.uart.receive(item.text.encode("latin-1"))
         self.emit(InputDelivered(self.name, self.step, item.device.value, item.text))
+
+    def interrupt(self) -> None:
+        """Stopped from outside (Ctrl-C): it ends here, and could go on."""
+        detail = f"stopped from outside after {self.stats.total:,} instructions"
+        self.finish(ExitInfo(ExitReason.INTERRUPTED, detail=detail))
 
     def finish(self, info: ExitInfo) -> None:
         if self.exit is None:
@@ -338,6 +367,9 @@ class Vm:
         end = self.stats.total + max_insns
         try:
             while self.exit is None:
+                if CANCEL.requested:
+                    self.interrupt()
+                    break
                 self.deliver_inputs()
                 remaining = end - self.stats.total
                 if remaining <= 0:
@@ -350,7 +382,7 @@ class Vm:
                         self.finish(done)
                     break
                 due = self.pit.ticks_until_irq()
-                count = remaining if due is None else max(1, min(remaining, due))
+                count = min(remaining if due is None else max(1, min(remaining, due)), SLICE)
                 # A time slice may end a little late, but never past an input's step: the
                 # slice approaches it exactly (as translated code approaches a run's end).
                 self.run_end = None if quantum else end

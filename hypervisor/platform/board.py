@@ -1,0 +1,121 @@
+"""The board: what a PC puts where, the same for bare metal and every VM.
+
+One table says which device answers which I/O ports and memory ranges, and one function
+gives the memory map a boot loader reports (BIOS e820 types, as QEMU's PC gives them). A
+kernel built for GRUB or `qemu -kernel` expects this layout; vmlab's own samples use only
+the ports and RAM above 1 MiB.
+
+Below 1 MiB a PC has 639 KiB of conventional memory, the extended BIOS data area up to
+640 KiB, the VGA window 0xA0000-0xBFFFF (the text buffer at 0xB8000) and the option and
+system BIOS ROMs up to 1 MiB. In vmlab all of it is guest RAM (so checkpoints, time travel
+and traces hold the screen); the memory map marks what a kernel must not use. Every address
+neither RAM nor a device answers is open bus (reads all ones, writes dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+KIB, MIB = 1 << 10, 1 << 20
+CONVENTIONAL_END = 0x9FC00  # 639 KiB: where the extended BIOS data area begins
+VGA_WINDOW = (0xA0000, 0xC0000)
+VGA_TEXT = (0xB8000, 0xC0000)  # colour text mode: 80x25 cells of (character, attribute)
+BIOS_AREA = (0xF0000, 0x100000)  # the system BIOS ROM: reserved, as QEMU reports it
+EXTENDED_BASE = 0x100000  # 1 MiB: where kernels load
+FIRMWARE_TABLES = 128 * 1024  # reserved at the top of RAM, as SeaBIOS does
+BIOS_ROM = 0xFFFC0000  # the top 256 KiB of the address space
+MIN_RAM = 2 * MIB
+MAX_RAM = 1024 * MIB
+
+
+class MemoryType(IntEnum):
+    """Types of a memory map entry (multiboot mmap, BIOS e820)."""
+
+    AVAILABLE = 1
+    RESERVED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRange:
+    base: int
+    length: int
+    type: MemoryType
+    what: str
+
+    @property
+    def end(self) -> int:
+        return self.base + self.length
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    device: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class MmioRange:
+    device: str
+    first: int
+    last: int
+    ram_backed: bool  # the device's memory is guest RAM (checkpointed with it)
+
+
+PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
+    PortRange("PIC", 0x20, 0x21),  # the master 8259; the slave answers 0xA0-0xA1
+    PortRange("PIT", 0x40, 0x43),
+    PortRange("8042", 0x60, 0x64),  # keyboard controller: 0x60 data, 0x64 status/command
+    PortRange("PIC", 0xA0, 0xA1),
+    PortRange("isa-debug-exit", 0xF4, 0xF4),  # QEMU's: ends the run (exit status (v << 1) | 1)
+    PortRange("VGA", 0x3B4, 0x3DA),  # CRTC 0x3D4/0x3D5 (mono alias 0x3B4), 0x3C0-0x3CF, 0x3DA
+    PortRange("COM1", 0x3F8, 0x3FF),
+    PortRange("debug-exit", 0x501, 0x501),  # vmlab's: ends the run with status N
+)
+MMIO = (MmioRange("VGA", VGA_TEXT[0], VGA_TEXT[1] - 1, ram_backed=True),)
+
+
+def ports_of(device: str) -> set[int]:
+    """Every port the board gives `device`."""
+    return {port for r in PORTS if r.device == device for port in range(r.first, r.last + 1)}
+
+
+def memory_map(ram_size: int) -> tuple[MemoryRange, ...]:
+    """The memory map of a PC with `ram_size` bytes of RAM, as QEMU's firmware reports it:
+    usable RAM below 640 KiB and from 1 MiB up to the firmware's tables (SeaBIOS keeps its
+    ACPI tables in the last 128 KiB of RAM), the BIOS areas reserved, and the BIOS ROM at
+    the top of the address space (open bus in vmlab, whose monitor window lies there)."""
+    tables = ram_size - FIRMWARE_TABLES
+    return (
+        MemoryRange(0, CONVENTIONAL_END, MemoryType.AVAILABLE, "conventional memory"),
+        MemoryRange(
+            CONVENTIONAL_END,
+            VGA_WINDOW[0] - CONVENTIONAL_END,
+            MemoryType.RESERVED,
+            "extended BIOS data area",
+        ),
+        MemoryRange(BIOS_AREA[0], BIOS_AREA[1] - BIOS_AREA[0], MemoryType.RESERVED, "system BIOS"),
+        MemoryRange(EXTENDED_BASE, tables - EXTENDED_BASE, MemoryType.AVAILABLE, "extended memory"),
+        MemoryRange(tables, FIRMWARE_TABLES, MemoryType.RESERVED, "firmware tables"),
+        MemoryRange(BIOS_ROM, (1 << 32) - BIOS_ROM, MemoryType.RESERVED, "BIOS ROM"),
+    )
+
+
+def extended_memory(ram_size: int) -> int:
+    """Bytes of usable RAM from 1 MiB on (multiboot's mem_upper, in KiB, counts them)."""
+    return ram_size - FIRMWARE_TABLES - EXTENDED_BASE
+
+
+def parse_ram_size(text: str) -> int:
+    """`32M`, `256MiB`, `4096K`, `1G` or a number of bytes: a RAM size vmlab can give a VM
+    (a whole number of 4 KiB pages, 2 MiB to 1 GiB). ValueError with the reason otherwise."""
+    units = {"": 1, "K": KIB, "M": MIB, "G": 1 << 30}
+    spec = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (spec[:-1], spec[-1]) if spec[-1:] in units else (spec, "")
+    if not number.isdigit():
+        raise ValueError(f"{text!r} is not a RAM size (e.g. 32M, 256M, 1G)")
+    size = int(number) * units[unit]
+    if size % (4 * KIB) or not MIN_RAM <= size <= MAX_RAM:
+        raise ValueError(f"RAM must be whole 4 KiB pages from 2 MiB to 1 GiB, not {text}")
+    return size
