@@ -198,6 +198,7 @@ def test_a_recorded_run_with_keys_replays_exactly(tmp_path: Path, mode: str) -> 
     machine.extend(10**6)
     end = machine.frontier
     assert machine.recording.exit is not None and machine.recording.exit.status == 0
+    assert machine.recording.aligned  # one instruction entry a step, though keys interrupt
     steps = range(0, end + 1)
     seen = {}
     for step in steps:

@@ -162,6 +162,8 @@ class Executor(ABC):
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
         vm.end_slice(exit_.retired)
+        if exit_.kind is ExitKind.STOP and self._announced_but_not_run():
+            self._pending = None  # the tracer saw it start, then the CPU stopped before it
         if self._io_fault is not None:
             eip, eax = self._io_fault
             self._io_fault = None
@@ -176,6 +178,12 @@ class Executor(ABC):
         self._finish_traced()
         if vm.exit is None and not self.waiting_for_interrupt:
             self.accept_interrupt()
+
+    def _announced_but_not_run(self) -> bool:
+        """Did the tracer announce an instruction that then never ran? A stop from a code
+        hook of its own (the interrupt window opening at it) comes after the tracer's."""
+        pending = self._pending
+        return pending is not None and not pending.subkind and pending.step >= self.vm.stats.total
 
     def accept_interrupt(self) -> bool:
         """Deliver the PIC's pending interrupt if the guest's IF allows it now."""
