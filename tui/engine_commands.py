@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypervisor.trace.timetravel import Goal
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.inputs import InputDevice
 
@@ -109,6 +110,14 @@ class Save:
 
 
 @dataclass(frozen=True)
+class FastForward:
+    """Record ahead untraced, at full speed, to a step, a breakpoint or the next event of a
+    kind (the panes follow it live; escape stops it)."""
+
+    goal: Goal
+
+
+@dataclass(frozen=True)
 class SendInput:
     """Keys (or COM1 bytes) the user typed, for the focused VM's guest."""
 
@@ -120,6 +129,7 @@ Command = (
     Step
     | Back
     | Seek
+    | FastForward
     | Run
     | Pause
     | Speed

@@ -29,7 +29,7 @@ from hypervisor.events import (
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.text import visible
 from hypervisor.trace.hosttimeline import HostTimeline
-from hypervisor.trace.recording import CLASS_BY_NAME, MemoryWrite
+from hypervisor.trace.recording import MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
@@ -248,7 +248,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         registers=regs,
         console=visible(bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"), lines=True),
         events=_events(tm, hidden),
-        counts=recording.class_counts(step),
+        counts=tm.class_counts(),
         spark=spark,
         spark_bucket=bucket,
         ram=(tm.home.machine.ram.start, tm.home.machine.ram.size),
@@ -292,11 +292,11 @@ def _last_step(tm: TimeMachine) -> LastStep | None:
 def _spark(tm: TimeMachine) -> tuple[int, tuple[int, ...]]:
     """Trapped instructions per bucket over the last SPARK_BUCKETS buckets."""
     step = tm.position
-    trapped = CLASS_BY_NAME[InsnClass.TRAPPED.value]
+    trapped = InsnClass.TRAPPED.value
     bucket = _round_up(max(100, -(-step // SPARK_BUCKETS)))
     counts = []
     for stop in range(step, max(step - SPARK_BUCKETS * bucket, 0), -bucket):
-        counts.append(tm.recording.classes.count(trapped, max(stop - bucket, 0), stop))
+        counts.append(tm.recording.class_counts(stop, max(stop - bucket, 0))[trapped])
     return bucket, tuple(reversed(counts))
 
 
@@ -326,7 +326,8 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
         for index in range(max(0, bisect_right(holes, step - 1) - EVENT_ROWS), len(holes)):
             if holes[index] >= step:
                 break
-            insn = recording.instructions[recording.ids[holes[index]]]
+            insn = recording.instruction_at(holes[index])
+            assert insn is not None, "a hole is a traced step"
             text = f"⚠ {insn.text} at {insn.eip:08x} ran directly, unseen: a hole"
             rows.append(EventRow(holes[index] + 1, EventKind.HOLE, text))
     if EventKind.NOTE not in hidden:

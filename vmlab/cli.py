@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from hypervisor.events import Event
 from hypervisor.guest.boot import GuestTooLarge
 from hypervisor.guest.image import (
     GuestImage,
@@ -140,6 +141,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a mode to run every guest in (repeat for several; default trap)",
     )
     _boot_options(tui, ram=False)
+    tui.add_argument(
+        "--break",
+        dest="breakpoints",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="open fast-forwarded to where the guest first runs ADDR (0x… or a function)",
+    )
 
     lesson = sub.add_parser("lesson", help="list the lessons, or follow one in the terminal UI")
     lesson.add_argument("name", nargs="?", help="a lesson's name (or a .toml file)")
@@ -358,13 +367,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    report = run_guest(
-        args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
-    )
-    for event in report.events:
+    def show(event: Event) -> None:  # as it happens: a long trace is never kept
         line = trace_line(event)
         if line is not None:
             print(line)
+
+    report = run_guest(args.guest, args.mode, max_insns=args.max_insns, trace=True, on_event=show)
     print(summary(report))
     return 0
 
@@ -386,7 +394,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or [Mode.TRAP]
-    return _open_ui([(_image(name, mode, args), mode) for name in args.guest for mode in modes])
+    vms = [(_image(name, mode, args), mode) for name in args.guest for mode in modes]
+    return _open_ui(vms, breakpoints=tuple(args.breakpoints))
 
 
 def _demo() -> list[tuple[GuestImage, Mode]]:
@@ -435,7 +444,10 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, Mode]], replay: str | None = None, lesson: Lesson | None = None
+    vms: list[tuple[GuestImage, Mode]],
+    replay: str | None = None,
+    lesson: Lesson | None = None,
+    breakpoints: tuple[str, ...] = (),
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
@@ -443,7 +455,9 @@ def _open_ui(
     # Imported here: a headless command never pays for loading Textual.
     from tui.app import Session, open_trace, run_app
 
-    session = open_trace(replay) if replay else Session(vms=vms, lesson=lesson)
+    session = (
+        open_trace(replay) if replay else Session(vms=vms, lesson=lesson, breakpoints=breakpoints)
+    )
     run_app(session, trace_path=replay)
     return 0
 

@@ -50,6 +50,7 @@ from unicorn.unicorn import UcContext
 from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clock import new_clock
 from hypervisor.machine.clockbuild import ClockKind
+from hypervisor.machine.codehook import CodeHook
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
@@ -61,7 +62,7 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
 from hypervisor.machine.ioport import IoBus
-from hypervisor.machine.registers import RegisterReader
+from hypervisor.machine.registers import OneRegister, RegisterReader
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
 MONITOR_BASE = 0xFFC00000
@@ -137,12 +138,13 @@ class Machine:
         self.io = IoBus()
         self.owner: MachineOwner | None = None
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
-        ram = self.host.pointer(self.ram)
+        self._ram_pointer = ram = self.host.pointer(self.ram)  # host RAM never moves
+        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
         self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
+        self._cs = OneRegister(self.uc, x.UC_X86_REG_CS)
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
         self._precise_open_bus = self.clock.kind == "block"
@@ -153,7 +155,7 @@ class Machine:
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
         self._exit: Exit | None = None
-        self._trace_hook: int | None = None
+        self._trace_hook: CodeHook | None = None
         self._window_hook: int | None = None
         self._window_prev: int | None = None
         self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
@@ -164,7 +166,7 @@ class Machine:
         """Read guest-physical memory the way the CPU would see it (open bus outside RAM),
         without side effects: open bus is not asked (that would report an access)."""
         if address >= 0 and address + size <= self.ram_size:
-            return ctypes.string_at(self.host.pointer(self.ram) + address, size)
+            return ctypes.string_at(self._ram_pointer + address, size)
         first, last = address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)
         if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
             return bytes(self.uc.mem_read(address, size))
@@ -279,7 +281,7 @@ class Machine:
             ),
             protected=frozenset(self._protected_pages()),
             aliases=tuple(self.aliases.items()),
-            window=(self._window_hook is not None, self._window_prev),
+            window=self.clock.window() or (self._window_hook is not None, self._window_prev),
         )
 
     def restore(self, snapshot: MachineSnapshot) -> None:
@@ -303,8 +305,9 @@ class Machine:
         for page in snapshot.protected - protected:
             self.protect_code_page(page, True)
         on, previous = snapshot.window
-        self.watch_interrupt_window(on)
-        self._window_prev = previous
+        if not self.clock.watch_window(on, after_sti=previous is not None):
+            self.watch_interrupt_window(on)
+            self._window_prev = previous
         self._exit = None
         uc.context_restore(snapshot.cpu)
         # Memory changed behind unicorn's back (fact 12): no compiled block may survive.
@@ -427,7 +430,7 @@ class Machine:
 
     @property
     def cpl(self) -> int:
-        return self.uc.reg_read(x.UC_X86_REG_CS) & 3
+        return self._cs.read() & 3
 
     def set_registers(self, **values: int) -> None:
         """Change registers in place (no world switch): GPRs, EIP, EFLAGS."""
@@ -446,8 +449,8 @@ class Machine:
         CANCEL.running(id(self), self._cancel)
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
-        if self._trace_hook is None and (not count or self.clock.kind == "block"):
-            self._hookless_blocks = True  # compiled with no code hook (the block clock has none)
+        if self._trace_hook is None:  # blocks compiled now call no tracer added later, with
+            self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
         try:
             error = self.clock.run(eip, _UNTIL, count)
@@ -460,6 +463,8 @@ class Machine:
             return self._exit
         if self.clock.exhausted:
             return Exit(ExitKind.COUNT, count)
+        if self.clock.window_opened:
+            return Exit(ExitKind.STOP, self.clock.settled(faulted=False))
         fetch = error is not None and error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT)
         # a fetch fault: no instruction began at EIP (the jump there retired)
         retired = self.clock.settled(faulted=error is not None and not fetch)
@@ -532,6 +537,8 @@ class Machine:
         interrupt line, so nothing else would notice the window opening. A Python hook per
         instruction, but only inside such windows (typically a short critical section).
         """
+        if self.clock.watch_window(on):  # the block clock looks at each block's start
+            return
         if on and self._window_hook is None:
             self._window_prev = None
             self._window_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_window)
@@ -551,15 +558,19 @@ class Machine:
         self._stop(ExitKind.STOP, retired_now=False)
 
     def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
-        """Call `callback(eip, size)` before every instruction (slow: traced runs only)."""
+        """Call `callback(eip, size)` before every instruction (slow: traced runs only),
+        with no Python layer of unicorn's in between (`codehook.py`)."""
         if self._trace_hook is not None:
-            self.uc.hook_del(self._trace_hook)
+            self._trace_hook.remove()
             self._trace_hook = None
         if callback is not None:
-            self._trace_hook = self.uc.hook_add(
-                UC_HOOK_CODE,
-                lambda uc, address, size, _: self.clock.at_deadline() or callback(address, size),
-            )
+            clock = self.clock
+
+            def traced(address: int, size: int) -> None:
+                if not clock.at_deadline():
+                    callback(address, size)
+
+            self._trace_hook = CodeHook(self.uc, traced)
             self._recompile_for_code_hook()
 
     def _recompile_for_code_hook(self) -> None:

@@ -119,6 +119,9 @@ class Vm:
         "pic",
         "pit",
         "debug_exit",
+        "isa_debug_exit",
+        "devices",  # the parts above, as the port bus sees them
+        "boot",  # what the loader wrote at boot: configuration, written again from the image
         "kbc",
         "vga",
         "inputs",  # the run's script: the same for all its VMs, wiring like the event log

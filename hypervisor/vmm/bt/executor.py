@@ -26,7 +26,6 @@ from hypervisor.events import (
     FragmentChained,
     FragmentTranslated,
     InsnClass,
-    InstructionExecuted,
     TranslationCacheFlushed,
 )
 from hypervisor.isa import Instruction, decode
@@ -494,6 +493,9 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl == 3 or not self.cache.contains(eip):
             super()._trace(eip, size)
             return
+        watch = self.vm.events.watch
+        if watch is not None:  # at every instruction of the TC, as the base tracer does
+            watch(self.vm.step - 1)
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
@@ -517,19 +519,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._pending_trapped = False
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
-        self.vm.emit(
-            InstructionExecuted(
-                self.vm.name,
-                self.vm.step,
-                insn.address,
-                insn.text,
-                InsnClass.TRANSLATED,
-                0,
-                False,
-                insn.is_sensitive,
-                subkind,
-            )
-        )
+        self.executed(self.vm.step, insn.address, insn, InsnClass.TRANSLATED, 0, False, subkind)
 
     def _trace_callout(self, insn: Instruction) -> None:
         if self.tracing:
