@@ -42,6 +42,7 @@ class EventKind(StrEnum):
     INVALIDATION = "invalidation"
     FLUSH = "flush"
     CALLOUT = "callout"
+    INPUT = "input"  # keys typed or bytes sent to COM1, at the step they arrived
     ADAPTIVE = "adaptiveretranslation"
     HYPERCALL = "hypercall"
     PAGE_FAULT = "pagefault"
@@ -122,6 +123,16 @@ class InterruptDelivered(Event):
 @dataclass(frozen=True, slots=True)
 class ConsoleOutput(Event):
     KIND = EventKind.CONSOLE
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputDelivered(Event):
+    """Input from outside reached the guest at this step: keys typed (`keyboard`) or bytes
+    received on COM1 (`serial`). A replay delivers it again at the same step."""
+
+    KIND = EventKind.INPUT
+    device: str
     text: str
 
 

@@ -13,6 +13,7 @@ from hypervisor.platform.board import MAX_RAM
 from hypervisor.trace.recording import Recording
 from hypervisor.vmm.contract import DEFAULT_RAM, ExitInfo, Mode, VmState
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
+from hypervisor.vmm.inputs import Input, InputScript
 from hypervisor.vmm.isolation import IsolationState, vcpu_view
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM, CpuAccount
 from hypervisor.vmm.vm import Vm
@@ -42,6 +43,7 @@ class RunReport:
     isolation: dict[str, Any] = field(default_factory=dict)  # IsolationState.summary()
     hosted: HostedReport | None = None  # on a host of several VMs
     recording: Recording | None = field(default=None, repr=False)  # a traced run's instructions
+    screen: list[str] = field(default_factory=list)  # the VGA text screen's 25 lines at the end
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class RunReport:
             "traced": self.traced,
             "paravirtual": self.paravirtual,
             "isolation": self.isolation,
+            "screen": self.screen,
             **(self.hosted.as_json() if self.hosted else {}),
         }
 
@@ -110,11 +113,13 @@ def run_guest(
     trace: bool = False,
     keep_events: bool = False,
     unported: bool = False,
+    inputs: tuple[Input, ...] = (),
     ram_size: int = DEFAULT_RAM,
     on_event: Listener | None = None,
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
-    pv runs its paravirtual build, unless `unported` asks for the unmodified one.
+    pv runs its paravirtual build, unless `unported` asks for the unmodified one. `inputs`
+    are typed or sent to COM1 (at their step, or when the guest waits).
 
     `keep_events` keeps the events in the report, and a traced run's instructions in the
     columns of a `Recording` (`report.recording`): millions of instructions as objects would
@@ -133,7 +138,7 @@ def run_guest(
             log.instructions = recording.add_executed
     if on_event is not None:
         log.subscribe(on_event)
-    vm = Vm(image, mode, events=log, ram_size=ram_size)
+    vm = Vm(image, mode, events=log, ram_size=ram_size, inputs=InputScript(inputs))
     isolation = IsolationState.of(vm)
     log.subscribe(isolation.observe)
     vm.run(max_insns, trace=trace)
@@ -167,6 +172,7 @@ def _report(vm: Vm, events: list[Event], isolation: IsolationState) -> RunReport
         cycles=_cycles(vm),
         events=events,
         isolation=isolation.summary(),
+        screen=vm.screen().lines(),
     )
 
 

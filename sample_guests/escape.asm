@@ -11,7 +11,7 @@
 ;      memory (shadow GDT, translation cache, ...), then a check of which writes stuck;
 ;   5. descriptor tricks: a GDT with segments based outside its RAM, used to read and write
 ;      through them, and an IDT placed outside its RAM;
-;   6. I/O to ports of devices it does not have (keyboard controller, CMOS, IDE, PCI);
+;   6. I/O to ports of devices it does not have (printer port, CMOS, IDE, PCI);
 ;   7. finally a jump into nowhere.
 ;
 ; What to expect:
@@ -164,11 +164,11 @@ start:
     add ebx, 2
     cmp ebx, port_list_end
     jb .port
-    outb 0x64, 0xFE                 ; keyboard controller: "pulse the reset line" on a PC
+    outb 0x1F7, 0xEC                ; IDE: "identify the disk" (there is none)
     outb 0x70, 0x8F                 ; CMOS: select the shutdown status byte...
     outb 0x71, 0x00                 ; ...and clear it
     outb 0xCF8, 0x00                ; PCI configuration address (a byte of it)
-    println "   out 0x64 <- 0xFE (reset!), 0x70/0x71 (CMOS), 0xCF8 (PCI): nothing happened"
+    println "   out 0x1F7 <- 0xEC (IDE), 0x70/0x71 (CMOS), 0xCF8 (PCI): nothing happened"
 
 ; ---------------------------------------------------------------------------- 7. nowhere
     println "7. and now a jump to 0xDEADBEEF, outside my RAM. Goodbye."
@@ -210,7 +210,7 @@ probe_list:                         ; addresses for part 1 (0: the first byte pa
 probe_list_end:
 
 port_list:                          ; ports for part 6: no device of mine answers them
-    dw 0x60, 0x64, 0x71, 0x1F7, 0x80, 0xCFC
+    dw 0x378, 0x1F0, 0x71, 0x1F7, 0x80, 0xCFC
 port_list_end:
 
 gdtr_seen:      times 6 db 0        ; what SGDT stores: limit (2 bytes), base (4)

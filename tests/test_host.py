@@ -39,7 +39,7 @@ SMASHED = {MONITOR_BASE + page * 0x1000 for page in range(1024)} | {
     MONITOR_BASE + 8,
     MONITOR_BASE + 12,
 }
-FOREIGN_PORTS = {0x60, 0x64, 0x70, 0x71, 0x80, 0x1F7, 0xCF8, 0xCFC}
+FOREIGN_PORTS = {0x378, 0x1F0, 0x70, 0x71, 0x80, 0x1F7, 0xCF8, 0xCFC}
 
 
 def host_bytes(host: Host, start: int, end: int) -> bytes:

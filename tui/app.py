@@ -43,6 +43,7 @@ from tui.engine_commands import (
     Run,
     Save,
     Seek,
+    SendInput,
     SetMode,
     Speed,
     Step,
@@ -54,9 +55,11 @@ from tui.panes import (
     CodePane,
     ConsolePane,
     EventsPane,
+    GuestInput,
     OverheadPane,
     Pane,
     RegistersPane,
+    ScreenPane,
     TranslationCachePane,
     TranslationPane,
     VmsPane,
@@ -72,6 +75,7 @@ FAST_KINDS = tuple(
 )
 COMPACT_WIDTH, COMPACT_HEIGHT = 140, 40  # below either, the side panes become tabs
 SIDE_PANES = (
+    ("screen", "Screen"),
     ("registers", "Registers"),
     ("events", "Events"),
     ("console", "Console"),
@@ -110,6 +114,7 @@ class VmlabApp(App[None]):
         self._panes: list[Pane] = []
         self._status: Static | None = None
         self._lesson: LessonView | None = None
+        self._screen_used = True  # until a snapshot says otherwise
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -119,6 +124,7 @@ class VmlabApp(App[None]):
                 yield CodePane(id="code")
                 yield TranslationPane(id="translation")
                 yield EventsPane(id="events")
+                yield ScreenPane(id="screen")
             with Vertical(id="right"):
                 yield RegistersPane(id="registers")
                 yield VmsPane(id="vms")
@@ -135,6 +141,7 @@ class VmlabApp(App[None]):
         self._status = self.query_one("#status", Static)
         self.register_theme(LIGHT)
         self.theme = DARK
+        self._show_screen()
         self._layout(self.size.width, self.size.height)
         # Everything built so far (Textual's DOM, modules, guest images) lives as long as
         # the app: out of the collector's sight, a full collection no longer walks it — such
@@ -165,6 +172,24 @@ class VmlabApp(App[None]):
         hide = not translating and not self.screen.has_class("-compact")
         self.screen.set_class(hide, "-no-translation")
 
+    def _show_screen(self) -> None:
+        """The screen pane (and its tab) takes room only once a VM writes to its screen."""
+        snapshot = self.snapshot
+        used = snapshot is not None and any(v.uses_screen for v in snapshot.vms)
+        if used == self._screen_used:
+            return
+        self._screen_used = used
+        self.screen.set_class(not used, "-no-screen")
+        tabs = self.query_one("#tabs", Tabs)
+        if used:
+            tabs.show("tab-screen")
+        else:
+            tabs.hide("tab-screen")
+
+    def on_guest_input(self, message: GuestInput) -> None:
+        """Keys typed into the screen or console pane: to the focused VM's guest."""
+        self.engine.submit(SendInput(message.device, message.text))
+
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         shown = event.tab.id.removeprefix("tab-") if event.tab and event.tab.id else ""
         for pane, _ in SIDE_PANES:
@@ -191,6 +216,7 @@ class VmlabApp(App[None]):
             self.first_frame = time.perf_counter() - self.started
         with self.batch_update():
             self._show_translation()
+            self._show_screen()
             for pane in self._panes:
                 pane.show(snapshot)
             if self._status is not None:

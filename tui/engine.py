@@ -29,6 +29,7 @@ from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.contract import DEFAULT_RAM, Mode
+from hypervisor.vmm.inputs import InputDevice, InputScript
 from lessons.cursor import Cursor
 from lessons.lesson import Lesson
 from tui.clock import Lane, SharedClock
@@ -49,6 +50,7 @@ from tui.engine_commands import (
     Run,
     Save,
     Seek,
+    SendInput,
     SetMode,
     Speed,
     Step,
@@ -208,7 +210,9 @@ class Engine:
         ]
 
     def _machine(self, image: GuestImage, mode: str) -> TimeMachine:
-        return TimeMachine(image, mode, name=f"{image.name}/{mode}", host=self.host)
+        inputs = InputScript(interactive=True)  # the user may type at any time
+        name = f"{image.name}/{mode}"
+        return TimeMachine(image, mode, name=name, host=self.host, inputs=inputs)
 
     def _publish(self) -> None:
         self._publish_to(self.snapshot())
@@ -268,7 +272,10 @@ class Engine:
                 return False
             self.busy = f"{why}: recording step {tm.frontier:,}…"
             self._publish()
+            before = tm.frontier
             tm.extend(min(tm.frontier + CHUNK * 5, step))
+            if tm.frontier == before:
+                break  # the guest sleeps until the user types
         self.busy = ""
         return True
 
@@ -351,6 +358,8 @@ class Engine:
                 self._do_save(path)
             case TakeSnapshot(name) | RevertSnapshot(name) | DeleteSnapshot(name):
                 self._do_snapshot(command, name)
+            case SendInput(device, text):
+                self._do_input(device, text)
             case _:
                 assert_never(command)
 
@@ -539,6 +548,16 @@ class Engine:
             tm.recording.annotations[tm.position] = text
         else:
             tm.recording.annotations.pop(tm.position, None)
+
+    def _do_input(self, device: InputDevice, text: str) -> None:
+        """Keys typed or bytes sent by the user: they reach the focused guest where its
+        recording ends (the step the head runs at)."""
+        tm = self.clock.lanes[self.clock.focus].tm
+        if not tm.send(device, text):
+            self._notify("a replay shows the input it recorded: it takes no more", "warning")
+        elif tm.position < tm.frontier:
+            where = f"step {tm.frontier:,}, where the recording ends"
+            self._notify(f"{device} input for {tm.name}: it arrives at {where}", "information")
 
     def _do_filter(self, hidden: frozenset[str]) -> None:
         self.hidden = hidden

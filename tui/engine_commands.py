@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from hypervisor.trace.timetravel import Goal
 from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.inputs import InputDevice
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,14 @@ class FastForward:
     goal: Goal
 
 
+@dataclass(frozen=True)
+class SendInput:
+    """Keys (or COM1 bytes) the user typed, for the focused VM's guest."""
+
+    device: InputDevice
+    text: str
+
+
 Command = (
     Step
     | Back
@@ -157,4 +166,5 @@ Command = (
     | TakeSnapshot
     | RevertSnapshot
     | DeleteSnapshot
+    | SendInput
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from hypervisor.devices.vga import Screen
 from hypervisor.events import (
     Callout,
     ConsoleOutput,
@@ -150,6 +151,8 @@ class VmView:
     aligned: bool  # the engine's trace agrees with its step count
     translation: TranslationView | None  # binary translation only
     cache: CacheView | None
+    screen: Screen  # the VGA text screen at this step
+    uses_screen: bool  # the guest has written to it (else the pane needs no room)
     snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
 
 
@@ -257,6 +260,8 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         aligned=recording.aligned,
         translation=_translation(vm, regs),
         cache=_cache(vm),
+        screen=(screen := vm.screen()),
+        uses_screen=not screen.blank,
     )
 
 

@@ -39,6 +39,13 @@ instruction really retired.
 Under trap-and-emulate they differ: the kernel really runs in ring 1 (selector RPL, CPL),
 its interrupt flag is virtual, and the descriptor tables are the monitor's. Values that
 changed in the last step are highlighted; `≠` marks a real value the guest does not see.
+
+## Screen and typing
+
+The screen pane shows the guest's VGA text screen at the step shown. Keys typed while the
+screen pane has focus go to the guest's keyboard; while the console pane has focus, to its
+COM1. `tab` leaves the pane, `escape` still stops a run. Input arrives where the recording
+ends, and a replay delivers it at the same step.
 """
 
 

@@ -34,6 +34,7 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.contract import DEFAULT_RAM, ExitReason, Mode
 from hypervisor.vmm.host import LifecycleError
+from hypervisor.vmm.inputs import Input, InputDevice, InputError, parse_input
 from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import Vm
 from lessons.lesson import Lesson, LessonError, available, load
@@ -105,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="classify every instruction (slower): exact classes and holes",
     )
+    _input_options(run)
+    run.add_argument("--screen", action="store_true", help="print the final VGA text screen")
 
     cmp = sub.add_parser("compare", help="run a guest in every mode and compare with native")
     cmp.add_argument("guest")
@@ -159,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     record.add_argument("-o", "--output", required=True, metavar="FILE")
     record.add_argument("--max-insns", type=int, default=RECORD_BUDGET, metavar="N")
+    _input_options(record)
 
     replay = sub.add_parser("replay", help="open a trace file in the terminal UI")
     replay.add_argument("file")
@@ -168,6 +172,21 @@ def _parser() -> argparse.ArgumentParser:
     _COMMANDS.update(encapcli.add_parsers(sub, _common, _mode))
     _COMMANDS.update(hostcli.add_parsers(sub, _mode))
     return parser
+
+
+def _input_options(p: argparse.ArgumentParser) -> None:
+    when = "when the guest next waits for input, or @STEP:TEXT at that step; \\n is Enter"
+    p.add_argument("--keys", action="append", default=[], metavar="TEXT", help=f"type: {when}")
+    p.add_argument(
+        "--serial-input", action="append", default=[], metavar="TEXT", help=f"send to COM1: {when}"
+    )
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Input, ...]:
+    """The --keys and --serial-input options, in order of device then appearance."""
+    return tuple(parse_input(InputDevice.KEYBOARD, text) for text in args.keys) + tuple(
+        parse_input(InputDevice.SERIAL, text) for text in args.serial_input
+    )
 
 
 def _mode(name: str) -> Mode:
@@ -251,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         LifecycleError,
         *encapcli.ERRORS,
         *hostcli.ERRORS,
+        InputError,
         ClockUnavailable,
     ) as err:
         print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
@@ -277,13 +297,20 @@ def _run(args: argparse.Namespace) -> int:
         return _run_host(args, guests)
     image = _image(args.guest[0], args.mode, args)
     report = run_guest(
-        image, args.mode, max_insns=args.max_insns, trace=args.trace, ram_size=args.ram
+        image,
+        args.mode,
+        max_insns=args.max_insns,
+        trace=args.trace,
+        ram_size=args.ram,
+        inputs=_inputs(args),
     )
     if args.json:
         print(json.dumps({"vms": [report.as_json()]}, indent=2))
     else:
         for line in (*console(report.console), summary(report)):
             print(line)
+        if args.screen:
+            print("\n".join(report.screen))
     return exit_status([report])
 
 
@@ -311,8 +338,8 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
     if args.quantum < 1:
         print("vmlab: --quantum must be at least 1", file=sys.stderr)
         return 2
-    if args.trace:
-        print("vmlab: --trace runs one guest at a time", file=sys.stderr)
+    if args.trace or args.keys or args.serial_input or args.screen:
+        print("vmlab: --trace, --keys, --serial-input and --screen take one guest", file=sys.stderr)
         return 2
     report = run_host(
         [(_image(spec, mode, args), mode) for spec, mode in guests],
@@ -445,7 +472,7 @@ def _open_ui(
 def _record(args: argparse.Namespace) -> int:
     tracefile.check_target(args.output)
     image = load_for_mode(args.guest, args.mode)
-    trace = tracefile.record(image, args.mode, args.max_insns)
+    trace = tracefile.record(image, args.mode, args.max_insns, _inputs(args))
     tracefile.save(args.output, trace)
     steps = len(trace.recording)
     size = Path(args.output).stat().st_size

@@ -1,15 +1,15 @@
 """Checkpoints: a whole VM's state at one step, kept compactly, restored into a twin VM.
 
 A VM's state is the machine's (`Machine.snapshot`: CPU context, RAM, monitor memory, page
-protections and aliases) plus the plain data of its Python objects: the Vm's counters,
-stats and console, the devices (UART, PIC, PIT, debug exit) and the executor's state (the
-vCPU, the shadow GDT, the translation cache's fragments and links…). Each stateful class
-declares which of its attributes are state (`CHECKPOINTED`) and which stay the receiving
-VM's own (`NOT_CHECKPOINTED`: its parts, configuration, caches); a test checks that every
-attribute is one or the other, so new state is declared where it is born rather than found
-missing as a replay divergence far away. The declared values are deep-copied, the VM's parts
-they refer to kept as names, so a checkpoint taken from one VM can be restored into another
-VM of the same image and mode.
+protections and aliases) plus the plain data of its Python objects: the Vm's counters, stats
+and console, the devices (UART, PIC, PIT, debug exit, keyboard controller, VGA) and the
+executor's state (the vCPU, the shadow GDT, the translation cache's fragments and links…).
+Each stateful class declares which of its attributes are state (`CHECKPOINTED`) and which
+stay the receiving VM's own (`NOT_CHECKPOINTED`: its parts, configuration, caches); a test
+checks that every attribute is one or the other, so new state is declared where it is born
+rather than found missing as a replay divergence far away. The declared values are
+deep-copied, the VM's parts they refer to kept as names, so a checkpoint taken from one VM
+can be restored into another VM of the same image and mode.
 
 RAM and monitor memory are kept as pages that changed since the previous checkpoint (a
 4 MiB guest typically writes a few pages between two checkpoints), all-zero pages shared.
@@ -37,18 +37,25 @@ from hypervisor.vmm.vm import Vm
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
 STRIDE = 512  # steps run between two looks at the clock
 DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
-_STATEFUL = ("vm", "executor", "uart", "pic", "pit", "debug_exit", "isa_debug_exit", "platform")
+_STATEFUL = (
+    *("vm", "executor", "uart", "pic", "pit", "debug_exit", "isa_debug_exit"),
+    *("platform", "kbc", "vga"),
+)
 _ZERO_PAGE = bytes(PAGE)
 
 
-_PART_NAMES = (*_STATEFUL, "machine", "uc", "events", "image", "host", "ram", "io", "counter")
+_WIRING = ("machine", "uc", "events", "image", "host", "ram", "io", "counter", "inputs")
+_PART_NAMES = (*_STATEFUL, *_WIRING)
 
 
 def _parts(vm: Vm) -> dict[str, Any]:
     m = vm.machine
-    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.isa_debug_exit, vm.platform)
-    objects = (vm, vm.executor, *devices, m, m.uc, vm.events)
-    return dict(zip(_PART_NAMES, (*objects, vm.image, m.host, m.ram, m.io, m.counter), strict=True))
+    devices = (
+        *(vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.isa_debug_exit),
+        *(vm.platform, vm.kbc, vm.vga),
+    )
+    wiring = (m, m.uc, vm.events, vm.image, m.host, m.ram, m.io, m.counter, vm.inputs)
+    return dict(zip(_PART_NAMES, (vm, vm.executor, *devices, *wiring), strict=True))
 
 
 def declared(obj: object, which: str = "CHECKPOINTED") -> tuple[str, ...]:

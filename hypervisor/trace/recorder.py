@@ -54,10 +54,12 @@ class Recorder:
         end = vm.step + count
         try:
             while True:
+                began = vm.step
                 exit_info = vm.run(min(end - vm.step, CHUNK), trace=True)
                 self._advance(vm.step)
                 self._flush()
-                if exit_info.reason != "budget" or vm.step >= end:
+                # a budget that did not move the VM is a pause (a guest asleep until input)
+                if exit_info.reason != "budget" or vm.step >= end or vm.step == began:
                     break
         finally:
             vm.events.watch = None

@@ -26,6 +26,7 @@ from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.recorder import Recorder, class_counts
 from hypervisor.trace.recording import Recording, StepRecord, registers_of
 from hypervisor.vmm.contract import DEFAULT_RAM
+from hypervisor.vmm.inputs import Input, InputDevice, InputScript
 from hypervisor.vmm.vm import Vm
 
 DEFAULT_LIMIT = 1_000_000_000  # the longest run a time machine records (fast-forwarding)
@@ -59,6 +60,7 @@ class TimeMachine:
         recording: Recording | None = None,
         limit: int = DEFAULT_LIMIT,
         checkpoints: CheckpointStore | None = None,
+        inputs: InputScript | None = None,
     ) -> None:
         self.image = image
         self.mode = mode
@@ -67,6 +69,10 @@ class TimeMachine:
         self.limit = limit
         self.ram_size = recording.ram_size if recording else DEFAULT_RAM
         self.checkpoints = CheckpointStore() if checkpoints is None else checkpoints
+        # Every VM of this run gets the same inputs at the same steps; the head (created
+        # first) is the script's live VM, which takes the inputs given "when it waits".
+        replayed = InputScript.replaying(recording.events) if recording else None
+        self.inputs: InputScript = replayed or inputs or InputScript()
         self._head: Vm | None = None
         self._recorder: Recorder | None = None
         if recording is None:
@@ -190,7 +196,8 @@ class TimeMachine:
         head on the way."""
         recorder = self._recorder
         while recorder is not None and self.frontier < self.clamp(step):
-            self._run(recorder.vm, self.clamp(step), recorder.run)
+            if not self._run(recorder.vm, self.clamp(step), recorder.run):
+                break  # the guest sleeps until input arrives (an interactive script)
 
     def fast_forward(
         self,
@@ -368,8 +375,24 @@ class TimeMachine:
             self._checkpoint(vm)
         return vm.step != began
 
+    def send(self, device: InputDevice, text: str) -> bool:
+        """Input from the user now: it reaches the guest at the frontier of the recording
+        (where the head runs), and every re-execution gets it at that step. False in a
+        replay, which can only show the inputs it recorded."""
+        if self.replay:
+            return False
+        self.inputs.add(Input(device, text, self.frontier))
+        return True
+
     def _new_vm(self) -> Vm:
-        return Vm(self.image, self.mode, name=self.name, ram_size=self.ram_size, host=self.host)
+        return Vm(
+            self.image,
+            self.mode,
+            name=self.name,
+            ram_size=self.ram_size,
+            host=self.host,
+            inputs=self.inputs,
+        )
 
     def _discard(self, vm: Vm | None) -> None:
         if vm is not None and self.host is not None:

@@ -56,6 +56,7 @@ from hypervisor.trace.traceschema import (
     event_of,
 )
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
+from hypervisor.vmm.inputs import Input, InputScript
 
 MAGIC = b"VMLABTRC"
 VERSION = 1
@@ -280,8 +281,9 @@ def check_target(path: str | Path) -> None:
         raise TraceFileError(visible(str(err))) from None
 
 
-def record(image: GuestImage, mode: str, max_insns: int) -> Trace:
-    """Run a guest traced to its end (or `max_insns`) and return it as a trace."""
-    machine = TimeMachine(image, mode, limit=max_insns)
+def record(image: GuestImage, mode: str, max_insns: int, inputs: tuple[Input, ...] = ()) -> Trace:
+    """Run a guest traced to its end (or `max_insns`) with `inputs`, and return it as a
+    trace (which keeps each input with the step it arrived at)."""
+    machine = TimeMachine(image, mode, limit=max_insns, inputs=InputScript(inputs))
     machine.extend(max_insns)
     return Trace(image, mode, max_insns, machine.recording)

@@ -55,6 +55,7 @@ class ExitReason(StrEnum):
     BUDGET = "budget"  # the instruction budget is used up: the VM can go on
     UNSUPPORTED = "unsupported"  # a privileged operation this monitor does not model
     INTERRUPTED = "interrupted"  # stopped from outside (Ctrl-C): the VM can go on
+    RESET = "reset"  # the guest reset the machine (8042 pulse of the reset line)
 
 
 class VmState(StrEnum):
@@ -67,6 +68,7 @@ class VmState(StrEnum):
     EXITED = "exited"
     CRASHED = "crashed"
     UNSUPPORTED = "unsupported"
+    RESET = "reset"
     DESTROYED = "destroyed"
 
 

@@ -171,6 +171,8 @@ class Executor(ABC):
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
         vm.end_slice(exit_.retired)
+        if exit_.kind is ExitKind.STOP and self._announced_but_not_run():
+            self._pending = None  # the tracer saw it start, then the CPU stopped before it
         if self._io_fault is not None:
             eip, eax = self._io_fault
             self._io_fault = None
@@ -185,6 +187,12 @@ class Executor(ABC):
         self._finish_traced()
         if vm.exit is None and not self.waiting_for_interrupt:
             self.accept_interrupt()
+
+    def _announced_but_not_run(self) -> bool:
+        """Did the tracer announce an instruction that then never ran? A stop from a code
+        hook of its own (the interrupt window opening at it) comes after the tracer's."""
+        pending = self._pending
+        return pending is not None and not pending.subkind and pending.step >= self.vm.stats.total
 
     def accept_interrupt(self) -> bool:
         """Deliver the PIC's pending interrupt if the guest's IF allows it now."""
@@ -212,15 +220,20 @@ class Executor(ABC):
         """Skip idle time to the next interrupt; finish the VM if none can ever come."""
         vm = self.vm
         while vm.pic.pending_vector() is None:
-            timer_masked = vm.pic.imr & 1  # the PIT's ticks would wake no one: IRQ 0 is masked
-            due = None if timer_masked else vm.pit.ticks_until_irq()
+            if vm.wake_with_input():
+                continue
+            due = vm.timer_due()
             if due is None:
+                if vm.inputs.interactive:  # paused, as at the end of a budget, until input
+                    why = "the guest sleeps until input arrives"
+                    vm.exit = ExitInfo(ExitReason.BUDGET, None, why)
+                    return False
                 vm.finish(
                     ExitInfo(
                         ExitReason.HALTED,
                         None,
-                        "HLT with interrupts on, but no unmasked interrupt "
-                        "source is armed: the machine sleeps forever",
+                        "HLT with interrupts on, but no unmasked interrupt source is "
+                        "armed and no input is left to come: the machine sleeps forever",
                     )
                 )
                 return False

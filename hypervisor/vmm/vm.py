@@ -12,9 +12,28 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, PortDevice, Uart16550
+from hypervisor.devices import (
+    DebugExit,
+    Kbc8042,
+    Pic8259Pair,
+    Pit8254,
+    PlatformId,
+    PortDevice,
+    Screen,
+    Uart16550,
+    VgaText,
+)
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
-from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
+from hypervisor.devices.scancodes import scancodes
+from hypervisor.devices.vga import TEXT_BUFFER, blank_text_buffer
+from hypervisor.events import (
+    ConsoleOutput,
+    Event,
+    EventLog,
+    InputDelivered,
+    InsnClass,
+    VmStateChanged,
+)
 from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import PV_SUFFIX, GuestImage
 from hypervisor.machine.cancel import CANCEL
@@ -32,8 +51,10 @@ from hypervisor.vmm.contract import (
     VmState,
 )
 from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
+from hypervisor.vmm.inputs import Input, InputDevice, InputScript
 from hypervisor.vmm.modes import MODES
 
+KEYBOARD_IRQ, SERIAL_IRQ = 1, 4
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
 SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
 # (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
@@ -86,6 +107,8 @@ class Vm:
         "overhead_timeline",
         "cost_profile",
         "_last_sample",
+        "inputs_done",
+        "_input_wanted",
     )
     NOT_CHECKPOINTED = (
         "image",
@@ -101,6 +124,9 @@ class Vm:
         "platform",
         "devices",  # the parts above, as the port bus sees them
         "boot",  # what the loader wrote at boot: configuration, written again from the image
+        "kbc",
+        "vga",
+        "inputs",  # the run's script: the same for all its VMs, wiring like the event log
         "executor",
     )
 
@@ -114,6 +140,7 @@ class Vm:
         host: RamPool | None = None,
         events: EventLog | None = None,
         identity: str | None = None,
+        inputs: InputScript | None = None,
     ) -> None:
         """`identity`: what the platform identity port tells the guest (its name by default)."""
         self.image = image
@@ -124,7 +151,11 @@ class Vm:
         # bt's translated code keeps its own clock: its CPU counts the reference way
         counting = ClockKind.COUNT if self.mode is Mode.BT else None
         self.machine = Machine(ram_size, host, self.name, clock=counting)
-        self.uart = Uart16550(on_output=self._console)
+        self.uart = Uart16550(
+            on_output=self._console,
+            on_irq=lambda: self._device_irq(SERIAL_IRQ),
+            on_wait=lambda: self._guest_waits(InputDevice.SERIAL),
+        )
         self.pic = Pic8259Pair()
         self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
         self.debug_exit = DebugExit(on_exit=partial(self._debug_exit, port=DEBUG_EXIT_PORT))
@@ -136,6 +167,12 @@ class Vm:
         )
         # a VM named after its guest is that guest, whichever build (a .pv port) it runs
         self.platform = PlatformId(identity or self.name.removesuffix(PV_SUFFIX))
+        self.kbc = Kbc8042(
+            on_irq=lambda: self._device_irq(KEYBOARD_IRQ),
+            on_reset=self._reset,
+            on_wait=lambda: self._guest_waits(InputDevice.KEYBOARD),
+        )
+        self.vga = VgaText()
         self.devices: tuple[PortDevice, ...] = (
             self.uart,
             self.pic,
@@ -143,9 +180,16 @@ class Vm:
             self.debug_exit,
             self.isa_debug_exit,
             self.platform,
+            self.kbc,
+            self.vga,
         )
         for device in self.devices:
             self.machine.io.attach(device)
+        self.inputs = inputs or InputScript()
+        if self.inputs.live is None:
+            self.inputs.live = self
+        self.inputs_done = 0  # timed inputs of the script delivered so far
+        self._input_wanted: InputDevice | None = None  # the guest polls this device
         self.console = bytearray()
         self._line = bytearray()
         self.stats = RunStats()
@@ -158,6 +202,7 @@ class Vm:
         self.overhead_timeline: list[tuple[int, float]] = []  # (guest step, overhead %)
         self.cost_profile: CostProfile = PENTIUM4
         self._last_sample = CycleCount(0.0, 0.0)
+        self.machine.write(TEXT_BUFFER, blank_text_buffer())  # as the BIOS clears the screen
         for piece in self.boot.pieces:
             self.machine.write(piece.address, piece.data)
         self.executor = MODES[self.mode](self)
@@ -210,6 +255,67 @@ class Vm:
         detail = f"guest wrote {status} to port {port:#x}"
         self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, detail))
         self.machine.request_stop()
+
+    def _device_irq(self, irq: int) -> None:
+        """A device's interrupt line rose. From a port access in a running slice, the slice
+        stops after that instruction, so the CPU sees the interrupt where hardware would."""
+        self.pic.raise_irq(irq)
+        if self._in_slice:
+            self.machine.request_stop()
+
+    def _reset(self) -> None:
+        detail = "the guest reset the machine through the keyboard controller (port 0x64)"
+        self.finish(ExitInfo(ExitReason.RESET, None, detail))
+        self.machine.request_stop()
+
+    def screen(self) -> Screen:
+        """The guest's text screen now, drawn from its RAM and the VGA's registers."""
+        return self.vga.screen(self.machine.read)
+
+    # ------------------------------------------------------------------ input
+    def _guest_waits(self, device: InputDevice) -> None:
+        """`device` saw the guest poll it for input: a waiting input for it goes in after
+        this instruction (the slice stops so that it arrives at a step of its own)."""
+        if self.inputs.has_waiting(self, device):
+            self._input_wanted = device
+            self.machine.request_stop()
+
+    def deliver_inputs(self) -> None:
+        """Hand the guest every input due by now (between slices, so at an exact step)."""
+        if self._input_wanted is not None:
+            self.inputs.take_waiting(self, self.step, self._input_wanted)
+            self._input_wanted = None
+        script = self.inputs
+        while (due := script.due(self.inputs_done)) is not None and due <= self.step:
+            self._deliver_next()
+
+    def wake_with_input(self) -> bool:
+        """The guest sleeps (HLT, interrupts on) and no interrupt is pending: give it a
+        waiting input now or, when no timer could wake it, the next timed one early (a sleep
+        takes no steps, so its step would never come). True if one was delivered."""
+        if self.inputs.take_waiting(self, self.step) is None and self.timer_due() is not None:
+            return False
+        if self.inputs.due(self.inputs_done) is None:
+            return False
+        self._deliver_next()
+        return True
+
+    def timer_due(self) -> int | None:
+        """Ticks until the PIT wakes a sleeping guest; None if it cannot (not armed, or IRQ 0
+        masked: its ticks would wake no one)."""
+        return None if self.pic.imr & 1 else self.pit.ticks_until_irq()
+
+    def _deliver_next(self) -> None:
+        item = self.inputs.timed[self.inputs_done]
+        self.inputs_done += 1
+        self.deliver(item)
+
+    def deliver(self, item: Input) -> None:
+        if item.device is InputDevice.KEYBOARD:
+            self.kbc.press(scancodes(item.text))
+        else:
+            self.uart.receive(item.text.encode("latin-1"))
+        self.emit(InputDelivered(self.name, self.step, item.device.value, item.text))
 
     def interrupt(self) -> None:
         """Stopped from outside (Ctrl-C): it ends here, and could go on."""
@@ -293,12 +399,12 @@ class Vm:
             self.state = VmState.RUNNING
             self.emit(VmStateChanged(self.name, self.step, VmState.RUNNING))
         end = self.stats.total + max_insns
-        self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
                 if CANCEL.requested:
                     self.interrupt()
                     break
+                self.deliver_inputs()
                 remaining = end - self.stats.total
                 if remaining <= 0:
                     done = ExitInfo(
@@ -311,6 +417,13 @@ class Vm:
                     break
                 due = self.pit.ticks_until_irq()
                 count = min(remaining if due is None else max(1, min(remaining, due)), SLICE)
+                # A time slice may end a little late, but never past an input's step: the
+                # slice approaches it exactly (as translated code approaches a run's end).
+                self.run_end = None if quantum else end
+                typed = self.inputs.due(self.inputs_done)
+                if typed is not None:
+                    count = max(1, min(count, typed - self.step))
+                    self.run_end = min(typed, self.run_end or typed)
                 self.executor.run_slice(count)
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()

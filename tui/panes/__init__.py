@@ -6,6 +6,7 @@ from tui.panes.console import ConsolePane
 from tui.panes.events import EventsPane
 from tui.panes.overhead import OverheadPane
 from tui.panes.registers import RegistersPane
+from tui.panes.screen import GuestInput, ScreenPane
 from tui.panes.translation import TranslationCachePane, TranslationPane
 from tui.panes.vms import VmsPane
 
@@ -13,9 +14,11 @@ __all__ = [
     "CodePane",
     "ConsolePane",
     "EventsPane",
+    "GuestInput",
     "OverheadPane",
     "Pane",
     "RegistersPane",
+    "ScreenPane",
     "TranslationCachePane",
     "TranslationPane",
     "VmsPane",

@@ -1,15 +1,19 @@
-"""The guest's UART output, as far as the VM has run (its last lines)."""
+"""The guest's UART output, as far as the VM has run (its last lines). Keys typed while it
+has focus go to the guest's COM1 receiver (tab leaves it)."""
 
 from __future__ import annotations
 
 from textual.content import Content
 
+from hypervisor.vmm.inputs import InputDevice
 from tui.model import Snapshot
-from tui.panes.base import Pane, lines
+from tui.panes.base import lines
+from tui.panes.screen import TypingPane
 
 
-class ConsolePane(Pane):
+class ConsolePane(TypingPane):
     TITLE = "console"
+    DEVICE = InputDevice.SERIAL
 
     def title(self, snapshot: Snapshot) -> str:
         return f"console · {snapshot.vm.name}"
