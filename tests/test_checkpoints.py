@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hypervisor.guest.image import load_guest
 from hypervisor.trace.checkpoints import Checkpoint, CheckpointStore, declared
-from hypervisor.trace.recording import registers_of
+from hypervisor.trace.recording import registers_of, same_run
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.conftest import examples
@@ -43,9 +43,7 @@ def observed(vm: Vm) -> tuple:
     half-way is translated from there), so the same guest step may run at another TC
     address. An exit's wording says how the run was sliced, not where it is."""
     exit_ = vm.exit and (vm.exit.reason, vm.exit.status)
-    real = registers_of(vm)
-    if vm.mode == "bt":
-        real = real[:8] + real[9:]
+    real = same_run(vm.mode, registers_of(vm))
     guest = cpu_views(vm)[0]
     return vm.step, guest, real, memory(vm), bytes(vm.console), exit_, vm.stats.total
 

@@ -42,7 +42,7 @@ from hypervisor.events import (
 from hypervisor.isa import Instruction
 from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.trace.skips import Skip, Skips
-from hypervisor.vmm.contract import ExitInfo
+from hypervisor.vmm.contract import ExitInfo, Mode
 from hypervisor.vmm.vm import Vm
 
 REGISTERS = STATE_FIELDS
@@ -58,6 +58,19 @@ _LOW_WORD = (1).to_bytes(4, "little")
 def registers_of(vm: Vm) -> tuple[int, ...]:
     """The real CPU's registers in REGISTERS order, as a recording keeps them."""
     return astuple(vm.machine.state())
+
+
+_EIP = REGISTERS.index("eip")
+
+
+def same_run(mode: str, registers: tuple[int, ...]) -> tuple[int, ...]:
+    """The registers two runs of one guest to one step must agree on. Under bt the real EIP
+    is an address in the translation cache, a cache whose layout depends on how the run was
+    sliced (a traced run, a run approached by stepping fragments, a seek): not the guest's
+    state, so left out; every other register, EFLAGS and EAX included, must match."""
+    if mode == Mode.BT:
+        return registers[:_EIP] + registers[_EIP + 1 :]
+    return registers
 
 
 @dataclass(frozen=True, slots=True)

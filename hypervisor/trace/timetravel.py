@@ -24,7 +24,7 @@ from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.recorder import Recorder, class_counts
-from hypervisor.trace.recording import Recording, StepRecord, registers_of
+from hypervisor.trace.recording import Recording, StepRecord, registers_of, same_run
 from hypervisor.vmm.contract import DEFAULT_RAM
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
 from hypervisor.vmm.vm import Vm
@@ -179,7 +179,9 @@ class TimeMachine:
             problems = []
             if vm.step != end:
                 problems.append(f"the run stops at step {vm.step:,}, the recording at {end:,}")
-            elif registers_of(vm) != self.recording.registers_at(end):
+            elif same_run(self.mode, registers_of(vm)) != same_run(
+                self.mode, self.recording.registers_at(end)
+            ):
                 problems.append(f"the registers at step {end:,} differ from the recording")
             recorded = self.recording.exit
             if recorded is not None and (vm.exit is None or vm.exit.reason != recorded.reason):
