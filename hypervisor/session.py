@@ -142,6 +142,12 @@ def run_guest(
     return report
 
 
+def report_of(vm: Vm, isolation: IsolationState | None = None) -> RunReport:
+    """The report of a VM that has stopped, however it was run (resumed, cloned…), with
+    the isolation events `isolation` observed (none, if not given)."""
+    return _report(vm, [], isolation or IsolationState.of(vm))
+
+
 def _report(vm: Vm, events: list[Event], isolation: IsolationState) -> RunReport:
     stats = vm.stats
     assert vm.exit is not None, "a report is made of a VM that has stopped"

@@ -296,6 +296,7 @@ def test_cli_runs_several_guests_on_one_host_as_json(capsys):
             "PIT",
             "debug-exit",
             "isa-debug-exit",
+            "platform-id",
         }
         assert vm["cpu"]["instructions"] == vm["instructions"]["total"]
     assert host["ram"] == 64 << 20 and host["world_switches"] >= 4

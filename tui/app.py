@@ -31,6 +31,7 @@ from tui.engine_commands import (
     Annotate,
     Back,
     Clock,
+    DeleteSnapshot,
     FastForward,
     Filter,
     Focus,
@@ -38,12 +39,14 @@ from tui.engine_commands import (
     Next,
     Pause,
     Previous,
+    RevertSnapshot,
     Run,
     Save,
     Seek,
     SetMode,
     Speed,
     Step,
+    TakeSnapshot,
 )
 from tui.keys import BINDINGS
 from tui.model import LessonView, Snapshot
@@ -279,6 +282,30 @@ class VmlabApp(App[None]):
 
         title = f"Note for step {view.step:,} of {view.name} (empty removes it)"
         self.push_screen(PromptScreen(title, view.annotation), keep)
+
+    def action_snapshot(self) -> None:
+        self._ask_snapshot("Name of the new snapshot", TakeSnapshot)
+
+    def action_revert_snapshot(self) -> None:
+        self._ask_snapshot("Revert to snapshot", RevertSnapshot)
+
+    def action_delete_snapshot(self) -> None:
+        self._ask_snapshot("Delete snapshot", DeleteSnapshot)
+
+    def _ask_snapshot(
+        self, title: str, command: type[TakeSnapshot | RevertSnapshot | DeleteSnapshot]
+    ) -> None:
+        if self.snapshot is None:
+            return
+        view = self.snapshot.vm
+        names = ", ".join(name for _, name, _, _ in view.snapshots)
+
+        def submit(answer: str | None) -> None:
+            if answer and answer.strip():
+                self.engine.submit(command(answer.strip()))
+
+        hint = names or f"e.g. step-{view.step}"
+        self.push_screen(PromptScreen(f"{title} ({view.name})", placeholder=hint), submit)
 
     def action_filter(self) -> None:
         if self.snapshot is None:

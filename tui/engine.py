@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import assert_never
 
+from hypervisor.encap.snapshots import SnapshotError
+from hypervisor.encap.state import SuspendError
 from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.symbols import NO_SYMBOLS, SymbolTable, symbols_of
@@ -35,6 +37,7 @@ from tui.engine_commands import (
     Back,
     Clock,
     Command,
+    DeleteSnapshot,
     FastForward,
     Filter,
     Focus,
@@ -42,12 +45,14 @@ from tui.engine_commands import (
     Next,
     Pause,
     Previous,
+    RevertSnapshot,
     Run,
     Save,
     Seek,
     SetMode,
     Speed,
     Step,
+    TakeSnapshot,
 )
 from tui.model import (
     EVENT_ROWS,
@@ -218,7 +223,10 @@ class Engine:
                 rows = switch_rows(timeline, self.clock.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
                 view = replace(view, events=tuple(events[-EVENT_ROWS:]))
-            views.append(view)
+            tree = tuple(
+                (r.depth, r.snapshot.name, r.snapshot.step, r.current) for r in lane.tree.rows()
+            )
+            views.append(replace(view, snapshots=tree) if tree else view)
         kinds = {k for lane in self.clock.lanes for k in lane.tm.recording.event_kinds()}
         if timeline is not None:
             kinds.add(EventKind.SWITCH)
@@ -341,6 +349,8 @@ class Engine:
                 self._do_filter(hidden)
             case Save(path):
                 self._do_save(path)
+            case TakeSnapshot(name) | RevertSnapshot(name) | DeleteSnapshot(name):
+                self._do_snapshot(command, name)
             case _:
                 assert_never(command)
 
@@ -532,6 +542,29 @@ class Engine:
 
     def _do_filter(self, hidden: frozenset[str]) -> None:
         self.hidden = hidden
+
+    def _do_snapshot(
+        self, command: TakeSnapshot | RevertSnapshot | DeleteSnapshot, name: str
+    ) -> None:
+        """Snapshots are the engine's (hypervisor/encap/snapshots.py). Reverting goes to the
+        snapshot's step through the time machine, which is the snapshot's state exactly
+        (runs are deterministic; tests/test_snapshots.py compares the two)."""
+        lane = self.clock.lanes[self.clock.focus]
+        try:
+            if isinstance(command, TakeSnapshot):
+                taken = lane.tree.take(lane.tm.vm, name)
+                self._notify(
+                    f"snapshot {name} of {lane.tm.name} at step {taken.step:,}", "information"
+                )
+            elif isinstance(command, DeleteSnapshot):
+                lane.tree.delete(name)
+            else:
+                step = lane.tree[name].step
+                lane.tree.current = name
+                self.running = False
+                self.clock.goto(step)
+        except (SnapshotError, SuspendError) as err:
+            self._notify(str(err), "warning")
 
     def _do_save(self, path: str) -> None:
         tm = self.clock.lanes[self.clock.focus].tm

@@ -210,6 +210,26 @@ KEYS = (
         footer=True,
     ),
     Key(
+        "S",
+        "snapshot",
+        "Snapshot",
+        "Take snapshot…",
+        "a named snapshot of the focused VM (the VMs pane shows the tree)",
+        "take a named snapshot of the focused VM; revert / delete one from the palette",
+    ),
+    Key(
+        "",
+        "revert_snapshot",
+        command="Revert to snapshot…",
+        about="the focused VM back to one of its snapshots, exactly",
+    ),
+    Key(
+        "",
+        "delete_snapshot",
+        command="Delete snapshot…",
+        about="forget a snapshot (its children go to its parent)",
+    ),
+    Key(
         "w",
         "save",
         "Save trace",

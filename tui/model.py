@@ -20,6 +20,7 @@ from hypervisor.events import (
     InsnClass,
     InterruptDelivered,
     IsolationViolation,
+    PageFaultHandled,
     PortAccess,
     TranslationCacheFlushed,
     Trap,
@@ -149,6 +150,7 @@ class VmView:
     aligned: bool  # the engine's trace agrees with its step count
     translation: TranslationView | None  # binary translation only
     cache: CacheView | None
+    snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +223,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
-    rows = listing.window(eip, vm.machine.read, CODE_CONTEXT, CODE_CONTEXT)
+    rows = listing.window(eip, vm.machine.code, CODE_CONTEXT, CODE_CONTEXT)
     code = []
     for r in rows:
         tag, hole = recording.tag(r.address, step) or (None, False)
@@ -400,4 +402,9 @@ def describe(event: Event) -> str:
             return "the cache was full: every fragment dropped"
         case Callout():
             return f"{event.text} at {event.eip:08x}: emulated by the monitor"
+        case PageFaultHandled():
+            true = event.outcome == "true"
+            to_guest = f", error code {event.error_code:#x}: to the guest" if true else ""
+            where = f"{event.address:08x} from {event.eip:08x}"
+            return f"{event.outcome} page fault at {where}{to_guest}"
     return type(event).__name__

@@ -38,7 +38,7 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
-from vmlab import interrupt
+from vmlab import encapcli, hostcli, interrupt
 from vmlab.interrupt import ctrl_c_stops_runs
 from vmlab.text import compare_lines, console, host_lines, summary, trace_line
 
@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         help="under pv, run a sample's unmodified build instead of its paravirtual one",
     )
     _common(run)
+    encapcli.suspend_options(run)
     _boot_options(run)
     run.add_argument(
         "--trace",
@@ -164,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--check", action="store_true", help="re-execute and compare, print the result, no UI"
     )
+    _COMMANDS.update(encapcli.add_parsers(sub, _common, _mode))
+    _COMMANDS.update(hostcli.add_parsers(sub, _mode))
     return parser
 
 
@@ -246,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         TraceFileError,
         OutOfHostMemory,
         LifecycleError,
+        *encapcli.ERRORS,
+        *hostcli.ERRORS,
         ClockUnavailable,
     ) as err:
         print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
@@ -265,6 +270,8 @@ def _opens_ui(args: argparse.Namespace) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.suspend_at is not None:
+        return encapcli.run_and_suspend(args)
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
@@ -484,7 +491,7 @@ def _tc(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, encapcli.Command] = {
     "run": _run,
     "compare": _compare,
     "trace": _trace,

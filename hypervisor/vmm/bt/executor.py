@@ -41,6 +41,7 @@ from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
 from hypervisor.vmm.executors import Traced, trap_name
+from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
 from hypervisor.vmm.trap import TrapAndEmulate
 
 VCPU_AREA_OFFSET = 0x12000
@@ -53,6 +54,7 @@ TC_SLICE = 1_000_000  # the most a slice of translated code may run before it co
 
 class BinaryTranslation(TrapAndEmulate):
     mode = Mode.BT
+    shadow_paging = False  # not yet: a kernel that turns paging on stops unsupported
     CHECKPOINTED = (
         "cache",
         "translator",
@@ -235,6 +237,21 @@ class BinaryTranslation(TrapAndEmulate):
             if fragment is not None and index is not None:
                 state.eip = fragment.guest_eip_at(index)
         return state
+
+    def guest_cpu(self) -> GuestCpu:
+        eip = self.machine.uc.reg_read(_EIP)
+        if self.vcpu.cpl == 0 and self.parked is None and self.cache.contains(eip):
+            fragment = self.cache.fragment_at(eip)
+            if fragment is None or eip not in fragment.boundaries:
+                raise ResumeRefused("the CPU is inside translated code, between guest instructions")
+        return super().guest_cpu()
+
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """The translation cache is monitor state: emptied (its code was translated from the
+        RAM the guest had before), and refilled from the resumed guest's kernel code."""
+        self._flush()
+        self.clock.clocked = self.vm.stats.by_class[InsnClass.TRANSLATED.value]  # ticked already
+        super().load_guest_cpu(cpu)
 
     def guest_eip_running(self) -> int:
         """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
