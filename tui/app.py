@@ -20,7 +20,7 @@ from textual.binding import BindingType
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import Footer, Static, Tab, Tabs
+from textual.widgets import Static, Tab, Tabs
 
 from hypervisor.trace import tracefile
 from hypervisor.vmm.contract import Mode
@@ -43,6 +43,7 @@ from tui.engine_commands import (
     Speed,
     Step,
 )
+from tui.footer import KeyFooter
 from tui.keys import BINDINGS
 from tui.model import LessonView, Snapshot
 from tui.panes import (
@@ -118,7 +119,7 @@ class VmlabApp(App[None]):
         with VerticalScroll(id="lesson"):  # a long stop scrolls rather than being cut
             yield Static(id="lesson-text")
         yield Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="tabs")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._panes = list(self.query(Pane))  # looked up once: a query costs at every step
