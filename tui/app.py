@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.widgets import Static, Tab, Tabs
 
 from hypervisor.trace import tracefile
-from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.contract import Mode, VmState
 from tui.commands import VmlabCommands
 from tui.engine import Engine, Session
 from tui.engine_commands import (
@@ -311,7 +311,7 @@ def status_line(snapshot: Snapshot) -> Content:
         ]
     if snapshot.busy:
         parts.append((snapshot.busy, "$text-warning"))
-    elif snapshot.running:
+    elif view.state == VmState.RUNNING:
         parts.append((f"▶ running {snapshot.speed:,}/s", "$text-success"))
     else:
         parts.append((f"‖ {view.state}", MUTED))

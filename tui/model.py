@@ -216,7 +216,11 @@ def _changed(before: CpuView, now: CpuView) -> frozenset[str]:
     return frozenset(name for name, value in new.items() if old[name] != value and name != "eip")
 
 
-def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozenset[str]) -> VmView:
+def vm_view(
+    tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozenset[str], running: bool
+) -> VmView:
+    """One VM as the panes show it; `running`: the engine is in run mode (the VM's state,
+    read by the status line and the VMs pane alike, then says so until the VM stops)."""
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
@@ -234,7 +238,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         mode=tm.mode,
         step=step,
         end=tm.end,
-        state=vm.state if stopped else (VmState.PAUSED if step else VmState.CREATED),
+        state=vm.state if stopped else _live_state(step, running),
         exit_detail=vm.exit.detail if stopped and vm.exit else "",
         language=listing.language,
         code=tuple(code),
@@ -253,6 +257,12 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         translation=_translation(vm, regs),
         cache=_cache(vm),
     )
+
+
+def _live_state(step: int, running: bool) -> VmState:
+    if running:
+        return VmState.RUNNING
+    return VmState.PAUSED if step else VmState.CREATED
 
 
 def _translation(vm: Vm, regs: Registers) -> TranslationView | None:
