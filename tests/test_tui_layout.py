@@ -150,3 +150,16 @@ async def test_the_footer_chooses_its_keys_again_when_the_terminal_narrows():
         keys = [k for k in footer.query(FooterKey) if "-command-palette" not in k.classes]
         assert {"help", "quit"} <= {k.action for k in keys}
         assert max(k.region.right for k in keys) <= 80
+
+
+@pytest.mark.parametrize("size", [(160, 50), (200, 50)])
+@synchronously
+async def test_the_console_wraps_a_long_line_instead_of_cutting_it(size):
+    app = flags_app("trap")
+    async with app.run_test(size=size) as pilot:
+        await app.settle()
+        app.engine.submit(Seek(4080))
+        await app.settle()
+        await pilot.pause()
+        text = app.query_one("#console", Pane).render().plain
+        assert "timer ticks: yes" in text.replace("\n", ""), text
