@@ -136,6 +136,14 @@ async def test_the_code_pane_shows_the_instruction_that_ran_beside_a_macro_line(
         assert "mov dx, 0x3fd" in macro, macro
         plain = next(row for row in rows if "push edx" in row)
         assert plain.count("push edx") == 1, "an instruction said twice"
+        app.engine.submit(Seek(4080))
+        await app.settle()
+        await pilot.pause()
+        rows = app.query_one("#code", Pane).render().plain.splitlines()
+        data = next(row for row in rows if "db %1, 0" in row)
+        assert data.split("db %1, 0")[1].strip() == "", "a string disassembled as code"
+        call = next(row for row in rows if "call puts" in row)
+        assert "call 0x" in call, call
 
 
 @synchronously

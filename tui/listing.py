@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from hypervisor.guest.formats import GuestFormat
 from hypervisor.guest.image import GuestImage
-from hypervisor.isa import decode
+from hypervisor.isa import MAX_INSN_SIZE, decode
 from hypervisor.vmm.contract import LOAD_ADDRESS
 
 
@@ -45,6 +45,14 @@ class Listing:
             return self.rows[max(0, index - before) : index + after + 1]
         here = list(_sweep(read(address, 16 * (after + 1)), address, after + 1))
         return self.rows[max(0, index - before) : index] + here
+
+
+def instruction(address: int, read: Callable[[int, int], bytes]) -> str:
+    """The instruction in memory at `address`, as the CPU decodes it: what a source line
+    assembled to (a macro's `mov dx, %1` is `mov dx, 0x3fd` there)."""
+    code = read(address, MAX_INSN_SIZE)
+    insn = decode(code, address)
+    return insn.text if insn is not None else f"db {code[0]:#04x}"
 
 
 def _sweep(code: bytes, address: int, limit: int | None = None) -> Iterator[ListingRow]:

@@ -32,7 +32,7 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
 from hypervisor.vmm.vm import Vm
-from tui.listing import Listing
+from tui.listing import Listing, instruction
 
 CODE_CONTEXT = 40  # rows listed before and after the current instruction
 EVENT_ROWS = 200
@@ -81,8 +81,9 @@ class Registers:
 @dataclass(frozen=True, slots=True)
 class CodeRow:
     address: int
-    text: str
+    text: str  # the source line (or, without one, the instruction)
     line: int
+    insn: str  # the instruction the CPU runs there (for the last step: the one it ran)
     tag: InsnClass | None  # how it ran the last time before this step (None: not yet)
     hole: bool
     current: bool  # EIP is here: it runs next
@@ -229,7 +230,13 @@ def vm_view(
     for r in rows:
         tag, hole = recording.tag(r.address, step) or (None, False)
         ran_last = last is not None and r.address == last.eip
-        code.append(CodeRow(r.address, r.text, r.line, tag, hole, r.address == eip, ran_last))
+        if last is not None and ran_last:
+            insn = last.text
+        elif listing.language == "nasm":
+            insn = instruction(r.address, vm.machine.read)
+        else:
+            insn = r.text
+        code.append(CodeRow(r.address, r.text, r.line, insn, tag, hole, r.address == eip, ran_last))
     bucket, spark = _spark(tm)
     stopped = vm.exit is not None and vm.exit.final
     return VmView(
