@@ -171,3 +171,14 @@ async def test_the_console_wraps_a_long_line_instead_of_cutting_it(size):
         await pilot.pause()
         text = app.query_one("#console", Pane).render().plain
         assert "timer ticks: yes" in text.replace("\n", ""), text
+
+
+@synchronously
+async def test_the_translation_panes_follow_the_vm_the_panes_show():
+    app = flags_app("trap", "bt")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        await pilot.pause()
+        assert not app.query_one("#translation").display, "a trap VM's empty translation"
+        await press(pilot, "v")
+        assert app.query_one("#translation").display and app.query_one("#tc").display

@@ -145,9 +145,10 @@ class VmlabApp(App[None]):
         self._show_translation()
 
     def _show_translation(self) -> None:
-        """The translation panes take room only when a VM translates (or as tabs)."""
+        """The translation panes take room only when the VM the panes show translates (or
+        as tabs): a trap VM beside a bt one gets its rows for code and events."""
         snapshot = self.snapshot
-        translating = snapshot is not None and any(v.cache for v in snapshot.vms)
+        translating = snapshot is not None and snapshot.vm.cache is not None
         hide = not translating and not self.screen.has_class("-compact")
         self.screen.set_class(hide, "-no-translation")
 

@@ -55,7 +55,8 @@ class HelpScreen(ModalScreen[None]):
         # which need not stand between `vmlab` and its first screen.
         from textual.widgets import Markdown
 
-        with VerticalScroll(id="help"):
+        with VerticalScroll(id="help") as scroll:
+            scroll.border_subtitle = "↑ ↓ pgup pgdn home end scroll · escape closes"
             yield Markdown(HELP)
 
     def on_mount(self) -> None:
