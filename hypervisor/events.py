@@ -14,7 +14,7 @@ from typing import ClassVar
 
 
 class InsnClass(StrEnum):
-    """How one guest instruction was executed (DESIGN.md "Execution modes")."""
+    """How one guest instruction was executed (docs/design.md, "Modes")."""
 
     NATIVE = "native"  # bare metal, no monitor
     DIRECT = "direct"  # ran on the CPU under a monitor, the monitor did not see it
@@ -84,6 +84,8 @@ class PortAccess(Event):
     write: bool
     device: str  # owning device, or "" for an unassigned port
     trapped: bool  # intercepted by a monitor (False on bare metal)
+    eip: int = 0  # the guest instruction that made the access
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

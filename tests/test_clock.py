@@ -4,6 +4,7 @@ stores), stopped at random deadlines."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 
@@ -127,7 +128,8 @@ def _run_pieces(image: GuestImage, mode: str, slices: list[int], kind: str) -> l
         stops: list[object] = []
         for count in [*slices, 10_000]:
             vm.run(count)
-            stops.append((vm.stats.total, vm.ticks, vm.machine.state(), vm.exit, vm.console))
+            ram = hashlib.sha256(vm.machine.snapshot().ram).hexdigest()  # the checkpoint's
+            stops.append((vm.stats.total, vm.ticks, vm.machine.state(), vm.exit, vm.console, ram))
         return stops
     finally:
         if saved is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hypervisor.events import PortAccess
 from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
 from vmlab.cli import main
@@ -62,3 +63,14 @@ def test_json_lists_the_isolation_events_with_their_total(capsys):
     assert event["kind"] == "open_bus_read" and event["address"] == 0xD00000
     assert event["eip"] == 0x100001
     assert event["instruction"] == "mov eax, dword ptr [0xd00000]"
+
+
+@pytest.mark.parametrize("trace", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_every_port_access_names_the_instruction_that_made_it(mode, trace):
+    report = run_guest("hello", mode, trace=trace, keep_events=True)
+    accesses = [e for e in report.events if isinstance(e, PortAccess)]
+    assert accesses
+    for event in accesses:
+        assert event.text.split()[0] in {"in", "out"}, event
+        assert 0x100000 <= event.eip < 0x200000

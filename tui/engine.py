@@ -22,6 +22,7 @@ from typing import assert_never
 from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
+from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.contract import DEFAULT_RAM, Mode
@@ -92,7 +93,8 @@ class Session:
 class Engine:
     def __init__(self, session: Session, publish: Publish, notify: Notify) -> None:
         self._publish_to = publish
-        self._notify = notify
+        # what a notification says may come from a file or a guest (a name, an error)
+        self._notify: Notify = lambda message, severity: notify(visible(message), severity)
         count = max(1, len(session.vms))
         self.host = HostRam(3 * count * DEFAULT_RAM)  # a head, a cursor and a spare per lane
         self.clock = SharedClock()
@@ -226,7 +228,12 @@ class Engine:
             return None
         stop, lesson = cursor.stop, cursor.lesson
         return LessonView(
-            lesson.title, cursor.shown, len(lesson.stops), stop.text, str(stop.go), cursor.problems
+            visible(lesson.title),
+            cursor.shown,
+            len(lesson.stops),
+            visible(stop.text, lines=True),
+            str(stop.go),
+            cursor.problems,
         )
 
     # ------------------------------------------------------------------ moving the clock

@@ -26,6 +26,7 @@ from hypervisor.events import (
     VmStateChanged,
 )
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
+from hypervisor.text import visible
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.recording import CLASS_BY_NAME, MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
@@ -236,29 +237,40 @@ def vm_view(
             insn = instruction(r.address, vm.machine.read)
         else:
             insn = r.text
-        code.append(CodeRow(r.address, r.text, r.line, insn, tag, hole, r.address == eip, ran_last))
+        code.append(
+            CodeRow(
+                r.address,
+                visible(r.text),
+                r.line,
+                visible(insn),
+                tag,
+                hole,
+                r.address == eip,
+                ran_last,
+            )
+        )
     bucket, spark = _spark(tm)
     stopped = vm.exit is not None and vm.exit.final
     return VmView(
-        name=tm.name,
-        guest=tm.image.name,
+        name=visible(tm.name),
+        guest=visible(tm.image.name),
         mode=tm.mode,
         step=step,
         end=tm.end,
         state=vm.state if stopped else _live_state(step, running),
-        exit_detail=vm.exit.detail if stopped and vm.exit else "",
+        exit_detail=visible(vm.exit.detail) if stopped and vm.exit else "",
         language=listing.language,
         code=tuple(code),
         last=last,
         registers=regs,
-        console=bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"),
+        console=visible(bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"), lines=True),
         events=_events(tm, hidden),
         counts=recording.class_counts(step),
         spark=spark,
         spark_bucket=bucket,
         ram=(tm.home.machine.ram.start, tm.home.machine.ram.size),
         isolation=recording.count("isolation", step + 1),
-        annotation=recording.annotations.get(step, ""),
+        annotation=visible(recording.annotations.get(step, "")),
         replay=tm.replay,
         aligned=recording.aligned,
         translation=_translation(vm, regs),
@@ -329,7 +341,7 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
         kind = event.KIND
         woke = waiting and event.step == step and isinstance(event, InterruptDelivered)
         if kind not in hidden and not woke:
-            rows.append(EventRow(event.step, kind, describe(event)))
+            rows.append(EventRow(event.step, kind, visible(describe(event))))
     if EventKind.HOLE not in hidden:
         holes = recording.holes
         for index in range(max(0, bisect_right(holes, step - 1) - EVENT_ROWS), len(holes)):
@@ -340,7 +352,7 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
             rows.append(EventRow(holes[index] + 1, EventKind.HOLE, text))
     if EventKind.NOTE not in hidden:
         notes = recording.annotations.items()
-        rows += [EventRow(s, EventKind.NOTE, f"✎ {text}") for s, text in notes if s <= step]
+        rows += [EventRow(s, EventKind.NOTE, f"✎ {visible(t)}") for s, t in notes if s <= step]
     rows.sort(key=lambda row: row.step)
     return tuple(rows[-EVENT_ROWS:])
 
@@ -391,9 +403,12 @@ def describe(event: Event) -> str:
             direction = "out" if event.write else "in"
             return f"{direction} {event.port:#06x} {arrow} {event.value:#x} ({device})"
         case ConsoleOutput():
-            return repr(event.text.rstrip("\n"))[1:-1]
+            return event.text.rstrip("\n")  # shown with its control characters visible
         case IsolationViolation():
-            return f"{event.kind} {event.address:#010x} from {event.eip:08x} {event.detail}"
+            return (
+                f"{event.kind} {event.address:#010x} by {event.text} at {event.eip:08x}: "
+                f"{event.detail}"
+            )
         case VmStateChanged():
             return f"{event.state}" + (f": {event.reason}" if event.reason else "")
         case FragmentTranslated():

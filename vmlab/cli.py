@@ -22,10 +22,12 @@ from hypervisor.guest.image import (
 )
 from hypervisor.guest.nasm import GuestBuildError
 from hypervisor.machine import clock, clockbuild
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clockbuild import ClockUnavailable
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.platform.board import parse_ram_size
 from hypervisor.session import DEFAULT_BUDGET, RunReport, compare, run_guest, run_host
+from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
@@ -35,6 +37,8 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
+from vmlab import interrupt
+from vmlab.interrupt import ctrl_c_stops_runs
 from vmlab.text import compare_lines, console, host_lines, summary, trace_line
 
 EXIT_STATUS_DOC = """\
@@ -158,7 +162,7 @@ def _mode(name: str) -> Mode:
     try:
         return Mode(name)
     except ValueError:
-        modes = ", ".join(Mode)
+        modes = ", ".join(repr(m.value) for m in Mode)  # as argparse words it
         raise argparse.ArgumentTypeError(
             f"invalid choice: {name!r} (choose from {modes})"
         ) from None
@@ -222,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vmlab: --max-insns must be at least 1", file=sys.stderr)
         return 2
     try:
+        if not _opens_ui(args):
+            with ctrl_c_stops_runs():
+                status = _COMMANDS[args.command](args)
+            return interrupt.STATUS if CANCEL.requested else status
         return _COMMANDS[args.command](args)
     except (
         GuestBuildError,
@@ -231,11 +239,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         LifecycleError,
         ClockUnavailable,
     ) as err:
-        print(f"vmlab: {err}", file=sys.stderr)
+        print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `vmlab trace … | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _opens_ui(args: argparse.Namespace) -> bool:
+    """The terminal UI takes Ctrl-C as a key; every other command stops its runs on it."""
+    command = args.command
+    return command == "tui" or (
+        (command == "replay" and not args.check)
+        or (command == "lesson" and args.name is not None and not args.walk)
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -368,7 +385,7 @@ def _lesson(args: argparse.Namespace) -> int:
 
 
 def _walk(lesson: Lesson) -> int:
-    print(lesson.title)
+    print(visible(lesson.title))
     failed = 0
     for landing in walk(lesson):
         stop = landing.stop
@@ -376,7 +393,10 @@ def _walk(lesson: Lesson) -> int:
         print(f"\nstop {landing.index + 1} · {stop.go} · VM {stop.vm} → {where}")
         print(
             textwrap.fill(
-                " ".join(stop.text.split()), 92, initial_indent="  ", subsequent_indent="  "
+                visible(" ".join(stop.text.split())),
+                92,
+                initial_indent="  ",
+                subsequent_indent="  ",
             )
         )
         for problem in landing.problems:
@@ -402,6 +422,7 @@ def _open_ui(
 
 
 def _record(args: argparse.Namespace) -> int:
+    tracefile.check_target(args.output)
     image = load_for_mode(args.guest, args.mode)
     trace = tracefile.record(image, args.mode, args.max_insns)
     tracefile.save(args.output, trace)
@@ -424,10 +445,11 @@ def _replay(args: argparse.Namespace) -> int:
     problems = machine.verify()
     steps = len(trace.recording)
     for problem in problems:
-        print(f"vmlab: {args.file}: {problem}", file=sys.stderr)
+        print(visible(f"vmlab: {args.file}: {problem}"), file=sys.stderr)
     if not problems:
         print(
-            f"{args.file}: {trace.image.name} under {trace.mode}, {steps:,} steps: replays exactly"
+            visible(f"{args.file}: {trace.image.name}")
+            + f" under {trace.mode}, {steps:,} steps: replays exactly"
         )
     return 1 if problems else 0
 

@@ -7,13 +7,14 @@ from collections.abc import Iterator, Sequence
 
 from hypervisor.events import Event, Hypercall, InsnClass, InstructionExecuted, Trap
 from hypervisor.session import HostReport, RunReport
+from hypervisor.text import visible
 from hypervisor.vmm.contract import Mode
 
 
 def console(text: str) -> Iterator[str]:
     """A console's output as lines to print (a last line without its newline ends too)."""
-    if text:
-        yield text.removesuffix("\n")
+    if text:  # the guest's bytes: its control characters shown, never obeyed
+        yield visible(text.removesuffix("\n"), lines=True)
 
 
 def summary(report: RunReport) -> str:
@@ -22,7 +23,8 @@ def summary(report: RunReport) -> str:
     status = f" (status {exit_.status})" if exit_.status is not None else ""
     classes = ", ".join(f"{k} {v:,}" for k, v in report.instructions.items() if v and k != "total")
     lines = [
-        f"── {report.guest} under {report.mode}: {exit_.reason}{status} — {exit_.detail}",
+        f"── {visible(report.guest)} under {report.mode}: {exit_.reason}{status} — "
+        f"{visible(exit_.detail)}",
         f"   instructions: {report.instructions['total']:,}" + (f" ({classes})" if classes else ""),
     ]
     if report.traps:
@@ -65,7 +67,7 @@ def host_lines(report: HostReport) -> Iterator[str]:
     for vm in report.vms:
         hosted = vm.hosted
         assert hosted is not None  # every VM of a host report
-        yield f"══ {hosted.name} ({vm.mode}) ══"
+        yield f"══ {visible(hosted.name)} ({vm.mode}) ══"
         yield from console(vm.console)
         yield summary(vm)
         yield (

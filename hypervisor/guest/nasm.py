@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOAD_ADDRESS = 0x00100000
+INCLUDE_DIR = Path(__file__).resolve().parents[2] / "sample_guests"
+"""Where `vmlab.inc` lives: always on nasm's include path, after the source's own folder, so
+that a guest written anywhere can `%include "vmlab.inc"`."""
 
 
 class GuestBuildError(Exception):
@@ -62,7 +65,7 @@ def assemble(source: Path, defines: tuple[str, ...] = ()) -> tuple[bytes, str]:
         out, lst = Path(tmp) / "image.bin", Path(tmp) / "image.lst"
         command = [nasm_path(), "-f", "bin", "-o", str(out), "-l", str(lst)]
         command += [f"-D{d}" for d in defines]
-        command += ["-I", f"{source.parent}/", str(source)]
+        command += ["-I", f"{source.parent}/", "-I", f"{INCLUDE_DIR}/", str(source)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise GuestBuildError(f"nasm failed on {source.name}:\n{done.stderr.strip()}")

@@ -13,11 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from hypervisor.files import write_atomically
 from hypervisor.guest.image import PV_SUFFIX, format_line_map
 from hypervisor.guest.kernels import KERNELS, build_kernel, compiler_version
-from hypervisor.guest.nasm import GuestBuildError, assemble, parse_listing
+from hypervisor.guest.nasm import INCLUDE_DIR, GuestBuildError, assemble, parse_listing
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "sample_guests"
+SAMPLES_DIR = INCLUDE_DIR  # the samples' own folder holds vmlab.inc
 COMPILER_FILE = "COMPILER"  # the gcc and binutils the committed .elf kernels come from
 
 
@@ -68,8 +69,8 @@ def stale_kernels(folder: Path = SAMPLES_DIR) -> list[str]:
 def rebuild(folder: Path = SAMPLES_DIR) -> list[str]:
     built = []
     for name, bin_path, map_path, data, line_map in _builds(folder):
-        bin_path.write_bytes(data)
-        map_path.write_text(line_map)
+        write_atomically(bin_path, data)
+        write_atomically(map_path, line_map.encode())
         built.append(name)
     if shutil.which("gcc") and shutil.which("ld"):
         for kernel in KERNELS:

@@ -167,7 +167,7 @@ def decode_block(
 
     Stops after `max_insns`, at bytes that do not decode (or run past the end of `code`,
     e.g. an instruction straddling a page end when `code` stops there), and, if
-    `stop_at_flow`, after the first control transfer: the translation unit of DESIGN.md.
+    `stop_at_flow`, after the first control transfer: the translation unit of docs/design.md.
     """
     view = memoryview(code)
     out: list[Instruction] = []

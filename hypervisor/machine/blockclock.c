@@ -35,7 +35,7 @@ struct entry {
 };
 
 struct vclock {
-    /* per run: Python sets deadline, clears the rest (vclock_arm) */
+    /* per run: set by BlockClock.run */
     uint64_t base;      /* instructions of the run before the block now running */
     uint64_t end;       /* base + the running block's count: where it ends */
     uint64_t deadline;  /* no block may start that would end past it */
@@ -52,8 +52,6 @@ struct vclock {
     uint64_t ram_size;
     uint32_t check_bytes; /* 1: compare entries with RAM (paging off) */
     uint32_t arena_used;
-    uint32_t block_bytes;    /* the running block's copy in the arena + 1 (0: none) */
-    uint32_t pad;
     struct entry table[SLOTS];
     uint8_t arena[ARENA];
 };
@@ -93,7 +91,7 @@ void vclock_forget(struct vclock *c) {
     c->arena_used = 0;
 }
 
-static struct entry *store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
+static void store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
     uint32_t i = slot_of(address, size);
     struct entry *free_slot = 0;
     for (uint32_t probe = 0; probe < SLOTS; probe++, i = (i + 1) & (SLOTS - 1)) {
@@ -116,7 +114,6 @@ static struct entry *store(struct vclock *c, uint64_t address, uint32_t size, ui
         free_slot->bytes = c->arena_used + 1;
         c->arena_used += size;
     }
-    return free_slot;
 }
 
 static void stop_now(struct vclock *c, uc_engine *uc, uint32_t why) {
@@ -152,7 +149,6 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         count = c->miss(address, size); /* (monitor memory is never kept: it cannot be
                                             checked, and guests hardly run code there) */
         if (count & MISS_STOP) { /* Python must prepare this block first */
-            c->block_bytes = 0;
             c->block = address;
             c->block_size = size;
             c->base = c->end;
@@ -160,9 +156,8 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
             return;
         }
         if (in_ram(c, address, size))
-            e = store(c, address, size, count);
+            store(c, address, size, count);
     }
-    c->block_bytes = e ? e->bytes : 0;
     c->base = c->end;
     c->block = address;
     c->block_size = size;
@@ -177,6 +172,7 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
  * from a code hook takes effect before the instruction: unicorn checks right after it). */
 void vclock_step(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     struct vclock *c = data;
+    (void)address, (void)size;
     if (c->stop)
         return;
     if (c->step_left == 0) {

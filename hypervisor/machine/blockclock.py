@@ -153,7 +153,12 @@ class BlockClock:
         block, size = c.block, c.block_size
         if block == NO_BLOCK or not block <= eip < block + size:
             return c.end
-        return c.base + bisect.bisect_left(self._decode(block, size), eip)
+        # the helper checked the block's bytes as it entered it: the decode kept at its miss
+        # is the code running (only a store into the block itself changes it, and that ends
+        # the block: blockclock.c, check_cut)
+        known = self._blocks.get((block, size))
+        starts = known[1] if known is not None else self._decode(block, size)
+        return c.base + bisect.bisect_left(starts, eip)
 
     def _eip(self) -> int:
         # the binding's reg_read picks a register class in Python: ~10x the C call

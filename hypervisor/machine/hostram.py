@@ -1,4 +1,5 @@
-"""Host RAM: one buffer from which every machine's guest RAM is carved (DESIGN.md fact 8).
+"""Host RAM: one buffer from which every machine's guest RAM is carved
+(docs/unicorn-facts.md, fact 8).
 
 Each VM's RAM is a slice of this buffer mapped into its own unicorn instance with
 `mem_map_ptr`, so the host memory map a lesson shows is the real one.

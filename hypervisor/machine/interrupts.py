@@ -1,10 +1,10 @@
 """Interrupt and exception delivery through an IDT, done in Python.
 
-Unicorn reports exceptions and INT n to a hook and never consults the IDT (DESIGN.md fact 2),
-so whoever owns the CPU delivers them: bare metal through the guest's real IDT, a monitor
-through the guest's virtual IDT. Both use `deliver()`, which does what the CPU does: gate
-lookup and checks, the privilege change with the stack switch from the TSS, the frame push.
-
+Unicorn reports exceptions and INT n to a hook and never consults the IDT (docs/unicorn-
+facts.md, fact 2), so whoever owns the CPU delivers them: bare metal through the guest's
+real IDT, a monitor through the guest's virtual IDT. Both use `deliver()`, which does what
+the CPU does: gate lookup and checks, the privilege change with the stack switch from the
+TSS, the frame push.
 Simplifications (documented for the lessons): segments are flat (stack and table addresses
 are linear), task gates are refused with #GP, and hardware error codes beyond the selector
 index forms below are 0 (unicorn does not report them).

@@ -5,7 +5,7 @@ It knows nothing of virtual machines. It offers what a monitor (or bare metal) n
 * entry at a chosen CPL through context templates — unicorn cannot change CPL by writing
   registers, and never marks a hooked exception as delivered, so every entry after a fault
   restores a clean saved context of the right CPL and writes the registers on top
-  (DESIGN.md facts 1 and 3);
+  (docs/unicorn-facts.md, facts 1 and 3);
 * `run()` for a slice of exactly N instructions, returning why it stopped and how many
   instructions retired (facts 2 and 4, `retired.py`);
 * port I/O forwarded to the owner (unicorn never applies the IOPL rule; the owner does);
@@ -47,6 +47,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clock import new_clock
 from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import (
@@ -143,6 +144,7 @@ class Machine:
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
         self._sealed = False
+        self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
         self._precise_open_bus = self.clock.kind == "block"
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
@@ -230,9 +232,10 @@ class Machine:
         """Name the exact instruction of every open-bus access. Unicorn brings EIP up to
         date for a memory access only when a memory hook matches it; without one, a run with
         no instruction count (translated code) shows the EIP of the start of the block. So a
-        no-op hook is bounded to each hole: it costs a check on every load and store (some
-        15%, bench_bt.py), which is why only binary translation asks for it, and the block
-        clock, which has no code hook either (docs/clock.md)."""
+        no-op hook is bounded to each hole: it costs a check on every load and store (a third
+        of binary translation's speed), which is why only the block clock asks for it (it
+        has no code hook either, docs/clock.md); translated code notes its instructions'
+        EIPs instead (docs/unicorn-facts.md, fact 13)."""
         assert not self._sealed, "asked for before the guest first runs"
         self._precise_open_bus = True
 
@@ -437,6 +440,10 @@ class Machine:
         if not self._sealed:
             self._seal()
         self._exit = None
+        if CANCEL.requested:  # Ctrl-C came between two slices: this one does not start
+            return Exit(ExitKind.STOP, 0)
+        self._cancelled = False
+        CANCEL.running(id(self), self._cancel)
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
         if self._trace_hook is None and (not count or self.clock.kind == "block"):
@@ -445,6 +452,7 @@ class Machine:
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
+            CANCEL.done(id(self))
             if not count:
                 WATCHDOG.disarm(id(self))
             self._running = False
@@ -455,6 +463,8 @@ class Machine:
         fetch = error is not None and error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT)
         # a fetch fault: no instruction began at EIP (the jump there retired)
         retired = self.clock.settled(faulted=error is not None and not fetch)
+        if self._cancelled and error is None:  # stopped between two blocks: all retired
+            return Exit(ExitKind.STOP, retired)
         if error is not None:
             if fetch:
                 address = self.uc.reg_read(x.UC_X86_REG_EIP)
@@ -489,6 +499,11 @@ class Machine:
             0,
             detail=f"the CPU did not come back to the monitor within {self.watchdog_limit:g} s",
         )
+        self.clock.stop()
+
+    def _cancel(self) -> None:
+        """CANCEL's call (from another thread): stop the CPU where it is."""
+        self._cancelled = True
         self.clock.stop()
 
     def request_stop(self) -> None:

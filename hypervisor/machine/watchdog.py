@@ -2,9 +2,9 @@
 
 A run with an instruction count stops by itself. Translated code runs without one: it keeps
 its own clock in the vCPU area, which the guest kernel could overwrite (the area is guest-
-reachable: DESIGN.md fact 6), and then it would never leave. One daemon thread, shared by
-every machine, stops such a run after a wall-clock limit that no honest slice comes near;
-the owner then learns why. Arming and disarming cost a lock, not a thread.
+reachable: docs/unicorn-facts.md, fact 6), and then it would never leave. One daemon thread,
+shared by every machine, stops such a run after a wall-clock limit that no honest slice
+comes near; the owner then learns why. Arming and disarming cost a lock, not a thread.
 """
 
 from __future__ import annotations

@@ -20,7 +20,10 @@ per-address class history). A replay rebuilds the guest from the file, checks it
 re-executes: runs are deterministic, so the file needs no memory snapshot.
 
 Any file that is not a complete format-1 trace raises `TraceFileError` with a one-line
-message (never another exception).
+message (never another exception): the header is checked against its declared schema
+(traceschema.py: types, ranges, lengths, counts), the body is decompressed as it is read and
+never beyond what the header declares, and the columns are checked against the header. A
+file is written whole or not at all (a temporary file renamed over the target).
 """
 
 from __future__ import annotations
@@ -36,12 +39,21 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from hypervisor import events as event_types
+from hypervisor.files import FileWriteError, check_writable, write_atomically
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import SourceLine
+from hypervisor.text import visible
 from hypervisor.trace.recording import REGISTERS, InsnInfo, Recording
+from hypervisor.trace.schema import SchemaError
 from hypervisor.trace.timetravel import TimeMachine
-from hypervisor.vmm.contract import ExitInfo, ExitReason
+from hypervisor.trace.traceschema import (
+    MAX_COLUMNS,
+    MAX_HEADER,
+    check_columns,
+    check_header,
+    event_of,
+)
+from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 
 MAGIC = b"VMLABTRC"
 VERSION = 1
@@ -104,10 +116,23 @@ def save(path: str | Path, trace: Trace) -> None:
     encoded = json.dumps(header, separators=(",", ":")).encode()
     payload = b"".join([struct.pack("<I", len(encoded)), encoded, *map(_raw, columns)])
     body = zlib.compress(payload, 6)
-    Path(path).write_bytes(_PREAMBLE.pack(MAGIC, VERSION, zlib.crc32(body), len(body)) + body)
+    preamble = _PREAMBLE.pack(MAGIC, VERSION, zlib.crc32(body), len(body))
+    try:
+        write_atomically(path, preamble + body)
+    except FileWriteError as err:
+        raise TraceFileError(visible(str(err))) from None
 
 
 def load(path: str | Path) -> Trace:
+    """The trace in the file at `path`, or TraceFileError with one line naming the problem
+    (what came from the file made visible: it may hold control characters)."""
+    try:
+        return _load(path)
+    except TraceFileError as err:
+        raise TraceFileError(visible(str(err))) from None
+
+
+def _load(path: str | Path) -> Trace:
     try:
         data = Path(path).read_bytes()
     except OSError as err:
@@ -126,44 +151,54 @@ def load(path: str | Path) -> Trace:
     if zlib.crc32(body[:length]) != crc:
         raise TraceFileError(f"{path}: corrupt (checksum mismatch)")
     try:
-        return _decode(zlib.decompress(body[:length]))
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError, zlib.error) as err:
+        return _decode(_Inflater(body[:length]))
+    except SchemaError as err:
+        raise TraceFileError(f"{path}: corrupt: {err}") from None
+    except RecursionError:
+        raise TraceFileError(f"{path}: corrupt: the header nests too deeply") from None
+    except (ValueError, zlib.error) as err:  # JSON, base64, UTF-8, zlib
         raise TraceFileError(f"{path}: corrupt ({type(err).__name__}: {err})") from None
 
 
-def _decode(payload: bytes) -> Trace:
-    (size,) = struct.unpack_from("<I", payload)
-    header = json.loads(payload[4 : 4 + size])
-    if header["registers"] != list(REGISTERS):
-        raise ValueError("recorded with another register layout")
+class _Inflater:
+    """The body, decompressed as it is read and never past what the header declares: a
+    small file cannot make the reader hold more than the limits (a zlib bomb stops early)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._stream = zlib.decompressobj()
+        self._input = body
+
+    def read(self, size: int) -> bytes:
+        parts, wanted = [], size
+        while wanted:
+            part = self._stream.decompress(self._input, min(wanted, 1 << 24))
+            self._input = self._stream.unconsumed_tail
+            if not part:
+                raise SchemaError(f"the body ends {wanted:,} bytes early")
+            parts.append(part)
+            wanted -= len(part)
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        if self._stream.decompress(self._input, 1) or not self._stream.eof:
+            raise SchemaError("data after the last column")
+
+
+def _decode(body: _Inflater) -> Trace:
+    (size,) = struct.unpack("<I", body.read(4))
+    if size > MAX_HEADER:
+        raise SchemaError(f"a header of {size:,} bytes (at most {MAX_HEADER:,})")
+    header = json.loads(body.read(size))
+    check_header(header)
     guest = header["guest"]
-    data = base64.b64decode(guest["image"])
-    if hashlib.sha256(data).hexdigest() != guest["sha256"]:
-        raise ValueError("the embedded guest image does not match its hash")
+    data = base64.b64decode(guest["image"], validate=True)
+    if hashlib.sha256(data).hexdigest() != guest["sha256"].lower():
+        raise SchemaError("the embedded guest image does not match its hash")
     lines = tuple(SourceLine(a, n, t) for a, n, t in guest["lines"])
     image = GuestImage(guest["name"], data, lines, guest["source"])
     config = header["config"]
     recording = Recording(guest["name"], config["mode"], guest["sha256"], config["ram_size"])
-    offset = 4 + size
-    for (name, typecode, count), expected in zip(header["columns"], _COLUMNS, strict=True):
-        if name != expected:
-            raise ValueError(f"column {name!r} where {expected!r} belongs")
-        if typecode != _typecode(getattr(recording, name)):
-            raise ValueError(f"column {name} has type {typecode!r}")
-        column = array(typecode)
-        raw = payload[offset : offset + column.itemsize * count]
-        if len(raw) != column.itemsize * count:
-            raise ValueError(f"column {name} is short")
-        offset += len(raw)
-        if typecode == "B":
-            setattr(recording, name, bytearray(raw))
-            continue
-        column.frombytes(raw)
-        if sys.byteorder == "big":
-            column.byteswap()
-        setattr(recording, name, column)
-    if len(recording.reg_masks) != header["steps"]:
-        raise ValueError("the register column disagrees with the step count")
+    _read_columns(body, header["columns"], recording)
     recording.initial = tuple(header["initial"])
     recording.final = tuple(header["final"])
     recording.keyframes = [(o, tuple(s)) for o, s in header["keyframes"]]
@@ -171,26 +206,44 @@ def _decode(payload: bytes) -> Trace:
         InsnInfo(eip, bytes.fromhex(raw), text, sensitive)
         for eip, raw, text, sensitive in header["instructions"]
     ]
-    recording.events = [_event(e) for e in header["events"]]
+    recording.events = [event_of(e) for e in header["events"]]
     recording.history = {
         eip: (array("I", steps), bytearray(codes)) for eip, steps, codes in header["history"]
     }
     recording.annotations = {int(step): text for step, text in header["annotations"].items()}
     exit_info = header["exit"]
     recording.exit = _exit(exit_info) if exit_info else None
+    check_columns(recording, header["steps"])
     recording.reindex()
-    return Trace(image, config["mode"], config["limit"], recording)
+    return Trace(image, Mode(config["mode"]), config["limit"], recording)
+
+
+def _read_columns(body: _Inflater, declared: list, recording: Recording) -> None:
+    if [name for name, _, _ in declared] != list(_COLUMNS):
+        raise SchemaError(f"header.columns: not the columns {', '.join(_COLUMNS)}")
+    columns = []
+    for name, typecode, count in declared:
+        column = getattr(recording, name)
+        if typecode != _typecode(column):
+            raise SchemaError(f"column {name} has type {typecode!r}")
+        columns.append((name, typecode, count * (1 if typecode == "B" else column.itemsize)))
+    if sum(nbytes for _, _, nbytes in columns) > MAX_COLUMNS:
+        raise SchemaError(f"columns of more than {MAX_COLUMNS:,} bytes")
+    for name, typecode, nbytes in columns:
+        raw = body.read(nbytes)
+        if typecode == "B":
+            setattr(recording, name, bytearray(raw))
+            continue
+        column = array(typecode)
+        column.frombytes(raw)
+        if sys.byteorder == "big":
+            column.byteswap()
+        setattr(recording, name, column)
+    body.finish()
 
 
 def _exit(fields: dict[str, Any]) -> ExitInfo:
     return ExitInfo(ExitReason(fields["reason"]), fields["status"], fields["detail"])
-
-
-def _event(fields: dict[str, Any]) -> event_types.Event:
-    cls = getattr(event_types, fields.pop("type"), None)
-    if not (isinstance(cls, type) and issubclass(cls, event_types.Event)):
-        raise ValueError("unknown event type")
-    return cls(**fields)
 
 
 def _typecode(column: array | bytearray) -> str:
@@ -202,6 +255,14 @@ def _raw(column: array | bytearray) -> bytes:
         column = array(column.typecode, column)
         column.byteswap()
     return bytes(column)
+
+
+def check_target(path: str | Path) -> None:
+    """A trace can be saved at `path` (checked before a long recording, not after it)."""
+    try:
+        check_writable(path)
+    except FileWriteError as err:
+        raise TraceFileError(visible(str(err))) from None
 
 
 def record(image: GuestImage, mode: str, max_insns: int) -> Trace:

@@ -1,4 +1,4 @@
-"""What crosses the monitor's boundary: the guest contract (DESIGN.md "Guest contract v1"),
+"""What crosses the monitor's boundary: the guest contract (docs/design.md, "The guest contract"),
 the modes, the states of a VM and the reasons a run ends.
 
 Closed sets are `StrEnum`s: they compare, print and serialise as the strings the CLI, the
@@ -54,6 +54,7 @@ class ExitReason(StrEnum):
     CRASHED = "crashed"  # triple fault, fetch outside RAM, monitor error
     BUDGET = "budget"  # the instruction budget is used up: the VM can go on
     UNSUPPORTED = "unsupported"  # a privileged operation this monitor does not model
+    INTERRUPTED = "interrupted"  # stopped from outside (Ctrl-C): the VM can go on
 
 
 class VmState(StrEnum):
@@ -69,7 +70,11 @@ class VmState(StrEnum):
     DESTROYED = "destroyed"
 
 
-_STATE_AFTER = {ExitReason.DEBUG_EXIT: VmState.EXITED, ExitReason.BUDGET: VmState.PAUSED}
+_STATE_AFTER = {
+    ExitReason.DEBUG_EXIT: VmState.EXITED,
+    ExitReason.BUDGET: VmState.PAUSED,
+    ExitReason.INTERRUPTED: VmState.PAUSED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +85,8 @@ class ExitInfo:
 
     @property
     def final(self) -> bool:
-        """The VM stopped for good (anything but a used-up budget)."""
-        return self.reason != ExitReason.BUDGET
+        """The VM stopped for good (anything but a used-up budget or an interruption)."""
+        return self.reason not in (ExitReason.BUDGET, ExitReason.INTERRUPTED)
 
     @property
     def state(self) -> VmState:

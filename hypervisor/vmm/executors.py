@@ -76,6 +76,7 @@ class Executor(ABC):
         self._pending: Traced | None = None  # the traced instruction now running
         self._pending_trapped = False
         self._memory_operands: dict[tuple[int, bytes], bool] = {}
+        self._texts: dict[tuple[int, bytes], str] = {}  # (EIP, bytes) -> instruction text
         self._pending_hypercall = False
 
     # ------------------------------------------------------------------ mode hooks
@@ -221,7 +222,7 @@ class Executor(ABC):
 
     # ------------------------------------------------------------------ port I/O
     def io_allowed(self) -> bool:
-        """The IOPL rule, which unicorn never applies (DESIGN.md fact 4)."""
+        """The IOPL rule, which unicorn never applies (docs/unicorn-facts.md, fact 4)."""
         return self.guest_cpl() <= self.guest_iopl()
 
     def port_in(self, port: int, size: int) -> int:
@@ -263,6 +264,7 @@ class Executor(ABC):
 
     def _report_io(self, port: int, size: int, value: int, write: bool) -> None:
         owner = self.machine.io.owner(port)
+        eip, text = self.guest_instruction_running()
         self.vm.emit(
             PortAccess(
                 self.vm.name,
@@ -273,6 +275,8 @@ class Executor(ABC):
                 write,
                 owner.name if owner else "",
                 self.monitored,
+                eip,
+                text,
             )
         )
 
@@ -280,7 +284,7 @@ class Executor(ABC):
         if kind == "monitor_read" and not self._reads_memory_operand():
             return  # the CPU itself reading a descriptor of the shadow GDT (a segment load)
         detail = f"{size}-byte {'write of ' + hex(value) if 'write' in kind else 'read'}"
-        self.isolation_event(kind, address, detail)
+        self.isolation_event(kind, address, detail, self.memory_access_eip())
 
     def _reads_memory_operand(self) -> bool:
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
@@ -294,13 +298,11 @@ class Executor(ABC):
             self._memory_operands[key] = answer
         return answer
 
-    def isolation_event(self, kind: str, address: int, detail: str) -> None:
+    def isolation_event(self, kind: str, address: int, detail: str, eip: int | None = None) -> None:
         """Report an access outside what this VM owns, at the instruction now running (as the
-        guest sees its EIP); it was contained (open bus, dropped write, ignored port) and the
-        VM goes on."""
-        eip = self.guest_eip_running()
-        insn = decode(self.machine.read(eip, 15), eip)
-        text = insn.text if insn else "(undecodable)"
+        guest sees its EIP, unless the caller knows it better); it was contained (open bus,
+        dropped write, ignored port) and the VM goes on."""
+        eip, text = self.guest_instruction_running(eip)
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
@@ -308,6 +310,22 @@ class Executor(ABC):
     def guest_eip_running(self) -> int:
         """The guest EIP of the instruction the CPU is running (from inside a hook)."""
         return self.virtual_state().eip
+
+    def memory_access_eip(self) -> int:
+        """The guest EIP of the instruction whose memory access a memory hook sees."""
+        return self.guest_eip_running()
+
+    def guest_instruction_running(self, eip: int | None = None) -> tuple[int, str]:
+        """(guest EIP, text) of the instruction the CPU is running (or of the one at `eip`),
+        for the event it causes (decoded once per address and bytes: I/O instructions run
+        again and again)."""
+        eip = self.guest_eip_running() if eip is None else eip
+        key = (eip, self.machine.read(eip, 15))
+        text = self._texts.get(key)
+        if text is None:
+            insn = decode(key[1], eip)
+            text = self._texts[key] = insn.text if insn else "(undecodable)"
+        return eip, text
 
     def code_page_written(self, address: int, size: int) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""

@@ -1,10 +1,9 @@
 """The host: one physical machine's RAM and CPU shared by many VMs (consolidation).
 
-Every VM's RAM is a slice of one host RAM buffer (DESIGN.md fact 8), mapped at guest-physical
-0 in that VM's own unicorn instance; nothing else of host RAM is mapped there, so no guest can
-name another VM's memory. The monitor's window (MONITOR_BASE) is memory of each VM's own
-unicorn instance, not host RAM: it is not in the host map.
-
+Every VM's RAM is a slice of one host RAM buffer (docs/unicorn-facts.md, fact 8), mapped at
+guest-physical 0 in that VM's own unicorn instance; nothing else of host RAM is mapped
+there, so no guest can name another VM's memory. The monitor's window (MONITOR_BASE) is
+memory of each VM's own unicorn instance, not host RAM: it is not in the host map.
 Lifecycle: `create` (state created) → `run` schedules every runnable VM (running) → a VM ends
 exited (debug-exit), halted (HLT with interrupts off) or crashed (triple fault, fetch outside
 RAM, unsupported instruction, monitor error — with its reason); `pause`/`resume` take a VM out

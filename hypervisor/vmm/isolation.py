@@ -3,7 +3,7 @@
 A VM owns a slice of host RAM (seen by the guest as its RAM from 0), the devices on its own
 I/O bus and their ports, and its virtual CPU. Everything else in its address space is either
 open bus (reads all ones, writes dropped) or the monitor's window at MONITOR_BASE (writes
-dropped by page protection, DESIGN.md fact 7). Each attempt is an `IsolationViolation`
+dropped by page protection, docs/unicorn-facts.md, fact 7). Each attempt is an `IsolationViolation`
 event, reported where it happened (address, EIP, instruction); the access is contained and
 the VM goes on. This module keeps them per VM and says what the VM owns.
 """

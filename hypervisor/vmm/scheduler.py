@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hypervisor.events import EventLog, WorldSwitch
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.vmm.contract import ExitInfo, ExitReason
 
 if TYPE_CHECKING:
@@ -59,6 +60,11 @@ class RoundRobin:
             index = (index + 1) % len(order)
         idle = 0  # VMs in a row found not runnable
         while idle < len(order):
+            if CANCEL.requested:  # every VM stops where it is, those that waited too
+                for waiting in order:
+                    if waiting.vm.exit is None:
+                        waiting.vm.interrupt()
+                return
             if end is not None and self.host_step >= end:
                 return
             hosted = order[index]

@@ -17,6 +17,7 @@ from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import GuestImage
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.hostram import HostRam
@@ -34,6 +35,8 @@ from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
 from hypervisor.vmm.modes import MODES
 
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
+SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
+# (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
 
 
 @dataclass
@@ -199,6 +202,11 @@ class Vm:
         self.finish(ExitInfo(ExitReason.DEBUG_EXIT, status, detail))
         self.machine.request_stop()
 
+    def interrupt(self) -> None:
+        """Stopped from outside (Ctrl-C): it ends here, and could go on."""
+        detail = f"stopped from outside after {self.stats.total:,} instructions"
+        self.finish(ExitInfo(ExitReason.INTERRUPTED, detail=detail))
+
     def finish(self, info: ExitInfo) -> None:
         if self.exit is None:
             self.exit = info
@@ -255,6 +263,9 @@ class Vm:
         self.run_end = None if quantum else end  # a time slice may end a little late
         try:
             while self.exit is None:
+                if CANCEL.requested:
+                    self.interrupt()
+                    break
                 remaining = end - self.stats.total
                 if remaining <= 0:
                     done = ExitInfo(
@@ -266,7 +277,7 @@ class Vm:
                         self.finish(done)
                     break
                 due = self.pit.ticks_until_irq()
-                count = remaining if due is None else max(1, min(remaining, due))
+                count = min(remaining if due is None else max(1, min(remaining, due)), SLICE)
                 self.executor.run_slice(count)
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()

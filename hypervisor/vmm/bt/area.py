@@ -8,7 +8,7 @@ the fields before it enters the translation cache and reads them back when it le
 
 Two pages. Translated code stores only into the first (TC_FIELDS); the second
 (MONITOR_FIELDS) only the monitor writes, and it is read-only to the CPU, so no guest store
-can change it. Unicorn does not enforce segment limits (DESIGN.md fact 6), so the guest
+can change it. Unicorn does not enforce segment limits (docs/unicorn-facts.md, fact 6), so the guest
 kernel - whose code runs in the same cache at the same privilege - can also store into the
 first page: the monitor checks those fields each time the CPU leaves the cache.
 """
@@ -30,6 +30,8 @@ TC_FIELDS = (
     "resume_geip",  # the guest EIP to deliver a waiting interrupt at (after an STI/POPF)
     "save_a",  # scratch for inline sequences that need a register
     "save_b",
+    "geip",  # the guest EIP of the last instruction that may touch memory, stored before it
+    # runs: unicorn's EIP inside a memory callback is the start of the block (unicorn fact 13)
 )
 MONITOR_FIELDS = (
     "pending",  # 1 while an interrupt waits at the PIC: STI/POPF then leave for the monitor

@@ -70,7 +70,6 @@ class BinaryTranslation(TrapAndEmulate):
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
-        m.precise_open_bus()  # translated code runs with no instruction count
         self.area = VcpuArea(m.map_monitor(VCPU_AREA_OFFSET, PAGE, writable=True))
         m.map_monitor(VCPU_AREA_OFFSET + PAGE, PAGE, read_by_code=True)  # the monitor's fields
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
@@ -78,7 +77,7 @@ class BinaryTranslation(TrapAndEmulate):
         m.add_door(self.door)
         tc_base = m.map_monitor(TC_OFFSET, TC_CAPACITY, executable=True)
         self.cache = TranslationCache(tc_base, TC_CAPACITY)
-        self.translator = Translator(self.cache, self.area, self.door, m.read)
+        self.translator = Translator(self.cache, self.area, self.door, m.read, m.ram_size)
         m.write_monitor(*self.translator.shared_code)
         # unused slots are read-only; a slot in use maps one of the guest's own RAM pages
         aliases = m.map_monitor(ALIAS_OFFSET, ALIAS_SLOTS * PAGE, read_by_code=True)
@@ -211,7 +210,9 @@ class BinaryTranslation(TrapAndEmulate):
     def _flush(self) -> None:
         self.selfmod.untrack_all()
         self.cache.flush()
-        self.translator = Translator(self.cache, self.area, self.door, self.machine.read)
+        self.translator = Translator(
+            self.cache, self.area, self.door, self.machine.read, self.machine.ram_size
+        )
         self.machine.write_monitor(*self.translator.shared_code)
         self.vm.emit(TranslationCacheFlushed(self.vm.name, self.vm.step))
 
@@ -243,6 +244,22 @@ class BinaryTranslation(TrapAndEmulate):
         if fragment is None or self.parked is not None:
             return super().guest_eip_running()
         return fragment.guest_eip_owning(eip)
+
+    def memory_access_eip(self) -> int:
+        """Translated code runs with no instruction count, so inside a memory callback the
+        CPU's EIP is the start of its block (unicorn fact 13). Each guest instruction that may
+        touch memory stores its EIP in the vCPU area first: that one, if it is an
+        instruction of this fragment at or after the block's start (a guest store into the
+        area cannot pass for it: the store runs right before the access)."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
+        if fragment is None or self.parked is not None:
+            return super().memory_access_eip()
+        noted = int.from_bytes(self.machine.read(self.area.geip, 4), "little")
+        start = fragment.guest_eip_owning(eip)
+        if any(i.address == noted for i in fragment.insns if i.address >= start):
+            return noted
+        return start
 
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled

@@ -99,9 +99,16 @@ class Shared:
 
 class Translator:
     def __init__(
-        self, cache: TranslationCache, area: VcpuArea, door: int, read: Callable[[int, int], bytes]
+        self,
+        cache: TranslationCache,
+        area: VcpuArea,
+        door: int,
+        read: Callable[[int, int], bytes],
+        ram_size: int = 1 << 32,
     ) -> None:
+        """`ram_size`: accesses to fixed addresses below it never reach open bus."""
         self.cache = cache
+        self.ram_size = ram_size
         self.area = area
         self.door = door
         self.read = read
@@ -231,6 +238,22 @@ def retarget_absolute(insn: Instruction, delta: int) -> bytes:
     return insn.bytes.replace(old, ((target + delta) & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
+_STACK = frozenset(
+    {"push", "pop", "pushfd", "popfd", "pushal", "popal", "call", "ret", "enter", "leave"}
+)
+
+
+def may_reach_open_bus(insn: Instruction, ram_size: int) -> bool:
+    """A data access, explicit or through the stack, that may land outside RAM (LEA and NOP
+    name memory but touch none; a fixed address in RAM is always RAM)."""
+    if insn.mnemonic in ("lea", "nop"):
+        return False
+    return insn.mnemonic in _STACK or any(
+        op.kind == "mem" and (op.base or op.index or not 0 <= op.disp < ram_size - 8)
+        for op in insn.operands
+    )
+
+
 def needs_callout(insn: Instruction) -> bool:
     return rule_for(insn) is Rule.CALLOUT
 
@@ -321,6 +344,11 @@ class _FragmentEmitter:
         self._prologue(guest_eip, checked, len(body))
         for index, insn in enumerate(body):
             self.boundaries[self.here] = index
+            if may_reach_open_bus(insn, self.t.ram_size):  # then it is named exactly (fact 13):
+                # the note goes before the instruction's start (a fault or a stop there finds
+                # the instruction, a tracer counts it once)
+                self.emit(x.mov_abs_imm32(self.area.geip, insn.address))
+                self.boundaries[self.here] = index
             self.starts[self.here] = index
             self.owners.append((self.here, index))
             self.subkinds.append(self._instruction(insn))

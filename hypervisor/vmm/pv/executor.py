@@ -91,7 +91,7 @@ class Paravirtual(TrapAndEmulate):
     def _resume(self, state: CpuState) -> None:
         """Back into the guest after a hypercall, without a full world switch: the guest stays
         in its ring with its segments, and INT n, unlike a fault, leaves no unacknowledged
-        exception behind in unicorn (DESIGN.md fact 3 is about faults), so writing the
+        exception behind in unicorn (docs/unicorn-facts.md, fact 3 is about faults), so writing the
         registers the call changed is enough. The shadow GDT is synced as on every entry."""
         self._sync_shadow()
         self.machine.set_registers(eax=state.eax, eflags=real_eflags(state.eflags))
