@@ -182,3 +182,17 @@ async def test_the_translation_panes_follow_the_vm_the_panes_show():
         assert not app.query_one("#translation").display, "a trap VM's empty translation"
         await press(pilot, "v")
         assert app.query_one("#translation").display and app.query_one("#tc").display
+
+
+@pytest.mark.parametrize("size", [(160, 50), (200, 50)])
+@synchronously
+async def test_a_long_event_wraps_instead_of_being_cut(size):
+    app = flags_app("trap")
+    async with app.run_test(size=size) as pilot:
+        await app.settle()
+        app.engine.submit(Seek(4080))
+        await app.settle()
+        await pilot.pause()
+        text = " ".join(app.query_one("#events", Pane).render().plain.split())
+        assert "the interrupt flag around critical sections" in text, text
+        assert "4,080 hole" in text, "the last event is shown"
