@@ -8,6 +8,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
+from hypervisor.guest.image import load_guest
 from lessons.lesson import load
 from lessons.walk import images
 from tests.test_tui import flags_app, press, screen_text, synchronously
@@ -196,3 +197,15 @@ async def test_a_long_event_wraps_instead_of_being_cut(size):
         text = " ".join(app.query_one("#events", Pane).render().plain.split())
         assert "the interrupt flag around critical sections" in text, text
         assert "4,080 hole" in text, "the last event is shown"
+
+
+@synchronously
+async def test_the_vms_pane_wraps_why_a_vm_crashed():
+    app = VmlabApp(Session(vms=[(load_guest("crasher"), "trap")]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        app.engine.submit(Seek(10**9))  # to its end: the triple fault
+        await app.settle()
+        await pilot.pause()
+        text = " ".join(app.query_one("#vms", Pane).render().plain.split())
+        assert "could not be delivered (IDT has no entry 0x8)" in text, text

@@ -13,7 +13,7 @@ from tui.panes.style import MUTED
 
 SLICE_STYLES = ("$text-primary", "$text-accent", "$text-secondary", "$text-success")
 MIB = 1 << 20
-MISALIGNED = "    ⚠ the engine's trace and its step count disagree here: tags may be off"
+MISALIGNED = "⚠ the engine's trace and its step count disagree here: tags may be off"
 
 
 class VmsPane(Pane):
@@ -59,7 +59,7 @@ def _vm(view: VmView, index: int, focused: bool, width: int, on_cpu: bool = Fals
     end = f"{view.end:,}" if view.end is not None else "?"
     state = view.state + (" (replay)" if view.replay else "")
     start, size = view.ram
-    isolation = f"{view.isolation} isolation events" if view.isolation else "no isolation events"
+    isolation = f"{view.isolation:,} isolation events" if view.isolation else "no isolation events"
     rows = [
         Content.assemble(
             ("▶ " if focused else "  ", "bold"),
@@ -71,11 +71,16 @@ def _vm(view: VmView, index: int, focused: bool, width: int, on_cpu: bool = Fals
     ram = f"RAM at host {start:#010x}–{start + size - 1:#010x} ({size // MIB} MiB)"
     rows += [Content.styled(line, MUTED) for line in _wrap((ram, isolation), width)]
     if view.exit_detail:
-        detail = textwrap.wrap(view.exit_detail, max(width, 20), initial_indent="    ")
-        rows += [Content.styled(line, MUTED) for line in detail]
+        rows += _said(view.exit_detail, width, MUTED)
     if not view.aligned:
-        rows.append(Content.styled(MISALIGNED, "$text-warning"))
+        rows += _said(MISALIGNED, width, "$text-warning")
     return rows
+
+
+def _said(text: str, width: int, style: str) -> list[Content]:
+    """A sentence about a VM, indented under it and wrapped to the pane."""
+    wrapped = textwrap.wrap(text, max(width, 20), initial_indent="    ", subsequent_indent="    ")
+    return [Content.styled(line, style) for line in wrapped]
 
 
 def _wrap(parts: tuple[str, ...], width: int, indent: str = "    ") -> list[str]:
