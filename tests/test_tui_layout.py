@@ -19,6 +19,7 @@ from tui.panes import Pane
 from tui.screens import HelpScreen
 
 SIZES = [(80, 24), (160, 50), (200, 50)]
+SAID_ONCE = ("mov al, 13", "cmp al, 0x0d", "magic: dd 0x1BADB002", "mov dx, 0x501")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -209,3 +210,34 @@ async def test_the_vms_pane_wraps_why_a_vm_crashed():
         await pilot.pause()
         text = " ".join(app.query_one("#vms", Pane).render().plain.split())
         assert "could not be delivered (IDT has no entry 0x8)" in text, text
+
+
+def test_the_code_pane_does_not_repeat_what_the_source_already_says(asm):
+    """Numbers spelled another way, `short`, a label before data: one column, not two."""
+    image = asm(
+        """
+        start:
+            mov al, 13
+            cmp al, 0x0d
+            jmp short next
+        magic: dd 0x1BADB002
+        next:
+            mov dx, 0x501
+            out dx, al
+        """
+    )
+
+    @synchronously
+    async def rows() -> None:
+        app = VmlabApp(Session(vms=[(image, "native")]))
+        async with app.run_test(size=(160, 50)) as pilot:
+            await app.settle()
+            await pilot.pause()
+            text = app.query_one("#code", Pane).render().plain.splitlines()
+            said = {word: next(r for r in text if word in r) for word in SAID_ONCE}
+            for word, row in said.items():
+                assert row.split(word)[1].strip() == "", row
+            jump = next(r for r in text if "jmp short next" in r)
+            assert "jmp 0x" in jump, jump
+
+    rows()

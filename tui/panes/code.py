@@ -3,6 +3,7 @@ how it ran the last time — the lesson of the whole tool in one column of dots.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from pygments.token import Token
@@ -31,6 +32,8 @@ LEGEND = (
 
 TAG_WIDTH = len(" translated")
 INSN_WIDTH = 30  # the column of the instruction beside a source line that says it otherwise
+LABEL = re.compile(r"^\s*[\w.$@?]+:")  # a label before the instruction or data
+NUMBER = re.compile(r"\b(0x[0-9a-f]+|[0-9][0-9a-f]*h|[0-9]+)\b")
 DATA = ("db", "dw", "dd", "dq", "dt", "times", "resb", "resw", "resd", "incbin")
 MARGIN = 3  # rows kept between the current instruction and the pane's edges
 
@@ -102,7 +105,7 @@ def _ran(row: CodeRow) -> str:
     """The instruction, when the source line does not already say it (a macro's body, a
     label or constant where the CPU has an address or a number); "" when it does, or when
     the line is data, not code."""
-    source = row.text.split(";", 1)[0].lower().split()
+    source = LABEL.sub("", row.text.split(";", 1)[0]).lower().split()
     if not source or source[0] in DATA:
         return ""
     insn = row.insn.lower().split()
@@ -114,7 +117,16 @@ def _ran(row: CodeRow) -> str:
 
 
 def _plain(words: list[str]) -> str:
-    return "".join(word for word in words if word != "ptr")
+    """An instruction's words without what only spells it differently: `ptr`, short jumps'
+    `short`, and how a number is written (13, 0xd, 0dh)."""
+    text = " ".join(word for word in words if word not in ("ptr", "short"))
+    return NUMBER.sub(lambda m: str(_number(m.group())), text).replace(" ", "")
+
+
+def _number(text: str) -> int:
+    if text.endswith("h"):
+        return int(text[:-1], 16)
+    return int(text, 0) if text.startswith("0x") else int(text)
 
 
 class _CodeTheme(HighlightTheme):
