@@ -241,3 +241,16 @@ def test_the_code_pane_does_not_repeat_what_the_source_already_says(asm):
             assert "jmp 0x" in jump, jump
 
     rows()
+
+
+@synchronously
+async def test_at_80_columns_the_status_line_keeps_the_state_on_the_host_clock():
+    app = flags_app("trap", "native")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.settle()
+        await press(pilot, "h", "c")
+        status = screen_text(app)["status"]
+        assert len(status) <= 80 and "host step" in status and "‖ paused" in status, status
+        await pilot.resize_terminal(160, 50)
+        await pilot.pause()
+        assert "last: popfd" in screen_text(app)["status"]
