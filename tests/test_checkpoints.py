@@ -50,6 +50,14 @@ def observed(vm: Vm) -> tuple:
     return vm.step, guest, real, memory(vm), bytes(vm.console), exit_, vm.stats.total
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_cached_runs():
+    """The cached time machines and states go with this module, not with the suite."""
+    yield
+    recorded.cache_clear()
+    straight.cache_clear()
+
+
 @cache
 def recorded(guest: str, mode: str) -> TimeMachine:
     machine = TimeMachine(load_guest(guest), mode, checkpoints=CheckpointStore(interval=INTERVAL))
@@ -165,7 +173,7 @@ def test_every_attribute_of_a_stateful_object_is_declared_state_or_not(mode):
     vm = Vm(load_guest("selfmod" if mode == "bt" else "syscalls"), mode)
     vm.run(3000, trace=True)
     vm.run(3000)
-    for obj in (vm, vm.executor, vm.uart, vm.pic, vm.pit, vm.debug_exit):
+    for obj in (vm, vm.executor, *vm.devices):
         state, not_state = set(declared(obj)), set(declared(obj, "NOT_CHECKPOINTED"))
         assert state.isdisjoint(not_state), type(obj).__name__
         assert set(vars(obj)) - state - not_state == set(), type(obj).__name__

@@ -137,6 +137,7 @@ def test_runs_are_deterministic(asm):
     first = run_guest(image, "trap", keep_events=True, trace=True)
     second = run_guest(image, "trap", keep_events=True, trace=True)
     assert first.events == second.events
+    assert list(first.recording.executed_events("a")) == list(second.recording.executed_events("a"))
     assert sum(isinstance(e, Trap) for e in first.events) == 2000  # cli + sti, 1000 times
 
 

@@ -28,7 +28,7 @@ from hypervisor.events import (
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.text import visible
 from hypervisor.trace.hosttimeline import HostTimeline
-from hypervisor.trace.recording import CLASS_BY_NAME, MemoryWrite
+from hypervisor.trace.recording import MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
@@ -150,6 +150,7 @@ class VmView:
     aligned: bool  # the engine's trace agrees with its step count
     translation: TranslationView | None  # binary translation only
     cache: CacheView | None
+    snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,17 +227,13 @@ def vm_view(
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
-    rows = listing.window(eip, vm.machine.read, CODE_CONTEXT, CODE_CONTEXT)
+    read = vm.machine.read
+    rows = listing.window(eip, read, CODE_CONTEXT, CODE_CONTEXT)
     code = []
     for r in rows:
         tag, hole = recording.tag(r.address, step) or (None, False)
         ran_last = last is not None and r.address == last.eip
-        if last is not None and ran_last:
-            insn = last.text
-        elif listing.language == "nasm":
-            insn = instruction(r.address, vm.machine.read)
-        else:
-            insn = r.text
+        insn = last.text if last is not None and ran_last else instruction(r.address, read)
         code.append(
             CodeRow(
                 r.address,
@@ -265,7 +262,7 @@ def vm_view(
         registers=regs,
         console=visible(bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"), lines=True),
         events=_events(tm, hidden),
-        counts=recording.class_counts(step),
+        counts=tm.class_counts(),
         spark=spark,
         spark_bucket=bucket,
         ram=(tm.home.machine.ram.start, tm.home.machine.ram.size),
@@ -313,11 +310,11 @@ def _last_step(tm: TimeMachine) -> LastStep | None:
 def _spark(tm: TimeMachine) -> tuple[int, tuple[int, ...]]:
     """Trapped instructions per bucket over the last SPARK_BUCKETS buckets."""
     step = tm.position
-    trapped = CLASS_BY_NAME[InsnClass.TRAPPED.value]
+    trapped = InsnClass.TRAPPED.value
     bucket = _round_up(max(100, -(-step // SPARK_BUCKETS)))
     counts = []
     for stop in range(step, max(step - SPARK_BUCKETS * bucket, 0), -bucket):
-        counts.append(tm.recording.classes.count(trapped, max(stop - bucket, 0), stop))
+        counts.append(tm.recording.class_counts(stop, max(stop - bucket, 0))[trapped])
     return bucket, tuple(reversed(counts))
 
 
@@ -347,7 +344,8 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
         for index in range(max(0, bisect_right(holes, step - 1) - EVENT_ROWS), len(holes)):
             if holes[index] >= step:
                 break
-            insn = recording.instructions[recording.ids[holes[index]]]
+            insn = recording.instruction_at(holes[index])
+            assert insn is not None, "a hole is a traced step"
             text = f"⚠ {insn.text} at {insn.eip:08x} ran directly, unseen: a hole"
             rows.append(EventRow(holes[index] + 1, EventKind.HOLE, text))
     if EventKind.NOTE not in hidden:

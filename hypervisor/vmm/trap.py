@@ -42,6 +42,7 @@ from hypervisor.vmm.emulate import (
     trapped_emulator,
 )
 from hypervisor.vmm.executors import Executor, trap_name
+from hypervisor.vmm.guestcpu import FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
@@ -153,6 +154,61 @@ class TrapAndEmulate(Executor):
             state.ss &= ~3
         state.eflags = self.vcpu.virtual_eflags(state.eflags)
         return state
+
+    # ------------------------------------------------------------------ guest-visible CPU
+    def guest_cpu(self) -> GuestCpu:
+        v = self.vcpu
+        return GuestCpu(
+            registers=GuestCpu.registers_of(self.virtual_state()),
+            cpl=v.cpl,
+            cr0=v.cr0,
+            cr2=v.cr2,
+            cr3=v.cr3,
+            cr4=v.cr4,
+            gdtr=v.gdtr,
+            idtr=v.idtr,
+            ldtr=v.ldtr,
+            tr=v.tr,
+            tss=v.tss,
+            dr=tuple(v.dr),
+            msr=tuple(sorted(v.msr.items())),
+            interrupt_shadow=v.interrupt_shadow,
+            halted=self.waiting_for_interrupt,
+            fpu=FpuState.read(self.machine.uc),
+        )
+
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """The virtual CPU takes what the real one cannot hold; the rest is entered, ring
+        compressed. The shadow GDT is rebuilt from the guest's GDT on that entry."""
+        if cpu.cpl not in REAL_CPL:
+            raise ResumeRefused(
+                f"the guest runs in ring {cpu.cpl}: {self.mode} runs guest rings 0 and 3 only "
+                "(ring compression puts the kernel in ring 1)"
+            )
+        state = cpu.state()
+        self.vcpu = VirtualCpu(
+            cpl=cpu.cpl,
+            cr0=cpu.cr0,
+            cr2=cpu.cr2,
+            cr3=cpu.cr3,
+            cr4=cpu.cr4,
+            gdtr=cpu.gdtr,
+            idtr=cpu.idtr,
+            ldtr=cpu.ldtr,
+            tr=cpu.tr,
+            tss=cpu.tss,
+            dr=list(cpu.dr),
+            msr=dict(cpu.msr),
+            interrupt_shadow=cpu.interrupt_shadow,
+        )
+        self.vcpu.load_eflags(state.eflags)
+        self.waiting_for_interrupt = cpu.halted
+        try:
+            self.enter(state)
+        except EntryError as err:
+            why = f"the guest's CPU cannot be entered under {self.mode}: {err}"
+            raise ResumeRefused(why) from err
+        cpu.fpu.write(self.machine.uc)
 
     def enter(self, virtual: CpuState) -> None:
         """World switch into the guest: its virtual state, compressed onto the real rings."""

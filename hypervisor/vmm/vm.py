@@ -12,15 +12,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PortDevice, Uart16550
+from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, PortDevice, Uart16550
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.boot import BootPlan, plan_boot
-from hypervisor.guest.image import GuestImage
+from hypervisor.guest.image import PV_SUFFIX, GuestImage
 from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.hostram import HostRam
+from hypervisor.machine.hostram import RamPool
 from hypervisor.machine.machine import Machine
 from hypervisor.vmm.contract import (
     DEFAULT_RAM,
@@ -97,6 +97,10 @@ class Vm:
         "pic",
         "pit",
         "debug_exit",
+        "isa_debug_exit",
+        "platform",
+        "devices",  # the parts above, as the port bus sees them
+        "boot",  # what the loader wrote at boot: configuration, written again from the image
         "executor",
     )
 
@@ -107,9 +111,11 @@ class Vm:
         *,
         name: str | None = None,
         ram_size: int = DEFAULT_RAM,
-        host: HostRam | None = None,
+        host: RamPool | None = None,
         events: EventLog | None = None,
+        identity: str | None = None,
     ) -> None:
+        """`identity`: what the platform identity port tells the guest (its name by default)."""
         self.image = image
         self.mode = Mode.parse(mode)
         self.name = name or image.name
@@ -128,12 +134,15 @@ class Vm:
             ISA_DEBUG_EXIT_PORT,
             "isa-debug-exit",
         )
+        # a VM named after its guest is that guest, whichever build (a .pv port) it runs
+        self.platform = PlatformId(identity or self.name.removesuffix(PV_SUFFIX))
         self.devices: tuple[PortDevice, ...] = (
             self.uart,
             self.pic,
             self.pit,
             self.debug_exit,
             self.isa_debug_exit,
+            self.platform,
         )
         for device in self.devices:
             self.machine.io.attach(device)
@@ -213,6 +222,30 @@ class Vm:
             self.flush_console()
             self.state = info.state
             self.emit(VmStateChanged(self.name, self.step, info.state, info.detail))
+
+    # ------------------------------------------------------------------ resuming
+    @property
+    def pending_line(self) -> bytes:
+        """Console output of the line not finished yet (its event goes out at the newline)."""
+        return bytes(self._line)
+
+    def carry_on(
+        self,
+        stats: RunStats,
+        ticks: int,
+        timeline: list[tuple[int, float]],
+        console: bytes,
+        pending_line: bytes,
+    ) -> None:
+        """Continue the counts, clock, console and overhead timeline of a run suspended
+        elsewhere (a file, another host): this VM's step is that run's step."""
+        self.stats = stats
+        self.ticks = ticks
+        self.overhead_timeline = list(timeline)
+        self.console = bytearray(console)
+        self.uart.output = bytearray(console)
+        self._line = bytearray(pending_line)
+        self._last_sample = self.cycles()
 
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:

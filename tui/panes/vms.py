@@ -74,6 +74,9 @@ def _vm(view: VmView, index: int, focused: bool, width: int, on_cpu: bool = Fals
         rows += _said(view.exit_detail, width, MUTED)
     if not view.aligned:
         rows += _said(MISALIGNED, width, "$text-warning")
+    for depth, name, step, current in view.snapshots:  # the snapshot tree, the VM's on ●
+        mark = "●" if current else "○"
+        rows.append(Content.styled(f"    {'  ' * depth}{mark} {name}  step {step:,}", MUTED))
     return rows
 
 
