@@ -44,6 +44,7 @@ class EventKind(StrEnum):
     CALLOUT = "callout"
     ADAPTIVE = "adaptiveretranslation"
     HYPERCALL = "hypercall"
+    PAGE_FAULT = "pagefault"
     HOLE = "hole"  # a sensitive instruction that ran directly and diverged (a recording's)
     NOTE = "note"  # an instructor's annotation (a recording's)
 
@@ -76,6 +77,20 @@ class Trap(Event):
     text: str  # the faulting instruction
     outcome: str  # emulated / reflected / unsupported / halted
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PageFaultHandled(Event):
+    """A page fault under shadow paging: "hidden" (the shadow lacked the entry: the monitor
+    filled it, the guest never knew), "true" (reflected to the guest with its CR2), or
+    "ptemod" (a write to a traced guest page-table page: the shadow entries derived from it
+    dropped, the write let through)."""
+
+    KIND = EventKind.PAGE_FAULT
+    eip: int
+    address: int  # CR2
+    error_code: int  # the guest's (true), else 0
+    outcome: str
 
 
 @dataclass(frozen=True, slots=True)

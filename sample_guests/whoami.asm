@@ -3,7 +3,7 @@
 ; What it demonstrates: cloning. A monitor can suspend a VM after its slow start-up and
 ; start many clones from that one state: every clone resumes with the very same RAM, so
 ; nothing inside a clone can tell it from the others - except what the platform tells it.
-; The platform identity port 0x510 gives each VM its own name, one byte per IN (0 at the
+; The platform identity port 0x502 gives each VM its own name, one byte per IN (0 at the
 ; end); an OUT to it rewinds. The clones' RAM is shared copy-on-write on the host: the
 ; 1 MiB table built at boot stays one copy however many clones read it; each clone owns
 ; only the pages it writes (its stack, its greeting buffer).
@@ -19,7 +19,7 @@ org 0x100000
 
 TABLE       equ 0x200000                ; the 1 MiB table built at boot, shared by the clones
 TABLE_WORDS equ 0x40000                 ; 256 Ki dwords
-PLATFORM_ID equ 0x510
+PLATFORM_ID equ 0x502
 
 start:
     println "booting: building a 1 MiB table (the slow part a clone never repeats)"

@@ -66,6 +66,8 @@ def instruction(address: int, read: Callable[[int, int], bytes]) -> str:
     """The instruction in memory at `address`, as the CPU decodes it: what a source line
     assembled to (a macro's `mov dx, %1` is `mov dx, 0x3fd` there)."""
     code = read(address, MAX_INSN_SIZE)
+    if not code:  # not mapped: nothing the CPU could fetch there
+        return ""
     insn = decode(code, address)
     return insn.text if insn is not None else f"db {code[0]:#04x}"
 

@@ -20,6 +20,7 @@ from hypervisor.events import (
     InsnClass,
     InterruptDelivered,
     IsolationViolation,
+    PageFaultHandled,
     PortAccess,
     TranslationCacheFlushed,
     Trap,
@@ -227,7 +228,7 @@ def vm_view(
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
-    read = vm.machine.read
+    read = vm.machine.code  # through the guest's page tables, as the CPU fetches
     rows = listing.window(eip, read, CODE_CONTEXT, CODE_CONTEXT)
     code = []
     for r in rows:
@@ -423,4 +424,9 @@ def describe(event: Event) -> str:
             return "the cache was full: every fragment dropped"
         case Callout():
             return f"{event.text} at {event.eip:08x}: emulated by the monitor"
+        case PageFaultHandled():
+            true = event.outcome == "true"
+            to_guest = f", error code {event.error_code:#x}: to the guest" if true else ""
+            where = f"{event.address:08x} from {event.eip:08x}"
+            return f"{event.outcome} page fault at {where}{to_guest}"
     return type(event).__name__

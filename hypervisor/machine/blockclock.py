@@ -105,6 +105,9 @@ class BlockClock:
         self._unchecked: list[int] = []  # found by the last miss, hooked before the block runs
         self.exhausted = self.window_opened = False
         self._stepping = False
+        # called after each emu_start: with paging on the machine puts back what unicorn's
+        # clean-up leaves (marker.py), before this clock starts the CPU again
+        self.after_emu_start: Callable[[], None] = lambda: None
         self._eip_cell = ctypes.c_uint32()
         self._eip_ref = ctypes.byref(self._eip_cell)
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
@@ -211,6 +214,8 @@ class BlockClock:
                     uc.emu_start(eip, until)
                 except UcError as err:
                     return err
+                finally:
+                    self.after_emu_start()
                 if not c.why:
                     return None
                 eip = self._eip()

@@ -47,6 +47,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clock import new_clock
 from hypervisor.machine.clockbuild import ClockKind
@@ -54,6 +55,7 @@ from hypervisor.machine.codehook import CodeHook
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
+    CR0_PG,
     EFLAGS_IF,
     STATE_FIELDS,
     STATE_REG_IDS,
@@ -63,6 +65,8 @@ from hypervisor.machine.cpu import (
 from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
+from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.paging import LinearMemory, PagingRegisters
 from hypervisor.machine.registers import OneRegister, RegisterReader
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
@@ -143,6 +147,8 @@ class Machine:
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
         self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
+        if isinstance(self.clock, BlockClock):  # it may start the CPU several times a run
+            self.clock.after_emu_start = self._clear_paging_leftovers
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
         self._cs = OneRegister(self.uc, x.UC_X86_REG_CS)
@@ -159,9 +165,13 @@ class Machine:
         self._trace_hook: CodeHook | None = None
         self._window_hook: int | None = None
         self._window_prev: int | None = None
+        self._cr2 = 0  # the guest's CR2 as the last run stopped (marker.py)
         self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
         self.code_pages: set[int] = set()  # RAM pages the owner write-protected
         self.dirty_log: DirtyLog | None = None  # while live migration copies the RAM
+        self.linear = LinearMemory(self.read, self.write, self.paging_registers)
+        """Memory at linear addresses through the CPU's page tables: what the CPU reads and
+        writes for itself (interrupt delivery), and instruction bytes for the monitor."""
         self._install_hooks()
 
     # ------------------------------------------------------------------ memory
@@ -174,6 +184,25 @@ class Machine:
         if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
             return bytes(self.uc.mem_read(address, size))
         return bytes(self._read_byte(a & 0xFFFFFFFF) for a in range(address, address + size))
+
+    def linear_fixed(self) -> LinearMemory:
+        """`linear`, with the paging registers read once: for the many accesses of one
+        delivery or fault, between which they cannot change."""
+        registers = self.paging_registers()
+        return LinearMemory(self.read, self.write, lambda: registers)
+
+    def code(self, address: int, size: int) -> bytes:
+        """Instruction bytes at linear `address`, as the CPU would fetch them now (no side
+        effect; fewer bytes where a page is not mapped)."""
+        return self.linear.peek(address, size)
+
+    def paging_registers(self) -> PagingRegisters:
+        uc = self.uc
+        return PagingRegisters(
+            uc.reg_read(x.UC_X86_REG_CR0),
+            uc.reg_read(x.UC_X86_REG_CR3),
+            uc.reg_read(x.UC_X86_REG_CR4),
+        )
 
     def _read_byte(self, address: int) -> int:
         if address < self.ram_size or (address & ~(PAGE - 1)) in self.monitor_pages:
@@ -315,9 +344,12 @@ class Machine:
             self._window_prev = previous
         self._exit = None
         uc.context_restore(snapshot.cpu)
-        # Memory changed behind unicorn's back (fact 12): no compiled block may survive.
+        # Memory changed behind unicorn's back (fact 12): no compiled block may survive, and
+        # no translation either (the page tables may differ): a CR3 load empties the TLB,
+        # which restoring a context does not.
         uc.ctl_flush_tb()
         self.clock.forget()
+        uc.reg_write(x.UC_X86_REG_CR3, uc.reg_read(x.UC_X86_REG_CR3))
 
     def _monitor_ranges(self) -> list[tuple[int, int]]:
         """The monitor's own memory as [begin, end) ranges, RAM aliases left out."""
@@ -437,6 +469,15 @@ class Machine:
         uc.reg_write(x.UC_X86_REG_CR0, system.cr0)
         uc.reg_write(x.UC_X86_REG_LDTR, system.ldtr)
         uc.reg_write(x.UC_X86_REG_TR, system.tr)
+        uc.reg_write(x.UC_X86_REG_CR2, system.cr2)
+
+    def load_paging(self, registers: PagingRegisters) -> None:
+        """Turn the CPU's paging on with these registers (a monitor's shadow page tables);
+        loading them empties the TLB."""
+        uc = self.uc
+        uc.reg_write(x.UC_X86_REG_CR4, registers.cr4)
+        uc.reg_write(x.UC_X86_REG_CR3, registers.cr3)
+        uc.reg_write(x.UC_X86_REG_CR0, registers.cr0)
 
     def state(self) -> CpuState:
         return CpuState(*self.registers.read())
@@ -453,6 +494,7 @@ class Machine:
             idtr=(idtr[1], idtr[2]),
             ldtr=tuple(uc.reg_read(x.UC_X86_REG_LDTR)),
             tr=tuple(uc.reg_read(x.UC_X86_REG_TR)),
+            cr2=uc.reg_read(x.UC_X86_REG_CR2),
         )
 
     @property
@@ -479,6 +521,7 @@ class Machine:
         if self._trace_hook is None:  # blocks compiled now call no tracer added later, with
             self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
+        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -486,6 +529,7 @@ class Machine:
             if not count:
                 WATCHDOG.disarm(id(self))
             self._running = False
+            self._clear_paging_leftovers()
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         if self.clock.exhausted:
@@ -522,7 +566,14 @@ class Machine:
         instruction now running completes; `eip_past`: EIP is already after it (INT n)."""
         retired = self.clock.stop_count(retired_now, eip_past)
         self._exit = Exit(kind, retired, vector, is_trap, address)
+        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)  # a #PF has just set it
         self.clock.stop()
+
+    def _clear_paging_leftovers(self) -> None:
+        """After the CPU stopped with paging on: CR2 and the exception marker as the guest
+        left them, not as unicorn's clean-up did (marker.py)."""
+        if self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG:
+            clear_after_run(self.uc, self._cr2)
 
     def _overdue(self) -> None:
         """The watchdog's call (from its thread): the run has taken far too long."""
@@ -601,7 +652,7 @@ class Machine:
         previous, self._window_prev = self._window_prev, address
         if not uc.reg_read(x.UC_X86_REG_EFLAGS) & EFLAGS_IF or self._exit is not None:
             return
-        if previous is not None and self.read(previous, 1) == b"\xfb":  # STI shadow
+        if previous is not None and self.code(previous, 1) == b"\xfb":  # STI shadow
             return
         self._stop(ExitKind.STOP, retired_now=False)
 
@@ -645,10 +696,10 @@ class Machine:
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
         if vector in INTERRUPT_TRAPS:
-            return self.read(eip - 1, 1) in (b"\xcc", b"\xce") or self.read(eip - 2, 2) == bytes(
+            return self.code(eip - 1, 1) in (b"\xcc", b"\xce") or self.code(eip - 2, 2) == bytes(
                 (0xCD, vector)
             )
-        return eip >= 2 and self.read(eip - 2, 2) == bytes((0xCD, vector))
+        return eip >= 2 and self.code(eip - 2, 2) == bytes((0xCD, vector))
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         self._stop(ExitKind.EXCEPTION, retired_now=False, vector=6)

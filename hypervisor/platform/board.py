@@ -72,6 +72,7 @@ PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
     PortRange("VGA", 0x3B4, 0x3DA),  # CRTC 0x3D4/0x3D5 (mono alias 0x3B4), 0x3C0-0x3CF, 0x3DA
     PortRange("COM1", 0x3F8, 0x3FF),
     PortRange("debug-exit", 0x501, 0x501),  # vmlab's: ends the run with status N
+    PortRange("platform-id", 0x502, 0x502),  # vmlab's: the VM's own name (a clone's identity)
 )
 MMIO = (MmioRange("VGA", VGA_TEXT[0], VGA_TEXT[1] - 1, ram_backed=True),)
 

@@ -299,7 +299,7 @@ class Executor(ABC):
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
         loads on a host, so the answers are kept, by address and bytes.)"""
         eip = self.machine.uc.reg_read(_EIP)
-        key = (eip, self.machine.read(eip, 15))
+        key = (eip, self.machine.code(eip, 15))
         answer = self._memory_operands.get(key)
         if answer is None:
             insn = decode(key[1], eip)
@@ -329,7 +329,7 @@ class Executor(ABC):
         for the event it causes (decoded once per address and bytes: I/O instructions run
         again and again)."""
         eip = self.guest_eip_running() if eip is None else eip
-        key = (eip, self.machine.read(eip, 15))
+        key = (eip, self.machine.code(eip, 15))
         text = self._texts.get(key)
         if text is None:
             insn = decode(key[1], eip)
@@ -353,7 +353,7 @@ class Executor(ABC):
         if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        insn = decode(self.machine.read(eip, 15), eip)
+        insn = decode(self.machine.code(eip, 15), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
         self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False

@@ -2,12 +2,14 @@
 
 Nothing intercepts the guest here. The only Python on the path is what the physical machine
 itself must do because unicorn leaves it out: deliver interrupts and exceptions through the
-guest's own IDT (fact 2), apply the IOPL rule to port I/O (fact 4), and sleep on HLT.
+guest's own IDT (fact 2) and its page tables, give a page fault the error code unicorn does
+not report, apply the IOPL rule to port I/O (fact 4), and sleep on HLT.
 """
 
 from __future__ import annotations
 
 from contextlib import suppress
+from dataclasses import replace
 
 from unicorn import UcError
 from unicorn.x86_const import UC_X86_REG_CR2 as _CR2
@@ -18,7 +20,7 @@ from hypervisor.events import InterruptDelivered
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState, SystemState
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
 from hypervisor.machine.hostram import PAGE
-from hypervisor.machine.interrupts import Source, Tables, TripleFault, deliver_escalating
+from hypervisor.machine.interrupts import VEC_PF, Source, Tables, TripleFault, deliver_escalating
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.contract import (
     KERNEL_CS,
@@ -31,6 +33,7 @@ from hypervisor.vmm.contract import (
 )
 from hypervisor.vmm.executors import Executor
 from hypervisor.vmm.guestcpu import DEBUG_REGS, FpuState, GuestCpu, ResumeRefused
+from hypervisor.vmm.pagefault import page_fault_code
 from hypervisor.vmm.vcpu import KNOWN_MSRS
 
 
@@ -131,7 +134,7 @@ class BareMetal(Executor):
     def interrupt_shadow(self) -> bool:
         # STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
         eip = self.machine.uc.reg_read(_EIP)
-        return self.machine.read(eip - 1, 1) == b"\xfb"
+        return self.machine.code(eip - 1, 1) == b"\xfb"
 
     def before_slice(self, count: int) -> int:
         blocked = self.vm.pic.pending_vector() is not None and not self.guest_interrupts_enabled()
@@ -141,7 +144,12 @@ class BareMetal(Executor):
     def handle(self, exit_: Exit) -> None:
         kind = exit_.kind
         if kind is ExitKind.EXCEPTION:
-            self.deliver(exit_.vector or 0, "software" if exit_.is_trap else "exception")
+            vector = exit_.vector or 0
+            code = 0
+            if vector == VEC_PF and not exit_.is_trap:
+                m = self.machine
+                code = page_fault_code(m.linear_fixed(), m.state(), m.cpl, m.system_state().cr2)
+            self.deliver(vector, "software" if exit_.is_trap else "exception", code)
         elif kind is ExitKind.HALT:
             if self.guest_interrupts_enabled():
                 self.wait_for_interrupt()
@@ -163,8 +171,10 @@ class BareMetal(Executor):
         )
         try:
             done, vector = deliver_escalating(
-                machine.read, machine.write, state, machine.cpl, tables, vector, source, error_code
+                machine.linear_fixed(), state, machine.cpl, tables, vector, source, error_code
             )
+            if done.cr2 is not None:
+                system = replace(system, cr2=done.cr2)
             machine.enter(done.state, done.cpl, system)
         except (TripleFault, EntryError) as err:
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=str(err)))

@@ -54,6 +54,7 @@ TC_SLICE = 1_000_000  # the most a slice of translated code may run before it co
 
 class BinaryTranslation(TrapAndEmulate):
     mode = Mode.BT
+    shadow_paging = False  # not yet: a kernel that turns paging on stops unsupported
     CHECKPOINTED = (
         "cache",
         "translator",
