@@ -49,6 +49,10 @@ def test_main_screen_at_160_by_50(snap_compare):
     assert snap_compare(flags("trap", "native"), terminal_size=(160, 50), run_before=keys("h"))
 
 
+def test_main_screen_at_200_by_50(snap_compare):
+    assert snap_compare(flags("trap", "native"), terminal_size=(200, 50), run_before=keys("h"))
+
+
 def test_binary_translation_at_160_by_50(snap_compare):
     """What `vmlab` opens (flags under trap, then under bt), on the bt VM."""
     app = flags("trap", "bt")
@@ -72,6 +76,11 @@ def test_replay_of_a_trace(snap_compare, annotated_trace):
 def test_help_screen(snap_compare):
     app = flags("trap", "native")
     assert snap_compare(app, terminal_size=(100, 40), run_before=keys("question_mark"))
+
+
+def test_help_screen_at_80_by_24_scrolled_a_page_down(snap_compare):
+    app = flags("trap", "native")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=keys("question_mark", "pagedown"))
 
 
 def test_high_contrast_light_theme(snap_compare):

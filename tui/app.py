@@ -20,11 +20,11 @@ from textual.binding import BindingType
 from textual.containers import Container, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import Footer, Static, Tab, Tabs
+from textual.widgets import Static, Tab, Tabs
 
 from hypervisor.events import EventKind
 from hypervisor.trace import tracefile
-from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.contract import Mode, VmState
 from tui.commands import VmlabCommands
 from tui.engine import Engine, Session
 from tui.engine_commands import (
@@ -49,6 +49,7 @@ from tui.engine_commands import (
     Step,
     TakeSnapshot,
 )
+from tui.footer import KeyFooter
 from tui.keys import BINDINGS
 from tui.model import LessonView, Snapshot
 from tui.panes import (
@@ -134,7 +135,7 @@ class VmlabApp(App[None]):
         with VerticalScroll(id="lesson"):  # a long stop scrolls rather than being cut
             yield Static(id="lesson-text")
         yield Tabs(*(Tab(label, id=f"tab-{pane}") for pane, label in SIDE_PANES), id="tabs")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._panes = list(self.query(Pane))  # looked up once: a query costs at every step
@@ -159,6 +160,8 @@ class VmlabApp(App[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width, event.size.height)
+        if self.snapshot is not None and self._status is not None:
+            self._status.update(status_line(self.snapshot, event.size.width), layout=False)
 
     def _layout(self, width: int, height: int) -> None:
         compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
@@ -166,9 +169,10 @@ class VmlabApp(App[None]):
         self._show_translation()
 
     def _show_translation(self) -> None:
-        """The translation panes take room only when a VM translates (or as tabs)."""
+        """The translation panes take room only when the VM the panes show translates (or
+        as tabs): a trap VM beside a bt one gets its rows for code and events."""
         snapshot = self.snapshot
-        translating = snapshot is not None and any(v.cache for v in snapshot.vms)
+        translating = snapshot is not None and snapshot.vm.cache is not None
         hide = not translating and not self.screen.has_class("-compact")
         self.screen.set_class(hide, "-no-translation")
 
@@ -220,7 +224,7 @@ class VmlabApp(App[None]):
             for pane in self._panes:
                 pane.show(snapshot)
             if self._status is not None:
-                self._status.update(status_line(snapshot), layout=False)
+                self._status.update(status_line(snapshot, self.size.width), layout=False)
             self._show_lesson(snapshot.lesson)
         self.call_after_refresh(self.engine.painted)
 
@@ -365,32 +369,39 @@ class VmlabApp(App[None]):
         self.push_screen(HelpScreen())
 
 
-def status_line(snapshot: Snapshot) -> Content:
+def status_line(snapshot: Snapshot, width: int = 1 << 16) -> Content:
+    """Where the focused VM is and what it does. When the line is wider than the screen, the
+    last instruction (also in the code pane) gives way first: the state must stay in sight."""
     view = snapshot.vm
     end = f"{view.end:,}" if view.end is not None else "?"
-    parts: list[Content | str | tuple[str, str]] = []
+    head: list[Content | str | tuple[str, str]] = []
     if snapshot.host is not None:
-        parts.append((f" host step {snapshot.host.step:,} ·", "bold $text-accent"))
-    parts += [(f" {view.name} ", "bold"), f"step {view.step:,} / {end}  "]
+        head.append((f" host step {snapshot.host.step:,} ·", "bold $text-accent"))
+    head += [(f" {view.name} ", "bold"), f"step {view.step:,} / {end}  "]
+    last: list[Content | str | tuple[str, str]] = []
     if view.last is not None:
-        last = view.last
-        parts += [
+        ran = view.last
+        last = [
             ("last: ", MUTED),
-            (last.text, "bold"),
+            (ran.text, "bold"),
             " ",
-            (last.cls.value, CLASS_STYLE[last.cls]),
-            (" ⚠ hole" if last.hole else "", HOLE_STYLE),
+            (ran.cls.value, CLASS_STYLE[ran.cls]),
+            (" ⚠ hole" if ran.hole else "", HOLE_STYLE),
             "  ",
         ]
+    tail: list[Content | str | tuple[str, str]] = []
     if snapshot.busy:
-        parts.append((snapshot.busy, "$text-warning"))
-    elif snapshot.running:
-        parts.append((f"▶ running {snapshot.speed:,}/s", "$text-success"))
+        tail.append((snapshot.busy, "$text-warning"))
+    elif view.state == VmState.RUNNING:
+        tail.append((f"▶ running {snapshot.speed:,}/s", "$text-success"))
     else:
-        parts.append((f"‖ {view.state}", MUTED))
+        tail.append((f"‖ {view.state}", MUTED))
     if view.annotation:
-        parts += ["  ", (f"✎ {view.annotation}", "italic $text-accent")]
-    return Content.assemble(*parts)
+        tail += ["  ", (f"✎ {view.annotation}", "italic $text-accent")]
+    line = Content.assemble(*head, *last, *tail)
+    if line.cell_length > width:
+        line = Content.assemble(*head, *tail)
+    return line
 
 
 def lesson_text(lesson: LessonView) -> Content:

@@ -222,7 +222,7 @@ class Engine:
         timeline = self.clock.on_host
         for index, lane in enumerate(self.clock.lanes):
             regs = registers(lane.cpus, lane.before)
-            view = vm_view(lane.tm, lane.listing, regs, self.hidden)
+            view = vm_view(lane.tm, lane.listing, regs, self.hidden, self.running)
             if timeline is not None and EventKind.SWITCH not in self.hidden:
                 rows = switch_rows(timeline, self.clock.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)

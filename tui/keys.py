@@ -1,8 +1,8 @@
 """Every key of the app, written once: each row makes its binding, its command in the palette
 (ctrl+p) and its line in the help screen, and a test checks the README's list against it.
 
-Rows are in the order of the help screen; the footer shows the rows marked `footer` in the
-same order.
+Rows are in the order of the help screen; the footer shows the rows with a `footer` rank in
+the same order, as many as its width holds, chosen by rank (help and quit first).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Key:
     about: str = ""  # the palette's line about it
     help: str = ""  # its line in the help screen ("" when another line tells it)
     key: str = ""  # Textual's key names, when not `name`: "question_mark", "plus,equals_sign"
-    footer: bool = False  # shown in the footer
+    footer: int = 0  # shown in the footer, by rank (1 first): narrow footers drop the last
     display: str | None = None  # how the footer writes it, when not Textual's way
     bound: bool = True  # False: Textual binds it itself (ctrl+p)
 
@@ -38,7 +38,7 @@ class Key:
             self.action,
             self.label,
             id=re.sub(r"\W+", "_", self.action).strip("_"),
-            show=self.footer,
+            show=bool(self.footer),
             key_display=self.display,
         )
 
@@ -49,7 +49,7 @@ _HOLE = "next / previous ⚠ hole (sensitive, ran directly, unseen by the monito
 _STOP = "in a lesson (`vmlab lesson`), its next / previous stop"
 
 KEYS = (
-    Key("s", "step", "Step", "Step", "one guest instruction forward", _BACK, footer=True),
+    Key("s", "step", "Step", "Step", "one guest instruction forward", _BACK, footer=3),
     Key(
         "b",
         "step_back",
@@ -57,7 +57,7 @@ KEYS = (
         "Step back",
         "one instruction back (re-executes from the start)",
         _BACK,
-        footer=True,
+        footer=5,
     ),
     Key(
         "space",
@@ -66,7 +66,7 @@ KEYS = (
         "Run / pause",
         "run the VMs at the chosen speed",
         "run / pause; `+` / `-` faster / slower; `escape` stops a long search",
-        footer=True,
+        footer=4,
     ),
     Key(
         "+",
@@ -92,7 +92,7 @@ KEYS = (
         "Next trapped instruction",
         "run to where the monitor steps in next",
         _TRAP,
-        footer=True,
+        footer=6,
     ),
     Key(
         "T",
@@ -101,7 +101,7 @@ KEYS = (
         "Previous trapped instruction",
         "back to where the monitor stepped in",
         _TRAP,
-        footer=True,
+        footer=8,
         display="⇧t",
     ),
     Key(
@@ -140,7 +140,7 @@ KEYS = (
         "Next translation",
         "the next block the binary translator translates",
         "next translation: a block of kernel code entering the translation cache",
-        footer=True,
+        footer=12,
     ),
     Key(
         "g",
@@ -149,7 +149,7 @@ KEYS = (
         "Go to step, address or function…",
         "jump to any step of the run, or to where the guest next runs an address",
         "go to a step, or the next time an address (0x…) or a function runs (fast-forwards)",
-        footer=True,
+        footer=7,
     ),
     Key(
         "F",
@@ -165,7 +165,7 @@ KEYS = (
         "mode",
         "Mode",
         help="switch the VM to the next mode (restarts it)",
-        footer=True,
+        footer=10,
     ),
     Key(
         "v",
@@ -174,7 +174,7 @@ KEYS = (
         "Next VM",
         "show the next VM in the panes",
         "next VM (the panes follow it)",
-        footer=True,
+        footer=9,
     ),
     Key(
         "c",
@@ -207,7 +207,7 @@ KEYS = (
         "Annotate this step…",
         "an instructor's note, saved with the trace",
         "annotate this step (saved with the trace: `w`)",
-        footer=True,
+        footer=14,
     ),
     Key(
         "S",
@@ -243,7 +243,7 @@ KEYS = (
         "Filter events…",
         "choose which kinds of events to show",
         "filter the events",
-        footer=True,
+        footer=13,
     ),
     Key(
         "z",
@@ -252,7 +252,7 @@ KEYS = (
         "Maximize pane",
         "the focused pane fills the screen",
         "maximize the focused pane (`tab` moves focus); again to restore",
-        footer=True,
+        footer=11,
     ),
     Key(
         "ctrl+t",
@@ -271,12 +271,13 @@ KEYS = (
         "keys and what the colours mean",
         "this help; `q` quits",
         key="question_mark",
-        footer=True,
+        footer=1,
     ),
-    Key("q", "quit", "Quit", footer=True),
+    Key("q", "quit", "Quit", footer=2),
 )
 
 BINDINGS = [key.binding() for key in KEYS if key.name and key.bound]
+FOOTER_RANK = {key.action: key.footer for key in KEYS if key.footer}
 PALETTE = tuple((key.command, key.about, key.action) for key in KEYS if key.command)
 
 

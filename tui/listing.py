@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from hypervisor.guest.formats import GuestFormat
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.symbols import symbols_of
-from hypervisor.isa import decode
+from hypervisor.isa import MAX_INSN_SIZE, decode
 from hypervisor.vmm.contract import LOAD_ADDRESS
 
 
@@ -60,6 +60,16 @@ class Listing:
             where += f" {source.file}:{source.line}"
         text = f"{row.text:<32} ; {where.strip()}" if where else row.text
         return ListingRow(row.address, text, source.line if source else 0)
+
+
+def instruction(address: int, read: Callable[[int, int], bytes]) -> str:
+    """The instruction in memory at `address`, as the CPU decodes it: what a source line
+    assembled to (a macro's `mov dx, %1` is `mov dx, 0x3fd` there)."""
+    code = read(address, MAX_INSN_SIZE)
+    if not code:  # not mapped: nothing the CPU could fetch there
+        return ""
+    insn = decode(code, address)
+    return insn.text if insn is not None else f"db {code[0]:#04x}"
 
 
 def _sweep(code: bytes, address: int, limit: int | None = None) -> Iterator[ListingRow]:

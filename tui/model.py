@@ -35,7 +35,7 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
 from hypervisor.vmm.vm import Vm
-from tui.listing import Listing
+from tui.listing import Listing, instruction
 
 CODE_CONTEXT = 40  # rows listed before and after the current instruction
 EVENT_ROWS = 200
@@ -84,8 +84,9 @@ class Registers:
 @dataclass(frozen=True, slots=True)
 class CodeRow:
     address: int
-    text: str
+    text: str  # the source line (or, without one, the instruction)
     line: int
+    insn: str  # the instruction the CPU runs there (for the last step: the one it ran)
     tag: InsnClass | None  # how it ran the last time before this step (None: not yet)
     hole: bool
     current: bool  # EIP is here: it runs next
@@ -222,17 +223,32 @@ def _changed(before: CpuView, now: CpuView) -> frozenset[str]:
     return frozenset(name for name, value in new.items() if old[name] != value and name != "eip")
 
 
-def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozenset[str]) -> VmView:
+def vm_view(
+    tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozenset[str], running: bool
+) -> VmView:
+    """One VM as the panes show it; `running`: the engine is in run mode (the VM's state,
+    read by the status line and the VMs pane alike, then says so until the VM stops)."""
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
-    rows = listing.window(eip, vm.machine.code, CODE_CONTEXT, CODE_CONTEXT)
+    read = vm.machine.code  # through the guest's page tables, as the CPU fetches
+    rows = listing.window(eip, read, CODE_CONTEXT, CODE_CONTEXT)
     code = []
     for r in rows:
         tag, hole = recording.tag(r.address, step) or (None, False)
         ran_last = last is not None and r.address == last.eip
+        insn = last.text if last is not None and ran_last else instruction(r.address, read)
         code.append(
-            CodeRow(r.address, visible(r.text), r.line, tag, hole, r.address == eip, ran_last)
+            CodeRow(
+                r.address,
+                visible(r.text),
+                r.line,
+                visible(insn),
+                tag,
+                hole,
+                r.address == eip,
+                ran_last,
+            )
         )
     bucket, spark = _spark(tm)
     stopped = vm.exit is not None and vm.exit.final
@@ -242,7 +258,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         mode=tm.mode,
         step=step,
         end=tm.end,
-        state=vm.state if stopped else (VmState.PAUSED if step else VmState.CREATED),
+        state=vm.state if stopped else _live_state(step, running),
         exit_detail=visible(vm.exit.detail) if stopped and vm.exit else "",
         language=listing.language,
         code=tuple(code),
@@ -263,6 +279,12 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         screen=(screen := vm.screen()),
         uses_screen=not screen.blank,
     )
+
+
+def _live_state(step: int, running: bool) -> VmState:
+    if running:
+        return VmState.RUNNING
+    return VmState.PAUSED if step else VmState.CREATED
 
 
 def _translation(vm: Vm, regs: Registers) -> TranslationView | None:

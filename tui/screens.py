@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, SelectionList
 
@@ -50,6 +50,9 @@ ends, and a replay delivers it at the same step.
 
 
 class HelpScreen(ModalScreen[None]):
+    """The keys and the colours. Its text is longer than a small terminal: it scrolls, and
+    has the focus, so the arrows, page keys, home and end move it."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "dismiss", "Close", id="help.close"),
     ]
@@ -59,8 +62,12 @@ class HelpScreen(ModalScreen[None]):
         # which need not stand between `vmlab` and its first screen.
         from textual.widgets import Markdown
 
-        with Vertical(id="help"):
+        with VerticalScroll(id="help") as scroll:
+            scroll.border_subtitle = "↑ ↓ pgup pgdn home end scroll · escape closes"
             yield Markdown(HELP)
+
+    def on_mount(self) -> None:
+        self.query_one("#help", VerticalScroll).focus()
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         self.dismiss(None)

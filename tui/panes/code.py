@@ -3,6 +3,7 @@ how it ran the last time — the lesson of the whole tool in one column of dots.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from pygments.token import Token
@@ -30,6 +31,10 @@ LEGEND = (
 
 
 TAG_WIDTH = len(" translated")
+INSN_WIDTH = 30  # the column of the instruction beside a source line that says it otherwise
+LABEL = re.compile(r"^\s*[\w.$@?]+:")  # a label before the instruction or data
+NUMBER = re.compile(r"\b(0x[0-9a-f]+|[0-9][0-9a-f]*h|[0-9]+)\b")
+DATA = ("db", "dw", "dd", "dq", "dt", "times", "resb", "resw", "resd", "incbin")
 MARGIN = 3  # rows kept between the current instruction and the pane's edges
 
 
@@ -81,12 +86,47 @@ def _row(row: CodeRow, width: int) -> Content:
     tail = Content.styled(
         f" {row.tag.value}" if row.tag else "", CLASS_STYLE[row.tag] if row.tag else ""
     )
-    room = width - left.cell_length - TAG_WIDTH
-    text = _highlight(row.text).truncate(max(room, 0))
-    line = left + text.pad_right(max(room, 0) - text.cell_length) + tail
+    room = max(width - left.cell_length - TAG_WIDTH, 0)
+    ran = _ran(row)
+    if ran:  # the source says it another way: the instruction has its column on the right
+        column = min(INSN_WIDTH, room // 2)
+        source = _highlight(row.text).truncate(max(room - column - 1, 0), ellipsis=True)
+        insn = Content.styled(ran, "$text-secondary").truncate(column, ellipsis=True)
+        text = source.pad_right(room - column - source.cell_length) + insn
+    else:
+        text = _highlight(row.text).truncate(room)
+    line = left + text.pad_right(room - text.cell_length) + tail
     if row.current:
         line = line.extend_right(max(0, width - line.cell_length)).stylize("on $primary-muted")
     return line
+
+
+def _ran(row: CodeRow) -> str:
+    """The instruction, when the source line does not already say it (a macro's body, a
+    label or constant where the CPU has an address or a number); "" when it does, or when
+    the line is data, not code."""
+    source = LABEL.sub("", row.text.split(";", 1)[0]).lower().split()
+    if not source or source[0] in DATA:
+        return ""
+    insn = row.insn.lower().split()
+    if len(source) == 1 and insn[:1] == source:  # `lodsb`: its operands are implicit
+        return ""
+    if _plain(source) == _plain(insn):
+        return ""
+    return row.insn
+
+
+def _plain(words: list[str]) -> str:
+    """An instruction's words without what only spells it differently: `ptr`, short jumps'
+    `short`, and how a number is written (13, 0xd, 0dh)."""
+    text = " ".join(word for word in words if word not in ("ptr", "short"))
+    return NUMBER.sub(lambda m: str(_number(m.group())), text).replace(" ", "")
+
+
+def _number(text: str) -> int:
+    if text.endswith("h"):
+        return int(text[:-1], 16)
+    return int(text, 0) if text.startswith("0x") else int(text)
 
 
 class _CodeTheme(HighlightTheme):

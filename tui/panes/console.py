@@ -26,4 +26,11 @@ class ConsolePane(TypingPane):
         rows = text.split("\n")
         if rows and rows[-1] == "" and len(rows) > 1:
             rows.pop()
-        return lines([Content(row) for row in rows[-height:]], width)
+        wrapped = [row[i : i + width] for row in rows[-height:] for i in _starts(row, width)]
+        return lines([Content(row) for row in wrapped[-height:]], width)
+
+
+def _starts(row: str, width: int) -> range:
+    """Where a long line continues on the next row, as a terminal wraps it (a guest's output
+    must not be cut at the pane's edge)."""
+    return range(0, max(len(row), 1), max(width, 1))

@@ -20,15 +20,18 @@ class EventsPane(Pane):
         return snapshot.vm.events
 
     def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
-        view = snapshot.vm
-        rows = [
-            Content.assemble(
-                (f"{row.step:>10,} ", MUTED),
-                (f"{row.kind:<13}", KIND_STYLE.get(row.kind, "")),
-                row.text,
+        """The last events that fit; a long one wraps under its own text column (its end,
+        an address or a port, is often what the reader is after)."""
+        rows: list[Content] = []
+        for row in reversed(snapshot.vm.events):
+            head = Content.assemble(
+                (f"{row.step:>10,} ", MUTED), (f"{row.kind:<13}", KIND_STYLE.get(row.kind, ""))
             )
-            for row in view.events[-height:]
-        ]
+            text = Content(row.text).wrap(max(width - head.cell_length, 8))
+            pad = Content(" " * head.cell_length)
+            rows[:0] = [head + text[0], *(pad + more for more in text[1:])]
+            if len(rows) >= height:
+                break
         if not rows:
             rows = [Content.styled("no events yet", MUTED)]
-        return lines(rows, width)
+        return lines(rows[-height:], width)

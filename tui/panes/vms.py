@@ -3,6 +3,8 @@ memory — disjoint slices of one buffer, which is what isolation rests on."""
 
 from __future__ import annotations
 
+import textwrap
+
 from textual.content import Content
 
 from tui.model import Snapshot, VmView
@@ -11,7 +13,7 @@ from tui.panes.style import MUTED
 
 SLICE_STYLES = ("$text-primary", "$text-accent", "$text-secondary", "$text-success")
 MIB = 1 << 20
-MISALIGNED = "    ⚠ the engine's trace and its step count disagree here: tags may be off"
+MISALIGNED = "⚠ the engine's trace and its step count disagree here: tags may be off"
 
 
 class VmsPane(Pane):
@@ -23,7 +25,9 @@ class VmsPane(Pane):
 
     def show(self, snapshot: Snapshot) -> None:
         super().show(snapshot)
-        rows = sum(len(_vm(view, 0, False)) for view in snapshot.vms) + (snapshot.host is not None)
+        width = self.content_size.width
+        rows = sum(len(_vm(view, 0, False, width)) for view in snapshot.vms)
+        rows += snapshot.host is not None
         if rows != self._lines:  # its height follows its content: lay the screen out again
             self._lines = rows
             self.refresh(layout=True)
@@ -44,18 +48,18 @@ class VmsPane(Pane):
             )
         for index, view in enumerate(snapshot.vms):
             on_cpu = host is not None and host.running == index
-            rows += _vm(view, index, index == snapshot.focus, on_cpu)
+            rows += _vm(view, index, index == snapshot.focus, width, on_cpu)
         rows.append(Content.styled(f"host RAM ({snapshot.host_size // MIB} MiB):", MUTED))
         rows.append(_host_bar(snapshot, width))
         return lines(rows, width)
 
 
-def _vm(view: VmView, index: int, focused: bool, on_cpu: bool = False) -> list[Content]:
+def _vm(view: VmView, index: int, focused: bool, width: int, on_cpu: bool = False) -> list[Content]:
     style = SLICE_STYLES[index % len(SLICE_STYLES)]
     end = f"{view.end:,}" if view.end is not None else "?"
     state = view.state + (" (replay)" if view.replay else "")
     start, size = view.ram
-    isolation = f"{view.isolation} isolation events" if view.isolation else "no isolation events"
+    isolation = f"{view.isolation:,} isolation events" if view.isolation else "no isolation events"
     rows = [
         Content.assemble(
             ("▶ " if focused else "  ", "bold"),
@@ -63,20 +67,35 @@ def _vm(view: VmView, index: int, focused: bool, on_cpu: bool = False) -> list[C
             f"  {state}  step {view.step:,} / {end}",
             ("  ● on the CPU" if on_cpu else "", "bold $text-success"),
         ),
-        Content.styled(
-            f"    RAM at host {start:#010x}–{start + size - 1:#010x} "
-            f"({size // MIB} MiB) · {isolation}",
-            MUTED,
-        ),
     ]
+    ram = f"RAM at host {start:#010x}–{start + size - 1:#010x} ({size // MIB} MiB)"
+    rows += [Content.styled(line, MUTED) for line in _wrap((ram, isolation), width)]
     if view.exit_detail:
-        rows.append(Content.styled(f"    {view.exit_detail}", MUTED))
+        rows += _said(view.exit_detail, width, MUTED)
     if not view.aligned:
-        rows.append(Content.styled(MISALIGNED, "$text-warning"))
+        rows += _said(MISALIGNED, width, "$text-warning")
     for depth, name, step, current in view.snapshots:  # the snapshot tree, the VM's on ●
         mark = "●" if current else "○"
         rows.append(Content.styled(f"    {'  ' * depth}{mark} {name}  step {step:,}", MUTED))
     return rows
+
+
+def _said(text: str, width: int, style: str) -> list[Content]:
+    """A sentence about a VM, indented under it and wrapped to the pane."""
+    wrapped = textwrap.wrap(text, max(width, 20), initial_indent="    ", subsequent_indent="    ")
+    return [Content.styled(line, style) for line in wrapped]
+
+
+def _wrap(parts: tuple[str, ...], width: int, indent: str = "    ") -> list[str]:
+    """Parts joined by " · " on indented lines, a new line where the next part would not fit
+    (the pane is narrow beside the code: nothing it says may be cut)."""
+    lines = [indent + parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+        else:
+            lines.append(indent + part)
+    return lines
 
 
 def _host_bar(snapshot: Snapshot, width: int) -> Content:
