@@ -66,11 +66,17 @@ class MmioRange:
 PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
     PortRange("PIC", 0x20, 0x21),  # the master 8259; the slave answers 0xA0-0xA1
     PortRange("PIT", 0x40, 0x43),
-    PortRange("8042", 0x60, 0x64),  # keyboard controller: 0x60 data, 0x64 status/command
+    PortRange("8042", 0x60, 0x60),  # keyboard controller: 0x60 data, 0x64 status/command
+    PortRange("port61", 0x61, 0x61),  # system control port B: PIT channel 2 gate and OUT
+    PortRange("8042", 0x64, 0x64),
+    PortRange("RTC", 0x70, 0x71),  # CMOS: index (bit 7 masks NMI), data
     PortRange("PIC", 0xA0, 0xA1),
     PortRange("isa-debug-exit", 0xF4, 0xF4),  # QEMU's: ends the run (exit status (v << 1) | 1)
     PortRange("VGA", 0x3B4, 0x3DA),  # CRTC 0x3D4/0x3D5 (mono alias 0x3B4), 0x3C0-0x3CF, 0x3DA
     PortRange("COM1", 0x3F8, 0x3FF),
+    PortRange("fw_cfg", 0x510, 0x511),  # QEMU's firmware configuration: selector, data
+    PortRange("PCI", 0xCF8, 0xCF8),  # configuration mechanism #1: CONFIG_ADDRESS
+    PortRange("PCI", 0xCFC, 0xCFF),  # CONFIG_DATA (no devices: all ones)
     PortRange("debug-exit", 0x501, 0x501),  # vmlab's: ends the run with status N
 )
 MMIO = (MmioRange("VGA", VGA_TEXT[0], VGA_TEXT[1] - 1, ram_backed=True),)

@@ -37,7 +37,8 @@ from hypervisor.vmm.vm import Vm
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
 STRIDE = 512  # steps run between two looks at the clock
 DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
-_STATEFUL = ("vm", "executor", "uart", "pic", "pit", "debug_exit", "isa_debug_exit")
+_DEVICES = ("uart", "pic", "pit", "debug_exit", "isa_debug_exit", "rtc", "fw_cfg", "pci", "port61")
+_STATEFUL = ("vm", "executor", *_DEVICES)
 _ZERO_PAGE = bytes(PAGE)
 
 
@@ -46,7 +47,7 @@ _PART_NAMES = (*_STATEFUL, "machine", "uc", "events", "image", "host", "ram", "i
 
 def _parts(vm: Vm) -> dict[str, Any]:
     m = vm.machine
-    devices = (vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.isa_debug_exit)
+    devices = tuple(getattr(vm, name) for name in _DEVICES)
     objects = (vm, vm.executor, *devices, m, m.uc, vm.events)
     return dict(zip(_PART_NAMES, (*objects, vm.image, m.host, m.ram, m.io, m.counter), strict=True))
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
 _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
-_PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
+_PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43, 0x61, 0x71})  # reads that see the clock
 
 
 @dataclass(frozen=True, slots=True)

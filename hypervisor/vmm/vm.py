@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PortDevice, Uart16550
+from hypervisor.devices.cmos import CmosRtc
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
+from hypervisor.devices.fw_cfg import FwCfg
+from hypervisor.devices.pci import PciHost
+from hypervisor.devices.speaker import SystemControlB
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.boot import BootPlan, plan_boot
 from hypervisor.guest.image import GuestImage
@@ -97,6 +101,13 @@ class Vm:
         "pic",
         "pit",
         "debug_exit",
+        "isa_debug_exit",
+        "rtc",
+        "fw_cfg",
+        "pci",
+        "port61",
+        "devices",
+        "boot",
         "executor",
     )
 
@@ -128,12 +139,21 @@ class Vm:
             ISA_DEBUG_EXIT_PORT,
             "isa-debug-exit",
         )
+        # the PC's start-up probes: the date, QEMU's firmware configuration, PCI, port 0x61
+        self.rtc = CmosRtc(clock=lambda: self.pit.ticks, ram_size=ram_size)
+        self.fw_cfg = FwCfg(ram_size)
+        self.pci = PciHost()
+        self.port61 = SystemControlB(self.pit)
         self.devices: tuple[PortDevice, ...] = (
             self.uart,
             self.pic,
             self.pit,
             self.debug_exit,
             self.isa_debug_exit,
+            self.rtc,
+            self.fw_cfg,
+            self.pci,
+            self.port61,
         )
         for device in self.devices:
             self.machine.io.attach(device)
