@@ -114,17 +114,18 @@ class CmosRtc(BytePortDevice):
             new = t.replace(hour=hour)
         else:
             number = self._decode(value)
-            fields = {SECONDS: "second", MINUTES: "minute", HOURS: "hour", DAY: "day"}
-            fields |= {MONTH: "month"}
+            fields = [t.year, t.month, t.day, t.hour, t.minute, t.second]
+            where = {YEAR: 0, CENTURY: 0, MONTH: 1, DAY: 2, HOURS: 3, MINUTES: 4, SECONDS: 5}
+            if register not in where:
+                return  # the day of week: the chip stores it; vmlab derives it
+            if register == YEAR:
+                number = t.year // 100 * 100 + number % 100
+            elif register == CENTURY:
+                number = number * 100 + t.year % 100
+            fields[where[register]] = number
             try:
-                if register in fields:
-                    new = t.replace(**{fields[register]: number})
-                elif register == YEAR:
-                    new = t.replace(year=t.year // 100 * 100 + number % 100)
-                elif register == CENTURY:
-                    new = t.replace(year=number * 100 + t.year % 100)
-                else:
-                    return  # the day of week: the chip stores it; vmlab derives it
+                year, month, day, hour, minute, second = fields
+                new = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
             except ValueError:
                 return  # an impossible date (a real chip would count on from it)
         if self.frozen is not None:

@@ -254,6 +254,11 @@ class Executor(ABC):
         if port in _TIMING_PORTS:
             self.machine.request_stop()
 
+    def time_stamp(self) -> int:
+        """RDTSC: the instruction clock, brought up to the instruction now running."""
+        self.vm.retire(self.machine.counter.read() - 1)
+        return self.vm.pit.ticks
+
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
         self.machine.request_stop()

@@ -1,6 +1,6 @@
-; pc_probes.asm - a multiboot kernel that checks the ports a kernel probes at start-up on a
-; PC: the CMOS RTC (0x70/0x71), QEMU's fw_cfg (0x510/0x511), PCI configuration (0xCF8/0xCFC)
-; and system control port B (0x61). One line per check on COM1, "pass" or "FAIL"; the exit
+; pc_probes.asm - a multiboot kernel that checks what a kernel probes at start-up on a PC:
+; the CMOS RTC (0x70/0x71), QEMU's fw_cfg (0x510/0x511), PCI configuration (0xCF8/0xCFC),
+; system control port B (0x61), and the CPU (CPUID, RDTSC, the features CPUID promises). One line per check on COM1, "pass" or "FAIL"; the exit
 ; status (port 0xF4, QEMU's isa-debug-exit) is the number of failures. Every check holds on
 ; QEMU's PC too (run with -rtc base=2026-01-01), so both print the same.
 bits 32
@@ -183,6 +183,75 @@ entry:
     cmp al, 0
     CHECK "port61 refresh bit toggles"
 
+; --- the CPU: CPUID's identity and the features it promises ---------------------------------------
+    xor eax, eax
+    cpuid
+    cmp ebx, 'Genu'
+    jne .vendor
+    cmp edx, 'ineI'
+    jne .vendor
+    cmp ecx, 'ntel'
+.vendor:
+    CHECK "cpuid vendor GenuineIntel"
+    xor eax, eax
+    cpuid
+    cmp eax, 1
+    setae al
+    cmp al, 1
+    CHECK "cpuid has leaf 1"
+    mov eax, 1
+    cpuid
+    mov ebx, eax
+    shr ebx, 8
+    and ebx, 0xF
+    cmp ebx, 6
+    push edx                                    ; report prints, and printing uses EDX
+    CHECK "cpuid family 6"
+    pop edx
+    and edx, (1 << 0) | (1 << 4) | (1 << 8) | (1 << 15)
+    cmp edx, (1 << 0) | (1 << 4) | (1 << 8) | (1 << 15)
+    CHECK "cpuid fpu tsc cx8 cmov"
+    rdtsc
+    mov esi, eax
+    mov edi, edx
+    mov ecx, 1000
+.spin:
+    loop .spin
+    rdtsc
+    sub eax, esi
+    sbb edx, edi
+    jnz .tsc_far                                ; more than 2^32 ticks: far enough
+    cmp eax, 1000
+    setae al
+    cmp al, 1
+    jmp .tsc_done
+.tsc_far:
+    cmp edx, edx
+.tsc_done:
+    CHECK "rdtsc counts at least one tick per instruction"
+    xor eax, eax                                ; CX8: EDX:EAX == [m64], so ECX:EBX is stored
+    xor edx, edx
+    mov ebx, 0x89ABCDEF
+    mov ecx, 0x01234567
+    cmpxchg8b [qword_cell]
+    jne .cx8
+    cmp dword [qword_cell + 4], 0x01234567
+.cx8:
+    CHECK "cmpxchg8b stores on equal"
+    mov eax, 1
+    mov ebx, 2
+    cmp eax, ebx
+    cmovb eax, ebx
+    cmp eax, 2
+    CHECK "cmov moves when the condition holds"
+    fninit
+    fld1
+    fld1
+    faddp
+    fistp dword [int_cell]
+    cmp dword [int_cell], 2
+    CHECK "fpu adds one and one"
+
     mov al, [failures]
     out 0xf4, al                                ; QEMU's isa-debug-exit (vmlab has one too)
     cli
@@ -242,6 +311,9 @@ failures: db 0
 load_end:
 
 section .bss
+align 4096                                      ; a page of its own: a store that shares a page
+qword_cell: resq 1                              ; with translated code is bt's self-modifying
+int_cell:   resd 1                              ; code path (tests/guests/cx8_code_page.asm)
     resb 4096
 stack_top:
 bss_end:
