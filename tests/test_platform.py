@@ -4,6 +4,7 @@ where QEMU is installed, against QEMU's PC."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from hypervisor.guest.image import load_guest
 from hypervisor.machine.cpumodel import cpuid
 from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
+from vmlab.cli import main
 
 GUESTS = Path(__file__).parent / "guests"
 QEMU = shutil.which("qemu-system-i386")
@@ -103,3 +105,19 @@ def test_cpuid_promises_only_what_vmlab_provides_and_answers_high_leaves_as_the_
     assert vendor == b"GenuineIntel"
     assert cpuid(1) == (0x619, 0, 0, 1 << 0 | 1 << 4 | 1 << 8 | 1 << 15)
     assert cpuid(2) == cpuid(0x80000001) == cpuid(1)
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
+def test_the_summary_lists_the_ports_and_memory_nothing_answered(tmp_path, mode, capsys):
+    kernel = str(build(tmp_path, "absent_hardware"))
+    assert main(["run", kernel, "--mode", mode, "--json"]) == 0
+    [vm] = json.loads(capsys.readouterr().out)["vms"]
+    assert vm["isolation"]["unanswered"] == {
+        "ports": [0x80, 0x2FD],
+        "mmio": [[0xFEE00000, 0xFEE00FFF]],
+    }
+    assert main(["run", kernel, "--mode", mode]) == 0
+    assert "nothing answered (open bus): ports 0x80, 0x2fd; memory 0xfee00000-0xfee00fff" in (
+        capsys.readouterr().out
+    )

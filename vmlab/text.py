@@ -9,6 +9,7 @@ from hypervisor.events import Event, Hypercall, InsnClass, InstructionExecuted, 
 from hypervisor.session import HostReport, RunReport
 from hypervisor.text import visible
 from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.isolation import unanswered_line
 
 
 def console(text: str) -> Iterator[str]:
@@ -60,6 +61,8 @@ def summary(report: RunReport) -> str:
         )
     elif report.mode != Mode.NATIVE and not report.traced:
         lines.append("   (holes are found by a traced run: add --trace)")
+    if report.isolation and (line := unanswered_line(report.isolation)):
+        lines.append(line)
     return "\n".join(lines)
 
 
