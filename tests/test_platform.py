@@ -34,7 +34,7 @@ def build(tmp_path: Path, name: str) -> Path:
 def test_the_start_up_probes_pass_under_every_mode(tmp_path, mode):
     report = run_guest(load_guest(str(build(tmp_path, "pc_probes"))), mode, max_insns=5_000_000)
     assert "FAIL" not in report.console
-    assert report.console.count(": pass\n") == 31
+    assert report.console.count(": pass\n") == 34
     assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
 
 

@@ -82,6 +82,23 @@ PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
 MMIO = (MmioRange("VGA", VGA_TEXT[0], VGA_TEXT[1] - 1, ram_backed=True),)
 
 
+BDA = 0x400  # the BIOS data area: what the BIOS found, where real-mode software looks
+COM1_BASE = 0x3F8
+
+
+def bios_data_area() -> bytes:
+    """The BIOS data area's first bytes as a PC's BIOS leaves them (0x400-0x414): the serial
+    port bases (COM1 only), no parallel ports, the EBDA's segment at 0x40E (kernels find the
+    Intel MP tables and ACPI's RSDP by it), the equipment word, and at 0x413 the KiB of
+    conventional memory below the EBDA."""
+    com = COM1_BASE.to_bytes(2, "little") + bytes(6)  # 0x400: COM1-COM4
+    lpt = bytes(6)  # 0x408: LPT1-LPT3
+    ebda = (CONVENTIONAL_END >> 4).to_bytes(2, "little")  # 0x40E: a real-mode segment
+    equipment = (1 << 9 | 1 << 1).to_bytes(2, "little")  # 0x410: one serial port, an FPU
+    base_kib = (CONVENTIONAL_END // KIB).to_bytes(2, "little")  # 0x413: after 0x412's byte
+    return com + lpt + ebda + equipment + bytes(1) + base_kib
+
+
 def ports_of(device: str) -> set[int]:
     """Every port the board gives `device`."""
     return {port for r in PORTS if r.device == device for port in range(r.first, r.last + 1)}

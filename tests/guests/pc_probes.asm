@@ -1,6 +1,6 @@
 ; pc_probes.asm - a multiboot kernel that checks what a kernel probes at start-up on a PC:
 ; the CMOS RTC (0x70/0x71), QEMU's fw_cfg (0x510/0x511), PCI configuration (0xCF8/0xCFC),
-; system control port B (0x61), and the CPU (CPUID, RDTSC, the features CPUID promises). One line per check on COM1, "pass" or "FAIL"; the exit
+; system control port B (0x61), the BIOS data area, and the CPU (CPUID, RDTSC, the features CPUID promises). One line per check on COM1, "pass" or "FAIL"; the exit
 ; status (port 0xF4, QEMU's isa-debug-exit) is the number of failures. Every check holds on
 ; QEMU's PC too (run with -rtc base=2026-01-01), so both print the same.
 bits 32
@@ -35,6 +35,14 @@ header:
 
 entry:
     mov esp, stack_top
+
+; --- the BIOS data area, as the firmware leaves it ------------------------------------------------
+    cmp word [0x40E], 0x9FC0                    ; the EBDA's segment: 639 KiB
+    CHECK "bda ebda segment 0x9fc0"
+    cmp word [0x413], 639                       ; KiB of conventional memory
+    CHECK "bda base memory 639 KiB"
+    cmp word [0x400], 0x3F8                     ; COM1's I/O base
+    CHECK "bda com1 at 0x3f8"
 
 ; --- CMOS RTC ---------------------------------------------------------------------------------
     CMOS_READ 0x0D
