@@ -10,7 +10,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from hypervisor.isa import Instruction
 
 
 class InsnClass(StrEnum):
@@ -41,6 +44,7 @@ class EventKind(StrEnum):
     CALLOUT = "callout"
     ADAPTIVE = "adaptiveretranslation"
     HYPERCALL = "hypercall"
+    PAGE_FAULT = "pagefault"
     HOLE = "hole"  # a sensitive instruction that ran directly and diverged (a recording's)
     NOTE = "note"  # an instructor's annotation (a recording's)
 
@@ -73,6 +77,20 @@ class Trap(Event):
     text: str  # the faulting instruction
     outcome: str  # emulated / reflected / unsupported / halted
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PageFaultHandled(Event):
+    """A page fault under shadow paging: "hidden" (the shadow lacked the entry: the monitor
+    filled it, the guest never knew), "true" (reflected to the guest with its CR2), or
+    "ptemod" (a write to a traced guest page-table page: the shadow entries derived from it
+    dropped, the write let through)."""
+
+    KIND = EventKind.PAGE_FAULT
+    eip: int
+    address: int  # CR2
+    error_code: int  # the guest's (true), else 0
+    outcome: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +157,28 @@ class WorldSwitch(Event):
 Listener = Callable[[Event], None]
 
 
+class InstructionSink(Protocol):
+    """Takes a traced run's instructions as they retire, instead of `InstructionExecuted`
+    events: one object per instruction is what a recording of millions cannot afford (in
+    memory, and ~1 µs each to make and fan out). `insn` is the decoder's shared value (None
+    where the bytes do not decode)."""
+
+    def __call__(
+        self, step: int, eip: int, insn: Instruction | None, cls: InsnClass, cpl: int, hole: bool
+    ) -> None: ...
+
+
 class EventLog:
-    """Fan-out of events to listeners, keeping the most recent ones for a quick look."""
+    """Fan-out of events to listeners, keeping the most recent ones for a quick look. With
+    an `instructions` sink, a traced run's instructions go to it and are not events."""
 
     def __init__(self, keep: int = 10_000) -> None:
         self.recent: deque[Event] = deque(maxlen=keep)
         self._listeners: list[Listener] = []
+        self.instructions: InstructionSink | None = None
+        # Called at each traced instruction's hook, with its step, before it runs (a
+        # recorder reads the registers there); the step is asked of the VM once for both.
+        self.watch: Callable[[int], None] | None = None
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

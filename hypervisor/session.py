@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hypervisor.events import Event, EventLog
+from hypervisor.events import Event, EventLog, Listener
 from hypervisor.guest.image import PV_SUFFIX, GuestImage, load_for_mode
 from hypervisor.machine.hostram import OutOfHostMemory
 from hypervisor.platform.board import MAX_RAM
+from hypervisor.trace.recording import Recording
 from hypervisor.vmm.contract import DEFAULT_RAM, ExitInfo, Mode, VmState
 from hypervisor.vmm.host import DEFAULT_HOST_RAM, Host, HostedVm, MapEntry
 from hypervisor.vmm.isolation import IsolationState, vcpu_view
@@ -40,6 +41,7 @@ class RunReport:
     events: list[Event] = field(default_factory=list, repr=False)
     isolation: dict[str, Any] = field(default_factory=dict)  # IsolationState.summary()
     hosted: HostedReport | None = None  # on a host of several VMs
+    recording: Recording | None = field(default=None, repr=False)  # a traced run's instructions
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -109,21 +111,41 @@ def run_guest(
     keep_events: bool = False,
     unported: bool = False,
     ram_size: int = DEFAULT_RAM,
+    on_event: Listener | None = None,
 ) -> RunReport:
     """Run one guest in one mode to its end (or the budget) and report. A sample named under
-    pv runs its paravirtual build, unless `unported` asks for the unmodified one."""
+    pv runs its paravirtual build, unless `unported` asks for the unmodified one.
+
+    `keep_events` keeps the events in the report, and a traced run's instructions in the
+    columns of a `Recording` (`report.recording`): millions of instructions as objects would
+    take gigabytes. `on_event` sees every event as it happens (instructions too, as events,
+    unless they are kept)."""
     mode = Mode.parse(mode)
     if isinstance(image, str):
         image = load_for_mode(image, mode, unported=unported)
     log = EventLog()
     kept: list[Event] = []
+    recording = None
     if keep_events:
         log.subscribe(kept.append)
+        if trace:
+            recording = Recording(image.name, mode, image.sha256, ram_size)
+            log.instructions = recording.add_executed
+    if on_event is not None:
+        log.subscribe(on_event)
     vm = Vm(image, mode, events=log, ram_size=ram_size)
     isolation = IsolationState.of(vm)
     log.subscribe(isolation.observe)
     vm.run(max_insns, trace=trace)
-    return _report(vm, kept, isolation)
+    report = _report(vm, kept, isolation)
+    report.recording = recording
+    return report
+
+
+def report_of(vm: Vm, isolation: IsolationState | None = None) -> RunReport:
+    """The report of a VM that has stopped, however it was run (resumed, cloned…), with
+    the isolation events `isolation` observed (none, if not given)."""
+    return _report(vm, [], isolation or IsolationState.of(vm))
 
 
 def _report(vm: Vm, events: list[Event], isolation: IsolationState) -> RunReport:

@@ -50,6 +50,14 @@ def observed(vm: Vm) -> tuple:
     return vm.step, guest, real, memory(vm), bytes(vm.console), exit_, vm.stats.total
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_cached_runs():
+    """The cached time machines and states go with this module, not with the suite."""
+    yield
+    recorded.cache_clear()
+    straight.cache_clear()
+
+
 @cache
 def recorded(guest: str, mode: str) -> TimeMachine:
     machine = TimeMachine(load_guest(guest), mode, checkpoints=CheckpointStore(interval=INTERVAL))

@@ -179,6 +179,12 @@ def test_the_samples_and_the_repro_images_are_recognised(tmp_path):
         load_guest(write(tmp_path, "notes.txt", b"hello world\n"))
 
 
+def test_short_code_that_starts_with_a_printable_byte_is_not_text(tmp_path):
+    """`xor ecx, ecx; div ecx` is 31 c9 f7 f1: "1", then bytes that are no UTF-8 at all."""
+    image = load_guest(write(tmp_path, "snippet.bin", bytes.fromhex("31c9f7f1")))
+    assert image.format is GuestFormat.FLAT
+
+
 def test_a_flat_image_takes_no_modules(tmp_path):
     flat = write(tmp_path, "hello.bin", load_guest("hello").data)
     done = vmlab("run", flat, "--cmdline", "x")

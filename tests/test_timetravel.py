@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from hypervisor.guest.image import load_guest
 from hypervisor.trace import tracefile
-from hypervisor.trace.recording import Recorder, registers_of
+from hypervisor.trace.recorder import Recorder
+from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.vm import Vm

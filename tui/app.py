@@ -22,6 +22,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Footer, Static, Tab, Tabs
 
+from hypervisor.events import EventKind
 from hypervisor.trace import tracefile
 from hypervisor.vmm.contract import Mode
 from tui.commands import VmlabCommands
@@ -30,18 +31,22 @@ from tui.engine_commands import (
     Annotate,
     Back,
     Clock,
+    DeleteSnapshot,
+    FastForward,
     Filter,
     Focus,
     LessonStop,
     Next,
     Pause,
     Previous,
+    RevertSnapshot,
     Run,
     Save,
     Seek,
     SetMode,
     Speed,
     Step,
+    TakeSnapshot,
 )
 from tui.keys import BINDINGS
 from tui.model import LessonView, Snapshot
@@ -58,8 +63,13 @@ from tui.panes import (
 )
 from tui.panes.style import CLASS_STYLE, HOLE_STYLE, MUTED
 from tui.screens import FilterScreen, HelpScreen, PromptScreen
+from tui.targets import TargetError, target_of
 from tui.themes import DARK, LIGHT
 
+# What a fast-forward sees (not holes: a traced run's; not switches: the host's clock's)
+FAST_KINDS = tuple(
+    k.value for k in EventKind if k not in (EventKind.HOLE, EventKind.NOTE, EventKind.SWITCH)
+)
 COMPACT_WIDTH, COMPACT_HEIGHT = 140, 40  # below either, the side panes become tabs
 SIDE_PANES = (
     ("registers", "Registers"),
@@ -134,6 +144,11 @@ class VmlabApp(App[None]):
 
     def on_unmount(self) -> None:
         self.engine.stop()
+        # What this app froze is collectable again once it is gone, and collected now: its
+        # VMs hold tens of MiB in reference cycles (unicorn's callbacks), which would wait
+        # for a full collection (tests open many apps in one process).
+        gc.unfreeze()
+        gc.collect()
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout(event.size.width, event.size.height)
@@ -231,15 +246,24 @@ class VmlabApp(App[None]):
     def action_mode(self, mode: str | None = None) -> None:
         self.engine.submit(SetMode(None if mode is None else Mode(mode)))
 
-    def action_goto(self) -> None:
-        def go(answer: str | None) -> None:
-            text = (answer or "").replace(",", "").replace("_", "").strip()
-            if text.isdigit():
-                self.engine.submit(Seek(int(text)))
-            elif text:
-                self.notify(f"not a step number: {answer}", severity="warning")
+    def action_goto(self, fast: bool = False) -> None:
+        """`g`: a step, an address or a function; `F`: also the next event of a kind."""
+        kinds = FAST_KINDS if fast else ()
 
-        self.push_screen(PromptScreen("Go to step", placeholder="e.g. 4080"), go)
+        def go(answer: str | None) -> None:
+            if not answer:
+                return
+            try:
+                target = target_of(answer, self.engine.symbols(), kinds)
+            except TargetError as err:
+                self.notify(str(err), severity="warning")
+                return
+            self.engine.submit(Seek(target) if isinstance(target, int) else FastForward(target))
+
+        title, hint = "Go to step, address or function", "e.g. 4080, 0x10002a, kmain"
+        if fast:
+            title, hint = "Fast-forward to", "a step, 0x address, function, or " + ", ".join(kinds)
+        self.push_screen(PromptScreen(title, placeholder=hint), go)
 
     def action_clock(self) -> None:
         self.engine.submit(Clock())
@@ -258,6 +282,30 @@ class VmlabApp(App[None]):
 
         title = f"Note for step {view.step:,} of {view.name} (empty removes it)"
         self.push_screen(PromptScreen(title, view.annotation), keep)
+
+    def action_snapshot(self) -> None:
+        self._ask_snapshot("Name of the new snapshot", TakeSnapshot)
+
+    def action_revert_snapshot(self) -> None:
+        self._ask_snapshot("Revert to snapshot", RevertSnapshot)
+
+    def action_delete_snapshot(self) -> None:
+        self._ask_snapshot("Delete snapshot", DeleteSnapshot)
+
+    def _ask_snapshot(
+        self, title: str, command: type[TakeSnapshot | RevertSnapshot | DeleteSnapshot]
+    ) -> None:
+        if self.snapshot is None:
+            return
+        view = self.snapshot.vm
+        names = ", ".join(name for _, name, _, _ in view.snapshots)
+
+        def submit(answer: str | None) -> None:
+            if answer and answer.strip():
+                self.engine.submit(command(answer.strip()))
+
+        hint = names or f"e.g. step-{view.step}"
+        self.push_screen(PromptScreen(f"{title} ({view.name})", placeholder=hint), submit)
 
     def action_filter(self) -> None:
         if self.snapshot is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hypervisor.encap.snapshots import SnapshotTree
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from tui.listing import Listing
@@ -25,6 +26,7 @@ class Lane:
     before: tuple[CpuView, CpuView] | None = None  # registers one step earlier
     synced: bool = True  # `cpus` and `before` are those of the time machine's position
     seen: dict[int, tuple[CpuView, CpuView]] = field(default_factory=dict)
+    tree: SnapshotTree = field(default_factory=SnapshotTree)  # the VM's named snapshots
 
     @classmethod
     def of(cls, tm: TimeMachine) -> Lane:

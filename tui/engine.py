@@ -19,12 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import assert_never
 
+from hypervisor.encap.snapshots import SnapshotError
+from hypervisor.encap.state import SuspendError
 from hypervisor.events import EventKind
 from hypervisor.guest.image import GuestImage
+from hypervisor.guest.symbols import NO_SYMBOLS, SymbolTable, symbols_of
 from hypervisor.machine.hostram import HostRam
 from hypervisor.text import visible
 from hypervisor.trace import tracefile
-from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.contract import DEFAULT_RAM, Mode
 from lessons.cursor import Cursor
 from lessons.lesson import Lesson
@@ -34,18 +37,22 @@ from tui.engine_commands import (
     Back,
     Clock,
     Command,
+    DeleteSnapshot,
+    FastForward,
     Filter,
     Focus,
     LessonStop,
     Next,
     Pause,
     Previous,
+    RevertSnapshot,
     Run,
     Save,
     Seek,
     SetMode,
     Speed,
     Step,
+    TakeSnapshot,
 )
 from tui.model import (
     EVENT_ROWS,
@@ -57,6 +64,7 @@ from tui.model import (
     switch_rows,
     vm_view,
 )
+from tui.targets import TargetError, address_of
 
 FRAME = 1 / 30  # seconds between snapshots in run mode
 SPEEDS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)  # instructions per second
@@ -66,6 +74,8 @@ WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
 HIDDEN: frozenset[str] = frozenset({EventKind.IO})  # port accesses are many: on request
+FAST_AHEAD = 50_000  # a seek further than this past the frontier fast-forwards
+TRAIL = 2_000  # steps traced before where a fast-forward stops: what led there, classified
 
 Publish = Callable[[Snapshot], None]
 Notify = Callable[[str, str], None]  # (message, severity)
@@ -88,6 +98,7 @@ class Session:
     vms: list[tuple[GuestImage, Mode]] = field(default_factory=list)
     replay: tracefile.Trace | None = None
     lesson: Lesson | None = None  # opened with the lesson's guests, at its first stop
+    breakpoints: tuple[str, ...] = ()  # opened fast-forwarded to the first (address or name)
 
 
 class Engine:
@@ -135,6 +146,11 @@ class Engine:
         nothing and gives way to any command that comes."""
         self._queue.put(_Prepare())
 
+    def symbols(self) -> SymbolTable:
+        """The focused guest's symbols (UI thread: an image and its table never change)."""
+        lanes = self.clock.lanes
+        return symbols_of(lanes[self.clock.focus].tm.image) if lanes else NO_SYMBOLS
+
     def stop(self) -> None:
         self._queue.put(_Quit())
         self._thread.join(timeout=2)
@@ -148,6 +164,8 @@ class Engine:
             return
         if self._session.lesson is not None:
             self._do_lesson(1)
+        if self._session.breakpoints:
+            self._break_at(self._session.breakpoints)
         self._publish()
         self._opened = True
         while True:
@@ -205,7 +223,10 @@ class Engine:
                 rows = switch_rows(timeline, self.clock.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
                 view = replace(view, events=tuple(events[-EVENT_ROWS:]))
-            views.append(view)
+            tree = tuple(
+                (r.depth, r.snapshot.name, r.snapshot.step, r.current) for r in lane.tree.rows()
+            )
+            views.append(replace(view, snapshots=tree) if tree else view)
         kinds = {k for lane in self.clock.lanes for k in lane.tm.recording.event_kinds()}
         if timeline is not None:
             kinds.add(EventKind.SWITCH)
@@ -302,6 +323,8 @@ class Engine:
                 self._do_back(count)
             case Seek(step):
                 self._do_seek(step)
+            case FastForward(goal):
+                self._do_fastforward(goal)
             case Run():
                 self._do_run()
             case Pause():
@@ -326,6 +349,8 @@ class Engine:
                 self._do_filter(hidden)
             case Save(path):
                 self._do_save(path)
+            case TakeSnapshot(name) | RevertSnapshot(name) | DeleteSnapshot(name):
+                self._do_snapshot(command, name)
             case _:
                 assert_never(command)
 
@@ -339,8 +364,68 @@ class Engine:
 
     def _do_seek(self, step: int) -> None:
         self.running = False
-        if self.clock.host_clock or self._record_until(step, f"going to step {step:,}"):
-            self.clock.goto(step)
+        clock = self.clock
+        tm = clock.lanes[clock.focus].tm
+        if not clock.host_clock and not tm.replay and step > tm.frontier + FAST_AHEAD:
+            self._do_fastforward(Goal(step))
+        elif clock.host_clock or self._record_until(step, f"going to step {step:,}"):
+            clock.goto(step)
+
+    def _do_fastforward(self, goal: Goal) -> None:
+        """Fast-forward the focused VM (untraced, at full speed, the panes following it
+        live) to a step, the next time it is about to run a breakpoint, or right after the
+        next event of a kind; the other VMs follow to the same step. Behind the frontier
+        the recording is searched first."""
+        self.running = False
+        clock = self.clock
+        tm = clock.lanes[clock.focus].tm
+        if clock.host_clock or tm.replay:
+            why = "a replay" if tm.replay else "the host's clock (c: each VM's own)"
+            self._notify(f"fast-forward records ahead: not on {why}", "information")
+            return
+        found = self._recorded_goal(tm, goal)
+        while found is None and not tm.exhausted:
+            if self._cancel.is_set():
+                break
+            found = tm.fast_forward(goal, FRAME * ENGINE_SHARE, after=tm.position, trail=TRAIL)
+            self._follow(tm.frontier)
+            self.busy = f"fast-forward: step {tm.frontier:,}…"
+            self._publish()
+        self.busy = ""
+        if found is None:
+            what = "the end of the run" if tm.exhausted else f"step {tm.frontier:,}"
+            self._notify(f"fast-forward: not found before {what}", "information")
+            found = tm.frontier
+        self._follow(found)
+        clock.goto_keeping_focus(found)
+
+    def _break_at(self, names: tuple[str, ...]) -> None:
+        """Fast-forward to the first of the breakpoints given on the command line."""
+        try:
+            addresses = frozenset(address_of(name, self.symbols()) for name in names)
+        except TargetError as err:
+            self._notify(f"--break: {err}", "error")
+            return
+        self._do_fastforward(Goal(breakpoints=addresses))
+
+    def _recorded_goal(self, tm: TimeMachine, goal: Goal) -> int | None:
+        """Where the goal is met in what is recorded already, after the position."""
+        recording, after = tm.recording, tm.position
+        found = [recording.next_execution(a, after) for a in goal.breakpoints]
+        if goal.kind is not None:
+            found.append(recording.next_step(goal.kind, after))
+        if goal.step is not None and goal.step <= tm.frontier:
+            found.append(goal.step)
+        steps = [s for s in found if s is not None]
+        return min(steps) if steps else None
+
+    def _follow(self, step: int) -> None:
+        """The other VMs fast-forwarded to `step` too (they keep the shared clock), then
+        every VM there without re-reading registers (between frames of a fast-forward)."""
+        for index, lane in enumerate(self.clock.lanes):
+            if index != self.clock.focus and not lane.tm.replay and step > lane.tm.frontier:
+                lane.tm.fast_forward(Goal(step))
+        self.clock.skip(step)
 
     def _do_run(self) -> None:
         self.running = not self.running and not self.clock.at_end
@@ -457,6 +542,29 @@ class Engine:
 
     def _do_filter(self, hidden: frozenset[str]) -> None:
         self.hidden = hidden
+
+    def _do_snapshot(
+        self, command: TakeSnapshot | RevertSnapshot | DeleteSnapshot, name: str
+    ) -> None:
+        """Snapshots are the engine's (hypervisor/encap/snapshots.py). Reverting goes to the
+        snapshot's step through the time machine, which is the snapshot's state exactly
+        (runs are deterministic; tests/test_snapshots.py compares the two)."""
+        lane = self.clock.lanes[self.clock.focus]
+        try:
+            if isinstance(command, TakeSnapshot):
+                taken = lane.tree.take(lane.tm.vm, name)
+                self._notify(
+                    f"snapshot {name} of {lane.tm.name} at step {taken.step:,}", "information"
+                )
+            elif isinstance(command, DeleteSnapshot):
+                lane.tree.delete(name)
+            else:
+                step = lane.tree[name].step
+                lane.tree.current = name
+                self.running = False
+                self.clock.goto(step)
+        except (SnapshotError, SuspendError) as err:
+            self._notify(str(err), "warning")
 
     def _do_save(self, path: str) -> None:
         tm = self.clock.lanes[self.clock.focus].tm

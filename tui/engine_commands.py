@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypervisor.trace.timetravel import Goal
 from hypervisor.vmm.contract import Mode
 
 
@@ -107,10 +108,40 @@ class Save:
     path: str
 
 
+@dataclass(frozen=True)
+class TakeSnapshot:
+    """A named snapshot of the focused VM where it stands."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class RevertSnapshot:
+    """Back to a snapshot of the focused VM."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteSnapshot:
+    """A snapshot of the focused VM forgotten (its children go to its parent)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class FastForward:
+    """Record ahead untraced, at full speed, to a step, a breakpoint or the next event of a
+    kind (the panes follow it live; escape stops it)."""
+
+    goal: Goal
+
+
 Command = (
     Step
     | Back
     | Seek
+    | FastForward
     | Run
     | Pause
     | Speed
@@ -123,4 +154,7 @@ Command = (
     | Annotate
     | Filter
     | Save
+    | TakeSnapshot
+    | RevertSnapshot
+    | DeleteSnapshot
 )

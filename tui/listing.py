@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from hypervisor.guest.formats import GuestFormat
 from hypervisor.guest.image import GuestImage
+from hypervisor.guest.symbols import symbols_of
 from hypervisor.isa import decode
 from hypervisor.vmm.contract import LOAD_ADDRESS
 
@@ -25,6 +26,7 @@ class Listing:
 
     def __init__(self, image: GuestImage) -> None:
         self.language = "nasm" if image.lines else "disassembly"
+        self.symbols = symbols_of(image)
         if image.lines:
             rows = [ListingRow(s.address, s.text.strip(), s.line) for s in image.lines]
         elif image.format is GuestFormat.FLAT:
@@ -44,7 +46,20 @@ class Listing:
         if index < len(self.rows) and self.rows[index].address == address:
             return self.rows[max(0, index - before) : index + after + 1]
         here = list(_sweep(read(address, 16 * (after + 1)), address, after + 1))
-        return self.rows[max(0, index - before) : index] + here
+        return self.rows[max(0, index - before) : index] + [self._named(r) for r in here]
+
+    def _named(self, row: ListingRow) -> ListingRow:
+        """A disassembled row of a kernel with symbols: its function and C line beside it
+        (the line number in the row's own column)."""
+        symbols = self.symbols
+        if not symbols.functions and not symbols.rows:
+            return row
+        function, source = symbols.function_at(row.address), symbols.row_at(row.address)
+        where = f"{function[0].name}+{function[1]:#x}" if function else ""
+        if source is not None:
+            where += f" {source.file}:{source.line}"
+        text = f"{row.text:<32} ; {where.strip()}" if where else row.text
+        return ListingRow(row.address, text, source.line if source else 0)
 
 
 def _sweep(code: bytes, address: int, limit: int | None = None) -> Iterator[ListingRow]:

@@ -20,6 +20,7 @@ from hypervisor.events import (
     InsnClass,
     InterruptDelivered,
     IsolationViolation,
+    PageFaultHandled,
     PortAccess,
     TranslationCacheFlushed,
     Trap,
@@ -28,7 +29,7 @@ from hypervisor.events import (
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.text import visible
 from hypervisor.trace.hosttimeline import HostTimeline
-from hypervisor.trace.recording import CLASS_BY_NAME, MemoryWrite
+from hypervisor.trace.recording import MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
@@ -149,6 +150,7 @@ class VmView:
     aligned: bool  # the engine's trace agrees with its step count
     translation: TranslationView | None  # binary translation only
     cache: CacheView | None
+    snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +223,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
-    rows = listing.window(eip, vm.machine.read, CODE_CONTEXT, CODE_CONTEXT)
+    rows = listing.window(eip, vm.machine.code, CODE_CONTEXT, CODE_CONTEXT)
     code = []
     for r in rows:
         tag, hole = recording.tag(r.address, step) or (None, False)
@@ -245,7 +247,7 @@ def vm_view(tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozense
         registers=regs,
         console=visible(bytes(vm.console[-CONSOLE_TAIL:]).decode("latin-1"), lines=True),
         events=_events(tm, hidden),
-        counts=recording.class_counts(step),
+        counts=tm.class_counts(),
         spark=spark,
         spark_bucket=bucket,
         ram=(tm.home.machine.ram.start, tm.home.machine.ram.size),
@@ -287,11 +289,11 @@ def _last_step(tm: TimeMachine) -> LastStep | None:
 def _spark(tm: TimeMachine) -> tuple[int, tuple[int, ...]]:
     """Trapped instructions per bucket over the last SPARK_BUCKETS buckets."""
     step = tm.position
-    trapped = CLASS_BY_NAME[InsnClass.TRAPPED.value]
+    trapped = InsnClass.TRAPPED.value
     bucket = _round_up(max(100, -(-step // SPARK_BUCKETS)))
     counts = []
     for stop in range(step, max(step - SPARK_BUCKETS * bucket, 0), -bucket):
-        counts.append(tm.recording.classes.count(trapped, max(stop - bucket, 0), stop))
+        counts.append(tm.recording.class_counts(stop, max(stop - bucket, 0))[trapped])
     return bucket, tuple(reversed(counts))
 
 
@@ -321,7 +323,8 @@ def _events(tm: TimeMachine, hidden: frozenset[str]) -> tuple[EventRow, ...]:
         for index in range(max(0, bisect_right(holes, step - 1) - EVENT_ROWS), len(holes)):
             if holes[index] >= step:
                 break
-            insn = recording.instructions[recording.ids[holes[index]]]
+            insn = recording.instruction_at(holes[index])
+            assert insn is not None, "a hole is a traced step"
             text = f"⚠ {insn.text} at {insn.eip:08x} ran directly, unseen: a hole"
             rows.append(EventRow(holes[index] + 1, EventKind.HOLE, text))
     if EventKind.NOTE not in hidden:
@@ -399,4 +402,9 @@ def describe(event: Event) -> str:
             return "the cache was full: every fragment dropped"
         case Callout():
             return f"{event.text} at {event.eip:08x}: emulated by the monitor"
+        case PageFaultHandled():
+            true = event.outcome == "true"
+            to_guest = f", error code {event.error_code:#x}: to the guest" if true else ""
+            where = f"{event.address:08x} from {event.eip:08x}"
+            return f"{event.outcome} page fault at {where}{to_guest}"
     return type(event).__name__

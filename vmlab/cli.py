@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from hypervisor.events import Event
 from hypervisor.guest.boot import GuestTooLarge
 from hypervisor.guest.image import (
     GuestImage,
@@ -37,7 +38,7 @@ from hypervisor.vmm.scheduler import DEFAULT_QUANTUM
 from hypervisor.vmm.vm import Vm
 from lessons.lesson import Lesson, LessonError, available, load
 from lessons.walk import images, walk
-from vmlab import interrupt
+from vmlab import encapcli, hostcli, interrupt
 from vmlab.interrupt import ctrl_c_stops_runs
 from vmlab.text import compare_lines, console, host_lines, summary, trace_line
 
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         help="under pv, run a sample's unmodified build instead of its paravirtual one",
     )
     _common(run)
+    encapcli.suspend_options(run)
     _boot_options(run)
     run.add_argument(
         "--trace",
@@ -137,6 +139,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a mode to run every guest in (repeat for several; default trap)",
     )
     _boot_options(tui, ram=False)
+    tui.add_argument(
+        "--break",
+        dest="breakpoints",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="open fast-forwarded to where the guest first runs ADDR (0x… or a function)",
+    )
 
     lesson = sub.add_parser("lesson", help="list the lessons, or follow one in the terminal UI")
     lesson.add_argument("name", nargs="?", help="a lesson's name (or a .toml file)")
@@ -155,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--check", action="store_true", help="re-execute and compare, print the result, no UI"
     )
+    _COMMANDS.update(encapcli.add_parsers(sub, _common, _mode))
+    _COMMANDS.update(hostcli.add_parsers(sub, _mode))
     return parser
 
 
@@ -237,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         TraceFileError,
         OutOfHostMemory,
         LifecycleError,
+        *encapcli.ERRORS,
+        *hostcli.ERRORS,
         ClockUnavailable,
     ) as err:
         print(f"vmlab: {visible(str(err), lines=True)}", file=sys.stderr)
@@ -256,6 +270,8 @@ def _opens_ui(args: argparse.Namespace) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.suspend_at is not None:
+        return encapcli.run_and_suspend(args)
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
@@ -331,13 +347,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    report = run_guest(
-        args.guest, args.mode, max_insns=args.max_insns, trace=True, keep_events=True
-    )
-    for event in report.events:
+    def show(event: Event) -> None:  # as it happens: a long trace is never kept
         line = trace_line(event)
         if line is not None:
             print(line)
+
+    report = run_guest(args.guest, args.mode, max_insns=args.max_insns, trace=True, on_event=show)
     print(summary(report))
     return 0
 
@@ -359,7 +374,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or [Mode.TRAP]
-    return _open_ui([(_image(name, mode, args), mode) for name in args.guest for mode in modes])
+    vms = [(_image(name, mode, args), mode) for name in args.guest for mode in modes]
+    return _open_ui(vms, breakpoints=tuple(args.breakpoints))
 
 
 def _demo() -> list[tuple[GuestImage, Mode]]:
@@ -408,7 +424,10 @@ def _walk(lesson: Lesson) -> int:
 
 
 def _open_ui(
-    vms: list[tuple[GuestImage, Mode]], replay: str | None = None, lesson: Lesson | None = None
+    vms: list[tuple[GuestImage, Mode]],
+    replay: str | None = None,
+    lesson: Lesson | None = None,
+    breakpoints: tuple[str, ...] = (),
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
@@ -416,7 +435,9 @@ def _open_ui(
     # Imported here: a headless command never pays for loading Textual.
     from tui.app import Session, open_trace, run_app
 
-    session = open_trace(replay) if replay else Session(vms=vms, lesson=lesson)
+    session = (
+        open_trace(replay) if replay else Session(vms=vms, lesson=lesson, breakpoints=breakpoints)
+    )
     run_app(session, trace_path=replay)
     return 0
 
@@ -470,7 +491,7 @@ def _tc(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, encapcli.Command] = {
     "run": _run,
     "compare": _compare,
     "trace": _trace,

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from hypervisor.events import Event, Hypercall, InsnClass, InstructionExecuted, Trap
+from hypervisor.events import (
+    Event,
+    Hypercall,
+    InsnClass,
+    InstructionExecuted,
+    PageFaultHandled,
+    Trap,
+)
 from hypervisor.session import HostReport, RunReport
 from hypervisor.text import visible
 from hypervisor.vmm.contract import Mode
@@ -138,6 +145,10 @@ def trace_line(event: Event) -> str | None:
         return f"{'':>8}  {'':8}  {'':5}  └ trap #{event.vector}: {event.outcome}" + (
             f" — {event.detail}" if event.detail else ""
         )
+    if isinstance(event, PageFaultHandled):
+        code = f", error code {event.error_code:#x}" if event.outcome == "true" else ""
+        where = f"{event.address:#010x}{code}"
+        return f"{'':>8}  {'':8}  {'':5}  └ {event.outcome} page fault at {where}"
     if isinstance(event, Hypercall):
         shown = ", ".join(f"{a:#x}" for a in event.args)
         result = "" if event.result is None else f" = {event.result:#x}"

@@ -110,7 +110,8 @@ def _looks_like_text(data: bytes) -> bool:
     try:
         text = probe.decode("utf-8")
     except UnicodeDecodeError as err:
-        if err.start < len(probe) - 3:  # not just a character cut at the probe's end
+        cut = len(data) > len(probe) and err.reason == "unexpected end of data"
+        if not cut:  # invalid UTF-8, not just a character cut at the probe's end
             return False
         text = probe[: err.start].decode("utf-8")
     return all(c.isprintable() or c in "\t\n\r\f" for c in text)

@@ -10,7 +10,7 @@ the bytes (not only the address) means self-modifying code can never hit a stale
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -37,6 +37,7 @@ _PREFIX_ADDRSIZE = 0x67
 _STACK_BASES = frozenset({"esp", "ebp", "sp", "bp"})
 
 OperandKind = Literal["reg", "imm", "mem"]
+ACCESS_READ, ACCESS_WRITE = capstone.CS_AC_READ, capstone.CS_AC_WRITE
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class Operand:
     index: str | None = None
     scale: int = 1
     disp: int = 0  # signed
+    # ACCESS_READ | ACCESS_WRITE as the instruction uses it (capstone's): not part of what
+    # the operand *is*, so two operands naming the same memory compare equal
+    access: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         if self.kind == "reg":
@@ -203,6 +207,7 @@ def _operand(insn: capstone.CsInsn, op: cs_x86.X86Op, address_size: int) -> Oper
         index=index,
         scale=mem.scale,
         disp=_signed(mem.disp, address_size),
+        access=op.access & (ACCESS_READ | ACCESS_WRITE),
     )
 
 
@@ -282,7 +287,7 @@ def _convert(insn: capstone.CsInsn) -> Instruction:
 
 
 def _resize(op: Operand, size: int) -> Operand:
-    return Operand(op.kind, size, op.reg, op.imm, op.segment, op.base, op.index, op.scale, op.disp)
+    return replace(op, size=size)
 
 
 def _relative_target(address: int, raw: bytes, width: int, operand_size: int) -> int:

@@ -20,11 +20,15 @@
 #define SLOTS 8192u         /* table entries (power of two), open addressing */
 #define ARENA (1u << 20)    /* bytes kept to check entries against RAM */
 #define MISS_STOP 0x80000000u /* from the miss callback: stop before this block, Python acts */
+#define ENDS_STI 0x40000000u  /* in a count: the block's last instruction is STI */
+#define COUNT_MASK 0x3FFFFFFFu
+#define EFLAGS_IF 0x200u
 
 typedef void uc_engine;
 typedef int (*emu_stop_fn)(uc_engine *);
 typedef uint32_t (*miss_fn)(uint64_t address, uint32_t size);
 typedef uint32_t (*cut_fn)(uint64_t block, uint32_t size, uint64_t address);
+typedef int (*reg_read_fn)(uc_engine *, int regid, void *value);
 
 struct entry {
     uint64_t address;
@@ -42,7 +46,8 @@ struct vclock {
     uint64_t block;     /* address of the block now running (~0: none yet) */
     uint32_t block_size;
     uint32_t stop;      /* a stop is pending (set by Python hooks too): count nothing more */
-    uint32_t why;       /* 1: stopped before a block crossing the deadline, 2: table miss */
+    uint32_t why;       /* stopped before a block: 1 crossing the deadline, 2 a table miss,
+                           3 the interrupt window opened */
     uint32_t step_left; /* vclock_step: instructions still to run inside the block */
     /* set once by Python */
     emu_stop_fn emu_stop;
@@ -52,6 +57,15 @@ struct vclock {
     uint64_t ram_size;
     uint32_t check_bytes; /* 1: compare entries with RAM (paging off) */
     uint32_t arena_used;
+    /* the interrupt window (Machine.watch_interrupt_window): EFLAGS.IF can only become 1 by
+     * STI, POPF or IRET, and each ends its block, so a look at each block's start sees it
+     * open before the next instruction; after STI, QEMU runs the one instruction of the STI
+     * shadow as a block of its own, which runs before the stop */
+    reg_read_fn reg_read;
+    int32_t eflags_id;
+    uint32_t watch_if;
+    uint32_t after_sti; /* the last block run ended with STI */
+    uint32_t pad;
     struct entry table[SLOTS];
     uint8_t arena[ARENA];
 };
@@ -142,7 +156,7 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     }
     check_cut(c, address, size);
     struct entry *e = find(c, address, size);
-    uint32_t count;
+    uint32_t count, sti;
     if (e) {
         count = e->count;
     } else {
@@ -158,13 +172,29 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         if (in_ram(c, address, size))
             store(c, address, size, count);
     }
+    sti = count & ENDS_STI;
+    count &= COUNT_MASK;
     c->base = c->end;
     c->block = address;
     c->block_size = size;
+    if (c->base >= c->deadline) { /* the count is used up before the window is looked at */
+        stop_now(c, uc, 1);
+        return;
+    }
+    if (c->watch_if) {
+        uint64_t eflags = 0;
+        if (c->after_sti)
+            c->after_sti = 0; /* the STI shadow: this one instruction runs first */
+        else if (c->reg_read(uc, c->eflags_id, &eflags) == 0 && (eflags & EFLAGS_IF)) {
+            stop_now(c, uc, 3);
+            return;
+        }
+    }
     if (c->base + count > c->deadline) {
         stop_now(c, uc, 1);
         return;
     }
+    c->after_sti = sti != 0;
     c->end = c->base + count;
 }
 

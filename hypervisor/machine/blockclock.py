@@ -30,7 +30,7 @@ from typing import Any
 import capstone
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
-from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_EIP
+from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_EFLAGS, UC_X86_REG_EIP
 
 from hypervisor.machine.clockbuild import library
 
@@ -38,7 +38,9 @@ CR0_PG = 1 << 31
 NO_BLOCK = (1 << 64) - 1
 NO_LIMIT = (1 << 64) - 1
 MISS_STOP = 0x80000000
+ENDS_STI = 0x40000000
 _WHY_MISS = 2  # the helper stopped before a block Python must prepare (1: the deadline)
+_WHY_WINDOW = 3  # the interrupt window opened (Machine.watch_interrupt_window)
 _IO = frozenset(("in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"))
 
 
@@ -61,6 +63,10 @@ class _Header(ctypes.Structure):
         ("ram_size", ctypes.c_uint64),
         ("check_bytes", ctypes.c_uint32),
         ("arena_used", ctypes.c_uint32),
+        ("reg_read", ctypes.c_void_p),
+        ("eflags_id", ctypes.c_int32),
+        ("watch_if", ctypes.c_uint32),
+        ("after_sti", ctypes.c_uint32),
     ]
 
 
@@ -86,6 +92,8 @@ class BlockClock:
         self._cr0_ref = ctypes.byref(self._cr0)
         c = self._c
         c.emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
+        c.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
+        c.eflags_id = UC_X86_REG_EFLAGS
         self._miss_callback = _MISS(self._on_miss)  # kept: the helper holds a raw pointer
         c.miss = ctypes.cast(self._miss_callback, ctypes.c_void_p).value
         self._cut_callback = _CUT(self._on_cut)
@@ -95,8 +103,11 @@ class BlockClock:
         self._blocks: dict[tuple[int, int], tuple[bytes, tuple[int, ...]]] = {}
         self._checked: set[int] = set()  # instructions after a port I/O that have a check hook
         self._unchecked: list[int] = []  # found by the last miss, hooked before the block runs
-        self.exhausted = False
+        self.exhausted = self.window_opened = False
         self._stepping = False
+        # called after each emu_start: with paging on the machine puts back what unicorn's
+        # clean-up leaves (marker.py), before this clock starts the CPU again
+        self.after_emu_start: Callable[[], None] = lambda: None
         self._eip_cell = ctypes.c_uint32()
         self._eip_ref = ctypes.byref(self._eip_cell)
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
@@ -136,7 +147,9 @@ class BlockClock:
         return self._blocks[(address, size)][1]
 
     def _on_miss(self, address: int, size: int) -> int:
-        count = len(self._decode(address, size))
+        starts = self._decode(address, size)
+        code = self._blocks[(address, size)][0]
+        count = len(starts) | (ENDS_STI if code[starts[-1] - address :] == b"\xfb" else 0)
         return count | MISS_STOP if self._unchecked else count
 
     def _on_cut(self, block: int, size: int, address: int) -> int:
@@ -190,7 +203,7 @@ class BlockClock:
         c.base = c.end = 0
         c.deadline = deadline
         c.block = NO_BLOCK
-        self.exhausted = False
+        self.exhausted = self.window_opened = False
         step_hook: int | None = None
         stepped = (NO_BLOCK, 0)  # the block run again to finish inside it
         self._stepping = False
@@ -201,9 +214,14 @@ class BlockClock:
                     uc.emu_start(eip, until)
                 except UcError as err:
                     return err
+                finally:
+                    self.after_emu_start()
                 if not c.why:
                     return None
                 eip = self._eip()
+                if c.why == _WHY_WINDOW:
+                    self.window_opened = True
+                    return None
                 if c.why == _WHY_MISS:
                     self._add_checks(c.block, c.block_size)
                     continue
@@ -235,6 +253,23 @@ class BlockClock:
     def _recompile(self, block: int, size: int) -> None:
         if block != NO_BLOCK:
             self._uc.ctl_remove_cache(block, block + max(size, 1))
+
+    def watch_window(self, on: bool, after_sti: bool | None = None) -> bool:
+        """Stop as soon as EFLAGS.IF is set (the helper looks at each block's start).
+        `after_sti` (a restored snapshot): the last instruction run was STI, whose shadow
+        comes first; otherwise only what runs from now on counts, as when the machine's
+        own hook is added, and asking again while watching changes nothing."""
+        c = self._c
+        if after_sti is not None:
+            c.after_sti = on and after_sti
+        elif on and not c.watch_if:
+            c.after_sti = 0
+        c.watch_if = on
+        return True
+
+    def window(self) -> tuple[bool, int | None]:
+        """(watching, 1 if the last instruction run was STI): a snapshot's `window`."""
+        return bool(self._c.watch_if), 1 if self._c.after_sti else None
 
     def at_deadline(self) -> bool:
         """Asked by the machine's Python code hooks, which run before the step hook: is

@@ -62,6 +62,7 @@ class Clock(Protocol):
 
     kind: str
     exhausted: bool  # the last run stopped because its count was used up
+    window_opened: bool  # the last run stopped because EFLAGS.IF was set (watch_window)
 
     def read(self) -> int: ...
 
@@ -76,6 +77,10 @@ class Clock(Protocol):
     def forget(self) -> None: ...
 
     def at_deadline(self) -> bool: ...
+
+    def watch_window(self, on: bool, after_sti: bool | None = None) -> bool: ...
+
+    def window(self) -> tuple[bool, int | None] | None: ...
 
 
 def new_clock(

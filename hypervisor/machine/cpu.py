@@ -44,7 +44,9 @@ EFLAGS_VM = 1 << 17
 
 CR0_PE = 1 << 0
 CR0_ET = 1 << 4
+CR0_WP = 1 << 16  # supervisor writes obey read-only pages
 CR0_PG = 1 << 31
+CR4_PSE = 1 << 4  # 4 MiB pages
 
 
 @dataclass(slots=True)
@@ -90,3 +92,4 @@ class SystemState:
     idtr: tuple[int, int]
     ldtr: tuple[int, int, int, int]  # (selector, base, limit, flags) as unicorn reports it
     tr: tuple[int, int, int, int]
+    cr2: int = 0  # the last page fault's linear address

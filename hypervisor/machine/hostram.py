@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import Protocol
 
 PAGE = 0x1000
 
@@ -28,6 +29,17 @@ class RamSlice:
 
 class OutOfHostMemory(MemoryError):
     pass
+
+
+class RamPool(Protocol):
+    """Where a machine's RAM comes from: a slice of host RAM, or a clone's copy-on-write
+    mapping (cowram.py)."""
+
+    def allocate(self, size: int, owner: str) -> RamSlice: ...
+
+    def pointer(self, piece: RamSlice) -> int: ...
+
+    def free(self, piece: RamSlice) -> None: ...
 
 
 class HostRam:

@@ -5,6 +5,12 @@ facts.md, fact 2), so whoever owns the CPU delivers them: bare metal through the
 real IDT, a monitor through the guest's virtual IDT. Both use `deliver()`, which does what
 the CPU does: gate lookup and checks, the privilege change with the stack switch from the
 TSS, the frame push.
+
+Every access goes through the page tables in force, as the CPU's does: the tables are read
+with supervisor rights, the frame is pushed with the rights of the handler's CPL, and a
+missing or protected page raises #PF (CR2 and error code) in the middle of delivery, which
+escalates like any fault there (#PF -> #DF -> triple fault).
+
 Simplifications (documented for the lessons): segments are flat (stack and table addresses
 are linear), task gates are refused with #GP, and hardware error codes beyond the selector
 index forms below are 0 (unicorn does not report them).
@@ -13,9 +19,8 @@ index forms below are 0 (unicorn does not report them).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from hypervisor.machine.cpu import (
     EFLAGS_IF,
@@ -32,6 +37,7 @@ from hypervisor.machine.descriptors import (
     SegmentDescriptor,
     tss_stack,
 )
+from hypervisor.machine.paging import PageFault
 
 VEC_DE, VEC_DB, VEC_NMI, VEC_BP, VEC_OF, VEC_BR, VEC_UD, VEC_NM, VEC_DF = range(9)
 VEC_TS, VEC_NP, VEC_SS, VEC_GP, VEC_PF = 10, 11, 12, 13, 14
@@ -78,13 +84,15 @@ class Tables:
 
 
 class DeliveryFault(Exception):
-    """Delivery itself faulted: the CPU would raise `vector` with `error_code` instead."""
+    """Delivery itself faulted: the CPU would raise `vector` with `error_code` instead (and
+    set CR2 to `cr2` for a page fault)."""
 
-    def __init__(self, vector: int, error_code: int, why: str) -> None:
+    def __init__(self, vector: int, error_code: int, why: str, cr2: int | None = None) -> None:
         super().__init__(why)
         self.vector = vector
         self.error_code = error_code
         self.why = why
+        self.cr2 = cr2
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,23 +100,27 @@ class Delivered:
     state: CpuState
     cpl: int
     gate: Gate
+    cr2: int | None = None  # a page fault during delivery set CR2 to this
 
 
-Reader = Callable[[int, int], bytes]
-Writer = Callable[[int, bytes], object]
+class CpuMemory(Protocol):
+    """Linear memory as the CPU reaches it for itself (`paging.LinearMemory`)."""
+
+    def read(self, linear: int, size: int, user: bool = False) -> bytes: ...
+
+    def write(self, linear: int, data: bytes, user: bool = False) -> None: ...
 
 
-def read_descriptor(read: Reader, table: tuple[int, int], selector: int) -> SegmentDescriptor:
+def read_descriptor(memory: CpuMemory, table: tuple[int, int], selector: int) -> SegmentDescriptor:
     """The GDT entry for `selector` (LDT selectors are refused: vmlab guests use the GDT)."""
     index = selector & ~7
     if selector & 4 or index == 0 or index + 7 > table[1]:
         raise DeliveryFault(VEC_GP, selector & ~3, f"selector {selector:#06x} is not usable")
-    return SegmentDescriptor.unpack(read(table[0] + index, DESCRIPTOR_SIZE))
+    return SegmentDescriptor.unpack(memory.read(table[0] + index, DESCRIPTOR_SIZE))
 
 
 def deliver(
-    read: Reader,
-    write: Writer,
+    memory: CpuMemory,
     state: CpuState,
     cpl: int,
     tables: Tables,
@@ -118,13 +130,14 @@ def deliver(
 ) -> Delivered:
     """Deliver `vector` to the handler in `tables.idt`, as the CPU would; returns the new state.
 
-    Raises DeliveryFault when the CPU itself would fault while delivering.
+    Raises DeliveryFault (or PageFault, from `memory`) when the CPU itself would fault while
+    delivering.
     """
     ext = 1 if source == "external" else 0
     idt_base, idt_limit = tables.idt
     if vector * 8 + 7 > idt_limit:
         raise DeliveryFault(VEC_GP, vector * 8 + 2 + ext, f"IDT has no entry {vector:#x}")
-    gate = Gate.unpack(read(idt_base + vector * 8, 8))
+    gate = Gate.unpack(memory.read(idt_base + vector * 8, 8))
     if not gate.is_32bit and gate.gate_type not in (0x6, 0x7):
         raise DeliveryFault(VEC_GP, vector * 8 + 2 + ext, f"IDT entry {vector:#x} is not a gate")
     if source == "software" and gate.dpl < cpl:
@@ -133,7 +146,7 @@ def deliver(
         )
     if not gate.present:
         raise DeliveryFault(VEC_NP, vector * 8 + 2 + ext, f"IDT entry {vector:#x} not present")
-    code = read_descriptor(read, tables.gdt, gate.selector)
+    code = read_descriptor(memory, tables.gdt, gate.selector)
     if not code.is_code:
         raise DeliveryFault(VEC_GP, gate.selector & ~3, "gate selector is not a code segment")
     if not code.present:
@@ -149,9 +162,9 @@ def deliver(
     if switched:
         if tables.tss is None or tables.tss[1] < TSS_MIN_LIMIT:
             raise DeliveryFault(VEC_TS, 0, "no usable TSS for the stack switch")
-        raw_tss = read(tables.tss[0], TSS_MIN_LIMIT + 1)
+        raw_tss = memory.read(tables.tss[0], TSS_MIN_LIMIT + 1)
         ss, esp = tss_stack(raw_tss, new_cpl)
-        stack = read_descriptor(read, tables.gdt, ss)
+        stack = read_descriptor(memory, tables.gdt, ss)
         if stack.is_code or not stack.present or stack.dpl != new_cpl:
             raise DeliveryFault(VEC_TS, ss & ~3, f"TSS stack selector {ss:#06x} is not usable")
         frame += [state.ss, state.esp]
@@ -159,7 +172,7 @@ def deliver(
     if source == "exception" and vector in HAS_ERROR_CODE:
         frame.append(error_code)
     esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
-    write(esp, struct.pack(f"<{len(frame)}I", *reversed(frame)))
+    memory.write(esp, struct.pack(f"<{len(frame)}I", *reversed(frame)), user=new_cpl == 3)
 
     eflags = state.eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)
     if gate.is_interrupt_gate:
@@ -181,8 +194,7 @@ class TripleFault(Exception):
 
 
 def deliver_escalating(
-    read: Reader,
-    write: Writer,
+    memory: CpuMemory,
     state: CpuState,
     cpl: int,
     tables: Tables,
@@ -191,12 +203,18 @@ def deliver_escalating(
     error_code: int = 0,
 ) -> tuple[Delivered, int]:
     """`deliver()`, and when delivery itself faults, what the CPU does next: the new fault,
-    or #DF for two contributory faults, or a triple fault. Returns (delivered, vector)."""
+    or #DF for two contributory faults or a page fault and a second one, or a triple fault.
+    Returns (delivered, vector); `delivered.cr2` is set when a page fault happened on the way."""
     first = vector
+    cr2: int | None = None
     while True:
         try:
-            return deliver(read, write, state, cpl, tables, vector, source, error_code), vector
-        except DeliveryFault as fault:
+            done = deliver(memory, state, cpl, tables, vector, source, error_code)
+            return replace(done, cr2=cr2), vector
+        except (DeliveryFault, PageFault) as raised:
+            fault = _as_delivery_fault(raised, vector)
+            if fault.cr2 is not None:
+                cr2 = fault.cr2
             if vector == VEC_DF:
                 raise TripleFault(
                     f"triple fault: {vector_name(first)} could not be delivered ({fault.why})"
@@ -204,3 +222,10 @@ def deliver_escalating(
             double = vector == VEC_PF or (vector in CONTRIBUTORY and fault.vector in CONTRIBUTORY)
             vector, error_code = (VEC_DF, 0) if double else (fault.vector, fault.error_code)
             source = "exception"
+
+
+def _as_delivery_fault(raised: DeliveryFault | PageFault, vector: int) -> DeliveryFault:
+    if isinstance(raised, DeliveryFault):
+        return raised
+    why = f"page fault at {raised.linear:#010x} while delivering {vector_name(vector)}"
+    return DeliveryFault(VEC_PF, raised.error_code, why, raised.linear)

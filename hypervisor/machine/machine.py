@@ -48,21 +48,27 @@ from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
 from hypervisor.machine import cpumodel
+from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clock import new_clock
 from hypervisor.machine.clockbuild import ClockKind
+from hypervisor.machine.codehook import CodeHook
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
+    CR0_PG,
     EFLAGS_IF,
     STATE_FIELDS,
     STATE_REG_IDS,
     CpuState,
     SystemState,
 )
-from hypervisor.machine.hostram import PAGE, HostRam, RamSlice
+from hypervisor.machine.dirtylog import DirtyLog
+from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
-from hypervisor.machine.registers import RegisterReader
+from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.paging import LinearMemory, PagingRegisters
+from hypervisor.machine.registers import OneRegister, RegisterReader
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
 MONITOR_BASE = 0xFFC00000
@@ -130,22 +136,25 @@ class Machine:
     def __init__(
         self,
         ram_size: int = 4 << 20,
-        host: HostRam | None = None,
+        host: RamPool | None = None,
         name: str = "vm",
         clock: ClockKind | None = None,
     ):
-        self.host = host or HostRam(ram_size)
+        self.host: RamPool = host or HostRam(ram_size)
         self.ram: RamSlice = self.host.allocate(ram_size, name)
         self.ram_size = ram_size
         self.io = IoBus()
         self.owner: MachineOwner | None = None
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, self.host.pointer(self.ram))
-        ram = self.host.pointer(self.ram)
+        self._ram_pointer = ram = self.host.pointer(self.ram)  # host RAM never moves
+        self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
         self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
+        if isinstance(self.clock, BlockClock):  # it may start the CPU several times a run
+            self.clock.after_emu_start = self._clear_paging_leftovers
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
+        self._cs = OneRegister(self.uc, x.UC_X86_REG_CS)
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
         self._precise_open_bus = self.clock.kind == "block"
@@ -156,10 +165,16 @@ class Machine:
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
         self._exit: Exit | None = None
-        self._trace_hook: int | None = None
+        self._trace_hook: CodeHook | None = None
         self._window_hook: int | None = None
         self._window_prev: int | None = None
+        self._cr2 = 0  # the guest's CR2 as the last run stopped (marker.py)
         self.aliases: dict[int, int] = {}  # monitor address -> the RAM page it shows
+        self.code_pages: set[int] = set()  # RAM pages the owner write-protected
+        self.dirty_log: DirtyLog | None = None  # while live migration copies the RAM
+        self.linear = LinearMemory(self.read, self.write, self.paging_registers)
+        """Memory at linear addresses through the CPU's page tables: what the CPU reads and
+        writes for itself (interrupt delivery), and instruction bytes for the monitor."""
         self._install_hooks()
 
     # ------------------------------------------------------------------ memory
@@ -167,11 +182,30 @@ class Machine:
         """Read guest-physical memory the way the CPU would see it (open bus outside RAM),
         without side effects: open bus is not asked (that would report an access)."""
         if address >= 0 and address + size <= self.ram_size:
-            return ctypes.string_at(self.host.pointer(self.ram) + address, size)
+            return ctypes.string_at(self._ram_pointer + address, size)
         first, last = address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)
         if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
             return bytes(self.uc.mem_read(address, size))
         return bytes(self._read_byte(a & 0xFFFFFFFF) for a in range(address, address + size))
+
+    def linear_fixed(self) -> LinearMemory:
+        """`linear`, with the paging registers read once: for the many accesses of one
+        delivery or fault, between which they cannot change."""
+        registers = self.paging_registers()
+        return LinearMemory(self.read, self.write, lambda: registers)
+
+    def code(self, address: int, size: int) -> bytes:
+        """Instruction bytes at linear `address`, as the CPU would fetch them now (no side
+        effect; fewer bytes where a page is not mapped)."""
+        return self.linear.peek(address, size)
+
+    def paging_registers(self) -> PagingRegisters:
+        uc = self.uc
+        return PagingRegisters(
+            uc.reg_read(x.UC_X86_REG_CR0),
+            uc.reg_read(x.UC_X86_REG_CR3),
+            uc.reg_read(x.UC_X86_REG_CR4),
+        )
 
     def _read_byte(self, address: int) -> int:
         if address < self.ram_size or (address & ~(PAGE - 1)) in self.monitor_pages:
@@ -183,6 +217,8 @@ class Machine:
         if address < 0 or address + len(data) > self.ram_size:
             return False
         ctypes.memmove(self.host.pointer(self.ram) + address, data, len(data))
+        if self.dirty_log is not None:
+            self.dirty_log.written(address, len(data))
         # Unicorn keeps stale compiled blocks after a write from outside once the count hook
         # has been used (measured on 2.1.4): drop them for the written range. (The block
         # clock checks its counts against RAM itself.)
@@ -282,7 +318,7 @@ class Machine:
             ),
             protected=frozenset(self._protected_pages()),
             aliases=tuple(self.aliases.items()),
-            window=(self._window_hook is not None, self._window_prev),
+            window=self.clock.window() or (self._window_hook is not None, self._window_prev),
         )
 
     def restore(self, snapshot: MachineSnapshot) -> None:
@@ -306,13 +342,17 @@ class Machine:
         for page in snapshot.protected - protected:
             self.protect_code_page(page, True)
         on, previous = snapshot.window
-        self.watch_interrupt_window(on)
-        self._window_prev = previous
+        if not self.clock.watch_window(on, after_sti=previous is not None):
+            self.watch_interrupt_window(on)
+            self._window_prev = previous
         self._exit = None
         uc.context_restore(snapshot.cpu)
-        # Memory changed behind unicorn's back (fact 12): no compiled block may survive.
+        # Memory changed behind unicorn's back (fact 12): no compiled block may survive, and
+        # no translation either (the page tables may differ): a CR3 load empties the TLB,
+        # which restoring a context does not.
         uc.ctl_flush_tb()
         self.clock.forget()
+        uc.reg_write(x.UC_X86_REG_CR3, uc.reg_read(x.UC_X86_REG_CR3))
 
     def _monitor_ranges(self) -> list[tuple[int, int]]:
         """The monitor's own memory as [begin, end) ranges, RAM aliases left out."""
@@ -389,17 +429,39 @@ class Machine:
         except UcError as err:
             uc.context_restore(self._templates[cpl])
             raise EntryError(f"cs={state.cs:#06x} ss={state.ss:#06x} refused at CPL {cpl}") from err
-        for name, reg in (
-            ("ds", x.UC_X86_REG_DS),
-            ("es", x.UC_X86_REG_ES),
-            ("fs", x.UC_X86_REG_FS),
-            ("gs", x.UC_X86_REG_GS),
-        ):
+        self._write_rest(state)
+
+    def _write_rest(self, state: CpuState) -> None:
+        """Data segments and plain registers, once CS and SS are in place."""
+        uc = self.uc
+        for name, reg in _DATA_SEGMENTS:
             try:
                 uc.reg_write(reg, getattr(state, name))
             except UcError:  # like IRET to an outer ring: an unusable data selector becomes null
                 uc.reg_write(reg, 0)
         uc.reg_write_batch([(reg, getattr(state, name)) for name, reg in _PLAIN_REGS])
+
+    def enter_outer(self, state: CpuState, cpl: int, system: SystemState, scratch: int) -> None:
+        """Enter an outer ring with no template of it (bare metal resuming a guest at CPL 3):
+        as the CPU would, by one IRETD from ring 0 through the guest's own GDT, run from the
+        RAM page at `scratch`, borrowed for that instruction and put back."""
+        uc = self.uc
+        uc.context_restore(self._templates[0])
+        self._write_system(system)
+        saved = self.read(scratch, PAGE)
+        frame = (state.eip, state.cs, state.eflags, state.esp, state.ss)
+        self.write(scratch, b"\xcf" + bytes(15) + b"".join(v.to_bytes(4, "little") for v in frame))
+        uc.reg_write(x.UC_X86_REG_ESP, scratch + 16)
+        try:
+            uc.emu_start(scratch, _UNTIL, count=1)
+        except UcError as err:
+            raise EntryError(f"IRETD to cs={state.cs:#06x} ss={state.ss:#06x}: {err}") from err
+        finally:
+            self.write(scratch, saved)
+        if self.cpl != cpl or self._exit is not None:
+            self._exit = None
+            raise EntryError(f"cs={state.cs:#06x} ss={state.ss:#06x} refused at CPL {cpl}")
+        self._write_rest(state)
 
     def _write_system(self, system: SystemState) -> None:
         uc = self.uc
@@ -410,6 +472,15 @@ class Machine:
         uc.reg_write(x.UC_X86_REG_CR0, system.cr0)
         uc.reg_write(x.UC_X86_REG_LDTR, system.ldtr)
         uc.reg_write(x.UC_X86_REG_TR, system.tr)
+        uc.reg_write(x.UC_X86_REG_CR2, system.cr2)
+
+    def load_paging(self, registers: PagingRegisters) -> None:
+        """Turn the CPU's paging on with these registers (a monitor's shadow page tables);
+        loading them empties the TLB."""
+        uc = self.uc
+        uc.reg_write(x.UC_X86_REG_CR4, registers.cr4)
+        uc.reg_write(x.UC_X86_REG_CR3, registers.cr3)
+        uc.reg_write(x.UC_X86_REG_CR0, registers.cr0)
 
     def state(self) -> CpuState:
         return CpuState(*self.registers.read())
@@ -426,11 +497,12 @@ class Machine:
             idtr=(idtr[1], idtr[2]),
             ldtr=tuple(uc.reg_read(x.UC_X86_REG_LDTR)),
             tr=tuple(uc.reg_read(x.UC_X86_REG_TR)),
+            cr2=uc.reg_read(x.UC_X86_REG_CR2),
         )
 
     @property
     def cpl(self) -> int:
-        return self.uc.reg_read(x.UC_X86_REG_CS) & 3
+        return self._cs.read() & 3
 
     def set_registers(self, **values: int) -> None:
         """Change registers in place (no world switch): GPRs, EIP, EFLAGS."""
@@ -449,9 +521,10 @@ class Machine:
         CANCEL.running(id(self), self._cancel)
         if not count:  # nothing counts this run down: it must not hold the CPU forever
             WATCHDOG.arm(id(self), self._overdue, self.watchdog_limit)
-        if self._trace_hook is None and (not count or self.clock.kind == "block"):
-            self._hookless_blocks = True  # compiled with no code hook (the block clock has none)
+        if self._trace_hook is None:  # blocks compiled now call no tracer added later, with
+            self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
+        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -459,10 +532,13 @@ class Machine:
             if not count:
                 WATCHDOG.disarm(id(self))
             self._running = False
+            self._clear_paging_leftovers()
         if self._exit is not None:  # a hook stopped the CPU and said why
             return self._exit
         if self.clock.exhausted:
             return Exit(ExitKind.COUNT, count)
+        if self.clock.window_opened:
+            return Exit(ExitKind.STOP, self.clock.settled(faulted=False))
         fetch = error is not None and error.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT)
         # a fetch fault: no instruction began at EIP (the jump there retired)
         retired = self.clock.settled(faulted=error is not None and not fetch)
@@ -493,7 +569,14 @@ class Machine:
         instruction now running completes; `eip_past`: EIP is already after it (INT n)."""
         retired = self.clock.stop_count(retired_now, eip_past)
         self._exit = Exit(kind, retired, vector, is_trap, address)
+        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)  # a #PF has just set it
         self.clock.stop()
+
+    def _clear_paging_leftovers(self) -> None:
+        """After the CPU stopped with paging on: CR2 and the exception marker as the guest
+        left them, not as unicorn's clean-up did (marker.py)."""
+        if self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG:
+            clear_after_run(self.uc, self._cr2)
 
     def _overdue(self) -> None:
         """The watchdog's call (from its thread): the run has taken far too long."""
@@ -525,7 +608,28 @@ class Machine:
     def protect_code_page(self, page: int, protected: bool) -> None:
         """Write-protect a page of guest RAM that holds translated code (fact 7): a guest
         store into it then reaches the owner's `code_page_written`."""
-        self.uc.mem_protect(page, PAGE, UC_PROT_READ | UC_PROT_EXEC if protected else UC_PROT_ALL)
+        if protected:
+            self.code_pages.add(page)
+        else:
+            self.code_pages.discard(page)
+        logged = self.dirty_log is not None and page in self.dirty_log.watched
+        writable = not protected and not logged
+        self.uc.mem_protect(page, PAGE, UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC)
+
+    def start_dirty_log(self) -> None:
+        """Log which RAM pages are written from now on (dirtylog.py)."""
+        self.dirty_log = DirtyLog(self.uc, self.ram_size, self.code_pages)
+
+    def take_dirty(self) -> list[int]:
+        """RAM pages written since the log started or was last taken; an aliased page (bt
+        stores into it through a second mapping no fault sees) always counts as written."""
+        assert self.dirty_log is not None, "the dirty log is on"
+        return self.dirty_log.take(self.aliases.values())
+
+    def stop_dirty_log(self) -> None:
+        if self.dirty_log is not None:
+            self.dirty_log.stop()
+            self.dirty_log = None
 
     def watch_interrupt_window(self, on: bool) -> None:
         """Stop as soon as the guest sets EFLAGS.IF (STI, POPF, IRET…), before the next
@@ -535,6 +639,8 @@ class Machine:
         interrupt line, so nothing else would notice the window opening. A Python hook per
         instruction, but only inside such windows (typically a short critical section).
         """
+        if self.clock.watch_window(on):  # the block clock looks at each block's start
+            return
         if on and self._window_hook is None:
             self._window_prev = None
             self._window_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_window)
@@ -549,20 +655,24 @@ class Machine:
         previous, self._window_prev = self._window_prev, address
         if not uc.reg_read(x.UC_X86_REG_EFLAGS) & EFLAGS_IF or self._exit is not None:
             return
-        if previous is not None and self.read(previous, 1) == b"\xfb":  # STI shadow
+        if previous is not None and self.code(previous, 1) == b"\xfb":  # STI shadow
             return
         self._stop(ExitKind.STOP, retired_now=False)
 
     def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
-        """Call `callback(eip, size)` before every instruction (slow: traced runs only)."""
+        """Call `callback(eip, size)` before every instruction (slow: traced runs only),
+        with no Python layer of unicorn's in between (`codehook.py`)."""
         if self._trace_hook is not None:
-            self.uc.hook_del(self._trace_hook)
+            self._trace_hook.remove()
             self._trace_hook = None
         if callback is not None:
-            self._trace_hook = self.uc.hook_add(
-                UC_HOOK_CODE,
-                lambda uc, address, size, _: self.clock.at_deadline() or callback(address, size),
-            )
+            clock = self.clock
+
+            def traced(address: int, size: int) -> None:
+                if not clock.at_deadline():
+                    callback(address, size)
+
+            self._trace_hook = CodeHook(self.uc, traced)
             self._recompile_for_code_hook()
 
     def _recompile_for_code_hook(self) -> None:
@@ -590,10 +700,10 @@ class Machine:
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
         if vector in INTERRUPT_TRAPS:
-            return self.read(eip - 1, 1) in (b"\xcc", b"\xce") or self.read(eip - 2, 2) == bytes(
+            return self.code(eip - 1, 1) in (b"\xcc", b"\xce") or self.code(eip - 2, 2) == bytes(
                 (0xCD, vector)
             )
-        return eip >= 2 and self.read(eip - 2, 2) == bytes((0xCD, vector))
+        return eip >= 2 and self.code(eip - 2, 2) == bytes((0xCD, vector))
 
     def _on_invalid(self, uc: Uc, _: object) -> bool:
         self._stop(ExitKind.EXCEPTION, retired_now=False, vector=6)
@@ -642,6 +752,13 @@ class Machine:
     def _on_write_protected(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
+        log = self.dirty_log
+        if log is not None and address < self.ram_size:
+            pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
+            logged = [log.store_hit(page) for page in sorted(pages)]
+            if any(logged) and not pages & self.code_pages:
+                self._stop(ExitKind.STOP, retired_now=False, address=address)
+                return False  # the store runs again on the writable page
         if address < self.ram_size and self.owner:
             # A traced code page: the owner unprotects it; the store is retried from scratch.
             self.owner.code_page_written(address, size)
@@ -670,5 +787,11 @@ _PLAIN_REGS = tuple(
     (name, reg)
     for name, reg in zip(STATE_FIELDS, STATE_REG_IDS, strict=True)
     if name not in ("cs", "ss", "ds", "es", "fs", "gs")
+)
+_DATA_SEGMENTS = (
+    ("ds", x.UC_X86_REG_DS),
+    ("es", x.UC_X86_REG_ES),
+    ("fs", x.UC_X86_REG_FS),
+    ("gs", x.UC_X86_REG_GS),
 )
 _REG_BY_NAME = dict(zip(STATE_FIELDS, STATE_REG_IDS, strict=True))

@@ -88,6 +88,7 @@ class CountClock:
         self._uc = uc
         self._counter = RetiredCounter(uc)
         self.exhausted = False
+        self.window_opened = False  # the machine's own code hook watches the window
 
     def read(self) -> int:
         return self._counter.read()
@@ -116,6 +117,13 @@ class CountClock:
 
     def forget(self) -> None:
         """Nothing is kept about compiled code."""
+
+    def watch_window(self, on: bool, after_sti: bool | None = None) -> bool:
+        """False: the machine watches the interrupt window with a code hook."""
+        return False
+
+    def window(self) -> None:
+        return None
 
     def at_deadline(self) -> bool:
         """Unicorn's count hook runs before every other code hook: none sees the

@@ -37,7 +37,18 @@ from hypervisor.vmm.vm import Vm
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
 STRIDE = 512  # steps run between two looks at the clock
 DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
-_DEVICES = ("uart", "pic", "pit", "debug_exit", "isa_debug_exit", "rtc", "fw_cfg", "pci", "port61")
+_DEVICES = (
+    "uart",
+    "pic",
+    "pit",
+    "debug_exit",
+    "isa_debug_exit",
+    "platform",
+    "rtc",
+    "fw_cfg",
+    "pci",
+    "port61",
+)
 _STATEFUL = ("vm", "executor", *_DEVICES)
 _ZERO_PAGE = bytes(PAGE)
 

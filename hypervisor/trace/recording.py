@@ -24,32 +24,35 @@ it was stepped.
 
 from __future__ import annotations
 
+import struct
+import sys
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import astuple, dataclass, field
-
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
+from itertools import compress
 
 from hypervisor.events import (
-    ConsoleOutput,
     Event,
     EventKind,
     InsnClass,
     InstructionExecuted,
-    VmStateChanged,
 )
-from hypervisor.isa import decode
+from hypervisor.isa import Instruction
 from hypervisor.machine.cpu import STATE_FIELDS
-from hypervisor.vmm.contract import ExitInfo, VmState
+from hypervisor.trace.skips import Skip, Skips
+from hypervisor.vmm.contract import ExitInfo
 from hypervisor.vmm.vm import Vm
 
 REGISTERS = STATE_FIELDS
-KEYFRAME = 4096
+KEYFRAME = 4096  # columns between two full copies of the registers
 CLASS_CODES = {cls: code for code, cls in enumerate(InsnClass)}
 CLASSES = tuple(InsnClass)
 CLASS_BY_NAME = {cls.value: code for cls, code in CLASS_CODES.items()}
-
-_TRANSIENT_STATES = frozenset({VmState.RUNNING, VmState.PAUSED})
+WORDS = 4 * len(REGISTERS)  # bytes of a raw register read (RegisterReader.raw)
+unpack_registers = struct.Struct(f"={len(REGISTERS)}I").unpack
+_LOW_WORD = (1).to_bytes(4, "little")
 
 
 def registers_of(vm: Vm) -> tuple[int, ...]:
@@ -117,14 +120,17 @@ class Recording:
     keyframes: list[tuple[int, tuple[int, ...]]] = field(default_factory=list, repr=False)
     final: tuple[int, ...] = field(default=(), repr=False)
     history: dict[int, tuple[array, bytearray]] = field(default_factory=dict, repr=False)
+    skips: Skips = field(default_factory=Skips, repr=False)  # fast-forwarded stretches
     # Lookup indexes, rebuilt on load by `reindex`.
     _insn_index: dict[tuple[int, str], int] = field(default_factory=dict, repr=False)
+    _by_insn: dict[int, int] = field(default_factory=dict, repr=False)  # id(value) -> entry
+    _decoded: list[Instruction] = field(default_factory=list, repr=False)
     _kind_steps: dict[str, array] = field(default_factory=dict, repr=False)
     _event_steps: array = field(default_factory=lambda: array("I"), repr=False)
-    # The last `registers_at` answer (step, reg_values offset, registers): the UI asks for
-    # neighbouring steps, which then cost a few masks instead of up to KEYFRAME.
-    _last_registers: tuple[int, int, tuple[int, ...]] = field(
-        default=(-1, 0, ()), repr=False, compare=False
+    # The last `registers_at` answer (step, column, reg_values offset, registers): the UI
+    # asks for neighbouring steps, which then cost a few masks instead of up to KEYFRAME.
+    _last_registers: tuple[int, int, int, tuple[int, ...]] = field(
+        default=(-1, 0, 0, ()), repr=False, compare=False
     )
 
     def __len__(self) -> int:
@@ -133,8 +139,14 @@ class Recording:
         The instruction columns have exactly this length when every instruction event
         carries its step, as under native and trap; a mode whose events and step counts
         disagree (`aligned` False) still gets a consistent timeline, with fewer or more
-        instruction entries than steps."""
-        return len(self.reg_masks)
+        instruction entries than steps. Fast-forwarded steps count, without columns."""
+        return len(self.reg_masks) + self.skips.skipped
+
+    @property
+    def traced_end(self) -> int:
+        """The step after the last traced one (0 if none)."""
+        columns = len(self.reg_masks)
+        return self.skips.step(columns - 1) + 1 if columns else 0
 
     @property
     def aligned(self) -> bool:
@@ -145,41 +157,97 @@ class Recording:
         return self.exit is not None
 
     # ------------------------------------------------------------------ appending
-    def instruction_id(self, eip: int, text: str) -> int | None:
-        """The instruction table's entry for an instruction, if it has one yet."""
-        return self._insn_index.get((eip, text))
-
-    def add_instruction(self, eip: int, raw: bytes, text: str, sensitive: bool) -> int:
-        self._insn_index[eip, text] = len(self.instructions)
-        self.instructions.append(InsnInfo(eip, raw, text, sensitive))
-        return len(self.instructions) - 1
-
-    def add_step(self, insn: int, cls: InsnClass, hole: bool, cpl: int) -> None:
-        step = len(self.ids)
-        self.ids.append(insn)
-        self.classes.append(CLASS_CODES[cls])
+    def add_executed(
+        self, step: int, eip: int, insn: Instruction | None, cls: InsnClass, cpl: int, hole: bool
+    ) -> None:
+        """The `InstructionSink` of a recorded VM: one instruction retired, appended as step
+        `len(ids)` (whatever `step` the executor counted)."""
+        index = self._by_insn.get(id(insn)) if insn is not None else None
+        if index is None:
+            index = self._intern(eip, insn)
+        step = len(self.ids) + self.skips.skipped
+        self.ids.append(index)
+        code = CLASS_CODES[cls]
+        self.classes.append(code)
         self.cpls.append(cpl)
         if hole:
             self.holes.append(step)
-        code = CLASS_CODES[cls] | (0x80 if hole else 0)
-        history = self.history.get(self.instructions[insn].eip)
+            code |= 0x80
+        history = self.history.get(eip)
         if history is None:
-            self.history[self.instructions[insn].eip] = (array("I", [step]), bytearray([code]))
+            self.history[eip] = (array("I", [step]), bytearray([code]))
         elif history[1][-1] != code:
             history[0].append(step)
             history[1].append(code)
 
-    def add_registers(self, step: int, before: tuple[int, ...], after: tuple[int, ...]) -> None:
-        """Registers changed by step `step` (called in step order, once per step)."""
-        if step % KEYFRAME == 0:
-            self.keyframes.append((len(self.reg_values), before))
-        mask = 0
-        for i, (old, new) in enumerate(zip(before, after, strict=True)):
-            if old != new:
-                mask |= 1 << i
-                self.reg_values.append(new)
-        self.reg_masks.append(mask)
-        self.final = after
+    def _intern(self, eip: int, insn: Instruction | None) -> int:
+        """The table's entry for a decoded instruction, made on first sight. The decoder
+        shares one value per bytes and address, so later executions find it by identity
+        (kept alive here, so that no other value takes its id)."""
+        text = insn.text if insn is not None else "(bad)"
+        index = self._insn_index.get((eip, text))
+        if index is None:
+            raw, sensitive = (insn.bytes, insn.is_sensitive) if insn is not None else (b"", False)
+            index = self._insn_index[eip, text] = len(self.instructions)
+            self.instructions.append(InsnInfo(eip, raw, text, sensitive))
+        if insn is not None:
+            self._by_insn[id(insn)] = index
+            self._decoded.append(insn)
+        return index
+
+    def add_states(self, states: bytes | bytearray) -> None:
+        """Registers of the next traced steps, from the raw register reads
+        (`RegisterReader.raw`, WORDS bytes each) at the start of each of n steps and after
+        the last: n + 1 reads, the diffs of n steps. Done in bulk with big-integer
+        arithmetic (the changed words of every step at once, then their values picked with
+        `compress`): a recorder only appends each read, instead of diffing it in Python."""
+        n = len(states) // WORDS - 1
+        if n <= 0:
+            return
+        first, words = len(self.reg_masks), WORDS // 4
+        x = int.from_bytes(states[WORDS:], "little") ^ int.from_bytes(states[:-WORDS], "little")
+        x |= x >> 16  # fold each 32-bit word onto its lowest bit
+        x |= x >> 8
+        x |= x >> 4
+        x |= x >> 2
+        x |= x >> 1
+        flags = (x & int.from_bytes(_LOW_WORD * (words * n), "little")).to_bytes(
+            WORDS * n, "little"
+        )
+        per_word = flags[::4]  # one byte per register per step: 1 where it changed
+        offset = len(self.reg_values)
+        with memoryview(flags) as f, memoryview(states)[WORDS:] as after:
+            self.reg_values.extend(compress(after.cast("I"), f.cast("I")))
+        masks = bytearray(2 * n)  # little-endian 16-bit masks: low and high bytes in bulk
+        for half in (0, 1):
+            bits = sum(
+                int.from_bytes(per_word[8 * half + b :: words], "little") << b for b in range(8)
+            )
+            masks[half::2] = bits.to_bytes(n, "little")
+        column = array("H", masks)
+        if sys.byteorder == "big":
+            column.byteswap()
+        self.reg_masks.extend(column)
+        for step in range(-(-first // KEYFRAME) * KEYFRAME, first + n, KEYFRAME):
+            at = (step - first) * WORDS
+            changed = per_word.count(1, 0, (step - first) * words)
+            self.keyframes.append((offset + changed, unpack_registers(states[at : at + WORDS])))
+
+    def add_skip(self, end: int, counts: dict[str, int], after: tuple[int, ...]) -> None:
+        """The VM ran untraced from the frontier to step `end` (see `skips.py`)."""
+        start = len(self)
+        if end > start:
+            column, offset = len(self.reg_masks), len(self.reg_values)
+            self.skips.add(Skip(start, end, column, offset, tuple(counts.items()), after))
+            self.final = after
+
+    def drop_skips(self, start: int, registers: tuple[int, ...]) -> None:
+        """Forget the fast-forwarded stretches from step `start` on, where the run is now
+        again (with these registers): it will be recorded anew."""
+        while self.skips.items and self.skips.items[-1].start >= start:
+            self.skips.drop_last()
+        assert len(self) == start, "a recording is cut back only where a stretch began"
+        self.final = registers
 
     def add_write(self, step: int, address: int, size: int, value: int) -> None:
         self.mem_steps.append(step)
@@ -192,6 +260,13 @@ class Recording:
         self._event_steps.append(event.step)
         self._kind_steps.setdefault(event.KIND, array("I")).append(event.step)
 
+    def truncate_events(self, count: int) -> None:
+        """Keep the first `count` events only."""
+        for event in self.events[count:]:
+            self._kind_steps[event.KIND].pop()
+        del self.events[count:]
+        del self._event_steps[count:]
+
     def reindex(self) -> None:
         """Rebuild the lookup indexes (after loading the columns from a file)."""
         self._insn_index = {(i.eip, i.text): n for n, i in enumerate(self.instructions)}
@@ -203,9 +278,10 @@ class Recording:
     # ------------------------------------------------------------------ reading
     def record(self, step: int) -> StepRecord | None:
         """Step `step` expanded, or None if no instruction was traced for it."""
-        if step >= len(self.ids):
+        column = self.skips.column(step)
+        if column is None or column >= len(self.ids):
             return None
-        insn = self.instructions[self.ids[step]]
+        insn = self.instructions[self.ids[column]]
         before = self.registers_at(step)
         after = self.registers_at(step + 1)
         changes = {
@@ -219,33 +295,68 @@ class Recording:
         )
         index = bisect_left(self.holes, step)
         hole = index < len(self.holes) and self.holes[index] == step
-        cls = CLASSES[self.classes[step]]
-        return StepRecord(step, insn, cls, hole, self.cpls[step], changes, writes)
+        cls = CLASSES[self.classes[column]]
+        return StepRecord(step, insn, cls, hole, self.cpls[column], changes, writes)
+
+    def instruction_at(self, step: int) -> InsnInfo | None:
+        """The instruction traced at `step`, if it was traced."""
+        column = self.skips.column(step)
+        if column is None or column >= len(self.ids):
+            return None
+        return self.instructions[self.ids[column]]
+
+    def executed_events(self, vm: str) -> Iterator[InstructionExecuted]:
+        """The instruction columns as the events a run without a recording emits (in step
+        order; the translated sub-kind is not kept)."""
+        holes = set(self.holes)
+        columns = zip(self.ids, self.classes, self.cpls, strict=True)
+        for column, (insn_id, code, cpl) in enumerate(columns):
+            i, step = self.instructions[insn_id], self.skips.step(column)
+            cls, hole = CLASSES[code], step in holes
+            yield InstructionExecuted(vm, step, i.eip, i.text, cls, cpl, hole, i.sensitive)
 
     def registers_at(self, step: int) -> tuple[int, ...]:
-        """The real CPU's registers when step `step` began (0 ≤ step ≤ len)."""
+        """The real CPU's registers when step `step` began (0 ≤ step ≤ len); LookupError
+        inside a fast-forwarded stretch (only its first and last registers are known)."""
         if not 0 <= step <= len(self):
             raise IndexError(step)
         if step == len(self) and self.final:
             return self.final
-        if not self.keyframes:
-            return self.initial
-        start = step - step % KEYFRAME
-        cached, offset, values = self._last_registers
-        if not start <= cached <= step:  # walk from the keyframe, else from the last answer
-            cached, (offset, values) = start, self.keyframes[step // KEYFRAME]
-        walked = list(values)
-        for mask in self.reg_masks[cached:step]:
+        skip = self.skips.containing(step)
+        if skip is not None and step != skip.start:
+            raise LookupError(f"step {step:,} was fast-forwarded: its registers are not recorded")
+        column = skip.column if skip is not None else self.skips.column(step)
+        assert column is not None
+        # Walk the masks from the nearest full copy: a keyframe, or where a stretch ended.
+        start, offset, values = 0, 0, self.initial
+        if self.keyframes:
+            index = min(column // KEYFRAME, len(self.keyframes) - 1)
+            start, (offset, values) = index * KEYFRAME, self.keyframes[index]
+        base = self.skips.step(start)
+        skip = self.skips.before(step)
+        if skip is not None and skip.end >= base:
+            start, offset, values, base = skip.column, skip.offset, skip.after, skip.end
+        cached, cached_column, cached_offset, cached_values = self._last_registers
+        if base <= cached <= step:  # from the last answer, if it is nearer (same stretch)
+            start, offset, values = cached_column, cached_offset, cached_values
+        current = list(values)
+        for mask in self.reg_masks[start:column]:
             for i in range(len(REGISTERS)):
                 if mask >> i & 1:
-                    walked[i] = self.reg_values[offset]
+                    current[i] = self.reg_values[offset]
                     offset += 1
-        self._last_registers = (step, offset, tuple(walked))
-        return self._last_registers[2]
+        self._last_registers = (step, column, offset, tuple(current))
+        return self._last_registers[3]
 
     def class_counts(self, stop: int, start: int = 0) -> dict[str, int]:
-        """Instructions by class in steps [start, stop)."""
-        return {name: self.classes.count(code, start, stop) for name, code in CLASS_BY_NAME.items()}
+        """Instructions by class in steps [start, stop): the traced ones from the columns,
+        in C, and the fast-forwarded stretches wholly inside by their counts."""
+        begin, end = self.skips.column_from(start), self.skips.column_from(stop)
+        counts = {name: self.classes.count(c, begin, end) for name, c in CLASS_BY_NAME.items()}
+        for skip in self.skips.between(start, stop):
+            for name, count in skip.counts:
+                counts[name] = counts.get(name, 0) + count
+        return counts
 
     def tag(self, eip: int, before: int) -> tuple[InsnClass, bool] | None:
         """How the instruction at `eip` ran the last time before step `before`, if it ran."""
@@ -276,17 +387,34 @@ class Recording:
         """The first step > `after` at which something of `kind` had just happened (for an
         instruction kind, the step right after that instruction ran), in the recording."""
         if kind in CLASS_BY_NAME:
-            found = self.classes.find(CLASS_BY_NAME[kind], max(after, 0))
-            return found + 1 if 0 <= found < len(self) else None
+            found = self.classes.find(CLASS_BY_NAME[kind], self.skips.column_from(max(after, 0)))
+            return self.skips.step(found) + 1 if 0 <= found < len(self.reg_masks) else None
+        return self.next_event(kind, after)
+
+    def next_event(self, kind: str, after: int) -> int | None:
+        """`next_step` for a kind of event (or holes), never an instruction class: what a
+        fast-forwarded stretch records too."""
         steps, shift = self._steps_of(kind)
         index = bisect_right(steps, after - shift)
         return steps[index] + shift if index < len(steps) else None
 
+    def next_execution(self, eip: int, after: int) -> int | None:
+        """The first traced step > `after` that runs the instruction at `eip` (where the
+        guest is about to run it: a breakpoint's stop)."""
+        start = self.skips.column_from(after + 1)
+        found = []
+        for index, insn in enumerate(self.instructions):
+            if insn.eip == eip:
+                with suppress(ValueError):
+                    found.append(self.ids.index(index, start))
+        return self.skips.step(min(found)) if found else None
+
     def previous_step(self, kind: str, before: int) -> int | None:
         """The last step < `before` of the same kind (see `next_step`)."""
         if kind in CLASS_BY_NAME:
-            found = self.classes.rfind(CLASS_BY_NAME[kind], 0, max(before - 1, 0))
-            return found + 1 if found >= 0 else None
+            end = self.skips.column_from(max(before - 1, 0))
+            found = self.classes.rfind(CLASS_BY_NAME[kind], 0, end)
+            return self.skips.step(found) + 1 if found >= 0 else None
         steps, shift = self._steps_of(kind)
         index = bisect_left(steps, before - shift) - 1
         return steps[index] + shift if index >= 0 else None
@@ -304,82 +432,3 @@ class Recording:
         sized += len(self.classes) + len(self.cpls) + len(self.mem_sizes)
         sized += 4 * len(self.mem_addresses) + 8 * len(self.mem_values)
         return sized + sum(16 + len(i.raw) + len(i.text) for i in self.instructions)
-
-
-class Recorder:
-    """Records a VM's traced runs into a `Recording`.
-
-    It listens to the VM's events and adds two CPU hooks of its own while the VM runs: one
-    per instruction (the registers) and one per memory write. Register state is taken at the
-    *last* time the code hook fires for a step: a step can be announced, then preceded by
-    the monitor's work (a world switch, an interrupt delivery) before it really runs.
-    """
-
-    def __init__(self, vm: Vm) -> None:
-        self.vm = vm
-        self._registers = vm.machine.registers
-        self._state = self._registers.read()
-        self._at = vm.step  # the step whose registers `_state` holds
-        self.recording = Recording(
-            vm.image.name, vm.mode, vm.image.sha256, vm.machine.ram_size, initial=self._state
-        )
-        self._console = ""
-        vm.events.subscribe(self._on_event)
-
-    def run(self, count: int) -> ExitInfo:
-        """Run the VM traced for up to `count` instructions, recording them."""
-        uc = self.vm.machine.uc
-        hooks = (
-            uc.hook_add(UC_HOOK_CODE, self._on_code),
-            uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write),
-        )
-        try:
-            exit_info = self.vm.run(count, trace=True)
-        finally:
-            for hook in hooks:
-                uc.hook_del(hook)
-        self._advance(self.vm.step)
-        if exit_info.final:
-            self._flush_console()
-            self.recording.exit = exit_info
-        return exit_info
-
-    # ------------------------------------------------------------------ hooks
-    def _on_code(self, uc: Uc, address: int, size: int, _: object) -> None:
-        self._advance(self.vm.step - 1)
-
-    def _advance(self, step: int) -> None:
-        state = self._registers.read()
-        if step > self._at:
-            self.recording.add_registers(self._at, self._state, state)
-            for skipped in range(self._at + 1, step):  # a count that jumped: nothing to say
-                self.recording.add_registers(skipped, state, state)
-            self._at = step
-        self._state = state
-
-    def _on_write(
-        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
-    ) -> None:
-        self.recording.add_write(self._at, address, size, value)
-
-    def _on_event(self, event: Event) -> None:
-        recording = self.recording
-        if isinstance(event, InstructionExecuted):
-            insn = recording.instruction_id(event.eip, event.text)
-            if insn is None:
-                decoded = decode(self.vm.machine.read(event.eip, 15), event.eip)
-                raw = decoded.bytes if decoded else b""
-                insn = recording.add_instruction(event.eip, raw, event.text, event.sensitive)
-            recording.add_step(insn, event.cls, event.hole, event.cpl)
-        elif isinstance(event, ConsoleOutput):
-            self._console += event.text
-            while "\n" in self._console:
-                line, self._console = self._console.split("\n", 1)
-                recording.add_event(ConsoleOutput(event.vm, event.step, line + "\n"))
-        elif not (isinstance(event, VmStateChanged) and event.state in _TRANSIENT_STATES):
-            recording.add_event(event)
-
-    def _flush_console(self) -> None:
-        if self._console:
-            self.recording.add_event(ConsoleOutput(self.vm.name, self.vm.step, self._console))
-            self._console = ""

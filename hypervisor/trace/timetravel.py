@@ -18,17 +18,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from hypervisor.guest.image import GuestImage
 from hypervisor.machine.hostram import HostRam
 from hypervisor.trace.checkpoints import CheckpointStore
-from hypervisor.trace.recording import Recorder, Recording, StepRecord, registers_of
+from hypervisor.trace.recorder import Recorder, class_counts
+from hypervisor.trace.recording import Recording, StepRecord, registers_of
 from hypervisor.vmm.contract import DEFAULT_RAM
 from hypervisor.vmm.vm import Vm
 
-DEFAULT_LIMIT = 20_000_000  # the longest run a time machine records (as `vmlab run`)
+DEFAULT_LIMIT = 1_000_000_000  # the longest run a time machine records (fast-forwarding)
 EXTEND_CHUNK = 20_000  # how far a search for the next event records at a time
 SLACK = 64  # steps short of a seek's target a stride may end late (bt ends fragments whole)
+FAST_SLICE = 0.005  # seconds an untraced stride aims at: prompt to stop, cheap to call
+MIN_FAST = 4_096  # steps of the first untraced stride (then sized by the measured rate)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """Where a fast-forward stops: at `step`, or before, the next time the guest is about to
+    run an instruction at one of `breakpoints`, or right after the next event of `kind`."""
+
+    step: int | None = None  # None: the end of the run
+    breakpoints: frozenset[int] = frozenset()
+    kind: str | None = None
 
 
 class TimeMachine:
@@ -62,10 +76,12 @@ class TimeMachine:
         self.recording = recording
         self._cursor: Vm | None = None
         self._spare: Vm | None = None  # prepared one step behind the cursor (`prepare`)
+        self._marks: dict[int, tuple[int, str]] = {}  # the recorder's mark at each checkpoint
+        self._fast_rate = 0.0  # steps per second untraced strides last ran at
         self.position = 0
         self.vm = self._head or self._cursor_at(0)
         if not len(self.checkpoints):  # the initial state: going back never builds a VM
-            self.checkpoints.take(self.vm)
+            self._checkpoint(self.vm)
 
     # ------------------------------------------------------------------ where we can go
     @property
@@ -133,6 +149,15 @@ class TimeMachine:
     def previous_step(self, kind: str, before: int | None = None) -> int | None:
         return self.recording.previous_step(kind, self.position if before is None else before)
 
+    def class_counts(self) -> dict[str, int]:
+        """Instructions by class up to `position`: the recording's, or inside a
+        fast-forwarded stretch (which has counts only as a whole) the VM's own counters."""
+        step = self.position
+        skip = self.recording.skips.containing(step)
+        if skip is None or step == skip.start:
+            return self.recording.class_counts(step)
+        return class_counts(self.vm)
+
     def last_record(self) -> StepRecord | None:
         """The recorded instruction that brought the VM to `position` (None at step 0)."""
         return self.recording.record(self.position - 1) if self.position else None
@@ -166,6 +191,120 @@ class TimeMachine:
         recorder = self._recorder
         while recorder is not None and self.frontier < self.clamp(step):
             self._run(recorder.vm, self.clamp(step), recorder.run)
+
+    def fast_forward(
+        self,
+        goal: Goal,
+        seconds: float = float("inf"),
+        after: int | None = None,
+        trail: int = 0,
+    ) -> int | None:
+        """Record ahead untraced, at full speed, towards `goal` for at most about `seconds`
+        (the UI calls again to go on, showing the head in between); the recording gets a
+        fast-forwarded stretch (`skips.py`) and traces again from where this stops. Returns
+        the step where the goal was met (the frontier then), or None if not yet (or never:
+        see `exhausted`). Breakpoints and events count after step `after` (by default where
+        the head stands: the one it is at is not the next). The last `trail` steps before
+        the goal are recorded traced, so that the instructions that led there are classified
+        (for a goal met on the way, from the checkpoint before if that is later)."""
+        recorder = self._recorder
+        if recorder is None:
+            return None
+        head = recorder.vm
+        target = self.clamp(self.limit if goal.step is None else goal.step)
+        if target - trail > head.step:
+            met = self._fast_forward(goal, target - trail, seconds, after, trail)
+            if met is not None or head.step < target - trail:
+                return met  # met on the way, or not there yet
+        self.extend(target)
+        return self.frontier
+
+    def _fast_forward(
+        self, goal: Goal, target: int, seconds: float, after: int | None, trail: int
+    ) -> int | None:
+        """Untraced strides to `target`; the step where the goal was met, if it was."""
+        recorder = self._recorder
+        assert recorder is not None
+        head, store = recorder.vm, self.checkpoints
+        began, start = time.perf_counter(), head.step
+        if store.last_step < head.step and not _stopped(head):
+            self._checkpoint(head)  # so that a goal met inside this stretch is found again
+        after = head.step if after is None else after
+        try:
+            return self._strides(goal, target, began, seconds, after, trail)
+        finally:
+            self.recording.skips.merge_from(start)
+
+    def _strides(
+        self, goal: Goal, target: int, began: float, seconds: float, after: int, trail: int
+    ) -> int | None:
+        recorder = self._recorder
+        assert recorder is not None
+        head, store, start = recorder.vm, self.checkpoints, recorder.vm.step
+        while head.step < target and not _stopped(head):
+            recorder.hits.clear()
+            count = min(target - head.step, self._fast_stride(store, head.step))
+            stride_start, clock = head.step, time.perf_counter()
+            exact = head.step + count + SLACK >= target  # the last stride ends at the target
+            recorder.fast_forward(count, goal.breakpoints, exact=exact)
+            elapsed = time.perf_counter() - clock
+            self._fast_rate = (head.step - stride_start) / max(elapsed, 1e-6)
+            store.ran(stride_start, elapsed)
+            met = self._met(goal, after, recorder.hits)
+            if met is not None:
+                return self._rewind(met, start, trail) if met < head.step or trail else met
+            if store.due(head.step) and not _stopped(head):
+                self._checkpoint(head)
+            if time.perf_counter() - began >= seconds:
+                break
+        return None
+
+    def _met(self, goal: Goal, after: int, hits: list[int]) -> int | None:
+        """The first step after `after` where the last stride met the goal (an earlier
+        stride would have stopped)."""
+        found = [step for step in hits if step > after]
+        if goal.kind is not None:
+            event = self.recording.next_event(goal.kind, after)
+            if event is not None:
+                found.append(event)
+        return min(found) if found else None
+
+    def _rewind(self, step: int, start: int, trail: int) -> int:
+        """The head ran past `step` in an untraced stride: put it back there exactly (from
+        the checkpoint before, which this fast-forward took or passed), forgetting what it
+        recorded since the checkpoint, which it records again on the way. Returns the step
+        reached: the head's own if no checkpoint of it lies inside this fast-forward, from
+        step `start` (the store thinned them out)."""
+        recorder = self._recorder
+        assert recorder is not None
+        head = recorder.vm
+        usable = [
+            c
+            for c in (self.checkpoints.nearest(step - trail), self.checkpoints.nearest(step))
+            if c is not None and c.step in self._marks and c.step >= start
+        ]
+        if not usable:  # the store thinned out the checkpoints of this stretch
+            return head.step
+        checkpoint = usable[0]
+        self.checkpoints.restore(head, checkpoint)
+        recorder.rewind(self._marks[checkpoint.step])
+        if step - trail > head.step:
+            recorder.fast_forward(step - trail - head.step)
+        if step > head.step:
+            recorder.run(step - head.step)
+        return head.step
+
+    def _fast_stride(self, store: CheckpointStore, now: int) -> int:
+        """Steps for an untraced stride of about FAST_SLICE seconds (or to the next
+        checkpoint, where they are placed by steps)."""
+        if store.interval:
+            return store.stride(now, self.limit)
+        return max(MIN_FAST, round(self._fast_rate * FAST_SLICE))
+
+    def _checkpoint(self, vm: Vm) -> None:
+        self.checkpoints.take(vm)
+        if self._recorder is not None and vm is self._recorder.vm:
+            self._marks[vm.step] = self._recorder.mark()
 
     # ------------------------------------------------------------------ machinery
     def prepare(self, cancelled: Callable[[], bool] = lambda: False) -> None:
@@ -204,19 +343,29 @@ class TimeMachine:
                 self.checkpoints.restore(vm, checkpoint)
         moving = vm
         while moving.step < step and not _stopped(moving) and not cancelled():
-            if not self._run(moving, step, lambda n: _stride(moving, n, step)):
+            if not self._run(moving, step, lambda n: _stride(moving, n, step), untraced=True):
                 break
         return vm
 
-    def _run(self, vm: Vm, target: int, run: Callable[[int], object]) -> bool:
+    def _run(
+        self, vm: Vm, target: int, run: Callable[[int], object], untraced: bool = False
+    ) -> bool:
         """One stride of `vm` towards `target` with `run`, then a checkpoint if one is due.
-        False when the VM did not move."""
+        False when the VM did not move. An untraced stride is sized by the rate untraced
+        runs reach (a re-execution of millions of steps in strides of STRIDE would spend
+        more on the calls than on the guest)."""
         store = self.checkpoints
         began, start = vm.step, time.perf_counter()
-        run(store.stride(began, target))
-        store.ran(began, time.perf_counter() - start)
+        count = store.stride(began, target)
+        if untraced and not store.interval:
+            count = min(target - began, max(count, self._fast_stride(store, began)))
+        run(count)
+        elapsed = time.perf_counter() - start
+        store.ran(began, elapsed)
+        if untraced and vm.step > began:
+            self._fast_rate = (vm.step - began) / max(elapsed, 1e-6)
         if store.due(vm.step) and not _stopped(vm):
-            store.take(vm)
+            self._checkpoint(vm)
         return vm.step != began
 
     def _new_vm(self) -> Vm:

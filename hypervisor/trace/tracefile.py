@@ -15,9 +15,10 @@ Format 1 (all integers little-endian):
 The header holds the guest image itself (base64, with its SHA-256 and line map), the
 configuration (mode, RAM size, step limit), the exit, the registers at step 0 and after the
 last step, the instruction table, the non-instruction events ({"type": class name, fields}),
-the instructor's annotations by step and the recording's small indexes (register keyframes,
-per-address class history). A replay rebuilds the guest from the file, checks its hash, and
-re-executes: runs are deterministic, so the file needs no memory snapshot.
+the instructor's annotations by step, the fast-forwarded stretches and the recording's small
+indexes (register keyframes, per-address class history). A replay rebuilds the guest from the
+file, checks its hash, and re-executes: runs are deterministic, so the file needs no memory
+snapshot.
 
 Any file that is not a complete format-1 trace raises `TraceFileError` with a one-line
 message (never another exception): the header is checked against its declared schema
@@ -45,6 +46,7 @@ from hypervisor.guest.nasm import SourceLine
 from hypervisor.text import visible
 from hypervisor.trace.recording import REGISTERS, InsnInfo, Recording
 from hypervisor.trace.schema import SchemaError
+from hypervisor.trace.skips import Skip, Skips
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.traceschema import (
     MAX_COLUMNS,
@@ -108,6 +110,10 @@ def save(path: str | Path, trace: Trace) -> None:
         "instructions": [[i.eip, i.raw.hex(), i.text, i.sensitive] for i in recording.instructions],
         "events": [{"type": type(e).__name__, **dataclasses.asdict(e)} for e in recording.events],
         "history": [[eip, list(s), list(c)] for eip, (s, c) in recording.history.items()],
+        "skips": [
+            [k.start, k.end, k.column, k.offset, [list(c) for c in k.counts], list(k.after)]
+            for k in recording.skips.items
+        ],
         "annotations": {str(step): text for step, text in sorted(recording.annotations.items())},
         "columns": [
             [name, _typecode(c), len(c)] for name, c in zip(_COLUMNS, columns, strict=True)
@@ -199,6 +205,15 @@ def _decode(body: _Inflater) -> Trace:
     config = header["config"]
     recording = Recording(guest["name"], config["mode"], guest["sha256"], config["ram_size"])
     _read_columns(body, header["columns"], recording)
+    try:
+        recording.skips = Skips(
+            [
+                Skip(a, b, c, o, tuple(map(tuple, n)), tuple(r))
+                for a, b, c, o, n, r in header.get("skips", [])
+            ]
+        )
+    except ValueError as err:
+        raise SchemaError(f"header.skips: {err}") from None
     recording.initial = tuple(header["initial"])
     recording.final = tuple(header["final"])
     recording.keyframes = [(o, tuple(s)) for o, s in header["keyframes"]]

@@ -46,6 +46,7 @@ U32 = Int(0, 0xFFFFFFFF)
 ANY_INT = Int(-(1 << 63), (1 << 64) - 1)
 STEP = Int(0, MAX_STEPS)
 REGISTER_ROW = List(U32, len(REGISTERS), exactly=len(REGISTERS))
+_COUNTS = List(Row((OneOf(frozenset(c.value for c in InsnClass)), STEP)), len(InsnClass))
 
 # Event fields by their annotation: a new event type with a field of another type must say
 # here how it is checked (the import fails until it does).
@@ -131,7 +132,13 @@ HEADER = Obj(
         "history": List(Row((U32, List(STEP, MAX_STEPS), List(Int(0, 0xFF), MAX_STEPS))), MAX_ROWS),
         "annotations": Table(STEP, Str(NOTE), 100_000),
         "columns": List(Row((Str(20), Str(1), Int(0, MAX_COLUMNS))), 20),
-    }
+        # fast-forwarded stretches: start, end, column, register offset, counts, registers
+        "skips": List(
+            Row((STEP, STEP, STEP, Int(0, MAX_COLUMNS), _COUNTS, REGISTER_ROW)),
+            MAX_ROWS,
+        ),
+    },
+    optional=frozenset({"skips"}),  # written since fast-forward; older files have none
 )
 
 
@@ -148,7 +155,9 @@ def check_header(header: Any) -> None:
         raise SchemaError("header.config.ram_size: too small for the guest image")
     if len(header["final"]) not in (0, len(REGISTERS)):
         raise SchemaError("header.final: not a full set of registers")
-    if len(header["keyframes"]) != -(-steps // KEYFRAME):
+    skips = header.get("skips", [])
+    traced = steps - sum(end - start for start, end, *_ in skips)
+    if traced < 0 or len(header["keyframes"]) != -(-traced // KEYFRAME):
         raise SchemaError("header.keyframes: not one every 4096 steps")
     for index, (_, steps_at, codes) in enumerate(header["history"]):
         if len(steps_at) != len(codes) or not steps_at:
@@ -173,7 +182,7 @@ def check_columns(recording: Recording, steps: int) -> None:
     """The columns, as read, against each other and against the header's tables (so that no
     index into them can fail later)."""
     r = recording
-    if len(r.reg_masks) != steps:
+    if len(r) != steps:
         raise SchemaError("the register column disagrees with the step count")
     if not len(r.ids) == len(r.classes) == len(r.cpls) <= steps:
         raise SchemaError("the instruction columns disagree in length")

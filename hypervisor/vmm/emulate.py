@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hypervisor.isa import Instruction
-from hypervisor.machine.cpu import CR0_PE, CR0_PG, EFLAGS_NT, EFLAGS_VM, CpuState
+from hypervisor.machine.cpu import CR0_PE, CR0_PG, CR0_WP, EFLAGS_NT, EFLAGS_VM, CpuState
 from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
 from hypervisor.machine.interrupts import VEC_GP, VEC_NP
 from hypervisor.vmm.operands import effective_address, read_register, write_register
@@ -28,8 +28,11 @@ from hypervisor.vmm.vcpu import KNOWN_MSRS, VirtualCpu
 
 if TYPE_CHECKING:
     from hypervisor.machine.machine import Machine
+    from hypervisor.machine.paging import LinearMemory
+    from hypervisor.vmm.mmu.shadow import ShadowMmu
 
 CR0_TS = 1 << 3
+_CR4_PAGING = 0xB0  # PSE, PAE, PGE: a change drops every shadow
 ZF = 1 << 6
 
 
@@ -57,10 +60,21 @@ class Emulation:
     flags: int | None = None  # new real EFLAGS, for emulations that set ZF (LAR, VERR…)
     dry_run: bool = False  # compute the answer only: operand writes go to `written`
     written: int | None = None
+    mmu: ShadowMmu | None = None  # the monitor's shadow paging (None: PG is unsupported)
+    guest: LinearMemory | None = None  # linear memory through the guest's own page tables
 
     # -- memory and operands ------------------------------------------------
     def read(self, address: int, size: int) -> bytes:
+        """Guest memory at a linear address (a PageFault where the guest's tables say so)."""
+        if self.guest is not None:
+            return self.guest.read(address, size, user=self.vcpu.cpl == 3)
         return self.machine.read(address, size)
+
+    def write(self, address: int, data: bytes) -> None:
+        if self.guest is not None:
+            self.guest.write(address, data, user=self.vcpu.cpl == 3)
+        else:
+            self.machine.write(address, data)
 
     def operand_value(self, index: int) -> int:
         op = self.insn.operands[index]
@@ -80,7 +94,7 @@ class Emulation:
             write_register(self.state, op.reg or "", value)
         else:
             size = min(op.size, 4)
-            self.machine.write(
+            self.write(
                 effective_address(op, self.state),
                 (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"),
             )
@@ -167,7 +181,7 @@ def _ltr(e: Emulation) -> None:
         raise Reflect(VEC_NP, selector & ~3, "LTR of a TSS that is not present")
     # Like the CPU: mark the TSS busy in the guest's own GDT.
     address = e.vcpu.gdtr[0] + (selector & ~7) + 5
-    e.machine.write(address, bytes([e.read(address, 1)[0] | 0x02]))
+    e.write(address, bytes([e.read(address, 1)[0] | 0x02]))
     e.vcpu.tr = selector
     e.vcpu.tss = (descriptor.base, descriptor.limit)
 
@@ -207,8 +221,9 @@ def _mov_special(e: Emulation) -> None:
 
 def _write_cr(e: Emulation, n: int, value: int) -> None:
     vcpu = e.vcpu
+    before = (vcpu.cr0 & (CR0_PG | CR0_WP), vcpu.cr4 & _CR4_PAGING)
     if n == 0:
-        if value & CR0_PG:
+        if value & CR0_PG and e.mmu is None:
             raise Unsupported("paging (CR0.PG) is not modelled under this monitor yet")
         if not value & CR0_PE:
             raise Unsupported("leaving protected mode (CR0.PE = 0) is not modelled")
@@ -221,6 +236,12 @@ def _write_cr(e: Emulation, n: int, value: int) -> None:
         vcpu.cr4 = value
     else:
         raise Reflect(6, 0, f"there is no CR{n}")
+    if e.mmu is None:
+        return
+    if before != (vcpu.cr0 & (CR0_PG | CR0_WP), vcpu.cr4 & _CR4_PAGING):
+        e.mmu.flush(e.machine, bool(vcpu.cr0 & CR0_PG), vcpu.cr3)  # every shadow goes
+    elif n == 3 and e.mmu.active:
+        e.mmu.switch(e.machine, vcpu.cr3)  # the cached shadow of that address space
 
 
 @emulates("lmsw")
@@ -253,7 +274,9 @@ def _wrmsr(e: Emulation) -> None:
 
 @emulates("invlpg", "wbinvd", "invd")
 def _cache_control(e: Emulation) -> None:
-    """Nothing to do: no caches or TLB are modelled while paging is off."""
+    """No caches are modelled; INVLPG drops the page's shadow entry (the monitor's TLB)."""
+    if e.insn.mnemonic == "invlpg" and e.mmu is not None and e.mmu.active:
+        e.mmu.invalidate(e.machine, effective_address(e.insn.operands[0], e.state))
 
 
 @emulates("pop")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
@@ -27,6 +26,7 @@ from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.interrupts import Source
 from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
+from hypervisor.vmm.guestcpu import GuestCpu
 
 if TYPE_CHECKING:
     from hypervisor.vmm.bt.introspect import CacheIntrospection
@@ -37,10 +37,10 @@ _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
 _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43, 0x61, 0x71})  # reads that see the clock
 
 
-@dataclass(frozen=True, slots=True)
-class Traced:
+class Traced(NamedTuple):
     """The traced instruction now running: classified and emitted when the next one starts
-    (or forgotten, when it faults without retiring)."""
+    (or forgotten, when it faults without retiring). A named tuple, not a frozen dataclass:
+    one is made per traced instruction, and a frozen dataclass costs three times as much."""
 
     step: int
     eip: int
@@ -62,7 +62,7 @@ class Executor(ABC):
         "_pending_trapped",
         "_pending_hypercall",
     )
-    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("vm", "machine", "_memory_operands")
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("vm", "machine", "_memory_operands", "_texts")
     monitored = True  # False on bare metal: nothing intercepts the guest
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
@@ -104,6 +104,15 @@ class Executor(ABC):
         """The guest's view of its registers (what it would see on bare metal): on bare
         metal, the real ones."""
         return self.machine.state()
+
+    @abstractmethod
+    def guest_cpu(self) -> GuestCpu:
+        """The guest-visible CPU between two runs, the same value in every mode."""
+
+    @abstractmethod
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """Continue from `cpu` (taken in any mode), the guest's RAM and devices already in
+        place; raises ResumeRefused when this mode cannot run that state."""
 
     @abstractmethod
     def guest_interrupts_enabled(self) -> bool: ...
@@ -295,7 +304,7 @@ class Executor(ABC):
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
         loads on a host, so the answers are kept, by address and bytes.)"""
         eip = self.machine.uc.reg_read(_EIP)
-        key = (eip, self.machine.read(eip, 15))
+        key = (eip, self.machine.code(eip, 15))
         answer = self._memory_operands.get(key)
         if answer is None:
             insn = decode(key[1], eip)
@@ -325,7 +334,7 @@ class Executor(ABC):
         for the event it causes (decoded once per address and bytes: I/O instructions run
         again and again)."""
         eip = self.guest_eip_running() if eip is None else eip
-        key = (eip, self.machine.read(eip, 15))
+        key = (eip, self.machine.code(eip, 15))
         text = self._texts.get(key)
         if text is None:
             insn = decode(key[1], eip)
@@ -342,11 +351,16 @@ class Executor(ABC):
         self.machine.set_tracer(self._trace if on else None)
 
     def _trace(self, eip: int, size: int) -> None:
-        self._finish_traced()
+        step = self.vm.step - 1
+        watch = self.vm.events.watch
+        if watch is not None:
+            watch(step)
+        if self._pending is not None:
+            self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        insn = decode(self.machine.read(eip, 15), eip)
+        insn = decode(self.machine.code(eip, 15), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = Traced(self.vm.step - 1, eip, insn, self.guest_cpl(), probe)
+        self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False
         self._pending_hypercall = False
 
@@ -374,23 +388,35 @@ class Executor(ABC):
         else:
             cls = InsnClass.DIRECT
             hole = pending.probe is not None and pending.probe()
-        if cls not in (InsnClass.TRAPPED, InsnClass.HYPERCALL):  # counted when handled
-            stats.by_class[cls.value] += 1
+        if cls is not InsnClass.TRAPPED and cls is not InsnClass.HYPERCALL:  # counted already
+            stats.by_class[cls] += 1  # (a StrEnum: the same key as its value)
         if hole and insn:
             stats.holes[trap_name(insn)] += 1
+        sink = self.vm.events.instructions
+        if sink is not None:  # a recording: straight in, with no call more (the hot path)
+            sink(step, pending.eip, insn, cls, pending.cpl, hole)
+        else:
+            self.executed(step, pending.eip, insn, cls, pending.cpl, hole, pending.subkind)
+
+    def executed(
+        self,
+        step: int,
+        eip: int,
+        insn: Instruction | None,
+        cls: InsnClass,
+        cpl: int,
+        hole: bool = False,
+        subkind: str = "",
+    ) -> None:
+        """A traced instruction retired: to the event log's instruction sink if it has one
+        (a recording's columns), else as an event."""
+        sink = self.vm.events.instructions
+        if sink is not None:
+            sink(step, eip, insn, cls, cpl, hole)
+            return
         text, sensitive = (insn.text, insn.is_sensitive) if insn else ("(bad)", False)
         self.vm.emit(
-            InstructionExecuted(
-                self.vm.name,
-                step,
-                pending.eip,
-                text,
-                cls,
-                pending.cpl,
-                hole,
-                sensitive,
-                pending.subkind,
-            )
+            InstructionExecuted(self.vm.name, step, eip, text, cls, cpl, hole, sensitive, subkind)
         )
 
     def note_trap(self, name: str) -> None:

@@ -35,9 +35,15 @@ def probe(monitor: TrapAndEmulate, insn: Instruction) -> Probe | None:
     return maker(monitor, insn) if maker else None
 
 
+def _guest_bytes(monitor: TrapAndEmulate, address: int, size: int) -> bytes:
+    """What the guest reads at linear `address` (through its own page tables; all ones
+    where they map nothing, as nothing the probe judges can be there)."""
+    return monitor.guest_memory.peek(address, size).ljust(size, b"\xff")
+
+
 def _dword_at_esp(monitor: TrapAndEmulate) -> int:
     esp = monitor.machine.uc.reg_read(_ESP)
-    return struct.unpack("<I", monitor.machine.read(esp, 4))[0]
+    return struct.unpack("<I", _guest_bytes(monitor, esp, 4))[0]
 
 
 def _pushf(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
@@ -83,7 +89,7 @@ def _selector_read(monitor: TrapAndEmulate, insn: Instruction) -> Probe | None:
                 value = read_register(monitor.machine.state(), dest.reg or "")
             else:
                 address = effective_address(dest, monitor.machine.state())
-                value = int.from_bytes(monitor.machine.read(address, 2), "little")
+                value = int.from_bytes(_guest_bytes(monitor, address, 2), "little")
         return (value & 3) != vcpu.cpl
 
     return judge
@@ -94,7 +100,7 @@ def _far_call(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
 
     def judge() -> bool:  # the pushed CS carries the real RPL
         esp = monitor.machine.uc.reg_read(_ESP)
-        cs = struct.unpack("<I", monitor.machine.read(esp + 4, 4))[0] & 0xFFFF
+        cs = struct.unpack("<I", _guest_bytes(monitor, esp + 4, 4))[0] & 0xFFFF
         return (cs & 3) != vcpu.cpl
 
     return judge
@@ -111,7 +117,7 @@ def _table_register(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
             return 0
         if dest.kind == "reg":
             return read_register(state, dest.reg or "")
-        raw = monitor.machine.read(effective_address(dest, state), size)
+        raw = _guest_bytes(monitor, effective_address(dest, state), size)
         return int.from_bytes(raw, "little")
 
     def judge() -> bool:

@@ -99,8 +99,13 @@ class Host:
         budget: int = UNLIMITED,
     ) -> HostedVm:
         """A new VM with RAM from the host (OutOfHostMemory when no slice that big is free)."""
-        name = self._unique(name or image.name)
+        name = self.unique(name or image.name)
         vm = Vm(image, mode, name=name, ram_size=ram_size, host=self.ram, events=self.events)
+        return self.add(vm, budget)
+
+    def add(self, vm: Vm, budget: int = UNLIMITED) -> HostedVm:
+        """Take in a VM built on this host's RAM and events (`create`, or a VM resumed from
+        a suspended one) under a name `unique` gave it."""
         if self.watch_reads:
             vm.machine.watch_monitor_reads()
         isolation = IsolationState.of(vm)
@@ -144,7 +149,8 @@ class Host:
         except KeyError:
             raise LifecycleError(f"no VM named {name!r} on this host") from None
 
-    def _unique(self, name: str) -> str:
+    def unique(self, name: str) -> str:
+        """`name`, or `name-2`, `name-3`… if a VM of this host has it already."""
         candidate, n = name, 1
         while candidate in self.vms:
             n += 1

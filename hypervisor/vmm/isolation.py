@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hypervisor.events import Event, IsolationViolation
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
+from hypervisor.machine.machine import MONITOR_BASE
 from hypervisor.platform.board import PortRange
 
 UNANSWERED_KINDS = ("open_bus_read", "open_bus_write")  # memory nothing answered
@@ -27,20 +28,25 @@ if TYPE_CHECKING:
     from hypervisor.vmm.vm import Vm
 
 
-def descriptors_outside_ram(gdt: bytes, vcpu: VirtualCpu, ram_size: int) -> list[tuple[int, str]]:
+def descriptors_outside_ram(
+    gdt: bytes, vcpu: VirtualCpu, ram_size: int, paging: bool = False
+) -> list[tuple[int, str]]:
     """Descriptor tricks: tables, or segments of the guest's GDT, based outside its RAM.
 
     The monitor never follows them anywhere harmful (it reads guest tables through the same
     open-bus view the guest has), but a hostile kernel uses them to aim at the monitor's
-    window or at memory it does not own, so each is reported as (address, what).
+    window or at memory it does not own, so each is reported as (address, what). With the
+    guest's paging on, bases are linear (its page tables say where they lead, page by page):
+    only a table reaching into the monitor's window is a trick then.
     """
+    bound, where = (MONITOR_BASE, "the monitor's window") if paging else (ram_size, "RAM")
     found = []
     for name, (base, limit) in (("GDT", vcpu.gdtr), ("IDT", vcpu.idtr)):
-        if base + limit >= ram_size:
-            found.append((base, f"{name} at {base:#010x} (limit {limit:#x}) reaches past RAM"))
+        if base + limit >= bound:
+            found.append((base, f"{name} at {base:#010x} (limit {limit:#x}) reaches past {where}"))
     for offset in range(DESCRIPTOR_SIZE, len(gdt) - DESCRIPTOR_SIZE + 1, DESCRIPTOR_SIZE):
         descriptor = SegmentDescriptor.unpack(gdt[offset : offset + DESCRIPTOR_SIZE])
-        if descriptor.present and descriptor.is_code_or_data and descriptor.base >= ram_size:
+        if descriptor.present and descriptor.is_code_or_data and descriptor.base >= bound:
             found.append(
                 (
                     descriptor.base,

@@ -2,17 +2,25 @@
 
 Nothing intercepts the guest here. The only Python on the path is what the physical machine
 itself must do because unicorn leaves it out: deliver interrupts and exceptions through the
-guest's own IDT (fact 2), apply the IOPL rule to port I/O (fact 4), and sleep on HLT.
+guest's own IDT (fact 2) and its page tables, give a page fault the error code unicorn does
+not report, apply the IOPL rule to port I/O (fact 4), and sleep on HLT.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
+from dataclasses import replace
+
+from unicorn import UcError
+from unicorn.x86_const import UC_X86_REG_CR2 as _CR2
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import InterruptDelivered
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState, SystemState
-from hypervisor.machine.interrupts import Source, Tables, TripleFault, deliver_escalating
+from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
+from hypervisor.machine.hostram import PAGE
+from hypervisor.machine.interrupts import VEC_PF, Source, Tables, TripleFault, deliver_escalating
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
 from hypervisor.vmm.contract import (
     KERNEL_CS,
@@ -24,6 +32,9 @@ from hypervisor.vmm.contract import (
     Mode,
 )
 from hypervisor.vmm.executors import Executor
+from hypervisor.vmm.guestcpu import DEBUG_REGS, FpuState, GuestCpu, ResumeRefused
+from hypervisor.vmm.pagefault import page_fault_code
+from hypervisor.vmm.vcpu import KNOWN_MSRS
 
 
 class BareMetal(Executor):
@@ -49,6 +60,71 @@ class BareMetal(Executor):
     def guest_cpl(self) -> int:
         return self.machine.cpl
 
+    # ------------------------------------------------------------------ guest-visible CPU
+    def guest_cpu(self) -> GuestCpu:
+        machine, uc = self.machine, self.machine.uc
+        system = machine.system_state()
+        tr = system.tr
+        return GuestCpu(
+            registers=GuestCpu.registers_of(machine.state()),
+            cpl=machine.cpl,
+            cr0=system.cr0,
+            cr2=uc.reg_read(_CR2),
+            cr3=system.cr3,
+            cr4=system.cr4,
+            gdtr=system.gdtr,
+            idtr=system.idtr,
+            ldtr=system.ldtr[0],
+            tr=tr[0],
+            tss=(tr[1], tr[2]) if tr[0] & ~3 else None,
+            dr=tuple(uc.reg_read(reg) for reg in DEBUG_REGS),
+            msr=tuple((i, v) for i in _MODELLED_MSRS if (v := uc.msr_read(i))),  # type: ignore[attr-defined]
+            interrupt_shadow=self.interrupt_shadow(),
+            halted=self.waiting_for_interrupt,
+            fpu=FpuState.read(uc),
+        )
+
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """The registers are the real ones here; an outer ring is entered by a real IRETD."""
+        machine, uc = self.machine, self.machine.uc
+        tss = cpu.tss or (0, 0)
+        system = SystemState(
+            cr0=cpu.cr0,
+            cr3=cpu.cr3,
+            cr4=cpu.cr4,
+            gdtr=cpu.gdtr,
+            idtr=cpu.idtr,
+            ldtr=self._table_register(cpu.ldtr, cpu.gdtr, None),
+            tr=self._table_register(cpu.tr, cpu.gdtr, tss),
+        )
+        try:
+            if cpu.cpl == 0:
+                machine.enter(cpu.state(), 0, system)
+            else:
+                machine.enter_outer(cpu.state(), cpu.cpl, system, _scratch_page(cpu.gdtr))
+        except EntryError as err:
+            raise ResumeRefused(f"the guest's CPU cannot be entered on bare metal: {err}") from err
+        uc.reg_write(_CR2, cpu.cr2)
+        for reg, value in zip(DEBUG_REGS, cpu.dr, strict=True):
+            uc.reg_write(reg, value)
+        for index, value in cpu.msr:
+            with suppress(UcError):  # an MSR this CPU model lacks: as if never written
+                uc.msr_write(index, value)  # type: ignore[attr-defined]
+        cpu.fpu.write(uc)
+        self.waiting_for_interrupt = cpu.halted
+
+    def _table_register(
+        self, selector: int, gdtr: tuple[int, int], known: tuple[int, int] | None
+    ) -> tuple[int, int, int, int]:
+        """LDTR or TR as unicorn holds it (selector, base, limit, access << 8), from the
+        descriptor the selector names in the guest's GDT (base and limit as loaded, if known)."""
+        if not selector & ~3:
+            return (0, 0, 0, 0)
+        raw = self.machine.read(gdtr[0] + (selector & ~7), DESCRIPTOR_SIZE)
+        descriptor = SegmentDescriptor.unpack(raw)
+        base, limit = known if known else (descriptor.base, descriptor.limit)
+        return (selector, base, limit, descriptor.access << 8)
+
     def guest_interrupts_enabled(self) -> bool:
         return bool(self.machine.uc.reg_read(_EFLAGS) & EFLAGS_IF)
 
@@ -58,7 +134,7 @@ class BareMetal(Executor):
     def interrupt_shadow(self) -> bool:
         # STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
         eip = self.machine.uc.reg_read(_EIP)
-        return self.machine.read(eip - 1, 1) == b"\xfb"
+        return self.machine.code(eip - 1, 1) == b"\xfb"
 
     def before_slice(self, count: int) -> int:
         blocked = self.vm.pic.pending_vector() is not None and not self.guest_interrupts_enabled()
@@ -68,7 +144,12 @@ class BareMetal(Executor):
     def handle(self, exit_: Exit) -> None:
         kind = exit_.kind
         if kind is ExitKind.EXCEPTION:
-            self.deliver(exit_.vector or 0, "software" if exit_.is_trap else "exception")
+            vector = exit_.vector or 0
+            code = 0
+            if vector == VEC_PF and not exit_.is_trap:
+                m = self.machine
+                code = page_fault_code(m.linear_fixed(), m.state(), m.cpl, m.system_state().cr2)
+            self.deliver(vector, "software" if exit_.is_trap else "exception", code)
         elif kind is ExitKind.HALT:
             if self.guest_interrupts_enabled():
                 self.wait_for_interrupt()
@@ -90,8 +171,10 @@ class BareMetal(Executor):
         )
         try:
             done, vector = deliver_escalating(
-                machine.read, machine.write, state, machine.cpl, tables, vector, source, error_code
+                machine.linear_fixed(), state, machine.cpl, tables, vector, source, error_code
             )
+            if done.cr2 is not None:
+                system = replace(system, cr2=done.cr2)
             machine.enter(done.state, done.cpl, system)
         except (TripleFault, EntryError) as err:
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=str(err)))
@@ -101,3 +184,11 @@ class BareMetal(Executor):
                 self.vm.name, self.vm.step, vector, source, state.eip, done.state.eip, irq
             )
         )
+
+
+_MODELLED_MSRS = tuple(i for i in KNOWN_MSRS if i != 0x10)  # the TSC is the host's clock
+
+
+def _scratch_page(gdtr: tuple[int, int]) -> int:
+    """A RAM page clear of the GDT, which the IRETD that enters an outer ring reads."""
+    return 0 if gdtr[0] >= PAGE else ((gdtr[0] + gdtr[1]) | (PAGE - 1)) + 1

@@ -21,17 +21,19 @@ from unicorn.x86_const import UC_X86_REG_TR as _TR
 
 from hypervisor.events import InterruptDelivered, Trap
 from hypervisor.isa import Category, Instruction, decode
-from hypervisor.machine.cpu import CR0_ET, CR0_PE, EFLAGS_IF, EFLAGS_IOPL, CpuState
+from hypervisor.machine.cpu import CR0_ET, CR0_PE, CR0_PG, EFLAGS_IF, EFLAGS_IOPL, CpuState
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import (
     VEC_GP,
     VEC_NP,
+    VEC_PF,
     Source,
     Tables,
     TripleFault,
     deliver_escalating,
 )
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
+from hypervisor.machine.paging import LinearMemory, PageFault, PagingRegisters
 from hypervisor.vmm import holes
 from hypervisor.vmm.contract import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import (
@@ -42,7 +44,10 @@ from hypervisor.vmm.emulate import (
     trapped_emulator,
 )
 from hypervisor.vmm.executors import Executor, trap_name
+from hypervisor.vmm.guestcpu import FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.isolation import descriptors_outside_ram
+from hypervisor.vmm.mmu.faults import page_fault
+from hypervisor.vmm.mmu.shadow import POOL_PAGES, ShadowMmu
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
     MONITOR_CODE1,
@@ -62,6 +67,7 @@ SHADOW_GDT_OFFSET = 0x0
 MONITOR_IDT_OFFSET = SHADOW_GDT_SIZE  # the real IDT: SIDT in the guest shows its address
 MONITOR_TSS_OFFSET = MONITOR_IDT_OFFSET + 0x800
 SCRATCH_OFFSET = MONITOR_IDT_OFFSET + PAGE  # executable: IRETD used to build CPL templates
+SHADOW_POOL_OFFSET = 0x20000  # shadow page tables (after bt's vCPU area and door)
 MONITOR_CR0 = CR0_PE | CR0_ET | (1 << 5) | (1 << 16)  # + NE, WP: visible through SMSW
 REAL_CPL = {0: 1, 3: 3}  # ring compression: guest ring -> real ring
 
@@ -75,8 +81,10 @@ def real_eflags(virtual: int) -> int:
 
 class TrapAndEmulate(Executor):
     mode = Mode.TRAP
+    shadow_paging = True  # the guest may turn paging on (shadow page tables)
     CHECKPOINTED: ClassVar[tuple[str, ...]] = (
         "vcpu",
+        "mmu",
         "shadow",
         "_user_view",
         "_tables_checked",
@@ -87,6 +95,10 @@ class TrapAndEmulate(Executor):
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
+        self.mmu: ShadowMmu | None = None
+        if self.shadow_paging:
+            pool = m.map_monitor(SHADOW_POOL_OFFSET, POOL_PAGES * PAGE)
+            self.mmu = ShadowMmu(pool, m.ram_size)
         self.shadow = ShadowGdt()
         self._user_view: bool | None = None
         self._tables_checked: tuple[tuple[int, int], tuple[int, int]] | None = None
@@ -154,6 +166,61 @@ class TrapAndEmulate(Executor):
         state.eflags = self.vcpu.virtual_eflags(state.eflags)
         return state
 
+    # ------------------------------------------------------------------ guest-visible CPU
+    def guest_cpu(self) -> GuestCpu:
+        v = self.vcpu
+        return GuestCpu(
+            registers=GuestCpu.registers_of(self.virtual_state()),
+            cpl=v.cpl,
+            cr0=v.cr0,
+            cr2=v.cr2,
+            cr3=v.cr3,
+            cr4=v.cr4,
+            gdtr=v.gdtr,
+            idtr=v.idtr,
+            ldtr=v.ldtr,
+            tr=v.tr,
+            tss=v.tss,
+            dr=tuple(v.dr),
+            msr=tuple(sorted(v.msr.items())),
+            interrupt_shadow=v.interrupt_shadow,
+            halted=self.waiting_for_interrupt,
+            fpu=FpuState.read(self.machine.uc),
+        )
+
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """The virtual CPU takes what the real one cannot hold; the rest is entered, ring
+        compressed. The shadow GDT is rebuilt from the guest's GDT on that entry."""
+        if cpu.cpl not in REAL_CPL:
+            raise ResumeRefused(
+                f"the guest runs in ring {cpu.cpl}: {self.mode} runs guest rings 0 and 3 only "
+                "(ring compression puts the kernel in ring 1)"
+            )
+        state = cpu.state()
+        self.vcpu = VirtualCpu(
+            cpl=cpu.cpl,
+            cr0=cpu.cr0,
+            cr2=cpu.cr2,
+            cr3=cpu.cr3,
+            cr4=cpu.cr4,
+            gdtr=cpu.gdtr,
+            idtr=cpu.idtr,
+            ldtr=cpu.ldtr,
+            tr=cpu.tr,
+            tss=cpu.tss,
+            dr=list(cpu.dr),
+            msr=dict(cpu.msr),
+            interrupt_shadow=cpu.interrupt_shadow,
+        )
+        self.vcpu.load_eflags(state.eflags)
+        self.waiting_for_interrupt = cpu.halted
+        try:
+            self.enter(state)
+        except EntryError as err:
+            why = f"the guest's CPU cannot be entered under {self.mode}: {err}"
+            raise ResumeRefused(why) from err
+        cpu.fpu.write(self.machine.uc)
+
     def enter(self, virtual: CpuState) -> None:
         """World switch into the guest: its virtual state, compressed onto the real rings."""
         real = virtual.copy()
@@ -163,10 +230,24 @@ class TrapAndEmulate(Executor):
         real.eflags = real_eflags(virtual.eflags)
         self._sync_shadow()
         self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
+        if self.mmu is not None and self.mmu.active:
+            self.machine.load_paging(self.mmu.real_registers(MONITOR_CR0))
+
+    @property
+    def guest_memory(self) -> LinearMemory:
+        """Guest memory at linear addresses through the guest's own (virtual) paging (its
+        registers as they are now: the monitor asks again after a MOV CR)."""
+        registers = self.guest_paging()
+        return LinearMemory(self.machine.read, self.machine.write, lambda: registers)
+
+    def guest_paging(self) -> PagingRegisters:
+        vcpu = self.vcpu
+        cr0 = vcpu.cr0 if self.mmu is not None else vcpu.cr0 & ~CR0_PG
+        return PagingRegisters(cr0, vcpu.cr3, vcpu.cr4)
 
     def _sync_shadow(self, force: bool = False) -> None:
         base, limit = self.vcpu.gdtr
-        changed = self.shadow.update(self.machine.read(base, min(limit + 1, 0x10000)))
+        changed = self.shadow.update(self.guest_memory.peek(base, min(limit + 1, 0x10000)))
         user_view = self.vcpu.cpl == 3
         if changed or force or user_view != self._user_view:
             self.machine.write_monitor(self.shadow_gdt, self.shadow.image(user_view))
@@ -177,7 +258,10 @@ class TrapAndEmulate(Executor):
     def _report_descriptor_tricks(self) -> None:
         """Each table or segment the guest newly points outside its RAM, once."""
         self._tables_checked = (self.vcpu.gdtr, self.vcpu.idtr)
-        found = descriptors_outside_ram(self.shadow.guest_bytes, self.vcpu, self.machine.ram_size)
+        paging = self.mmu is not None and self.mmu.active
+        found = descriptors_outside_ram(
+            self.shadow.guest_bytes, self.vcpu, self.machine.ram_size, paging
+        )
         for address, detail in found:
             if (address, detail) not in self._descriptor_tricks:
                 self._descriptor_tricks.add((address, detail))
@@ -194,6 +278,8 @@ class TrapAndEmulate(Executor):
                 self._reflect_software(vector)
             elif vector in _FAULTS_TO_EMULATE and self.vcpu.cpl == 0:
                 self._emulate(vector)
+            elif vector == VEC_PF and self.mmu is not None and self.mmu.active:
+                page_fault(self, self.mmu)
             else:
                 self.deliver(vector, "exception", 0)
         elif kind is ExitKind.HALT:  # HLT cannot complete at CPL 1/3: a unicorn surprise
@@ -203,8 +289,9 @@ class TrapAndEmulate(Executor):
 
     def _reflect_software(self, vector: int) -> None:
         eip = self.machine.uc.reg_read(_EIP)
-        size = 1 if vector in (3, 4) and self.machine.read(eip - 1, 1) != b"\xcd" else 2
-        insn = decode(self.machine.read(eip - size, size), eip - size)
+        code = self.guest_memory.peek
+        size = 1 if vector in (3, 4) and code(eip - 1, 1) != b"\xcd" else 2
+        insn = decode(code(eip - size, size), eip - size)
         text = insn.text if insn else f"int {vector:#x}"
         self.note_trap(trap_name(insn) if insn else "int")
         self.vm.emit(
@@ -223,7 +310,7 @@ class TrapAndEmulate(Executor):
     def _emulate(self, vector: int) -> None:
         virtual = self.virtual_state()
         eip = virtual.eip
-        insn = decode(self.machine.read(eip, 15), eip)
+        insn = decode(self.guest_memory.peek(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         handler = trapped_emulator(insn.mnemonic) if insn else None
         privileged = insn is not None and insn.category in (Category.PRIVILEGED, Category.IOPL)
@@ -249,8 +336,15 @@ class TrapAndEmulate(Executor):
         the guest got the fault bare metal would raise, or the VM stopped (unsupported)."""
         emulation = Emulation(insn, self.virtual_state(), self.vcpu, self.machine)
         emulation.state.eip = insn.next_address
+        if self.mmu is not None:
+            emulation.mmu, emulation.guest = self.mmu, self.guest_memory
         try:
             handler(emulation)
+        except PageFault as fault:  # the guest's tables refused an access of the emulation
+            self._trap_event(vector, insn.address, insn.text, "reflected", str(fault))
+            self.vcpu.cr2 = fault.linear
+            self.deliver(VEC_PF, "exception", fault.error_code)
+            return None
         except Reflect as reflect:
             self._trap_event(vector, insn.address, insn.text, "reflected", reflect.why)
             self.deliver(reflect.vector, "exception", reflect.error_code)
@@ -279,13 +373,14 @@ class TrapAndEmulate(Executor):
         self, vector: int, source: Source, error_code: int = 0, irq: int | None = None
     ) -> None:
         """Through the guest's virtual IDT, as its CPU would, then enter the handler."""
-        m = self.machine
         state = self.virtual_state()
         tables = Tables(idt=self.vcpu.idtr, gdt=self.vcpu.gdtr, tss=self.vcpu.tss)
         try:
             done, vector = deliver_escalating(
-                m.read, m.write, state, self.vcpu.cpl, tables, vector, source, error_code
+                self.guest_memory, state, self.vcpu.cpl, tables, vector, source, error_code
             )
+            if done.cr2 is not None:
+                self.vcpu.cr2 = done.cr2
         except TripleFault as fault:
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=str(fault)))
             return

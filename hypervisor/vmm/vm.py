@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
-from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PortDevice, Uart16550
+from hypervisor.devices import DebugExit, Pic8259Pair, Pit8254, PlatformId, PortDevice, Uart16550
 from hypervisor.devices.cmos import CmosRtc
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.devices.fw_cfg import FwCfg
@@ -20,11 +20,11 @@ from hypervisor.devices.pci import PciHost
 from hypervisor.devices.speaker import SystemControlB
 from hypervisor.events import ConsoleOutput, Event, EventLog, InsnClass, VmStateChanged
 from hypervisor.guest.boot import BootPlan, plan_boot
-from hypervisor.guest.image import GuestImage
+from hypervisor.guest.image import PV_SUFFIX, GuestImage
 from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clockbuild import ClockKind
 from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.hostram import HostRam
+from hypervisor.machine.hostram import RamPool
 from hypervisor.machine.machine import Machine
 from hypervisor.vmm.contract import (
     DEFAULT_RAM,
@@ -102,12 +102,13 @@ class Vm:
         "pit",
         "debug_exit",
         "isa_debug_exit",
+        "platform",
         "rtc",
         "fw_cfg",
         "pci",
         "port61",
-        "devices",
-        "boot",
+        "devices",  # the parts above, as the port bus sees them
+        "boot",  # what the loader wrote at boot: configuration, written again from the image
         "executor",
     )
 
@@ -118,9 +119,11 @@ class Vm:
         *,
         name: str | None = None,
         ram_size: int = DEFAULT_RAM,
-        host: HostRam | None = None,
+        host: RamPool | None = None,
         events: EventLog | None = None,
+        identity: str | None = None,
     ) -> None:
+        """`identity`: what the platform identity port tells the guest (its name by default)."""
         self.image = image
         self.mode = Mode.parse(mode)
         self.name = name or image.name
@@ -139,6 +142,8 @@ class Vm:
             ISA_DEBUG_EXIT_PORT,
             "isa-debug-exit",
         )
+        # a VM named after its guest is that guest, whichever build (a .pv port) it runs
+        self.platform = PlatformId(identity or self.name.removesuffix(PV_SUFFIX))
         # the PC's start-up probes: the date, QEMU's firmware configuration, PCI, port 0x61
         self.rtc = CmosRtc(clock=lambda: self.pit.ticks, ram_size=ram_size)
         self.fw_cfg = FwCfg(ram_size)
@@ -150,6 +155,7 @@ class Vm:
             self.pit,
             self.debug_exit,
             self.isa_debug_exit,
+            self.platform,
             self.rtc,
             self.fw_cfg,
             self.pci,
@@ -233,6 +239,30 @@ class Vm:
             self.flush_console()
             self.state = info.state
             self.emit(VmStateChanged(self.name, self.step, info.state, info.detail))
+
+    # ------------------------------------------------------------------ resuming
+    @property
+    def pending_line(self) -> bytes:
+        """Console output of the line not finished yet (its event goes out at the newline)."""
+        return bytes(self._line)
+
+    def carry_on(
+        self,
+        stats: RunStats,
+        ticks: int,
+        timeline: list[tuple[int, float]],
+        console: bytes,
+        pending_line: bytes,
+    ) -> None:
+        """Continue the counts, clock, console and overhead timeline of a run suspended
+        elsewhere (a file, another host): this VM's step is that run's step."""
+        self.stats = stats
+        self.ticks = ticks
+        self.overhead_timeline = list(timeline)
+        self.console = bytearray(console)
+        self.uart.output = bytearray(console)
+        self._line = bytearray(pending_line)
+        self._last_sample = self.cycles()
 
     # ------------------------------------------------------------------ time
     def retire(self, began: int) -> None:

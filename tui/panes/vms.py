@@ -73,6 +73,9 @@ def _vm(view: VmView, index: int, focused: bool, on_cpu: bool = False) -> list[C
         rows.append(Content.styled(f"    {view.exit_detail}", MUTED))
     if not view.aligned:
         rows.append(Content.styled(MISALIGNED, "$text-warning"))
+    for depth, name, step, current in view.snapshots:  # the snapshot tree, the VM's on ●
+        mark = "●" if current else "○"
+        rows.append(Content.styled(f"    {'  ' * depth}{mark} {name}  step {step:,}", MUTED))
     return rows
 
 

@@ -26,7 +26,6 @@ from hypervisor.events import (
     FragmentChained,
     FragmentTranslated,
     InsnClass,
-    InstructionExecuted,
     TranslationCacheFlushed,
 )
 from hypervisor.isa import Instruction, decode
@@ -42,6 +41,7 @@ from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
 from hypervisor.vmm.executors import Traced, trap_name
+from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
 from hypervisor.vmm.trap import TrapAndEmulate
 
 VCPU_AREA_OFFSET = 0x12000
@@ -54,6 +54,7 @@ TC_SLICE = 1_000_000  # the most a slice of translated code may run before it co
 
 class BinaryTranslation(TrapAndEmulate):
     mode = Mode.BT
+    shadow_paging = False  # not yet: a kernel that turns paging on stops unsupported
     CHECKPOINTED = (
         "cache",
         "translator",
@@ -236,6 +237,21 @@ class BinaryTranslation(TrapAndEmulate):
             if fragment is not None and index is not None:
                 state.eip = fragment.guest_eip_at(index)
         return state
+
+    def guest_cpu(self) -> GuestCpu:
+        eip = self.machine.uc.reg_read(_EIP)
+        if self.vcpu.cpl == 0 and self.parked is None and self.cache.contains(eip):
+            fragment = self.cache.fragment_at(eip)
+            if fragment is None or eip not in fragment.boundaries:
+                raise ResumeRefused("the CPU is inside translated code, between guest instructions")
+        return super().guest_cpu()
+
+    def load_guest_cpu(self, cpu: GuestCpu) -> None:
+        """The translation cache is monitor state: emptied (its code was translated from the
+        RAM the guest had before), and refilled from the resumed guest's kernel code."""
+        self._flush()
+        self.clock.clocked = self.vm.stats.by_class[InsnClass.TRANSLATED.value]  # ticked already
+        super().load_guest_cpu(cpu)
 
     def guest_eip_running(self) -> int:
         """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
@@ -494,6 +510,9 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl == 3 or not self.cache.contains(eip):
             super()._trace(eip, size)
             return
+        watch = self.vm.events.watch
+        if watch is not None:  # at every instruction of the TC, as the base tracer does
+            watch(self.vm.step - 1)
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
@@ -517,19 +536,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._pending_trapped = False
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
-        self.vm.emit(
-            InstructionExecuted(
-                self.vm.name,
-                self.vm.step,
-                insn.address,
-                insn.text,
-                InsnClass.TRANSLATED,
-                0,
-                False,
-                insn.is_sensitive,
-                subkind,
-            )
-        )
+        self.executed(self.vm.step, insn.address, insn, InsnClass.TRANSLATED, 0, False, subkind)
 
     def _trace_callout(self, insn: Instruction) -> None:
         if self.tracing:

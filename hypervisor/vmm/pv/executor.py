@@ -32,6 +32,7 @@ _INT_SIZE = 2  # cd 82
 
 class Paravirtual(TrapAndEmulate):
     mode = Mode.PV
+    shadow_paging = False  # direct paging is not there yet: paging stops unsupported
     CHECKPOINTED = ()
     NOT_CHECKPOINTED = ("paravirtual",)
     runs_paravirtual = True

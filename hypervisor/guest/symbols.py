@@ -1,0 +1,127 @@
+"""Symbols of a guest image: function names and source lines by address.
+
+A kernel built from C (an ELF image) carries a symbol table and DWARF line information; the
+code pane names the function an address is in and the C line it comes from, and a user can go
+to (or break at) a function by name. The loader that reads an ELF image fills a `SymbolTable`
+(pyelftools: `.symtab` functions, `.debug_line` rows); an image without one has no symbols.
+"""
+
+from __future__ import annotations
+
+import io
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+if TYPE_CHECKING:
+    from hypervisor.guest.image import GuestImage
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    name: str
+    address: int
+    size: int  # 0 when the table does not say
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One row of a line table: code from `address` on comes from `file`, line `line`."""
+
+    address: int
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class SymbolTable:
+    """Functions and line rows, each sorted by address (the loader sorts them)."""
+
+    functions: tuple[Symbol, ...] = ()
+    rows: tuple[SourceRow, ...] = ()
+    _by_name: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _starts: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    _row_starts: tuple[int, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update((s.name, s.address) for s in self.functions)
+        object.__setattr__(self, "_starts", tuple(s.address for s in self.functions))
+        object.__setattr__(self, "_row_starts", tuple(r.address for r in self.rows))
+
+    def address_of(self, name: str) -> int | None:
+        return self._by_name.get(name)
+
+    def function_at(self, address: int) -> tuple[Symbol, int] | None:
+        """The function `address` is in, and the offset into it."""
+        index = bisect_right(self._starts, address) - 1
+        if index < 0:
+            return None
+        symbol = self.functions[index]
+        offset = address - symbol.address
+        return (symbol, offset) if symbol.size == 0 or offset < symbol.size else None
+
+    def row_at(self, address: int) -> SourceRow | None:
+        index = bisect_right(self._row_starts, address) - 1
+        return self.rows[index] if index >= 0 else None
+
+
+NO_SYMBOLS = SymbolTable()
+ELF_MAGIC = b"\x7fELF"
+
+
+def symbols_of(image: GuestImage) -> SymbolTable:
+    """An image's symbols: an ELF kernel's own (its symbol table and DWARF lines), else
+    none (a flat image has its NASM line map instead)."""
+    return elf_symbols(image.data) if image.data.startswith(ELF_MAGIC) else NO_SYMBOLS
+
+
+@lru_cache(maxsize=8)
+def elf_symbols(data: bytes) -> SymbolTable:
+    """Functions from `.symtab` (and the global labels of assembly, such as a boot stub's
+    entry), line rows from `.debug_line`. A table that cannot be read is no table: the
+    image itself was checked by its loader, the symbols are a help for reading it."""
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        return SymbolTable(tuple(_functions(elf)), tuple(_rows(elf)))
+    except (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError):
+        return NO_SYMBOLS
+
+
+def _functions(elf: ELFFile) -> list[Symbol]:
+    table = elf.get_section_by_name(".symtab")
+    if not isinstance(table, SymbolTableSection):
+        return []
+    found: dict[int, Symbol] = {}
+    for symbol in table.iter_symbols():
+        kind, bind = symbol["st_info"]["type"], symbol["st_info"]["bind"]
+        if symbol["st_shndx"] == "SHN_UNDEF" or not symbol.name:
+            continue
+        if kind == "STT_FUNC" or (kind == "STT_NOTYPE" and bind == "STB_GLOBAL"):
+            found.setdefault(
+                symbol["st_value"], Symbol(symbol.name, symbol["st_value"], symbol["st_size"])
+            )
+    return sorted(found.values(), key=lambda s: s.address)
+
+
+def _rows(elf: ELFFile) -> list[SourceRow]:
+    if not elf.has_dwarf_info():
+        return []
+    dwarf, rows = elf.get_dwarf_info(), dict[int, SourceRow]()
+    for unit in dwarf.iter_CUs():
+        program = dwarf.line_program_for_CU(unit)
+        if program is None:
+            continue
+        files = program["file_entry"]
+        first = 0 if program.header["version"] >= 5 else 1  # DWARF 5 counts files from 0
+        for entry in program.get_entries():
+            state = entry.state
+            if state is None or state.end_sequence or not 0 <= state.file - first < len(files):
+                continue
+            name = files[state.file - first].name.decode("utf-8", "replace")
+            rows[state.address] = SourceRow(state.address, name, state.line)
+    return sorted(rows.values(), key=lambda r: r.address)

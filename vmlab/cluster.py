@@ -1,0 +1,288 @@
+"""`vmlab cluster`: N host processes and a manager — placement, balancing, maintenance,
+failover from replicated snapshots.
+
+    vmlab cluster --hosts 3 'create timer trap' 'create hog native' 'balance' \\
+        'maintenance host-1' 'kill host-2' 'wait' 'status'
+
+The manager (this process) places a new VM on the least-loaded host that is not in
+maintenance; `balance` live-migrates VMs off the most loaded host while another has two
+fewer; `maintenance HOST` evacuates a host by live migration and takes it out of placement.
+Every `--replicate-every` seconds it copies each running VM off its host (`checkpoint`):
+when a host process dies, its VMs are restarted on the others from their latest replica, and
+what that costs is printed — the guest instructions run since the replica, which the
+restarted VM runs again (deterministically: the same output, printed once more from there).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import select
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from hypervisor.encap.migration import MigrationFailed
+from vmlab.hostserver import HostClient, HostError
+
+TICK = 0.05
+
+
+@dataclass
+class HostProcess:
+    name: str
+    process: subprocess.Popen[str]
+    address: str
+    maintenance: bool = False
+    dead: bool = False
+
+
+@dataclass
+class Replica:
+    host: str
+    step: int  # the replica's step
+    data: bytes
+    seen: int = 0  # the last step a list showed
+
+
+@dataclass
+class Cluster:
+    hosts: list[HostProcess]
+    token: str
+    every: float = 0.5
+    replicas: dict[str, Replica] = field(default_factory=dict)
+    placed: dict[str, str] = field(default_factory=dict)  # VM -> host name
+    ended: dict[str, str] = field(default_factory=dict)  # VM -> final state
+    _replicated: float = 0.0
+
+    @classmethod
+    def start(cls, count: int, every: float) -> Cluster:
+        token = secrets.token_hex(16)
+        env = {**os.environ, "VMLAB_TOKEN": token}
+        hosts = []
+        for number in range(1, count + 1):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "vmlab.cli", "host", "serve"],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            if not ready:
+                raise MigrationFailed(f"host-{number} did not start")
+            address = process.stdout.readline().split()[-1]
+            hosts.append(HostProcess(f"host-{number}", process, address))
+        return cls(hosts, token, every)
+
+    def stop(self) -> None:
+        for host in self.hosts:
+            if host.process.poll() is None:
+                host.process.kill()
+            host.process.wait(10)
+
+    # ------------------------------------------------------------------ talking to hosts
+    def call(self, host: HostProcess, op: str, payload: bytes = b"", **fields: object) -> tuple:
+        client = HostClient(host.address, self.token)
+        try:
+            return client.call(op, payload, **fields)
+        finally:
+            client.close()
+
+    def _host(self, name: str) -> HostProcess:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise MigrationFailed(f"no host named {name}")
+
+    def live(self) -> list[HostProcess]:
+        return [h for h in self.hosts if not h.dead]
+
+    def load(self, host: HostProcess) -> int:
+        return sum(1 for vm, where in self.placed.items() if where == host.name)
+
+    def _least_loaded(self, besides: HostProcess | None = None) -> HostProcess:
+        hosts = [h for h in self.live() if not h.maintenance and h is not besides]
+        if not hosts:
+            raise MigrationFailed("no host can take a VM")
+        return min(hosts, key=self.load)
+
+    # ------------------------------------------------------------------ actions
+    def create(self, guest: str, mode: str, name: str | None = None) -> str:
+        """Names are the cluster's: unique across its hosts (a VM keeps its name as it moves)."""
+        host = self._least_loaded()
+        base = name = name or guest
+        number = 1
+        while name in self.placed:
+            number += 1
+            name = f"{base}-{number}"
+        reply, _ = self.call(host, "create", guest=guest, mode=mode, name=name)
+        self.placed[reply["vm"]] = host.name
+        return f"{reply['vm']} placed on {host.name} (the least loaded)"
+
+    def migrate(self, vm: str, target: HostProcess) -> str:
+        source = self._host(self.placed[vm])
+        reply, _ = self.call(source, "migrate", vm=vm, to=target.address)
+        report = reply["report"]
+        if not report["migrated"]:
+            return f"{vm} stays on {source.name}: {report['failure']}"
+        self.placed[vm] = target.name
+        return (
+            f"{vm} {source.name} → {target.name}: {len(report['rounds'])} rounds, "
+            f"downtime {report['downtime_seconds'] * 1000:.1f} ms"
+        )
+
+    def balance(self) -> list[str]:
+        done: list[str] = []
+        while True:
+            hosts = [h for h in self.live() if not h.maintenance]
+            busiest, idlest = max(hosts, key=self.load), min(hosts, key=self.load)
+            if self.load(busiest) - self.load(idlest) < 2:
+                return done or ["balanced"]
+            vm = next(v for v, where in self.placed.items() if where == busiest.name)
+            done.append(self.migrate(vm, idlest))
+
+    def maintenance(self, name: str) -> list[str]:
+        host = self._host(name)
+        host.maintenance = True
+        moved = [
+            self.migrate(vm, self._least_loaded(host))
+            for vm, where in list(self.placed.items())
+            if where == name
+        ]
+        return [*moved, f"{name} is in maintenance: no VM left on it"]
+
+    def kill(self, name: str) -> str:
+        host = self._host(name)
+        host.process.kill()
+        host.process.wait(10)
+        return f"{name} killed"
+
+    # ------------------------------------------------------------------ the manager's loop
+    def tick(self) -> list[str]:
+        """Look at every host: note each VM's step and end, replicate when due, and restart
+        the VMs of a host that died."""
+        notes: list[str] = []
+        replicate = time.monotonic() - self._replicated >= self.every
+        for host in self.live():
+            try:
+                vms = self.call(host, "list")[0]["vms"]
+            except HostError:
+                raise
+            except MigrationFailed:  # it does not answer: dead
+                host.dead = True
+                notes += self._failover(host)
+                continue
+            for vm in vms:
+                name = vm["name"]
+                if name in self.ended:
+                    continue
+                if vm["state"] not in ("running", "created", "paused"):
+                    self.ended[name] = vm["state"]
+                    continue
+                replica = self.replicas.get(name)
+                if replica is not None:
+                    replica.seen = vm["step"]
+                if replicate:
+                    self._replicate(host, name)
+        if replicate:
+            self._replicated = time.monotonic()
+        return notes
+
+    def _replicate(self, host: HostProcess, vm: str) -> None:
+        try:
+            reply, data = self.call(host, "checkpoint", vm=vm)
+        except HostError:
+            return  # it ended meanwhile
+        except MigrationFailed:
+            return  # the host died: the next tick fails it over
+        self.replicas[vm] = Replica(host.name, reply["step"], data, reply["step"])
+
+    def _failover(self, dead: HostProcess) -> list[str]:
+        notes = [f"{dead.name} died"]
+        for vm, where in list(self.placed.items()):
+            if where != dead.name or vm in self.ended:
+                continue
+            replica = self.replicas.get(vm)
+            if replica is None:
+                notes.append(f"{vm} is lost: no replica of it yet")
+                del self.placed[vm]
+                continue
+            target = self._least_loaded()
+            self.call(target, "receive", replica.data, mode=None, name=vm)
+            self.placed[vm] = target.name
+            lost = max(replica.seen - replica.step, 0)
+            notes.append(
+                f"{vm} restarted on {target.name} from its replica at step {replica.step:,}: "
+                f"{lost:,} guest instructions run again"
+            )
+        return notes
+
+    def wait(self, timeout: float = 300) -> list[str]:
+        notes: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            notes += self.tick()
+            if all(vm in self.ended for vm in self.placed):
+                return notes
+            time.sleep(TICK)
+        return [*notes, "timed out waiting for the VMs to end"]
+
+    def status(self) -> list[str]:
+        lines = []
+        for host in self.hosts:
+            flag = " (dead)" if host.dead else " (maintenance)" if host.maintenance else ""
+            lines.append(f"{host.name} {host.address}{flag}")
+            if host.dead:
+                continue
+            for vm in self.call(host, "list")[0]["vms"]:
+                lines.append(
+                    f"   {vm['name']:<14} {vm['mode']:<6} {vm['state']:<8} step {vm['step']:,}"
+                )
+        return lines
+
+    def console(self, vm: str) -> str:
+        host = self._host(self.placed[vm])
+        return self.call(host, "console", vm=vm, since=0)[1].decode("latin-1")
+
+
+ACTIONS = (
+    "create GUEST MODE [NAME] | balance | maintenance HOST | kill HOST | tick | wait | status"
+    " | console VM"
+)
+
+
+def act(cluster: Cluster, action: str) -> list[str]:
+    words = shlex.split(action)
+    verb, rest = (words[0], words[1:]) if words else ("", [])
+    if verb == "create" and len(rest) in (2, 3):
+        return [cluster.create(*rest)]
+    if verb == "balance" and not rest:
+        return cluster.balance()
+    if verb == "maintenance" and len(rest) == 1:
+        return cluster.maintenance(rest[0])
+    if verb == "kill" and len(rest) == 1:
+        return [cluster.kill(rest[0])]
+    if verb == "tick" and not rest:
+        return cluster.tick()
+    if verb == "wait" and not rest:
+        return cluster.wait()
+    if verb == "status" and not rest:
+        return cluster.status()
+    if verb == "console" and len(rest) == 1:
+        return [cluster.console(rest[0]).rstrip("\n")]
+    raise MigrationFailed(f"{action!r}: an action is one of {ACTIONS}")
+
+
+def run(count: int, every: float, actions: list[str]) -> int:
+    cluster = Cluster.start(count, every)
+    try:
+        for action in actions:
+            print(f"» {action}")
+            for line in act(cluster, action):
+                print(f"   {line}")
+    finally:
+        cluster.stop()
+    return 0
