@@ -249,7 +249,7 @@ def test_the_ui_boots_a_kernel_with_its_command_line_and_modules(tmp_path, monke
     import vmlab.cli
 
     opened: list = []
-    monkeypatch.setattr(vmlab.cli, "_open_ui", lambda guests: opened.extend(guests) or 0)
+    monkeypatch.setattr(vmlab.cli, "_open_ui", lambda guests, **_: opened.extend(guests) or 0)
     module = write(tmp_path, "notes.txt", b"notes\n")
     assert vmlab.cli.main(["tui", "course", "--cmdline", "nopaging", "--module", module]) == 0
     [(image, mode)] = opened

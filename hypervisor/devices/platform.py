@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from hypervisor.devices.port import BytePortDevice
 
-PLATFORM_ID_PORT = 0x502  # beside vmlab's debug exit (0x510 is QEMU's fw_cfg)
+PLATFORM_ID_PORT = 0x502  # beside vmlab's debug exit (0x501); 0x510 is fw_cfg on a PC
 MAX_IDENTITY = 64
 
 

@@ -78,7 +78,7 @@ PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
     PortRange("PCI", 0xCF8, 0xCF8),  # configuration mechanism #1: CONFIG_ADDRESS
     PortRange("PCI", 0xCFC, 0xCFF),  # CONFIG_DATA (no devices: all ones)
     PortRange("debug-exit", 0x501, 0x501),  # vmlab's: ends the run with status N
-    PortRange("platform-id", 0x502, 0x502),  # vmlab's: the VM's own name, a byte per IN
+    PortRange("platform-id", 0x502, 0x502),  # vmlab's: the VM's own name (a clone's identity)
 )
 MMIO = (MmioRange("VGA", VGA_TEXT[0], VGA_TEXT[1] - 1, ram_backed=True),)
 
