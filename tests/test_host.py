@@ -298,6 +298,10 @@ def test_cli_runs_several_guests_on_one_host_as_json(capsys):
             "debug-exit",
             "isa-debug-exit",
             "platform-id",
+            "RTC",
+            "fw_cfg",
+            "PCI",
+            "port61",
         }
         assert vm["cpu"]["instructions"] == vm["instructions"]["total"]
     assert host["ram"] == 64 << 20 and host["world_switches"] >= 4
@@ -311,7 +315,12 @@ def test_cli_keeps_the_single_guest_json_shape(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"vms"} and len(out["vms"]) == 1
     assert "name" not in out["vms"][0]
-    assert out["vms"][0]["isolation"] == {"events": 0, "by_kind": {}, "listed": []}
+    assert out["vms"][0]["isolation"] == {
+        "events": 0,
+        "by_kind": {},
+        "unanswered": {"ports": [], "mmio": []},
+        "listed": [],
+    }
 
 
 def test_cli_text_shows_the_host_map_and_isolation(capsys):
