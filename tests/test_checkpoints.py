@@ -171,7 +171,7 @@ def test_every_attribute_of_a_stateful_object_is_declared_state_or_not(mode):
     vm = Vm(load_guest("selfmod" if mode == "bt" else "syscalls"), mode)
     vm.run(3000, trace=True)
     vm.run(3000)
-    for obj in (vm, vm.executor, *vm.devices):
+    for obj in (vm, *vm.devices, vm.executor):
         state, not_state = set(declared(obj)), set(declared(obj, "NOT_CHECKPOINTED"))
         assert state.isdisjoint(not_state), type(obj).__name__
         assert set(vars(obj)) - state - not_state == set(), type(obj).__name__

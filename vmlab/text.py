@@ -16,6 +16,7 @@ from hypervisor.events import (
 from hypervisor.session import HostReport, RunReport
 from hypervisor.text import visible
 from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.isolation import unanswered_line
 
 
 def console(text: str) -> Iterator[str]:
@@ -67,6 +68,8 @@ def summary(report: RunReport) -> str:
         )
     elif report.mode != Mode.NATIVE and not report.traced:
         lines.append("   (holes are found by a traced run: add --trace)")
+    if report.isolation and (line := unanswered_line(report.isolation)):
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from hypervisor.guest.bootinfo import BOOTLOADER_MAGIC, Placed, boot_info
 from hypervisor.guest.formats import GuestFormat, ImageError, detect
 from hypervisor.guest.multiboot import load_kernel
+from hypervisor.platform.board import BDA, bios_data_area
 from hypervisor.vmm.contract import LOAD_ADDRESS, LOADER_GDT, LOADER_GDT_ENTRIES
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ def plan_boot(image: GuestImage, ram_size: int) -> BootPlan:
     info, mbi = boot_info(kernel, image.cmdline, image.modules, ram_size)
     low, esp = MULTIBOOT_STACK
     stack = Placed("loader stack", low, bytes(esp - low))
-    pieces = _checked((gdt, stack, *segments, *info), ram_size, image.source)
+    bda = Placed("BIOS data area", BDA, bios_data_area())  # as `qemu -kernel` leaves it
+    pieces = _checked((gdt, bda, stack, *segments, *info), ram_size, image.source)
     return BootPlan(fmt, pieces, kernel.entry, esp, BOOTLOADER_MAGIC, mbi)
 
 

@@ -196,10 +196,11 @@ LOAD_FAR_POINTER = Fact(
 
 #: Innocuous instructions worth a word to students (shown instead of a reason).
 NOTES: dict[str, str] = {
-    "rdtsc": "not privileged by default (CR4.TSD = 0): reads real time; equivalence is "
-    "'apart from timing'",
+    "rdtsc": "not privileged by default (CR4.TSD = 0): reads real time on hardware; vmlab "
+    "answers from its instruction clock, so runs stay deterministic",
     "rdtscp": "not privileged by default (CR4.TSD = 0), like RDTSC",
-    "cpuid": "unprivileged and, before VT-x, never trapped: shows the host CPU's identity",
+    "cpuid": "unprivileged and, before VT-x, never trapped: shows the host CPU's identity "
+    "(vmlab answers a fixed model)",
     "swapgs": "64-bit only: raises #UD in 32-bit mode (capstone still decodes it)",
     "syscall": "AMD's fast system call; on Intel CPUs it raises #UD in 32-bit mode",
     "sysenter": "fast system call: enters the ring-0 target the (trapped) WRMSR configured",

@@ -47,6 +47,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.machine import cpumodel
 from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clock import new_clock
@@ -121,6 +122,8 @@ class MachineOwner(Protocol):
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None: ...
 
     def code_page_written(self, address: int, size: int) -> None: ...
+
+    def time_stamp(self) -> int: ...
 
 
 class EntryError(Exception):
@@ -685,6 +688,7 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x.UC_X86_INS_OUT)
+        cpumodel.install(uc, lambda: self.owner.time_stamp() if self.owner else 0)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_bad_fetch)
 

@@ -66,15 +66,38 @@ class MmioRange:
 PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
     PortRange("PIC", 0x20, 0x21),  # the master 8259; the slave answers 0xA0-0xA1
     PortRange("PIT", 0x40, 0x43),
-    PortRange("8042", 0x60, 0x64),  # keyboard controller: 0x60 data, 0x64 status/command
+    PortRange("8042", 0x60, 0x60),  # keyboard controller: 0x60 data, 0x64 status/command
+    PortRange("port61", 0x61, 0x61),  # system control port B: PIT channel 2 gate and OUT
+    PortRange("8042", 0x64, 0x64),
+    PortRange("RTC", 0x70, 0x71),  # CMOS: index (bit 7 masks NMI), data
     PortRange("PIC", 0xA0, 0xA1),
     PortRange("isa-debug-exit", 0xF4, 0xF4),  # QEMU's: ends the run (exit status (v << 1) | 1)
     PortRange("VGA", 0x3B4, 0x3DA),  # CRTC 0x3D4/0x3D5 (mono alias 0x3B4), 0x3C0-0x3CF, 0x3DA
     PortRange("COM1", 0x3F8, 0x3FF),
+    PortRange("fw_cfg", 0x510, 0x511),  # QEMU's firmware configuration: selector, data
+    PortRange("PCI", 0xCF8, 0xCF8),  # configuration mechanism #1: CONFIG_ADDRESS
+    PortRange("PCI", 0xCFC, 0xCFF),  # CONFIG_DATA (no devices: all ones)
     PortRange("debug-exit", 0x501, 0x501),  # vmlab's: ends the run with status N
     PortRange("platform-id", 0x502, 0x502),  # vmlab's: the VM's own name (a clone's identity)
 )
 MMIO = (MmioRange("VGA", VGA_TEXT[0], VGA_TEXT[1] - 1, ram_backed=True),)
+
+
+BDA = 0x400  # the BIOS data area: what the BIOS found, where real-mode software looks
+COM1_BASE = 0x3F8
+
+
+def bios_data_area() -> bytes:
+    """The BIOS data area's first bytes as a PC's BIOS leaves them (0x400-0x414): the serial
+    port bases (COM1 only), no parallel ports, the EBDA's segment at 0x40E (kernels find the
+    Intel MP tables and ACPI's RSDP by it), the equipment word, and at 0x413 the KiB of
+    conventional memory below the EBDA."""
+    com = COM1_BASE.to_bytes(2, "little") + bytes(6)  # 0x400: COM1-COM4
+    lpt = bytes(6)  # 0x408: LPT1-LPT3
+    ebda = (CONVENTIONAL_END >> 4).to_bytes(2, "little")  # 0x40E: a real-mode segment
+    equipment = (1 << 9 | 1 << 1).to_bytes(2, "little")  # 0x410: one serial port, an FPU
+    base_kib = (CONVENTIONAL_END // KIB).to_bytes(2, "little")  # 0x413: after 0x412's byte
+    return com + lpt + ebda + equipment + bytes(1) + base_kib
 
 
 def ports_of(device: str) -> set[int]:

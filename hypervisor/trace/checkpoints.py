@@ -37,10 +37,11 @@ from hypervisor.vmm.vm import Vm
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
 STRIDE = 512  # steps run between two looks at the clock
 DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
-_STATEFUL = (
-    *("vm", "executor", "uart", "pic", "pit", "debug_exit", "isa_debug_exit"),
-    *("platform", "kbc", "vga"),
+_DEVICES = (  # the VM's devices, each checkpointed by what it declares
+    *("uart", "pic", "pit", "debug_exit", "isa_debug_exit", "platform"),
+    *("kbc", "vga", "rtc", "fw_cfg", "pci", "port61"),
 )
+_STATEFUL = ("vm", "executor", *_DEVICES)
 _ZERO_PAGE = bytes(PAGE)
 
 
@@ -50,10 +51,7 @@ _PART_NAMES = (*_STATEFUL, *_WIRING)
 
 def _parts(vm: Vm) -> dict[str, Any]:
     m = vm.machine
-    devices = (
-        *(vm.uart, vm.pic, vm.pit, vm.debug_exit, vm.isa_debug_exit),
-        *(vm.platform, vm.kbc, vm.vga),
-    )
+    devices = tuple(getattr(vm, name) for name in _DEVICES)
     wiring = (m, m.uc, vm.events, vm.image, m.host, m.ram, m.io, m.counter, vm.inputs)
     return dict(zip(_PART_NAMES, (vm, vm.executor, *devices, *wiring), strict=True))
 

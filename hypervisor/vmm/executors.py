@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
 _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
-_PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
+_PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43, 0x61, 0x71})  # reads that see the clock
 
 
 class Traced(NamedTuple):
@@ -275,6 +275,11 @@ class Executor(ABC):
             self.isolation_event("foreign_port", port, f"out {value:#x} to port {port:#x}: ignored")
         if port in _TIMING_PORTS:
             self.machine.request_stop()
+
+    def time_stamp(self) -> int:
+        """RDTSC: the instruction clock, brought up to the instruction now running."""
+        self.vm.retire(self.machine.counter.read() - 1)
+        return self.vm.pit.ticks
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))

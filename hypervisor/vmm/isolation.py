@@ -19,6 +19,8 @@ from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
 from hypervisor.machine.machine import MONITOR_BASE
 from hypervisor.platform.board import PortRange
 
+UNANSWERED_KINDS = ("open_bus_read", "open_bus_write")  # memory nothing answered
+PAGE = 4096  # open-bus memory is listed by page: a probe of a device window is one range
 LISTED = 256  # isolation events kept one by one; past them only counted (a sweep makes millions)
 
 if TYPE_CHECKING:
@@ -64,6 +66,9 @@ class IsolationState:
     ports: tuple[PortRange, ...]
     first: list[IsolationViolation] = field(default_factory=list)  # the first LISTED
     counts: Counter[str] = field(default_factory=Counter)  # every event, by kind
+    # what the guest touched that nothing answered: absent hardware it probed (or a bug)
+    unanswered_ports: set[int] = field(default_factory=set)
+    unanswered_pages: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, vm: Vm) -> IsolationState:
@@ -76,6 +81,10 @@ class IsolationState:
             self.counts[event.kind] += 1
             if len(self.first) < LISTED:
                 self.first.append(event)
+            if event.kind == "foreign_port":
+                self.unanswered_ports.add(event.address)
+            elif event.kind in UNANSWERED_KINDS:
+                self.unanswered_pages.add(event.address & ~(PAGE - 1))
 
     def summary(self) -> dict[str, Any]:
         """For the JSON: the total, the count of each kind, and the first events themselves
@@ -83,6 +92,10 @@ class IsolationState:
         return {
             "events": self.counts.total(),
             "by_kind": dict(sorted(self.counts.items())),
+            "unanswered": {
+                "ports": sorted(self.unanswered_ports),
+                "mmio": [list(r) for r in _ranges(self.unanswered_pages)],
+            },
             "listed": [
                 {
                     "step": e.step,
@@ -95,6 +108,27 @@ class IsolationState:
                 for e in self.first
             ],
         }
+
+
+def _ranges(pages: set[int]) -> list[tuple[int, int]]:
+    """Adjacent pages merged: (first address, last address) of each run."""
+    runs: list[tuple[int, int]] = []
+    for page in sorted(pages):
+        if runs and runs[-1][1] + 1 == page:
+            runs[-1] = (runs[-1][0], page + PAGE - 1)
+        else:
+            runs.append((page, page + PAGE - 1))
+    return runs
+
+
+def unanswered_line(summary: dict[str, Any]) -> str | None:
+    """One line for the run summary: the ports and memory ranges nothing answered."""
+    ports, mmio = summary["unanswered"]["ports"], summary["unanswered"]["mmio"]
+    if not ports and not mmio:
+        return None
+    parts = [f"ports {', '.join(f'{p:#x}' for p in ports)}"] if ports else []
+    parts += [f"memory {', '.join(f'{a:#010x}-{b:#010x}' for a, b in mmio)}"] if mmio else []
+    return "   nothing answered (open bus): " + "; ".join(parts)
 
 
 def owned_ports(vm: Vm) -> tuple[PortRange, ...]:

@@ -23,8 +23,12 @@ from hypervisor.devices import (
     Uart16550,
     VgaText,
 )
+from hypervisor.devices.cmos import CmosRtc
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
+from hypervisor.devices.fw_cfg import FwCfg
+from hypervisor.devices.pci import PciHost
 from hypervisor.devices.scancodes import scancodes
+from hypervisor.devices.speaker import SystemControlB
 from hypervisor.devices.vga import TEXT_BUFFER, blank_text_buffer
 from hypervisor.events import (
     ConsoleOutput,
@@ -122,6 +126,10 @@ class Vm:
         "debug_exit",
         "isa_debug_exit",
         "platform",
+        "rtc",
+        "fw_cfg",
+        "pci",
+        "port61",
         "devices",  # the parts above, as the port bus sees them
         "boot",  # what the loader wrote at boot: configuration, written again from the image
         "kbc",
@@ -173,6 +181,11 @@ class Vm:
             on_wait=lambda: self._guest_waits(InputDevice.KEYBOARD),
         )
         self.vga = VgaText()
+        # the PC's start-up probes: the date, QEMU's firmware configuration, PCI, port 0x61
+        self.rtc = CmosRtc(clock=lambda: self.pit.ticks, ram_size=ram_size)
+        self.fw_cfg = FwCfg(ram_size)
+        self.pci = PciHost()
+        self.port61 = SystemControlB(self.pit)
         self.devices: tuple[PortDevice, ...] = (
             self.uart,
             self.pic,
@@ -182,6 +195,10 @@ class Vm:
             self.platform,
             self.kbc,
             self.vga,
+            self.rtc,
+            self.fw_cfg,
+            self.pci,
+            self.port61,
         )
         for device in self.devices:
             self.machine.io.attach(device)

@@ -1,0 +1,75 @@
+"""The CPU as a guest probes it: a fixed CPUID model and a time stamp counter on the
+instruction clock.
+
+Left alone, unicorn answers CPUID with QEMU's own CPU model (features vmlab does not stand
+behind) and RDTSC with the host's counter, so a guest could tell the host's speed and two
+runs of one guest could differ. vmlab answers both itself, in every mode (neither
+instruction is privileged, so a guest kernel executes them directly under every monitor):
+
+- CPUID describes "GenuineIntel", family 6 model 1 stepping 9 (a Pentium Pro-class part,
+  so kernels take their P6 paths), with only the features vmlab provides and tests: FPU
+  (x87), TSC, CX8 (CMPXCHG8B) and CMOV. Not advertised, because vmlab does not model or
+  check them: VME, DE, PSE, MSR, PAE, MCE, APIC, SEP, MTRR, PGE, MCA, PAT, MMX, FXSR, SSE*.
+  Maximum basic leaf 1, maximum extended leaf 0x80000000; as on Intel parts, a leaf above
+  the maximum answers as the highest basic leaf does.
+- RDTSC (and RDTSCP, with TSC_AUX 0) read the machine's instruction clock, the PIT's input
+  clock: one tick per retired guest instruction. Time travel and replays see exact values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from unicorn import UC_HOOK_INSN, Uc
+from unicorn import x86_const as x
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.unicorn_py3.unicorn import uccallback
+
+VENDOR = b"GenuineIntel"
+FAMILY, MODEL, STEPPING = 6, 1, 9
+MAX_BASIC, MAX_EXTENDED = 1, 0x80000000
+FEATURE_FPU, FEATURE_TSC, FEATURE_CX8, FEATURE_CMOV = 1 << 0, 1 << 4, 1 << 8, 1 << 15
+FEATURES_EDX = FEATURE_FPU | FEATURE_TSC | FEATURE_CX8 | FEATURE_CMOV
+
+
+def cpuid(leaf: int) -> tuple[int, int, int, int]:
+    """EAX, EBX, ECX, EDX for CPUID leaf `leaf` (no leaf of this model has sub-leaves)."""
+    if leaf == 0:
+        ebx, edx, ecx = (int.from_bytes(VENDOR[i : i + 4], "little") for i in (0, 4, 8))
+        return MAX_BASIC, ebx, ecx, edx
+    if leaf == MAX_EXTENDED:
+        return MAX_EXTENDED, 0, 0, 0
+    # leaf 1, and any leaf above a maximum: the highest basic leaf (Intel SDM, CPUID)
+    return FAMILY << 8 | MODEL << 4 | STEPPING, 0, 0, FEATURES_EDX
+
+
+def install(uc: Uc, time_stamp: Callable[[], int]) -> None:
+    """Answer CPUID, RDTSC and RDTSCP on `uc` from this model and `time_stamp()`."""
+
+    def on_cpuid(uc: Uc, _: object) -> int:
+        values = cpuid(uc.reg_read(x.UC_X86_REG_EAX))
+        for reg, value in zip(_CPUID_REGS, values, strict=True):
+            uc.reg_write(reg, value)
+        return 1  # skip unicorn's own CPUID
+
+    uc.hook_add(UC_HOOK_INSN, on_cpuid, None, 1, 0, x.UC_X86_INS_CPUID)
+    # The Python binding lists no RDTSC hook, but unicorn's C side has one with CPUID's
+    # signature (return 1: the hook did the instruction's work).
+    for insn, aux in ((x.UC_X86_INS_RDTSC, False), (x.UC_X86_INS_RDTSCP, True)):
+        callback = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(_rdtsc(time_stamp, aux))
+        uc._Uc__do_hook_add(UC_HOOK_INSN, callback, 1, 0, insn)  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+_CPUID_REGS = (x.UC_X86_REG_EAX, x.UC_X86_REG_EBX, x.UC_X86_REG_ECX, x.UC_X86_REG_EDX)
+
+
+def _rdtsc(time_stamp: Callable[[], int], aux: bool) -> Callable[[Uc, int], int]:
+    def on_rdtsc(uc: Uc, _: int) -> int:
+        tsc = time_stamp()
+        uc.reg_write(x.UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
+        uc.reg_write(x.UC_X86_REG_EDX, (tsc >> 32) & 0xFFFFFFFF)
+        if aux:
+            uc.reg_write(x.UC_X86_REG_ECX, 0)  # IA32_TSC_AUX: processor 0
+        return 1
+
+    return on_rdtsc
