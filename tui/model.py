@@ -34,6 +34,7 @@ from hypervisor.trace.recording import MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
+from hypervisor.vmm.costs import CycleCount
 from hypervisor.vmm.mmu.introspect import PagingView
 from hypervisor.vmm.vm import Vm
 from tui.listing import Listing, instruction
@@ -157,6 +158,7 @@ class VmView:
     uses_screen: bool  # the guest has written to it (else the pane needs no room)
     snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
     paging: PagingView | None = None  # the MMU for one address (the page tables pane)
+    cycles: CycleCount | None = None  # the cost model's price of the run so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,7 @@ def vm_view(
         screen=(screen := vm.screen()),
         uses_screen=not screen.blank,
         paging=_paging(tm, last, eip, walk),
+        cycles=vm.cycles(),
     )
 
 
