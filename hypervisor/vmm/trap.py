@@ -47,6 +47,7 @@ from hypervisor.vmm.executors import Executor, trap_name
 from hypervisor.vmm.guestcpu import FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.mmu.faults import page_fault
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 from hypervisor.vmm.mmu.shadow import POOL_PAGES, ShadowMmu
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
@@ -239,6 +240,14 @@ class TrapAndEmulate(Executor):
         registers as they are now: the monitor asks again after a MOV CR)."""
         registers = self.guest_paging()
         return LinearMemory(self.machine.read, self.machine.write, lambda: registers)
+
+    def paging(self) -> PagingIntrospection:
+        """The guest's tables beside the shadow the CPU runs on."""
+        loads = self.vm.stats.traps["mov cr3"]
+        registers = self.guest_paging()
+        return PagingIntrospection(
+            self.machine, registers, self.mmu, cr3_loads=loads, monitored=True
+        )
 
     def guest_paging(self) -> PagingRegisters:
         vcpu = self.vcpu
