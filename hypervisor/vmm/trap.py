@@ -296,6 +296,15 @@ class TrapAndEmulate(Executor):
         else:
             self.machine_failure(exit_)
 
+    def resume_faulted(self) -> None:
+        """After a fault the monitor handled for the guest (a hidden #PF): run the faulting
+        instruction again."""
+        self.enter(self.virtual_state())
+
+    def reflect_fault(self, vector: int, error_code: int) -> None:
+        """A fault the guest's own CPU would raise: through its virtual IDT."""
+        self.deliver(vector, "exception", error_code)
+
     def _reflect_software(self, vector: int) -> None:
         eip = self.machine.uc.reg_read(_EIP)
         code = self.guest_memory.peek
