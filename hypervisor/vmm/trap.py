@@ -39,6 +39,7 @@ from hypervisor.vmm.contract import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo, Exit
 from hypervisor.vmm.emulate import (
     Emulation,
     Emulator,
+    GuestMmu,
     Reflect,
     Unsupported,
     trapped_emulator,
@@ -254,6 +255,10 @@ class TrapAndEmulate(Executor):
         cr0 = vcpu.cr0 if self.mmu is not None else vcpu.cr0 & ~CR0_PG
         return PagingRegisters(cr0, vcpu.cr3, vcpu.cr4)
 
+    def paging_mmu(self) -> GuestMmu | None:
+        """What virtualizes the guest's paging (None: turning it on is unsupported)."""
+        return self.mmu
+
     def _sync_shadow(self, force: bool = False) -> None:
         base, limit = self.vcpu.gdtr
         changed = self.shadow.update(self.guest_memory.peek(base, min(limit + 1, 0x10000)))
@@ -267,7 +272,8 @@ class TrapAndEmulate(Executor):
     def _report_descriptor_tricks(self) -> None:
         """Each table or segment the guest newly points outside its RAM, once."""
         self._tables_checked = (self.vcpu.gdtr, self.vcpu.idtr)
-        paging = self.mmu is not None and self.mmu.active
+        mmu = self.paging_mmu()
+        paging = mmu is not None and mmu.active
         found = descriptors_outside_ram(
             self.shadow.guest_bytes, self.vcpu, self.machine.ram_size, paging
         )
@@ -354,8 +360,9 @@ class TrapAndEmulate(Executor):
         the guest got the fault bare metal would raise, or the VM stopped (unsupported)."""
         emulation = Emulation(insn, self.virtual_state(), self.vcpu, self.machine)
         emulation.state.eip = insn.next_address
-        if self.mmu is not None:
-            emulation.mmu, emulation.guest = self.mmu, self.guest_memory
+        emulation.mmu = self.paging_mmu()
+        if emulation.mmu is not None:
+            emulation.guest = self.guest_memory
         try:
             handler(emulation)
         except PageFault as fault:  # the guest's tables refused an access of the emulation

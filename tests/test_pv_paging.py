@@ -1,0 +1,101 @@
+"""Direct paging under pv (docs/paging.md, "Direct paging (pv)"): a ported kernel's own page
+tables are the CPU's, read-only to it once pinned, changed only through validated hypercalls."""
+
+from __future__ import annotations
+
+import ctypes
+import zlib
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from hypervisor.events import Event, Hypercall, PageFaultHandled, WorldSwitch
+from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.session import RunReport, run_guest, run_host
+from hypervisor.vmm.host import Host
+from hypervisor.vmm.pv.errors import E_FAULT, E_PERM
+from tests.conftest import HAVE_NASM
+
+GUESTS = Path(__file__).parent / "guests"
+HOSTILE = "pv_paging_hostile"
+PT = 0x201000
+SPARE_PTE = PT + (0x300000 >> 12) * 4
+pytestmark = pytest.mark.skipif(not HAVE_NASM, reason="nasm is not installed")
+
+
+@cache
+def hostile() -> GuestImage:
+    return load_guest(str(GUESTS / f"{HOSTILE}.asm"))
+
+
+@cache
+def hostile_run() -> RunReport:
+    return run_guest(hostile(), "pv", keep_events=True)
+
+
+def _hex(value: int) -> str:
+    return f"0x{value & 0xFFFFFFFF:08X}\n"
+
+
+def test_each_refused_update_gets_its_code_and_the_kernel_goes_on():
+    report = hostile_run()
+    refused = [E_PERM, E_FAULT, E_PERM, E_PERM, E_FAULT]
+    expected = _hex(0) + "".join(_hex(code) for code in refused)
+    expected += f"#PF 0x{SPARE_PTE:08X} 0x00000003\n" + _hex(1) + "0x12345678\nstill running\n"
+    assert report.console == expected
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+
+
+def test_each_refusal_is_logged_with_its_reason():
+    events = [e for e in hostile_run().events if isinstance(e, Hypercall) and e.error]
+    assert [(e.name, e.result) for e in events] == [
+        ("new_baseptr", E_PERM),
+        ("mmu_update", E_FAULT),
+        ("mmu_update", E_PERM),
+        ("mmu_update", E_PERM),
+        ("mmu_update", E_FAULT),
+    ]
+    reasons = [e.error for e in events]
+    assert "mapped writable: it cannot become a page directory" in reasons[0]
+    assert "outside the VM's 4096 KiB of RAM" in reasons[1]
+    assert "map page table 0x200000 writable" in reasons[2]
+    assert "monitor's window" in reasons[3]
+    assert "0xffc00000 is outside" in reasons[4]
+
+
+def test_a_direct_write_to_a_pinned_table_faults_and_is_an_event():
+    report = hostile_run()
+    faults = [e for e in report.events if isinstance(e, PageFaultHandled)]
+    assert [(e.address, e.error_code, e.outcome) for e in faults] == [(SPARE_PTE, 3, "pinned")]
+    assert report.traps["#PF pinned"] == 1
+
+
+def test_the_hostile_kernel_changes_nothing_outside_its_ram_on_a_shared_host():
+    """Host RAM outside its slice is byte-identical around each of its quanta (nobody else
+    runs then), beside a well-behaved pv guest."""
+    host = Host(quantum=500)
+    sums: list[tuple[int, int]] = []
+    before: list[int] = []
+
+    def outside() -> int:
+        ram = host[HOSTILE].vm.machine.ram
+        low = ctypes.string_at(host.ram.base_address, ram.start)
+        high = ctypes.string_at(host.ram.base_address + ram.end, host.ram.size - ram.end)
+        return zlib.crc32(high, zlib.crc32(low))
+
+    def watch(event: Event) -> None:
+        if not isinstance(event, WorldSwitch):
+            return
+        if event.previous == HOSTILE and before:
+            sums.append((before.pop(), outside()))
+        if event.vm == HOSTILE:
+            before.append(outside())
+
+    host.events.subscribe(watch)
+    report = run_host([(hostile(), "pv"), ("hello", "pv")], host=host)
+    assert len(sums) > 3
+    assert all(a == b for a, b in sums)
+    by_name = {r.hosted.name: r for r in report.vms if r.hosted}
+    assert by_name[HOSTILE].console.endswith("still running\n")
+    assert by_name["hello"].console == run_guest("hello", "native").console
