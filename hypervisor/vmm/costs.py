@@ -17,10 +17,26 @@ Software and Hardware Techniques for x86 Virtualization", ASPLOS 2006):
   decoding and emulation of the faulting instruction: 1500 cycles (our estimate).
 An instruction that runs directly (or natively) costs 1 cycle; an instruction of translated
 code costs 1 cycle too, so a rewritten CLI that became one store is as cheap as bare metal.
+
+The MMU (one block, `MMU_ROWS`: the monitor's traps that are the shadow page tables' work).
+Adams & Agesen single out page faults and page-table writes (their `pgfault` and `ptemod`
+nanobenchmarks, on the same Pentium 4) as where a shadowing monitor's time goes: each is a
+fault into the monitor and back, plus the MMU's own work. The figures below are our estimates
+built on their ~2000-cycle round trip (the exact bars of their log-scale chart were not at
+hand when this block was written: `benchmarks/bench_mmu.py` prints them beside ours):
+* a hidden page fault: the round trip, a walk of two guest entries, setting A/D and one
+  shadow entry: 3000 cycles;
+* a true page fault: the same walk, then the guest's #PF built and delivered through its
+  virtual IDT (a second entry into the guest, at its handler): 4000 cycles;
+* a ptemod (a guest write to a traced page-table page): on top of the hidden fault that lets
+  the write through, dropping the shadow entries derived from that page: 1000 cycles;
+* a MOV CR3 (an address-space switch): the round trip, decoding and the lookup of the cached
+  shadow: 2500 cycles.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -32,6 +48,23 @@ class CostProfile:
     callout: float = 800.0
     hypercall: float = 1500.0
     translate_instruction: float = 600.0
+    # the MMU block (shadow paging), by trap counter: see MMU_ROWS
+    page_fault_hidden: float = 3000.0
+    page_fault_true: float = 4000.0
+    ptemod: float = 1000.0  # on top of the hidden fault of the same write
+    cr3_switch: float = 2500.0
+
+    def mmu_price(self, counter: str) -> float:
+        return float(getattr(self, MMU_ROWS[counter]))
+
+
+# The monitor's trap counters (RunStats.traps) that are the MMU's work, and their row
+MMU_ROWS = {
+    "#PF hidden": "page_fault_hidden",
+    "#PF true": "page_fault_true",
+    "ptemod": "ptemod",
+    "mov cr3": "cr3_switch",
+}
 
 
 PENTIUM4 = CostProfile("pentium4-asplos06")
@@ -42,6 +75,13 @@ PROFILES = {PENTIUM4.name: PENTIUM4}
 class CycleCount:
     virtual: float  # what the run cost under its monitor
     native_equivalent: float  # the same guest instructions on bare metal
+    mmu: float = 0.0  # of `virtual`: the MMU block's rows
+
+    @property
+    def mmu_share_pct(self) -> float:
+        """The MMU's part of the overhead (of what the run cost above bare metal)."""
+        above = self.virtual - self.native_equivalent
+        return 100.0 * self.mmu / above if above > 0 else 0.0
 
     @property
     def overhead_pct(self) -> float:
@@ -59,13 +99,17 @@ def cycles(
     callouts: int = 0,
     hypercalls: int = 0,
     translated: int = 0,
+    mmu: Mapping[str, int] | None = None,
 ) -> CycleCount:
-    """Price a run (or a prefix of one) from its counters."""
+    """Price a run (or a prefix of one) from its counters; `mmu`: the MMU's trap counters
+    (MMU_ROWS), not among `traps`."""
+    mmu_cycles = sum(n * profile.mmu_price(name) for name, n in (mmu or {}).items())
     virtual = (
         cpu_instructions * profile.instruction
         + traps * profile.trap
         + callouts * profile.callout
         + hypercalls * profile.hypercall
         + translated * profile.translate_instruction
+        + mmu_cycles
     )
-    return CycleCount(virtual, guest_instructions * profile.instruction)
+    return CycleCount(virtual, guest_instructions * profile.instruction, mmu_cycles)

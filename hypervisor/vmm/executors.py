@@ -27,6 +27,7 @@ from hypervisor.machine.interrupts import Source
 from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.guestcpu import GuestCpu
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 
 if TYPE_CHECKING:
     from hypervisor.vmm.bt.introspect import CacheIntrospection
@@ -137,6 +138,10 @@ class Executor(ABC):
     def introspect(self) -> CacheIntrospection | None:
         """A look into the translation cache, for modes that have one."""
         return None
+
+    def paging(self) -> PagingIntrospection:
+        """A look at the MMU: on bare metal the guest's tables are the CPU's own."""
+        return PagingIntrospection(self.machine, self.machine.paging_registers())
 
     def retired_are_guest_instructions(self) -> bool:
         """False while the CPU runs code the monitor generated (binary translation)."""

@@ -48,6 +48,7 @@ from hypervisor.vmm.executors import Executor, trap_name
 from hypervisor.vmm.guestcpu import FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.mmu.faults import page_fault
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 from hypervisor.vmm.mmu.shadow import POOL_PAGES, ShadowMmu
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
@@ -241,6 +242,14 @@ class TrapAndEmulate(Executor):
         registers = self.guest_paging()
         return LinearMemory(self.machine.read, self.machine.write, lambda: registers)
 
+    def paging(self) -> PagingIntrospection:
+        """The guest's tables beside the shadow the CPU runs on."""
+        loads = self.vm.stats.traps["mov cr3"]
+        registers = self.guest_paging()
+        return PagingIntrospection(
+            self.machine, registers, self.mmu, cr3_loads=loads, monitored=True
+        )
+
     def guest_paging(self) -> PagingRegisters:
         vcpu = self.vcpu
         cr0 = vcpu.cr0 if self.mmu is not None else vcpu.cr0 & ~CR0_PG
@@ -292,6 +301,15 @@ class TrapAndEmulate(Executor):
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail="HLT completed outside ring 0"))
         else:
             self.machine_failure(exit_)
+
+    def resume_faulted(self) -> None:
+        """After a fault the monitor handled for the guest (a hidden #PF): run the faulting
+        instruction again."""
+        self.enter(self.virtual_state())
+
+    def reflect_fault(self, vector: int, error_code: int) -> None:
+        """A fault the guest's own CPU would raise: through its virtual IDT."""
+        self.deliver(vector, "exception", error_code)
 
     def _reflect_software(self, vector: int) -> None:
         eip = self.machine.uc.reg_read(_EIP)
