@@ -8,20 +8,22 @@ import zlib
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 from hypervisor.events import Event, Hypercall, PageFaultHandled, WorldSwitch
 from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.session import RunReport, run_guest, run_host
+from hypervisor.trace.checkpoints import CheckpointStore
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.costs import MMU_ROWS, PENTIUM4, PV_MMU_ROWS, cycles
 from hypervisor.vmm.host import Host
 from hypervisor.vmm.pv.errors import E_FAULT, E_PERM
-from tests.conftest import HAVE_NASM
+from hypervisor.vmm.vm import Vm
+from tests.conftest import needs_nasm
+from tests.test_checkpoints import observed
 
 GUESTS = Path(__file__).parent / "guests"
 HOSTILE = "pv_paging_hostile"
 PT = 0x201000
 SPARE_PTE = PT + (0x300000 >> 12) * 4
-pytestmark = pytest.mark.skipif(not HAVE_NASM, reason="nasm is not installed")
 
 
 @cache
@@ -38,6 +40,7 @@ def _hex(value: int) -> str:
     return f"0x{value & 0xFFFFFFFF:08X}\n"
 
 
+@needs_nasm
 def test_each_refused_update_gets_its_code_and_the_kernel_goes_on():
     report = hostile_run()
     refused = [E_PERM, E_FAULT, E_PERM, E_PERM, E_FAULT]
@@ -47,6 +50,7 @@ def test_each_refused_update_gets_its_code_and_the_kernel_goes_on():
     assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
 
 
+@needs_nasm
 def test_each_refusal_is_logged_with_its_reason():
     events = [e for e in hostile_run().events if isinstance(e, Hypercall) and e.error]
     assert [(e.name, e.result) for e in events] == [
@@ -64,6 +68,7 @@ def test_each_refusal_is_logged_with_its_reason():
     assert "0xffc00000 is outside" in reasons[4]
 
 
+@needs_nasm
 def test_a_direct_write_to_a_pinned_table_faults_and_is_an_event():
     report = hostile_run()
     faults = [e for e in report.events if isinstance(e, PageFaultHandled)]
@@ -71,6 +76,7 @@ def test_a_direct_write_to_a_pinned_table_faults_and_is_an_event():
     assert report.traps["#PF pinned"] == 1
 
 
+@needs_nasm
 def test_the_hostile_kernel_changes_nothing_outside_its_ram_on_a_shared_host():
     """Host RAM outside its slice is byte-identical around each of its quanta (nobody else
     runs then), beside a well-behaved pv guest."""
@@ -99,3 +105,35 @@ def test_the_hostile_kernel_changes_nothing_outside_its_ram_on_a_shared_host():
     by_name = {r.hosted.name: r for r in report.vms if r.hosted}
     assert by_name[HOSTILE].console.endswith("still running\n")
     assert by_name["hello"].console == run_guest("hello", "native").console
+
+
+def test_each_pv_mmu_hypercall_is_priced_by_its_own_row():
+    base = cycles(PENTIUM4, guest_instructions=100, cpu_instructions=100)
+    for call, row in PV_MMU_ROWS.items():
+        priced = cycles(PENTIUM4, guest_instructions=100, cpu_instructions=100, pv_mmu={call: 2})
+        assert priced.virtual - base.virtual == priced.mmu == 2 * getattr(PENTIUM4, row)
+    assert PENTIUM4.mmu_update > PENTIUM4.hypercall
+
+
+def test_the_ported_kernel_pays_for_its_mmu_in_hypercalls():
+    vm = Vm(load_guest("course", paravirtual=True, cmdline="exit"), "pv")
+    vm.run(10**6)
+    stats, cost = vm.stats, vm.cycles()
+    expected = sum(
+        n * PENTIUM4.pv_mmu_price(c) for c, n in stats.hypercalls.items() if c in PV_MMU_ROWS
+    )
+    expected += sum(n * PENTIUM4.mmu_price(t) for t, n in stats.traps.items() if t in MMU_ROWS)
+    assert stats.hypercalls["mmu_update"] == 2 and stats.traps["#PF true"] == 1
+    assert cost.mmu == expected and 0 < cost.mmu_share_pct < 100
+
+
+def test_seeking_across_the_switch_to_direct_paging_equals_a_straight_run():
+    """Checkpoints keep the pinned tables (the machine keeps the tables and CR3)."""
+    image = load_guest("course", paravirtual=True, cmdline="exit")
+    machine = TimeMachine(image, "pv", checkpoints=CheckpointStore(interval=5000))
+    machine.extend(70_000)
+    for target in (69_000, 20_000, 60_000):
+        machine.seek(target)
+        vm = Vm(image, "pv")
+        vm.run(target)
+        assert observed(machine.vm) == observed(vm)
