@@ -137,3 +137,40 @@ def test_seeking_across_the_switch_to_direct_paging_equals_a_straight_run():
         vm = Vm(image, "pv")
         vm.run(target)
         assert observed(machine.vm) == observed(vm)
+
+
+MOV_CR_PORT = """\
+%define PARAVIRT
+bits 32
+org 0x100000
+%include "vmlab.inc"
+%include "paging.inc"
+; A half-ported kernel: hypercalls for its console, MOV for CR3 and CR0.PG (they trap).
+start:
+    identity_map 0x201000, 0x3
+    and dword [0x201000 + (0x200000 >> 12) * 4], ~2 ; the tables read-only
+    and dword [0x201000 + (0x201000 >> 12) * 4], ~2
+    mov dword [0x200000], 0x201003
+    mov eax, 0x200000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax                    ; pinned and validated like new_baseptr
+    println "paging on"
+    mov dword [0x202000], 0x201003  ; a directory its table maps writable
+    mov eax, 0x202000
+    mov cr3, eax                    ; refused: the VM stops unsupported
+    println "not reached"
+"""
+
+
+@needs_nasm
+def test_a_mov_to_cr3_under_direct_paging_is_validated_too(tmp_path):
+    source = tmp_path / "movcr.asm"
+    source.write_text(MOV_CR_PORT)
+    (tmp_path / "paging.inc").write_text((GUESTS / "paging.inc").read_text())
+    report = run_guest(load_guest(str(source)), "pv")
+    assert report.console == "paging on\n"
+    assert report.exit.reason == "unsupported"
+    assert "MOV to CR3 under direct paging" in report.exit.detail
+    assert "cannot become a page directory" in report.exit.detail
