@@ -8,6 +8,9 @@ import zlib
 from functools import cache
 from pathlib import Path
 
+import pytest
+
+from hypervisor.encap.state import capture, restore
 from hypervisor.events import Event, Hypercall, PageFaultHandled, WorldSwitch
 from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.session import RunReport, run_guest, run_host
@@ -174,3 +177,23 @@ def test_a_mov_to_cr3_under_direct_paging_is_validated_too(tmp_path):
     assert report.exit.reason == "unsupported"
     assert "MOV to CR3 under direct paging" in report.exit.detail
     assert "cannot become a page directory" in report.exit.detail
+
+
+@pytest.mark.parametrize(("mode", "ported"), [("pv", True), ("trap", False)])
+def test_a_vm_suspended_while_paging_resumes_paging(mode, ported):
+    """The resumed monitor pages as the suspended one did: pv pins the directory in CR3
+    again (its tables are in the resumed RAM), trap starts an empty shadow of it."""
+    image = load_guest("course", paravirtual=ported, cmdline="exit")
+    vm = Vm(image, mode)
+    mmu = vm.executor.paging_mmu()
+    assert mmu is not None
+    while not mmu.active:
+        vm.run(2000)
+    vm.run(3000)
+    resumed = restore(capture(vm))
+    resumed_mmu = resumed.executor.paging_mmu()
+    assert resumed_mmu is not None and resumed_mmu.active
+    resumed.run(10**6)
+    vm.run(10**6)
+    assert resumed.console == vm.console and resumed.exit == vm.exit
+    assert vm.exit is not None and vm.exit.status == 0
