@@ -179,10 +179,10 @@ def test_a_mov_to_cr3_under_direct_paging_is_validated_too(tmp_path):
     assert "cannot become a page directory" in report.exit.detail
 
 
-@pytest.mark.parametrize(("mode", "ported"), [("pv", True), ("trap", False)])
+@pytest.mark.parametrize(("mode", "ported"), [("pv", True), ("trap", False), ("bt", False)])
 def test_a_vm_suspended_while_paging_resumes_paging(mode, ported):
     """The resumed monitor pages as the suspended one did: pv pins the directory in CR3
-    again (its tables are in the resumed RAM), trap starts an empty shadow of it."""
+    again (its tables are in the resumed RAM), trap and bt start an empty shadow of it."""
     image = load_guest("course", paravirtual=ported, cmdline="exit")
     vm = Vm(image, mode)
     mmu = vm.executor.paging_mmu()
