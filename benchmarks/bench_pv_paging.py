@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench_paging import HERE, OPERATIONS, timed
+from bench_paging import HERE, OPERATIONS, operation_cost, timed
 
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import assemble
@@ -35,19 +35,6 @@ def speed(image: GuestImage, repeat: int) -> float:
     return best[1].stats.total / best[0]
 
 
-def operation(define: str, port: tuple[str, ...], count: int, repeat: int) -> tuple[float, float]:
-    """(seconds, cost-model cycles) of one operation: `count` of them against one."""
-
-    def run(n: int) -> tuple[float, float]:
-        data, _ = assemble(HERE / "mmuops.asm", (*port, define, f"COUNT={n}"))
-        image = GuestImage("mmuops", data)
-        elapsed, vm = min((timed(image, "pv") for _ in range(repeat)), key=lambda r: r[0])
-        return elapsed, vm.cycles().virtual
-
-    (t1, c1), (t0, c0) = run(count), run(1)
-    return (t1 - t0) / (count - 1), (c1 - c0) / (count - 1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=1_000_000)
@@ -60,7 +47,7 @@ def main() -> None:
         print(f"{name:<20} {off / 1e6:>8.1f} M/s {on / 1e6:>8.1f} M/s {on / off:>8.0%}")
     print(f"\n{'one operation':<14}" + "".join(f"{name:>34}" for name in BUILDS))
     for name, define in OPERATIONS.items():
-        row = [operation(define, port, 500, args.repeat) for port in BUILDS.values()]
+        row = [operation_cost(define, "pv", 500, args.repeat, port) for port in BUILDS.values()]
         print(f"{name:<14}" + "".join(f"{t * 1e6:>17.1f} µs {c:>10.0f} cyc" for t, c in row))
 
 
