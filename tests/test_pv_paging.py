@@ -73,6 +73,7 @@ def test_each_refusal_is_logged_with_its_reason():
     assert "map page table 0x200000 writable" in reasons[2]
     assert "monitor's window" in reasons[3]
     assert "0xffc00000 is outside" in reasons[4]
+    assert hostile_run().isolation["by_kind"]["page_table"] == len(events)
 
 
 @needs_nasm
