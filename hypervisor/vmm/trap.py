@@ -267,6 +267,9 @@ class TrapAndEmulate(Executor):
                 self._descriptor_tricks.add((address, detail))
                 self.isolation_event("descriptor", address, detail)
 
+    def model_specific_registers(self) -> dict[int, int]:
+        return self.vcpu.msr
+
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
         if exit_.retired:
