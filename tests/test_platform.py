@@ -35,7 +35,9 @@ def qemu_serial(kernel: Path, *options: str) -> str:
 def build(tmp_path: Path, name: str) -> Path:
     kernel = tmp_path / f"{name}.bin"
     source = GUESTS / f"{name}.asm"
-    subprocess.run(["nasm", "-f", "bin", "-o", str(kernel), str(source)], check=True)
+    subprocess.run(
+        ["nasm", "-f", "bin", "-i", f"{GUESTS}/", "-o", str(kernel), str(source)], check=True
+    )
     return kernel
 
 

@@ -4,22 +4,9 @@
 ; A #GP handler notes the fault and skips the 2-byte RDMSR/WRMSR. Checks marked "(hw)"
 ; are where vmlab follows the hardware and QEMU's TCG does not (it reads 0 from an MSR it
 ; lacks, and holds no TSC in the MSR): tests/test_msr.py expects QEMU to fail just those.
-bits 32
-org 0x100000
-load_start:
-    jmp short entry                             ; vmlab enters at the load address
-align 4
-header:
-    dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    dd header, load_start, load_end, bss_end, entry
+%include "multiboot.inc"
 
-%macro CHECK 1                                  ; ZF set: pass; the name is a string
-    [section .data]
-%%name: db %1, 0
-    __?SECT?__
-    mov esi, %%name
-    call report
-%endmacro
+%include "report.inc"
 
 %macro RDMSR 1                                  ; EDX:EAX = MSR %1, [faulted] = 1 on #GP
     mov ecx, %1
@@ -170,33 +157,6 @@ on_gp:                                          ; note the fault, skip the RDMSR
     add dword [esp], 2
     iretd
 
-report:                                         ; print "name: pass" (ZF set) or "name: FAIL"
-    pushfd
-    call puts
-    popfd
-    mov esi, pass
-    jz .print
-    inc byte [failures]
-    mov esi, fail
-.print:
-    jmp puts
-
-puts:                                           ; print the NUL-terminated string at ESI
-    lodsb
-    test al, al
-    jz .end
-    mov dx, 0x3fd
-    mov ah, al
-.wait:
-    in al, dx
-    test al, 0x20                               ; transmit holding register empty
-    jz .wait
-    mov al, ah
-    mov dx, 0x3f8
-    out dx, al
-    jmp puts
-.end:
-    ret
 
 section .data
 align 8
@@ -207,9 +167,6 @@ gdt_pointer:
 idt_pointer:
     dw 14 * 8 - 1
     dd idt
-pass:       db ": pass", 10, 0
-fail:       db ": FAIL", 10, 0
-failures:   db 0
 faulted:    db 0
 load_end:
 
