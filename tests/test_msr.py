@@ -11,7 +11,7 @@ from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
 from tests.test_platform import QEMU, build, qemu_serial
 
-CHECKS = 22
+CHECKS = 25
 
 
 @needs_nasm

@@ -15,6 +15,8 @@ instruction is privileged, so a guest kernel executes them directly under every 
   the maximum answers as the highest basic leaf does.
 - RDTSC (and RDTSCP, with TSC_AUX 0) read the machine's instruction clock, the PIT's input
   clock: one tick per retired guest instruction. Time travel and replays see exact values.
+  With CR4.TSD set outside ring 0 the hook leaves the instruction to unicorn, which raises
+  the #GP (a monitor mirrors its guest's CR4.TSD into the real CR4 for this).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from unicorn import UC_HOOK_INSN, Uc
 from unicorn import x86_const as x
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from unicorn.unicorn_py3.unicorn import uccallback
+
+from hypervisor.machine.cpu import CR4_TSD
 
 VENDOR = b"GenuineIntel"
 FAMILY, MODEL, STEPPING = 6, 1, 9
@@ -67,6 +71,8 @@ _CPUID_REGS = (x.UC_X86_REG_EAX, x.UC_X86_REG_EBX, x.UC_X86_REG_ECX, x.UC_X86_RE
 
 def _rdtsc(time_stamp: Callable[[], int], aux: bool) -> Callable[[Uc, int], int]:
     def on_rdtsc(uc: Uc, _: int) -> int:
+        if uc.reg_read(x.UC_X86_REG_CR4) & CR4_TSD and uc.reg_read(x.UC_X86_REG_CS) & 3:
+            return 0  # unicorn's RDTSC raises #GP: CR4.TSD outside ring 0
         tsc = time_stamp()
         uc.reg_write(x.UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
         uc.reg_write(x.UC_X86_REG_EDX, (tsc >> 32) & 0xFFFFFFFF)

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 
 from hypervisor.isa import Instruction
 from hypervisor.machine import msr
-from hypervisor.machine.cpu import CR0_PE, CR0_PG, CR0_WP, EFLAGS_NT, EFLAGS_VM, CpuState
+from hypervisor.machine.cpu import (
+    CR0_PE,
+    CR0_PG,
+    CR0_WP,
+    CR4_TSD,
+    EFLAGS_NT,
+    EFLAGS_VM,
+    CpuState,
+)
 from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
 from hypervisor.machine.interrupts import VEC_GP, VEC_NP
 from hypervisor.vmm.operands import effective_address, read_register, write_register
@@ -274,6 +282,19 @@ def msr_access(state: CpuState, write: bool, values: dict[int, int], clock: int)
     else:
         value = msr.read(state.ecx, values, clock)
         state.eax, state.edx = value & 0xFFFFFFFF, value >> 32
+
+
+@emulates("rdtsc", "rdtscp")
+def _rdtsc(e: Emulation) -> None:
+    """Reached when the guest's CR4.TSD made the real CPU fault at ring 1 (the monitor
+    mirrors it), and as binary translation's callout, which reads the clock exactly."""
+    if e.vcpu.cr4 & CR4_TSD and e.vcpu.cpl:
+        raise Reflect(VEC_GP, 0, f"{e.insn.mnemonic.upper()} outside ring 0 with CR4.TSD set")
+    owner = e.machine.owner
+    tsc = msr.time_stamp(owner.instruction_clock() if owner else 0, e.vcpu.msr)
+    e.state.eax, e.state.edx = tsc & 0xFFFFFFFF, tsc >> 32
+    if e.insn.mnemonic == "rdtscp":
+        e.state.ecx = 0  # IA32_TSC_AUX: processor 0
 
 
 @emulates("invlpg", "wbinvd", "invd")

@@ -39,6 +39,8 @@
 
 entry:
     mov esp, stack_top
+    mov dword [tss + 4], stack_top - 512        ; ESP0, SS0: ring 0's stack for user faults
+    mov dword [tss + 8], 0x10
     lgdt [gdt_pointer]                          ; our own GDT and IDT, the same on QEMU
     jmp 0x08:.flat
 .flat:
@@ -51,7 +53,19 @@ entry:
     shr eax, 16
     mov [idt + 13 * 8 + 6], ax
     mov dword [idt + 13 * 8 + 2], 0x8E000008
+    mov eax, to_kernel
+    mov [idt + 0x80 * 8], ax                    ; vector 0x80: a gate user code may call
+    shr eax, 16
+    mov [idt + 0x80 * 8 + 6], ax
+    mov dword [idt + 0x80 * 8 + 2], 0xEE000008
     lidt [idt_pointer]
+    mov eax, tss                                ; the TSS: ring 0's stack for a user fault
+    mov [gdt + 0x28 + 2], ax
+    shr eax, 16
+    mov [gdt + 0x28 + 4], al
+    mov [gdt + 0x28 + 7], ah
+    mov ax, 0x28
+    ltr ax
 
     mov eax, 1
     cpuid
@@ -146,12 +160,49 @@ entry:
     cmp eax, 3
     CHECK "(hw) rdmsr of the tsc is rdtsc's counter"
 
+    call user_rdtsc
+    FAULTED
+    setne al
+    cmp al, 1
+    CHECK "rdtsc in ring 3"
+    mov eax, cr4
+    or eax, 1 << 2                              ; CR4.TSD: RDTSC for ring 0 only
+    mov cr4, eax
+    mov byte [faulted], 0
+    rdtsc
+    FAULTED
+    setne al
+    cmp al, 1
+    CHECK "rdtsc in ring 0 with cr4.tsd"
+    call user_rdtsc
+    FAULTED
+    CHECK "rdtsc in ring 3 with cr4.tsd raises #gp"
+
     mov al, [failures]
     out 0xf4, al                                ; QEMU's isa-debug-exit (vmlab has one too)
     cli
     hlt
 
-on_gp:                                          ; note the fault, skip the RDMSR/WRMSR
+user_rdtsc:                                     ; RDTSC in ring 3; back by INT 0x80
+    mov [kernel_esp], esp
+    mov byte [faulted], 0
+    push 0x23                                   ; user SS
+    push user_stack_top
+    push 0x002                                  ; EFLAGS: interrupts off
+    push 0x1B                                   ; user CS
+    push .user
+    iretd
+.user:
+    rdtsc
+    int 0x80
+to_kernel:                                      ; INT 0x80 from ring 3: back where we left
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov esp, [kernel_esp]
+    ret
+
+on_gp:                                          ; note the fault, skip the 2-byte instruction
     mov byte [faulted], 1
     add esp, 4                                  ; the error code
     add dword [esp], 2
@@ -160,19 +211,27 @@ on_gp:                                          ; note the fault, skip the RDMSR
 
 section .data
 align 8
-gdt:        dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF
+gdt:        dq 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF  ; ring 0 code, data
+            dq 0x00CFFA000000FFFF, 0x00CFF2000000FFFF     ; ring 3 code, data
+            dq 0x0000890000000067                         ; the TSS (base filled in)
 gdt_pointer:
-    dw 3 * 8 - 1
+    dw 6 * 8 - 1
     dd gdt
 idt_pointer:
-    dw 14 * 8 - 1
+    dw 0x81 * 8 - 1
     dd idt
 faulted:    db 0
 load_end:
 
 section .bss
 align 8
-idt:        resq 14
+idt:        resq 0x81
+kernel_esp: resd 1
+tss:        resd 1                              ; the previous task link
+            resd 1                              ; ESP0, set at entry
+            resd 24
+            resb 1024
+user_stack_top:
     resb 4096
 stack_top:
 bss_end:
