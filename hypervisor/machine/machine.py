@@ -47,6 +47,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.isa import MAX_INSN_SIZE, decode
 from hypervisor.machine import cpumodel
 from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.cancel import CANCEL
@@ -125,6 +126,10 @@ class MachineOwner(Protocol):
 
     def time_stamp(self) -> int: ...
 
+    def instruction_clock(self) -> int: ...
+
+    def model_specific_registers(self) -> dict[int, int]: ...
+
 
 class EntryError(Exception):
     """The CPU refused a register value while entering the guest (e.g. a bad selector)."""
@@ -164,6 +169,7 @@ class Machine:
         self._templates: dict[int, UcContext] = {}
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
+        self._stop_mnemonics: frozenset[str] = frozenset()  # stop_before's
         self._exit: Exit | None = None
         self._trace_hook: CodeHook | None = None
         self._window_hook: int | None = None
@@ -604,6 +610,24 @@ class Machine:
 
     def _on_door(self, uc: Uc, address: int, size: int, _: object) -> None:
         self._stop(ExitKind.DOOR, retired_now=False, address=address)
+
+    def stop_before(self, mnemonics: frozenset[str]) -> bool:
+        """Stop with a DOOR exit before every instruction with one of these mnemonics, at any
+        address: bare metal's RDMSR and WRMSR, which unicorn can neither hook nor make fault
+        (fact 16). The block clock finds them as it decodes new blocks and puts a code hook
+        on each (fact 11: free elsewhere); False if this clock cannot (VMLAB_CLOCK=count)."""
+        self._stop_mnemonics = mnemonics
+        return self.clock.stop_before(mnemonics, self._add_stop_before)
+
+    def _add_stop_before(self, address: int) -> None:
+        self.uc.hook_add(UC_HOOK_CODE, self._on_stop_before, None, address, address)
+
+    def _on_stop_before(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self.clock.at_deadline():
+            return  # the step hook stops here first: the instruction does not run now
+        insn = decode(self.code(address, MAX_INSN_SIZE), address)
+        if insn is not None and insn.mnemonic in self._stop_mnemonics:  # else new code there
+            self._stop(ExitKind.DOOR, retired_now=False, address=address)
 
     def protect_code_page(self, page: int, protected: bool) -> None:
         """Write-protect a page of guest RAM that holds translated code (fact 7): a guest

@@ -22,6 +22,7 @@ from hypervisor.events import (
     PortAccess,
 )
 from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.machine import msr
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.interrupts import Source
 from hypervisor.machine.machine import Exit, ExitKind
@@ -282,9 +283,18 @@ class Executor(ABC):
             self.machine.request_stop()
 
     def time_stamp(self) -> int:
-        """RDTSC: the instruction clock, brought up to the instruction now running."""
+        """RDTSC: the time stamp counter on the instruction clock, brought up to the
+        instruction now running."""
         self.vm.retire(self.machine.counter.read() - 1)
+        return msr.time_stamp(self.vm.pit.ticks, self.model_specific_registers())
+
+    def instruction_clock(self) -> int:
+        """Guest instructions retired before the one being emulated (the TSC's base)."""
         return self.vm.pit.ticks
+
+    @abstractmethod
+    def model_specific_registers(self) -> dict[int, int]:
+        """Where this CPU's MSR values live (`machine/msr.py` reads and writes them)."""
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))

@@ -15,13 +15,22 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
+from unicorn.x86_const import UC_X86_REG_CR4 as _CR4
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
 from hypervisor.events import InterruptDelivered, Trap
 from hypervisor.isa import Category, Instruction, decode
-from hypervisor.machine.cpu import CR0_ET, CR0_PE, CR0_PG, EFLAGS_IF, EFLAGS_IOPL, CpuState
+from hypervisor.machine.cpu import (
+    CR0_ET,
+    CR0_PE,
+    CR0_PG,
+    CR4_TSD,
+    EFLAGS_IF,
+    EFLAGS_IOPL,
+    CpuState,
+)
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import (
     VEC_GP,
@@ -92,11 +101,12 @@ class TrapAndEmulate(Executor):
         "_tables_checked",
         "_descriptor_tricks",
     )
-    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("shadow_gdt",)
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("shadow_gdt", "_tsd_mirrored")
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
+        self._tsd_mirrored = False  # the real CR4.TSD is set (the guest's, _mirror_tsd)
         self.mmu: ShadowMmu | None = None
         if self.shadow_paging:
             pool = m.map_monitor(SHADOW_POOL_OFFSET, POOL_PAGES * PAGE)
@@ -234,6 +244,18 @@ class TrapAndEmulate(Executor):
         self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
         if self.mmu is not None and self.mmu.active:
             self.machine.load_paging(self.mmu.real_registers(MONITOR_CR0))
+        if self.vcpu.cr4 & CR4_TSD or self._tsd_mirrored:
+            self._mirror_tsd()
+
+    def _mirror_tsd(self) -> None:
+        """The guest's CR4.TSD on the real CPU too, so that RDTSC outside the guest's ring 0
+        faults (unicorn raises it, cpumodel.py); the kernel's own, at ring 1, is emulated."""
+        uc = self.machine.uc
+        real = uc.reg_read(_CR4)
+        wanted = real & ~CR4_TSD | self.vcpu.cr4 & CR4_TSD
+        if wanted != real:
+            uc.reg_write(_CR4, wanted)
+        self._tsd_mirrored = bool(wanted & CR4_TSD)
 
     @property
     def guest_memory(self) -> LinearMemory:
@@ -281,6 +303,9 @@ class TrapAndEmulate(Executor):
             if (address, detail) not in self._descriptor_tricks:
                 self._descriptor_tricks.add((address, detail))
                 self.isolation_event("descriptor", address, detail)
+
+    def model_specific_registers(self) -> dict[int, int]:
+        return self.vcpu.msr
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:

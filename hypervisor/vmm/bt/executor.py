@@ -350,6 +350,13 @@ class BinaryTranslation(TrapAndEmulate):
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
 
+    def instruction_clock(self) -> int:
+        """The PIT ticks for translated code only after an exit is handled, and a fragment
+        pays for its callout on entry: a callout that reads the clock (RDMSR of the TSC)
+        has the PIT ticked first and the callout itself taken off."""
+        self.clock.sync()
+        return super().instruction_clock() - 1
+
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
         kernel = self.vcpu.cpl == 0
