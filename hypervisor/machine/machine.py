@@ -164,6 +164,7 @@ class Machine:
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
         self._precise_open_bus = self.clock.kind == "block"
         self.monitor_pages: set[int] = set()
+        self._devices: list[tuple[int, int]] = []  # (first, last) address of device MMIO
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, UcContext] = {}
@@ -283,6 +284,27 @@ class Machine:
         EIPs instead (docs/unicorn-facts.md, fact 13)."""
         assert not self._sealed, "asked for before the guest first runs"
         self._precise_open_bus = True
+
+    def map_device(
+        self,
+        base: int,
+        size: int,
+        read: Callable[[int, int], int],
+        write: Callable[[int, int, int], None],
+    ) -> None:
+        """A device's registers at guest-physical `base` (the local and I/O APICs): every
+        access calls `read(offset, size)` or `write(offset, size, value)`. Under the block
+        clock an empty memory hook covers it, so the device sees the exact EIP and count."""
+        assert not self._sealed, "devices are mapped before the guest first runs"
+        self.uc.mmio_map(
+            base,
+            size,
+            lambda uc, offset, width, _: read(offset, width),
+            None,
+            lambda uc, offset, width, value, _: write(offset, width, value),
+            None,
+        )
+        self._devices.append((base, base + size - 1))
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
@@ -603,6 +625,12 @@ class Machine:
         if self._exit is None:
             self._stop(ExitKind.STOP, retired_now=True)
 
+    def stop_before_this(self) -> None:
+        """Stop before the instruction now running completes (from a memory hook: it runs
+        again from its start when the CPU resumes, unless the owner steps over it)."""
+        if self._exit is None:
+            self._stop(ExitKind.STOP, retired_now=False)
+
     def add_door(self, address: int) -> None:
         """A callout door: translated code jumps to `address` to hand control to the monitor.
         A code hook bounded to that one address costs nothing anywhere else (fact 11)."""
@@ -762,6 +790,9 @@ class Machine:
                 if self._precise_open_bus:
                     self.uc.hook_add(_MEM_DATA, _nothing, None, cursor, begin - 1)
             cursor = max(cursor, end + 1)
+        if self._precise_open_bus:
+            for first, last in self._devices:
+                self.uc.hook_add(_MEM_DATA, _nothing, None, first, last)
         self._sealed = True
 
     def _open_bus_read(self, uc: Uc, offset: int, size: int, base: int) -> int:

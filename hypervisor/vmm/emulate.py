@@ -172,6 +172,7 @@ def _sti(e: Emulation) -> None:
 @emulates("hlt")
 def _hlt(e: Emulation) -> None:
     e.halt = True
+    e.vcpu.interrupt_shadow = False  # STI; HLT: the wake-up interrupt comes at the HLT
 
 
 @emulates("lgdt", "lidt")

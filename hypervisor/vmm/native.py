@@ -150,7 +150,7 @@ class BareMetal(Executor):
         return self.machine.code(eip - 1, 1) == b"\xfb"
 
     def before_slice(self, count: int) -> int:
-        blocked = self.vm.pic.pending_vector() is not None and not self.guest_interrupts_enabled()
+        blocked = self.vm.irqs.pending_vector() is not None and not self.guest_interrupts_enabled()
         self.machine.watch_interrupt_window(blocked)
         return count
 
