@@ -226,6 +226,12 @@ class TrapAndEmulate(Executor):
         )
         self.vcpu.load_eflags(state.eflags)
         self.waiting_for_interrupt = cpu.halted
+        mmu = self.paging_mmu()
+        try:
+            if mmu is not None:  # the guest's tables are in RAM already: paging as it was
+                mmu.flush(self.machine, bool(cpu.cr0 & CR0_PG), cpu.cr3)
+        except Unsupported as refused:
+            raise ResumeRefused(f"the guest's paging cannot be resumed: {refused}") from None
         try:
             self.enter(state)
         except EntryError as err:

@@ -30,6 +30,8 @@ from hypervisor.machine.machine import MONITOR_BASE, Machine
 from hypervisor.machine.paging import (
     LARGE_PAGE_SIZE,
     PAGE_SIZE,
+    PTE_ACCESSED,
+    PTE_DIRTY,
     PTE_LARGE,
     PTE_PRESENT,
     PTE_WRITABLE,
@@ -130,7 +132,7 @@ class DirectMmu:
         if directory in self.tables:
             raise self._refuse(E_PERM, f"page {directory:#x} is a page table, not a directory")
         entries = _entries(machine, directory)
-        window = entries[WINDOW_INDEX]
+        window = entries[WINDOW_INDEX] & ~(PTE_ACCESSED | PTE_DIRTY)  # the CPU sets those
         if window & PTE_PRESENT and window != WINDOW_ENTRY:
             raise self._refuse(E_PERM, _window_why(directory))
         new = {
