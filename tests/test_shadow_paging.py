@@ -9,6 +9,8 @@ every byte printed must be what bare metal prints.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -20,17 +22,11 @@ FRAMES = 8  # data frames at 0x300000 + 4 KiB * i, each starting with its own nu
 TABLES = (0x202000, 0x203000)  # the test region's page table in address space 0 and 1
 DIRECTORIES = (0x200000, 0x204000)
 
-PROLOGUE = """
+PROLOGUE = f"""
+%include "{Path(__file__).parent / "guests" / "paging.inc"}"
     ; The first 4 MiB identity-mapped (kernel, stack, tables) in both address spaces, by one
     ; shared page table at 0x201000; the test region (PDE 1) has a table per space.
-    mov edi, 0x201000
-    mov eax, 0x3
-.fill:
-    mov [edi], eax
-    add eax, 0x1000
-    add edi, 4
-    cmp edi, 0x202000
-    jb .fill
+    identity_map 0x201000, 0x3
     mov dword [0x200000], 0x201003
     mov dword [0x200004], 0x202007
     mov dword [0x204000], 0x201003
@@ -43,18 +39,9 @@ PROLOGUE = """
     inc ecx
     cmp ecx, 8
     jb .frames
-    mov eax, page_fault
-    mov [idt + 14 * 8], ax
-    mov word [idt + 14 * 8 + 2], 0x08
-    mov word [idt + 14 * 8 + 4], 0x8E00
-    shr eax, 16
-    mov [idt + 14 * 8 + 6], ax
+    small_idt_gate 14, page_fault
     lidt [idtr]
-    mov eax, 0x200000
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80010000              ; PG, WP
-    mov cr0, eax
+    paging_on 0x200000, 0x80010000  ; PG, WP
 """
 
 EPILOGUE = """
