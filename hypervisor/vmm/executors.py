@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import (
     InsnClass,
@@ -163,13 +162,15 @@ class Executor(ABC):
         vm = self.vm
         if self.waiting_for_interrupt and not self._wake():
             return
-        if self.interrupt_shadow():
-            count = 1  # let the instruction after STI run, then look at interrupts again
+        if self.vm.pic.pending_vector() is not None and self.interrupt_shadow():
+            # an interrupt waits: let the instruction after STI run, then take it (with
+            # none pending, any that comes stops the slice: it may run on)
+            count = 1
         count = self.before_slice(count)
         if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
             return
         vm.begin_slice()
-        exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
+        exit_ = self.machine.run(self.machine.read_eip(), count)
         vm.end_slice(exit_.retired)
         if exit_.kind is ExitKind.STOP and self._announced_but_not_run():
             self._pending = None  # the tracer saw it start, then the CPU stopped before it
@@ -248,7 +249,7 @@ class Executor(ABC):
         return self.guest_cpl() <= self.guest_iopl()
 
     def port_in(self, port: int, size: int) -> int:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return 0
@@ -262,7 +263,7 @@ class Executor(ABC):
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return
@@ -316,7 +317,7 @@ class Executor(ABC):
     def _reads_memory_operand(self) -> bool:
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
         loads on a host, so the answers are kept, by address and bytes.)"""
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         key = (eip, self.machine.code(eip, 15))
         answer = self._memory_operands.get(key)
         if answer is None:

@@ -15,7 +15,6 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
@@ -288,7 +287,7 @@ class TrapAndEmulate(Executor):
             self.machine_failure(exit_)
 
     def _reflect_software(self, vector: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         code = self.guest_memory.peek
         size = 1 if vector in (3, 4) and code(eip - 1, 1) != b"\xcd" else 2
         insn = decode(code(eip - size, size), eip - size)
@@ -310,7 +309,8 @@ class TrapAndEmulate(Executor):
     def _emulate(self, vector: int) -> None:
         virtual = self.virtual_state()
         eip = virtual.eip
-        insn = decode(self.guest_memory.peek(eip, 15), eip)
+        memory = self.guest_memory
+        insn = decode(memory.peek(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         handler = trapped_emulator(insn.mnemonic) if insn else None
         privileged = insn is not None and insn.category in (Category.PRIVILEGED, Category.IOPL)
@@ -321,7 +321,7 @@ class TrapAndEmulate(Executor):
             else:  # a genuine fault: bare metal would fault here too
                 self.deliver(vector, "exception", 0)
             return
-        emulation = self._run_emulator(insn, handler, vector)
+        emulation = self._run_emulator(insn, handler, vector, virtual, memory)
         if emulation is None:
             return
         self.note_trap(trap_name(insn))
@@ -331,13 +331,23 @@ class TrapAndEmulate(Executor):
         if emulation.halt:
             self._halt()
 
-    def _run_emulator(self, insn: Instruction, handler: Emulator, vector: int) -> Emulation | None:
-        """Emulate `insn` on the guest's virtual registers. None when it did not complete:
-        the guest got the fault bare metal would raise, or the VM stopped (unsupported)."""
-        emulation = Emulation(insn, self.virtual_state(), self.vcpu, self.machine)
+    def _run_emulator(
+        self,
+        insn: Instruction,
+        handler: Emulator,
+        vector: int,
+        virtual: CpuState | None = None,
+        memory: LinearMemory | None = None,
+    ) -> Emulation | None:
+        """Emulate `insn` on the guest's virtual registers (`virtual` if the caller has
+        just read them: changed in place). None when it did not complete: the guest got the
+        fault bare metal would raise, or the VM stopped (unsupported)."""
+        state = self.virtual_state() if virtual is None else virtual
+        emulation = Emulation(insn, state, self.vcpu, self.machine)
         emulation.state.eip = insn.next_address
         if self.mmu is not None:
-            emulation.mmu, emulation.guest = self.mmu, self.guest_memory
+            guest = self.guest_memory if memory is None else memory
+            emulation.mmu, emulation.guest = self.mmu, guest
         try:
             handler(emulation)
         except PageFault as fault:  # the guest's tables refused an access of the emulation
