@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import (
     InsnClass,
@@ -173,13 +172,15 @@ class Executor(ABC):
         vm = self.vm
         if self.waiting_for_interrupt and not self._wake():
             return
-        if self.interrupt_shadow():
-            count = 1  # let the instruction after STI run, then look at interrupts again
+        if self.vm.pic.pending_vector() is not None and self.interrupt_shadow():
+            # an interrupt waits: let the instruction after STI run, then take it (with
+            # none pending, any that comes stops the slice: it may run on)
+            count = 1
         count = self.before_slice(count)
         if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
             return
         vm.begin_slice()
-        exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
+        exit_ = self.machine.run(self.machine.read_eip(), count)
         vm.end_slice(exit_.retired)
         stored = self._device_store is not None
         if self._device_store is not None:
@@ -208,7 +209,7 @@ class Executor(ABC):
         resumes. So a plain MOV does not complete: the CPU stops before it, and the
         monitor does the store's work and steps over it (`_finish_device_store`). Any other
         instruction (and translated code) stores at once, seen when the slice ends."""
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         insn = decode(self.machine.code(eip, 15), eip)
         if insn is None or insn.mnemonic != "mov" or not self.retired_are_guest_instructions():
             self.clock_now()
@@ -276,7 +277,7 @@ class Executor(ABC):
         return self.guest_cpl() <= self.guest_iopl()
 
     def port_in(self, port: int, size: int) -> int:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return 0
@@ -290,7 +291,7 @@ class Executor(ABC):
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return
@@ -358,7 +359,7 @@ class Executor(ABC):
     def _reads_memory_operand(self) -> bool:
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
         loads on a host, so the answers are kept, by address and bytes.)"""
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         key = (eip, self.machine.code(eip, 15))
         answer = self._memory_operands.get(key)
         if answer is None:

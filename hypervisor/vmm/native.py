@@ -13,7 +13,6 @@ from dataclasses import replace
 
 from unicorn.x86_const import UC_X86_REG_CR2 as _CR2
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import InterruptDelivered
 from hypervisor.isa import MAX_INSN_SIZE, decode
@@ -146,7 +145,7 @@ class BareMetal(Executor):
 
     def interrupt_shadow(self) -> bool:
         # STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         return self.machine.code(eip - 1, 1) == b"\xfb"
 
     def before_slice(self, count: int) -> int:

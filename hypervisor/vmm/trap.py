@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from unicorn.x86_const import UC_X86_REG_CR4 as _CR4
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
@@ -343,7 +342,7 @@ class TrapAndEmulate(Executor):
         self.deliver(vector, "exception", error_code)
 
     def _reflect_software(self, vector: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         code = self.guest_memory.peek
         size = 1 if vector in (3, 4) and code(eip - 1, 1) != b"\xcd" else 2
         insn = decode(code(eip - size, size), eip - size)
@@ -365,7 +364,8 @@ class TrapAndEmulate(Executor):
     def _emulate(self, vector: int) -> None:
         virtual = self.virtual_state()
         eip = virtual.eip
-        insn = decode(self.guest_memory.peek(eip, 15), eip)
+        memory = self.guest_memory
+        insn = decode(memory.peek(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         handler = trapped_emulator(insn.mnemonic) if insn else None
         privileged = insn is not None and insn.category in (Category.PRIVILEGED, Category.IOPL)
@@ -376,7 +376,7 @@ class TrapAndEmulate(Executor):
             else:  # a genuine fault: bare metal would fault here too
                 self.deliver(vector, "exception", 0)
             return
-        emulation = self._run_emulator(insn, handler, vector)
+        emulation = self._run_emulator(insn, handler, vector, virtual, memory)
         if emulation is None:
             return
         self.note_trap(trap_name(insn))
@@ -386,14 +386,23 @@ class TrapAndEmulate(Executor):
         if emulation.halt:
             self._halt()
 
-    def _run_emulator(self, insn: Instruction, handler: Emulator, vector: int) -> Emulation | None:
-        """Emulate `insn` on the guest's virtual registers. None when it did not complete:
-        the guest got the fault bare metal would raise, or the VM stopped (unsupported)."""
-        emulation = Emulation(insn, self.virtual_state(), self.vcpu, self.machine)
+    def _run_emulator(
+        self,
+        insn: Instruction,
+        handler: Emulator,
+        vector: int,
+        virtual: CpuState | None = None,
+        memory: LinearMemory | None = None,
+    ) -> Emulation | None:
+        """Emulate `insn` on the guest's virtual registers (`virtual` if the caller has
+        just read them: changed in place). None when it did not complete: the guest got the
+        fault bare metal would raise, or the VM stopped (unsupported)."""
+        state = self.virtual_state() if virtual is None else virtual
+        emulation = Emulation(insn, state, self.vcpu, self.machine)
         emulation.state.eip = insn.next_address
         emulation.mmu = self.paging_mmu()
         if emulation.mmu is not None:
-            emulation.guest = self.guest_memory
+            emulation.guest = self.guest_memory if memory is None else memory
         try:
             handler(emulation)
         except PageFault as fault:  # the guest's tables refused an access of the emulation
