@@ -163,6 +163,12 @@ class Executor(ABC):
         vm = self.vm
         if self.waiting_for_interrupt and not self._wake():
             return
+        # An interrupt raised between two slices (a key typed at this step) comes before the
+        # next instruction, not when the slice after it ends: that may be millions of
+        # instructions later in a guest idling in a busy loop. (Translated code stops only
+        # where it may take one, and looks for it there itself.)
+        if self.counts_each_instruction and self.accept_interrupt() and vm.exit is not None:
+            return
         if self.interrupt_shadow():
             count = 1  # let the instruction after STI run, then look at interrupts again
         count = self.before_slice(count)

@@ -39,7 +39,7 @@ from hypervisor.vmm.vcpu import KNOWN_MSRS
 
 class BareMetal(Executor):
     mode = Mode.NATIVE
-    CHECKPOINTED = ("_sti_eip",)
+    CHECKPOINTED = ("_shadow_spent",)
     NOT_CHECKPOINTED = ()
     monitored = False
 
@@ -55,7 +55,7 @@ class BareMetal(Executor):
             tr=(0, 0, 0, 0),
         )
         self.machine.enter(entry, 0, system)
-        self._sti_eip: int | None = None
+        self._shadow_spent: int | None = None  # the step the presumed STI shadow ended
 
     def guest_cpl(self) -> int:
         return self.machine.cpl
@@ -132,11 +132,18 @@ class BareMetal(Executor):
         return (self.machine.uc.reg_read(_EFLAGS) >> 12) & 3
 
     def interrupt_shadow(self) -> bool:
-        # STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
+        """STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
+        The CPU does not say what it ran last, so an STI byte just before EIP stands for it,
+        until the one instruction after it has run: an idle loop `sti; jmp $` stays at that
+        EIP for ever, and its interrupts must still come."""
+        if self.vm.step == self._shadow_spent:
+            return False
         eip = self.machine.uc.reg_read(_EIP)
         return self.machine.code(eip - 1, 1) == b"\xfb"
 
     def before_slice(self, count: int) -> int:
+        if count == 1 and self.interrupt_shadow():
+            self._shadow_spent = self.vm.step + 1
         blocked = self.vm.pic.pending_vector() is not None and not self.guest_interrupts_enabled()
         self.machine.watch_interrupt_window(blocked)
         return count
