@@ -172,7 +172,13 @@ class Executor(ABC):
         vm = self.vm
         if self.waiting_for_interrupt and not self._wake():
             return
-        if self.vm.pic.pending_vector() is not None and self.interrupt_shadow():
+        # An interrupt raised between two slices (a key typed at this step) comes before the
+        # next instruction, not when the slice after it ends: that may be millions of
+        # instructions later in a guest idling in a busy loop. (Translated code stops only
+        # where it may take one, and looks for it there itself.)
+        if self.counts_each_instruction and self.accept_interrupt() and vm.exit is not None:
+            return
+        if self.vm.irqs.pending_vector() is not None and self.interrupt_shadow():
             # an interrupt waits: let the instruction after STI run, then take it (with
             # none pending, any that comes stops the slice: it may run on)
             count = 1
