@@ -34,11 +34,7 @@ start:
     mov eax, 18                     ; new_baseptr: pinned, and paging on
     int 0x82
 %else
-    mov eax, PD
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
+    paging_on PD, 0x80000000
 %endif
 %endif
 %ifdef TOUCH

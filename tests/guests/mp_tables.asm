@@ -5,14 +5,7 @@
 ; different spots of the F-segment), nor interrupt entries whose source bus is PCI (QEMU has
 ; PCI devices, vmlab none), so vmlab and `qemu-system-i386 -kernel` print the same.
 ; Exit status (port 0xF4, QEMU's isa-debug-exit): 0 if the tables were found and sound.
-bits 32
-org 0x100000
-load_start:
-    jmp short entry                             ; vmlab enters at the load address
-align 4
-header:
-    dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    dd header, load_start, load_end, bss_end, entry
+%include "multiboot.inc"
 
 %macro PRINT 1+                                 ; print a string literal
     [section .data]

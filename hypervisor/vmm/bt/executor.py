@@ -26,7 +26,6 @@ from hypervisor.events import (
     FragmentChained,
     FragmentTranslated,
     InsnClass,
-    PageFaultHandled,
     TranslationCacheFlushed,
 )
 from hypervisor.isa import Instruction, decode
@@ -38,9 +37,10 @@ from hypervisor.machine.paging import PageFault
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, StubKind, TranslationCache
 from hypervisor.vmm.bt.clock import TcClock
+from hypervisor.vmm.bt.fetch import KernelFetch, sequence_faulted
 from hypervisor.vmm.bt.introspect import CacheIntrospection
 from hypervisor.vmm.bt.selfmod import ALIAS_SLOTS, SelfModifyingCode
-from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Rule, Translator, rule_for
+from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
 from hypervisor.vmm.executors import Traced, trap_name
@@ -55,7 +55,6 @@ TC_OFFSET = 0x100000
 TC_CAPACITY = 1 << 20
 ALIAS_OFFSET = TC_OFFSET + TC_CAPACITY
 TC_SLICE = 1_000_000  # the most a slice of translated code may run before it comes back
-FETCH_FAULTS_IN_A_ROW = 64  # #PF on fetch delivered to a handler that itself is not mapped
 
 
 class BinaryTranslation(TrapAndEmulate):
@@ -71,7 +70,7 @@ class BinaryTranslation(TrapAndEmulate):
         "_selectors",
         "_monitor_fields",
         "_traced_stop",
-        "_fetch_fault",
+        "fetch",
     )
     NOT_CHECKPOINTED = ("area", "door")
     counts_each_instruction = False  # translated code keeps its own clock, block by block
@@ -83,6 +82,7 @@ class BinaryTranslation(TrapAndEmulate):
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
         m.write_monitor(self.door, b"\xf4")  # never executed: the door hook stops first
         m.add_door(self.door)
+        self.fetch = KernelFetch(self)
         tc_base = m.map_monitor(TC_OFFSET, TC_CAPACITY, executable=True)
         self.cache = TranslationCache(tc_base, TC_CAPACITY)
         self.translator = self._new_translator()
@@ -95,8 +95,6 @@ class BinaryTranslation(TrapAndEmulate):
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
         self._monitor_fields = b""  # the monitor's page of the vCPU area as last written
         self._traced_stop: int | None = None  # TC address where a traced run last stopped
-        self._fetch_fault: tuple[int, int] | None = None  # (CR2, error code) of a kernel
-        # instruction fetch the guest's tables refused, delivered before the next slice
         super().start(entry)
 
     # ------------------------------------------------------------------ vCPU area
@@ -113,7 +111,7 @@ class BinaryTranslation(TrapAndEmulate):
         monitor = VcpuArea.pack(
             MONITOR_FIELDS,
             {
-                "pending": int(self.vm.pic.pending_vector() is not None),
+                "pending": int(self.vm.irqs.pending_vector() is not None),
                 "vcs": self._selectors[0],
                 "vss": self._selectors[1],
                 "vcr0": v.cr0,
@@ -168,14 +166,9 @@ class BinaryTranslation(TrapAndEmulate):
     # ------------------------------------------------------------------ entering
     def _new_translator(self) -> Translator:
         m = self.machine
-        translator = Translator(self.cache, self.area, self.door, self._guest_code, m.ram_size)
+        translator = Translator(self.cache, self.area, self.door, self.fetch.read, m.ram_size)
         m.write_monitor(*translator.shared_code)
         return translator
-
-    def _guest_code(self, address: int, size: int) -> bytes:
-        """Guest code at a guest-virtual address, through the guest's own page tables (the
-        bytes stop at the first page they do not map)."""
-        return self.guest_memory.peek(address, size)
 
     def enter(self, virtual: CpuState) -> None:
         if self.vcpu.cpl == 0:
@@ -185,7 +178,7 @@ class BinaryTranslation(TrapAndEmulate):
             except PageFault as fault:  # its tables do not map the code: a true #PF there,
                 super().enter(virtual)  # delivered before the next slice (not recursively:
                 self.parked = virtual.eip  # the handler's own fetch may fault too)
-                self._fetch_fault = (fault.linear, fault.error_code)
+                self.fetch.refused(fault)
                 return
             if fragment is None:
                 return
@@ -204,10 +197,9 @@ class BinaryTranslation(TrapAndEmulate):
         guest's tables refuse the fetch."""
         stepping = self.clock.stepping
         paged = self.mmu is not None and self.mmu.active
-        frame = self._code_frame(guest_eip) if paged else guest_eip & ~(PAGE - 1)
+        frame = self.fetch.frame(guest_eip, paged)
         fragment = self.cache.lookup((guest_eip, frame, paged), stepping)
-        straddles = fragment is not None and len(fragment.frames) > 1
-        if fragment and straddles and fragment.frames[1:] != self._next_frame(guest_eip, paged):
+        if fragment is not None and not self._still_mapped(fragment, paged):
             self.selfmod.drop(fragment, frame)  # its second page is mapped elsewhere now
             fragment = None
         if fragment is not None:
@@ -215,7 +207,7 @@ class BinaryTranslation(TrapAndEmulate):
             fragment.hits += 1
             return fragment
         self.cache.stats.misses += 1
-        frames = (frame, *self._next_frame(guest_eip, paged))
+        frames = (frame, *self.fetch.next_frame(guest_eip, paged))
         if not 0 <= frame < self.machine.ram_size or (paged and guest_eip >> 22 == WINDOW_PDE):
             self.fetch_outside_ram(guest_eip)
             return None
@@ -247,39 +239,12 @@ class BinaryTranslation(TrapAndEmulate):
         )
         return fragment
 
-    def _code_frame(self, guest_eip: int) -> int:
-        """The guest-physical frame the guest's tables fetch `guest_eip` from."""
-        return self.guest_memory.translate(guest_eip) & ~(PAGE - 1)
-
-    def _next_frame(self, guest_eip: int, paged: bool) -> tuple[int, ...]:
-        """The frame of the page after `guest_eip`'s, if the guest maps it (a block's last
-        instruction may straddle into it); no side effect."""
-        following = (guest_eip | (PAGE - 1)) + 1
-        if not paged:
-            return (following,)
-        found = self.guest_memory.lookup(following)
-        return (found.physical(following) & ~(PAGE - 1),) if found and found.present else ()
-
-    def _deliver_fetch_faults(self) -> None:
-        """A fetch the guest's tables refused: #PF through its IDT with CR2 = the address
-        (error code: supervisor read, not present). A handler that is not mapped either
-        faults again, a bounded number of times (bare metal would loop until its stack
-        ran out)."""
-        for _ in range(FETCH_FAULTS_IN_A_ROW):
-            fault, self._fetch_fault = self._fetch_fault, None
-            if fault is None or self.vm.exit is not None:
-                return
-            vm, (cr2, code) = self.vm, fault
-            assert self.mmu is not None  # only paging refuses a fetch
-            self.mmu.true_faults += 1
-            vm.stats.traps["#PF true"] += 1
-            eip = self.parked if self.parked is not None else cr2
-            vm.emit(PageFaultHandled(vm.name, vm.step, eip, cr2, code, "true"))
-            self.vcpu.cr2 = cr2
-            self.deliver(VEC_PF, "exception", code)
-        if self._fetch_fault is not None:
-            detail = "instruction fetch page faults in a row: the #PF handler is not mapped"
-            self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=detail))
+    def _still_mapped(self, fragment: Fragment, paged: bool) -> bool:
+        """Is a fragment whose last instruction straddles into the next page still read
+        from the same frame there? (Its first page's frame is in its key.)"""
+        if len(fragment.frames) == 1:
+            return True
+        return fragment.frames[1:] == self.fetch.next_frame(fragment.guest_start, paged)
 
     def _flush(self) -> None:
         self.selfmod.untrack_all()
@@ -289,6 +254,17 @@ class BinaryTranslation(TrapAndEmulate):
 
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
+
+    def clock_now(self) -> None:
+        """In the TC, the guest instructions it ran are the budget it spent so far (each
+        block pays on entry: up to the end of the running block)."""
+        if self.vcpu.cpl != 0:
+            super().clock_now()
+            return
+        raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
+        if self.clock.plausible(raw):
+            self.clock.spend(raw)
+            self.clock.sync()
 
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
@@ -350,6 +326,13 @@ class BinaryTranslation(TrapAndEmulate):
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
 
+    def instruction_clock(self) -> int:
+        """The PIT ticks for translated code only after an exit is handled, and a fragment
+        pays for its callout on entry: a callout that reads the clock (RDMSR of the TSC)
+        has the PIT ticked first and the callout itself taken off."""
+        self.clock.sync()
+        return super().instruction_clock() - 1
+
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
         kernel = self.vcpu.cpl == 0
@@ -390,7 +373,7 @@ class BinaryTranslation(TrapAndEmulate):
         Translated code keeps its own clock: it spends `count` guest instructions from the
         vCPU area's budget and calls the monitor when they are gone — so the CPU runs it
         with no per-instruction counting at all."""
-        self._deliver_fetch_faults()
+        self.fetch.deliver_pending()
         if self.vcpu.cpl != 0 or self.vm.exit is not None:
             return count
         if self.selfmod.self_checked_pages:
@@ -409,7 +392,7 @@ class BinaryTranslation(TrapAndEmulate):
                         ExitInfo(ExitReason.CRASHED, detail=f"cannot enter the guest: {err}")
                     )
                     return 0
-                self._deliver_fetch_faults()
+                self.fetch.deliver_pending()
         self.clock.arm(count)
         return 0
 
@@ -425,14 +408,14 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
-        pending = self.vm.pic.pending_vector() is not None
+        pending = self.vm.irqs.pending_vector() is not None
         self.machine.write_monitor(
             self.area.pending, int(pending).to_bytes(4, "little"), code=False
         )
         self._monitor_fields = b""  # written past the copy: the next _write_area writes all
 
     def _interrupt_due(self) -> bool:
-        return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
+        return self.vcpu.interrupts_enabled and self.vm.irqs.pending_vector() is not None
 
     def resume_faulted(self) -> None:
         """After a hidden page fault: translated code faults precisely, before anything of
@@ -459,7 +442,7 @@ class BinaryTranslation(TrapAndEmulate):
         fragment = self.cache.fragment_at(tc_eip)
         index = fragment.boundaries.get(tc_eip) if fragment else None
         if fragment is not None and index is None and faulted:
-            index = self._sequence_faulted(fragment, tc_eip)
+            index = sequence_faulted(self, fragment, tc_eip)
         if fragment is None or index is None:
             self.vm.finish(
                 ExitInfo(
@@ -475,21 +458,6 @@ class BinaryTranslation(TrapAndEmulate):
             self.clock.count(index - counted)
         self.parked = fragment.guest_eip_at(index)
         return True
-
-    def _sequence_faulted(self, fragment: Fragment, tc_eip: int) -> int | None:
-        """The guest instruction whose inline sequence faulted at `tc_eip`, with the
-        registers it had saved put back; None in the prologue (its checks read guest
-        code the monitor mapped on entry: a fault there is never the guest's)."""
-        owner = fragment.guest_eip_owning(tc_eip)
-        index = next((i for i, insn in enumerate(fragment.insns) if insn.address == owner), None)
-        first = min(fragment.instruction_starts, default=fragment.tc_end)
-        if index is None or tc_eip < first:
-            return None
-        if rule_for(fragment.insns[index]) is Rule.DESCRIPTOR_TABLE:  # SGDT/SIDT to memory
-            saved = self.machine.read(self.area.save_a, 8)
-            eax, ebx = (int.from_bytes(saved[i : i + 4], "little") for i in (0, 4))
-            self.machine.set_registers(eax=eax, ebx=ebx)
-        return index
 
     def settle(self) -> None:
         """Run single TC instructions until the CPU sits on a guest instruction boundary, so
@@ -548,7 +516,7 @@ class BinaryTranslation(TrapAndEmulate):
         try:
             target = self.fragment_for(stub.guest_eip)
         except PageFault as fault:  # the guest is parked at the branch target
-            self._fetch_fault = (fault.linear, fault.error_code)
+            self.fetch.refused(fault)
             return
         if target is None:
             return
@@ -571,13 +539,13 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _callout(self, guest_eip: int) -> None:
         """Emulate the instruction that ended the fragment, then continue after it."""
-        code = self._guest_code(guest_eip, 15)
+        code = self.fetch.read(guest_eip, 15)
         insn = decode(code, guest_eip)
         if insn is None and len(code) < 15:  # the rest is on a page the guest does not map
             try:
                 self.guest_memory.translate(guest_eip + len(code))
             except PageFault as fault:
-                self._fetch_fault = (fault.linear, fault.error_code)
+                self.fetch.refused(fault)
                 return
         if insn is None:
             self.deliver(6, "exception")
