@@ -21,6 +21,7 @@ from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.costs import MMU_ROWS, PENTIUM4, PV_MMU_ROWS, cycles
 from hypervisor.vmm.host import Host
+from hypervisor.vmm.mmu.introspect import PagingKind
 from hypervisor.vmm.pv.errors import E_FAULT, E_PERM
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
@@ -264,3 +265,16 @@ def test_every_read_under_direct_paging_is_what_bare_metal_reads(asm, operations
     assert not [e for e in pv.events if isinstance(e, Hypercall) and e.error]
     updates = sum(op[0] in ("map", "unmap", "protect") for op in operations)
     assert pv.hypercalls.get("mmu_update", 0) == updates and pv.hypercalls["new_baseptr"] >= 1
+
+
+def test_the_page_tables_pane_sees_direct_paging():
+    """What the pane shows for a ported kernel: the guest's own tables, no shadow, the walk
+    ending in the VM's slice of host RAM."""
+    vm = Vm(load_guest("course", paravirtual=True, cmdline="exit"), "pv")
+    assert vm.executor.paging().view(0x100000, "asked for").kind is PagingKind.OFF
+    while not vm.executor.paging().enabled:
+        vm.run(2000)
+    view = vm.executor.paging().view(0xC0100000, "asked for")  # the higher-half alias
+    assert view.kind is PagingKind.DIRECT and view.shadow is None
+    assert view.guest_physical == 0x100000
+    assert view.host_physical == vm.machine.ram.start + 0x100000

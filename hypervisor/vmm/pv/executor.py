@@ -22,6 +22,7 @@ from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.machine.paging import PF_PRESENT, PF_WRITE, PagingRegisters
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.emulate import EMULATORS, GuestMmu
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 from hypervisor.vmm.pagefault import page_fault_code
 from hypervisor.vmm.pv.directmmu import FRAME, DirectMmu
 from hypervisor.vmm.pv.errors import E_INVAL, E_NOSYS, HypercallError
@@ -58,6 +59,14 @@ class Paravirtual(TrapAndEmulate):
         super().enter(virtual)
         if self.direct is not None and self.direct.active:
             self.machine.load_paging(self.direct.real_registers(MONITOR_CR0))
+
+    def paging(self) -> PagingIntrospection:
+        """Under direct paging the CPU walks the guest's own (validated) tables: no shadow."""
+        if self.direct is None:
+            return super().paging()
+        return PagingIntrospection(
+            self.machine, self.guest_paging(), direct=self.direct.active, monitored=True
+        )
 
     def direct_mmu(self) -> DirectMmu:
         if self.direct is None:  # hypercalls are answered only for a ported kernel
