@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from hypervisor.devices.intc import InterruptsView
 from hypervisor.devices.vga import Screen
 from hypervisor.events import (
     Callout,
@@ -154,6 +155,7 @@ class VmView:
     cache: CacheView | None
     screen: Screen  # the VGA text screen at this step
     uses_screen: bool  # the guest has written to it (else the pane needs no room)
+    interrupts: InterruptsView | None = None  # the 8259, the local and I/O APICs
     snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
 
 
@@ -278,6 +280,7 @@ def vm_view(
         cache=_cache(vm),
         screen=(screen := vm.screen()),
         uses_screen=not screen.blank,
+        interrupts=vm.irqs.view(),
     )
 
 

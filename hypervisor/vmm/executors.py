@@ -205,7 +205,7 @@ class Executor(ABC):
         eip = self.machine.uc.reg_read(_EIP)
         insn = decode(self.machine.code(eip, 15), eip)
         if insn is None or insn.mnemonic != "mov" or not self.retired_are_guest_instructions():
-            self.clock_now()
+            self.device_clock_now()
             write()
             return
         self._device_store = (write, eip + insn.size)
@@ -307,6 +307,11 @@ class Executor(ABC):
         """Bring the machine's clock up to the instruction now running (from a hook: a
         timer read, or a write that moves a deadline, happens at its exact instruction)."""
         self.vm.retire(self.machine.counter.read() - 1)
+
+    def device_clock_now(self) -> None:
+        """`clock_now`, for a device's memory-mapped registers (the APICs): a timer read at
+        its exact instruction."""
+        self.clock_now()
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))

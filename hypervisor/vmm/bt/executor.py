@@ -220,11 +220,12 @@ class BinaryTranslation(TrapAndEmulate):
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
 
-    def clock_now(self) -> None:
+    def device_clock_now(self) -> None:
         """In the TC, the guest instructions it ran are the budget it spent so far (each
-        block pays on entry: up to the end of the running block)."""
+        block pays on entry: up to the end of the running block). (Port I/O in the TC is
+        a callout, whose clock the monitor keeps.)"""
         if self.vcpu.cpl != 0:
-            super().clock_now()
+            super().device_clock_now()
             return
         raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
         if self.clock.plausible(raw):
