@@ -208,6 +208,7 @@ class Executor(ABC):
             self.device_clock_now()
             write()
             return
+        self._count_io("mmio")
         self._device_store = (write, eip + insn.size)
         self.machine.stop_before_this()
 
@@ -215,7 +216,8 @@ class Executor(ABC):
         self._device_store = None
         write()
         self.machine.set_registers(eip=next_eip)
-        self.vm.retire_emulated()
+        self.vm.tick(1)  # it ran on the CPU, all but its end: a guest instruction retired
+        self.vm.stats.total += 1
 
     def _announced_but_not_run(self) -> bool:
         """Did the tracer announce an instruction that then never ran? A stop from a code
@@ -310,7 +312,9 @@ class Executor(ABC):
 
     def device_clock_now(self) -> None:
         """`clock_now`, for a device's memory-mapped registers (the APICs): a timer read at
-        its exact instruction."""
+        its exact instruction. Under a monitor the access is a trap (the monitor emulates
+        the device's page), counted as `mmio`."""
+        self._count_io("mmio")
         self.clock_now()
 
     def _fault_io(self, eip: int) -> None:

@@ -228,6 +228,7 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl != 0:
             super().device_clock_now()
             return
+        self._count_io("mmio")
         raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
         if self.clock.plausible(raw):
             self.clock.spend(raw)
