@@ -49,6 +49,8 @@ class KernelBuild:
 KERNELS = (
     KernelBuild("course", "course"),
     KernelBuild("course_hh", "course", ("HIGHER_HALF",), 0xC0000000),
+    KernelBuild("course.pv", "course", ("PARAVIRT",)),  # ported: direct paging (pv)
+    KernelBuild("course_hh.pv", "course", ("HIGHER_HALF", "PARAVIRT"), 0xC0000000),
     KernelBuild("apicsh", "apicsh"),  # on the APICs: the 8259 masked, a ring-3 shell
 )
 

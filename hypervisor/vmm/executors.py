@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import (
     InsnClass,
@@ -22,11 +21,13 @@ from hypervisor.events import (
     PortAccess,
 )
 from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.machine import msr
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.interrupts import Source
 from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.guestcpu import GuestCpu
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 
 if TYPE_CHECKING:
     from hypervisor.vmm.bt.introspect import CacheIntrospection
@@ -142,6 +143,10 @@ class Executor(ABC):
         """A look into the translation cache, for modes that have one."""
         return None
 
+    def paging(self) -> PagingIntrospection:
+        """A look at the MMU: on bare metal the guest's tables are the CPU's own."""
+        return PagingIntrospection(self.machine, self.machine.paging_registers())
+
     def retired_are_guest_instructions(self) -> bool:
         """False while the CPU runs code the monitor generated (binary translation)."""
         return True
@@ -167,13 +172,21 @@ class Executor(ABC):
         vm = self.vm
         if self.waiting_for_interrupt and not self._wake():
             return
-        if self.interrupt_shadow():
-            count = 1  # let the instruction after STI run, then look at interrupts again
+        # An interrupt raised between two slices (a key typed at this step) comes before the
+        # next instruction, not when the slice after it ends: that may be millions of
+        # instructions later in a guest idling in a busy loop. (Translated code stops only
+        # where it may take one, and looks for it there itself.)
+        if self.counts_each_instruction and self.accept_interrupt() and vm.exit is not None:
+            return
+        if self.vm.irqs.pending_vector() is not None and self.interrupt_shadow():
+            # an interrupt waits: let the instruction after STI run, then take it (with
+            # none pending, any that comes stops the slice: it may run on)
+            count = 1
         count = self.before_slice(count)
         if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
             return
         vm.begin_slice()
-        exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
+        exit_ = self.machine.run(self.machine.read_eip(), count)
         vm.end_slice(exit_.retired)
         stored = self._device_store is not None
         if self._device_store is not None:
@@ -202,7 +215,7 @@ class Executor(ABC):
         resumes. So a plain MOV does not complete: the CPU stops before it, and the
         monitor does the store's work and steps over it (`_finish_device_store`). Any other
         instruction (and translated code) stores at once, seen when the slice ends."""
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         insn = decode(self.machine.code(eip, 15), eip)
         if insn is None or insn.mnemonic != "mov" or not self.retired_are_guest_instructions():
             self.device_clock_now()
@@ -272,7 +285,7 @@ class Executor(ABC):
         return self.guest_cpl() <= self.guest_iopl()
 
     def port_in(self, port: int, size: int) -> int:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return 0
@@ -286,7 +299,7 @@ class Executor(ABC):
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return
@@ -301,9 +314,10 @@ class Executor(ABC):
             self.machine.request_stop()
 
     def time_stamp(self) -> int:
-        """RDTSC: the instruction clock, brought up to the instruction now running."""
+        """RDTSC: the time stamp counter on the instruction clock, brought up to the
+        instruction now running."""
         self.clock_now()
-        return self.vm.pit.ticks
+        return msr.time_stamp(self.vm.pit.ticks, self.model_specific_registers())
 
     def clock_now(self) -> None:
         """Bring the machine's clock up to the instruction now running (from a hook: a
@@ -316,6 +330,14 @@ class Executor(ABC):
         the device's page), counted as `mmio`."""
         self._count_io("mmio")
         self.clock_now()
+
+    def instruction_clock(self) -> int:
+        """Guest instructions retired before the one being emulated (the TSC's base)."""
+        return self.vm.pit.ticks
+
+    @abstractmethod
+    def model_specific_registers(self) -> dict[int, int]:
+        """Where this CPU's MSR values live (`machine/msr.py` reads and writes them)."""
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
@@ -352,7 +374,7 @@ class Executor(ABC):
     def _reads_memory_operand(self) -> bool:
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
         loads on a host, so the answers are kept, by address and bytes.)"""
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         key = (eip, self.machine.code(eip, 15))
         answer = self._memory_operands.get(key)
         if answer is None:

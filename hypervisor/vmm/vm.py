@@ -57,7 +57,14 @@ from hypervisor.vmm.contract import (
     Mode,
     VmState,
 )
-from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
+from hypervisor.vmm.costs import (
+    MMU_ROWS,
+    PENTIUM4,
+    PV_MMU_ROWS,
+    CostProfile,
+    CycleCount,
+    cycles,
+)
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
 from hypervisor.vmm.modes import MODES
 
@@ -496,13 +503,17 @@ class Vm:
     def cycles(self) -> CycleCount:
         """The run so far, priced by the cost model."""
         stats = self.stats
+        mmu = {name: n for name, n in stats.traps.items() if name in MMU_ROWS}
+        pv_mmu = {name: n for name, n in stats.hypercalls.items() if name in PV_MMU_ROWS}
         return cycles(
             self.cost_profile,
             guest_instructions=stats.total,
             cpu_instructions=self.ticks,
-            traps=sum(stats.traps.values()),
+            traps=sum(stats.traps.values()) - sum(mmu.values()),
+            mmu=mmu,
             callouts=sum(stats.callouts.values()),
-            hypercalls=sum(stats.hypercalls.values()),
+            hypercalls=sum(stats.hypercalls.values()) - sum(pv_mmu.values()),
+            pv_mmu=pv_mmu,
             translated=self.executor.translated_instructions(),
         )
 
