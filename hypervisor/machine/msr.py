@@ -26,6 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hypervisor.machine.cpu import CpuState
 
 MASK64 = (1 << 64) - 1
 
@@ -131,3 +135,12 @@ def write(index: int, value: int, stored: MutableMapping[int, int], clock: int) 
         stored[index] = value & ~_APIC_BSP | _APIC_BSP  # the BSP flag is the hardware's
     elif index != Msr.BIOS_SIGN_ID:
         stored[index] = value
+
+
+def execute(state: CpuState, wrmsr: bool, stored: MutableMapping[int, int], clock: int) -> None:
+    """RDMSR (or WRMSR) on `state`'s ECX and EDX:EAX (MsrFault: #GP): every mode's way in."""
+    if wrmsr:
+        write(state.ecx, state.edx << 32 | state.eax, stored, clock)
+    else:
+        value = read(state.ecx, stored, clock)
+        state.eax, state.edx = value & 0xFFFFFFFF, value >> 32

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hypervisor.isa import Instruction
+from hypervisor.isa import Instruction, Operand
 from hypervisor.machine import msr
 from hypervisor.machine.cpu import (
     CR0_PE,
@@ -91,7 +91,7 @@ class Emulation:
             return read_register(self.state, op.reg or "")
         if op.kind == "imm":
             return op.imm or 0
-        raw = self.read(effective_address(op, self.state), min(op.size, 4))
+        raw = self.read(self.address_of(op), min(op.size, 4))
         return int.from_bytes(raw, "little")
 
     def set_operand(self, index: int, value: int) -> None:
@@ -104,9 +104,18 @@ class Emulation:
         else:
             size = min(op.size, 4)
             self.write(
-                effective_address(op, self.state),
-                (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"),
+                self.address_of(op), (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
             )
+
+    def address_of(self, op: Operand) -> int:
+        """The linear address of a memory operand: its segment's base (a per-CPU FS or GS,
+        say), read from the guest's GDT, plus the effective address. Limits are not
+        checked: bare metal does not check them either (docs/unicorn-facts.md, fact 6)."""
+        selector = getattr(self.state, op.segment or "ds")
+        if selector & 4:
+            raise Unsupported("LDTs are not modelled (a memory operand through an LDT segment)")
+        base = self.guest_descriptor(selector).base if selector & ~3 else 0
+        return (base + effective_address(op, self.state)) & 0xFFFFFFFF
 
     def guest_descriptor(self, selector: int) -> SegmentDescriptor:
         base, limit = self.vcpu.gdtr
@@ -165,7 +174,7 @@ def _hlt(e: Emulation) -> None:
 @emulates("lgdt", "lidt")
 def _load_table(e: Emulation) -> None:
     op = e.insn.operands[0]
-    limit, base = struct.unpack("<HI", e.read(effective_address(op, e.state), 6))
+    limit, base = struct.unpack("<HI", e.read(e.address_of(op), 6))
     if e.insn.mnemonic == "lgdt":
         e.vcpu.gdtr = (base, limit)
     else:
@@ -270,18 +279,9 @@ def _msr_access(e: Emulation) -> None:
     owner = e.machine.owner
     clock = owner.instruction_clock() if owner else 0
     try:
-        msr_access(e.state, e.insn.mnemonic == "wrmsr", e.vcpu.msr, clock)
+        msr.execute(e.state, e.insn.mnemonic == "wrmsr", e.vcpu.msr, clock)
     except msr.MsrFault as fault:
         raise Reflect(VEC_GP, 0, str(fault)) from fault
-
-
-def msr_access(state: CpuState, write: bool, values: dict[int, int], clock: int) -> None:
-    """RDMSR or WRMSR on `state`'s ECX, EDX:EAX (MsrFault: #GP), shared with bare metal."""
-    if write:
-        msr.write(state.ecx, state.edx << 32 | state.eax, values, clock)
-    else:
-        value = msr.read(state.ecx, values, clock)
-        state.eax, state.edx = value & 0xFFFFFFFF, value >> 32
 
 
 @emulates("rdtsc", "rdtscp")
@@ -301,7 +301,7 @@ def _rdtsc(e: Emulation) -> None:
 def _cache_control(e: Emulation) -> None:
     """No caches are modelled; INVLPG drops the page's shadow entry (the monitor's TLB)."""
     if e.insn.mnemonic == "invlpg" and e.mmu is not None and e.mmu.active:
-        e.mmu.invalidate(e.machine, effective_address(e.insn.operands[0], e.state))
+        e.mmu.invalidate(e.machine, e.address_of(e.insn.operands[0]))
 
 
 @emulates("pop")
@@ -423,7 +423,7 @@ def _far_transfer(e: Emulation) -> None:
     if insn.far_target is not None:
         selector, offset = insn.far_target
     else:
-        raw = e.read(effective_address(insn.operands[0], e.state), 6)
+        raw = e.read(e.address_of(insn.operands[0]), 6)
         offset, selector = struct.unpack("<IH", raw)
     code = e.guest_descriptor(selector)
     if not code.is_code or not code.present:

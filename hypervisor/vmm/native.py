@@ -29,7 +29,7 @@ from hypervisor.machine.interrupts import (
     deliver_escalating,
 )
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
-from hypervisor.machine.msr import Msr, MsrFault
+from hypervisor.machine.msr import Msr, MsrFault, execute
 from hypervisor.vmm.contract import (
     KERNEL_CS,
     KERNEL_DS,
@@ -39,7 +39,6 @@ from hypervisor.vmm.contract import (
     ExitReason,
     Mode,
 )
-from hypervisor.vmm.emulate import msr_access
 from hypervisor.vmm.executors import Executor
 from hypervisor.vmm.guestcpu import DEBUG_REGS, FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.pagefault import page_fault_code
@@ -185,7 +184,7 @@ class BareMetal(Executor):
         try:
             if machine.cpl:
                 raise MsrFault("RDMSR/WRMSR outside ring 0")
-            msr_access(state, write, self.msr, self.instruction_clock())
+            execute(state, write, self.msr, self.instruction_clock())
         except MsrFault:
             self.deliver(VEC_GP, "exception", 0)
             return

@@ -1,7 +1,7 @@
 """Reading and writing instruction operands on a saved register state, for emulation.
 
-Segments are flat in vmlab guests (the loader's GDT and every sample use base 0), so an
-effective address is the linear address; the monitor says so where it matters.
+An effective address is the offset within the operand's segment; `Emulation.address_of`
+adds the segment's base (docs/platform.md, "Segments with a base").
 """
 
 from __future__ import annotations
