@@ -9,7 +9,7 @@ from hypervisor.guest.image import load_guest
 from hypervisor.machine import msr
 from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
-from tests.test_platform import QEMU, build, qemu_serial
+from tests.test_platform import QEMU, build, probes_pass, qemu_serial
 
 CHECKS = 25
 
@@ -17,10 +17,7 @@ CHECKS = 25
 @needs_nasm
 @pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
 def test_the_msr_probes_pass_under_every_mode(tmp_path, mode):
-    report = run_guest(load_guest(str(build(tmp_path, "msr_probes"))), mode, max_insns=100_000)
-    assert "FAIL" not in report.console
-    assert report.console.count(": pass\n") == CHECKS
-    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+    probes_pass(tmp_path, "msr_probes", mode, CHECKS, max_insns=100_000)
 
 
 @needs_nasm

@@ -42,22 +42,9 @@ entry:
     mov dword [tss + 4], stack_top - 512        ; ESP0, SS0: ring 0's stack for user faults
     mov dword [tss + 8], 0x10
     lgdt [gdt_pointer]                          ; our own GDT and IDT, the same on QEMU
-    jmp 0x08:.flat
-.flat:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov eax, on_gp
-    mov [idt + 13 * 8], ax                      ; vector 13: a ring-0 interrupt gate
-    shr eax, 16
-    mov [idt + 13 * 8 + 6], ax
-    mov dword [idt + 13 * 8 + 2], 0x8E000008
-    mov eax, to_kernel
-    mov [idt + 0x80 * 8], ax                    ; vector 0x80: a gate user code may call
-    shr eax, 16
-    mov [idt + 0x80 * 8 + 6], ax
-    mov dword [idt + 0x80 * 8 + 2], 0xEE000008
+    FLAT_SEGMENTS
+    GATE 13, on_gp, 0x8E                        ; #GP
+    GATE 0x80, to_kernel, 0xEE                  ; user code's way back
     lidt [idt_pointer]
     mov eax, tss                                ; the TSS: ring 0's stack for a user fault
     mov [gdt + 0x28 + 2], ax

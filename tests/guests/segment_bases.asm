@@ -33,12 +33,7 @@ entry:
     mov eax, [gdt + PERCPU_FS + 4]
     mov [gdt2 + PERCPU_FS + 4], eax
     lgdt [gdt_pointer]
-    jmp 0x08:.flat
-.flat:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
+    FLAT_SEGMENTS
     mov ax, PERCPU_GS
     mov gs, ax
     mov ax, PERCPU_FS
@@ -66,11 +61,7 @@ entry:
     mov gs, ax
     cmp dword [gs:0], 0x99AABBCC
     CHECK "lgdt through gs"
-    mov eax, on_int
-    mov [idt + 0x30 * 8], ax                    ; vector 0x30: a ring-0 interrupt gate
-    shr eax, 16
-    mov [idt + 0x30 * 8 + 6], ax
-    mov dword [idt + 0x30 * 8 + 2], 0x8E000008
+    GATE 0x30, on_int, 0x8E
     lidt [gs:idt_pointer - percpu2]
     int 0x30                                    ; through the IDT that LIDT loaded
     cmp byte [interrupted], 1
