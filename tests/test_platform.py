@@ -130,9 +130,9 @@ def test_the_summary_lists_the_ports_and_memory_nothing_answered(tmp_path, mode,
     [vm] = json.loads(capsys.readouterr().out)["vms"]
     assert vm["isolation"]["unanswered"] == {
         "ports": [0x80, 0x2FD],
-        "mmio": [[0xFEE00000, 0xFEE00FFF]],
+        "mmio": [[0xFED00000, 0xFED00FFF]],
     }
     assert main(["run", kernel, "--mode", mode]) == 0
-    assert "nothing answered (open bus): ports 0x80, 0x2fd; memory 0xfee00000-0xfee00fff" in (
+    assert "nothing answered (open bus): ports 0x80, 0x2fd; memory 0xfed00000-0xfed00fff" in (
         capsys.readouterr().out
     )

@@ -8,6 +8,7 @@ real ones belong to the monitor).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from unicorn import x86_const as x
 
@@ -72,13 +73,14 @@ class CpuState:
     gs: int = 0
 
     def copy(self) -> CpuState:
-        return CpuState(*(getattr(self, f.name) for f in fields(self)))
+        return CpuState(*_ALL_FIELDS(self))  # (on every world switch)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 STATE_FIELDS = tuple(f.name for f in fields(CpuState))
+_ALL_FIELDS = attrgetter(*STATE_FIELDS)
 STATE_REG_IDS = tuple(UC_REG[name] for name in STATE_FIELDS)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hypervisor.isa import Instruction, Operand
 from hypervisor.machine import msr
@@ -38,11 +38,23 @@ from hypervisor.vmm.vcpu import VirtualCpu
 if TYPE_CHECKING:
     from hypervisor.machine.machine import Machine
     from hypervisor.machine.paging import LinearMemory
-    from hypervisor.vmm.mmu.shadow import ShadowMmu
 
 CR0_TS = 1 << 3
 _CR4_PAGING = 0xB0  # PSE, PAE, PGE: a change drops every shadow
 ZF = 1 << 6
+
+
+class GuestMmu(Protocol):
+    """What MOV to CR0/CR3/CR4 and INVLPG drive: the shadow page tables of trap (vmm/mmu/)
+    or the direct paging of pv (vmm/pv/directmmu.py)."""
+
+    active: bool
+
+    def flush(self, machine: Machine, active: bool, cr3: int) -> None: ...
+
+    def switch(self, machine: Machine, cr3: int) -> None: ...
+
+    def invalidate(self, machine: Machine, linear: int) -> None: ...
 
 
 class Reflect(Exception):
@@ -69,7 +81,7 @@ class Emulation:
     flags: int | None = None  # new real EFLAGS, for emulations that set ZF (LAR, VERR…)
     dry_run: bool = False  # compute the answer only: operand writes go to `written`
     written: int | None = None
-    mmu: ShadowMmu | None = None  # the monitor's shadow paging (None: PG is unsupported)
+    mmu: GuestMmu | None = None  # the monitor's paging (None: PG is unsupported)
     guest: LinearMemory | None = None  # linear memory through the guest's own page tables
 
     # -- memory and operands ------------------------------------------------
@@ -169,6 +181,7 @@ def _sti(e: Emulation) -> None:
 @emulates("hlt")
 def _hlt(e: Emulation) -> None:
     e.halt = True
+    e.vcpu.interrupt_shadow = False  # STI; HLT: the wake-up interrupt comes at the HLT
 
 
 @emulates("lgdt", "lidt")

@@ -13,7 +13,6 @@ from dataclasses import replace
 
 from unicorn.x86_const import UC_X86_REG_CR2 as _CR2
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import InterruptDelivered
 from hypervisor.isa import MAX_INSN_SIZE, decode
@@ -46,7 +45,7 @@ from hypervisor.vmm.pagefault import page_fault_code
 
 class BareMetal(Executor):
     mode = Mode.NATIVE
-    CHECKPOINTED = ("_sti_eip", "msr")
+    CHECKPOINTED = ("_shadow_spent", "msr")
     NOT_CHECKPOINTED = ()
     monitored = False
 
@@ -62,7 +61,7 @@ class BareMetal(Executor):
             tr=(0, 0, 0, 0),
         )
         self.machine.enter(entry, 0, system)
-        self._sti_eip: int | None = None
+        self._shadow_spent: int | None = None  # the step the presumed STI shadow ended
         self.msr: dict[int, int] = {}  # written MSRs (machine/msr.py), as a monitor's vCPU
         self.machine.stop_before(_MSR_INSTRUCTIONS)
 
@@ -144,12 +143,19 @@ class BareMetal(Executor):
         return (self.machine.uc.reg_read(_EFLAGS) >> 12) & 3
 
     def interrupt_shadow(self) -> bool:
-        # STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
-        eip = self.machine.uc.reg_read(_EIP)
+        """STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
+        The CPU does not say what it ran last, so an STI byte just before EIP stands for it,
+        until the one instruction after it has run: an idle loop `sti; jmp $` stays at that
+        EIP for ever, and its interrupts must still come."""
+        if self.vm.step == self._shadow_spent:
+            return False
+        eip = self.machine.read_eip()
         return self.machine.code(eip - 1, 1) == b"\xfb"
 
     def before_slice(self, count: int) -> int:
-        blocked = self.vm.pic.pending_vector() is not None and not self.guest_interrupts_enabled()
+        if count == 1 and self.interrupt_shadow():
+            self._shadow_spent = self.vm.step + 1
+        blocked = self.vm.irqs.pending_vector() is not None and not self.guest_interrupts_enabled()
         self.machine.watch_interrupt_window(blocked)
         return count
 

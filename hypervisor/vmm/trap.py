@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from unicorn.x86_const import UC_X86_REG_CR4 as _CR4
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
@@ -48,6 +47,7 @@ from hypervisor.vmm.contract import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo, Exit
 from hypervisor.vmm.emulate import (
     Emulation,
     Emulator,
+    GuestMmu,
     Reflect,
     Unsupported,
     trapped_emulator,
@@ -56,6 +56,7 @@ from hypervisor.vmm.executors import Executor, trap_name
 from hypervisor.vmm.guestcpu import FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.mmu.faults import page_fault
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 from hypervisor.vmm.mmu.shadow import POOL_PAGES, ShadowMmu
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
@@ -224,6 +225,12 @@ class TrapAndEmulate(Executor):
         )
         self.vcpu.load_eflags(state.eflags)
         self.waiting_for_interrupt = cpu.halted
+        mmu = self.paging_mmu()
+        try:
+            if mmu is not None:  # the guest's tables are in RAM already: paging as it was
+                mmu.flush(self.machine, bool(cpu.cr0 & CR0_PG), cpu.cr3)
+        except Unsupported as refused:
+            raise ResumeRefused(f"the guest's paging cannot be resumed: {refused}") from None
         try:
             self.enter(state)
         except EntryError as err:
@@ -262,10 +269,22 @@ class TrapAndEmulate(Executor):
         registers = self.guest_paging()
         return LinearMemory(self.machine.read, self.machine.write, lambda: registers)
 
+    def paging(self) -> PagingIntrospection:
+        """The guest's tables beside the shadow the CPU runs on."""
+        loads = self.vm.stats.traps["mov cr3"]
+        registers = self.guest_paging()
+        return PagingIntrospection(
+            self.machine, registers, self.mmu, cr3_loads=loads, monitored=True
+        )
+
     def guest_paging(self) -> PagingRegisters:
         vcpu = self.vcpu
         cr0 = vcpu.cr0 if self.mmu is not None else vcpu.cr0 & ~CR0_PG
         return PagingRegisters(cr0, vcpu.cr3, vcpu.cr4)
+
+    def paging_mmu(self) -> GuestMmu | None:
+        """What virtualizes the guest's paging (None: turning it on is unsupported)."""
+        return self.mmu
 
     def _sync_shadow(self, force: bool = False) -> None:
         base, limit = self.vcpu.gdtr
@@ -280,7 +299,8 @@ class TrapAndEmulate(Executor):
     def _report_descriptor_tricks(self) -> None:
         """Each table or segment the guest newly points outside its RAM, once."""
         self._tables_checked = (self.vcpu.gdtr, self.vcpu.idtr)
-        paging = self.mmu is not None and self.mmu.active
+        mmu = self.paging_mmu()
+        paging = mmu is not None and mmu.active
         found = descriptors_outside_ram(
             self.shadow.guest_bytes, self.vcpu, self.machine.ram_size, paging
         )
@@ -312,8 +332,17 @@ class TrapAndEmulate(Executor):
         else:
             self.machine_failure(exit_)
 
+    def resume_faulted(self) -> None:
+        """After a fault the monitor handled for the guest (a hidden #PF): run the faulting
+        instruction again."""
+        self.enter(self.virtual_state())
+
+    def reflect_fault(self, vector: int, error_code: int) -> None:
+        """A fault the guest's own CPU would raise: through its virtual IDT."""
+        self.deliver(vector, "exception", error_code)
+
     def _reflect_software(self, vector: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         code = self.guest_memory.peek
         size = 1 if vector in (3, 4) and code(eip - 1, 1) != b"\xcd" else 2
         insn = decode(code(eip - size, size), eip - size)
@@ -335,7 +364,8 @@ class TrapAndEmulate(Executor):
     def _emulate(self, vector: int) -> None:
         virtual = self.virtual_state()
         eip = virtual.eip
-        insn = decode(self.guest_memory.peek(eip, 15), eip)
+        memory = self.guest_memory
+        insn = decode(memory.peek(eip, 15), eip)
         text = insn.text if insn else "(undecodable)"
         handler = trapped_emulator(insn.mnemonic) if insn else None
         privileged = insn is not None and insn.category in (Category.PRIVILEGED, Category.IOPL)
@@ -346,7 +376,7 @@ class TrapAndEmulate(Executor):
             else:  # a genuine fault: bare metal would fault here too
                 self.deliver(vector, "exception", 0)
             return
-        emulation = self._run_emulator(insn, handler, vector)
+        emulation = self._run_emulator(insn, handler, vector, virtual, memory)
         if emulation is None:
             return
         self.note_trap(trap_name(insn))
@@ -356,13 +386,23 @@ class TrapAndEmulate(Executor):
         if emulation.halt:
             self._halt()
 
-    def _run_emulator(self, insn: Instruction, handler: Emulator, vector: int) -> Emulation | None:
-        """Emulate `insn` on the guest's virtual registers. None when it did not complete:
-        the guest got the fault bare metal would raise, or the VM stopped (unsupported)."""
-        emulation = Emulation(insn, self.virtual_state(), self.vcpu, self.machine)
+    def _run_emulator(
+        self,
+        insn: Instruction,
+        handler: Emulator,
+        vector: int,
+        virtual: CpuState | None = None,
+        memory: LinearMemory | None = None,
+    ) -> Emulation | None:
+        """Emulate `insn` on the guest's virtual registers (`virtual` if the caller has
+        just read them: changed in place). None when it did not complete: the guest got the
+        fault bare metal would raise, or the VM stopped (unsupported)."""
+        state = self.virtual_state() if virtual is None else virtual
+        emulation = Emulation(insn, state, self.vcpu, self.machine)
         emulation.state.eip = insn.next_address
-        if self.mmu is not None:
-            emulation.mmu, emulation.guest = self.mmu, self.guest_memory
+        emulation.mmu = self.paging_mmu()
+        if emulation.mmu is not None:
+            emulation.guest = self.guest_memory if memory is None else memory
         try:
             handler(emulation)
         except PageFault as fault:  # the guest's tables refused an access of the emulation
