@@ -290,9 +290,9 @@ def _clts(e: Emulation) -> None:
 def _msr_access(e: Emulation) -> None:
     """Through the one MSR table (`machine/msr.py`), on the virtual CPU's values."""
     owner = e.machine.owner
-    clock = owner.instruction_clock() if owner else 0
+    clock, apic = (owner.instruction_clock(), owner.local_apic()) if owner else (0, None)
     try:
-        msr.execute(e.state, e.insn.mnemonic == "wrmsr", e.vcpu.msr, clock)
+        msr.execute(e.state, e.insn.mnemonic == "wrmsr", e.vcpu.msr, clock, apic)
     except msr.MsrFault as fault:
         raise Reflect(VEC_GP, 0, str(fault)) from fault
 

@@ -190,7 +190,7 @@ class BareMetal(Executor):
         try:
             if machine.cpl:
                 raise MsrFault("RDMSR/WRMSR outside ring 0")
-            execute(state, write, self.msr, self.instruction_clock())
+            execute(state, write, self.msr, self.instruction_clock(), self.local_apic())
         except MsrFault:
             self.deliver(VEC_GP, "exception", 0)
             return

@@ -3,7 +3,8 @@
 ; "FAIL"; the exit status (port 0xF4, QEMU's isa-debug-exit) is the number of failures.
 ; A #GP handler notes the fault and skips the 2-byte RDMSR/WRMSR. Checks marked "(hw)"
 ; are where vmlab follows the hardware and QEMU's TCG does not (it reads 0 from an MSR it
-; lacks, and holds no TSC in the MSR): tests/test_msr.py expects QEMU to fail just those.
+; lacks, holds no TSC in the MSR, and a globally disabled APIC's page still answers):
+; tests/test_msr.py expects QEMU to fail just those.
 %include "multiboot.inc"
 
 %include "report.inc"
@@ -64,6 +65,18 @@ entry:
     RDMSR 0x1B
     IS 0, 0xFEE00900
     CHECK "apic base 0xfee00000, enabled, bootstrap processor"
+    WRMSR 0x1B, 0, 0xFEE00100                   ; the APIC globally off (bit 11 clear)
+    RDMSR 0x1B
+    IS 0, 0xFEE00100
+    jne .apic_off
+    cmp dword [0xFEE00030], 0xFFFFFFFF          ; its page: nothing answers
+.apic_off:
+    CHECK "(hw) apic base: a global disable turns the apic off"
+    WRMSR 0x1B, 0, 0xFEE00900
+    mov eax, [0xFEE00030]                       ; the version register answers again
+    and eax, 0xFF
+    cmp eax, 0x14
+    CHECK "apic base: enabled again"
     RDMSR 0x277
     IS 0x00070406, 0x00070406
     CHECK "pat reset value"
