@@ -32,7 +32,12 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
 from hypervisor.machine.interrupts import VEC_GP, VEC_NP
-from hypervisor.vmm.operands import effective_address, read_register, write_register
+from hypervisor.vmm.operands import (
+    SegmentOutsideGdt,
+    linear_address,
+    read_register,
+    write_register,
+)
 from hypervisor.vmm.vcpu import VirtualCpu
 
 if TYPE_CHECKING:
@@ -120,14 +125,14 @@ class Emulation:
             )
 
     def address_of(self, op: Operand) -> int:
-        """The linear address of a memory operand: its segment's base (a per-CPU FS or GS,
-        say), read from the guest's GDT, plus the effective address. Limits are not
-        checked: bare metal does not check them either (docs/unicorn-facts.md, fact 6)."""
-        selector = getattr(self.state, op.segment or "ds")
-        if selector & 4:
-            raise Unsupported("LDTs are not modelled (a memory operand through an LDT segment)")
-        base = self.guest_descriptor(selector).base if selector & ~3 else 0
-        return (base + effective_address(op, self.state)) & 0xFFFFFFFF
+        """The linear address of a memory operand, its segment's base (a per-CPU FS or GS,
+        say) added (operands.linear_address)."""
+        try:
+            return linear_address(op, self.state, self.vcpu.gdtr, self.read)
+        except SegmentOutsideGdt as err:
+            if err.selector & 4:
+                raise Unsupported("LDTs are not modelled (an operand in an LDT segment)") from err
+            raise Reflect(VEC_GP, err.selector & ~3, str(err)) from err
 
     def guest_descriptor(self, selector: int) -> SegmentDescriptor:
         base, limit = self.vcpu.gdtr
