@@ -11,7 +11,7 @@ from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
 from tests.test_platform import QEMU, build, probes_pass, qemu_serial
 
-CHECKS = 27
+CHECKS = 28
 
 
 @needs_nasm

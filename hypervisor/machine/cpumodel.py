@@ -13,8 +13,10 @@ instruction is privileged, so a guest kernel executes them directly under every 
   them: VME, DE, PSE, PAE, MCE, SEP, MTRR, PGE, MCA, PAT, MMX, FXSR, SSE*.
   Maximum basic leaf 1, maximum extended leaf 0x80000000; as on Intel parts, a leaf above
   the maximum answers as the highest basic leaf does.
-- RDTSC (and RDTSCP, with TSC_AUX 0) read the machine's instruction clock, the PIT's input
-  clock: one tick per retired guest instruction. Time travel and replays see exact values.
+- RDTSC reads the machine's instruction clock, the PIT's input clock: one tick per retired
+  guest instruction. Time travel and replays see exact values. RDTSCP, which the model
+  does not offer, raises #UD (executors stop before it: `Machine.stop_before`); the hook
+  here answers it (TSC_AUX 0) only where nothing can stop before it (VMLAB_CLOCK=count).
   With CR4.TSD set outside ring 0 the hook leaves the instruction to unicorn, which raises
   the #GP (a monitor mirrors its guest's CR4.TSD into the real CR4 for this).
 """

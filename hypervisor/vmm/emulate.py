@@ -31,7 +31,7 @@ from hypervisor.machine.cpu import (
     CpuState,
 )
 from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
-from hypervisor.machine.interrupts import VEC_GP, VEC_NP
+from hypervisor.machine.interrupts import VEC_GP, VEC_NP, VEC_UD
 from hypervisor.vmm.operands import (
     SegmentOutsideGdt,
     linear_address,
@@ -306,13 +306,13 @@ def _msr_access(e: Emulation) -> None:
 def _rdtsc(e: Emulation) -> None:
     """Reached when the guest's CR4.TSD made the real CPU fault at ring 1 (the monitor
     mirrors it), and as binary translation's callout, which reads the clock exactly."""
+    if e.insn.mnemonic == "rdtscp":
+        raise Reflect(VEC_UD, 0, "RDTSCP: CPUID does not offer it (#UD)")
     if e.vcpu.cr4 & CR4_TSD and e.vcpu.cpl:
         raise Reflect(VEC_GP, 0, f"{e.insn.mnemonic.upper()} outside ring 0 with CR4.TSD set")
     owner = e.machine.owner
     tsc = msr.time_stamp(owner.instruction_clock() if owner else 0, e.vcpu.msr)
     e.state.eax, e.state.edx = tsc & 0xFFFFFFFF, tsc >> 32
-    if e.insn.mnemonic == "rdtscp":
-        e.state.ecx = 0  # IA32_TSC_AUX: processor 0
 
 
 @emulates("invlpg", "wbinvd", "invd")

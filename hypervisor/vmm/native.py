@@ -22,6 +22,7 @@ from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import (
     VEC_GP,
     VEC_PF,
+    VEC_UD,
     Source,
     Tables,
     TripleFault,
@@ -186,6 +187,9 @@ class BareMetal(Executor):
         state = machine.state()
         insn = decode(machine.code(state.eip, MAX_INSN_SIZE), state.eip)
         assert insn is not None, "the machine stops only before a decoded RDMSR/WRMSR"
+        if insn.mnemonic == "rdtscp":
+            self.deliver(VEC_UD, "exception", 0)  # the model has no RDTSCP (cpumodel.py)
+            return
         write = insn.mnemonic == "wrmsr"
         try:
             if machine.cpl:
@@ -227,7 +231,7 @@ class BareMetal(Executor):
         )
 
 
-_MSR_INSTRUCTIONS = frozenset(("rdmsr", "wrmsr"))
+_MSR_INSTRUCTIONS = frozenset(("rdmsr", "wrmsr", "rdtscp"))  # and one unicorn always runs
 _SYSENTER = (Msr.SYSENTER_CS, Msr.SYSENTER_ESP, Msr.SYSENTER_EIP)
 
 

@@ -44,6 +44,7 @@ entry:
     mov dword [tss + 8], 0x10
     lgdt [gdt_pointer]                          ; our own GDT and IDT, the same on QEMU
     FLAT_SEGMENTS
+    GATE 6, on_ud, 0x8E                         ; #UD
     GATE 13, on_gp, 0x8E                        ; #GP
     GATE 0x80, to_kernel, 0xEE                  ; user code's way back
     lidt [idt_pointer]
@@ -160,6 +161,10 @@ entry:
     cmp eax, 3
     CHECK "(hw) rdmsr of the tsc is rdtsc's counter"
 
+    mov byte [faulted], 0
+    rdtscp                                      ; CPUID offers no RDTSCP: #UD
+    FAULTED
+    CHECK "rdtscp raises #ud"
     call user_rdtsc
     FAULTED
     setne al
@@ -201,6 +206,11 @@ to_kernel:                                      ; INT 0x80 from ring 3: back whe
     mov es, ax
     mov esp, [kernel_esp]
     ret
+
+on_ud:                                          ; note the fault, skip the 3-byte RDTSCP
+    mov byte [faulted], 1
+    add dword [esp], 3
+    iretd
 
 on_gp:                                          ; note the fault, skip the 2-byte instruction
     mov byte [faulted], 1
