@@ -33,6 +33,13 @@ def test_qemu_answers_the_same_except_where_its_tcg_departs_from_hardware(tmp_pa
         assert qemu == vmlab or (qemu.startswith("(hw)") and qemu.endswith(": FAIL"))
 
 
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
+def test_rdmsr_of_the_tsc_counts_instructions_exactly_at_a_block_start(tmp_path, mode):
+    report = run_guest(load_guest(str(build(tmp_path, "tsc_msr_delta"))), mode, max_insns=1000)
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 6)
+
+
 def test_a_written_tsc_is_an_offset_from_the_instruction_clock():
     stored: dict[int, int] = {}
     msr.write(msr.Msr.TSC, 1 << 32, stored, clock=1000)
