@@ -69,6 +69,7 @@ from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.msr import ApicBase
 from hypervisor.machine.paging import LinearMemory, PagingRegisters
 from hypervisor.machine.registers import (
     OneRegister,
@@ -135,6 +136,8 @@ class MachineOwner(Protocol):
     def instruction_clock(self) -> int: ...
 
     def model_specific_registers(self) -> dict[int, int]: ...
+
+    def local_apic(self) -> ApicBase: ...
 
 
 class EntryError(Exception):

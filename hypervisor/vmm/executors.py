@@ -339,6 +339,10 @@ class Executor(ABC):
     def model_specific_registers(self) -> dict[int, int]:
         """Where this CPU's MSR values live (`machine/msr.py` reads and writes them)."""
 
+    def local_apic(self) -> msr.ApicBase:
+        """The device that holds IA32_APIC_BASE."""
+        return self.vm.lapic
+
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
         self.machine.request_stop()
