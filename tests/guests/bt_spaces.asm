@@ -70,11 +70,7 @@ start:
     mov dword [PD_A + 4], PT_A | 0x3
     mov dword [PD_B], PT_LOW | 0x3
     mov dword [PD_B + 4], PT_B | 0x3
-    mov eax, PD_A
-    mov cr3, eax
-    mov eax, cr0
-    or eax, CR0_PG
-    mov cr0, eax
+    paging_on PD_A, CR0_PG
     println "paging on"
 
     ; 1. The same virtual address, two address spaces, switched back and forth.

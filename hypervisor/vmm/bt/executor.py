@@ -111,7 +111,7 @@ class BinaryTranslation(TrapAndEmulate):
         monitor = VcpuArea.pack(
             MONITOR_FIELDS,
             {
-                "pending": int(self.vm.pic.pending_vector() is not None),
+                "pending": int(self.vm.irqs.pending_vector() is not None),
                 "vcs": self._selectors[0],
                 "vss": self._selectors[1],
                 "vcr0": v.cr0,
@@ -257,6 +257,17 @@ class BinaryTranslation(TrapAndEmulate):
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
 
+    def clock_now(self) -> None:
+        """In the TC, the guest instructions it ran are the budget it spent so far (each
+        block pays on entry: up to the end of the running block)."""
+        if self.vcpu.cpl != 0:
+            super().clock_now()
+            return
+        raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
+        if self.clock.plausible(raw):
+            self.clock.spend(raw)
+            self.clock.sync()
+
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
 
@@ -316,6 +327,13 @@ class BinaryTranslation(TrapAndEmulate):
 
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
+
+    def instruction_clock(self) -> int:
+        """The PIT ticks for translated code only after an exit is handled, and a fragment
+        pays for its callout on entry: a callout that reads the clock (RDMSR of the TSC)
+        has the PIT ticked first and the callout itself taken off."""
+        self.clock.sync()
+        return super().instruction_clock() - 1
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
@@ -393,14 +411,14 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
-        pending = self.vm.pic.pending_vector() is not None
+        pending = self.vm.irqs.pending_vector() is not None
         self.machine.write_monitor(
             self.area.pending, int(pending).to_bytes(4, "little"), code=False
         )
         self._monitor_fields = b""  # written past the copy: the next _write_area writes all
 
     def _interrupt_due(self) -> bool:
-        return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
+        return self.vcpu.interrupts_enabled and self.vm.irqs.pending_vector() is not None
 
     def resume_faulted(self) -> None:
         """After a hidden page fault in translated code: the guest is parked at the guest

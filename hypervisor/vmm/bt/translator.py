@@ -226,6 +226,8 @@ def rule_for(insn: Instruction) -> Rule:
         return Rule.CALLOUT
     if insn.flow is not FlowKind.NONE:
         return Rule.FLOW
+    if insn.mnemonic in ("rdtsc", "rdtscp"):  # the TSC at this very instruction: the TC
+        return Rule.CALLOUT  # counts guest instructions per fragment, not one by one
     if insn.category is Category.INNOCUOUS:
         return Rule.IDENT
     if insn.mnemonic in _INLINE:  # 16-bit: emulated
