@@ -244,6 +244,7 @@ class Machine:
         # has been used (measured on 2.1.4): drop them for the written range. (The block
         # clock checks its counts against RAM itself.)
         self.uc.ctl_remove_cache(address, address + len(data))
+        self._after_lookup()
         return True
 
     def release(self) -> None:
@@ -627,6 +628,15 @@ class Machine:
         if self._cr0.read() & CR0_PG:
             clear_after_run(self.uc, self._cr2)
 
+    def _after_lookup(self) -> None:
+        """Unicorn looks a physical address up as a linear one when it drops compiled blocks
+        or changes a page's protection; with paging on, where the tables in force do not
+        map it, that lookup faults inside unicorn as its clean-up does (marker.py). Between
+        two runs (a monitor at work) that is undone at once, or the next real fault of the
+        guest would arrive as #DF."""
+        if not self._running:
+            self._clear_paging_leftovers()
+
     def _overdue(self) -> None:
         """The watchdog's call (from its thread): the run has taken far too long."""
         self._exit = Exit(
@@ -688,6 +698,7 @@ class Machine:
         logged = self.dirty_log is not None and page in self.dirty_log.watched
         writable = not protected and not logged
         self.uc.mem_protect(page, PAGE, UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC)
+        self._after_lookup()
 
     def start_dirty_log(self) -> None:
         """Log which RAM pages are written from now on (dirtylog.py)."""
