@@ -62,11 +62,14 @@ def hidden_fault_cost(mode: str, repeat: int) -> tuple[float, int]:
 OPERATIONS = {"true fault": "TRUE_FAULT", "ptemod": "PTEMOD", "CR3 switch": "CR3_SWITCH"}
 
 
-def operation_cost(define: str, mode: str, count: int, repeat: int) -> tuple[float, float]:
-    """(seconds, cost-model cycles) of one operation: `count` of them against none."""
+def operation_cost(
+    define: str, mode: str, count: int, repeat: int, port: tuple[str, ...] = ()
+) -> tuple[float, float]:
+    """(seconds, cost-model cycles) of one operation: `count` of them against none; `port`:
+    ("PARAVIRT",) for the build ported to pv (bench_pv_paging.py)."""
 
     def run(n: int) -> tuple[float, float]:
-        data, _ = assemble(HERE / "mmuops.asm", (define, f"COUNT={n}"))
+        data, _ = assemble(HERE / "mmuops.asm", (*port, define, f"COUNT={n}"))
         elapsed, vm = min(
             (timed(GuestImage("mmuops", data), mode) for _ in range(repeat)), key=lambda r: r[0]
         )

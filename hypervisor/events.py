@@ -150,7 +150,8 @@ class IsolationViolation(Event):
     """A guest touched something outside what it owns; the access was contained."""
 
     KIND = EventKind.ISOLATION
-    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor
+    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor,
+    # page_table (pv: a page-table update or directory refused)
     address: int  # the memory address, the port, or the base a descriptor points at
     eip: int
     detail: str = ""
