@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hypervisor.guest.image import load_guest
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.mmu.introspect import PagingKind
 from tests.conftest import needs_nasm
 from tests.test_tui import press, screen_text, synchronously
@@ -19,7 +20,7 @@ UNMAPPED = 0x300000  # pagefault.asm leaves this page out of its tables
 
 def pagefault_app(*modes: str) -> VmlabApp:
     image = load_guest(str(PAGEFAULT))
-    return VmlabApp(Session(vms=[(image, mode) for mode in modes]))
+    return VmlabApp(Session(vms=[(image, Mode(mode)) for mode in modes]))
 
 
 @needs_nasm
