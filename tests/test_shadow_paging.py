@@ -8,8 +8,7 @@ tables; every byte printed must be what bare metal prints. A change to an entry 
 by INVLPG of its page (without it the architecture lets a stale TLB entry be used, and a
 TLB and a shadow may differ there), and INVLPG also comes alone, of any page.
 
-Modes: trap, and bt once binary translation has shadow paging (until then it stops
-`unsupported` at CR0.PG, and its case is skipped saying so).
+Modes: trap, and bt (translated loads and stores on the same shadows).
 """
 
 from __future__ import annotations
@@ -184,16 +183,15 @@ def test_every_read_under_shadow_paging_is_what_bare_metal_reads(asm, mode, oper
     image = asm(guest_source(operations))
     native = run_guest(image, "native")
     monitored = run_guest(image, mode)
-    if monitored.exit.reason == "unsupported" and "CR0.PG" in monitored.exit.detail:
-        pytest.skip(f"{mode} has no shadow paging yet: {monitored.exit.detail}")
     assert native.exit.reason == "debug_exit", native.exit
     assert (monitored.console, monitored.exit.status) == (native.console, native.exit.status)
 
 
-def test_a_write_to_a_shadowed_page_table_is_a_ptemod(asm):
+@pytest.mark.parametrize("mode", ["trap", "bt"])
+def test_a_write_to_a_shadowed_page_table_is_a_ptemod(asm, mode):
     """Space 1's table is written while space 0 runs: the write faults on the traced page
     (a ptemod event, counted as a trap), then goes ahead."""
-    report = run_guest(asm(guest_source(CACHED)), "trap", keep_events=True)
+    report = run_guest(asm(guest_source(CACHED)), mode, keep_events=True)
     outcomes = [e.outcome for e in report.events if isinstance(e, PageFaultHandled)]
     assert "ptemod" in outcomes
     assert report.traps["ptemod"] == outcomes.count("ptemod")
