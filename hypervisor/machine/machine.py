@@ -34,7 +34,6 @@ from unicorn import (
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ,
-    UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
@@ -67,6 +66,7 @@ from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.openbus import OpenBus
 from hypervisor.machine.paging import LinearMemory, PagingRegisters
 from hypervisor.machine.registers import OneRegister, RegisterReader
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
@@ -157,7 +157,7 @@ class Machine:
         self._cs = OneRegister(self.uc, x.UC_X86_REG_CS)
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
-        self._precise_open_bus = self.clock.kind == "block"
+        self._open_bus: OpenBus | None = None  # made when the address space is sealed
         self.monitor_pages: set[int] = set()
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
@@ -266,17 +266,6 @@ class Machine:
                 ranges.append([first, last])
         for first, last in ranges:
             self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, first, last)
-
-    def precise_open_bus(self) -> None:
-        """Name the exact instruction of every open-bus access. Unicorn brings EIP up to
-        date for a memory access only when a memory hook matches it; without one, a run with
-        no instruction count (translated code) shows the EIP of the start of the block. So a
-        no-op hook is bounded to each hole: it costs a check on every load and store (a third
-        of binary translation's speed), which is why only the block clock asks for it (it
-        has no code hook either, docs/clock.md); translated code notes its instructions'
-        EIPs instead (docs/unicorn-facts.md, fact 13)."""
-        assert not self._sealed, "asked for before the guest first runs"
-        self._precise_open_bus = True
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
@@ -525,6 +514,8 @@ class Machine:
             self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
         self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)
+        assert self._open_bus is not None, "sealed"
+        self._open_bus.before_run(paging=bool(self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG))
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -717,27 +708,22 @@ class Machine:
             self.owner.port_out(port, size, value)
 
     def _seal(self) -> None:
-        """Make every address that is neither RAM nor monitor memory open bus.
+        """Make every address that is neither RAM nor monitor memory open bus (openbus.py).
 
-        One MMIO region per hole: no host memory behind it, every access reaches Python, so
-        each one is reported (and a guest sweeping the address space costs no mappings).
-        Instruction fetch from MMIO is impossible for unicorn: the VM crashes, as the guest
-        contract says.
+        Each access to a hole reaches Python and is reported (and a guest sweeping the
+        address space costs no mappings). Instruction fetch from a hole is impossible for
+        unicorn: the VM crashes, as the guest contract says.
         """
+        holes: list[tuple[int, int]] = []
         cursor = 0
         for begin, end, _ in [*sorted(self.uc.mem_regions()), (1 << 32, 1 << 32, 0)]:
             if begin > cursor:
-                self.uc.mmio_map(
-                    cursor,
-                    begin - cursor,
-                    self._open_bus_read,
-                    cursor,
-                    self._open_bus_write,
-                    cursor,
-                )
-                if self._precise_open_bus:
-                    self.uc.hook_add(_MEM_DATA, _nothing, None, cursor, begin - 1)
+                holes.append((cursor, begin - 1))
             cursor = max(cursor, end + 1)
+        fast = isinstance(self.clock, BlockClock)
+        self._open_bus = OpenBus(self.uc, holes, self._open_bus_read, self._open_bus_write, fast)
+        if isinstance(self.clock, BlockClock):
+            self.clock.memory = self._open_bus
         self._sealed = True
 
     def _open_bus_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
@@ -774,13 +760,6 @@ class Machine:
         # nothing began at the address (the jump there retired): EIP is past what ran
         self._stop(ExitKind.FETCH_FAULT, retired_now=True, eip_past=True, address=address)
         return False
-
-
-_MEM_DATA = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
-
-
-def _nothing(*_: object) -> None:
-    """A memory hook whose only effect is that unicorn updates EIP (precise_open_bus)."""
 
 
 _PLAIN_REGS = tuple(
