@@ -155,7 +155,7 @@ def test_random_guests_agree_at_every_stop(pieces: list[int], slices: list[int],
 
 
 # Paging turned on in mid-run, with a page table on open bus: the walk reads all ones (while
-# the block clock leaves the holes unmapped, a walk there would read zeros: openbus.py)
+# the block clock leaves the holes unmapped, a walk there would read zeros: mmio.py)
 _PAGING = bytes.fromhex(
     "c7050000200083000000"  # mov dword [0x200000], 0x83 (PDE 0: a 4 MiB page over RAM)
     "c705080020000300d000"  # mov dword [0x200008], 0xd00003 (PDE 2: a table at 0xd00000)

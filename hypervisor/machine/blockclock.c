@@ -67,7 +67,7 @@ struct vclock {
     uint32_t watch_if;
     uint32_t after_sti; /* the last block run ended with STI */
     uint32_t shadow;    /* the block now running is the STI shadow, let through */
-    /* paging may come on (openbus.py, UNMAPPED): stop before the block after a CR0 write */
+    /* paging may come on (mmio.py, UNMAPPED): stop before the block after a CR0 write */
     uint32_t watch_cr0;
     uint32_t after_cr0; /* the last block run ended with a write to CR0 */
     struct entry table[SLOTS];

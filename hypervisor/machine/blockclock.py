@@ -14,8 +14,8 @@ deadline. This class makes that exact at every instruction:
   recompiled before it first runs;
 * a stop asked for by a Python hook sets the helper's `stop` flag, so a block already chained
   to the stopping one is not counted;
-* EIP is exact in the open-bus callbacks only in code compiled under a memory hook: the
-  machine leaves the holes unmapped while it can (`openbus.py`); an access there stops the
+* EIP is exact in MMIO callbacks only in code compiled under a memory hook: the machine
+  leaves open bus and devices unmapped while it can (`mmio.py`); an access there stops the
   CPU before the instruction, `memory.hole_hit()` maps them, and the run goes on from it (a
   CPU write to CR0 stops the run before the next block, for `memory.paging_changed()`);
 * mid-block counts (a fault, an I/O, a stop) are the running block's instructions before EIP,
@@ -86,7 +86,7 @@ class _Header(ctypes.Structure):
 
 
 class MemoryMap(Protocol):
-    """What the clock asks the machine about its memory map (openbus.py)."""
+    """What the clock asks the machine about its memory map (mmio.py)."""
 
     @property
     def fast(self) -> bool:
@@ -143,6 +143,10 @@ class BlockClock:
         self._blocks: dict[tuple[int, int], tuple[bytes, tuple[int, ...]]] = {}
         self._checked: set[int] = set()  # instructions after a port I/O that have a check hook
         self._unchecked: list[int] = []  # found by the last miss, hooked before the block runs
+        self._doors: frozenset[str] = frozenset()  # mnemonics the owner stops before (stop_before)
+        self._add_door: Callable[[int], None] = lambda address: None
+        self._doored: set[int] = set()
+        self._undoored: list[int] = []  # like _unchecked: doors wanted before the block runs
         self.exhausted = self.window_opened = False
         self._stepping = False
         # called after each emu_start: with paging on the machine puts back what unicorn's
@@ -182,6 +186,8 @@ class BlockClock:
             at = insn_address + insn_size
             if mnemonic.split()[-1] in _IO and at < address + size and at not in self._checked:
                 self._unchecked.append(at)
+            if mnemonic in self._doors and insn_address not in self._doored:
+                self._undoored.append(insn_address)
         if at < address + size:  # capstone stopped: an instruction the CPU will fault on
             starts.append(at)
         self._blocks[(address, size)] = (code, tuple(starts))
@@ -193,7 +199,7 @@ class BlockClock:
         last = code[starts[-1] - address :]
         count = len(starts) | (ENDS_STI if last == b"\xfb" else 0)
         count |= ENDS_CR0 if _writes_cr0(last, starts[-1]) else 0
-        return count | MISS_STOP if self._unchecked else count
+        return count | MISS_STOP if self._unchecked or self._undoored else count
 
     def _on_cut(self, block: int, size: int, address: int) -> int:
         """The running block was abandoned at `address` (blockclock.c, check_cut): its
@@ -279,6 +285,9 @@ class BlockClock:
                     return None
                 if c.why == _WHY_MISS:
                     self._add_checks(c.block, c.block_size)
+                    # compiled again with its new hooks, the block may end elsewhere: not a
+                    # cut of the one stopped before (blockclock.c, check_cut)
+                    c.block = NO_BLOCK
                     continue
                 if step_hook is not None or c.base == deadline:
                     self.exhausted = True
@@ -317,7 +326,18 @@ class BlockClock:
             self._hook(UC_HOOK_CODE, self._lib.vclock_check, address, address)
             self._checked.add(address)
         self._unchecked.clear()
+        for address in self._undoored:
+            self._add_door(address)
+            self._doored.add(address)
+        self._undoored.clear()
         self._recompile(block, size)
+
+    def stop_before(self, mnemonics: frozenset[str], add_door: Callable[[int], None]) -> bool:
+        """Call `add_door(address)` once for each instruction with one of these mnemonics,
+        as new blocks are decoded (before they first run): how the machine stops before
+        instructions unicorn cannot hook."""
+        self._doors, self._add_door = mnemonics, add_door
+        return True
 
     def _recompile(self, block: int, size: int) -> None:
         if block != NO_BLOCK:
