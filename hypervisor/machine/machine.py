@@ -576,10 +576,9 @@ class Machine:
             return Exit(ExitKind.STOP, retired)
         if error is not None:
             if fetch:
-                address = self.uc.reg_read(x.UC_X86_REG_EIP)
-                return Exit(ExitKind.FETCH_FAULT, retired, address=address)
+                return Exit(ExitKind.FETCH_FAULT, retired, address=self.read_eip())
             return Exit(ExitKind.ERROR, retired, detail=str(error))
-        eip_now = self.uc.reg_read(x.UC_X86_REG_EIP)
+        eip_now = self.read_eip()
         if eip_now == _UNTIL:
             return Exit(ExitKind.FETCH_FAULT, retired, address=eip_now)
         return Exit(ExitKind.HALT, retired)

@@ -15,12 +15,14 @@ clock (docs/clock.md):
 * UNMAPPED (the block clock's usual state): the ranges are left unmapped. Unicorn stops the
   CPU *before* an access to an unmapped address with EIP on the instruction, which has done
   nothing (as a page fault leaves it); the clock then makes the space PRECISE and goes on
-  from that instruction, which runs through the MMIO region as under MAPPED. The next run
-  goes back to UNMAPPED if it made no such access (a kernel that keeps using the APIC pays
-  for PRECISE, others do not). A page walk is no access unicorn can stop at (an unmapped
-  page table reads as zeros, not all ones), so UNMAPPED is only used while paging is off: a
-  run that starts with paging on is PRECISE, and the clock stops after any `mov cr0` so that
-  paging turned on in mid-run makes the space PRECISE before the next instruction.
+  from that instruction, which runs through the MMIO region as under MAPPED. After
+  `QUIET_RUNS` runs in a row with no such access the space goes back to UNMAPPED (a kernel
+  that keeps using the APIC pays for PRECISE, others do not; each change of mode recompiles
+  the guest's code, so a device used now and then does not make it flip at every run).
+  A page walk is no access unicorn can stop at (an unmapped page table reads as zeros, not
+  all ones), so UNMAPPED is only used while paging is off: a run that starts with paging on
+  is PRECISE, and the clock stops after any `mov cr0` so that paging turned on in mid-run
+  makes the space PRECISE before the next instruction.
 
 (A store to a write-protected page needs none of this: unicorn stops at it as at an unmapped
 address, and EIP is exact in the write-protect hook.)
@@ -36,6 +38,8 @@ from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, Uc
 from unicorn.x86_const import UC_X86_REG_CR0
 
 from hypervisor.machine.cpu import CR0_PG
+
+QUIET_RUNS = 8
 
 
 class MmioMode(StrEnum):
@@ -69,17 +73,20 @@ class MmioSpace:
         self._ranges = ranges
         self._adaptive = adaptive
         self.touched = False  # an MMIO access since the last run started
+        self._quiet = QUIET_RUNS  # runs in a row without one
         self._hooks: list[int] = []
         self.mode: MmioMode | None = None
         self._set(MmioMode.UNMAPPED if adaptive else MmioMode.MAPPED)
 
     def before_run(self, paging: bool) -> None:
-        """Under the block clock: UNMAPPED for this run unless paging is on or the last run
-        made an MMIO access (a guest using a device or probing the bus stays PRECISE)."""
+        """Under the block clock: UNMAPPED for this run unless paging is on or one of the
+        last `QUIET_RUNS` runs made an MMIO access (a guest using a device stays PRECISE)."""
         if not self._adaptive:
             return
-        touched, self.touched = self.touched, False
-        self._set(MmioMode.PRECISE if paging or touched else MmioMode.UNMAPPED)
+        self._quiet = 0 if self.touched else self._quiet + 1
+        self.touched = False
+        quiet = self._quiet >= QUIET_RUNS
+        self._set(MmioMode.UNMAPPED if quiet and not paging else MmioMode.PRECISE)
 
     @property
     def fast(self) -> bool:
