@@ -21,6 +21,7 @@ import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from operator import attrgetter
 from typing import Protocol
 
@@ -35,7 +36,6 @@ from unicorn import (
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ,
-    UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
@@ -69,6 +69,7 @@ from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.mmio import MmioRange, MmioSpace
 from hypervisor.machine.msr import ApicBase
 from hypervisor.machine.paging import LinearMemory, PagingRegisters
 from hypervisor.machine.registers import (
@@ -179,9 +180,9 @@ class Machine:
         self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
-        self._precise_open_bus = self.clock.kind == "block"
+        self._mmio: MmioSpace | None = None  # open bus and devices, made when sealed
         self.monitor_pages: set[int] = set()
-        self._devices: list[tuple[int, int]] = []  # (first, last) address of device MMIO
+        self._devices: list[MmioRange] = []  # device registers (map_device)
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, UcContext] = {}
@@ -289,17 +290,6 @@ class Machine:
         for first, last in ranges:
             self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, first, last)
 
-    def precise_open_bus(self) -> None:
-        """Name the exact instruction of every open-bus access. Unicorn brings EIP up to
-        date for a memory access only when a memory hook matches it; without one, a run with
-        no instruction count (translated code) shows the EIP of the start of the block. So a
-        no-op hook is bounded to each hole: it costs a check on every load and store (a third
-        of binary translation's speed), which is why only the block clock asks for it (it
-        has no code hook either, docs/clock.md); translated code notes its instructions'
-        EIPs instead (docs/unicorn-facts.md, fact 13)."""
-        assert not self._sealed, "asked for before the guest first runs"
-        self._precise_open_bus = True
-
     def map_device(
         self,
         base: int,
@@ -308,18 +298,10 @@ class Machine:
         write: Callable[[int, int, int], None],
     ) -> None:
         """A device's registers at guest-physical `base` (the local and I/O APICs): every
-        access calls `read(offset, size)` or `write(offset, size, value)`. Under the block
-        clock an empty memory hook covers it, so the device sees the exact EIP and count."""
+        access calls `read(offset, size)` or `write(offset, size, value)`, at the exact EIP
+        and count under either clock (mmio.py)."""
         assert not self._sealed, "devices are mapped before the guest first runs"
-        self.uc.mmio_map(
-            base,
-            size,
-            lambda uc, offset, width, _: read(offset, width),
-            None,
-            lambda uc, offset, width, value, _: write(offset, width, value),
-            None,
-        )
-        self._devices.append((base, base + size - 1))
+        self._devices.append(MmioRange(base, base + size - 1, read, write))
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
@@ -575,6 +557,8 @@ class Machine:
             self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
         self._cr2 = self._cr2_reg.read()
+        assert self._mmio is not None, "sealed"
+        self._mmio.before_run(paging=bool(self._cr0.read() & CR0_PG))
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -596,10 +580,9 @@ class Machine:
             return Exit(ExitKind.STOP, retired)
         if error is not None:
             if fetch:
-                address = self.uc.reg_read(x.UC_X86_REG_EIP)
-                return Exit(ExitKind.FETCH_FAULT, retired, address=address)
+                return Exit(ExitKind.FETCH_FAULT, retired, address=self.read_eip())
             return Exit(ExitKind.ERROR, retired, detail=str(error))
-        eip_now = self.uc.reg_read(x.UC_X86_REG_EIP)
+        eip_now = self.read_eip()
         if eip_now == _UNTIL:
             return Exit(ExitKind.FETCH_FAULT, retired, address=eip_now)
         return Exit(ExitKind.HALT, retired)
@@ -801,38 +784,37 @@ class Machine:
             self.owner.port_out(port, size, value)
 
     def _seal(self) -> None:
-        """Make every address that is neither RAM nor monitor memory open bus.
+        """Make every address that is neither RAM, monitor memory nor a device open bus,
+        and put the devices' registers in place (mmio.py).
 
-        One MMIO region per hole: no host memory behind it, every access reaches Python, so
-        each one is reported (and a guest sweeping the address space costs no mappings).
-        Instruction fetch from MMIO is impossible for unicorn: the VM crashes, as the guest
-        contract says.
+        Each access to a hole reaches Python and is reported (and a guest sweeping the
+        address space costs no mappings). Instruction fetch from a hole is impossible for
+        unicorn: the VM crashes, as the guest contract says.
         """
+        taken = [(begin, end) for begin, end, _ in self.uc.mem_regions()]
+        taken += [(device.first, device.last) for device in self._devices]
+        holes: list[MmioRange] = []
         cursor = 0
-        for begin, end, _ in [*sorted(self.uc.mem_regions()), (1 << 32, 1 << 32, 0)]:
+        for begin, end in [*sorted(taken), (1 << 32, 1 << 32)]:
             if begin > cursor:
-                self.uc.mmio_map(
-                    cursor,
-                    begin - cursor,
-                    self._open_bus_read,
-                    cursor,
-                    self._open_bus_write,
-                    cursor,
+                read, write = (
+                    partial(self._open_bus_read, cursor),
+                    partial(self._open_bus_write, cursor),
                 )
-                if self._precise_open_bus:
-                    self.uc.hook_add(_MEM_DATA, _nothing, None, cursor, begin - 1)
+                holes.append(MmioRange(cursor, begin - 1, read, write))
             cursor = max(cursor, end + 1)
-        if self._precise_open_bus:
-            for first, last in self._devices:
-                self.uc.hook_add(_MEM_DATA, _nothing, None, first, last)
+        block = isinstance(self.clock, BlockClock)
+        self._mmio = MmioSpace(self.uc, [*holes, *self._devices], adaptive=block)
+        if isinstance(self.clock, BlockClock):
+            self.clock.memory = self._mmio
         self._sealed = True
 
-    def _open_bus_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
+    def _open_bus_read(self, base: int, offset: int, size: int) -> int:
         if self.owner:
             self.owner.memory_violation("open_bus_read", base + offset, size, 0)
         return (1 << (8 * size)) - 1
 
-    def _open_bus_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
+    def _open_bus_write(self, base: int, offset: int, size: int, value: int) -> None:
         if self.owner:
             self.owner.memory_violation("open_bus_write", base + offset, size, value)
 
@@ -861,13 +843,6 @@ class Machine:
         # nothing began at the address (the jump there retired): EIP is past what ran
         self._stop(ExitKind.FETCH_FAULT, retired_now=True, eip_past=True, address=address)
         return False
-
-
-_MEM_DATA = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
-
-
-def _nothing(*_: object) -> None:
-    """A memory hook whose only effect is that unicorn updates EIP (precise_open_bus)."""
 
 
 _PLAIN_REGS = tuple(
