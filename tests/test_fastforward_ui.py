@@ -8,6 +8,7 @@ import pytest
 from textual.widgets import Input
 
 from hypervisor.guest.image import load_guest
+from hypervisor.guest.samples import SAMPLES_DIR
 from hypervisor.guest.symbols import symbols_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
@@ -123,7 +124,9 @@ async def test_the_course_kernel_breaks_at_a_c_function_shown_with_its_source_li
         view = app.snapshot.vm
         assert view.registers.guest.state.eip == kmain
         (row,) = [r for r in view.code if r.current]
-        assert "kmain+0x0" in row.text and ".c:" in row.text and row.line > 0
+        source = (SAMPLES_DIR / "course" / "kernel.c").read_text().splitlines()
+        text = source[row.line - 1].strip()  # the line's own text, then where it is
+        assert row.text.endswith(f"; {text}  · kmain+0x0 kernel.c:{row.line}")
         await pilot.press("s")
         await app.settle()
         await pilot.press("b")

@@ -366,13 +366,14 @@ class Executor(ABC):
 
     def _trace(self, eip: int, size: int) -> None:
         step = self.vm.step - 1
+        registers = self.machine.trace_registers()
         watch = self.vm.events.watch
         if watch is not None:
-            watch(step)
+            watch(step, registers)
         if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        insn = decode(self.machine.code(eip, 15), eip)
+        insn = decode(self.machine.traced_code(eip, 15, registers), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
         self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
         self._pending_trapped = False
