@@ -15,6 +15,7 @@ from hypervisor.vmm.vm import Vm
 from tests.test_tui import synchronously
 from tui.app import VmlabApp
 from tui.engine import FAST_AHEAD, Session
+from tui.engine_commands import Seek
 from tui.targets import TargetError, address_of, target_of
 
 TIMER = load_guest("timer")
@@ -132,3 +133,22 @@ async def test_the_course_kernel_breaks_at_a_c_function_shown_with_its_source_li
         await pilot.press("b")
         await app.settle()
         assert app.snapshot.vm.registers.guest.state.eip == kmain  # and back, exactly
+
+
+@synchronously
+async def test_the_ui_gives_each_vm_the_ram_asked_for(monkeypatch, capsys):
+    import vmlab.cli
+
+    asked: dict = {}
+    monkeypatch.setattr(vmlab.cli, "_open_ui", lambda _, **options: asked.update(options) or 0)
+    assert vmlab.cli.main(["tui", "course", "--ram", "32M"]) == 0
+    assert asked["ram_size"] == 32 << 20
+    assert vmlab.cli.main(["tui", "course", "--ram", "512M"]) == 2
+    assert "at most 256M" in capsys.readouterr().err
+    app = VmlabApp(Session(vms=[(load_guest("course"), "native")], ram_size=32 << 20))
+    async with app.run_test(size=(160, 50)):
+        await app.settle()
+        assert app.snapshot.vm.ram[1] == 32 << 20
+        app.engine.submit(Seek(20_000))  # the kernel sizes its memory from the mbi
+        await app.settle()
+        assert "31616 KiB above" in app.snapshot.vm.console
