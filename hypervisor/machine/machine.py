@@ -708,7 +708,10 @@ class Machine:
                 if not clock.at_deadline():
                     callback(address, size)
 
-            self._trace_hook = CodeHook(self.uc, traced)
+            # the count clock's own hook runs first: no other hook sees its deadline (and a
+            # layer less is a tenth of a traced instruction's cost)
+            hook = traced if isinstance(clock, BlockClock) else callback
+            self._trace_hook = CodeHook(self.uc, hook)
             self._recompile_for_code_hook()
 
     def _recompile_for_code_hook(self) -> None:

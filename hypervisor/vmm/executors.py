@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
@@ -47,6 +48,10 @@ class Traced(NamedTuple):
     cpl: int  # the guest's own privilege level
     probe: Callable[[], bool] | None = None  # a sensitive one's divergence test (holes)
     subkind: str = ""  # translated code: ident / rewritten / callout
+
+
+# A Traced made from a tuple at C speed (a named tuple's own __new__ is a Python function).
+_traced = partial(tuple.__new__, Traced)
 
 
 class Executor(ABC):
@@ -376,7 +381,7 @@ class Executor(ABC):
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
         insn = decode(self.machine.traced_code(eip, 15, registers), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
+        self._pending = _traced((step, eip, insn, self.guest_cpl(), probe, ""))
         self._pending_trapped = False
         self._pending_hypercall = False
 
