@@ -18,6 +18,7 @@ one unicorn instance; the MMU and the board, when they come, take their parts ou
 from __future__ import annotations
 
 import ctypes
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -162,6 +163,8 @@ class Machine:
         self.owner: MachineOwner | None = None
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self._ram_pointer = ram = self.host.pointer(self.ram)  # host RAM never moves
+        # read without a foreign call (the tracer reads code at every instruction)
+        self._ram_view = memoryview((ctypes.c_char * ram_size).from_address(ram)).cast("B")
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
         self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
@@ -175,6 +178,7 @@ class Machine:
         self._cr0 = OneRegister(self.uc, x.UC_X86_REG_CR0)
         self._cr2_reg = OneRegister(self.uc, x.UC_X86_REG_CR2)
         self._paging = RegisterBatch(self.uc, _PAGING_REGS)
+        self._traced = RegisterBatch(self.uc, (*STATE_REG_IDS, x.UC_X86_REG_CR0))
         self._entry = {reg: OneRegister(self.uc, reg) for _, reg in _ENTRY_SEGMENTS}
         self._plain = RegisterBatch(self.uc, [reg for _, reg in _PLAIN_REGS])
         self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
@@ -207,7 +211,7 @@ class Machine:
         """Read guest-physical memory the way the CPU would see it (open bus outside RAM),
         without side effects: open bus is not asked (that would report an access)."""
         if address >= 0 and address + size <= self.ram_size:
-            return ctypes.string_at(self._ram_pointer + address, size)
+            return self._ram_view[address : address + size].tobytes()
         first, last = address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)
         if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
             return bytes(self.uc.mem_read(address, size))
@@ -222,9 +226,23 @@ class Machine:
     def code(self, address: int, size: int) -> bytes:
         """Instruction bytes at linear `address`, as the CPU would fetch them now (no side
         effect; fewer bytes where a page is not mapped)."""
-        if not self._cr0.read() & CR0_PG:  # (asked at every traced instruction)
-            return self.read(address, size)
-        return self.linear.peek(address, size)
+        return self._code(address, size, self._cr0.read())
+
+    def trace_registers(self) -> bytes:
+        """The registers of `state()` as `RegisterReader.raw` gives them, and CR0 in one
+        word more: what the tracer needs at every instruction, in one call."""
+        return self._traced.raw()
+
+    def traced_code(self, address: int, size: int, registers: bytes) -> bytes:
+        """`code()`, with CR0 from a `trace_registers()` read."""
+        return self._code(address, size, int.from_bytes(registers[-4:], sys.byteorder))
+
+    def _code(self, address: int, size: int, cr0: int) -> bytes:
+        if cr0 & CR0_PG:
+            return self.linear.peek(address, size)
+        if 0 <= address <= self.ram_size - size:
+            return self._ram_view[address : address + size].tobytes()
+        return self.read(address, size)
 
     def paging_registers(self) -> PagingRegisters:
         return PagingRegisters(*self._paging.read())
@@ -739,7 +757,10 @@ class Machine:
                 if not clock.at_deadline():
                     callback(address, size)
 
-            self._trace_hook = CodeHook(self.uc, traced)
+            # the count clock's own hook runs first: no other hook sees its deadline (and a
+            # layer less is a tenth of a traced instruction's cost)
+            hook = traced if isinstance(clock, BlockClock) else callback
+            self._trace_hook = CodeHook(self.uc, hook)
             self._recompile_for_code_hook()
 
     def _recompile_for_code_hook(self) -> None:

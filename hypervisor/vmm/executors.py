@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
@@ -49,6 +50,10 @@ class Traced(NamedTuple):
     cpl: int  # the guest's own privilege level
     probe: Callable[[], bool] | None = None  # a sensitive one's divergence test (holes)
     subkind: str = ""  # translated code: ident / rewritten / callout
+
+
+# A Traced made from a tuple at C speed (a named tuple's own __new__ is a Python function).
+_traced = partial(tuple.__new__, Traced)
 
 
 class Executor(ABC):
@@ -397,8 +402,9 @@ class Executor(ABC):
         )
 
     def guest_eip_running(self) -> int:
-        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
-        return self.virtual_state().eip
+        """The guest EIP of the instruction the CPU is running (from inside a hook): the
+        real one, where the guest runs its own code (every open-bus access asks)."""
+        return self.machine.read_eip()
 
     def memory_access_eip(self) -> int:
         """The guest EIP of the instruction whose memory access a memory hook sees."""
@@ -427,15 +433,16 @@ class Executor(ABC):
 
     def _trace(self, eip: int, size: int) -> None:
         step = self.vm.step - 1
+        registers = self.machine.trace_registers()
         watch = self.vm.events.watch
         if watch is not None:
-            watch(step)
+            watch(step, registers)
         if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        insn = decode(self.machine.code(eip, 15), eip)
+        insn = decode(self.machine.traced_code(eip, 15, registers), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
+        self._pending = _traced((step, eip, insn, self.guest_cpl(), probe, ""))
         self._pending_trapped = False
         self._pending_hypercall = False
 

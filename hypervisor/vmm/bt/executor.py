@@ -617,7 +617,7 @@ class BinaryTranslation(TrapAndEmulate):
             return
         watch = self.vm.events.watch
         if watch is not None:  # at every instruction of the TC, as the base tracer does
-            watch(self.vm.step - 1)
+            watch(self.vm.step - 1, self.machine.trace_registers())
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
