@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
 _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
 _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43, 0x61, 0x71})  # reads that see the clock
+_JUMPS_TO_SELF = (b"\xeb\xfe", b"\xe9\xfb\xff\xff\xff")  # jmp short $, jmp near $
 
 
 class Traced(NamedTuple):
@@ -199,6 +200,13 @@ class Executor(ABC):
         hook of its own (the interrupt window opening at it) comes after the tracer's."""
         pending = self._pending
         return pending is not None and not pending.subkind and pending.step >= self.vm.stats.total
+
+    def idle_spinning(self) -> bool:
+        """Does the guest spin on a jump to itself with interrupts on (a kernel's `while (1);`
+        after STI)? It waits for an interrupt as surely as HLT would, without saying so."""
+        if not self.guest_interrupts_enabled() or self.waiting_for_interrupt:
+            return False
+        return self.machine.code(self.virtual_state().eip, 5).startswith(_JUMPS_TO_SELF)
 
     def accept_interrupt(self) -> bool:
         """Deliver the PIC's pending interrupt if the guest's IF allows it now."""

@@ -109,7 +109,7 @@ class InputScript:
         self.add(timed)
         return timed
 
-    def has_waiting(self, vm: object, device: InputDevice) -> bool:
+    def has_waiting(self, vm: object, device: InputDevice | None = None) -> bool:
         return self._waiting_for(vm, device) is not None
 
     def _waiting_for(self, vm: object, device: InputDevice | None) -> Input | None:
