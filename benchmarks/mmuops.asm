@@ -22,18 +22,9 @@ start:
     mov dword [PT + (MISSING >> 12) * 4], 0
     mov dword [PD_A], PT | 0x3
     mov dword [PD_B], PT | 0x3
-    mov eax, page_fault
-    mov [idt + 14 * 8], ax
-    mov word [idt + 14 * 8 + 2], 0x08
-    mov word [idt + 14 * 8 + 4], 0x8E00
-    shr eax, 16
-    mov [idt + 14 * 8 + 6], ax
+    small_idt_gate 14, page_fault
     lidt [idtr]
-    mov eax, PD_A
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
+    paging_on PD_A, 0x80000000
     mov ecx, COUNT
 again:
 %ifdef TRUE_FAULT

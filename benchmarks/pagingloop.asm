@@ -21,11 +21,7 @@ start:
 %ifdef PAGING
     identity_map PT, 0x3            ; 0-4 MiB, present | writable, 4 KiB pages
     mov dword [PD], PT | 0x3
-    mov eax, PD
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
+    paging_on PD, 0x80000000
 %endif
 %ifdef TOUCH
     xor esi, esi

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hypervisor.events import IsolationViolation, Trap
+from hypervisor.guest.image import load_guest
+from hypervisor.machine.machine import EntryError
 from hypervisor.session import run_guest
 from hypervisor.vmm.vm import Vm
 
@@ -146,3 +148,21 @@ def test_a_vm_can_continue_after_its_budget(asm):
     assert vm.run(10_000).reason == "budget"
     assert vm.run(1_000_000).reason == "debug_exit"
     assert vm.stats.total == 1 + 50_000 + 2  # mov ecx; 50000 loops; mov dx; out
+
+
+def test_a_world_switch_nulls_a_refused_data_selector_and_refuses_a_bad_cs():
+    """Entry writes every register in one call; where the CPU refuses one, it goes one by
+    one: an unusable data selector becomes null (as an IRET to an outer ring makes it), a
+    refused CS is an EntryError."""
+    vm = Vm(load_guest("hello"), "trap")
+    machine = vm.machine
+    state = machine.state()
+    wanted = state.copy()
+    wanted.eax, wanted.esi, wanted.ds, wanted.fs = 0x1234, 0x5678, 0x7FF8, 0x7FF8
+    machine.enter(wanted, machine.cpl)
+    after = machine.state()
+    assert (after.eax, after.esi, after.ds, after.fs) == (0x1234, 0x5678, 0, 0)
+    assert (after.cs, after.ss, after.es) == (state.cs, state.ss, state.es)
+    wanted.cs = 0x7FF8
+    with pytest.raises(EntryError, match="refused"):
+        machine.enter(wanted, machine.cpl)

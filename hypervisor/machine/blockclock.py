@@ -103,6 +103,10 @@ class BlockClock:
         self._blocks: dict[tuple[int, int], tuple[bytes, tuple[int, ...]]] = {}
         self._checked: set[int] = set()  # instructions after a port I/O that have a check hook
         self._unchecked: list[int] = []  # found by the last miss, hooked before the block runs
+        self._doors: frozenset[str] = frozenset()  # mnemonics the owner stops before (stop_before)
+        self._add_door: Callable[[int], None] = lambda address: None
+        self._doored: set[int] = set()
+        self._undoored: list[int] = []  # like _unchecked: doors wanted before the block runs
         self.exhausted = self.window_opened = False
         self._stepping = False
         # called after each emu_start: with paging on the machine puts back what unicorn's
@@ -141,6 +145,8 @@ class BlockClock:
             at = insn_address + insn_size
             if mnemonic.split()[-1] in _IO and at < address + size and at not in self._checked:
                 self._unchecked.append(at)
+            if mnemonic in self._doors and insn_address not in self._doored:
+                self._undoored.append(insn_address)
         if at < address + size:  # capstone stopped: an instruction the CPU will fault on
             starts.append(at)
         self._blocks[(address, size)] = (code, tuple(starts))
@@ -150,7 +156,7 @@ class BlockClock:
         starts = self._decode(address, size)
         code = self._blocks[(address, size)][0]
         count = len(starts) | (ENDS_STI if code[starts[-1] - address :] == b"\xfb" else 0)
-        return count | MISS_STOP if self._unchecked else count
+        return count | MISS_STOP if self._unchecked or self._undoored else count
 
     def _on_cut(self, block: int, size: int, address: int) -> int:
         """The running block was abandoned at `address` (blockclock.c, check_cut): its
@@ -224,6 +230,9 @@ class BlockClock:
                     return None
                 if c.why == _WHY_MISS:
                     self._add_checks(c.block, c.block_size)
+                    # compiled again with its new hooks, the block may end elsewhere: not a
+                    # cut of the one stopped before (blockclock.c, check_cut)
+                    c.block = NO_BLOCK
                     continue
                 if step_hook is not None or c.base == deadline:
                     self.exhausted = True
@@ -248,7 +257,18 @@ class BlockClock:
             self._hook(UC_HOOK_CODE, self._lib.vclock_check, address, address)
             self._checked.add(address)
         self._unchecked.clear()
+        for address in self._undoored:
+            self._add_door(address)
+            self._doored.add(address)
+        self._undoored.clear()
         self._recompile(block, size)
+
+    def stop_before(self, mnemonics: frozenset[str], add_door: Callable[[int], None]) -> bool:
+        """Call `add_door(address)` once for each instruction with one of these mnemonics,
+        as new blocks are decoded (before they first run): how the machine stops before
+        instructions unicorn cannot hook."""
+        self._doors, self._add_door = mnemonics, add_door
+        return True
 
     def _recompile(self, block: int, size: int) -> None:
         if block != NO_BLOCK:

@@ -8,6 +8,7 @@ real ones belong to the monitor).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 
 from unicorn import x86_const as x
 
@@ -46,6 +47,7 @@ CR0_PE = 1 << 0
 CR0_ET = 1 << 4
 CR0_WP = 1 << 16  # supervisor writes obey read-only pages
 CR0_PG = 1 << 31
+CR4_TSD = 1 << 2  # RDTSC faults outside ring 0
 CR4_PSE = 1 << 4  # 4 MiB pages
 
 
@@ -71,13 +73,14 @@ class CpuState:
     gs: int = 0
 
     def copy(self) -> CpuState:
-        return CpuState(*(getattr(self, f.name) for f in fields(self)))
+        return CpuState(*_ALL_FIELDS(self))  # (on every world switch)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 STATE_FIELDS = tuple(f.name for f in fields(CpuState))
+_ALL_FIELDS = attrgetter(*STATE_FIELDS)
 STATE_REG_IDS = tuple(UC_REG[name] for name in STATE_FIELDS)
 
 

@@ -21,6 +21,7 @@ import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from operator import attrgetter
 from typing import Protocol
 
 from unicorn import (
@@ -47,6 +48,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.isa import MAX_INSN_SIZE, decode
 from hypervisor.machine import cpumodel
 from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.cancel import CANCEL
@@ -68,7 +70,12 @@ from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
 from hypervisor.machine.paging import LinearMemory, PagingRegisters
-from hypervisor.machine.registers import OneRegister, RegisterReader
+from hypervisor.machine.registers import (
+    OneRegister,
+    RegisterBatch,
+    RegisterReader,
+    RegisterRefused,
+)
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
 MONITOR_BASE = 0xFFC00000
@@ -125,6 +132,10 @@ class MachineOwner(Protocol):
 
     def time_stamp(self) -> int: ...
 
+    def instruction_clock(self) -> int: ...
+
+    def model_specific_registers(self) -> dict[int, int]: ...
+
 
 class EntryError(Exception):
     """The CPU refused a register value while entering the guest (e.g. a bad selector)."""
@@ -154,16 +165,26 @@ class Machine:
             self.clock.after_emu_start = self._clear_paging_leftovers
         self.counter = self.clock  # instructions begun in the current/last run
         self.registers = RegisterReader(self.uc)
+        # the registers every trap reads or writes, past unicorn's per-call Python layer
         self._cs = OneRegister(self.uc, x.UC_X86_REG_CS)
+        self.read_eip = OneRegister(self.uc, x.UC_X86_REG_EIP).read
+        self._cr0 = OneRegister(self.uc, x.UC_X86_REG_CR0)
+        self._cr2_reg = OneRegister(self.uc, x.UC_X86_REG_CR2)
+        self._paging = RegisterBatch(self.uc, _PAGING_REGS)
+        self._entry = {reg: OneRegister(self.uc, reg) for _, reg in _ENTRY_SEGMENTS}
+        self._plain = RegisterBatch(self.uc, [reg for _, reg in _PLAIN_REGS])
+        self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
         self._precise_open_bus = self.clock.kind == "block"
         self.monitor_pages: set[int] = set()
+        self._devices: list[tuple[int, int]] = []  # (first, last) address of device MMIO
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, UcContext] = {}
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
+        self._stop_mnemonics: frozenset[str] = frozenset()  # stop_before's
         self._exit: Exit | None = None
         self._trace_hook: CodeHook | None = None
         self._window_hook: int | None = None
@@ -197,15 +218,12 @@ class Machine:
     def code(self, address: int, size: int) -> bytes:
         """Instruction bytes at linear `address`, as the CPU would fetch them now (no side
         effect; fewer bytes where a page is not mapped)."""
+        if not self._cr0.read() & CR0_PG:  # (asked at every traced instruction)
+            return self.read(address, size)
         return self.linear.peek(address, size)
 
     def paging_registers(self) -> PagingRegisters:
-        uc = self.uc
-        return PagingRegisters(
-            uc.reg_read(x.UC_X86_REG_CR0),
-            uc.reg_read(x.UC_X86_REG_CR3),
-            uc.reg_read(x.UC_X86_REG_CR4),
-        )
+        return PagingRegisters(*self._paging.read())
 
     def _read_byte(self, address: int) -> int:
         if address < self.ram_size or (address & ~(PAGE - 1)) in self.monitor_pages:
@@ -277,6 +295,27 @@ class Machine:
         EIPs instead (docs/unicorn-facts.md, fact 13)."""
         assert not self._sealed, "asked for before the guest first runs"
         self._precise_open_bus = True
+
+    def map_device(
+        self,
+        base: int,
+        size: int,
+        read: Callable[[int, int], int],
+        write: Callable[[int, int, int], None],
+    ) -> None:
+        """A device's registers at guest-physical `base` (the local and I/O APICs): every
+        access calls `read(offset, size)` or `write(offset, size, value)`. Under the block
+        clock an empty memory hook covers it, so the device sees the exact EIP and count."""
+        assert not self._sealed, "devices are mapped before the guest first runs"
+        self.uc.mmio_map(
+            base,
+            size,
+            lambda uc, offset, width, _: read(offset, width),
+            None,
+            lambda uc, offset, width, value, _: write(offset, width, value),
+            None,
+        )
+        self._devices.append((base, base + size - 1))
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
@@ -423,23 +462,30 @@ class Machine:
         uc.context_restore(self._templates[cpl])
         if system is not None:
             self._write_system(system)
+        try:  # every register in one call (a trap's world switch); refused: one by one
+            self._entry_batch.write(_ENTRY_VALUES(state))
+            return
+        except RegisterRefused:
+            uc.context_restore(self._templates[cpl])
+            if system is not None:
+                self._write_system(system)
         try:
-            uc.reg_write(x.UC_X86_REG_CS, state.cs)
-            uc.reg_write(x.UC_X86_REG_SS, state.ss)
-        except UcError as err:
+            self._entry[x.UC_X86_REG_CS].write(state.cs)
+            self._entry[x.UC_X86_REG_SS].write(state.ss)
+        except RegisterRefused as err:
             uc.context_restore(self._templates[cpl])
             raise EntryError(f"cs={state.cs:#06x} ss={state.ss:#06x} refused at CPL {cpl}") from err
         self._write_rest(state)
 
     def _write_rest(self, state: CpuState) -> None:
         """Data segments and plain registers, once CS and SS are in place."""
-        uc = self.uc
         for name, reg in _DATA_SEGMENTS:
+            segment = self._entry[reg]
             try:
-                uc.reg_write(reg, getattr(state, name))
-            except UcError:  # like IRET to an outer ring: an unusable data selector becomes null
-                uc.reg_write(reg, 0)
-        uc.reg_write_batch([(reg, getattr(state, name)) for name, reg in _PLAIN_REGS])
+                segment.write(getattr(state, name))
+            except RegisterRefused:  # like IRET to an outer ring: an unusable selector is null
+                segment.write(0)
+        self._plain.write([getattr(state, name) for name, _ in _PLAIN_REGS])
 
     def enter_outer(self, state: CpuState, cpl: int, system: SystemState, scratch: int) -> None:
         """Enter an outer ring with no template of it (bare metal resuming a guest at CPL 3):
@@ -524,7 +570,7 @@ class Machine:
         if self._trace_hook is None:  # blocks compiled now call no tracer added later, with
             self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
-        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)
+        self._cr2 = self._cr2_reg.read()
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -569,13 +615,13 @@ class Machine:
         instruction now running completes; `eip_past`: EIP is already after it (INT n)."""
         retired = self.clock.stop_count(retired_now, eip_past)
         self._exit = Exit(kind, retired, vector, is_trap, address)
-        self._cr2 = self.uc.reg_read(x.UC_X86_REG_CR2)  # a #PF has just set it
+        self._cr2 = self._cr2_reg.read()  # a #PF has just set it
         self.clock.stop()
 
     def _clear_paging_leftovers(self) -> None:
         """After the CPU stopped with paging on: CR2 and the exception marker as the guest
         left them, not as unicorn's clean-up did (marker.py)."""
-        if self.uc.reg_read(x.UC_X86_REG_CR0) & CR0_PG:
+        if self._cr0.read() & CR0_PG:
             clear_after_run(self.uc, self._cr2)
 
     def _overdue(self) -> None:
@@ -597,6 +643,12 @@ class Machine:
         if self._exit is None:
             self._stop(ExitKind.STOP, retired_now=True)
 
+    def stop_before_this(self) -> None:
+        """Stop before the instruction now running completes (from a memory hook: it runs
+        again from its start when the CPU resumes, unless the owner steps over it)."""
+        if self._exit is None:
+            self._stop(ExitKind.STOP, retired_now=False)
+
     def add_door(self, address: int) -> None:
         """A callout door: translated code jumps to `address` to hand control to the monitor.
         A code hook bounded to that one address costs nothing anywhere else (fact 11)."""
@@ -604,6 +656,24 @@ class Machine:
 
     def _on_door(self, uc: Uc, address: int, size: int, _: object) -> None:
         self._stop(ExitKind.DOOR, retired_now=False, address=address)
+
+    def stop_before(self, mnemonics: frozenset[str]) -> bool:
+        """Stop with a DOOR exit before every instruction with one of these mnemonics, at any
+        address: bare metal's RDMSR and WRMSR, which unicorn can neither hook nor make fault
+        (fact 16). The block clock finds them as it decodes new blocks and puts a code hook
+        on each (fact 11: free elsewhere); False if this clock cannot (VMLAB_CLOCK=count)."""
+        self._stop_mnemonics = mnemonics
+        return self.clock.stop_before(mnemonics, self._add_stop_before)
+
+    def _add_stop_before(self, address: int) -> None:
+        self.uc.hook_add(UC_HOOK_CODE, self._on_stop_before, None, address, address)
+
+    def _on_stop_before(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self.clock.at_deadline():
+            return  # the step hook stops here first: the instruction does not run now
+        insn = decode(self.code(address, MAX_INSN_SIZE), address)
+        if insn is not None and insn.mnemonic in self._stop_mnemonics:  # else new code there
+            self._stop(ExitKind.DOOR, retired_now=False, address=address)
 
     def protect_code_page(self, page: int, protected: bool) -> None:
         """Write-protect a page of guest RAM that holds translated code (fact 7): a guest
@@ -693,7 +763,7 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_bad_fetch)
 
     def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
-        is_trap = self._is_software_interrupt(vector, uc.reg_read(x.UC_X86_REG_EIP))
+        is_trap = self._is_software_interrupt(vector, self.read_eip())
         trap = is_trap
         self._stop(ExitKind.EXCEPTION, retired_now=trap, eip_past=trap, vector=vector, is_trap=trap)
 
@@ -738,6 +808,9 @@ class Machine:
                 if self._precise_open_bus:
                     self.uc.hook_add(_MEM_DATA, _nothing, None, cursor, begin - 1)
             cursor = max(cursor, end + 1)
+        if self._precise_open_bus:
+            for first, last in self._devices:
+                self.uc.hook_add(_MEM_DATA, _nothing, None, first, last)
         self._sealed = True
 
     def _open_bus_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
@@ -794,4 +867,8 @@ _DATA_SEGMENTS = (
     ("fs", x.UC_X86_REG_FS),
     ("gs", x.UC_X86_REG_GS),
 )
+_ENTRY_SEGMENTS = (("cs", x.UC_X86_REG_CS), ("ss", x.UC_X86_REG_SS), *_DATA_SEGMENTS)
+_ENTRY_REGS = (*_ENTRY_SEGMENTS, *_PLAIN_REGS)  # CS and SS first, as an entry loads them
+_ENTRY_VALUES = attrgetter(*(name for name, _ in _ENTRY_REGS))
+_PAGING_REGS = (x.UC_X86_REG_CR0, x.UC_X86_REG_CR3, x.UC_X86_REG_CR4)
 _REG_BY_NAME = dict(zip(STATE_FIELDS, STATE_REG_IDS, strict=True))

@@ -1,17 +1,20 @@
-"""Reading the CPU's registers fast enough to do it after every traced instruction and trap.
+"""Reading and writing the CPU's registers fast enough to do it on every trap and after every
+traced instruction.
 
-Unicorn's Python `reg_read_batch` spends ~70 µs on 16 registers here (it picks a register
-class per id in Python and builds ctypes arrays per call); a recording reads the registers
-once per instruction and the monitor on every trap, so this calls `uc_reg_read_batch`
-directly with arrays built once: ~6 µs. Unicorn writes only a register's own width
-(4 bytes, 2 for a selector) into its slot; the slots are zeroed once at allocation and
-nothing else writes them.
+Unicorn's Python `reg_read`, `reg_write` and their batch forms pick a register class per id
+in Python and build ctypes objects per call: `reg_read_batch` spends ~70 µs on 16 registers
+here, `reg_read` ~4 µs on one. A recording reads the registers once per instruction and the
+monitor reads and writes them on every trap, so these call unicorn's C functions directly
+with arrays built once: ~6 µs for 16 registers, ~1 µs for one. Unicorn writes only a
+register's own width (4 bytes, 2 for a selector) into its slot; the slots are zeroed once at
+allocation and nothing else writes them. Only registers of at most 32 bits go through here.
 """
 
 from __future__ import annotations
 
 import ctypes
 import struct
+from collections.abc import Sequence
 from functools import partial
 
 from unicorn import Uc
@@ -20,28 +23,37 @@ from unicorn.unicorn_py3.unicorn import uclib
 from hypervisor.machine.cpu import STATE_FIELDS, STATE_REG_IDS
 
 
-class RegisterReader:
-    """`read()` returns the `CpuState` fields (STATE_FIELDS order) of one unicorn CPU."""
+class RegisterRefused(Exception):
+    """Unicorn refused a register write (e.g. a selector the CPU will not load)."""
 
-    fields = STATE_FIELDS
+    def __init__(self, reg_id: int, status: int) -> None:
+        which = f"register {reg_id}" if reg_id >= 0 else "a register of a batch"
+        super().__init__(f"unicorn error {status} writing {which}")
+        self.reg_id, self.status = reg_id, status
 
-    def __init__(self, uc: Uc) -> None:
-        count = len(STATE_REG_IDS)
-        self._uc = uc
+
+class RegisterBatch:
+    """A fixed list of registers, read and written in one C call each."""
+
+    def __init__(self, uc: Uc, reg_ids: Sequence[int]) -> None:
+        count = len(reg_ids)
         self._count = count
-        self._ids = (ctypes.c_int * count)(*STATE_REG_IDS)
+        self._ids = (ctypes.c_int * count)(*reg_ids)
         self._values = (ctypes.c_uint32 * count)()
         base = ctypes.addressof(self._values)
         self._pointers = (ctypes.c_void_p * count)(*(base + 4 * i for i in range(count)))
         self._unpack = struct.Struct(f"={count}I").unpack
+        handle = uc._uch  # noqa: SLF001 (unicorn offers no batch access to a buffer)
         # bound once: a recording calls this at every traced instruction
-        handle = uc._uch  # noqa: SLF001 (unicorn offers no batch read into a buffer)
         self._read_batch = partial(
             uclib.uc_reg_read_batch, handle, self._ids, self._pointers, count
         )
+        self._write_batch = partial(
+            uclib.uc_reg_write_batch, handle, self._ids, self._pointers, count
+        )
 
     def raw(self) -> bytes:
-        """The registers as 16 native-order 32-bit words: a recording diffs these bytes
+        """The registers as native-order 32-bit words: a recording diffs these bytes
         (building a tuple from the ctypes array costs more than reading the registers)."""
         status = self._read_batch()
         if status:
@@ -51,19 +63,43 @@ class RegisterReader:
     def read(self) -> tuple[int, ...]:
         return self._unpack(self.raw())
 
+    def write(self, values: Sequence[int]) -> None:
+        """Raises RegisterRefused where the CPU refuses a value (the ones before it are
+        written)."""
+        self._values[:] = list(values)
+        status = self._write_batch()
+        if status:
+            raise RegisterRefused(-1, status)
+
+
+class RegisterReader(RegisterBatch):
+    """`read()` returns the `CpuState` fields (STATE_FIELDS order) of one unicorn CPU."""
+
+    fields = STATE_FIELDS
+
+    def __init__(self, uc: Uc) -> None:
+        super().__init__(uc, STATE_REG_IDS)
+
 
 class OneRegister:
-    """One register read the same way: unicorn's `reg_read` spends ~4 µs on a selector,
-    this ~1 µs (bare metal asks for CS, the CPL, at every traced instruction)."""
+    """One register read and written the same way (bare metal asks for CS, the CPL, at every
+    traced instruction; a monitor reads EIP and CR2 and loads selectors on every trap)."""
 
     def __init__(self, uc: Uc, reg_id: int) -> None:
-        self._uc = uc
+        self._handle = uc._uch  # noqa: SLF001
         self._id = reg_id
         self._value = ctypes.c_uint32()
         self._pointer = ctypes.byref(self._value)
 
     def read(self) -> int:
-        status = uclib.uc_reg_read(self._uc._uch, self._id, self._pointer)  # noqa: SLF001
+        status = uclib.uc_reg_read(self._handle, self._id, self._pointer)
         if status:
             raise RuntimeError(f"uc_reg_read failed with unicorn error {status}")
         return self._value.value
+
+    def write(self, value: int) -> None:
+        """Raises RegisterRefused where the CPU refuses the value."""
+        self._value.value = value
+        status = uclib.uc_reg_write(self._handle, self._id, self._pointer)
+        if status:
+            raise RegisterRefused(self._id, status)

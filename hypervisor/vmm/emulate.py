@@ -17,23 +17,44 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hypervisor.isa import Instruction
-from hypervisor.machine.cpu import CR0_PE, CR0_PG, CR0_WP, EFLAGS_NT, EFLAGS_VM, CpuState
+from hypervisor.machine import msr
+from hypervisor.machine.cpu import (
+    CR0_PE,
+    CR0_PG,
+    CR0_WP,
+    CR4_TSD,
+    EFLAGS_NT,
+    EFLAGS_VM,
+    CpuState,
+)
 from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
 from hypervisor.machine.interrupts import VEC_GP, VEC_NP
 from hypervisor.vmm.operands import effective_address, read_register, write_register
-from hypervisor.vmm.vcpu import KNOWN_MSRS, VirtualCpu
+from hypervisor.vmm.vcpu import VirtualCpu
 
 if TYPE_CHECKING:
     from hypervisor.machine.machine import Machine
     from hypervisor.machine.paging import LinearMemory
-    from hypervisor.vmm.mmu.shadow import ShadowMmu
 
 CR0_TS = 1 << 3
 _CR4_PAGING = 0xB0  # PSE, PAE, PGE: a change drops every shadow
 ZF = 1 << 6
+
+
+class GuestMmu(Protocol):
+    """What MOV to CR0/CR3/CR4 and INVLPG drive: the shadow page tables of trap (vmm/mmu/)
+    or the direct paging of pv (vmm/pv/directmmu.py)."""
+
+    active: bool
+
+    def flush(self, machine: Machine, active: bool, cr3: int) -> None: ...
+
+    def switch(self, machine: Machine, cr3: int) -> None: ...
+
+    def invalidate(self, machine: Machine, linear: int) -> None: ...
 
 
 class Reflect(Exception):
@@ -60,7 +81,7 @@ class Emulation:
     flags: int | None = None  # new real EFLAGS, for emulations that set ZF (LAR, VERR…)
     dry_run: bool = False  # compute the answer only: operand writes go to `written`
     written: int | None = None
-    mmu: ShadowMmu | None = None  # the monitor's shadow paging (None: PG is unsupported)
+    mmu: GuestMmu | None = None  # the monitor's paging (None: PG is unsupported)
     guest: LinearMemory | None = None  # linear memory through the guest's own page tables
 
     # -- memory and operands ------------------------------------------------
@@ -151,6 +172,7 @@ def _sti(e: Emulation) -> None:
 @emulates("hlt")
 def _hlt(e: Emulation) -> None:
     e.halt = True
+    e.vcpu.interrupt_shadow = False  # STI; HLT: the wake-up interrupt comes at the HLT
 
 
 @emulates("lgdt", "lidt")
@@ -255,21 +277,37 @@ def _clts(e: Emulation) -> None:
     e.vcpu.cr0 &= ~CR0_TS
 
 
-@emulates("rdmsr")
-def _rdmsr(e: Emulation) -> None:
-    msr = e.state.ecx
-    if msr not in KNOWN_MSRS:
-        raise Reflect(VEC_GP, 0, f"RDMSR of unknown MSR {msr:#x}")
-    value = e.vcpu.msr.get(msr, 0)
-    e.state.eax, e.state.edx = value & 0xFFFFFFFF, value >> 32
+@emulates("rdmsr", "wrmsr")
+def _msr_access(e: Emulation) -> None:
+    """Through the one MSR table (`machine/msr.py`), on the virtual CPU's values."""
+    owner = e.machine.owner
+    clock = owner.instruction_clock() if owner else 0
+    try:
+        msr_access(e.state, e.insn.mnemonic == "wrmsr", e.vcpu.msr, clock)
+    except msr.MsrFault as fault:
+        raise Reflect(VEC_GP, 0, str(fault)) from fault
 
 
-@emulates("wrmsr")
-def _wrmsr(e: Emulation) -> None:
-    msr = e.state.ecx
-    if msr not in KNOWN_MSRS:
-        raise Reflect(VEC_GP, 0, f"WRMSR of unknown MSR {msr:#x}")
-    e.vcpu.msr[msr] = (e.state.edx << 32) | e.state.eax
+def msr_access(state: CpuState, write: bool, values: dict[int, int], clock: int) -> None:
+    """RDMSR or WRMSR on `state`'s ECX, EDX:EAX (MsrFault: #GP), shared with bare metal."""
+    if write:
+        msr.write(state.ecx, state.edx << 32 | state.eax, values, clock)
+    else:
+        value = msr.read(state.ecx, values, clock)
+        state.eax, state.edx = value & 0xFFFFFFFF, value >> 32
+
+
+@emulates("rdtsc", "rdtscp")
+def _rdtsc(e: Emulation) -> None:
+    """Reached when the guest's CR4.TSD made the real CPU fault at ring 1 (the monitor
+    mirrors it), and as binary translation's callout, which reads the clock exactly."""
+    if e.vcpu.cr4 & CR4_TSD and e.vcpu.cpl:
+        raise Reflect(VEC_GP, 0, f"{e.insn.mnemonic.upper()} outside ring 0 with CR4.TSD set")
+    owner = e.machine.owner
+    tsc = msr.time_stamp(owner.instruction_clock() if owner else 0, e.vcpu.msr)
+    e.state.eax, e.state.edx = tsc & 0xFFFFFFFF, tsc >> 32
+    if e.insn.mnemonic == "rdtscp":
+        e.state.ecx = 0  # IA32_TSC_AUX: processor 0
 
 
 @emulates("invlpg", "wbinvd", "invd")

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
-from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
 from hypervisor.events import (
     InsnClass,
@@ -22,11 +21,13 @@ from hypervisor.events import (
     PortAccess,
 )
 from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.machine import msr
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.interrupts import Source
 from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.guestcpu import GuestCpu
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 
 if TYPE_CHECKING:
     from hypervisor.vmm.bt.introspect import CacheIntrospection
@@ -63,7 +64,10 @@ class Executor(ABC):
         "_pending_trapped",
         "_pending_hypercall",
     )
-    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("vm", "machine", "_memory_operands", "_texts")
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = (
+        *("vm", "machine", "_memory_operands", "_texts"),
+        "_device_store",  # only ever set inside one slice
+    )
     monitored = True  # False on bare metal: nothing intercepts the guest
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
@@ -79,6 +83,7 @@ class Executor(ABC):
         self._memory_operands: dict[tuple[int, bytes], bool] = {}
         self._texts: dict[tuple[int, bytes], str] = {}  # (EIP, bytes) -> instruction text
         self._pending_hypercall = False
+        self._device_store: tuple[Callable[[], None], int] | None = None  # (write, next EIP)
 
     # ------------------------------------------------------------------ mode hooks
     @abstractmethod
@@ -139,6 +144,10 @@ class Executor(ABC):
         """A look into the translation cache, for modes that have one."""
         return None
 
+    def paging(self) -> PagingIntrospection:
+        """A look at the MMU: on bare metal the guest's tables are the CPU's own."""
+        return PagingIntrospection(self.machine, self.machine.paging_registers())
+
     def retired_are_guest_instructions(self) -> bool:
         """False while the CPU runs code the monitor generated (binary translation)."""
         return True
@@ -170,14 +179,19 @@ class Executor(ABC):
         # where it may take one, and looks for it there itself.)
         if self.counts_each_instruction and self.accept_interrupt() and vm.exit is not None:
             return
-        if self.interrupt_shadow():
-            count = 1  # let the instruction after STI run, then look at interrupts again
+        if self.vm.irqs.pending_vector() is not None and self.interrupt_shadow():
+            # an interrupt waits: let the instruction after STI run, then take it (with
+            # none pending, any that comes stops the slice: it may run on)
+            count = 1
         count = self.before_slice(count)
         if vm.exit is not None:  # the last look ended the VM: the CPU does not run it
             return
         vm.begin_slice()
-        exit_ = self.machine.run(self.machine.uc.reg_read(_EIP), count)
+        exit_ = self.machine.run(self.machine.read_eip(), count)
         vm.end_slice(exit_.retired)
+        stored = self._device_store is not None
+        if self._device_store is not None:
+            self._finish_device_store(*self._device_store)
         if exit_.kind is ExitKind.STOP and self._announced_but_not_run():
             self._pending = None  # the tracer saw it start, then the CPU stopped before it
         if self._io_fault is not None:
@@ -187,13 +201,35 @@ class Executor(ABC):
             self.vm.stats.total -= 1  # the faulting IN/OUT did not retire
             self._pending = None
             self.deliver(13, "exception", 0)
-        else:
+        elif not stored:
             self.handle(exit_)
         if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap:
             self._pending = None  # a fault the monitor did not emulate: it never retired
         self._finish_traced()
         if vm.exit is None and not self.waiting_for_interrupt:
             self.accept_interrupt()
+
+    def device_store(self, write: Callable[[], None]) -> None:
+        """A guest store to a device's registers (an APIC page), from the memory hook. Its
+        effect (an interrupt requested or ended, a timer armed) must be seen right after
+        the store, but a CPU stopped inside a memory access runs the access again when it
+        resumes. So a plain MOV does not complete: the CPU stops before it, and the
+        monitor does the store's work and steps over it (`_finish_device_store`). Any other
+        instruction (and translated code) stores at once, seen when the slice ends."""
+        eip = self.machine.read_eip()
+        insn = decode(self.machine.code(eip, 15), eip)
+        if insn is None or insn.mnemonic != "mov" or not self.retired_are_guest_instructions():
+            self.clock_now()
+            write()
+            return
+        self._device_store = (write, eip + insn.size)
+        self.machine.stop_before_this()
+
+    def _finish_device_store(self, write: Callable[[], None], next_eip: int) -> None:
+        self._device_store = None
+        write()
+        self.machine.set_registers(eip=next_eip)
+        self.vm.retire_emulated()
 
     def _announced_but_not_run(self) -> bool:
         """Did the tracer announce an instruction that then never ran? A stop from a code
@@ -212,19 +248,12 @@ class Executor(ABC):
         """Deliver the PIC's pending interrupt if the guest's IF allows it now."""
         if not self.guest_interrupts_enabled() or self.interrupt_shadow():
             return False
-        if self.vm.pic.pending_vector() is None:
+        irqs = self.vm.irqs
+        if irqs.pending_vector() is None:
             return False
-        irq_vector = self.vm.pic.acknowledge()
-        self.deliver(irq_vector, "external", irq=self._irq_of(irq_vector))
+        irq_vector = irqs.acknowledge()
+        self.deliver(irq_vector, "external", irq=irqs.irq_of(irq_vector))
         return True
-
-    def _irq_of(self, vector: int) -> int | None:
-        master, slave = self.vm.pic.vector_base
-        if master <= vector < master + 8:
-            return vector - master
-        if slave <= vector < slave + 8:
-            return 8 + vector - slave
-        return None
 
     def wait_for_interrupt(self) -> None:
         """HLT with interrupts on: sleep until the next interrupt."""
@@ -233,7 +262,7 @@ class Executor(ABC):
     def _wake(self) -> bool:
         """Skip idle time to the next interrupt; finish the VM if none can ever come."""
         vm = self.vm
-        while vm.pic.pending_vector() is None:
+        while vm.irqs.pending_vector() is None:
             if vm.wake_with_input():
                 continue
             due = vm.timer_due()
@@ -251,7 +280,7 @@ class Executor(ABC):
                     )
                 )
                 return False
-            vm.pit.advance(due)
+            vm.irqs.advance(due)
         self.waiting_for_interrupt = False
         self.accept_interrupt()
         return False
@@ -262,13 +291,13 @@ class Executor(ABC):
         return self.guest_cpl() <= self.guest_iopl()
 
     def port_in(self, port: int, size: int) -> int:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return 0
         self._count_io("in")
         if port in _PIT_PORTS:
-            self.vm.retire(self.machine.counter.read() - 1)
+            self.clock_now()
         value = self.machine.io.read(port, size)
         self._report_io(port, size, value, False)
         if self.machine.io.owner(port) is None:
@@ -276,13 +305,13 @@ class Executor(ABC):
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return
         self._count_io("out")
         if port in _TIMING_PORTS:
-            self.vm.retire(self.machine.counter.read() - 1)
+            self.clock_now()
         self.machine.io.write(port, size, value)
         self._report_io(port, size, value, True)
         if self.machine.io.owner(port) is None:
@@ -291,9 +320,23 @@ class Executor(ABC):
             self.machine.request_stop()
 
     def time_stamp(self) -> int:
-        """RDTSC: the instruction clock, brought up to the instruction now running."""
+        """RDTSC: the time stamp counter on the instruction clock, brought up to the
+        instruction now running."""
+        self.clock_now()
+        return msr.time_stamp(self.vm.pit.ticks, self.model_specific_registers())
+
+    def clock_now(self) -> None:
+        """Bring the machine's clock up to the instruction now running (from a hook: a
+        timer read, or a write that moves a deadline, happens at its exact instruction)."""
         self.vm.retire(self.machine.counter.read() - 1)
+
+    def instruction_clock(self) -> int:
+        """Guest instructions retired before the one being emulated (the TSC's base)."""
         return self.vm.pit.ticks
+
+    @abstractmethod
+    def model_specific_registers(self) -> dict[int, int]:
+        """Where this CPU's MSR values live (`machine/msr.py` reads and writes them)."""
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
@@ -330,7 +373,7 @@ class Executor(ABC):
     def _reads_memory_operand(self) -> bool:
         """Does the instruction now running name memory? (Asked for each descriptor the CPU
         loads on a host, so the answers are kept, by address and bytes.)"""
-        eip = self.machine.uc.reg_read(_EIP)
+        eip = self.machine.read_eip()
         key = (eip, self.machine.code(eip, 15))
         answer = self._memory_operands.get(key)
         if answer is None:

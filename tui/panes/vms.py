@@ -69,7 +69,11 @@ def _vm(view: VmView, index: int, focused: bool, width: int, on_cpu: bool = Fals
         ),
     ]
     ram = f"RAM at host {start:#010x}–{start + size - 1:#010x} ({size // MIB} MiB)"
-    rows += [Content.styled(line, MUTED) for line in _wrap((ram, isolation), width)]
+    parts: tuple[str, ...] = (ram, isolation)
+    paging = view.paging
+    if paging is not None and paging.pool_used:  # shadow page tables: the monitor's memory
+        parts += (f"shadow page tables {paging.shadow_bytes // 1024} KiB (monitor memory)",)
+    rows += [Content.styled(line, MUTED) for line in _wrap(parts, width)]
     if view.exit_detail:
         rows += _said(view.exit_detail, width, MUTED)
     if not view.aligned:
