@@ -290,7 +290,15 @@ class Executor(ABC):
         """The IOPL rule, which unicorn never applies (docs/unicorn-facts.md, fact 4)."""
         return self.guest_cpl() <= self.guest_iopl()
 
+    def run_ended(self) -> bool:
+        """Has the run ended during the slice now running (a debug exit, a reset)? Translated
+        code runs its block on to the end before the CPU stops, but no device sees the
+        accesses of a machine that has stopped, nor any event report them."""
+        return self.vm.exit is not None
+
     def port_in(self, port: int, size: int) -> int:
+        if self.run_ended():
+            return (1 << 8 * size) - 1
         eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
@@ -305,6 +313,8 @@ class Executor(ABC):
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
+        if self.run_ended():
+            return
         eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
