@@ -308,8 +308,6 @@ class Executor(ABC):
             self.clock_now()
         value = self.machine.io.read(port, size)
         self._report_io(port, size, value, False)
-        if self.machine.io.owner(port) is None:
-            self.isolation_event("foreign_port", port, f"in from port {port:#x}: all ones")
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
@@ -324,8 +322,6 @@ class Executor(ABC):
             self.clock_now()
         self.machine.io.write(port, size, value)
         self._report_io(port, size, value, True)
-        if self.machine.io.owner(port) is None:
-            self.isolation_event("foreign_port", port, f"out {value:#x} to port {port:#x}: ignored")
         if port in _TIMING_PORTS:
             self.machine.request_stop()
 
@@ -357,8 +353,11 @@ class Executor(ABC):
             self.note_trap(mnemonic)
 
     def _report_io(self, port: int, size: int, value: int, write: bool) -> None:
+        """The access as an event; one that nothing answered is an isolation event too, at
+        the same instruction (looked up once: a guest may poke such a port millions of
+        times, as kvm-unit-tests' port80 does)."""
         owner = self.machine.io.owner(port)
-        eip, text = self.guest_instruction_running()
+        where = eip, text = self.guest_instruction_running()
         self.vm.emit(
             PortAccess(
                 self.vm.name,
@@ -373,6 +372,13 @@ class Executor(ABC):
                 text,
             )
         )
+        if owner is None:
+            detail = (
+                f"out {value:#x} to port {port:#x}: ignored"
+                if write
+                else f"in from port {port:#x}: all ones"
+            )
+            self.isolation_event("foreign_port", port, detail, where=where)
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None:
         if kind == "monitor_read" and not self._reads_memory_operand():
@@ -392,11 +398,19 @@ class Executor(ABC):
             self._memory_operands[key] = answer
         return answer
 
-    def isolation_event(self, kind: str, address: int, detail: str, eip: int | None = None) -> None:
+    def isolation_event(
+        self,
+        kind: str,
+        address: int,
+        detail: str,
+        eip: int | None = None,
+        where: tuple[int, str] | None = None,
+    ) -> None:
         """Report an access outside what this VM owns, at the instruction now running (as the
-        guest sees its EIP, unless the caller knows it better); it was contained (open bus,
-        dropped write, ignored port) and the VM goes on."""
-        eip, text = self.guest_instruction_running(eip)
+        guest sees its EIP, unless the caller knows it better, or `where` it is already known
+        with its text); it was contained (open bus, dropped write, ignored port) and the VM
+        goes on."""
+        eip, text = where or self.guest_instruction_running(eip)
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
