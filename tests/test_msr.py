@@ -13,7 +13,7 @@ from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
 from tests.test_platform import QEMU, build, probes_pass, qemu_serial
 
-CHECKS = 28
+CHECKS = 30
 
 
 @needs_nasm
