@@ -13,36 +13,19 @@ nanobenchmark it stands for (ASPLOS 2006, Figure 4: `pgfault`, `ptemod`, measure
 Pentium 4 with VMware's software VMM). A mode that cannot run a paging kernel is printed as
 such. mmuops is not ported: pv runs it as an unported kernel, on shadow page tables as trap
 does; what pv's direct paging charges instead is printed below the table (its hypercall
-rows). A benchmark, not a test.
+rows; `bench_pv_paging.py` measures a ported kernel). A benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench_paging import HERE, hidden_fault_cost, timed
+from bench_paging import HERE, OPERATIONS, hidden_fault_cost, operation_cost
 
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import assemble
 from hypervisor.vmm.costs import PENTIUM4, PV_MMU_ROWS
 from hypervisor.vmm.vm import Vm
-
-OPERATIONS = {"true fault": "TRUE_FAULT", "ptemod": "PTEMOD", "CR3 switch": "CR3_SWITCH"}
-
-
-def operation_cost(define: str, mode: str, count: int, repeat: int) -> tuple[float, float]:
-    """(seconds, cost-model cycles) of one operation: `count` of them against none."""
-
-    def run(n: int) -> tuple[float, float]:
-        data, _ = assemble(HERE / "mmuops.asm", (define, f"COUNT={n}"))
-        elapsed, vm = min(
-            (timed(GuestImage("mmuops", data), mode) for _ in range(repeat)), key=lambda r: r[0]
-        )
-        return elapsed, vm.cycles().virtual
-
-    (t1, c1), (t0, c0) = run(count), run(1)
-    return (t1 - t0) / (count - 1), (c1 - c0) / (count - 1)
-
 
 MODES = ("native", "trap", "bt", "pv")
 ROWS = {  # operation -> (the model's row, the paper's nanobenchmark)
