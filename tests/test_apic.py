@@ -14,12 +14,15 @@ from hypervisor.devices.ioapic import IoApic
 from hypervisor.devices.lapic import BASE_ENABLE, LAPIC_BASE, LocalApic
 from hypervisor.devices.lapictimer import ApicTimer
 from hypervisor.guest.image import load_guest
+from hypervisor.machine import clock
 from hypervisor.session import run_guest
 from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.inputs import Input, InputDevice
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
 from tests.test_checkpoints import observed
+from tests.test_clock import _under, needs_block
 
 GUESTS = Path(__file__).parent / "guests"
 QEMU = shutil.which("qemu-system-i386")
@@ -137,3 +140,21 @@ def test_seeking_back_through_the_apic_timer_lands_where_a_straight_run_does(mod
 
 def _apics(vm: Vm) -> tuple:
     return vm.lapic.view(), vm.lapic.timer, vm.ioapic.table, vm.irqs.view()
+
+
+@needs_block
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_the_apic_shell_runs_the_same_under_both_clocks(mode, monkeypatch):
+    """APIC timer interrupts, IPIs and stepped-over stores land at the same steps whether
+    the CPU counts each instruction or each block."""
+    typed = (Input(InputDevice.KEYBOARD, "ticks\n"), Input(InputDevice.SERIAL, "exit\n"))
+    reports = []
+    try:
+        for kind in ("count", "block"):
+            _under(monkeypatch, kind)
+            report = run_guest("apicsh", mode, keep_events=True, inputs=typed)
+            reports.append((report.as_json(), report.events))
+    finally:
+        monkeypatch.undo()
+        clock.choice.cache_clear()
+    assert reports[0] == reports[1]
