@@ -13,6 +13,8 @@ import pytest
 from hypervisor.devices.ioapic import IoApic
 from hypervisor.devices.lapic import BASE_ENABLE, LAPIC_BASE, LocalApic
 from hypervisor.devices.lapictimer import ApicTimer
+from hypervisor.encap import vmfile
+from hypervisor.encap.state import capture, restore
 from hypervisor.guest.image import load_guest
 from hypervisor.machine import clock
 from hypervisor.session import run_guest
@@ -158,3 +160,19 @@ def test_the_apic_shell_runs_the_same_under_both_clocks(mode, monkeypatch):
         monkeypatch.undo()
         clock.choice.cache_clear()
     assert reports[0] == reports[1]
+
+
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_a_suspended_vm_resumes_with_its_apics(mode):
+    """Suspended (to a .vmlab's bytes) with the APIC timer counting and the pins routed:
+    the resumed VM, in the same mode or another, goes on as the uninterrupted run does."""
+    straight = Vm(load_guest("apicsh"))
+    straight.run(50_000)
+    first = Vm(load_guest("apicsh"))
+    first.run(30_000)
+    suspended = vmfile.from_bytes(vmfile.to_bytes(capture(first)))
+    resumed = restore(suspended, mode)
+    assert _apics(resumed) == _apics(first)
+    resumed.run(20_000)
+    assert (resumed.step, bytes(resumed.console)) == (straight.step, bytes(straight.console))
+    assert _apics(resumed) == _apics(straight)
