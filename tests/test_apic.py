@@ -31,11 +31,26 @@ QEMU = shutil.which("qemu-system-i386")
 CHECKS = 39
 
 
+def _build(folder: Path, name: str) -> Path:
+    out = folder / f"{name}.bin"
+    source = str(GUESTS / f"{name}.asm")
+    subprocess.run(["nasm", "-f", "bin", "-i", f"{GUESTS}/", "-o", str(out), source], check=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("apic") / "apic.bin"
-    subprocess.run(["nasm", "-f", "bin", "-o", str(out), str(GUESTS / "apic.asm")], check=True)
-    return out
+    return _build(tmp_path_factory.mktemp("apic"), "apic")
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
+def test_the_apics_answer_through_the_guests_own_page_tables(mode, tmp_path):
+    """Where they are and at another linear address: shadow paging (trap, bt, pv's unported
+    kernels) takes both mappings to the devices."""
+    report = run_guest(load_guest(str(_build(tmp_path, "apic_paging"))), mode)
+    assert report.console.count(": pass\n") == 5 and "FAIL" not in report.console
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
 
 
 @needs_nasm
