@@ -64,7 +64,9 @@ def test_every_apic_check_passes_under_every_mode(kernel, mode):
 
 @needs_nasm
 @pytest.mark.skipif(QEMU is None, reason="QEMU is not installed")
-def test_the_apic_checks_print_what_they_print_under_qemu(kernel, tmp_path):
+@pytest.mark.parametrize("name", ["apic", "apic_paging"])
+def test_the_apic_checks_print_what_they_print_under_qemu(name, tmp_path):
+    kernel = _build(tmp_path, name)
     serial = tmp_path / "serial.txt"
     qemu = [str(QEMU), "-kernel", str(kernel), "-m", "32", "-display", "none", "-no-reboot"]
     qemu += ["-serial", f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
