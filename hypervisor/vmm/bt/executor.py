@@ -208,6 +208,8 @@ class BinaryTranslation(TrapAndEmulate):
             return fragment
         self.cache.stats.misses += 1
         frames = (frame, *self.fetch.next_frame(guest_eip, paged))
+        if len(frames) == 1:
+            self.fetch.whole_instruction(guest_eip)
         if not 0 <= frame < self.machine.ram_size or (paged and guest_eip >> 22 == WINDOW_PDE):
             self.fetch_outside_ram(guest_eip)
             return None
@@ -352,6 +354,7 @@ class BinaryTranslation(TrapAndEmulate):
     def handle(self, exit_: Exit) -> None:
         kernel = self.vcpu.cpl == 0
         self._handle(exit_)
+        self.fetch.deliver_pending()  # as the CPU does: before the run may end here
         if kernel:
             self.clock.sync()
 
@@ -433,13 +436,14 @@ class BinaryTranslation(TrapAndEmulate):
         return self.vcpu.interrupts_enabled and self.vm.irqs.pending_vector() is not None
 
     def resume_faulted(self) -> None:
-        """After a hidden page fault: translated code faults precisely, before anything of
-        the instruction ran, so the CPU goes on at the same TC address."""
-        if self.vcpu.cpl != 0 or self.parked is not None:
-            super().resume_faulted()
+        """After a hidden page fault in translated code: the guest is parked at the guest
+        instruction that faulted (its fragment paid for its whole block on entry: the
+        count goes back to what ran) and goes on from there, through a fragment that
+        starts at it."""
+        in_tc = self.vcpu.cpl == 0 and self.parked is None
+        if in_tc and not self._park_at(self.machine.uc.reg_read(_EIP), faulted=True):
             return
-        self._write_area()
-        super().enter(self.machine.state())  # (the real state: CS and SS at RPL 1 already)
+        super().resume_faulted()  # (the real state: CS and SS at RPL 1 already)
 
     def reflect_fault(self, vector: int, error_code: int) -> None:
         """A true fault in translated code: the guest gets it at the guest instruction
@@ -554,14 +558,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _callout(self, guest_eip: int) -> None:
         """Emulate the instruction that ended the fragment, then continue after it."""
-        code = self.fetch.read(guest_eip, 15)
-        insn = decode(code, guest_eip)
-        if insn is None and len(code) < 15:  # the rest is on a page the guest does not map
-            try:
-                self.guest_memory.translate(guest_eip + len(code))
-            except PageFault as fault:
-                self.fetch.refused(fault)
-                return
+        insn = decode(self.fetch.read(guest_eip, 15), guest_eip)
         if insn is None:
             self.deliver(6, "exception")
             return
@@ -620,7 +617,7 @@ class BinaryTranslation(TrapAndEmulate):
             return
         watch = self.vm.events.watch
         if watch is not None:  # at every instruction of the TC, as the base tracer does
-            watch(self.vm.step - 1)
+            watch(self.vm.step - 1, self.machine.trace_registers())
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
