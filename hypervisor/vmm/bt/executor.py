@@ -399,6 +399,12 @@ class BinaryTranslation(TrapAndEmulate):
         self.clock.arm(count)
         return 0
 
+    def at_boundary(self) -> bool:
+        """Is the CPU in the TC at the start of a guest instruction's translation?"""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip)
+        return fragment is not None and eip in fragment.boundaries
+
     def park_here(self) -> None:
         """Before switching to stepping fragments: take the guest out of the fragment the
         CPU is in, at a guest instruction boundary."""

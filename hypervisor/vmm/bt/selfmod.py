@@ -174,8 +174,8 @@ class SelfModifyingCode:
                 m.protect_code_page(page, True)
         if step.kind is not ExitKind.COUNT:
             bt.handle(step)
-        elif leave and bt.vcpu.cpl == 0:
-            bt.settle()
+        elif bt.vcpu.cpl == 0 and (leave or not bt.at_boundary()):
+            bt.settle()  # a run may end now: the guest on an instruction boundary
 
     def _unlink(self, fragment: Fragment) -> None:
         """Chained jumps into the fragment go back to their exit stubs."""
