@@ -174,8 +174,10 @@ class SelfModifyingCode:
                 m.protect_code_page(page, True)
         if step.kind is not ExitKind.COUNT:
             bt.handle(step)
-        elif bt.vcpu.cpl == 0 and (leave or not bt.at_boundary()):
-            bt.settle()  # a run may end now: the guest on an instruction boundary
+        elif leave and bt.vcpu.cpl == 0:
+            bt.settle()
+        elif bt.vcpu.cpl == 0:
+            bt.park_at_fall_through()  # a run may end now: the guest past the store
 
     def _unlink(self, fragment: Fragment) -> None:
         """Chained jumps into the fragment go back to their exit stubs."""
