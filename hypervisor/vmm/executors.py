@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
 _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
 _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43, 0x61, 0x71})  # reads that see the clock
+_JUMPS_TO_SELF = (b"\xeb\xfe", b"\xe9\xfb\xff\xff\xff")  # jmp short $, jmp near $
 
 
 class Traced(NamedTuple):
@@ -49,6 +51,10 @@ class Traced(NamedTuple):
     cpl: int  # the guest's own privilege level
     probe: Callable[[], bool] | None = None  # a sensitive one's divergence test (holes)
     subkind: str = ""  # translated code: ident / rewritten / callout
+
+
+# A Traced made from a tuple at C speed (a named tuple's own __new__ is a Python function).
+_traced = partial(tuple.__new__, Traced)
 
 
 class Executor(ABC):
@@ -218,9 +224,10 @@ class Executor(ABC):
         eip = self.machine.read_eip()
         insn = decode(self.machine.code(eip, 15), eip)
         if insn is None or insn.mnemonic != "mov" or not self.retired_are_guest_instructions():
-            self.clock_now()
+            self.device_clock_now()
             write()
             return
+        self._count_io("mmio")
         self._device_store = (write, eip + insn.size)
         self.machine.stop_before_this()
 
@@ -228,13 +235,21 @@ class Executor(ABC):
         self._device_store = None
         write()
         self.machine.set_registers(eip=next_eip)
-        self.vm.retire_emulated()
+        self.vm.tick(1)  # it ran on the CPU, all but its end: a guest instruction retired
+        self.vm.stats.total += 1
 
     def _announced_but_not_run(self) -> bool:
         """Did the tracer announce an instruction that then never ran? A stop from a code
         hook of its own (the interrupt window opening at it) comes after the tracer's."""
         pending = self._pending
         return pending is not None and not pending.subkind and pending.step >= self.vm.stats.total
+
+    def idle_spinning(self) -> bool:
+        """Does the guest spin on a jump to itself with interrupts on (a kernel's `while (1);`
+        after STI)? It waits for an interrupt as surely as HLT would, without saying so."""
+        if not self.guest_interrupts_enabled() or self.waiting_for_interrupt:
+            return False
+        return self.machine.code(self.virtual_state().eip, 5).startswith(_JUMPS_TO_SELF)
 
     def accept_interrupt(self) -> bool:
         """Deliver the PIC's pending interrupt if the guest's IF allows it now."""
@@ -282,7 +297,15 @@ class Executor(ABC):
         """The IOPL rule, which unicorn never applies (docs/unicorn-facts.md, fact 4)."""
         return self.guest_cpl() <= self.guest_iopl()
 
+    def run_ended(self) -> bool:
+        """Has the run ended during the slice now running (a debug exit, a reset)? Translated
+        code runs its block on to the end before the CPU stops, but no device sees the
+        accesses of a machine that has stopped, nor any event report them."""
+        return self.vm.exit is not None
+
     def port_in(self, port: int, size: int) -> int:
+        if self.run_ended():
+            return (1 << 8 * size) - 1
         eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
@@ -292,11 +315,11 @@ class Executor(ABC):
             self.clock_now()
         value = self.machine.io.read(port, size)
         self._report_io(port, size, value, False)
-        if self.machine.io.owner(port) is None:
-            self.isolation_event("foreign_port", port, f"in from port {port:#x}: all ones")
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
+        if self.run_ended():
+            return
         eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
@@ -306,8 +329,6 @@ class Executor(ABC):
             self.clock_now()
         self.machine.io.write(port, size, value)
         self._report_io(port, size, value, True)
-        if self.machine.io.owner(port) is None:
-            self.isolation_event("foreign_port", port, f"out {value:#x} to port {port:#x}: ignored")
         if port in _TIMING_PORTS:
             self.machine.request_stop()
 
@@ -322,6 +343,13 @@ class Executor(ABC):
         timer read, or a write that moves a deadline, happens at its exact instruction)."""
         self.vm.retire(self.machine.counter.read() - 1)
 
+    def device_clock_now(self) -> None:
+        """`clock_now`, for a device's memory-mapped registers (the APICs): a timer read at
+        its exact instruction. Under a monitor the access is a trap (the monitor emulates
+        the device's page), counted as `mmio`."""
+        self._count_io("mmio")
+        self.clock_now()
+
     def instruction_clock(self) -> int:
         """Guest instructions retired before the one being emulated (the TSC's base)."""
         return self.vm.pit.ticks
@@ -329,6 +357,10 @@ class Executor(ABC):
     @abstractmethod
     def model_specific_registers(self) -> dict[int, int]:
         """Where this CPU's MSR values live (`machine/msr.py` reads and writes them)."""
+
+    def local_apic(self) -> msr.ApicBase:
+        """The device that holds IA32_APIC_BASE."""
+        return self.vm.lapic
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
@@ -339,8 +371,11 @@ class Executor(ABC):
             self.note_trap(mnemonic)
 
     def _report_io(self, port: int, size: int, value: int, write: bool) -> None:
+        """The access as an event; one that nothing answered is an isolation event too, at
+        the same instruction (looked up once: a guest may poke such a port millions of
+        times, as kvm-unit-tests' port80 does)."""
         owner = self.machine.io.owner(port)
-        eip, text = self.guest_instruction_running()
+        where = eip, text = self.guest_instruction_running()
         self.vm.emit(
             PortAccess(
                 self.vm.name,
@@ -355,6 +390,13 @@ class Executor(ABC):
                 text,
             )
         )
+        if owner is None:
+            detail = (
+                f"out {value:#x} to port {port:#x}: ignored"
+                if write
+                else f"in from port {port:#x}: all ones"
+            )
+            self.isolation_event("foreign_port", port, detail, where=where)
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None:
         if kind == "monitor_read" and not self._reads_memory_operand():
@@ -374,18 +416,27 @@ class Executor(ABC):
             self._memory_operands[key] = answer
         return answer
 
-    def isolation_event(self, kind: str, address: int, detail: str, eip: int | None = None) -> None:
+    def isolation_event(
+        self,
+        kind: str,
+        address: int,
+        detail: str,
+        eip: int | None = None,
+        where: tuple[int, str] | None = None,
+    ) -> None:
         """Report an access outside what this VM owns, at the instruction now running (as the
-        guest sees its EIP, unless the caller knows it better); it was contained (open bus,
-        dropped write, ignored port) and the VM goes on."""
-        eip, text = self.guest_instruction_running(eip)
+        guest sees its EIP, unless the caller knows it better, or `where` it is already known
+        with its text); it was contained (open bus, dropped write, ignored port) and the VM
+        goes on."""
+        eip, text = where or self.guest_instruction_running(eip)
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )
 
     def guest_eip_running(self) -> int:
-        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
-        return self.virtual_state().eip
+        """The guest EIP of the instruction the CPU is running (from inside a hook): the
+        real one, where the guest runs its own code (every open-bus access asks)."""
+        return self.machine.read_eip()
 
     def memory_access_eip(self) -> int:
         """The guest EIP of the instruction whose memory access a memory hook sees."""
@@ -414,15 +465,16 @@ class Executor(ABC):
 
     def _trace(self, eip: int, size: int) -> None:
         step = self.vm.step - 1
+        registers = self.machine.trace_registers()
         watch = self.vm.events.watch
         if watch is not None:
-            watch(step)
+            watch(step, registers)
         if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        insn = decode(self.machine.code(eip, 15), eip)
+        insn = decode(self.machine.traced_code(eip, 15, registers), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
+        self._pending = _traced((step, eip, insn, self.guest_cpl(), probe, ""))
         self._pending_trapped = False
         self._pending_hypercall = False
 

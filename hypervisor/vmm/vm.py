@@ -72,6 +72,7 @@ KEYBOARD_IRQ, SERIAL_IRQ = 1, 4
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
 SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
 # (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
+SPIN_PROBE = 100_000  # with input waiting, look this often whether the guest idles in a spin
 
 
 @dataclass
@@ -307,7 +308,7 @@ class Vm:
     def _mmio_read(self, device: LocalApic | IoApic, offset: int, size: int) -> int:
         """A guest read of an APIC's page: at the time of the instruction reading it."""
         if self._in_slice:
-            self.executor.clock_now()
+            self.executor.device_clock_now()
         return device.read(offset, size)
 
     def _mmio_write(self, device: LocalApic | IoApic, offset: int, size: int, value: int) -> None:
@@ -480,7 +481,12 @@ class Vm:
                 if typed is not None:
                     count = max(1, min(count, typed - self.step))
                     self.run_end = min(typed, self.run_end or typed)
+                waiting = self.inputs.has_waiting(self)
+                if waiting:
+                    count = min(count, SPIN_PROBE)
                 self.executor.run_slice(count)
+                if waiting and self.exit is None and self.executor.idle_spinning():
+                    self.inputs.take_waiting(self, self.step)  # delivered at this step
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()
         finally:

@@ -257,16 +257,31 @@ class BinaryTranslation(TrapAndEmulate):
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
 
-    def clock_now(self) -> None:
-        """In the TC, the guest instructions it ran are the budget it spent so far (each
-        block pays on entry: up to the end of the running block)."""
+    def device_clock_now(self) -> None:
+        """In the TC, the guest instructions it ran are the budget it spent so far, less
+        those of the running block after the one touching the device (each block pays for
+        all of its instructions on entry). (Port I/O in the TC is a callout, whose clock the
+        monitor keeps.)"""
         if self.vcpu.cpl != 0:
-            super().clock_now()
+            super().device_clock_now()
             return
+        self._count_io("mmio")
         raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
         if self.clock.plausible(raw):
             self.clock.spend(raw)
-            self.clock.sync()
+            self.clock.sync(ahead=0 if self.tracing else self._paid_ahead())
+
+    def _paid_ahead(self) -> int:
+        """Guest instructions of the running fragment from the one accessing memory on:
+        paid for, not yet run."""
+        fragment = self.cache.fragment_at(self.machine.uc.reg_read(_EIP))
+        if fragment is None or self.parked is not None:
+            return 0
+        noted = self.memory_access_eip()
+        for index, insn in enumerate(fragment.insns):
+            if insn.address == noted:
+                return len(fragment.insns) - index
+        return 0
 
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
@@ -615,7 +630,7 @@ class BinaryTranslation(TrapAndEmulate):
             return
         watch = self.vm.events.watch
         if watch is not None:  # at every instruction of the TC, as the base tracer does
-            watch(self.vm.step - 1)
+            watch(self.vm.step - 1, self.machine.trace_registers())
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
