@@ -85,7 +85,9 @@ class PageFaultHandled(Event):
     """A page fault under shadow paging: "hidden" (the shadow lacked the entry: the monitor
     filled it, the guest never knew), "true" (reflected to the guest with its CR2), or
     "ptemod" (a write to a traced guest page-table page: the shadow entries derived from it
-    dropped, the write let through)."""
+    dropped, the write let through). Under pv's direct paging every fault is "true", or
+    "pinned": a direct write to a pinned page table, refused by its read-only mapping and
+    reflected as the guest's #PF (changes go through mmu_update)."""
 
     KIND = EventKind.PAGE_FAULT
     eip: int
@@ -148,7 +150,8 @@ class IsolationViolation(Event):
     """A guest touched something outside what it owns; the access was contained."""
 
     KIND = EventKind.ISOLATION
-    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor
+    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor,
+    # page_table (pv: a page-table update or directory refused)
     address: int  # the memory address, the port, or the base a descriptor points at
     eip: int
     detail: str = ""

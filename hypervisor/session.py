@@ -182,6 +182,7 @@ def _cycles(vm: Vm) -> dict[str, Any]:
         "virtual": round(count.virtual),
         "native_equivalent": round(count.native_equivalent),
         "overhead_pct": round(count.overhead_pct, 1),
+        "mmu_share_pct": round(count.mmu_share_pct, 1),
         "profile": vm.cost_profile.name,
         "timeline": [[step, round(pct, 1)] for step, pct in vm.overhead_timeline],
     }

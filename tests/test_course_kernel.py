@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hypervisor.events import Hypercall
 from hypervisor.guest.image import kernel_names, load_guest
 from hypervisor.guest.kernels import KERNELS, compiler_version
 from hypervisor.guest.samples import SAMPLES_DIR, kernels_compiler, stale_kernels
@@ -35,7 +36,10 @@ def test_the_committed_kernels_are_fresh():
 
 
 def test_every_kernel_build_is_a_sample():
-    assert kernel_names() == sorted(k.name for k in KERNELS)
+    ported = {k.name for k in KERNELS if k.name.endswith(".pv")}
+    assert kernel_names() == sorted(k.name for k in KERNELS if k.name not in ported)
+    assert ported <= {f"{name}.pv" for name in kernel_names()}  # a port of a sample
+    assert {"course.pv", "course_hh.pv"} <= ported  # the paging kernels: direct paging
     assert (SAMPLES_DIR / "course" / "kernel.c").is_file()
 
 
@@ -59,18 +63,35 @@ def test_without_paging_the_kernel_prints_under_a_monitor_what_it_prints_on_bare
         assert line in native.console
 
 
+@pytest.mark.parametrize("mode", ["trap", "bt", "pv"])
 @pytest.mark.parametrize("name", ["course", "course_hh"])
-def test_with_paging_trap_and_emulate_prints_what_bare_metal_prints(name):
-    """Trap-and-emulate runs the paging kernels on shadow page tables."""
+def test_with_paging_a_monitor_prints_what_bare_metal_prints(name, mode):
+    """Trap-and-emulate and binary translation run the paging kernels on shadow page
+    tables (course_hh runs its kernel in the higher half: translated code by virtual
+    address); so does pv run the unported build (unported = trap)."""
     native = run_guest(load_guest(name, cmdline="exit"), "native", ram_size=RAM)
-    trap = run_guest(load_guest(name, cmdline="exit"), "trap", ram_size=RAM)
-    assert trap.console == native.console and trap.exit == native.exit
+    monitored = run_guest(load_guest(name, cmdline="exit"), mode, ram_size=RAM)
+    assert monitored.console == native.console and monitored.exit == native.exit
+    assert "page fault at 0xa0000000" in native.console  # a true fault, reflected
 
 
-@pytest.mark.parametrize("mode", ["bt", "pv"])
-def test_with_paging_a_monitor_without_an_mmu_stops_at_cr0_pg_with_the_reason(mode):
-    report = run_guest(load_guest("course", cmdline="exit"), mode, ram_size=RAM)
-    assert report.exit.reason == "unsupported" and "CR0.PG" in report.exit.detail
+@pytest.mark.parametrize("name", ["course", "course_hh"])
+def test_the_ported_kernels_page_directly_under_pv_and_print_what_bare_metal_prints(name):
+    """The -DPARAVIRT builds change their page tables and CR3 by hypercalls (direct
+    paging): the same output, every page fault the guest's own, none refused."""
+    native = run_guest(load_guest(name, cmdline="exit"), "native", ram_size=RAM)
+    ported = load_guest(name, paravirtual=True, cmdline="exit")
+    assert ported.name == f"{name}.pv" and ported.paravirtual
+    pv = run_guest(ported, "pv", ram_size=RAM, keep_events=True)
+    assert pv.console == native.console and pv.exit == native.exit
+    assert pv.hypercalls["new_baseptr"] >= 1 and pv.hypercalls["mmu_update"] >= 2
+    assert pv.traps["#PF true"] == 1  # the demand-paged store: no hidden faults, no shadow
+    assert not [e for e in pv.events if isinstance(e, Hypercall) and e.error]
+
+
+def test_a_ported_kernel_is_refused_outside_pv():
+    report = run_guest(load_guest("course", paravirtual=True), "trap", ram_size=RAM)
+    assert report.exit.reason == "unsupported" and "paravirtual" in report.exit.detail
 
 
 def _qemu(kernel: Path, cmdline: str, module: str, out: Path, monitor: Path | None = None):

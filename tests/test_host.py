@@ -48,11 +48,12 @@ def host_bytes(host: Host, start: int, end: int) -> bytes:
 
 
 class EscapeWatch:
-    """Checksums host RAM outside escape's slice around each of escape's quanta: while escape
-    has the CPU nobody else runs, so nothing there may change."""
+    """Checksums host RAM outside escape's slice (or `name`'s) around each of its quanta:
+    while it has the CPU nobody else runs, so nothing there may change."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, name: str = "escape", hog: str | None = "hog") -> None:
         self.host: Host | None = host
+        self.name, self.hog = name, hog
         self.before: int | None = None
         self.quanta = 0
         self.changed: list[int] = []
@@ -67,22 +68,23 @@ class EscapeWatch:
 
     def outside_escape(self) -> int:
         assert self.host is not None
-        escape = self.host["escape"].vm.machine.ram
+        escape = self.host[self.name].vm.machine.ram
         return zlib.crc32(host_bytes(self.host, escape.end, self.host.ram.size),
                           zlib.crc32(host_bytes(self.host, 0, escape.start)))  # fmt: skip
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, WorldSwitch):
-            if event.previous == "escape" and self.before is not None:
+            if event.previous == self.name and self.before is not None:
                 if self.outside_escape() != self.before:
                     self.changed.append(self.quanta)
                 self.before = None
-            if event.vm == "escape":
+            if event.vm == self.name:
                 self.before = self.outside_escape()
                 self.quanta += 1
         elif isinstance(event, VmStateChanged) and event.state in ("exited", "crashed"):
             assert self.host is not None
-            self.hog_steps_when_done[event.vm] = self.host["hog"].vm.stats.total
+            if self.hog is not None:
+                self.hog_steps_when_done[event.vm] = self.host[self.hog].vm.stats.total
 
 
 @pytest.fixture(autouse=True, scope="module")

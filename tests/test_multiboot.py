@@ -94,6 +94,16 @@ def test_a_higher_half_kernel_loads_low_and_its_virtual_entry_is_translated(tmp_
     assert vm.machine.read(ENTRY, 4) == HLT_LOOP
 
 
+def test_a_higher_half_kernel_whose_entry_is_physical_is_entered_there(tmp_path):
+    # xv6: linked at 0x80100000, loaded at 1 MiB, e_entry = V2P_WO(entry) (QEMU boots it)
+    image = elf([Seg(0x80100000, KERNEL, HLT_LOOP, memsz=0x3000)], ENTRY)
+    vm = Vm(GuestImage("xv6-like", image, (), "xv6-like"))
+    assert vm.machine.state().eip == ENTRY
+    assert run_guest(GuestImage("xv6-like", image, (), "xv6-like"), "native").exit.reason == (
+        "halted"
+    )
+
+
 def test_modules_and_command_line_follow_the_kernel_and_its_bss(tmp_path):
     kernel = write(
         tmp_path, "k.elf", elf([Seg(KERNEL, KERNEL, HLT_LOOP, memsz=0x5000)], ENTRY, symbols=True)

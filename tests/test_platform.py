@@ -22,33 +22,48 @@ GUESTS = Path(__file__).parent / "guests"
 QEMU = shutil.which("qemu-system-i386")
 
 
+def qemu_serial(kernel: Path, *options: str) -> str:
+    """What `kernel` prints on COM1 under `qemu-system-i386 -kernel` (ended through
+    isa-debug-exit)."""
+    serial = kernel.with_suffix(".serial")
+    qemu = [str(QEMU), "-kernel", str(kernel), "-m", "32", "-display", "none", "-no-reboot"]
+    qemu += ["-serial", f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+    assert subprocess.run([*qemu, *options], timeout=30, check=False).returncode & 1
+    return serial.read_text()
+
+
+def probes_pass(tmp_path: Path, name: str, mode: str, checks: int, max_insns: int) -> str:
+    """Run the probe kernel `name` (one "check: pass/FAIL" line each): every check passes
+    and it ends with status 0. Its console."""
+    report = run_guest(load_guest(str(build(tmp_path, name))), mode, max_insns=max_insns)
+    assert "FAIL" not in report.console
+    assert report.console.count(": pass\n") == checks
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+    return report.console
+
+
 def build(tmp_path: Path, name: str) -> Path:
     kernel = tmp_path / f"{name}.bin"
     source = GUESTS / f"{name}.asm"
-    subprocess.run(["nasm", "-f", "bin", "-o", str(kernel), str(source)], check=True)
+    subprocess.run(
+        ["nasm", "-f", "bin", "-i", f"{GUESTS}/", "-o", str(kernel), str(source)], check=True
+    )
     return kernel
 
 
 @needs_nasm
 @pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
 def test_the_start_up_probes_pass_under_every_mode(tmp_path, mode):
-    report = run_guest(load_guest(str(build(tmp_path, "pc_probes"))), mode, max_insns=5_000_000)
-    assert "FAIL" not in report.console
-    assert report.console.count(": pass\n") == 34
-    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+    probes_pass(tmp_path, "pc_probes", mode, checks=34, max_insns=5_000_000)
 
 
 @needs_nasm
 @pytest.mark.skipif(QEMU is None, reason="QEMU is not installed")
 def test_the_start_up_probes_print_what_they_print_under_qemu(tmp_path):
     kernel = build(tmp_path, "pc_probes")
-    serial = tmp_path / "serial.txt"
-    qemu = [str(QEMU), "-kernel", str(kernel), "-m", "32", "-display", "none", "-no-reboot"]
-    qemu += ["-serial", f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
-    qemu += ["-rtc", "base=2026-01-01T00:00:00"]  # vmlab's epoch
-    assert subprocess.run(qemu, timeout=30, check=False).returncode == 1  # status 0
+    serial = qemu_serial(kernel, "-rtc", "base=2026-01-01T00:00:00")  # vmlab's epoch
     report = run_guest(load_guest(str(kernel)), "native", max_insns=5_000_000)
-    assert report.console == serial.read_text()
+    assert report.console == serial
 
 
 def read(rtc: CmosRtc, register: int) -> int:
@@ -103,7 +118,7 @@ def test_cpuid_promises_only_what_vmlab_provides_and_answers_high_leaves_as_the_
     _, ebx, ecx, edx = cpuid(0)
     vendor = b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx))
     assert vendor == b"GenuineIntel"
-    assert cpuid(1) == (0x619, 0, 0, 1 << 0 | 1 << 4 | 1 << 8 | 1 << 15)
+    assert cpuid(1) == (0x619, 0, 0, 1 << 0 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 9 | 1 << 15)
     assert cpuid(2) == cpuid(0x80000001) == cpuid(1)
 
 
@@ -115,9 +130,9 @@ def test_the_summary_lists_the_ports_and_memory_nothing_answered(tmp_path, mode,
     [vm] = json.loads(capsys.readouterr().out)["vms"]
     assert vm["isolation"]["unanswered"] == {
         "ports": [0x80, 0x2FD],
-        "mmio": [[0xFEE00000, 0xFEE00FFF]],
+        "mmio": [[0xFED00000, 0xFED00FFF]],
     }
     assert main(["run", kernel, "--mode", mode]) == 0
-    assert "nothing answered (open bus): ports 0x80, 0x2fd; memory 0xfee00000-0xfee00fff" in (
+    assert "nothing answered (open bus): ports 0x80, 0x2fd; memory 0xfed00000-0xfed00fff" in (
         capsys.readouterr().out
     )

@@ -21,14 +21,8 @@ from hypervisor.guest.samples import SAMPLES_DIR
 from hypervisor.session import DEFAULT_BUDGET, run_guest
 from hypervisor.trace.recording import CLASS_BY_NAME
 from hypervisor.vmm.contract import ExitReason
-from hypervisor.vmm.pv.hypercalls import (
-    E_FAULT,
-    E_INVAL,
-    E_NOSYS,
-    HYPERCALL_VECTOR,
-    HYPERCALLS,
-    markdown_table,
-)
+from hypervisor.vmm.pv.errors import E_FAULT, E_INVAL, E_NOSYS, E_PERM
+from hypervisor.vmm.pv.hypercalls import HYPERCALL_VECTOR, HYPERCALLS, markdown_table
 from tests.conftest import HAVE_NASM
 from vmlab.cli import main
 
@@ -235,7 +229,7 @@ def test_vmlab_inc_numbers_are_the_monitors():
     }
     expected = {f"HC_{call.name.upper()}": call.number for call in HYPERCALLS.values()}
     expected |= {"HYPERCALL_VECTOR": HYPERCALL_VECTOR, "E_NOSYS": E_NOSYS}
-    expected |= {"E_FAULT": E_FAULT, "E_INVAL": E_INVAL}
+    expected |= {"E_FAULT": E_FAULT, "E_INVAL": E_INVAL, "E_PERM": E_PERM}
     assert constants == expected
 
 

@@ -3,12 +3,19 @@
 Each example is a guest built from a random sequence of page-table operations on 16 linear
 pages (0x400000-0x40FFFF) in two address spaces. After each operation the guest reads (and
 sometimes writes) every one of those pages and prints what it saw: the value, or the page
-fault's error code and CR2. Under trap the CPU runs on the monitor's shadow of those tables;
-every byte printed must be what bare metal prints.
+fault's error code and CR2. Under a monitor the CPU runs on the monitor's shadow of those
+tables; every byte printed must be what bare metal prints. A change to an entry is followed
+by INVLPG of its page (without it the architecture lets a stale TLB entry be used, and a
+TLB and a shadow may differ there), and INVLPG also comes alone, of any page.
+
+Modes: trap, and bt (translated loads and stores on the same shadows).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -20,17 +27,11 @@ FRAMES = 8  # data frames at 0x300000 + 4 KiB * i, each starting with its own nu
 TABLES = (0x202000, 0x203000)  # the test region's page table in address space 0 and 1
 DIRECTORIES = (0x200000, 0x204000)
 
-PROLOGUE = """
+PROLOGUE = f"""
+%include "{Path(__file__).parent / "guests" / "paging.inc"}"
     ; The first 4 MiB identity-mapped (kernel, stack, tables) in both address spaces, by one
     ; shared page table at 0x201000; the test region (PDE 1) has a table per space.
-    mov edi, 0x201000
-    mov eax, 0x3
-.fill:
-    mov [edi], eax
-    add eax, 0x1000
-    add edi, 4
-    cmp edi, 0x202000
-    jb .fill
+    identity_map 0x201000, 0x3
     mov dword [0x200000], 0x201003
     mov dword [0x200004], 0x202007
     mov dword [0x204000], 0x201003
@@ -43,18 +44,9 @@ PROLOGUE = """
     inc ecx
     cmp ecx, 8
     jb .frames
-    mov eax, page_fault
-    mov [idt + 14 * 8], ax
-    mov word [idt + 14 * 8 + 2], 0x08
-    mov word [idt + 14 * 8 + 4], 0x8E00
-    shr eax, 16
-    mov [idt + 14 * 8 + 6], ax
+    small_idt_gate 14, page_fault
     lidt [idtr]
-    mov eax, 0x200000
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80010000              ; PG, WP
-    mov cr0, eax
+    paging_on 0x200000, 0x80010000  ; PG, WP
 """
 
 EPILOGUE = """
@@ -111,6 +103,13 @@ OPERATIONS = st.one_of(
         st.sampled_from([0x1, 0x3, 0x5, 0x7]),  # present, +writable, +user
     ),
     st.tuples(st.just("unmap"), st.integers(0, 1), st.integers(0, PAGES - 1)),
+    st.tuples(  # new rights for whatever the entry maps now (present or not)
+        st.just("protect"),
+        st.integers(0, 1),
+        st.integers(0, PAGES - 1),
+        st.sampled_from([0x0, 0x1, 0x3, 0x5, 0x7]),
+    ),
+    st.tuples(st.just("invlpg"), st.integers(0, PAGES - 1)),
     st.tuples(st.just("switch"), st.integers(0, 1)),
     st.tuples(st.just("write"), st.integers(0, PAGES - 1), st.integers(1, 0xFFFF)),
 )
@@ -125,6 +124,13 @@ def guest_source(operations: list[tuple]) -> str:
             entry = 0 if op[0] == "unmap" else (0x300000 + 0x1000 * op[3]) | op[4]
             lines.append(f"    mov dword [{table + 4 * page:#x}], {entry:#x}")
             lines.append(f"    invlpg [{0x400000 + 0x1000 * page:#x}]")
+        elif op[0] == "protect":
+            entry = TABLES[op[1]] + 4 * op[2]
+            lines.append(f"    and dword [{entry:#x}], ~0x7")
+            lines.append(f"    or dword [{entry:#x}], {op[3]:#x}")
+            lines.append(f"    invlpg [{0x400000 + 0x1000 * op[2]:#x}]")
+        elif op[0] == "invlpg":
+            lines.append(f"    invlpg [{0x400000 + 0x1000 * op[1]:#x}]")
         elif op[0] == "switch":
             space = op[1]
             lines.append(f"    mov eax, {DIRECTORIES[space]:#x}\n    mov cr3, eax")
@@ -144,6 +150,7 @@ def guest_source(operations: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.parametrize("mode", ["trap", "bt"])
 @settings(
     max_examples=12,
     deadline=None,
@@ -159,18 +166,32 @@ def guest_source(operations: list[tuple]) -> str:
         ("switch", 1),
     ]
 )
-def test_every_read_under_shadow_paging_is_what_bare_metal_reads(asm, operations):
+@example(  # rights taken away and given back, a stale-looking INVLPG in between
+    operations=[
+        ("map", 0, 3, 2, 7),
+        ("protect", 0, 3, 0x1),
+        ("write", 3, 0x55),
+        ("invlpg", 3),
+        ("protect", 0, 3, 0x0),
+        ("switch", 1),
+        ("switch", 0),
+        ("protect", 0, 3, 0x3),
+        ("write", 3, 0x66),
+    ]
+)
+def test_every_read_under_shadow_paging_is_what_bare_metal_reads(asm, mode, operations):
     image = asm(guest_source(operations))
     native = run_guest(image, "native")
-    trap = run_guest(image, "trap")
+    monitored = run_guest(image, mode)
     assert native.exit.reason == "debug_exit", native.exit
-    assert (trap.console, trap.exit.status) == (native.console, native.exit.status)
+    assert (monitored.console, monitored.exit.status) == (native.console, native.exit.status)
 
 
-def test_a_write_to_a_shadowed_page_table_is_a_ptemod(asm):
+@pytest.mark.parametrize("mode", ["trap", "bt"])
+def test_a_write_to_a_shadowed_page_table_is_a_ptemod(asm, mode):
     """Space 1's table is written while space 0 runs: the write faults on the traced page
     (a ptemod event, counted as a trap), then goes ahead."""
-    report = run_guest(asm(guest_source(CACHED)), "trap", keep_events=True)
+    report = run_guest(asm(guest_source(CACHED)), mode, keep_events=True)
     outcomes = [e.outcome for e in report.events if isinstance(e, PageFaultHandled)]
     assert "ptemod" in outcomes
     assert report.traps["ptemod"] == outcomes.count("ptemod")

@@ -48,6 +48,7 @@ from tui.engine_commands import (
     Speed,
     Step,
     TakeSnapshot,
+    Walk,
 )
 from tui.footer import KeyFooter
 from tui.keys import BINDINGS
@@ -58,6 +59,7 @@ from tui.panes import (
     EventsPane,
     GuestInput,
     OverheadPane,
+    PagingPane,
     Pane,
     RegistersPane,
     ScreenPane,
@@ -67,7 +69,7 @@ from tui.panes import (
 )
 from tui.panes.style import CLASS_STYLE, HOLE_STYLE, MUTED
 from tui.screens import FilterScreen, HelpScreen, PromptScreen
-from tui.targets import TargetError, target_of
+from tui.targets import TargetError, address_of, target_of
 from tui.themes import DARK, LIGHT
 
 # What a fast-forward sees (not holes: a traced run's; not switches: the host's clock's)
@@ -82,6 +84,7 @@ SIDE_PANES = (
     ("console", "Console"),
     ("vms", "VMs"),
     ("overhead", "Overhead"),
+    ("paging", "Paging"),
     ("translation", "Transl."),
     ("tc", "TC"),
 )
@@ -116,6 +119,7 @@ class VmlabApp(App[None]):
         self._status: Static | None = None
         self._lesson: LessonView | None = None
         self._screen_used = True  # until a snapshot says otherwise
+        self._paging_shown = True
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -125,6 +129,7 @@ class VmlabApp(App[None]):
                 yield CodePane(id="code")
                 yield TranslationPane(id="translation")
                 yield EventsPane(id="events")
+                yield PagingPane(id="paging")
                 yield ScreenPane(id="screen")
             with Vertical(id="right"):
                 yield RegistersPane(id="registers")
@@ -143,6 +148,7 @@ class VmlabApp(App[None]):
         self.register_theme(LIGHT)
         self.theme = DARK
         self._show_screen()
+        self._show_paging()
         self._layout(self.size.width, self.size.height)
         # Everything built so far (Textual's DOM, modules, guest images) lives as long as
         # the app: out of the collector's sight, a full collection no longer walks it — such
@@ -176,19 +182,31 @@ class VmlabApp(App[None]):
         hide = not translating and not self.screen.has_class("-compact")
         self.screen.set_class(hide, "-no-translation")
 
+    def _show_paging(self) -> None:
+        """The page tables pane (and its tab) takes room only while the VM the panes show
+        has paging on."""
+        paging = None if self.snapshot is None else self.snapshot.vm.paging
+        on = paging is not None and paging.guest is not None
+        if on != self._paging_shown:
+            self._paging_shown = on
+            self._show_pane("paging", on)
+
     def _show_screen(self) -> None:
         """The screen pane (and its tab) takes room only once a VM writes to its screen."""
         snapshot = self.snapshot
         used = snapshot is not None and any(v.uses_screen for v in snapshot.vms)
-        if used == self._screen_used:
-            return
-        self._screen_used = used
-        self.screen.set_class(not used, "-no-screen")
+        if used != self._screen_used:
+            self._screen_used = used
+            self._show_pane("screen", used)
+
+    def _show_pane(self, pane: str, shown: bool) -> None:
+        """A pane that takes room only when it has something to show, and its tab."""
+        self.screen.set_class(not shown, f"-no-{pane}")
         tabs = self.query_one("#tabs", Tabs)
-        if used:
-            tabs.show("tab-screen")
+        if shown:
+            tabs.show(f"tab-{pane}")
         else:
-            tabs.hide("tab-screen")
+            tabs.hide(f"tab-{pane}")
 
     def on_guest_input(self, message: GuestInput) -> None:
         """Keys typed into the screen or console pane: to the focused VM's guest."""
@@ -221,6 +239,7 @@ class VmlabApp(App[None]):
         with self.batch_update():
             self._show_translation()
             self._show_screen()
+            self._show_paging()
             for pane in self._panes:
                 pane.show(snapshot)
             if self._status is not None:
@@ -294,6 +313,22 @@ class VmlabApp(App[None]):
         if fast:
             title, hint = "Fast-forward to", "a step, 0x address, function, or " + ", ".join(kinds)
         self.push_screen(PromptScreen(title, placeholder=hint), go)
+
+    def action_walk(self) -> None:
+        """`P`: the page tables pane walks an address (empty: EIP / the last write again)."""
+
+        def walk(answer: str | None) -> None:
+            if answer is None:
+                return
+            try:
+                address = address_of(answer, self.engine.symbols()) if answer.strip() else None
+            except TargetError as err:
+                self.notify(str(err), severity="warning")
+                return
+            self.engine.submit(Walk(address))
+
+        hint = "0x address or function; empty: follow EIP / the last write"
+        self.push_screen(PromptScreen("Walk the page tables for", placeholder=hint), walk)
 
     def action_clock(self) -> None:
         self.engine.submit(Clock())

@@ -55,6 +55,7 @@ from tui.engine_commands import (
     Speed,
     Step,
     TakeSnapshot,
+    Walk,
 )
 from tui.model import (
     EVENT_ROWS,
@@ -122,6 +123,7 @@ class Engine:
         self.speed = DEFAULT_SPEED
         self.hidden = HIDDEN
         self.busy = ""
+        self.walk: int | None = None  # the address the page tables pane was asked for
         self._rate = 20_000.0  # steps per second run mode last achieved
         self._submitted = 0  # commands submitted (UI thread) …
         self._done = 0  # … and done and published (engine thread)
@@ -229,7 +231,7 @@ class Engine:
         timeline = self.clock.on_host
         for index, lane in enumerate(self.clock.lanes):
             regs = registers(lane.cpus, lane.before)
-            view = vm_view(lane.tm, lane.listing, regs, self.hidden, self.running)
+            view = vm_view(lane.tm, lane.listing, regs, self.hidden, self.running, self.walk)
             if timeline is not None and EventKind.SWITCH not in self.hidden:
                 rows = switch_rows(timeline, self.clock.position, index, EventKind.SWITCH)
                 events = sorted((*view.events, *rows), key=lambda row: row.step)
@@ -367,6 +369,8 @@ class Engine:
                 self._do_snapshot(command, name)
             case SendInput(device, text):
                 self._do_input(device, text)
+            case Walk(address):
+                self.walk = address
             case _:
                 assert_never(command)
 

@@ -146,6 +146,13 @@ class SendInput:
     text: str
 
 
+@dataclass(frozen=True)
+class Walk:
+    """The page tables pane shows `address` (None: EIP, or the last step's write)."""
+
+    address: int | None
+
+
 Command = (
     Step
     | Back
@@ -167,4 +174,5 @@ Command = (
     | RevertSnapshot
     | DeleteSnapshot
     | SendInput
+    | Walk
 )

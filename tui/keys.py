@@ -143,6 +143,15 @@ KEYS = (
         footer=12,
     ),
     Key(
+        "P",
+        "walk",
+        "Walk",
+        "Walk the page tables…",
+        "the page tables pane for an address (else EIP or the last write)",
+        "page tables pane: walk an address (empty: EIP or the last write)",
+        display="⇧p",
+    ),
+    Key(
         "g",
         "goto",
         "Go to",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from hypervisor.devices.intc import InterruptsView
 from hypervisor.devices.vga import Screen
 from hypervisor.events import (
     Callout,
@@ -34,6 +35,8 @@ from hypervisor.trace.recording import MemoryWrite
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
+from hypervisor.vmm.costs import CycleCount
+from hypervisor.vmm.mmu.introspect import PagingView
 from hypervisor.vmm.vm import Vm
 from tui.listing import Listing, instruction
 
@@ -154,7 +157,10 @@ class VmView:
     cache: CacheView | None
     screen: Screen  # the VGA text screen at this step
     uses_screen: bool  # the guest has written to it (else the pane needs no room)
+    interrupts: InterruptsView | None = None  # the 8259, the local and I/O APICs
     snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
+    paging: PagingView | None = None  # the MMU for one address (the page tables pane)
+    cycles: CycleCount | None = None  # the cost model's price of the run so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +230,17 @@ def _changed(before: CpuView, now: CpuView) -> frozenset[str]:
 
 
 def vm_view(
-    tm: TimeMachine, listing: Listing, regs: Registers, hidden: frozenset[str], running: bool
+    tm: TimeMachine,
+    listing: Listing,
+    regs: Registers,
+    hidden: frozenset[str],
+    running: bool,
+    walk: int | None = None,
 ) -> VmView:
     """One VM as the panes show it; `running`: the engine is in run mode (the VM's state,
-    read by the status line and the VMs pane alike, then says so until the VM stops)."""
+    read by the status line and the VMs pane alike, then says so until the VM stops);
+    `walk`: the linear address the page tables pane was asked for (else EIP or the last
+    write)."""
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
@@ -278,7 +291,21 @@ def vm_view(
         cache=_cache(vm),
         screen=(screen := vm.screen()),
         uses_screen=not screen.blank,
+        interrupts=vm.irqs.view(),
+        paging=_paging(tm, last, eip, walk),
+        cycles=vm.cycles(),
     )
+
+
+def _paging(tm: TimeMachine, last: LastStep | None, eip: int, walk: int | None) -> PagingView:
+    """The page tables for the address asked for, else the last step's write, else EIP."""
+    if walk is not None:
+        address, why = walk, "asked for"
+    elif last is not None and last.writes:
+        address, why = last.writes[-1].address, "last write"
+    else:
+        address, why = eip, "EIP"
+    return tm.vm.executor.paging().view(address, why, tm.home.machine.ram.start)
 
 
 def _live_state(step: int, running: bool) -> VmState:

@@ -4,7 +4,7 @@ an optional binary payload, every message checked against its schema.
 Why not a serialization library: the messages are small JSON objects and the bulk (RAM pages,
 suspended VMs) is already a checked binary format (.vmlab runs), so a frame is just two
 lengths, a JSON header and the payload — the standard library decodes it without running
-any code, and the strict schema of hypervisor/encap/schema.py checks every field.
+any code, and the strict schema of hypervisor/schema.py checks every field.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import socket
 import struct
 from typing import Any
 
-from hypervisor.encap import schema
-from hypervisor.encap.schema import U64, Int, Optional, SchemaError, Str
+from hypervisor import schema
+from hypervisor.schema import U64, Int, OneOf, Optional, SchemaError, Str
 from hypervisor.vmm.contract import Mode
 
 FRAME = struct.Struct("<II")  # header length, payload length
@@ -26,7 +26,7 @@ ADDRESS = Str(64)
 
 REQUESTS: dict[str, dict[str, schema.Spec]] = {
     "hello": {"token": Str(256)},
-    "create": {"guest": Str(256), "mode": Str(8, tuple(Mode)), "name": Optional(NAME)},
+    "create": {"guest": Str(256), "mode": OneOf(frozenset(Mode)), "name": Optional(NAME)},
     "list": {},
     "console": {"vm": NAME, "since": U64},
     "pause": {"vm": NAME},
@@ -34,7 +34,7 @@ REQUESTS: dict[str, dict[str, schema.Spec]] = {
     "destroy": {"vm": NAME},
     "suspend": {"vm": NAME},
     "checkpoint": {"vm": NAME},
-    "receive": {"mode": Optional(Str(8, tuple(Mode))), "name": Optional(NAME)},
+    "receive": {"mode": Optional(OneOf(frozenset(Mode))), "name": Optional(NAME)},
     "migrate": {"vm": NAME, "to": ADDRESS},
     "mig_open": {},
     "mig_pages": {"round": Int(0, 1 << 16)},

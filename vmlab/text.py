@@ -60,6 +60,7 @@ def summary(report: RunReport) -> str:
     lines.append(
         f"   cost model ({c['profile']}): {c['virtual']:,} virtual cycles for "
         f"{c['native_equivalent']:,} on bare metal — overhead {c['overhead_pct']}%"
+        + (f", the MMU's share {c['mmu_share_pct']}%" if c.get("mmu_share_pct") else "")
     )
     if report.holes:
         lines.append(

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hypervisor.encap import schema
-from hypervisor.encap.schema import SchemaError
+from hypervisor import schema
 from hypervisor.encap.state import SuspendedVm
 from hypervisor.encap.vmmeta import MAX_CONSOLE, META, meta_of, suspended_of
 from hypervisor.guest.image import MAX_IMAGE, GuestImage, load_guest, sample_names
 from hypervisor.machine.hostram import PAGE
+from hypervisor.schema import SchemaError
 
 MAGIC = b"VMLAB\r\n\x1a"  # CR LF and ^Z: a file mangled by a text-mode copy shows at once
 VERSION = 1

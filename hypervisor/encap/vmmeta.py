@@ -6,21 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypervisor.encap import schema
-from hypervisor.encap.schema import (
-    BOOL,
-    U8,
-    U16,
-    U32,
-    U64,
-    Float,
-    Int,
-    List,
-    Map,
-    Optional,
-    Str,
-    Tuple,
-)
+from hypervisor import schema
 from hypervisor.encap.state import (
     COUNTERS,
     PIC_FIELDS,
@@ -33,6 +19,21 @@ from hypervisor.encap.state import (
 from hypervisor.guest.image import MAX_IMAGE, GuestImage
 from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.machine.hostram import PAGE
+from hypervisor.schema import (
+    BOOL,
+    U8,
+    U16,
+    U32,
+    U64,
+    Float,
+    Int,
+    List,
+    Map,
+    OneOf,
+    Optional,
+    Row,
+    Str,
+)
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.guestcpu import FpuState, GuestCpu
 
@@ -85,26 +86,26 @@ _CPU: schema.Spec = {
     "cr2": U32,
     "cr3": U32,
     "cr4": U32,
-    "gdtr": Tuple((U32, U16)),
-    "idtr": Tuple((U32, U16)),
+    "gdtr": Row((U32, U16)),
+    "idtr": Row((U32, U16)),
     "ldtr": U16,
     "tr": U16,
-    "tss": Optional(Tuple((U32, U32))),
+    "tss": Optional(Row((U32, U32))),
     "dr": List(U32, 8, 8),
-    "msr": List(Tuple((U32, U64)), 64),
+    "msr": List(Row((U32, U64)), 64),
     "interrupt_shadow": BOOL,
     "halted": BOOL,
     "fpu": {
         "control": U16,
         "status": U16,
         "tag": U16,
-        "stack": List(Tuple((U64, U16)), 8, 8),
+        "stack": List(Row((U64, U16)), 8, 8),
         "mxcsr": U32,
         "xmm": List(Int(0, (1 << 128) - 1), 8, 8),
     },
 }
 META: schema.Spec = {
-    "format": Str(32, ("vmlab-suspended-vm",)),
+    "format": OneOf(frozenset({"vmlab-suspended-vm"})),
     "name": Str(64),
     "guest": {
         "name": Str(64),
@@ -112,7 +113,7 @@ META: schema.Spec = {
         "size": Int(1, MAX_IMAGE),
         "paravirtual": BOOL,
     },
-    "mode": Str(8, tuple(Mode)),
+    "mode": OneOf(frozenset(Mode)),
     "ram_size": Int(PAGE, MAX_RAM),
     "cpu": _CPU,
     "devices": {
@@ -127,7 +128,7 @@ META: schema.Spec = {
         "ticks": U64,
         "counters": dict.fromkeys(COUNTERS, Map(U64, 256)),
         "traced": BOOL,
-        "timeline": List(Tuple((U64, Float())), 1 << 16),
+        "timeline": List(Row((U64, Float())), 1 << 16),
     },
     "console_size": Int(0, MAX_CONSOLE),
     "pending_line": Int(0, MAX_CONSOLE),

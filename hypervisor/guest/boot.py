@@ -21,6 +21,7 @@ from hypervisor.guest.bootinfo import BOOTLOADER_MAGIC, Placed, boot_info
 from hypervisor.guest.formats import GuestFormat, ImageError, detect
 from hypervisor.guest.multiboot import load_kernel
 from hypervisor.platform.board import BDA, bios_data_area
+from hypervisor.platform.mptable import FLOATING_POINTER, mp_tables
 from hypervisor.vmm.contract import LOAD_ADDRESS, LOADER_GDT, LOADER_GDT_ENTRIES
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ def plan_boot(image: GuestImage, ram_size: int) -> BootPlan:
     low, esp = MULTIBOOT_STACK
     stack = Placed("loader stack", low, bytes(esp - low))
     bda = Placed("BIOS data area", BDA, bios_data_area())  # as `qemu -kernel` leaves it
-    pieces = _checked((gdt, bda, stack, *segments, *info), ram_size, image.source)
+    mp = Placed("Intel MP tables", FLOATING_POINTER, mp_tables())
+    pieces = _checked((gdt, bda, mp, stack, *segments, *info), ram_size, image.source)
     return BootPlan(fmt, pieces, kernel.entry, esp, BOOTLOADER_MAGIC, mbi)
 
 

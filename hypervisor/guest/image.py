@@ -13,14 +13,22 @@ from importlib import resources
 from pathlib import Path
 
 from hypervisor.guest.bootinfo import Module
-from hypervisor.guest.formats import GuestFormat, detect, refuse_text
+from hypervisor.guest.formats import (
+    FLAG_ADDRESSES,
+    GuestFormat,
+    ImageError,
+    detect,
+    find_header,
+    refuse_text,
+)
 from hypervisor.guest.nasm import GuestBuildError, SourceLine, assemble, parse_listing
 from hypervisor.vmm.contract import Mode
 
 SAMPLES_PACKAGE = "sample_guests"
 MAX_IMAGE = 64 << 20
 # The mark of a paravirtualized kernel (like Xen's guest note): vmlab.inc built with -DPARAVIRT
-# puts it right after the 5-byte entry jump, so the loader knows the kernel makes hypercalls.
+# puts it right after the 5-byte entry jump, so the loader knows the kernel makes hypercalls;
+# a multiboot kernel carries it right after its multiboot header.
 PARAVIRT_SIGNATURE = b"VMLAB-PV"
 PARAVIRT_OFFSET = 5
 PV_SUFFIX = ".pv"  # sample_guests/NAME.pv.bin: the paravirtual build of NAME.asm
@@ -55,7 +63,16 @@ class GuestImage:
     def paravirtual(self) -> bool:
         """Built for paravirtualization: it calls a hypervisor, bare metal cannot run it."""
         end = PARAVIRT_OFFSET + len(PARAVIRT_SIGNATURE)
-        return self.data[0:1] == b"\xe9" and self.data[PARAVIRT_OFFSET:end] == PARAVIRT_SIGNATURE
+        if self.data[0:1] == b"\xe9" and self.data[PARAVIRT_OFFSET:end] == PARAVIRT_SIGNATURE:
+            return True
+        try:
+            header = find_header(self.data, self.source or self.name)
+        except ImageError:
+            return False
+        if header is None:
+            return False
+        mark = header.offset + (32 if header.flags & FLAG_ADDRESSES else 12)
+        return self.data[mark : mark + len(PARAVIRT_SIGNATURE)] == PARAVIRT_SIGNATURE
 
 
 def sample_names() -> list[str]:
@@ -66,9 +83,11 @@ def sample_names() -> list[str]:
 
 
 def kernel_names() -> list[str]:
-    """The sample multiboot kernels (NAME.elf, built from C: `kernels.py`)."""
+    """The sample multiboot kernels (NAME.elf, built from C: `kernels.py`; a kernel's
+    paravirtual build, when it has one, is NAME.pv.elf)."""
     folder = resources.files(SAMPLES_PACKAGE)
-    return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".elf"))
+    names = (p.name[:-4] for p in folder.iterdir() if p.name.endswith(".elf"))
+    return sorted(name for name in names if not name.endswith(PV_SUFFIX))
 
 
 def sample_source(name: str) -> Path:
@@ -140,8 +159,10 @@ def _load(spec: str, paravirtual: bool) -> GuestImage:
             raise GuestBuildError(f"{spec}: no such file")
         return _checked(GuestImage(path.stem, path.read_bytes(), (), str(path)))
     folder = resources.files(SAMPLES_PACKAGE)
-    if spec in kernel_names():  # one build for every mode
-        return GuestImage(spec, (folder / f"{spec}.elf").read_bytes(), (), f"sample {spec}")
+    if spec in kernel_names():  # one build for every mode, or its paravirtual port
+        ported = folder / f"{spec}{PV_SUFFIX}.elf"
+        build = spec + PV_SUFFIX if paravirtual and ported.is_file() else spec
+        return GuestImage(build, (folder / f"{build}.elf").read_bytes(), (), f"sample {build}")
     if spec in sample_names():
         build = spec + PV_SUFFIX if paravirtual else spec
         data = (folder / f"{build}.bin").read_bytes()

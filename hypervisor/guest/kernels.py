@@ -1,4 +1,4 @@
-"""Building the C sample kernels (`sample_guests/course/`) into multiboot ELF images.
+"""Building the C sample kernels (`sample_guests/course/`, `apicsh/`) into multiboot ELF images.
 
 The flags are pinned so that the same compiler gives the same bytes on every machine and in
 every checkout: no build ID, no unwind tables, no `.comment`, source paths made relative,
@@ -49,6 +49,9 @@ class KernelBuild:
 KERNELS = (
     KernelBuild("course", "course"),
     KernelBuild("course_hh", "course", ("HIGHER_HALF",), 0xC0000000),
+    KernelBuild("course.pv", "course", ("PARAVIRT",)),  # ported: direct paging (pv)
+    KernelBuild("course_hh.pv", "course", ("HIGHER_HALF", "PARAVIRT"), 0xC0000000),
+    KernelBuild("apicsh", "apicsh"),  # on the APICs: the 8259 masked, a ring-3 shell
 )
 
 

@@ -5,7 +5,8 @@ Two ways a kernel says where it lives, as GRUB and QEMU read them:
 * ELF: each PT_LOAD segment is copied to its physical address `p_paddr` and the rest of its
   `p_memsz` is zeroed (BSS). A higher-half kernel links at virtual addresses (0xC0100000)
   but loads at physical ones (1 MiB): an entry point given as a virtual address is
-  translated through the segment that holds it, as GRUB does.
+  translated through the segment that holds it, as GRUB does; one given as a physical
+  address (xv6 links at 0x80100000 and enters at its physical `_start`) is taken as it is.
 * the a.out kludge (header flag bit 16): the header gives `load_addr`, `load_end_addr`,
   `bss_end_addr` and `entry_addr`; the file is loaded from the offset that puts the header
   at `header_addr`.
@@ -126,8 +127,8 @@ def _elf(data: bytes, source: str) -> Kernel:
 
 
 def _elf_segments(elf: ELFFile, data: bytes, source: str) -> tuple[tuple[Segment, ...], int]:
-    segments, entry = [], None
-    virtual_entry = elf["e_entry"]
+    segments, entry, physical = [], None, False
+    e_entry = elf["e_entry"]
     for ph in elf.iter_segments():
         if ph["p_type"] != "PT_LOAD" or not ph["p_memsz"]:
             continue
@@ -137,12 +138,17 @@ def _elf_segments(elf: ELFFile, data: bytes, source: str) -> tuple[tuple[Segment
         if filesz > memsz:
             raise ImageError(f"{source}: a segment's file size exceeds its memory size")
         segments.append(Segment(ph["p_paddr"], data[offset : offset + filesz], memsz - filesz))
-        if ph["p_vaddr"] <= virtual_entry < ph["p_vaddr"] + memsz:
-            entry = virtual_entry - ph["p_vaddr"] + ph["p_paddr"]
+        if ph["p_vaddr"] <= e_entry < ph["p_vaddr"] + memsz:
+            entry = e_entry - ph["p_vaddr"] + ph["p_paddr"]
+        physical = physical or ph["p_paddr"] <= e_entry < ph["p_paddr"] + memsz
     if not segments:
         raise ImageError(f"{source}: an ELF without a loadable segment")
+    if entry is None and physical:
+        # A higher-half kernel that gives its entry as a physical address already (xv6's
+        # `_start = V2P_WO(entry)`): QEMU and GRUB jump to e_entry as it is.
+        entry = e_entry
     if entry is None:
-        raise ImageError(f"{source}: the entry point {virtual_entry:#x} is in no segment")
+        raise ImageError(f"{source}: the entry point {e_entry:#x} is in no segment")
     return tuple(segments), entry
 
 

@@ -47,6 +47,7 @@ CR0_PE = 1 << 0
 CR0_ET = 1 << 4
 CR0_WP = 1 << 16  # supervisor writes obey read-only pages
 CR0_PG = 1 << 31
+CR4_TSD = 1 << 2  # RDTSC faults outside ring 0
 CR4_PSE = 1 << 4  # 4 MiB pages
 
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from operator import attrgetter
 from typing import Protocol
 
@@ -36,7 +37,6 @@ from unicorn import (
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ,
-    UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
@@ -49,6 +49,7 @@ from unicorn import (
 from unicorn import x86_const as x
 from unicorn.unicorn import UcContext
 
+from hypervisor.isa import MAX_INSN_SIZE, decode
 from hypervisor.machine import cpumodel
 from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.cancel import CANCEL
@@ -69,6 +70,8 @@ from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.mmio import MmioRange, MmioSpace
+from hypervisor.machine.msr import ApicBase
 from hypervisor.machine.paging import LinearMemory, PagingRegisters
 from hypervisor.machine.registers import (
     OneRegister,
@@ -132,6 +135,12 @@ class MachineOwner(Protocol):
 
     def time_stamp(self) -> int: ...
 
+    def instruction_clock(self) -> int: ...
+
+    def model_specific_registers(self) -> dict[int, int]: ...
+
+    def local_apic(self) -> ApicBase: ...
+
 
 class EntryError(Exception):
     """The CPU refused a register value while entering the guest (e.g. a bad selector)."""
@@ -175,13 +184,15 @@ class Machine:
         self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
-        self._precise_open_bus = self.clock.kind == "block"
+        self._mmio: MmioSpace | None = None  # open bus and devices, made when sealed
         self.monitor_pages: set[int] = set()
+        self._devices: list[MmioRange] = []  # device registers (map_device)
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, UcContext] = {}
         self.watchdog_limit = LIMIT  # seconds a run without an instruction count may take
         self._hookless_blocks = False  # blocks may have been compiled with no code hook set
+        self._stop_mnemonics: frozenset[str] = frozenset()  # stop_before's
         self._exit: Exit | None = None
         self._trace_hook: CodeHook | None = None
         self._window_hook: int | None = None
@@ -252,6 +263,7 @@ class Machine:
         # has been used (measured on 2.1.4): drop them for the written range. (The block
         # clock checks its counts against RAM itself.)
         self.uc.ctl_remove_cache(address, address + len(data))
+        self._after_lookup()
         return True
 
     def release(self) -> None:
@@ -296,16 +308,18 @@ class Machine:
         for first, last in ranges:
             self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, first, last)
 
-    def precise_open_bus(self) -> None:
-        """Name the exact instruction of every open-bus access. Unicorn brings EIP up to
-        date for a memory access only when a memory hook matches it; without one, a run with
-        no instruction count (translated code) shows the EIP of the start of the block. So a
-        no-op hook is bounded to each hole: it costs a check on every load and store (a third
-        of binary translation's speed), which is why only the block clock asks for it (it
-        has no code hook either, docs/clock.md); translated code notes its instructions'
-        EIPs instead (docs/unicorn-facts.md, fact 13)."""
-        assert not self._sealed, "asked for before the guest first runs"
-        self._precise_open_bus = True
+    def map_device(
+        self,
+        base: int,
+        size: int,
+        read: Callable[[int, int], int],
+        write: Callable[[int, int, int], None],
+    ) -> None:
+        """A device's registers at guest-physical `base` (the local and I/O APICs): every
+        access calls `read(offset, size)` or `write(offset, size, value)`, at the exact EIP
+        and count under either clock (mmio.py)."""
+        assert not self._sealed, "devices are mapped before the guest first runs"
+        self._devices.append(MmioRange(base, base + size - 1, read, write))
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
@@ -561,6 +575,8 @@ class Machine:
             self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
         self._cr2 = self._cr2_reg.read()
+        assert self._mmio is not None, "sealed"
+        self._mmio.before_run(paging=bool(self._cr0.read() & CR0_PG))
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -582,10 +598,9 @@ class Machine:
             return Exit(ExitKind.STOP, retired)
         if error is not None:
             if fetch:
-                address = self.uc.reg_read(x.UC_X86_REG_EIP)
-                return Exit(ExitKind.FETCH_FAULT, retired, address=address)
+                return Exit(ExitKind.FETCH_FAULT, retired, address=self.read_eip())
             return Exit(ExitKind.ERROR, retired, detail=str(error))
-        eip_now = self.uc.reg_read(x.UC_X86_REG_EIP)
+        eip_now = self.read_eip()
         if eip_now == _UNTIL:
             return Exit(ExitKind.FETCH_FAULT, retired, address=eip_now)
         return Exit(ExitKind.HALT, retired)
@@ -614,6 +629,15 @@ class Machine:
         if self._cr0.read() & CR0_PG:
             clear_after_run(self.uc, self._cr2)
 
+    def _after_lookup(self) -> None:
+        """Unicorn looks a physical address up as a linear one when it drops compiled blocks
+        or changes a page's protection; with paging on, where the tables in force do not
+        map it, that lookup faults inside unicorn as its clean-up does (marker.py). Between
+        two runs (a monitor at work) that is undone at once, or the next real fault of the
+        guest would arrive as #DF."""
+        if not self._running:
+            self._clear_paging_leftovers()
+
     def _overdue(self) -> None:
         """The watchdog's call (from its thread): the run has taken far too long."""
         self._exit = Exit(
@@ -633,6 +657,12 @@ class Machine:
         if self._exit is None:
             self._stop(ExitKind.STOP, retired_now=True)
 
+    def stop_before_this(self) -> None:
+        """Stop before the instruction now running completes (from a memory hook: it runs
+        again from its start when the CPU resumes, unless the owner steps over it)."""
+        if self._exit is None:
+            self._stop(ExitKind.STOP, retired_now=False)
+
     def add_door(self, address: int) -> None:
         """A callout door: translated code jumps to `address` to hand control to the monitor.
         A code hook bounded to that one address costs nothing anywhere else (fact 11)."""
@@ -640,6 +670,24 @@ class Machine:
 
     def _on_door(self, uc: Uc, address: int, size: int, _: object) -> None:
         self._stop(ExitKind.DOOR, retired_now=False, address=address)
+
+    def stop_before(self, mnemonics: frozenset[str]) -> bool:
+        """Stop with a DOOR exit before every instruction with one of these mnemonics, at any
+        address: bare metal's RDMSR and WRMSR, which unicorn can neither hook nor make fault
+        (fact 16). The block clock finds them as it decodes new blocks and puts a code hook
+        on each (fact 11: free elsewhere); False if this clock cannot (VMLAB_CLOCK=count)."""
+        self._stop_mnemonics = mnemonics
+        return self.clock.stop_before(mnemonics, self._add_stop_before)
+
+    def _add_stop_before(self, address: int) -> None:
+        self.uc.hook_add(UC_HOOK_CODE, self._on_stop_before, None, address, address)
+
+    def _on_stop_before(self, uc: Uc, address: int, size: int, _: object) -> None:
+        if self.clock.at_deadline():
+            return  # the step hook stops here first: the instruction does not run now
+        insn = decode(self.code(address, MAX_INSN_SIZE), address)
+        if insn is not None and insn.mnemonic in self._stop_mnemonics:  # else new code there
+            self._stop(ExitKind.DOOR, retired_now=False, address=address)
 
     def protect_code_page(self, page: int, protected: bool) -> None:
         """Write-protect a page of guest RAM that holds translated code (fact 7): a guest
@@ -651,6 +699,7 @@ class Machine:
         logged = self.dirty_log is not None and page in self.dirty_log.watched
         writable = not protected and not logged
         self.uc.mem_protect(page, PAGE, UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC)
+        self._after_lookup()
 
     def start_dirty_log(self) -> None:
         """Log which RAM pages are written from now on (dirtylog.py)."""
@@ -756,35 +805,37 @@ class Machine:
             self.owner.port_out(port, size, value)
 
     def _seal(self) -> None:
-        """Make every address that is neither RAM nor monitor memory open bus.
+        """Make every address that is neither RAM, monitor memory nor a device open bus,
+        and put the devices' registers in place (mmio.py).
 
-        One MMIO region per hole: no host memory behind it, every access reaches Python, so
-        each one is reported (and a guest sweeping the address space costs no mappings).
-        Instruction fetch from MMIO is impossible for unicorn: the VM crashes, as the guest
-        contract says.
+        Each access to a hole reaches Python and is reported (and a guest sweeping the
+        address space costs no mappings). Instruction fetch from a hole is impossible for
+        unicorn: the VM crashes, as the guest contract says.
         """
+        taken = [(begin, end) for begin, end, _ in self.uc.mem_regions()]
+        taken += [(device.first, device.last) for device in self._devices]
+        holes: list[MmioRange] = []
         cursor = 0
-        for begin, end, _ in [*sorted(self.uc.mem_regions()), (1 << 32, 1 << 32, 0)]:
+        for begin, end in [*sorted(taken), (1 << 32, 1 << 32)]:
             if begin > cursor:
-                self.uc.mmio_map(
-                    cursor,
-                    begin - cursor,
-                    self._open_bus_read,
-                    cursor,
-                    self._open_bus_write,
-                    cursor,
+                read, write = (
+                    partial(self._open_bus_read, cursor),
+                    partial(self._open_bus_write, cursor),
                 )
-                if self._precise_open_bus:
-                    self.uc.hook_add(_MEM_DATA, _nothing, None, cursor, begin - 1)
+                holes.append(MmioRange(cursor, begin - 1, read, write))
             cursor = max(cursor, end + 1)
+        block = isinstance(self.clock, BlockClock)
+        self._mmio = MmioSpace(self.uc, [*holes, *self._devices], adaptive=block)
+        if isinstance(self.clock, BlockClock):
+            self.clock.memory = self._mmio
         self._sealed = True
 
-    def _open_bus_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
+    def _open_bus_read(self, base: int, offset: int, size: int) -> int:
         if self.owner:
             self.owner.memory_violation("open_bus_read", base + offset, size, 0)
         return (1 << (8 * size)) - 1
 
-    def _open_bus_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
+    def _open_bus_write(self, base: int, offset: int, size: int, value: int) -> None:
         if self.owner:
             self.owner.memory_violation("open_bus_write", base + offset, size, value)
 
@@ -813,13 +864,6 @@ class Machine:
         # nothing began at the address (the jump there retired): EIP is past what ran
         self._stop(ExitKind.FETCH_FAULT, retired_now=True, eip_past=True, address=address)
         return False
-
-
-_MEM_DATA = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
-
-
-def _nothing(*_: object) -> None:
-    """A memory hook whose only effect is that unicorn updates EIP (precise_open_bus)."""
 
 
 _PLAIN_REGS = tuple(

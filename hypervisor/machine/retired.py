@@ -15,6 +15,7 @@ unicorn build), vmlab refuses to start with a clear message instead of guessing.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from functools import cache
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
@@ -120,6 +121,10 @@ class CountClock:
 
     def watch_window(self, on: bool, after_sti: bool | None = None) -> bool:
         """False: the machine watches the interrupt window with a code hook."""
+        return False
+
+    def stop_before(self, mnemonics: frozenset[str], add_door: Callable[[int], None]) -> bool:
+        """False: this clock decodes no blocks, so it finds no instructions to stop before."""
         return False
 
     def window(self) -> None:

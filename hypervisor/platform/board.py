@@ -85,19 +85,31 @@ MMIO = (MmioRange("VGA", VGA_TEXT[0], VGA_TEXT[1] - 1, ram_backed=True),)
 
 BDA = 0x400  # the BIOS data area: what the BIOS found, where real-mode software looks
 COM1_BASE = 0x3F8
+CRTC_BASE = 0x3D4  # the VGA's CRT controller (colour)
+VIDEO_80X25_COLOUR = 0b10 << 4  # the equipment word's initial video mode bits
 
 
 def bios_data_area() -> bytes:
-    """The BIOS data area's first bytes as a PC's BIOS leaves them (0x400-0x414): the serial
-    port bases (COM1 only), no parallel ports, the EBDA's segment at 0x40E (kernels find the
-    Intel MP tables and ACPI's RSDP by it), the equipment word, and at 0x413 the KiB of
-    conventional memory below the EBDA."""
-    com = COM1_BASE.to_bytes(2, "little") + bytes(6)  # 0x400: COM1-COM4
-    lpt = bytes(6)  # 0x408: LPT1-LPT3
-    ebda = (CONVENTIONAL_END >> 4).to_bytes(2, "little")  # 0x40E: a real-mode segment
-    equipment = (1 << 9 | 1 << 1).to_bytes(2, "little")  # 0x410: one serial port, an FPU
-    base_kib = (CONVENTIONAL_END // KIB).to_bytes(2, "little")  # 0x413: after 0x412's byte
-    return com + lpt + ebda + equipment + bytes(1) + base_kib
+    """The BIOS data area as a PC's BIOS leaves it (0x400-0x489): the serial port bases (COM1
+    only), no parallel ports, the EBDA's segment at 0x40E (kernels find the Intel MP tables
+    and ACPI's RSDP by it), the equipment word, at 0x413 the KiB of conventional memory below
+    the EBDA, and the video BIOS's record of the text screen it set up (mode 3, 80x25 colour,
+    the CRTC at 0x3D4, cursor home): kernels read the CRTC's port from 0x463 and the
+    adapter's kind from the equipment word, as QEMU's VGA BIOS leaves them."""
+    bda = bytearray(0x8A)
+    bda[0x00:0x02] = COM1_BASE.to_bytes(2, "little")  # 0x400: COM1-COM4; 0x408: LPT1-LPT3
+    bda[0x0E:0x10] = (CONVENTIONAL_END >> 4).to_bytes(2, "little")  # 0x40E: a real-mode segment
+    equipment = 1 << 9 | VIDEO_80X25_COLOUR | 1 << 1  # one serial port, 80x25 colour, an FPU
+    bda[0x10:0x12] = equipment.to_bytes(2, "little")
+    bda[0x13:0x15] = (CONVENTIONAL_END // KIB).to_bytes(2, "little")
+    bda[0x49] = 0x03  # video mode 3: 80x25 16-colour text
+    bda[0x4A:0x4C] = (80).to_bytes(2, "little")  # columns
+    bda[0x4C:0x4E] = (0x1000).to_bytes(2, "little")  # a page, as the VGA BIOS rounds it
+    bda[0x60:0x62] = b"\x07\x06"  # cursor shape: scan lines 6-7 (end, start)
+    bda[0x63:0x65] = CRTC_BASE.to_bytes(2, "little")  # the CRT controller's index port
+    bda[0x84] = 25 - 1  # rows minus one
+    bda[0x85:0x87] = (16).to_bytes(2, "little")  # character height in scan lines
+    return bytes(bda)
 
 
 def ports_of(device: str) -> set[int]:

@@ -45,9 +45,9 @@ from hypervisor.files import FileWriteError, check_writable, write_atomically
 from hypervisor.guest.bootinfo import Module
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import SourceLine
+from hypervisor.schema import SchemaError
 from hypervisor.text import visible
 from hypervisor.trace.recording import REGISTERS, InsnInfo, Recording
-from hypervisor.trace.schema import SchemaError
 from hypervisor.trace.skips import Skip, Skips
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.traceschema import (

@@ -16,8 +16,7 @@ from typing import Any
 
 from hypervisor import events as event_types
 from hypervisor.events import InsnClass
-from hypervisor.trace.recording import CLASSES, KEYFRAME, REGISTERS, Recording
-from hypervisor.trace.schema import (
+from hypervisor.schema import (
     Bool,
     Int,
     List,
@@ -30,6 +29,7 @@ from hypervisor.trace.schema import (
     Str,
     Table,
 )
+from hypervisor.trace.recording import CLASSES, KEYFRAME, REGISTERS, Recording
 from hypervisor.vmm.contract import LOAD_ADDRESS, ExitReason, Mode
 
 MAX_STEPS = 200_000_000
@@ -46,7 +46,7 @@ PAGE = 0x1000
 U32 = Int(0, 0xFFFFFFFF)
 ANY_INT = Int(-(1 << 63), (1 << 64) - 1)
 STEP = Int(0, MAX_STEPS)
-REGISTER_ROW = List(U32, len(REGISTERS), exactly=len(REGISTERS))
+REGISTER_ROW = List(U32, len(REGISTERS), len(REGISTERS))
 _COUNTS = List(Row((OneOf(frozenset(c.value for c in InsnClass)), STEP)), len(InsnClass))
 
 # Event fields by their annotation: a new event type with a field of another type must say
@@ -131,7 +131,7 @@ HEADER = Obj(
                 }
             )
         ),
-        "registers": List(OneOf(frozenset(REGISTERS)), len(REGISTERS), exactly=len(REGISTERS)),
+        "registers": List(OneOf(frozenset(REGISTERS)), len(REGISTERS), len(REGISTERS)),
         "initial": REGISTER_ROW,
         "final": List(U32, len(REGISTERS)),
         "keyframes": List(Row((Int(0, MAX_COLUMNS), REGISTER_ROW)), MAX_STEPS // KEYFRAME + 1),

@@ -22,11 +22,13 @@ from hypervisor.events import (
     PortAccess,
 )
 from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.machine import msr
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.interrupts import Source
 from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.guestcpu import GuestCpu
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 
 if TYPE_CHECKING:
     from hypervisor.vmm.bt.introspect import CacheIntrospection
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 # Ports whose writes can change when the next interrupt is due: stop the slice after them.
 _TIMING_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})
 _PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43, 0x61, 0x71})  # reads that see the clock
+_JUMPS_TO_SELF = (b"\xeb\xfe", b"\xe9\xfb\xff\xff\xff")  # jmp short $, jmp near $
 
 
 class Traced(NamedTuple):
@@ -66,7 +69,10 @@ class Executor(ABC):
         "_pending_trapped",
         "_pending_hypercall",
     )
-    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("vm", "machine", "_memory_operands", "_texts")
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = (
+        *("vm", "machine", "_memory_operands", "_texts"),
+        "_device_store",  # only ever set inside one slice
+    )
     monitored = True  # False on bare metal: nothing intercepts the guest
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
@@ -82,6 +88,7 @@ class Executor(ABC):
         self._memory_operands: dict[tuple[int, bytes], bool] = {}
         self._texts: dict[tuple[int, bytes], str] = {}  # (EIP, bytes) -> instruction text
         self._pending_hypercall = False
+        self._device_store: tuple[Callable[[], None], int] | None = None  # (write, next EIP)
 
     # ------------------------------------------------------------------ mode hooks
     @abstractmethod
@@ -142,6 +149,10 @@ class Executor(ABC):
         """A look into the translation cache, for modes that have one."""
         return None
 
+    def paging(self) -> PagingIntrospection:
+        """A look at the MMU: on bare metal the guest's tables are the CPU's own."""
+        return PagingIntrospection(self.machine, self.machine.paging_registers())
+
     def retired_are_guest_instructions(self) -> bool:
         """False while the CPU runs code the monitor generated (binary translation)."""
         return True
@@ -167,7 +178,13 @@ class Executor(ABC):
         vm = self.vm
         if self.waiting_for_interrupt and not self._wake():
             return
-        if self.vm.pic.pending_vector() is not None and self.interrupt_shadow():
+        # An interrupt raised between two slices (a key typed at this step) comes before the
+        # next instruction, not when the slice after it ends: that may be millions of
+        # instructions later in a guest idling in a busy loop. (Translated code stops only
+        # where it may take one, and looks for it there itself.)
+        if self.counts_each_instruction and self.accept_interrupt() and vm.exit is not None:
+            return
+        if self.vm.irqs.pending_vector() is not None and self.interrupt_shadow():
             # an interrupt waits: let the instruction after STI run, then take it (with
             # none pending, any that comes stops the slice: it may run on)
             count = 1
@@ -177,6 +194,9 @@ class Executor(ABC):
         vm.begin_slice()
         exit_ = self.machine.run(self.machine.read_eip(), count)
         vm.end_slice(exit_.retired)
+        stored = self._device_store is not None
+        if self._device_store is not None:
+            self._finish_device_store(*self._device_store)
         if exit_.kind is ExitKind.STOP and self._announced_but_not_run():
             self._pending = None  # the tracer saw it start, then the CPU stopped before it
         if self._io_fault is not None:
@@ -186,7 +206,7 @@ class Executor(ABC):
             self.vm.stats.total -= 1  # the faulting IN/OUT did not retire
             self._pending = None
             self.deliver(13, "exception", 0)
-        else:
+        elif not stored:
             self.handle(exit_)
         if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap:
             self._pending = None  # a fault the monitor did not emulate: it never retired
@@ -194,29 +214,53 @@ class Executor(ABC):
         if vm.exit is None and not self.waiting_for_interrupt:
             self.accept_interrupt()
 
+    def device_store(self, write: Callable[[], None]) -> None:
+        """A guest store to a device's registers (an APIC page), from the memory hook. Its
+        effect (an interrupt requested or ended, a timer armed) must be seen right after
+        the store, but a CPU stopped inside a memory access runs the access again when it
+        resumes. So a plain MOV does not complete: the CPU stops before it, and the
+        monitor does the store's work and steps over it (`_finish_device_store`). Any other
+        instruction (and translated code) stores at once, seen when the slice ends."""
+        eip = self.machine.read_eip()
+        insn = decode(self.machine.code(eip, 15), eip)
+        if insn is None or insn.mnemonic != "mov" or not self.retired_are_guest_instructions():
+            self.device_clock_now()
+            write()
+            return
+        self._count_io("mmio")
+        self._device_store = (write, eip + insn.size)
+        self.machine.stop_before_this()
+
+    def _finish_device_store(self, write: Callable[[], None], next_eip: int) -> None:
+        self._device_store = None
+        write()
+        self.machine.set_registers(eip=next_eip)
+        self.vm.tick(1)  # it ran on the CPU, all but its end: a guest instruction retired
+        self.vm.stats.total += 1
+
     def _announced_but_not_run(self) -> bool:
         """Did the tracer announce an instruction that then never ran? A stop from a code
         hook of its own (the interrupt window opening at it) comes after the tracer's."""
         pending = self._pending
         return pending is not None and not pending.subkind and pending.step >= self.vm.stats.total
 
+    def idle_spinning(self) -> bool:
+        """Does the guest spin on a jump to itself with interrupts on (a kernel's `while (1);`
+        after STI)? It waits for an interrupt as surely as HLT would, without saying so."""
+        if not self.guest_interrupts_enabled() or self.waiting_for_interrupt:
+            return False
+        return self.machine.code(self.virtual_state().eip, 5).startswith(_JUMPS_TO_SELF)
+
     def accept_interrupt(self) -> bool:
         """Deliver the PIC's pending interrupt if the guest's IF allows it now."""
         if not self.guest_interrupts_enabled() or self.interrupt_shadow():
             return False
-        if self.vm.pic.pending_vector() is None:
+        irqs = self.vm.irqs
+        if irqs.pending_vector() is None:
             return False
-        irq_vector = self.vm.pic.acknowledge()
-        self.deliver(irq_vector, "external", irq=self._irq_of(irq_vector))
+        irq_vector = irqs.acknowledge()
+        self.deliver(irq_vector, "external", irq=irqs.irq_of(irq_vector))
         return True
-
-    def _irq_of(self, vector: int) -> int | None:
-        master, slave = self.vm.pic.vector_base
-        if master <= vector < master + 8:
-            return vector - master
-        if slave <= vector < slave + 8:
-            return 8 + vector - slave
-        return None
 
     def wait_for_interrupt(self) -> None:
         """HLT with interrupts on: sleep until the next interrupt."""
@@ -225,7 +269,7 @@ class Executor(ABC):
     def _wake(self) -> bool:
         """Skip idle time to the next interrupt; finish the VM if none can ever come."""
         vm = self.vm
-        while vm.pic.pending_vector() is None:
+        while vm.irqs.pending_vector() is None:
             if vm.wake_with_input():
                 continue
             due = vm.timer_due()
@@ -243,7 +287,7 @@ class Executor(ABC):
                     )
                 )
                 return False
-            vm.pit.advance(due)
+            vm.irqs.advance(due)
         self.waiting_for_interrupt = False
         self.accept_interrupt()
         return False
@@ -253,39 +297,70 @@ class Executor(ABC):
         """The IOPL rule, which unicorn never applies (docs/unicorn-facts.md, fact 4)."""
         return self.guest_cpl() <= self.guest_iopl()
 
+    def run_ended(self) -> bool:
+        """Has the run ended during the slice now running (a debug exit, a reset)? Translated
+        code runs its block on to the end before the CPU stops, but no device sees the
+        accesses of a machine that has stopped, nor any event report them."""
+        return self.vm.exit is not None
+
     def port_in(self, port: int, size: int) -> int:
+        if self.run_ended():
+            return (1 << 8 * size) - 1
         eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return 0
         self._count_io("in")
         if port in _PIT_PORTS:
-            self.vm.retire(self.machine.counter.read() - 1)
+            self.clock_now()
         value = self.machine.io.read(port, size)
         self._report_io(port, size, value, False)
-        if self.machine.io.owner(port) is None:
-            self.isolation_event("foreign_port", port, f"in from port {port:#x}: all ones")
         return value
 
     def port_out(self, port: int, size: int, value: int) -> None:
+        if self.run_ended():
+            return
         eip = self.machine.read_eip()
         if not self.io_allowed():
             self._fault_io(eip)
             return
         self._count_io("out")
         if port in _TIMING_PORTS:
-            self.vm.retire(self.machine.counter.read() - 1)
+            self.clock_now()
         self.machine.io.write(port, size, value)
         self._report_io(port, size, value, True)
-        if self.machine.io.owner(port) is None:
-            self.isolation_event("foreign_port", port, f"out {value:#x} to port {port:#x}: ignored")
         if port in _TIMING_PORTS:
             self.machine.request_stop()
 
     def time_stamp(self) -> int:
-        """RDTSC: the instruction clock, brought up to the instruction now running."""
+        """RDTSC: the time stamp counter on the instruction clock, brought up to the
+        instruction now running."""
+        self.clock_now()
+        return msr.time_stamp(self.vm.pit.ticks, self.model_specific_registers())
+
+    def clock_now(self) -> None:
+        """Bring the machine's clock up to the instruction now running (from a hook: a
+        timer read, or a write that moves a deadline, happens at its exact instruction)."""
         self.vm.retire(self.machine.counter.read() - 1)
+
+    def device_clock_now(self) -> None:
+        """`clock_now`, for a device's memory-mapped registers (the APICs): a timer read at
+        its exact instruction. Under a monitor the access is a trap (the monitor emulates
+        the device's page), counted as `mmio`."""
+        self._count_io("mmio")
+        self.clock_now()
+
+    def instruction_clock(self) -> int:
+        """Guest instructions retired before the one being emulated (the TSC's base)."""
         return self.vm.pit.ticks
+
+    @abstractmethod
+    def model_specific_registers(self) -> dict[int, int]:
+        """Where this CPU's MSR values live (`machine/msr.py` reads and writes them)."""
+
+    def local_apic(self) -> msr.ApicBase:
+        """The device that holds IA32_APIC_BASE."""
+        return self.vm.lapic
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
@@ -296,8 +371,11 @@ class Executor(ABC):
             self.note_trap(mnemonic)
 
     def _report_io(self, port: int, size: int, value: int, write: bool) -> None:
+        """The access as an event; one that nothing answered is an isolation event too, at
+        the same instruction (looked up once: a guest may poke such a port millions of
+        times, as kvm-unit-tests' port80 does)."""
         owner = self.machine.io.owner(port)
-        eip, text = self.guest_instruction_running()
+        where = eip, text = self.guest_instruction_running()
         self.vm.emit(
             PortAccess(
                 self.vm.name,
@@ -312,6 +390,13 @@ class Executor(ABC):
                 text,
             )
         )
+        if owner is None:
+            detail = (
+                f"out {value:#x} to port {port:#x}: ignored"
+                if write
+                else f"in from port {port:#x}: all ones"
+            )
+            self.isolation_event("foreign_port", port, detail, where=where)
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None:
         if kind == "monitor_read" and not self._reads_memory_operand():
@@ -331,11 +416,19 @@ class Executor(ABC):
             self._memory_operands[key] = answer
         return answer
 
-    def isolation_event(self, kind: str, address: int, detail: str, eip: int | None = None) -> None:
+    def isolation_event(
+        self,
+        kind: str,
+        address: int,
+        detail: str,
+        eip: int | None = None,
+        where: tuple[int, str] | None = None,
+    ) -> None:
         """Report an access outside what this VM owns, at the instruction now running (as the
-        guest sees its EIP, unless the caller knows it better); it was contained (open bus,
-        dropped write, ignored port) and the VM goes on."""
-        eip, text = self.guest_instruction_running(eip)
+        guest sees its EIP, unless the caller knows it better, or `where` it is already known
+        with its text); it was contained (open bus, dropped write, ignored port) and the VM
+        goes on."""
+        eip, text = where or self.guest_instruction_running(eip)
         self.vm.emit(
             IsolationViolation(self.vm.name, self.vm.step, kind, address, eip, detail, text)
         )

@@ -4,7 +4,8 @@ a guest sees, made deterministic by its steps.
 Every input reaches the guest at one step, and is then an `InputDelivered` event with that
 step. An `InputScript` is what a VM is given: inputs due at a step (from `--keys @STEP:TEXT`,
 or recorded by an earlier run), and inputs to hand over whenever the guest next waits (HLT
-with interrupts on, or polling a status register with nothing to read). Only the script's
+with interrupts on, polling a status register with nothing to read, or spinning on a jump to
+itself with interrupts on). Only the script's
 *live* VM takes the waiting ones: it turns each into an input due at the step where it
 delivered it, so every re-execution of the run (time travel's cursor, a replay) delivers the
 same input at the same step and sees the same machine.
@@ -109,7 +110,7 @@ class InputScript:
         self.add(timed)
         return timed
 
-    def has_waiting(self, vm: object, device: InputDevice) -> bool:
+    def has_waiting(self, vm: object, device: InputDevice | None = None) -> bool:
         return self._waiting_for(vm, device) is not None
 
     def _waiting_for(self, vm: object, device: InputDevice | None) -> Input | None:

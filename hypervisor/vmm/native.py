@@ -3,24 +3,33 @@
 Nothing intercepts the guest here. The only Python on the path is what the physical machine
 itself must do because unicorn leaves it out: deliver interrupts and exceptions through the
 guest's own IDT (fact 2) and its page tables, give a page fault the error code unicorn does
-not report, apply the IOPL rule to port I/O (fact 4), and sleep on HLT.
+not report, apply the IOPL rule to port I/O (fact 4), sleep on HLT, and answer RDMSR and
+WRMSR from vmlab's MSR table, which unicorn cannot be made to consult (fact 16).
 """
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import replace
 
-from unicorn import UcError
 from unicorn.x86_const import UC_X86_REG_CR2 as _CR2
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
 
 from hypervisor.events import InterruptDelivered
+from hypervisor.isa import MAX_INSN_SIZE, decode
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState, SystemState
 from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
 from hypervisor.machine.hostram import PAGE
-from hypervisor.machine.interrupts import VEC_PF, Source, Tables, TripleFault, deliver_escalating
+from hypervisor.machine.interrupts import (
+    VEC_GP,
+    VEC_PF,
+    VEC_UD,
+    Source,
+    Tables,
+    TripleFault,
+    deliver_escalating,
+)
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
+from hypervisor.machine.msr import Msr, MsrFault, execute
 from hypervisor.vmm.contract import (
     KERNEL_CS,
     KERNEL_DS,
@@ -33,12 +42,11 @@ from hypervisor.vmm.contract import (
 from hypervisor.vmm.executors import Executor
 from hypervisor.vmm.guestcpu import DEBUG_REGS, FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.pagefault import page_fault_code
-from hypervisor.vmm.vcpu import KNOWN_MSRS
 
 
 class BareMetal(Executor):
     mode = Mode.NATIVE
-    CHECKPOINTED = ("_sti_eip",)
+    CHECKPOINTED = ("_shadow_spent", "msr")
     NOT_CHECKPOINTED = ()
     monitored = False
 
@@ -54,7 +62,12 @@ class BareMetal(Executor):
             tr=(0, 0, 0, 0),
         )
         self.machine.enter(entry, 0, system)
-        self._sti_eip: int | None = None
+        self._shadow_spent: int | None = None  # the step the presumed STI shadow ended
+        self.msr: dict[int, int] = {}  # written MSRs (machine/msr.py), as a monitor's vCPU
+        self.machine.stop_before(_MSR_INSTRUCTIONS)
+
+    def model_specific_registers(self) -> dict[int, int]:
+        return self.msr
 
     def guest_cpl(self) -> int:
         return self.machine.cpl
@@ -77,7 +90,7 @@ class BareMetal(Executor):
             tr=tr[0],
             tss=(tr[1], tr[2]) if tr[0] & ~3 else None,
             dr=tuple(uc.reg_read(reg) for reg in DEBUG_REGS),
-            msr=tuple((i, v) for i in _MODELLED_MSRS if (v := uc.msr_read(i))),  # type: ignore[attr-defined]
+            msr=tuple(sorted(self.msr.items())),
             interrupt_shadow=self.interrupt_shadow(),
             halted=self.waiting_for_interrupt,
             fpu=FpuState.read(uc),
@@ -106,9 +119,9 @@ class BareMetal(Executor):
         uc.reg_write(_CR2, cpu.cr2)
         for reg, value in zip(DEBUG_REGS, cpu.dr, strict=True):
             uc.reg_write(reg, value)
-        for index, value in cpu.msr:
-            with suppress(UcError):  # an MSR this CPU model lacks: as if never written
-                uc.msr_write(index, value)  # type: ignore[attr-defined]
+        self.msr = dict(cpu.msr)
+        for index in _SYSENTER:
+            uc.msr_write(index, self.msr.get(index, 0))  # type: ignore[attr-defined]
         cpu.fpu.write(uc)
         self.waiting_for_interrupt = cpu.halted
 
@@ -131,12 +144,19 @@ class BareMetal(Executor):
         return (self.machine.uc.reg_read(_EFLAGS) >> 12) & 3
 
     def interrupt_shadow(self) -> bool:
-        # STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
+        """STI delays interrupts by one instruction (so STI; HLT cannot miss a wake-up).
+        The CPU does not say what it ran last, so an STI byte just before EIP stands for it,
+        until the one instruction after it has run: an idle loop `sti; jmp $` stays at that
+        EIP for ever, and its interrupts must still come."""
+        if self.vm.step == self._shadow_spent:
+            return False
         eip = self.machine.read_eip()
         return self.machine.code(eip - 1, 1) == b"\xfb"
 
     def before_slice(self, count: int) -> int:
-        blocked = self.vm.pic.pending_vector() is not None and not self.guest_interrupts_enabled()
+        if count == 1 and self.interrupt_shadow():
+            self._shadow_spent = self.vm.step + 1
+        blocked = self.vm.irqs.pending_vector() is not None and not self.guest_interrupts_enabled()
         self.machine.watch_interrupt_window(blocked)
         return count
 
@@ -149,6 +169,8 @@ class BareMetal(Executor):
                 m = self.machine
                 code = page_fault_code(m.linear_fixed(), m.state(), m.cpl, m.system_state().cr2)
             self.deliver(vector, "software" if exit_.is_trap else "exception", code)
+        elif kind is ExitKind.DOOR:
+            self._model_specific_register()
         elif kind is ExitKind.HALT:
             if self.guest_interrupts_enabled():
                 self.wait_for_interrupt()
@@ -156,6 +178,30 @@ class BareMetal(Executor):
                 self.vm.finish(ExitInfo(ExitReason.HALTED, detail="HLT with interrupts off"))
         else:
             self.machine_failure(exit_)
+
+    def _model_specific_register(self) -> None:
+        """RDMSR or WRMSR, stopped before (Machine.stop_before): the MSR table's answer, or
+        the #GP the CPU gives outside ring 0 or for an MSR it lacks. SYSENTER's MSRs are
+        copied into unicorn too, whose SYSENTER reads them there."""
+        machine = self.machine
+        state = machine.state()
+        insn = decode(machine.code(state.eip, MAX_INSN_SIZE), state.eip)
+        assert insn is not None, "the machine stops only before a decoded RDMSR/WRMSR"
+        if insn.mnemonic == "rdtscp":
+            self.deliver(VEC_UD, "exception", 0)  # the model has no RDTSCP (cpumodel.py)
+            return
+        write = insn.mnemonic == "wrmsr"
+        try:
+            if machine.cpl:
+                raise MsrFault("RDMSR/WRMSR outside ring 0")
+            execute(state, write, self.msr, self.instruction_clock(), self.local_apic())
+        except MsrFault:
+            self.deliver(VEC_GP, "exception", 0)
+            return
+        if write and state.ecx in _SYSENTER:
+            machine.uc.msr_write(state.ecx, self.msr[state.ecx])  # type: ignore[attr-defined]
+        machine.set_registers(eax=state.eax, edx=state.edx, eip=insn.next_address)
+        self.vm.retire_emulated()
 
     def deliver(
         self, vector: int, source: Source, error_code: int = 0, irq: int | None = None
@@ -185,7 +231,8 @@ class BareMetal(Executor):
         )
 
 
-_MODELLED_MSRS = tuple(i for i in KNOWN_MSRS if i != 0x10)  # the TSC is the host's clock
+_MSR_INSTRUCTIONS = frozenset(("rdmsr", "wrmsr", "rdtscp"))  # and one unicorn always runs
+_SYSENTER = (Msr.SYSENTER_CS, Msr.SYSENTER_ESP, Msr.SYSENTER_EIP)
 
 
 def _scratch_page(gdtr: tuple[int, int]) -> int:

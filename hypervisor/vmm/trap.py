@@ -15,17 +15,27 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
+from unicorn.x86_const import UC_X86_REG_CR4 as _CR4
 from unicorn.x86_const import UC_X86_REG_IDTR as _IDTR
 from unicorn.x86_const import UC_X86_REG_TR as _TR
 
 from hypervisor.events import InterruptDelivered, Trap
 from hypervisor.isa import Category, Instruction, decode
-from hypervisor.machine.cpu import CR0_ET, CR0_PE, CR0_PG, EFLAGS_IF, EFLAGS_IOPL, CpuState
+from hypervisor.machine.cpu import (
+    CR0_ET,
+    CR0_PE,
+    CR0_PG,
+    CR4_TSD,
+    EFLAGS_IF,
+    EFLAGS_IOPL,
+    CpuState,
+)
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import (
     VEC_GP,
     VEC_NP,
     VEC_PF,
+    VEC_UD,
     Source,
     Tables,
     TripleFault,
@@ -38,6 +48,7 @@ from hypervisor.vmm.contract import LOADER_GDT, LOADER_GDT_LIMIT, ExitInfo, Exit
 from hypervisor.vmm.emulate import (
     Emulation,
     Emulator,
+    GuestMmu,
     Reflect,
     Unsupported,
     trapped_emulator,
@@ -46,6 +57,7 @@ from hypervisor.vmm.executors import Executor, trap_name
 from hypervisor.vmm.guestcpu import FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.isolation import descriptors_outside_ram
 from hypervisor.vmm.mmu.faults import page_fault
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 from hypervisor.vmm.mmu.shadow import POOL_PAGES, ShadowMmu
 from hypervisor.vmm.shadow import (
     MONITOR_CODE0,
@@ -89,11 +101,14 @@ class TrapAndEmulate(Executor):
         "_tables_checked",
         "_descriptor_tricks",
     )
-    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("shadow_gdt",)
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("shadow_gdt", "_tsd_mirrored")
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
+        self._tsd_mirrored = False  # the real CR4.TSD is set (the guest's, _mirror_tsd)
+        # unicorn runs RDTSCP whatever the CPU model: stop before it (a DOOR exit) for #UD
+        m.stop_before(frozenset(("rdtscp",)))
         self.mmu: ShadowMmu | None = None
         if self.shadow_paging:
             pool = m.map_monitor(SHADOW_POOL_OFFSET, POOL_PAGES * PAGE)
@@ -213,6 +228,12 @@ class TrapAndEmulate(Executor):
         )
         self.vcpu.load_eflags(state.eflags)
         self.waiting_for_interrupt = cpu.halted
+        mmu = self.paging_mmu()
+        try:
+            if mmu is not None:  # the guest's tables are in RAM already: paging as it was
+                mmu.flush(self.machine, bool(cpu.cr0 & CR0_PG), cpu.cr3)
+        except Unsupported as refused:
+            raise ResumeRefused(f"the guest's paging cannot be resumed: {refused}") from None
         try:
             self.enter(state)
         except EntryError as err:
@@ -231,6 +252,18 @@ class TrapAndEmulate(Executor):
         self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
         if self.mmu is not None and self.mmu.active:
             self.machine.load_paging(self.mmu.real_registers(MONITOR_CR0))
+        if self.vcpu.cr4 & CR4_TSD or self._tsd_mirrored:
+            self._mirror_tsd()
+
+    def _mirror_tsd(self) -> None:
+        """The guest's CR4.TSD on the real CPU too, so that RDTSC outside the guest's ring 0
+        faults (unicorn raises it, cpumodel.py); the kernel's own, at ring 1, is emulated."""
+        uc = self.machine.uc
+        real = uc.reg_read(_CR4)
+        wanted = real & ~CR4_TSD | self.vcpu.cr4 & CR4_TSD
+        if wanted != real:
+            uc.reg_write(_CR4, wanted)
+        self._tsd_mirrored = bool(wanted & CR4_TSD)
 
     @property
     def guest_memory(self) -> LinearMemory:
@@ -239,10 +272,22 @@ class TrapAndEmulate(Executor):
         registers = self.guest_paging()
         return LinearMemory(self.machine.read, self.machine.write, lambda: registers)
 
+    def paging(self) -> PagingIntrospection:
+        """The guest's tables beside the shadow the CPU runs on."""
+        loads = self.vm.stats.traps["mov cr3"]
+        registers = self.guest_paging()
+        return PagingIntrospection(
+            self.machine, registers, self.mmu, cr3_loads=loads, monitored=True
+        )
+
     def guest_paging(self) -> PagingRegisters:
         vcpu = self.vcpu
         cr0 = vcpu.cr0 if self.mmu is not None else vcpu.cr0 & ~CR0_PG
         return PagingRegisters(cr0, vcpu.cr3, vcpu.cr4)
+
+    def paging_mmu(self) -> GuestMmu | None:
+        """What virtualizes the guest's paging (None: turning it on is unsupported)."""
+        return self.mmu
 
     def _sync_shadow(self, force: bool = False) -> None:
         base, limit = self.vcpu.gdtr
@@ -257,7 +302,8 @@ class TrapAndEmulate(Executor):
     def _report_descriptor_tricks(self) -> None:
         """Each table or segment the guest newly points outside its RAM, once."""
         self._tables_checked = (self.vcpu.gdtr, self.vcpu.idtr)
-        paging = self.mmu is not None and self.mmu.active
+        mmu = self.paging_mmu()
+        paging = mmu is not None and mmu.active
         found = descriptors_outside_ram(
             self.shadow.guest_bytes, self.vcpu, self.machine.ram_size, paging
         )
@@ -265,6 +311,9 @@ class TrapAndEmulate(Executor):
             if (address, detail) not in self._descriptor_tricks:
                 self._descriptor_tricks.add((address, detail))
                 self.isolation_event("descriptor", address, detail)
+
+    def model_specific_registers(self) -> dict[int, int]:
+        return self.vcpu.msr
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
@@ -281,10 +330,21 @@ class TrapAndEmulate(Executor):
                 page_fault(self, self.mmu)
             else:
                 self.deliver(vector, "exception", 0)
+        elif kind is ExitKind.DOOR:  # before an RDTSCP (start): the model has none
+            self.deliver(VEC_UD, "exception", 0)
         elif kind is ExitKind.HALT:  # HLT cannot complete at CPL 1/3: a unicorn surprise
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail="HLT completed outside ring 0"))
         else:
             self.machine_failure(exit_)
+
+    def resume_faulted(self) -> None:
+        """After a fault the monitor handled for the guest (a hidden #PF): run the faulting
+        instruction again."""
+        self.enter(self.virtual_state())
+
+    def reflect_fault(self, vector: int, error_code: int) -> None:
+        """A fault the guest's own CPU would raise: through its virtual IDT."""
+        self.deliver(vector, "exception", error_code)
 
     def _reflect_software(self, vector: int) -> None:
         eip = self.machine.read_eip()
@@ -345,9 +405,9 @@ class TrapAndEmulate(Executor):
         state = self.virtual_state() if virtual is None else virtual
         emulation = Emulation(insn, state, self.vcpu, self.machine)
         emulation.state.eip = insn.next_address
-        if self.mmu is not None:
-            guest = self.guest_memory if memory is None else memory
-            emulation.mmu, emulation.guest = self.mmu, guest
+        emulation.mmu = self.paging_mmu()
+        if emulation.mmu is not None:
+            emulation.guest = self.guest_memory if memory is None else memory
         try:
             handler(emulation)
         except PageFault as fault:  # the guest's tables refused an access of the emulation

@@ -12,16 +12,6 @@ from dataclasses import dataclass, field
 
 from hypervisor.machine.cpu import CR0_ET, CR0_PE, EFLAGS_IF, EFLAGS_IOPL
 
-# MSRs a small kernel may use; anything else is refused with #GP, as a CPU without it would.
-KNOWN_MSRS = {
-    0x10: "IA32_TIME_STAMP_COUNTER",
-    0x1B: "IA32_APIC_BASE",
-    0x174: "IA32_SYSENTER_CS",
-    0x175: "IA32_SYSENTER_ESP",
-    0x176: "IA32_SYSENTER_EIP",
-    0x277: "IA32_PAT",
-}
-
 
 @dataclass(slots=True)
 class VirtualCpu:
@@ -38,7 +28,7 @@ class VirtualCpu:
     tr: int = 0
     tss: tuple[int, int] | None = None  # (base, limit) of the guest TSS loaded by LTR
     dr: list[int] = field(default_factory=lambda: [0] * 8)
-    msr: dict[int, int] = field(default_factory=dict)
+    msr: dict[int, int] = field(default_factory=dict)  # written MSRs (machine/msr.py)
     interrupt_shadow: bool = False  # one instruction after STI/MOV SS: no interrupt yet
 
     def virtual_eflags(self, real: int) -> int:

@@ -26,6 +26,9 @@ from hypervisor.devices import (
 from hypervisor.devices.cmos import CmosRtc
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.devices.fw_cfg import FwCfg
+from hypervisor.devices.intc import Interrupts
+from hypervisor.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
+from hypervisor.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalApic
 from hypervisor.devices.pci import PciHost
 from hypervisor.devices.scancodes import scancodes
 from hypervisor.devices.speaker import SystemControlB
@@ -54,7 +57,14 @@ from hypervisor.vmm.contract import (
     Mode,
     VmState,
 )
-from hypervisor.vmm.costs import PENTIUM4, CostProfile, CycleCount, cycles
+from hypervisor.vmm.costs import (
+    MMU_ROWS,
+    PENTIUM4,
+    PV_MMU_ROWS,
+    CostProfile,
+    CycleCount,
+    cycles,
+)
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
 from hypervisor.vmm.modes import MODES
 
@@ -62,6 +72,7 @@ KEYBOARD_IRQ, SERIAL_IRQ = 1, 4
 OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhead timeline
 SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
 # (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
+SPIN_PROBE = 100_000  # with input waiting, look this often whether the guest idles in a spin
 
 
 @dataclass
@@ -123,6 +134,9 @@ class Vm:
         "uart",
         "pic",
         "pit",
+        "lapic",
+        "ioapic",
+        "irqs",  # the wiring of the three interrupt controllers
         "debug_exit",
         "isa_debug_exit",
         "platform",
@@ -165,7 +179,18 @@ class Vm:
             on_wait=lambda: self._guest_waits(InputDevice.SERIAL),
         )
         self.pic = Pic8259Pair()
-        self.pit = Pit8254(on_irq0=lambda: self.pic.raise_irq(0))
+        self.pit = Pit8254(on_irq0=lambda: self.irqs.raise_isa(0))
+        self.lapic = LocalApic(on_eoi=lambda vector: self.ioapic.eoi(vector))
+        self.ioapic = IoApic(self.lapic)
+        self.irqs = Interrupts(self.pic, self.pit, self.lapic, self.ioapic)
+        apics: tuple[tuple[int, int, LocalApic | IoApic], ...] = (
+            (LAPIC_BASE, LAPIC_SIZE, self.lapic),
+            (IOAPIC_BASE, IOAPIC_SIZE, self.ioapic),
+        )
+        for base, size, apic in apics:
+            self.machine.map_device(
+                base, size, partial(self._mmio_read, apic), partial(self._mmio_write, apic)
+            )
         self.debug_exit = DebugExit(on_exit=partial(self._debug_exit, port=DEBUG_EXIT_PORT))
         # QEMU's isa-debug-exit, which kernels built for `qemu -kernel` end their runs with.
         self.isa_debug_exit = DebugExit(
@@ -276,9 +301,24 @@ class Vm:
     def _device_irq(self, irq: int) -> None:
         """A device's interrupt line rose. From a port access in a running slice, the slice
         stops after that instruction, so the CPU sees the interrupt where hardware would."""
-        self.pic.raise_irq(irq)
+        self.irqs.raise_isa(irq)
         if self._in_slice:
             self.machine.request_stop()
+
+    def _mmio_read(self, device: LocalApic | IoApic, offset: int, size: int) -> int:
+        """A guest read of an APIC's page: at the time of the instruction reading it."""
+        if self._in_slice:
+            self.executor.device_clock_now()
+        return device.read(offset, size)
+
+    def _mmio_write(self, device: LocalApic | IoApic, offset: int, size: int, value: int) -> None:
+        """A guest write to an APIC's page: it may request an interrupt, end one, or move
+        the timer's deadline, so the CPU looks at interrupts right after it."""
+        write = partial(device.write, offset, size, value)
+        if self._in_slice:
+            self.executor.device_store(write)
+        else:
+            write()
 
     def _reset(self) -> None:
         detail = "the guest reset the machine through the keyboard controller (port 0x64)"
@@ -318,9 +358,9 @@ class Vm:
         return True
 
     def timer_due(self) -> int | None:
-        """Ticks until the PIT wakes a sleeping guest; None if it cannot (not armed, or IRQ 0
-        masked: its ticks would wake no one)."""
-        return None if self.pic.imr & 1 else self.pit.ticks_until_irq()
+        """Ticks until a timer (the PIT, the local APIC's) wakes a sleeping guest; None if
+        none can (not armed, or masked: its ticks would wake no one)."""
+        return self.irqs.wake_due()
 
     def _deliver_next(self) -> None:
         item = self.inputs.timed[self.inputs_done]
@@ -385,7 +425,7 @@ class Vm:
     def tick(self, instructions: int) -> None:
         """The machine's clock: the PIT's input ticks once per retired guest instruction."""
         self.ticks += instructions
-        self.pit.advance(instructions)
+        self.irqs.advance(instructions)
 
     def begin_slice(self) -> None:
         self._slice_done, self._in_slice = 0, True
@@ -397,7 +437,7 @@ class Vm:
     def retire_emulated(self) -> None:
         """An instruction the monitor emulated retires too, and the clock ticks for it."""
         self.stats.total += 1
-        self.pit.advance(1)
+        self.irqs.advance(1)
 
     # ------------------------------------------------------------------ running
     def run(self, max_insns: int, trace: bool = False, *, quantum: bool = False) -> ExitInfo:
@@ -432,7 +472,7 @@ class Vm:
                     else:
                         self.finish(done)
                     break
-                due = self.pit.ticks_until_irq()
+                due = self.irqs.next_timer()
                 count = min(remaining if due is None else max(1, min(remaining, due)), SLICE)
                 # A time slice may end a little late, but never past an input's step: the
                 # slice approaches it exactly (as translated code approaches a run's end).
@@ -441,7 +481,12 @@ class Vm:
                 if typed is not None:
                     count = max(1, min(count, typed - self.step))
                     self.run_end = min(typed, self.run_end or typed)
+                waiting = self.inputs.has_waiting(self)
+                if waiting:
+                    count = min(count, SPIN_PROBE)
                 self.executor.run_slice(count)
+                if waiting and self.exit is None and self.executor.idle_spinning():
+                    self.inputs.take_waiting(self, self.step)  # delivered at this step
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):
                     self._sample_overhead()
         finally:
@@ -464,13 +509,17 @@ class Vm:
     def cycles(self) -> CycleCount:
         """The run so far, priced by the cost model."""
         stats = self.stats
+        mmu = {name: n for name, n in stats.traps.items() if name in MMU_ROWS}
+        pv_mmu = {name: n for name, n in stats.hypercalls.items() if name in PV_MMU_ROWS}
         return cycles(
             self.cost_profile,
             guest_instructions=stats.total,
             cpu_instructions=self.ticks,
-            traps=sum(stats.traps.values()),
+            traps=sum(stats.traps.values()) - sum(mmu.values()),
+            mmu=mmu,
             callouts=sum(stats.callouts.values()),
-            hypercalls=sum(stats.hypercalls.values()),
+            hypercalls=sum(stats.hypercalls.values()) - sum(pv_mmu.values()),
+            pv_mmu=pv_mmu,
             translated=self.executor.translated_instructions(),
         )
 

@@ -23,6 +23,9 @@ KERNEL_BASE equ 0
 section .multiboot
 align 4
     dd MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
+%ifdef PARAVIRT
+    db "VMLAB-PV"                             ; right after the header: we make hypercalls
+%endif
 
 section .boot progbits alloc exec
 global _start
@@ -31,6 +34,33 @@ _start:
     cli
     mov esp, boot_stack_top - KERNEL_BASE     ; a physical address: paging may be off
 %ifdef HIGHER_HALF
+%ifdef PARAVIRT
+    ; Ported (pv direct paging): no 4 MiB page, which would map these tables writable, but
+    ; one page table for the first 4 MiB, in which the two table pages are read-only; the
+    ; new_baseptr hypercall validates and pins them, and turns paging on.
+    push eax                                  ; the multiboot magic and information
+    push ebx
+    mov edi, boot_table - KERNEL_BASE
+    mov eax, 0x3                              ; frame 0: present, writable
+.map:
+    mov [edi], eax
+    add eax, 0x1000
+    add edi, 4
+    cmp edi, boot_table - KERNEL_BASE + 4096
+    jb .map
+    mov ecx, boot_directory - KERNEL_BASE
+    mov edi, ecx
+    shr edi, 10                               ; the directory's entry in the table (frame * 4)
+    and dword [boot_table - KERNEL_BASE + edi], ~2      ; read-only,
+    and dword [boot_table - KERNEL_BASE + edi + 4], ~2  ; and the table's (the next page)
+    mov dword [ecx], boot_table - KERNEL_BASE + 3       ; 0 - 4 MiB
+    mov dword [ecx + 768 * 4], boot_table - KERNEL_BASE + 3 ; 0xC0000000 - 4 MiB: the same
+    mov ebx, ecx
+    mov eax, 18                               ; new_baseptr (docs/hypercalls.md)
+    int 0x82
+    pop ebx
+    pop eax
+%else
     mov ecx, boot_directory - KERNEL_BASE
     mov dword [ecx], 0x83                     ; 0 - 4 MiB: present, writable, 4 MiB page
     mov dword [ecx + 768 * 4], 0x83           ; 0xC0000000 - 4 MiB: the same frames
@@ -41,6 +71,7 @@ _start:
     mov ecx, cr0
     or ecx, 0x80000000                        ; CR0.PG
     mov cr0, ecx
+%endif
     lea ecx, [higher_half]
     jmp ecx                                   ; from here on we run at 0xC01xxxxx
 section .text
@@ -148,9 +179,21 @@ leave_user:
 
 section .bss
 align 4096
+%ifdef PARAVIRT
+global boot_tables, boot_tables_end
+boot_tables:                                  ; the page tables pinned at boot (none: low)
+%endif
 %ifdef HIGHER_HALF
 boot_directory:
     resb 4096
+%ifdef PARAVIRT
+global boot_table
+boot_table:
+    resb 4096
+%endif
+%endif
+%ifdef PARAVIRT
+boot_tables_end:
 %endif
 kernel_esp:
     resd 1

@@ -2,8 +2,12 @@
  * step, each step printed. Its serial output depends on nothing but the boot (no timing),
  * so the same kernel prints the same under QEMU and under vmlab in every mode.
  *
- * Command line words: `nopaging` skips paging (trap and bt stop at CR0.PG until the monitors
- * shadow page tables), `exit` ends the machine at the prompt instead of echoing keys.
+ * Command line words: `nopaging` skips paging (bt stops at CR0.PG until it shadows page
+ * tables), `exit` ends the machine at the prompt instead of echoing keys.
+ *
+ * Built with PARAVIRT (course.pv.elf, course_hh.pv.elf) it is ported to pv's direct paging:
+ * its page tables are the CPU's, read-only to it, changed through the hypercalls of the
+ * `pv_` layer below. It prints the same.
  */
 #include "kernel.h"
 
@@ -132,20 +136,60 @@ extern uint8_t user_start[], user_end[];
 #define USER_PAGE 4
 #define V2P(a) ((uint32_t)(a) - KERNEL_BASE)
 
-static void paging_start(void) {
-    /* The first 4 MiB twice: at 0 (identity) and at 0xC0000000 (the higher half). Only the
-       ring-3 task's pages are user-accessible. */
-    for (uint32_t page = 0; page < 1024; page++) {
-        uint32_t address = page << 12;
-        int user = address >= V2P(user_start) && address < V2P(user_end);
-        low_table[page] = address | PRESENT | WRITABLE | (user ? USER_PAGE : 0);
+/* The pv_ layer: what the port changes. On bare metal the kernel writes its page-table
+   entries and CR3 itself; ported, it asks the monitor, which validates each entry. */
+#ifdef PARAVIRT
+extern uint8_t boot_tables[], boot_tables_end[]; /* boot.asm's (higher half), pinned at boot */
+extern uint32_t boot_table[1024];
+
+static int is_page_table(uint32_t frame) { /* mapped read-only: the monitor demands it */
+    return frame == V2P(directory) || frame == V2P(low_table) || frame == V2P(demand_table)
+        || (frame >= V2P(boot_tables) && frame < V2P(boot_tables_end));
+}
+
+static void pv_set_entry(uint32_t *entry, uint32_t value) {
+    uint32_t request[2] = {V2P(entry), value}; /* (entry's physical address, new value) */
+    if (hypercall(HC_MMU_UPDATE, (uint32_t)request, 1) != 1) {
+        kprintf("mmu_update of %x refused\n", V2P(entry));
+        exit_machine(1);
     }
-    directory[0] = V2P(low_table) | PRESENT | WRITABLE | USER_PAGE;
-    directory[768] = V2P(low_table) | PRESENT | WRITABLE | USER_PAGE; /* the PTEs decide */
-    __asm__ volatile("mov %0, %%cr3" : : "r"(V2P(directory)));
+}
+
+static void pv_paging_on(uint32_t directory_frame) {
+    if (KERNEL_BASE) { /* on boot.asm's table: it must stop mapping the new tables writable */
+        uint32_t tables[3] = {V2P(directory), V2P(low_table), V2P(demand_table)};
+        for (int i = 0; i < 3; i++) pv_set_entry(&boot_table[tables[i] >> 12], tables[i] | PRESENT);
+    }
+    if (hypercall(HC_NEW_BASEPTR, directory_frame, 0) != 0) {
+        puts("new_baseptr refused\n");
+        exit_machine(1);
+    }
+}
+#else
+static int is_page_table(uint32_t frame) { (void)frame; return 0; }
+
+static void pv_set_entry(uint32_t *entry, uint32_t value) { *entry = value; }
+
+static void pv_paging_on(uint32_t directory_frame) {
+    __asm__ volatile("mov %0, %%cr3" : : "r"(directory_frame));
     uint32_t cr0;
     __asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
     __asm__ volatile("mov %0, %%cr0" : : "r"(cr0 | 0x80000000u));
+}
+#endif
+
+static void paging_start(void) {
+    /* The first 4 MiB twice: at 0 (identity) and at 0xC0000000 (the higher half). Only the
+       ring-3 task's pages are user-accessible; ported, the page tables are read-only. */
+    for (uint32_t page = 0; page < 1024; page++) {
+        uint32_t address = page << 12;
+        int user = address >= V2P(user_start) && address < V2P(user_end);
+        uint32_t writable = is_page_table(address) ? 0 : WRITABLE;
+        low_table[page] = address | PRESENT | writable | (user ? USER_PAGE : 0);
+    }
+    directory[0] = V2P(low_table) | PRESENT | WRITABLE | USER_PAGE;
+    directory[768] = V2P(low_table) | PRESENT | WRITABLE | USER_PAGE; /* the PTEs decide */
+    pv_paging_on(V2P(directory));
     static const char probe[] = "the same bytes";
     /* an address, not a pointer into `probe`: the other mapping of the same frame */
     uintptr_t other = (uintptr_t)probe + (KERNEL_BASE ? -0xC0000000u : 0xC0000000u);
@@ -161,8 +205,8 @@ static void page_fault(struct frame *f) {
         puts("not ours, stopping\n");
         exit_machine(1);
     }
-    demand_table[(cr2 >> 12) & 1023] = V2P(demand_frame) | PRESENT | WRITABLE;
-    directory[0x280] = V2P(demand_table) | PRESENT | WRITABLE;
+    pv_set_entry(&demand_table[(cr2 >> 12) & 1023], V2P(demand_frame) | PRESENT | WRITABLE);
+    pv_set_entry(&directory[0x280], V2P(demand_table) | PRESENT | WRITABLE);
     puts("mapped a page there\n");
 }
 

@@ -29,6 +29,19 @@ static inline uint8_t inb(uint16_t port) {
     return value;
 }
 
+#ifdef PARAVIRT
+/* The pv monitor's hypercalls (docs/hypercalls.md): int 0x82, EAX = number, EBX and ECX the
+   arguments, the result in EAX. The port uses three, for paging; every other privileged
+   instruction still traps and the monitor emulates it. */
+#define HC_MMU_UPDATE 17
+#define HC_NEW_BASEPTR 18
+static inline int32_t hypercall(uint32_t number, uint32_t a, uint32_t b) {
+    int32_t result;
+    __asm__ volatile("int $0x82" : "=a"(result) : "a"(number), "b"(a), "c"(b) : "memory");
+    return result;
+}
+#endif
+
 /* console.c: every byte goes to COM1 and to the VGA text screen */
 void console_init(void);
 void putc(char c);

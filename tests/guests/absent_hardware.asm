@@ -1,12 +1,12 @@
 ; absent_hardware.asm - a kernel that probes hardware vmlab's PC does not have: the POST
-; diagnostic port 0x80, the second serial port's line status, and the local APIC's ID
-; register at 0xFEE00020. Every probe reads open bus (all ones); the run summary lists them.
+; diagnostic port 0x80, the second serial port's line status, and the HPET's capabilities
+; register at 0xFED00000. Every probe reads open bus (all ones); the run summary lists them.
 bits 32
 org 0x100000
     in al, 0x80                                 ; POST code port: nothing here
     mov dx, 0x2FD
     in al, dx                                   ; COM2 line status: no COM2
-    mov eax, [0xFEE00020]                       ; local APIC ID: no APIC (yet)
+    mov eax, [0xFED00000]                       ; HPET capabilities: no HPET
     cmp eax, 0xFFFFFFFF                         ; open bus reads all ones
     setne al
     mov dx, 0x501

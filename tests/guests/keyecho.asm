@@ -148,28 +148,7 @@ pic_remap:                      ; IRQ 0-7 at vectors 0x20-0x27, only IRQ 1 unmas
     out 0xA1, al
     ret
 
-putc:                           ; AL to COM1
-    push edx
-    push eax
-    mov dx, COM1 + 5
-.wait:
-    in al, dx
-    test al, 0x20
-    jz .wait
-    pop eax
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
-
-puts:                           ; the zero-terminated string at ESI
-    lodsb
-    test al, al
-    jz .done
-    call putc
-    jmp puts
-.done:
-    ret
+%include "com1.inc"
 
 ; Set 1 make codes to characters (0: a key this kernel ignores).
 keymap:

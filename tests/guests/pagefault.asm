@@ -39,10 +39,7 @@ CR4_PSE     equ 0x10
 %endmacro
 
 start:
-    call gdt_install
-    mov eax, kernel_stack_top
-    call tss_install
-    call idt_install_exceptions
+    kernel_tables kernel_stack_top
     set_gate 14, page_fault, INTERRUPT_GATE
     set_gate SYSCALL_VECTOR, user_done, INTERRUPT_GATE | GATE_DPL3
     call idt_load
@@ -55,14 +52,7 @@ start:
     mov dword [PD], PT | 0x7
     mov dword [PD + 4], 0x00000087   ; a 4 MiB page (PS) at physical 0: user, writable
 
-    mov eax, PD
-    mov cr3, eax
-    mov eax, cr4
-    or eax, CR4_PSE
-    mov cr4, eax
-    mov eax, cr0
-    or eax, CR0_PG | CR0_WP
-    mov cr0, eax
+    paging_on PD, CR0_PG | CR0_WP, CR4_PSE
     println "paging on"
 
     ; Ring 0.
@@ -120,13 +110,7 @@ page_fault:
     push ds
     mov ax, KERNEL_DS
     mov ds, ax
-    print "#PF cr2="
-    mov eax, cr2
-    call print_hex32
-    print " code="
-    mov eax, [esp + 8]
-    call print_hex32
-    call newline
+    print_page_fault [esp + 8]
     mov eax, [resume]
     mov [esp + 12], eax             ; the saved EIP: go on after the probe
     pop ds

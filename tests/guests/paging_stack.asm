@@ -31,11 +31,7 @@ start:
     jb .gates
     lidt [idtr]
 
-    mov eax, PD
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
+    paging_on PD, 0x80000000
     mov esp, STACK_PAGE + 0xFF0     ; inside the page that is not mapped
     int3                            ; the CPU: triple fault here
     mov al, 2

@@ -3,22 +3,9 @@
 ; system control port B (0x61), the BIOS data area, and the CPU (CPUID, RDTSC, the features CPUID promises). One line per check on COM1, "pass" or "FAIL"; the exit
 ; status (port 0xF4, QEMU's isa-debug-exit) is the number of failures. Every check holds on
 ; QEMU's PC too (run with -rtc base=2026-01-01), so both print the same.
-bits 32
-org 0x100000
-load_start:
-    jmp short entry                             ; vmlab enters at the load address
-align 4
-header:
-    dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    dd header, load_start, load_end, bss_end, entry
+%include "multiboot.inc"
 
-%macro CHECK 1                                  ; ZF set: pass; the name is a string
-    [section .data]
-%%name: db %1, 0
-    __?SECT?__
-    mov esi, %%name
-    call report
-%endmacro
+%include "report.inc"
 
 %macro CMOS_READ 1                              ; AL = CMOS register %1
     mov al, %1
@@ -284,38 +271,8 @@ is_bcd_below_60:                                ; ZF set if AL is a BCD number 0
     or esp, esp                                 ; ZF clear (ESP is never 0)
     ret
 
-report:                                         ; print "name: pass" (ZF set) or "name: FAIL"
-    pushfd
-    call puts
-    popfd
-    mov esi, pass
-    jz .print
-    inc byte [failures]
-    mov esi, fail
-.print:
-    jmp puts
-
-puts:                                           ; print the NUL-terminated string at ESI
-    lodsb
-    test al, al
-    jz .end
-    mov dx, 0x3fd
-    mov ah, al
-.wait:
-    in al, dx
-    test al, 0x20                               ; transmit holding register empty
-    jz .wait
-    mov al, ah
-    mov dx, 0x3f8
-    out dx, al
-    jmp puts
-.end:
-    ret
 
 section .data
-pass:     db ": pass", 10, 0
-fail:     db ": FAIL", 10, 0
-failures: db 0
 load_end:
 
 section .bss

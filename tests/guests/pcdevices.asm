@@ -317,31 +317,7 @@ hexdigit:                       ; the low nibble of AL as a hex digit
     cmp al, '9'
     jbe putc
     add al, 'A' - '9' - 1
-putc:                           ; AL to COM1, once the transmitter is ready
-    push edx
-    push eax
-    mov dx, COM1 + 5
-.wait:
-    in al, dx
-    test al, 0x20
-    jz .wait
-    pop eax
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
-
-puts:                           ; the zero-terminated string at ESI
-    push esi
-.next:
-    lodsb
-    test al, al
-    jz .done
-    call putc
-    jmp .next
-.done:
-    pop esi
-    ret
+%include "com1.inc"
 
 kbc_command:                    ; BL to the 8042's command register, once it takes input
     in al, KBC_STATUS

@@ -5,6 +5,7 @@ from tui.panes.code import CodePane
 from tui.panes.console import ConsolePane
 from tui.panes.events import EventsPane
 from tui.panes.overhead import OverheadPane
+from tui.panes.paging import PagingPane
 from tui.panes.registers import RegistersPane
 from tui.panes.screen import GuestInput, ScreenPane
 from tui.panes.translation import TranslationCachePane, TranslationPane
@@ -16,6 +17,7 @@ __all__ = [
     "EventsPane",
     "GuestInput",
     "OverheadPane",
+    "PagingPane",
     "Pane",
     "RegistersPane",
     "ScreenPane",

@@ -18,7 +18,7 @@ class OverheadPane(Pane):
 
     def part(self, snapshot: Snapshot) -> object:
         view = snapshot.vm
-        return view.counts, view.spark, view.spark_bucket
+        return view.counts, view.spark, view.spark_bucket, view.cycles
 
     def draw(self, snapshot: Snapshot, width: int, height: int) -> list[Content]:
         view = snapshot.vm
@@ -40,7 +40,11 @@ class OverheadPane(Pane):
         rows.append(Content.styled(_sparkline(view.spark, width), CLASS_STYLE[InsnClass.TRAPPED]))
         if total:
             span = min(total, len(view.spark) * view.spark_bucket)
-            rows.append(Content.styled(f"{traps:,} in the last {span:,} steps", MUTED))
+            said = f"{traps:,} in the last {span:,} steps"
+            cost = view.cycles
+            if cost is not None and cost.mmu:  # shadow paging: the MMU's part of the cost
+                said += f" · the MMU: {cost.mmu_share_pct:.0f}% of the overhead"
+            rows.append(Content.styled(said, MUTED))
         return lines(rows, width)
 
 

@@ -6,6 +6,13 @@ translated the monitor *chains* (links) the exit straight to the target fragment
 cache runs without leaving the CPU. When the cache is full it is *flushed* whole; when a
 guest page holding translated code is written, the fragments from that page are
 *invalidated* (unlinked, never entered again).
+
+Fragments are keyed as QEMU keys its translation blocks: by the guest-virtual EIP they start
+at *and* the guest-physical frame the code was read from (and whether guest paging was on).
+Two address spaces mapping different code at one virtual address thus never share a
+fragment, one address space's CR3 switch flushes nothing, and two mappings of the same code
+share its translation. Self-modifying-code tracking is by physical frame too (`by_page`): a
+store through any virtual alias of the code reaches it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ class ExitStub:
     chained_to: int | None = None  # fragment id once linked
 
 
+FragmentKey = tuple[int, int, bool]  # (guest EIP, frame of its page, guest paging on)
+
+
 @dataclass
 class Fragment:
     id: int
@@ -55,6 +65,8 @@ class Fragment:
     count_point: int | None  # TC address from which the block is spent from the budget
     callout: Instruction | None  # the instruction that ends the fragment by a callout
     source: bytes  # the guest bytes translated, to check self-modification
+    frames: tuple[int, ...] = ()  # the guest-physical frame of each page of `pages`
+    paged: bool = False  # translated with the guest's paging on (frames from its tables)
     exits: list[int] = field(default_factory=list)
     self_checked: bool = False  # adaptive: checks its guest bytes on entry instead
     stepping: bool = False  # one instruction, never chained: for stopping at an exact step
@@ -64,7 +76,21 @@ class Fragment:
 
     @property
     def pages(self) -> range:
+        """The guest-virtual pages its bytes come from (one, or two for a block whose last
+        instruction straddles a page boundary)."""
         return range(self.guest_start & ~(PAGE - 1), self.guest_end, PAGE)
+
+    @property
+    def key(self) -> FragmentKey:
+        return (self.guest_start, self.frames[0] if self.frames else 0, self.paged)
+
+    def overlaps(self, frame: int, start: int, end: int) -> bool:
+        """Do its guest bytes intersect guest-physical [start, end) inside `frame`?"""
+        for page, mapped in zip(self.pages, self.frames, strict=False):
+            low, high = page + (start - frame), page + (end - frame)
+            if mapped == frame and self.guest_start < high and low < self.guest_end:
+                return True
+        return False
 
     def guest_eip_at(self, index: int) -> int:
         if index < len(self.insns):
@@ -103,9 +129,9 @@ class TranslationCache:
         self.capacity = capacity
         self.cursor = base
         self.fragments: dict[int, Fragment] = {}
-        self.by_guest: dict[int, int] = {}  # guest start EIP -> valid fragment id
-        self.stepping: dict[int, int] = {}  # the same for stepping fragments
-        self.by_page: dict[int, set[int]] = {}  # guest page -> fragment ids
+        self.by_guest: dict[FragmentKey, int] = {}  # -> valid fragment id
+        self.stepping: dict[FragmentKey, int] = {}  # the same for stepping fragments
+        self.by_page: dict[int, set[int]] = {}  # guest-physical frame -> fragment ids
         self.exits: dict[int, ExitStub] = {}
         self.stats = CacheStats()
         self._next_fragment = 0
@@ -140,35 +166,57 @@ class TranslationCache:
 
     def add(self, fragment: Fragment) -> None:
         self.fragments[fragment.id] = fragment
-        self._index(fragment)[fragment.guest_start] = fragment.id
-        for page in fragment.pages:
-            self.by_page.setdefault(page, set()).add(fragment.id)
+        self._index(fragment)[fragment.key] = fragment.id
+        for frame in fragment.frames:
+            self.by_page.setdefault(frame, set()).add(fragment.id)
         self._starts.append((fragment.tc_start, fragment.id))
         self.stats.translated_insns += len(fragment.insns) + (1 if fragment.callout else 0)
 
-    def overlapping(self, page: int, start: int, end: int) -> list[Fragment]:
-        """Valid fragments of `page` whose guest bytes intersect [start, end)."""
+    def overlapping(self, frame: int, start: int, end: int) -> list[Fragment]:
+        """Valid fragments read from guest-physical `frame` whose bytes intersect [start,
+        end) (guest-physical)."""
         return [
             f
-            for fid in sorted(self.by_page.get(page, ()))
-            if (f := self.fragments[fid]).valid and f.guest_start < end and start < f.guest_end
+            for fid in sorted(self.by_page.get(frame, ()))
+            if (f := self.fragments[fid]).valid and f.overlaps(frame, start, end)
         ]
 
     def invalidate(self, fragment: Fragment) -> None:
         fragment.valid = False
         index = self._index(fragment)
-        if index.get(fragment.guest_start) == fragment.id:
-            del index[fragment.guest_start]
-        for page in fragment.pages:
-            self.by_page.get(page, set()).discard(fragment.id)
+        if index.get(fragment.key) == fragment.id:
+            del index[fragment.key]
+        for frame in fragment.frames:
+            self.by_page.get(frame, set()).discard(fragment.id)
         self.stats.invalidations += 1
 
-    def _index(self, fragment: Fragment) -> dict[int, int]:
+    def _index(self, fragment: Fragment) -> dict[FragmentKey, int]:
         return self.stepping if fragment.stepping else self.by_guest
 
-    def lookup(self, guest_eip: int, stepping: bool = False) -> Fragment | None:
-        fid = (self.stepping if stepping else self.by_guest).get(guest_eip)
+    def lookup(self, key: FragmentKey, stepping: bool = False) -> Fragment | None:
+        fid = (self.stepping if stepping else self.by_guest).get(key)
         return self.fragments[fid] if fid is not None else None
+
+    def starting_at(self, guest_eip: int) -> Fragment | None:
+        """Some valid fragment that starts at `guest_eip`, in any address space (for the
+        UI, which shows what runs next)."""
+        keys = [k for k in self.by_guest if k[0] == guest_eip]
+        return self.fragments[self.by_guest[keys[-1]]] if keys else None
+
+    def chain_target(self, source: FragmentKey, guest_eip: int) -> Fragment | None:
+        """The fragment a direct branch of the fragment keyed `source` may jump to without
+        coming back to the monitor. With the guest's paging on, only one read from the same
+        frame through the same page, as QEMU allows only jumps within a page: the monitor
+        checked that mapping when it entered the source, and any change of it comes back
+        to the monitor (INVLPG, a CR3 load: callouts). Without paging, any fragment
+        (linear = physical)."""
+        start, frame, paged = source
+        if not paged:
+            return self.lookup((guest_eip, guest_eip & ~(PAGE - 1), False))
+        if (guest_eip ^ start) & ~(PAGE - 1):
+            return None
+        target = self.lookup((guest_eip, frame, True))
+        return target if target is not None and len(target.pages) == 1 else None
 
     def fragment_at(self, tc_address: int) -> Fragment | None:
         """The fragment whose code contains `tc_address` (stubs included)."""

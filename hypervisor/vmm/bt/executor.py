@@ -31,10 +31,13 @@ from hypervisor.events import (
 from hypervisor.isa import Instruction, decode
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
+from hypervisor.machine.interrupts import VEC_PF
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
+from hypervisor.machine.paging import PageFault
 from hypervisor.vmm.bt.area import MONITOR_FIELDS, TC_FIELDS, VcpuArea
 from hypervisor.vmm.bt.cache import Fragment, StubKind, TranslationCache
 from hypervisor.vmm.bt.clock import TcClock
+from hypervisor.vmm.bt.fetch import KernelFetch, sequence_faulted
 from hypervisor.vmm.bt.introspect import CacheIntrospection
 from hypervisor.vmm.bt.selfmod import ALIAS_SLOTS, SelfModifyingCode
 from hypervisor.vmm.bt.translator import LOOKUP_EXIT, WINDOW_EXIT, Translator
@@ -42,6 +45,8 @@ from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
 from hypervisor.vmm.emulate import EMULATORS
 from hypervisor.vmm.executors import Traced, trap_name
 from hypervisor.vmm.guestcpu import GuestCpu, ResumeRefused
+from hypervisor.vmm.mmu.faults import page_fault
+from hypervisor.vmm.mmu.shadow import WINDOW_PDE
 from hypervisor.vmm.trap import TrapAndEmulate
 
 VCPU_AREA_OFFSET = 0x12000
@@ -54,7 +59,7 @@ TC_SLICE = 1_000_000  # the most a slice of translated code may run before it co
 
 class BinaryTranslation(TrapAndEmulate):
     mode = Mode.BT
-    shadow_paging = False  # not yet: a kernel that turns paging on stops unsupported
+    shadow_paging = True  # on the trap monitor's shadow page tables (docs/paging.md)
     CHECKPOINTED = (
         "cache",
         "translator",
@@ -65,6 +70,7 @@ class BinaryTranslation(TrapAndEmulate):
         "_selectors",
         "_monitor_fields",
         "_traced_stop",
+        "fetch",
     )
     NOT_CHECKPOINTED = ("area", "door")
     counts_each_instruction = False  # translated code keeps its own clock, block by block
@@ -76,10 +82,10 @@ class BinaryTranslation(TrapAndEmulate):
         self.door = m.map_monitor(DOOR_OFFSET, PAGE, executable=True)
         m.write_monitor(self.door, b"\xf4")  # never executed: the door hook stops first
         m.add_door(self.door)
+        self.fetch = KernelFetch(self)
         tc_base = m.map_monitor(TC_OFFSET, TC_CAPACITY, executable=True)
         self.cache = TranslationCache(tc_base, TC_CAPACITY)
-        self.translator = Translator(self.cache, self.area, self.door, m.read, m.ram_size)
-        m.write_monitor(*self.translator.shared_code)
+        self.translator = self._new_translator()
         # unused slots are read-only; a slot in use maps one of the guest's own RAM pages
         aliases = m.map_monitor(ALIAS_OFFSET, ALIAS_SLOTS * PAGE, read_by_code=True)
         self.selfmod = SelfModifyingCode(self, aliases)
@@ -105,7 +111,7 @@ class BinaryTranslation(TrapAndEmulate):
         monitor = VcpuArea.pack(
             MONITOR_FIELDS,
             {
-                "pending": int(self.vm.pic.pending_vector() is not None),
+                "pending": int(self.vm.irqs.pending_vector() is not None),
                 "vcs": self._selectors[0],
                 "vss": self._selectors[1],
                 "vcr0": v.cr0,
@@ -158,10 +164,22 @@ class BinaryTranslation(TrapAndEmulate):
                 self.machine.write_monitor(address, values[name].to_bytes(4, "little"), code=False)
 
     # ------------------------------------------------------------------ entering
+    def _new_translator(self) -> Translator:
+        m = self.machine
+        translator = Translator(self.cache, self.area, self.door, self.fetch.read, m.ram_size)
+        m.write_monitor(*translator.shared_code)
+        return translator
+
     def enter(self, virtual: CpuState) -> None:
         if self.vcpu.cpl == 0:
             self._selectors = (virtual.cs & ~3, virtual.ss & ~3)
-            fragment = self.fragment_for(virtual.eip)
+            try:
+                fragment = self.fragment_for(virtual.eip)
+            except PageFault as fault:  # its tables do not map the code: a true #PF there,
+                super().enter(virtual)  # delivered before the next slice (not recursively:
+                self.parked = virtual.eip  # the handler's own fetch may fault too)
+                self.fetch.refused(fault)
+                return
             if fragment is None:
                 return
             virtual = virtual.copy()
@@ -171,23 +189,38 @@ class BinaryTranslation(TrapAndEmulate):
         super().enter(virtual)
 
     def fragment_for(self, guest_eip: int) -> Fragment | None:
-        """The fragment for `guest_eip`, translated now if needed (the TC miss path)."""
+        """The fragment for `guest_eip`, translated now if needed (the TC miss path).
+
+        With the guest's paging on, its tables are walked first, as the CPU's fetch would
+        (setting the accessed bit): the fragment is the one read from that frame, so a
+        remapped page or another address space gets its own. Raises PageFault where the
+        guest's tables refuse the fetch."""
         stepping = self.clock.stepping
-        fragment = self.cache.lookup(guest_eip, stepping)
+        paged = self.mmu is not None and self.mmu.active
+        frame = self.fetch.frame(guest_eip, paged)
+        fragment = self.cache.lookup((guest_eip, frame, paged), stepping)
+        if fragment is not None and not self._still_mapped(fragment, paged):
+            self.selfmod.drop(fragment, frame)  # its second page is mapped elsewhere now
+            fragment = None
         if fragment is not None:
             self.cache.stats.hits += 1
             fragment.hits += 1
             return fragment
         self.cache.stats.misses += 1
-        if not 0 <= guest_eip < self.machine.ram_size:
+        frames = (frame, *self.fetch.next_frame(guest_eip, paged))
+        if len(frames) == 1:
+            self.fetch.whole_instruction(guest_eip)
+        if not 0 <= frame < self.machine.ram_size or (paged and guest_eip >> 22 == WINDOW_PDE):
             self.fetch_outside_ram(guest_eip)
             return None
-        checked = self.selfmod.is_self_checked(guest_eip)
-        fragment = self.translator.translate(guest_eip, checked, stepping)
+        checked = self.selfmod.is_self_checked(frame)
+        fragment = self.translator.translate(guest_eip, checked, stepping, frames, paged)
         if fragment is None:  # full: flush everything and translate again
             self._flush()
-            fragment = self.translator.translate(guest_eip, checked, stepping)
+            fragment = self.translator.translate(guest_eip, checked, stepping, frames, paged)
             assert fragment is not None, "one block is larger than the whole cache"
+        if len(fragment.frames) > 1 and paged:  # its last instruction is fetched from there
+            self.guest_memory.translate((guest_eip | (PAGE - 1)) + 1)
         for address, code in self.translator.pending_code:
             self.machine.write_monitor(address, code)
         self.translator.pending_code.clear()
@@ -208,17 +241,47 @@ class BinaryTranslation(TrapAndEmulate):
         )
         return fragment
 
+    def _still_mapped(self, fragment: Fragment, paged: bool) -> bool:
+        """Is a fragment whose last instruction straddles into the next page still read
+        from the same frame there? (Its first page's frame is in its key.)"""
+        if len(fragment.frames) == 1:
+            return True
+        return fragment.frames[1:] == self.fetch.next_frame(fragment.guest_start, paged)
+
     def _flush(self) -> None:
         self.selfmod.untrack_all()
         self.cache.flush()
-        self.translator = Translator(
-            self.cache, self.area, self.door, self.machine.read, self.machine.ram_size
-        )
-        self.machine.write_monitor(*self.translator.shared_code)
+        self.translator = self._new_translator()
         self.vm.emit(TranslationCacheFlushed(self.vm.name, self.vm.step))
 
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
+
+    def device_clock_now(self) -> None:
+        """In the TC, the guest instructions it ran are the budget it spent so far, less
+        those of the running block after the one touching the device (each block pays for
+        all of its instructions on entry). (Port I/O in the TC is a callout, whose clock the
+        monitor keeps.)"""
+        if self.vcpu.cpl != 0:
+            super().device_clock_now()
+            return
+        self._count_io("mmio")
+        raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
+        if self.clock.plausible(raw):
+            self.clock.spend(raw)
+            self.clock.sync(ahead=0 if self.tracing else self._paid_ahead())
+
+    def _paid_ahead(self) -> int:
+        """Guest instructions of the running fragment from the one accessing memory on:
+        paid for, not yet run."""
+        fragment = self.cache.fragment_at(self.machine.uc.reg_read(_EIP))
+        if fragment is None or self.parked is not None:
+            return 0
+        noted = self.memory_access_eip()
+        for index, insn in enumerate(fragment.insns):
+            if insn.address == noted:
+                return len(fragment.insns) - index
+        return 0
 
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
@@ -280,10 +343,18 @@ class BinaryTranslation(TrapAndEmulate):
     def guest_interrupts_enabled(self) -> bool:
         return self.vcpu.interrupts_enabled
 
+    def instruction_clock(self) -> int:
+        """The PIT ticks for translated code only after an exit is handled, and a fragment
+        pays for its callout on entry: a callout that reads the clock (RDMSR of the TSC)
+        has the PIT ticked first and the callout itself taken off."""
+        self.clock.sync()
+        return super().instruction_clock() - 1
+
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
         kernel = self.vcpu.cpl == 0
         self._handle(exit_)
+        self.fetch.deliver_pending()  # as the CPU does: before the run may end here
         if kernel:
             self.clock.sync()
 
@@ -303,9 +374,10 @@ class BinaryTranslation(TrapAndEmulate):
         if kind is ExitKind.DOOR:
             self._door()
         elif kind is ExitKind.EXCEPTION:
-            if not self._park_at(eip):
-                return
-            self.deliver(exit_.vector or 0, "exception", 0)
+            if exit_.vector == VEC_PF and self.mmu is not None and self.mmu.active:
+                page_fault(self, self.mmu)  # translated code runs on the shadows too
+            elif self._park_at(eip):
+                self.deliver(exit_.vector or 0, "exception", 0)
         elif kind in (ExitKind.COUNT, ExitKind.STOP):
             if self._interrupt_due() or self.vm.exit is not None:
                 self.settle()
@@ -319,7 +391,8 @@ class BinaryTranslation(TrapAndEmulate):
         Translated code keeps its own clock: it spends `count` guest instructions from the
         vCPU area's budget and calls the monitor when they are gone — so the CPU runs it
         with no per-instruction counting at all."""
-        if self.vcpu.cpl != 0:
+        self.fetch.deliver_pending()
+        if self.vcpu.cpl != 0 or self.vm.exit is not None:
             return count
         if self.selfmod.self_checked_pages:
             review = self.selfmod.review()
@@ -337,6 +410,7 @@ class BinaryTranslation(TrapAndEmulate):
                         ExitInfo(ExitReason.CRASHED, detail=f"cannot enter the guest: {err}")
                     )
                     return 0
+                self.fetch.deliver_pending()
         self.clock.arm(count)
         return 0
 
@@ -352,19 +426,42 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
-        pending = self.vm.pic.pending_vector() is not None
+        pending = self.vm.irqs.pending_vector() is not None
         self.machine.write_monitor(
             self.area.pending, int(pending).to_bytes(4, "little"), code=False
         )
         self._monitor_fields = b""  # written past the copy: the next _write_area writes all
 
     def _interrupt_due(self) -> bool:
-        return self.vcpu.interrupts_enabled and self.vm.pic.pending_vector() is not None
+        return self.vcpu.interrupts_enabled and self.vm.irqs.pending_vector() is not None
 
-    def _park_at(self, tc_eip: int) -> bool:
-        """Take the guest out of the TC at a guest instruction boundary: fix the count."""
+    def resume_faulted(self) -> None:
+        """After a hidden page fault in translated code: the guest is parked at the guest
+        instruction that faulted (its fragment paid for its whole block on entry: the
+        count goes back to what ran) and goes on from there, through a fragment that
+        starts at it."""
+        in_tc = self.vcpu.cpl == 0 and self.parked is None
+        if in_tc and not self._park_at(self.machine.uc.reg_read(_EIP), faulted=True):
+            return
+        super().resume_faulted()  # (the real state: CS and SS at RPL 1 already)
+
+    def reflect_fault(self, vector: int, error_code: int) -> None:
+        """A true fault in translated code: the guest gets it at the guest instruction
+        whose translation faulted."""
+        in_tc = self.vcpu.cpl == 0 and self.parked is None
+        if in_tc and not self._park_at(self.machine.uc.reg_read(_EIP), faulted=True):
+            return
+        super().reflect_fault(vector, error_code)
+
+    def _park_at(self, tc_eip: int, faulted: bool = False) -> bool:
+        """Take the guest out of the TC at a guest instruction boundary: fix the count.
+        `faulted`: an access of an inline sequence faulted before it changed anything the
+        guest sees (its scratch registers are put back): the guest instruction it stands
+        for had not begun."""
         fragment = self.cache.fragment_at(tc_eip)
         index = fragment.boundaries.get(tc_eip) if fragment else None
+        if fragment is not None and index is None and faulted:
+            index = sequence_faulted(self, fragment, tc_eip)
         if fragment is None or index is None:
             self.vm.finish(
                 ExitInfo(
@@ -435,11 +532,19 @@ class BinaryTranslation(TrapAndEmulate):
     def _chain(self, stub_id: int) -> None:
         """First use of a branch exit: translate the target and link the jump to it."""
         stub = self.cache.exits[stub_id]
-        target = self.fragment_for(stub.guest_eip)
+        try:
+            target = self.fragment_for(stub.guest_eip)
+        except PageFault as fault:  # the guest is parked at the branch target
+            self.fetch.refused(fault)
+            return
         if target is None:
             return
         source = self.cache.fragments.get(stub.fragment)
-        linkable = source is not None and not source.stepping and not target.stepping
+        linkable = (
+            source is not None
+            and not source.stepping
+            and self.cache.chain_target(source.key, stub.guest_eip) is target
+        )
         if source is not None and linkable and source.valid and stub.patch_at is not None:
             rel = (target.tc_start - (stub.patch_at + 4)) & 0xFFFFFFFF
             self.machine.write_monitor(stub.patch_at, rel.to_bytes(4, "little"))
@@ -453,7 +558,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _callout(self, guest_eip: int) -> None:
         """Emulate the instruction that ended the fragment, then continue after it."""
-        insn = decode(self.machine.read(guest_eip, 15), guest_eip)
+        insn = decode(self.fetch.read(guest_eip, 15), guest_eip)
         if insn is None:
             self.deliver(6, "exception")
             return

@@ -69,7 +69,7 @@ class CacheIntrospection:
         (at `guest_eip`), with why it was chosen; at most `lines` TC instructions."""
         fragment, why = self._cache.fragment_at(real_eip), "the CPU is running it"
         if fragment is None:
-            fragment, why = self._cache.lookup(guest_eip), "it runs next"
+            fragment, why = self._cache.starting_at(guest_eip), "it runs next"
         return None if fragment is None else (self.view(fragment, lines), why)
 
     def view(self, fragment: Fragment, lines: int = TC_LINES) -> FragmentView:

@@ -4,6 +4,12 @@ bytes invalidates those fragments (unlinked: no chained jump enters them again);
 only writes data sharing such a page, and keeps doing so, is handled by adaptive
 retranslation — redirected through a writable alias of the page, or the page's fragments
 check their own bytes on entry for a while.
+
+Pages here are guest-physical frames (the frames fragments were read from): unicorn's write
+protection applies to physical memory, so a store through any virtual mapping of a code
+page faults, and its hook reports the physical address. The writable alias is used only
+without guest paging (it bypasses the guest's page tables); with paging on, a page that
+keeps taking data stores checks itself instead.
 """
 
 from __future__ import annotations
@@ -40,18 +46,18 @@ class SelfModifyingCode:
         self.store_retry: tuple[set[int], bool] | None = None  # (pages, leave fragment)
 
     def track(self, fragment: Fragment) -> None:
-        """A new fragment: write-protect its guest pages (unless they check themselves)."""
-        for page in fragment.pages:
-            if page not in self.self_checked_pages:
-                self.bt.machine.protect_code_page(page, True)
+        """A new fragment: write-protect its guest frames (unless they check themselves)."""
+        for frame in fragment.frames:
+            if frame not in self.self_checked_pages:
+                self.bt.machine.protect_code_page(frame, True)
 
     def untrack_all(self) -> None:
         """The cache is flushed: no page holds translated code any more."""
         for page in self.bt.cache.traced_pages:
             self.bt.machine.protect_code_page(page, False)
 
-    def is_self_checked(self, guest_eip: int) -> bool:
-        return guest_eip & ~(PAGE - 1) in self.self_checked_pages
+    def is_self_checked(self, frame: int) -> bool:
+        return frame in self.self_checked_pages
 
     def page_written(self, address: int, size: int) -> None:
         """A store hit a write-protected page holding translated code. If it changed
@@ -82,7 +88,8 @@ class SelfModifyingCode:
         if faults < ADAPT_AFTER:
             return
         target = absolute_store(store) if store is not None else None
-        if store is not None and target is not None and self._alias(store, page, here):
+        unpaged = here is not None and not here.paged
+        if store is not None and target is not None and unpaged and self._alias(store, page, here):
             bt = self.bt
             bt.cache.stats.adaptive += 1
             bt.vm.emit(

@@ -33,7 +33,7 @@ from hypervisor.isa import Category, FlowKind, Instruction, decode_block
 from hypervisor.machine.hostram import PAGE
 from hypervisor.vmm.bt import encode as x
 from hypervisor.vmm.bt.area import VcpuArea
-from hypervisor.vmm.bt.cache import ExitStub, Fragment, StubKind, TranslationCache
+from hypervisor.vmm.bt.cache import ExitStub, Fragment, FragmentKey, StubKind, TranslationCache
 
 MAX_BLOCK = 12
 WINDOW_EXIT = 0xFFFFFFFE  # exit id: IF was enabled while an interrupt waits
@@ -106,7 +106,9 @@ class Translator:
         read: Callable[[int, int], bytes],
         ram_size: int = 1 << 32,
     ) -> None:
-        """`ram_size`: accesses to fixed addresses below it never reach open bus."""
+        """`read`: guest code at guest-virtual addresses, through the guest's page tables
+        (fewer bytes where a page is not mapped). `ram_size`: accesses to fixed addresses
+        below it never reach open bus."""
         self.cache = cache
         self.ram_size = ram_size
         self.area = area
@@ -156,14 +158,24 @@ class Translator:
         return body, None
 
     def translate(
-        self, guest_eip: int, self_checked: bool = False, stepping: bool = False
+        self,
+        guest_eip: int,
+        self_checked: bool = False,
+        stepping: bool = False,
+        frames: tuple[int, ...] | None = None,
+        paged: bool = False,
     ) -> Fragment | None:
         """Translate the block at `guest_eip` into the cache; None if the cache is full.
         A *stepping* fragment holds one guest instruction, pays for it on entry and is never
-        chained: running them, the monitor stops at an exact guest instruction."""
+        chained: running them, the monitor stops at an exact guest instruction. `frames`:
+        the guest-physical frames of its page and of the next one if mapped (default: the
+        pages themselves, paging off); `paged`: the guest has paging on."""
+        page = guest_eip & ~(PAGE - 1)
+        frames = frames or (page, page + PAGE)
         body, callout = self.block(guest_eip, self_checked, 1 if stepping else MAX_BLOCK)
         fid = self.cache.new_fragment_id()
-        emitter = _FragmentEmitter(self, fid, self.cache.cursor, stepping)
+        key = (guest_eip, frames[0], paged)
+        emitter = _FragmentEmitter(self, fid, self.cache.cursor, stepping, key)
         checked = None
         if self_checked:
             last = (callout or body[-1]).next_address if (body or callout) else guest_eip + 1
@@ -190,6 +202,8 @@ class Translator:
             callout=callout,
             source=self.read(guest_eip, max(end - guest_eip, 0)),
             exits=[stub.id for stub in emitter.stubs],
+            frames=frames[: len(range(page, end, PAGE))],
+            paged=paged,
             self_checked=self_checked,
             stepping=stepping,
         )
@@ -212,6 +226,8 @@ def rule_for(insn: Instruction) -> Rule:
         return Rule.CALLOUT
     if insn.flow is not FlowKind.NONE:
         return Rule.FLOW
+    if insn.mnemonic in ("rdtsc", "rdtscp"):  # the TSC at this very instruction: the TC
+        return Rule.CALLOUT  # counts guest instructions per fragment, not one by one
     if insn.category is Category.INNOCUOUS:
         return Rule.IDENT
     if insn.mnemonic in _INLINE:  # 16-bit: emulated
@@ -291,8 +307,11 @@ class _LocalStub:
 class _FragmentEmitter:
     """Emits one fragment at a known TC address."""
 
-    def __init__(self, translator: Translator, fid: int, base: int, stepping: bool) -> None:
+    def __init__(
+        self, translator: Translator, fid: int, base: int, stepping: bool, key: FragmentKey
+    ) -> None:
         self.t = translator
+        self.key = key
         self.stepping = stepping
         self.area = translator.area
         self.fid = fid
@@ -406,7 +425,7 @@ class _FragmentEmitter:
     def _instruction(self, insn: Instruction) -> str:
         """Emit one guest instruction."""
         rule = rule_for(insn)
-        delta = self.t.aliased_stores.get(insn.address)
+        delta = None if self.key[2] else self.t.aliased_stores.get(insn.address)
         match rule:
             case Rule.IDENT if delta is not None:
                 self.emit(retarget_absolute(insn, delta))
@@ -528,14 +547,17 @@ class _FragmentEmitter:
             (a.gdtr_limit, a.gdtr_base) if insn.fact_key == "sgdt" else (a.idtr_limit, a.idtr_base)
         )
         op = insn.operands[0]
+        # LEA gives the offset only: the stores carry the operand's segment (a per-CPU GS)
+        seg = b"" if op.segment in (None, "ds") else bytes([x.SEGMENT_PREFIX[op.segment or ""]])
         self.emit(
             x.mov_abs_reg(a.save_a, "eax")
             + x.mov_abs_reg(a.save_b, "ebx")
-            + x.segment_prefix(op)
             + x.lea("eax", op)
             + x.mov_reg_abs("ebx", limit)
+            + seg
             + b"\x66\x89\x18"  # mov [eax], bx
             + x.mov_reg_abs("ebx", base)
+            + seg
             + b"\x89\x58\x02"  # mov [eax + 2], ebx
             + x.mov_reg_abs("ebx", a.save_b)
             + x.mov_reg_abs("eax", a.save_a)
@@ -611,7 +633,7 @@ class _FragmentEmitter:
             stub_address = self.here
             self.emit(self.t.door_jump(stub.id, stub_address))
             stub.stub_address = stub_address
-            target = None if self.stepping else cache.lookup(stub.guest_eip)
+            target = None if self.stepping else cache.chain_target(self.key, stub.guest_eip)
             dest = target.tc_start if target is not None else stub_address
             if target is not None:
                 stub.chained_to = target.id

@@ -36,7 +36,7 @@ def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
     guest = monitor.guest_paging()
     found = monitor.guest_memory.lookup(cr2)
     code = fault_code(found, access, guest) if found is not None else None
-    eip = monitor.virtual_state().eip
+    eip = monitor.guest_eip_running()
     vm = monitor.vm
     if found is not None and code is None and cr2 >> 22 != WINDOW_PDE:
         frame = found.physical(cr2) & ~0xFFF
@@ -49,7 +49,7 @@ def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
             monitor.isolation_event("monitor_mapping", frame, detail)
         vm.stats.traps["#PF hidden"] += 1
         vm.emit(PageFaultHandled(vm.name, vm.step, eip, cr2, 0, "hidden"))
-        monitor.enter(monitor.virtual_state())
+        monitor.resume_faulted()
         return
     if code is None:  # the monitor's window: not the guest's to map for its user code
         code = (PF_WRITE if access.write else 0) | (PF_USER if user else 0)
@@ -57,4 +57,4 @@ def page_fault(monitor: TrapAndEmulate, mmu: ShadowMmu) -> None:
     vm.stats.traps["#PF true"] += 1
     vm.emit(PageFaultHandled(vm.name, vm.step, eip, cr2, code, "true"))
     monitor.vcpu.cr2 = cr2
-    monitor.deliver(VEC_PF, "exception", code)
+    monitor.reflect_fault(VEC_PF, code)

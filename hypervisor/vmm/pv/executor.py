@@ -4,44 +4,107 @@ The kernel runs directly at real CPL 1, as under trap-and-emulate, but a paravir
 kernel (its image carries vmlab.inc's -DPARAVIRT signature) does not execute the privileged
 and sensitive instructions: it makes hypercalls (`int 0x82`, see hypercalls.py). Everything
 else is trap-and-emulate, so an unmodified kernel under pv behaves exactly as under trap —
-holes included: the port is what makes paravirtualization correct.
+holes included, and its paging on shadow page tables: the port is what makes
+paravirtualization correct. A ported kernel pages directly (directmmu.py): the CPU walks its
+own page tables, which it changes only through hypercalls.
 """
 
 from __future__ import annotations
 
+from unicorn.x86_const import UC_X86_REG_CR2
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
-from hypervisor.events import Hypercall
+from hypervisor.events import Hypercall, PageFaultHandled
 from hypervisor.isa import decode
-from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.interrupts import VEC_GP
+from hypervisor.machine.cpu import CR0_PG, CR0_WP, CR4_PSE, CpuState
+from hypervisor.machine.interrupts import VEC_GP, VEC_PF
 from hypervisor.machine.machine import Exit, ExitKind
+from hypervisor.machine.paging import PF_PRESENT, PF_WRITE, PagingRegisters
 from hypervisor.vmm.contract import Mode
-from hypervisor.vmm.emulate import EMULATORS
-from hypervisor.vmm.pv.hypercalls import (
-    E_NOSYS,
-    HYPERCALL_VECTOR,
-    HYPERCALLS,
-    Call,
-    HypercallError,
-)
-from hypervisor.vmm.trap import TrapAndEmulate, real_eflags
+from hypervisor.vmm.emulate import EMULATORS, GuestMmu
+from hypervisor.vmm.pagefault import page_fault_code
+from hypervisor.vmm.pv.directmmu import FRAME, DirectMmu
+from hypervisor.vmm.pv.errors import E_INVAL, E_NOSYS, HypercallError
+from hypervisor.vmm.pv.hypercalls import HYPERCALL_VECTOR, HYPERCALLS, Call
+from hypervisor.vmm.trap import MONITOR_CR0, TrapAndEmulate, real_eflags
 
 _INT_SIZE = 2  # cd 82
 
 
 class Paravirtual(TrapAndEmulate):
     mode = Mode.PV
-    shadow_paging = False  # direct paging is not there yet: paging stops unsupported
-    CHECKPOINTED = ()
-    NOT_CHECKPOINTED = ("paravirtual",)
+    CHECKPOINTED = ("direct",)
+    NOT_CHECKPOINTED = ("paravirtual", "shadow_paging")
     runs_paravirtual = True
 
     def start(self, entry: CpuState) -> None:
         self.paravirtual = self.vm.image.paravirtual  # only a ported kernel gets hypercalls
+        self.shadow_paging = not self.paravirtual  # unported = trap, shadow page tables too
+        self.direct = DirectMmu(self.machine.ram_size) if self.paravirtual else None
         super().start(entry)
 
+    # ------------------------------------------------------------------ direct paging
+    def paging_mmu(self) -> GuestMmu | None:
+        return self.direct if self.direct is not None else self.mmu
+
+    def guest_paging(self) -> PagingRegisters:
+        """Under direct paging the guest's tables are the CPU's, walked with WP and PSE on."""
+        if self.direct is None or not self.direct.active:
+            return super().guest_paging()
+        vcpu = self.vcpu
+        return PagingRegisters(vcpu.cr0 | CR0_WP, self.direct.directory, vcpu.cr4 | CR4_PSE)
+
+    def enter(self, virtual: CpuState) -> None:
+        super().enter(virtual)
+        if self.direct is not None and self.direct.active:
+            self.machine.load_paging(self.direct.real_registers(MONITOR_CR0))
+
+    def direct_mmu(self) -> DirectMmu:
+        if self.direct is None:  # hypercalls are answered only for a ported kernel
+            raise HypercallError(E_INVAL, "this kernel is not paravirtualized")
+        return self.direct
+
+    def load_directory(self, directory: int) -> None:
+        """new_baseptr: pin and validate the directory, then the CPU pages with it."""
+        self.direct_mmu().new_baseptr(self.machine, directory)
+        self.vcpu.cr3 = directory
+        self.vcpu.cr0 |= CR0_PG | CR0_WP
+        self.flush_tlb()
+
+    def flush_tlb(self) -> None:
+        self.direct_mmu().flush_tlb(self.machine, MONITOR_CR0)
+
+    def _direct_page_fault(self, mmu: DirectMmu) -> None:
+        """Every page fault under direct paging is the guest's own (there is no shadow to
+        fill): reflected with its CR2 and error code. A write that faulted on a pinned
+        table is the guest bypassing mmu_update: counted and logged as such."""
+        m = self.machine
+        cr2 = m.uc.reg_read(UC_X86_REG_CR2)
+        code = page_fault_code(m.linear_fixed(), m.state(), m.cpl, cr2)
+        found = self.guest_memory.lookup(cr2)
+        protected = code & (PF_PRESENT | PF_WRITE) == PF_PRESENT | PF_WRITE
+        outcome = "true"
+        if protected and found is not None and mmu.is_table(found.physical(cr2) & FRAME):
+            mmu.pinned_writes += 1
+            outcome = "pinned"
+        vm = self.vm
+        vm.stats.traps["#PF true" if outcome == "true" else "#PF pinned"] += 1
+        vm.emit(PageFaultHandled(vm.name, vm.step, self.virtual_state().eip, cr2, code, outcome))
+        self.vcpu.cr2 = cr2
+        self.deliver(VEC_PF, "exception", code)
+
+    # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
+        direct = self.direct
+        if (
+            direct is not None
+            and direct.active
+            and exit_.kind is ExitKind.EXCEPTION
+            and not exit_.is_trap
+            and exit_.vector == VEC_PF
+        ):
+            self._direct_page_fault(direct)
+            return
         is_hypercall = (
             self.paravirtual
             and exit_.kind is ExitKind.EXCEPTION

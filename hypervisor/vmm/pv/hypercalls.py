@@ -18,20 +18,17 @@ from typing import TYPE_CHECKING
 
 from hypervisor.isa import decode
 from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.paging import PageFault
 from hypervisor.vmm.emulate import EMULATORS, ZF, Emulation, Reflect
+from hypervisor.vmm.pv.errors import E_FAULT, E_INVAL, HypercallError
 
 if TYPE_CHECKING:
     from hypervisor.vmm.pv.executor import Paravirtual
 
 HYPERCALL_VECTOR = 0x82
 
-# Error codes (returned in EAX as 32-bit two's complement).
-E_NOSYS = -1  # no hypercall has this number
-E_FAULT = -2  # a guest buffer is not inside guest RAM
-E_INVAL = -3  # an argument is out of range (length, selector, register index...)
-ERRORS = {E_NOSYS: "E_NOSYS", E_FAULT: "E_FAULT", E_INVAL: "E_INVAL"}
-
 MAX_CONSOLE_WRITE = 4096  # bytes per console_write: bounded work per hypercall
+MAX_MMU_UPDATES = 512  # entries per mmu_update (a whole page table's worth, half)
 
 # read_register(which): the values SMSW, STR, SLDT, PUSHFD, MOV from CS/SS would give at CPL 0.
 REG_EFLAGS, REG_CS, REG_SS, REG_CPL, REG_MSW, REG_TR, REG_LDTR = range(7)
@@ -52,14 +49,6 @@ _DESCRIPTOR_QUERIES = {
     DESC_VERR: b"\x0f\x00\xe3",  # verr bx
     DESC_VERW: b"\x0f\x00\xeb",  # verw bx
 }
-
-
-class HypercallError(Exception):
-    """The call is refused: `code` goes back to the guest in EAX, `why` into the log."""
-
-    def __init__(self, code: int, why: str) -> None:
-        super().__init__(why)
-        self.code, self.why = code, why
 
 
 @dataclass
@@ -105,6 +94,32 @@ def guest_range(pv: Paravirtual, address: int, size: int) -> None:
         raise HypercallError(E_FAULT, f"{size} bytes at {address:#010x} are not inside guest RAM")
 
 
+def guest_read(pv: Paravirtual, address: int, size: int) -> bytes:
+    """Guest memory at `address` as the kernel addresses it: through its own page tables
+    once it pages (Xen's hypercalls take virtual addresses too), its RAM before."""
+    memory = pv.guest_memory
+    if not memory.registers().enabled:
+        guest_range(pv, address, size)
+    try:
+        return memory.read(address, size)
+    except PageFault as fault:
+        raise HypercallError(E_FAULT, _unmapped(fault)) from None
+
+
+def guest_write(pv: Paravirtual, address: int, data: bytes) -> None:
+    memory = pv.guest_memory
+    if not memory.registers().enabled:
+        guest_range(pv, address, len(data))
+    try:
+        memory.write(address, data)
+    except PageFault as fault:
+        raise HypercallError(E_FAULT, _unmapped(fault)) from None
+
+
+def _unmapped(fault: PageFault) -> str:
+    return f"{fault.linear:#010x} is not mapped for the kernel (#PF error {fault.error_code:#x})"
+
+
 def _emulate(pv: Paravirtual, code: bytes, state: CpuState) -> Emulation:
     """Run one of the monitor's instruction emulators on `state`, as the guest's CPU at its
     virtual CPL would execute `code`; a fault becomes E_INVAL."""
@@ -125,8 +140,7 @@ def _console_write(pv: Paravirtual, call: Call) -> int:
     buf, length, _ = call.args
     if length > MAX_CONSOLE_WRITE:
         raise HypercallError(E_INVAL, f"length {length} is over {MAX_CONSOLE_WRITE}")
-    guest_range(pv, buf, length)
-    for byte in pv.machine.read(buf, length):
+    for byte in guest_read(pv, buf, length):
         pv.machine.io.write(0x3F8, 1, byte)
     return length
 
@@ -162,8 +176,8 @@ def _irq_restore(pv: Paravirtual, call: Call) -> int:
 @hypercall(5, "iret", (), "does not return", "IRETD ([ESP] = saved EAX, then the frame)")
 def _iret(pv: Paravirtual, call: Call) -> None:
     state = call.state
-    guest_range(pv, state.esp, 16)
-    (state.eax,) = struct.unpack("<I", pv.machine.read(state.esp, 4))
+    guest_read(pv, state.esp, 16)
+    (state.eax,) = struct.unpack("<I", guest_read(pv, state.esp, 4))
     state.esp = (state.esp + 4) & 0xFFFFFFFF
     pv.return_from_interrupt(state)
 
@@ -179,7 +193,7 @@ def _halt(pv: Paravirtual, call: Call) -> None:
 def _table(pv: Paravirtual, base: int, limit: int, what: str) -> tuple[int, int]:
     if limit > 0xFFFF:
         raise HypercallError(E_INVAL, f"{what} limit {limit:#x} is over 0xffff")
-    guest_range(pv, base, limit + 1)
+    guest_read(pv, base, limit + 1)
     return base, limit
 
 
@@ -210,9 +224,7 @@ def _stack_switch(pv: Paravirtual, call: Call) -> int:
         raise HypercallError(E_INVAL, "no TSS loaded (load_tss first)")
     if ss & 3 or ss & ~0xFFFF:
         raise HypercallError(E_INVAL, f"{ss:#x} is not a ring 0 stack selector")
-    base = pv.vcpu.tss[0]
-    guest_range(pv, base + 4, 8)
-    pv.machine.write(base + 4, struct.pack("<II", esp, ss))
+    guest_write(pv, pv.vcpu.tss[0] + 4, struct.pack("<II", esp, ss))
     return 0
 
 
@@ -275,9 +287,8 @@ def _store_table(pv: Paravirtual, call: Call) -> int:
     tables = {TABLE_GDT: pv.vcpu.gdtr, TABLE_IDT: pv.vcpu.idtr}
     if which not in tables:
         raise HypercallError(E_INVAL, f"no descriptor table number {which}")
-    guest_range(pv, address, 6)
     base, limit = tables[which]
-    pv.machine.write(address, struct.pack("<HI", limit, base))
+    guest_write(pv, address, struct.pack("<HI", limit, base))
     return 0
 
 
@@ -292,6 +303,48 @@ def _descriptor(pv: Paravirtual, call: Call) -> int:
     zf = (emulation.flags or 0) & ZF
     call.state.eflags = (call.state.eflags & ~ZF) | zf
     return state.eax
+
+
+# ---------------------------------------------------------------------------- direct paging
+@hypercall(
+    17, "mmu_update", ("requests", "count"), "count (or the error of the first refused)",
+    "MOV to page-table entries",
+)  # fmt: skip
+def _mmu_update(pv: Paravirtual, call: Call) -> int:
+    requests, count, _ = call.args
+    if count > MAX_MMU_UPDATES:
+        raise HypercallError(E_INVAL, f"{count} updates: at most {MAX_MMU_UPDATES} a call")
+    batch = guest_read(pv, requests, 8 * count)
+    mmu = pv.direct_mmu()
+    try:
+        for i in range(count):
+            address, value = struct.unpack_from("<II", batch, 8 * i)
+            try:
+                mmu.update(pv.machine, address, value)
+            except HypercallError as refused:
+                why = f"update {i + 1} of {count} ({value:#010x} at {address:#010x}): "
+                pv.isolation_event("page_table", address, refused.why)
+                raise HypercallError(refused.code, why + refused.why) from None
+    finally:
+        pv.flush_tlb()
+    return count
+
+
+@hypercall(18, "new_baseptr", ("directory",), "0", "MOV to CR3 (the first one: and CR0.PG)")
+def _new_baseptr(pv: Paravirtual, call: Call) -> int:
+    try:
+        pv.load_directory(call.args[0])
+    except HypercallError as refused:
+        pv.isolation_event("page_table", call.args[0], refused.why)
+        raise
+    return 0
+
+
+@hypercall(19, "invlpg", ("address",), "0", "INVLPG")
+def _invlpg(pv: Paravirtual, call: Call) -> int:
+    pv.direct_mmu()
+    pv.flush_tlb()
+    return 0
 
 
 def markdown_table() -> str:
