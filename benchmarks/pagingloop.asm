@@ -3,9 +3,15 @@
 ; through unicorn's TLB; with paging on, the page walks on TLB misses are unicorn's own.
 ; With -DTOUCH it reads one word of each of the 1024 pages of the first 4 MiB instead, once:
 ; under a monitor, each first touch is a hidden page fault (the shadow fills).
-; Used by benchmarks/bench_paging.py.
+; -DPARAVIRT ports it to pv's direct paging: the tables read-only, new_baseptr for CR3.
+; Used by benchmarks/bench_paging.py and bench_pv_paging.py.
 bits 32
 org 0x100000
+
+%ifdef PARAVIRT
+    jmp near start
+    db "VMLAB-PV"                   ; the paravirtual mark (a ported kernel)
+%endif
 
 %include "../tests/guests/paging.inc"
 
@@ -21,7 +27,15 @@ start:
 %ifdef PAGING
     identity_map PT, 0x3            ; 0-4 MiB, present | writable, 4 KiB pages
     mov dword [PD], PT | 0x3
+%ifdef PARAVIRT
+    and dword [PT + (PD >> 12) * 4], ~2 ; the tables read-only to the kernel
+    and dword [PT + (PT >> 12) * 4], ~2
+    mov ebx, PD
+    mov eax, 18                     ; new_baseptr: pinned, and paging on
+    int 0x82
+%else
     paging_on PD, 0x80000000
+%endif
 %endif
 %ifdef TOUCH
     xor esi, esi

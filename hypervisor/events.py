@@ -150,7 +150,8 @@ class IsolationViolation(Event):
     """A guest touched something outside what it owns; the access was contained."""
 
     KIND = EventKind.ISOLATION
-    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor
+    kind: str  # open_bus_read/_write, monitor_read/_write, foreign_port, descriptor,
+    # page_table (pv: a page-table update or directory refused)
     address: int  # the memory address, the port, or the base a descriptor points at
     eip: int
     detail: str = ""
@@ -189,9 +190,10 @@ class EventLog:
         self.recent: deque[Event] = deque(maxlen=keep)
         self._listeners: list[Listener] = []
         self.instructions: InstructionSink | None = None
-        # Called at each traced instruction's hook, with its step, before it runs (a
-        # recorder reads the registers there); the step is asked of the VM once for both.
-        self.watch: Callable[[int], None] | None = None
+        # Called at each traced instruction's hook, before it runs, with its step and the
+        # registers then (`Machine.trace_registers`: a recorder keeps them); both are read
+        # once for the tracer and the recorder.
+        self.watch: Callable[[int, bytes], None] | None = None
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

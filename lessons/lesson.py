@@ -14,7 +14,8 @@ KIND is an instruction class (direct, trapped, translated, hypercall, native), a
 (trap, interrupt, translation, callout, isolation, state, …) or `hole`; on the host's clock
 also `switch` (a world switch). Expectations: last (text of the last instruction), class,
 hole, console (text it has printed), state (created, paused, exited, crashed…), cpu (on the
-host's clock: whether this VM has the CPU).
+host's clock: whether this VM has the CPU), fault (a page fault the monitor handled at this
+step: hidden, true or ptemod — where `next pagefault` lands).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ EXPECTATIONS = {
     "console": str,
     "state": str,
     "cpu": bool,
+    "fault": str,
 }
+FAULTS = ("hidden", "true", "ptemod")  # PageFaultHandled's outcomes
 CLOCKS = ("steps", "host")  # each VM's own steps side by side, or the host's
 
 
@@ -153,4 +156,6 @@ def _stop(data: object, index: int, vms: int, clock: str) -> Stop:
             raise fail(f"{where}: cannot expect {key} = {value!r} (expectations: {known})")
     if "class" in expect and expect["class"] not in {c.value for c in InsnClass}:
         raise fail(f"{where}: no instruction class {expect['class']!r}")
+    if "fault" in expect and expect["fault"] not in FAULTS:
+        raise fail(f"{where}: a fault is {', '.join(FAULTS)}, not {expect['fault']!r}")
     return Stop(go, text.strip(), vm, expect)

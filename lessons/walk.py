@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hypervisor.events import EventKind
+from hypervisor.events import EventKind, PageFaultHandled
 from hypervisor.guest.image import GuestImage, load_for_mode
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
@@ -79,6 +79,13 @@ def check(stop: Stop, tm: TimeMachine, on_cpu: bool | None = None) -> list[str]:
         problems.append(f"the console does not show {console!r}")
     if "state" in expect and tm.vm.state != expect["state"]:
         problems.append(f"the VM is {tm.vm.state}, not {expect['state']}")
+    if "fault" in expect:
+        at = tm.position
+        events = tm.recording.events_before(at + 1, 64)
+        outcomes = {e.outcome for e in events if isinstance(e, PageFaultHandled) and e.step == at}
+        if expect["fault"] not in outcomes:
+            seen = ", ".join(sorted(outcomes)) or "none"
+            problems.append(f"no {expect['fault']} page fault at this step (seen: {seen})")
     if "cpu" in expect and on_cpu != expect["cpu"]:
         problems.append("the VM has the CPU" if on_cpu else "the VM does not have the CPU")
     return problems

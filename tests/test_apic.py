@@ -15,8 +15,11 @@ from hypervisor.devices.lapic import BASE_ENABLE, LAPIC_BASE, LocalApic
 from hypervisor.devices.lapictimer import ApicTimer
 from hypervisor.guest.image import load_guest
 from hypervisor.session import run_guest
+from hypervisor.trace.checkpoints import CheckpointStore
+from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
+from tests.test_checkpoints import observed
 
 GUESTS = Path(__file__).parent / "guests"
 QEMU = shutil.which("qemu-system-i386")
@@ -117,3 +120,20 @@ def test_the_timer_counts_the_1_ghz_bus_on_the_instruction_clock():
 def test_each_vm_has_its_own_apics():
     one, two = Vm(load_guest("hello")), Vm(load_guest("hello"))
     assert one.lapic is not two.lapic and one.ioapic is not two.ioapic
+
+
+@pytest.mark.parametrize("mode", ["native", "bt"])
+def test_seeking_back_through_the_apic_timer_lands_where_a_straight_run_does(mode):
+    """The APIC shell after it routed its interrupts: timer interrupts every 11,932 steps."""
+    machine = TimeMachine(load_guest("apicsh"), mode, checkpoints=CheckpointStore(interval=2000))
+    machine.extend(40_000)
+    for target in (39_000, 25_000, 33_333):
+        machine.seek(target)
+        vm = Vm(load_guest("apicsh"), mode)
+        vm.run(target)
+        assert observed(machine.vm) == observed(vm)
+        assert _apics(machine.vm) == _apics(vm)
+
+
+def _apics(vm: Vm) -> tuple:
+    return vm.lapic.view(), vm.lapic.timer, vm.ioapic.table, vm.irqs.view()

@@ -8,12 +8,14 @@ import pytest
 from textual.widgets import Input
 
 from hypervisor.guest.image import load_guest
+from hypervisor.guest.samples import SAMPLES_DIR
 from hypervisor.guest.symbols import symbols_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
 from tests.test_tui import synchronously
 from tui.app import VmlabApp
 from tui.engine import FAST_AHEAD, Session
+from tui.engine_commands import Seek
 from tui.targets import TargetError, address_of, target_of
 
 TIMER = load_guest("timer")
@@ -123,9 +125,30 @@ async def test_the_course_kernel_breaks_at_a_c_function_shown_with_its_source_li
         view = app.snapshot.vm
         assert view.registers.guest.state.eip == kmain
         (row,) = [r for r in view.code if r.current]
-        assert "kmain+0x0" in row.text and ".c:" in row.text and row.line > 0
+        source = (SAMPLES_DIR / "course" / "kernel.c").read_text().splitlines()
+        text = source[row.line - 1].strip()  # the line's own text, then where it is
+        assert row.text.endswith(f"; {text}  · kmain+0x0 kernel.c:{row.line}")
         await pilot.press("s")
         await app.settle()
         await pilot.press("b")
         await app.settle()
         assert app.snapshot.vm.registers.guest.state.eip == kmain  # and back, exactly
+
+
+@synchronously
+async def test_the_ui_gives_each_vm_the_ram_asked_for(monkeypatch, capsys):
+    import vmlab.cli
+
+    asked: dict = {}
+    monkeypatch.setattr(vmlab.cli, "_open_ui", lambda _, **options: asked.update(options) or 0)
+    assert vmlab.cli.main(["tui", "course", "--ram", "32M"]) == 0
+    assert asked["ram_size"] == 32 << 20
+    assert vmlab.cli.main(["tui", "course", "--ram", "512M"]) == 2
+    assert "at most 256M" in capsys.readouterr().err
+    app = VmlabApp(Session(vms=[(load_guest("course"), "native")], ram_size=32 << 20))
+    async with app.run_test(size=(160, 50)):
+        await app.settle()
+        assert app.snapshot.vm.ram[1] == 32 << 20
+        app.engine.submit(Seek(20_000))  # the kernel sizes its memory from the mbi
+        await app.settle()
+        assert "31616 KiB above" in app.snapshot.vm.console

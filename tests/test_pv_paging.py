@@ -4,11 +4,14 @@ tables are the CPU's, read-only to it once pinned, changed only through validate
 from __future__ import annotations
 
 import ctypes
+import re
 import zlib
 from functools import cache
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from hypervisor.encap.state import capture, restore
 from hypervisor.events import Event, Hypercall, PageFaultHandled, WorldSwitch
@@ -22,6 +25,7 @@ from hypervisor.vmm.pv.errors import E_FAULT, E_PERM
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
 from tests.test_checkpoints import observed
+from tests.test_shadow_paging import CACHED, OPERATIONS, guest_source
 
 GUESTS = Path(__file__).parent / "guests"
 HOSTILE = "pv_paging_hostile"
@@ -69,6 +73,7 @@ def test_each_refusal_is_logged_with_its_reason():
     assert "map page table 0x200000 writable" in reasons[2]
     assert "monitor's window" in reasons[3]
     assert "0xffc00000 is outside" in reasons[4]
+    assert hostile_run().isolation["by_kind"]["page_table"] == len(events)
 
 
 @needs_nasm
@@ -197,3 +202,58 @@ def test_a_vm_suspended_while_paging_resumes_paging(mode, ported):
     vm.run(10**6)
     assert resumed.console == vm.console and resumed.exit == vm.exit
     assert vm.exit is not None and vm.exit.status == 0
+
+
+# ---------------------------------------------------------------------------- against bare metal
+# test_shadow_paging's random guests, ported: each privileged line becomes its hypercall, and
+# the page tables (0x200000-0x204fff) are mapped read-only before paging is turned on.
+PV_MARK = 'jmp near start\ndb "VMLAB-PV"\nstart:\n'
+HYPERCALL = "    mov eax, {number}\n    int 0x82"
+_PORT = (
+    (  # paging on: the tables read-only, then new_baseptr
+        r"    mov eax, 0x200000\n    mov cr3, eax\n    mov eax, cr0\n.*\n    mov cr0, eax",
+        "    and dword [0x201000 + 4 * 0x200], ~2\n    and dword [0x201000 + 4 * 0x201], ~2\n"
+        "    and dword [0x201000 + 4 * 0x202], ~2\n    and dword [0x201000 + 4 * 0x203], ~2\n"
+        "    and dword [0x201000 + 4 * 0x204], ~2\n"
+        "    mov ebx, 0x200000\n" + HYPERCALL.format(number=18),
+    ),
+    (  # an entry of the test region's tables: mmu_update
+        r"    mov dword \[(0x20[23][0-9a-f]{3})\], (0x[0-9a-f]+)",
+        r"    mov dword [request], \1\n    mov dword [request + 4], \2\n"
+        r"    mov ebx, request\n    mov ecx, 1\n" + HYPERCALL.format(number=17),
+    ),
+    (r"    invlpg \[(0x[0-9a-f]+)\]", r"    mov ebx, \1\n" + HYPERCALL.format(number=19)),
+    (
+        r"    mov eax, (0x20[04]000)\n    mov cr3, eax",
+        r"    mov ebx, \1\n" + HYPERCALL.format(number=18),
+    ),
+)
+
+
+def ported(source: str) -> str:
+    for pattern, replacement in _PORT:
+        source = re.sub(pattern, replacement, source)
+    assert "cr3" not in source and "invlpg" not in source and "mov cr0" not in source
+    return PV_MARK + source + "\nrequest: dd 0, 0\n"
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(operations=st.lists(OPERATIONS, min_size=1, max_size=8))
+@example(operations=CACHED)
+def test_every_read_under_direct_paging_is_what_bare_metal_reads(asm, operations):
+    """A pinned table changed by mmu_update while the other space runs, a switch back to a
+    pinned directory, INVLPG by hypercall: every page reads as on bare metal."""
+    source = guest_source(operations)
+    native = run_guest(asm(source, "native"), "native")
+    assert native.exit.reason == "debug_exit", native.exit
+    image = asm(ported(source), "ported")
+    assert image.paravirtual
+    pv = run_guest(image, "pv", keep_events=True)
+    assert (pv.console, pv.exit.status) == (native.console, native.exit.status)
+    assert not [e for e in pv.events if isinstance(e, Hypercall) and e.error]
+    updates = sum(op[0] in ("map", "unmap") for op in operations)
+    assert pv.hypercalls.get("mmu_update", 0) == updates and pv.hypercalls["new_baseptr"] >= 1

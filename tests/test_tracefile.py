@@ -19,6 +19,7 @@ from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import MAGIC, VERSION, TraceFileError
 from tests.conftest import examples
+from vmlab.cli import main
 
 _PREAMBLE = struct.Struct("<8sHIQ")
 
@@ -176,8 +177,6 @@ def test_any_damaged_real_file_replays_or_is_refused_with_one_line(tmp_path_fact
 def test_record_into_a_missing_folder_or_onto_a_folder_says_so_before_running(
     tmp_path, capsys, target
 ):
-    from vmlab.cli import main
-
     assert main(["record", "hello", "-o", str(tmp_path / target)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("no such directory" in err or "is a directory" in err)
@@ -197,3 +196,44 @@ def test_a_save_that_fails_leaves_the_old_file_whole_and_no_temporary(tmp_path, 
         tracefile.save(path, trace)
     assert path.read_bytes() == real_file(*HELLO)
     assert [p.name for p in tmp_path.iterdir()] == ["t.vmtrace"]
+
+
+def test_a_multiboot_kernel_recorded_with_its_boot_options_replays_from_the_file_alone(
+    tmp_path, capsys
+):
+    """The command line, the modules (their content: the file may be gone) and the RAM
+    size are in the trace file: a replay boots the kernel exactly as it was recorded."""
+    module = tmp_path / "motd.txt"
+    module.write_text("a module's first line\n")
+    path = tmp_path / "course.vmtrace"
+    run = ["record", "course", "--mode", "native", "--cmdline", "nopaging exit"]
+    run += ["--module", f"{module}=motd", "--ram", "32M", "-o", str(path)]
+    assert main(run) == 0
+    module.unlink()
+    trace = tracefile.load(path)
+    assert trace.image.cmdline == "course nopaging exit"  # the kernel first, as QEMU gives it
+    assert [(m.string, m.data) for m in trace.image.modules] == [
+        ("motd", b"a module's first line\n")
+    ]
+    assert trace.recording.ram_size == 32 << 20
+    assert trace.recording.exit is not None and trace.recording.exit.reason == "debug_exit"
+    assert main(["replay", str(path), "--check"]) == 0
+    assert "replays exactly" in capsys.readouterr().out
+
+
+def test_a_module_that_does_not_match_its_hash_is_refused(tmp_path):
+    module = tmp_path / "m.bin"
+    module.write_bytes(b"module")
+    image = load_guest("course", cmdline="nopaging exit", modules=(str(module),))
+    path = tmp_path / "t.vmtrace"
+    tracefile.save(path, tracefile.record(image, "native", 2_000, ram_size=32 << 20))
+    header = header_of(path.read_bytes())
+    header["guest"]["modules"][0][1] = "0" * 64
+    assert "modules[0]: does not match its hash" in refused(
+        tmp_path, with_header(path.read_bytes(), header)
+    )
+
+
+def test_record_refuses_more_ram_than_a_trace_file_holds(tmp_path, capsys):
+    assert main(["record", "hello", "--ram", "512M", "-o", str(tmp_path / "t.vmtrace")]) == 2
+    assert "at most 256 MiB" in capsys.readouterr().err

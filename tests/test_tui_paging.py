@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.widgets import Tabs
+
 from hypervisor.guest.image import load_guest
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.mmu.introspect import PagingKind
 from tests.conftest import needs_nasm
 from tests.test_tui import press, screen_text, synchronously
@@ -19,7 +22,7 @@ UNMAPPED = 0x300000  # pagefault.asm leaves this page out of its tables
 
 def pagefault_app(*modes: str) -> VmlabApp:
     image = load_guest(str(PAGEFAULT))
-    return VmlabApp(Session(vms=[(image, mode) for mode in modes]))
+    return VmlabApp(Session(vms=[(image, Mode(mode)) for mode in modes]))
 
 
 @needs_nasm
@@ -85,3 +88,22 @@ def test_snapshot_of_the_page_tables_pane_at_160_by_50(snap_compare):
 
     app = pagefault_app("trap", "native")
     assert snap_compare(app, terminal_size=(160, 50), run_before=run_before)
+
+
+@needs_nasm
+@synchronously
+async def test_at_80_by_24_the_pane_is_a_tab_while_paging_is_on():
+    app = pagefault_app("trap")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.settle()
+        tabs = app.query_one(Tabs)
+        assert app.query_one("#tab-paging").display is False  # paging off: no tab
+        app.engine.submit(Next("pagefault"))
+        await press(pilot)
+        await app.settle()
+        await pilot.pause()
+        assert app.query_one("#tab-paging").display
+        tabs.active = "tab-paging"
+        await pilot.pause()
+        assert app.query_one("#paging").display and not app.query_one("#registers").display
+        assert "guest's tables" in screen_text(app)["paging"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
 from hypervisor.guest.image import load_guest
 from tests.test_tui import synchronously
@@ -56,3 +58,19 @@ def test_screen_pane_snapshot(snap_compare, size: tuple[int, int]) -> None:
 
     app = VmlabApp(Session(vms=[(KEYECHO, "native")]))
     assert snap_compare(app, terminal_size=size, run_before=run)
+
+
+@synchronously
+async def test_the_footer_of_a_typing_pane_says_which_keys_stay_the_uis() -> None:
+    app = VmlabApp(Session(vms=[(KEYECHO, "native")]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        app.query_one("#screen").focus()
+        await pilot.pause()
+        footer = app.query_one(Footer)
+        shown = {k.action: k.description for k in footer.query(FooterKey)}
+        assert "Leave: keys type to the guest here" in shown.values()
+        assert {"app.focus_next", "app.pause"} <= shown.keys()
+        await pilot.press("tab")  # and tab does leave: the app's keys are back
+        await pilot.pause()
+        assert "quit" in {k.action for k in app.query_one(Footer).query(FooterKey)}

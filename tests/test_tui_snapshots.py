@@ -93,3 +93,9 @@ def test_a_lesson_at_its_popf_stop(snap_compare):
     lesson = load("01-trap-and-emulate")
     app = VmlabApp(Session(vms=images(lesson), lesson=lesson))
     assert snap_compare(app, terminal_size=(160, 50), run_before=keys("n", "n"))
+
+
+def test_the_course_kernel_at_a_breakpoint_in_c(snap_compare):
+    """The code pane beside a C kernel: function+offset, file:line and the line's text."""
+    app = VmlabApp(Session(vms=[(load_guest("course"), "native")], breakpoints=("kmain",)))
+    assert snap_compare(app, terminal_size=(160, 50), run_before=keys())

@@ -102,6 +102,11 @@ class Session:
     replay: tracefile.Trace | None = None
     lesson: Lesson | None = None  # opened with the lesson's guests, at its first stop
     breakpoints: tuple[str, ...] = ()  # opened fast-forwarded to the first (address or name)
+    ram_size: int = DEFAULT_RAM  # of each VM (a replay's is the recording's)
+
+    @property
+    def vm_ram(self) -> int:
+        return self.replay.recording.ram_size if self.replay else self.ram_size
 
 
 class Engine:
@@ -110,7 +115,8 @@ class Engine:
         # what a notification says may come from a file or a guest (a name, an error)
         self._notify: Notify = lambda message, severity: notify(visible(message), severity)
         count = max(1, len(session.vms))
-        self.host = HostRam(3 * count * DEFAULT_RAM)  # a head, a cursor and a spare per lane
+        # a head, a cursor and a spare per lane
+        self.host = HostRam(3 * count * session.vm_ram)
         self.clock = SharedClock()
         self._session = session
         self.running = False
@@ -214,7 +220,8 @@ class Engine:
     def _machine(self, image: GuestImage, mode: str) -> TimeMachine:
         inputs = InputScript(interactive=True)  # the user may type at any time
         name = f"{image.name}/{mode}"
-        return TimeMachine(image, mode, name=name, host=self.host, inputs=inputs)
+        ram = self._session.ram_size
+        return TimeMachine(image, mode, name=name, host=self.host, inputs=inputs, ram_size=ram)
 
     def _publish(self) -> None:
         self._publish_to(self.snapshot())

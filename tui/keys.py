@@ -285,8 +285,16 @@ KEYS = (
     Key("q", "quit", "Quit", footer=2),
 )
 
+# A pane that types into the guest (screen, console) takes every printable key for the
+# guest: its footer says which keys stay the UI's there.
+TYPING_KEYS = (
+    Key("tab", "app.focus_next", "Leave: keys type to the guest here", footer=1),
+    Key("escape", "app.pause", "Stop", footer=2),
+)
+
 BINDINGS = [key.binding() for key in KEYS if key.name and key.bound]
-FOOTER_RANK = {key.action: key.footer for key in KEYS if key.footer}
+TYPING_BINDINGS = [key.binding() for key in TYPING_KEYS]
+FOOTER_RANK = {key.action: key.footer for key in (*KEYS, *TYPING_KEYS) if key.footer}
 PALETTE = tuple((key.command, key.about, key.action) for key in KEYS if key.command)
 
 

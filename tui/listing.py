@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from hypervisor.guest.formats import GuestFormat
 from hypervisor.guest.image import GuestImage
+from hypervisor.guest.sources import NOT_FOUND, source_files
 from hypervisor.guest.symbols import symbols_of
 from hypervisor.isa import MAX_INSN_SIZE, decode
 from hypervisor.vmm.contract import LOAD_ADDRESS
@@ -27,6 +28,7 @@ class Listing:
     def __init__(self, image: GuestImage) -> None:
         self.language = "nasm" if image.lines else "disassembly"
         self.symbols = symbols_of(image)
+        self.sources = source_files(image)
         if image.lines:
             rows = [ListingRow(s.address, s.text.strip(), s.line) for s in image.lines]
         elif image.format is GuestFormat.FLAT:
@@ -46,11 +48,19 @@ class Listing:
         if index < len(self.rows) and self.rows[index].address == address:
             return self.rows[max(0, index - before) : index + after + 1]
         here = list(_sweep(read(address, 16 * (after + 1)), address, after + 1))
-        return self.rows[max(0, index - before) : index] + [self._named(r) for r in here]
+        named, previous = [], None
+        for row in here:
+            source = self.symbols.row_at(row.address)
+            where = (source.file, source.line) if source else None
+            named.append(self._named(row, show_text=where != previous))
+            previous = where
+        return self.rows[max(0, index - before) : index] + named
 
-    def _named(self, row: ListingRow) -> ListingRow:
+    def _named(self, row: ListingRow, show_text: bool) -> ListingRow:
         """A disassembled row of a kernel with symbols: its function and C line beside it
-        (the line number in the row's own column)."""
+        (the line number in the row's own column) and, where `show_text` (the first
+        instruction of each run of one line), that line's text first: a narrow pane cuts
+        the place, which the next rows repeat, rather than the text."""
         symbols = self.symbols
         if not symbols.functions and not symbols.rows:
             return row
@@ -58,6 +68,9 @@ class Listing:
         where = f"{function[0].name}+{function[1]:#x}" if function else ""
         if source is not None:
             where += f" {source.file}:{source.line}"
+            if show_text:
+                line = self.sources.line(source)
+                where = f"{f'({NOT_FOUND})' if line is None else line}  · {where.strip()}"
         text = f"{row.text:<32} ; {where.strip()}" if where else row.text
         return ListingRow(row.address, text, source.line if source else 0)
 

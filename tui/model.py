@@ -9,6 +9,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from hypervisor.devices.intc import InterruptsView
 from hypervisor.devices.vga import Screen
 from hypervisor.events import (
     Callout,
@@ -156,6 +157,7 @@ class VmView:
     cache: CacheView | None
     screen: Screen  # the VGA text screen at this step
     uses_screen: bool  # the guest has written to it (else the pane needs no room)
+    interrupts: InterruptsView | None = None  # the 8259, the local and I/O APICs
     snapshots: tuple[tuple[int, str, int, bool], ...] = ()  # (depth, name, step, current)
     paging: PagingView | None = None  # the MMU for one address (the page tables pane)
     cycles: CycleCount | None = None  # the cost model's price of the run so far
@@ -289,6 +291,7 @@ def vm_view(
         cache=_cache(vm),
         screen=(screen := vm.screen()),
         uses_screen=not screen.blank,
+        interrupts=vm.irqs.view(),
         paging=_paging(tm, last, eip, walk),
         cycles=vm.cycles(),
     )

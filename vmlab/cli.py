@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(Mode),
         help="a mode to run every guest in (repeat for several; default trap)",
     )
-    _boot_options(tui, ram=False)
+    _boot_options(tui)
     tui.add_argument(
         "--break",
         dest="breakpoints",
@@ -162,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("--mode", default="trap", type=_mode, choices=list(Mode))
     record.add_argument("-o", "--output", required=True, metavar="FILE")
     record.add_argument("--max-insns", type=int, default=RECORD_BUDGET, metavar="N")
+    _boot_options(record)
     _input_options(record)
 
     replay = sub.add_parser("replay", help="open a trace file in the terminal UI")
@@ -210,15 +211,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _boot_options(p: argparse.ArgumentParser, ram: bool = True) -> None:
-    if ram:  # the UI's time machines have 4 MiB each (for now)
-        p.add_argument(
-            "--ram",
-            type=_ram_size,
-            default=DEFAULT_RAM,
-            metavar="SIZE",
-            help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
-        )
+def _boot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ram",
+        type=_ram_size,
+        default=DEFAULT_RAM,
+        metavar="SIZE",
+        help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
+    )
     p.add_argument("--cmdline", metavar="TEXT", help="a multiboot kernel's command line")
     p.add_argument(
         "--module",
@@ -399,10 +399,16 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+UI_MAX_RAM = 256 << 20
+
+
 def _tui(args: argparse.Namespace) -> int:
     modes = args.mode or [Mode.TRAP]
+    if args.ram > UI_MAX_RAM:  # the UI keeps each VM three times (head, cursor, spare)
+        print(f"vmlab: the UI runs VMs of at most {UI_MAX_RAM >> 20}M of RAM", file=sys.stderr)
+        return 2
     vms = [(_image(name, mode, args), mode) for name in args.guest for mode in modes]
-    return _open_ui(vms, breakpoints=tuple(args.breakpoints))
+    return _open_ui(vms, breakpoints=tuple(args.breakpoints), ram_size=args.ram)
 
 
 def _demo() -> list[tuple[GuestImage, Mode]]:
@@ -455,6 +461,7 @@ def _open_ui(
     replay: str | None = None,
     lesson: Lesson | None = None,
     breakpoints: tuple[str, ...] = (),
+    ram_size: int = DEFAULT_RAM,
 ) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("vmlab: the UI needs a terminal (try `vmlab run` or `vmlab trace`)", file=sys.stderr)
@@ -463,7 +470,9 @@ def _open_ui(
     from tui.app import Session, open_trace, run_app
 
     session = (
-        open_trace(replay) if replay else Session(vms=vms, lesson=lesson, breakpoints=breakpoints)
+        open_trace(replay)
+        if replay
+        else Session(vms=vms, lesson=lesson, breakpoints=breakpoints, ram_size=ram_size)
     )
     run_app(session, trace_path=replay)
     return 0
@@ -471,8 +480,8 @@ def _open_ui(
 
 def _record(args: argparse.Namespace) -> int:
     tracefile.check_target(args.output)
-    image = load_for_mode(args.guest, args.mode)
-    trace = tracefile.record(image, args.mode, args.max_insns, _inputs(args))
+    image = _image(args.guest, args.mode, args)
+    trace = tracefile.record(image, args.mode, args.max_insns, _inputs(args), args.ram)
     tracefile.save(args.output, trace)
     steps = len(trace.recording)
     size = Path(args.output).stat().st_size

@@ -12,10 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypervisor.devices.ioapic import PIT_PIN, IoApic, pin_of_isa_irq
-from hypervisor.devices.lapic import LocalApic
+from hypervisor.devices.ioapic import PIT_PIN, IoApic, RedirectionView, pin_of_isa_irq
+from hypervisor.devices.lapic import LapicView, LocalApic
 from hypervisor.devices.pic import Pic8259Pair
 from hypervisor.devices.pit import Pit8254
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptsView:
+    """The three controllers as a student looks at them: what is requested, in service,
+    masked, and what the CPU would take now (if its IF allowed)."""
+
+    pic_irr: int  # slave in the high byte
+    pic_isr: int
+    pic_imr: int
+    lapic: LapicView
+    routes: tuple[RedirectionView, ...]  # the I/O APIC's unmasked pins
+    pending: int | None
+    in_use: bool  # the guest has programmed one of them (else there is nothing to see)
 
 
 @dataclass(eq=False)
@@ -54,6 +68,21 @@ class Interrupts:
         if slave <= vector < slave + 8:
             return 8 + vector - slave
         return None
+
+    def view(self) -> InterruptsView:
+        pic, lapic = self.pic, self.lapic.view()
+        routes = tuple(r for r in self.ioapic.view() if not r.masked)
+        programmed_pic = pic.vector_base != (0x08, 0x70) or pic.imr != 0xFFFF
+        programmed_apic = bool(lapic.tpr or lapic.irr or lapic.isr or lapic.initial_count)
+        return InterruptsView(
+            pic.irr,
+            pic.isr,
+            pic.imr,
+            lapic,
+            routes,
+            self.pending_vector(),
+            programmed_pic or programmed_apic or bool(routes) or not lapic.pic_passes,
+        )
 
     def advance(self, ticks: int) -> None:
         """The machine's clock moves on: both timers count."""

@@ -12,9 +12,12 @@ import io
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from elftools.common.exceptions import DWARFError, ELFError
+from elftools.dwarf.compileunit import CompileUnit
+from elftools.dwarf.lineprogram import LineProgram
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
@@ -36,6 +39,7 @@ class SourceRow:
     address: int
     file: str
     line: int
+    directory: str = ""  # where the compiler recorded the file (comp_dir, include dirs)
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,24 @@ def _rows(elf: ELFFile) -> list[SourceRow]:
             continue
         files = program["file_entry"]
         first = 0 if program.header["version"] >= 5 else 1  # DWARF 5 counts files from 0
+        folders = _folders(unit, program)
         for entry in program.get_entries():
             state = entry.state
             if state is None or state.end_sequence or not 0 <= state.file - first < len(files):
                 continue
-            name = files[state.file - first].name.decode("utf-8", "replace")
-            rows[state.address] = SourceRow(state.address, name, state.line)
+            file = files[state.file - first]
+            name = file.name.decode("utf-8", "replace")
+            folder = folders[file.dir_index] if file.dir_index < len(folders) else ""
+            rows[state.address] = SourceRow(state.address, name, state.line, folder)
     return sorted(rows.values(), key=lambda r: r.address)
+
+
+def _folders(unit: CompileUnit, program: LineProgram) -> list[str]:
+    """The line program's directories by index, each joined to the compilation directory:
+    DWARF 5 lists the compilation directory itself first, earlier versions leave index 0
+    to mean it."""
+    attribute = unit.get_top_DIE().attributes.get("DW_AT_comp_dir")
+    compiled_in = attribute.value.decode("utf-8", "replace") if attribute else ""
+    listed = [d.decode("utf-8", "replace") for d in program["include_directory"]]
+    folders = listed if program.header["version"] >= 5 else [compiled_in, *listed]
+    return [str(PurePosixPath(compiled_in, folder)) for folder in folders]

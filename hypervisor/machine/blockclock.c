@@ -21,7 +21,8 @@
 #define ARENA (1u << 20)    /* bytes kept to check entries against RAM */
 #define MISS_STOP 0x80000000u /* from the miss callback: stop before this block, Python acts */
 #define ENDS_STI 0x40000000u  /* in a count: the block's last instruction is STI */
-#define COUNT_MASK 0x3FFFFFFFu
+#define ENDS_CR0 0x20000000u  /* in a count: the block's last instruction writes CR0 */
+#define COUNT_MASK 0x1FFFFFFFu
 #define EFLAGS_IF 0x200u
 
 typedef void uc_engine;
@@ -47,7 +48,7 @@ struct vclock {
     uint32_t block_size;
     uint32_t stop;      /* a stop is pending (set by Python hooks too): count nothing more */
     uint32_t why;       /* stopped before a block: 1 crossing the deadline, 2 a table miss,
-                           3 the interrupt window opened */
+                           3 the interrupt window opened, 4 CR0 was written (watch_cr0) */
     uint32_t step_left; /* vclock_step: instructions still to run inside the block */
     /* set once by Python */
     emu_stop_fn emu_stop;
@@ -65,7 +66,10 @@ struct vclock {
     int32_t eflags_id;
     uint32_t watch_if;
     uint32_t after_sti; /* the last block run ended with STI */
-    uint32_t pad;
+    uint32_t shadow;    /* the block now running is the STI shadow, let through */
+    /* paging may come on (mmio.py, UNMAPPED): stop before the block after a CR0 write */
+    uint32_t watch_cr0;
+    uint32_t after_cr0; /* the last block run ended with a write to CR0 */
     struct entry table[SLOTS];
     uint8_t arena[ARENA];
 };
@@ -83,6 +87,36 @@ static int checkable(const struct vclock *c, uint64_t address, uint32_t size) {
     return c->check_bytes && in_ram(c, address, size);
 }
 
+static inline uint64_t load64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, sizeof v); /* one unaligned load */
+    return v;
+}
+
+static inline uint32_t load32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* a[0..n) == b[0..n), inline: a call to memcmp for the ~20 bytes of a typical block cost
+ * about as much as the rest of the hook (the last word overlaps the one before it) */
+static inline int same_bytes(const uint8_t *a, const uint8_t *b, uint32_t n) {
+    if (n >= 8) {
+        uint32_t i = 0;
+        for (; i + 8 < n; i += 8)
+            if (load64(a + i) != load64(b + i))
+                return 0;
+        return load64(a + n - 8) == load64(b + n - 8);
+    }
+    if (n >= 4)
+        return load32(a) == load32(b) && load32(a + n - 4) == load32(b + n - 4);
+    for (uint32_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 /* The entry for (address, size) whose bytes still match, or 0. */
 static struct entry *find(struct vclock *c, uint64_t address, uint32_t size) {
     uint32_t i = slot_of(address, size);
@@ -92,7 +126,7 @@ static struct entry *find(struct vclock *c, uint64_t address, uint32_t size) {
             return 0;
         if (e->address == address && e->size == size) {
             if (e->bytes && checkable(c, address, size) &&
-                memcmp(c->arena + e->bytes - 1, c->ram + address, size) != 0)
+                !same_bytes(c->arena + e->bytes - 1, c->ram + address, size))
                 return 0; /* the code changed: Python recounts, then replaces the entry */
             return e;
         }
@@ -154,9 +188,19 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         c->block = ~0ull;
         return;
     }
+    if (c->after_cr0) {
+        c->after_cr0 = 0;
+        if (c->watch_cr0) { /* Python looks at CR0.PG before this block runs */
+            c->block = address;
+            c->block_size = size;
+            c->base = c->end;
+            stop_now(c, uc, 4);
+            return;
+        }
+    }
     check_cut(c, address, size);
     struct entry *e = find(c, address, size);
-    uint32_t count, sti;
+    uint32_t count, sti, cr0, shadow = 0;
     if (e) {
         count = e->count;
     } else {
@@ -173,6 +217,7 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
             store(c, address, size, count);
     }
     sti = count & ENDS_STI;
+    cr0 = count & ENDS_CR0;
     count &= COUNT_MASK;
     c->base = c->end;
     c->block = address;
@@ -183,9 +228,10 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     }
     if (c->watch_if) {
         uint64_t eflags = 0;
-        if (c->after_sti)
+        if (c->after_sti) {
             c->after_sti = 0; /* the STI shadow: this one instruction runs first */
-        else if (c->reg_read(uc, c->eflags_id, &eflags) == 0 && (eflags & EFLAGS_IF)) {
+            shadow = 1;
+        } else if (c->reg_read(uc, c->eflags_id, &eflags) == 0 && (eflags & EFLAGS_IF)) {
             stop_now(c, uc, 3);
             return;
         }
@@ -195,6 +241,8 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         return;
     }
     c->after_sti = sti != 0;
+    c->after_cr0 = cr0 != 0;
+    c->shadow = shadow;
     c->end = c->base + count;
 }
 

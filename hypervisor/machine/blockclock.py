@@ -14,8 +14,10 @@ deadline. This class makes that exact at every instruction:
   recompiled before it first runs;
 * a stop asked for by a Python hook sets the helper's `stop` flag, so a block already chained
   to the stopping one is not counted;
-* EIP is exact in the open-bus callbacks only if a memory hook covers the address: the
-  machine bounds an empty one to each hole under this clock (`Machine.precise_open_bus`);
+* EIP is exact in MMIO callbacks only in code compiled under a memory hook: the machine
+  leaves open bus and devices unmapped while it can (`mmio.py`); an access there stops the
+  CPU before the instruction, `memory.hole_hit()` maps them, and the run goes on from it (a
+  CPU write to CR0 stops the run before the next block, for `memory.paging_changed()`);
 * mid-block counts (a fault, an I/O, a stop) are the running block's instructions before EIP,
   from capstone, cached by the block's bytes (self-modifying code changes them).
 """
@@ -25,10 +27,17 @@ from __future__ import annotations
 import bisect
 import ctypes
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import capstone
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
+from unicorn import (
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_BLOCK,
+    UC_HOOK_CODE,
+    Uc,
+    UcError,
+)
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_EFLAGS, UC_X86_REG_EIP
 
@@ -39,8 +48,11 @@ NO_BLOCK = (1 << 64) - 1
 NO_LIMIT = (1 << 64) - 1
 MISS_STOP = 0x80000000
 ENDS_STI = 0x40000000
+ENDS_CR0 = 0x20000000
 _WHY_MISS = 2  # the helper stopped before a block Python must prepare (1: the deadline)
 _WHY_WINDOW = 3  # the interrupt window opened (Machine.watch_interrupt_window)
+_WHY_CR0 = 4  # a block wrote CR0 (watched while the holes are unmapped)
+_UNMAPPED_DATA = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED)
 _IO = frozenset(("in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"))
 
 
@@ -67,12 +79,40 @@ class _Header(ctypes.Structure):
         ("eflags_id", ctypes.c_int32),
         ("watch_if", ctypes.c_uint32),
         ("after_sti", ctypes.c_uint32),
+        ("shadow", ctypes.c_uint32),
+        ("watch_cr0", ctypes.c_uint32),
+        ("after_cr0", ctypes.c_uint32),
     ]
+
+
+class MemoryMap(Protocol):
+    """What the clock asks the machine about its memory map (mmio.py)."""
+
+    @property
+    def fast(self) -> bool:
+        """The holes are unmapped: watch for CR0 writes."""
+        ...
+
+    def hole_hit(self) -> bool:
+        """The CPU stopped before an access to an unmapped address: map the holes (True),
+        or False if that is no hole (the error stands)."""
+        ...
+
+    def paging_changed(self) -> None:
+        """CR0 was written: paging may be on now."""
+        ...
 
 
 _MISS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)
 _CUT = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint64)
 _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+
+
+def _writes_cr0(code: bytes, address: int) -> bool:
+    """Is the instruction at the start of `code` a MOV to CR0 (the one way paging comes on)?"""
+    for _, _, mnemonic, operands in _DISASM.disasm_lite(code, address, 1):
+        return mnemonic == "mov" and operands.startswith("cr0,")
+    return False
 
 
 class BlockClock:
@@ -114,6 +154,7 @@ class BlockClock:
         self.after_emu_start: Callable[[], None] = lambda: None
         self._eip_cell = ctypes.c_uint32()
         self._eip_ref = ctypes.byref(self._eip_cell)
+        self.memory: MemoryMap | None = None
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
 
     def _hook(self, kind: int, function: Any, begin: int, end: int) -> int:
@@ -155,7 +196,9 @@ class BlockClock:
     def _on_miss(self, address: int, size: int) -> int:
         starts = self._decode(address, size)
         code = self._blocks[(address, size)][0]
-        count = len(starts) | (ENDS_STI if code[starts[-1] - address :] == b"\xfb" else 0)
+        last = code[starts[-1] - address :]
+        count = len(starts) | (ENDS_STI if last == b"\xfb" else 0)
+        count |= ENDS_CR0 if _writes_cr0(last, starts[-1]) else 0
         return count | MISS_STOP if self._unchecked or self._undoored else count
 
     def _on_cut(self, block: int, size: int, address: int) -> int:
@@ -206,6 +249,8 @@ class BlockClock:
         uclib.uc_reg_read(uc._uch, UC_X86_REG_CR0, self._cr0_ref)
         # with paging on, a block's address is virtual: RAM at that address is not its code
         c.check_bytes = not self._cr0.value & CR0_PG
+        c.watch_cr0 = self.memory is not None and self.memory.fast
+        c.after_cr0 = 0
         c.base = c.end = 0
         c.deadline = deadline
         c.block = NO_BLOCK
@@ -219,12 +264,22 @@ class BlockClock:
                 try:
                     uc.emu_start(eip, until)
                 except UcError as err:
-                    return err
+                    if not self._hole_hit(err):
+                        return err
+                    eip = self._eip()
+                    continue
                 finally:
                     self.after_emu_start()
                 if not c.why:
                     return None
                 eip = self._eip()
+                if c.why == _WHY_CR0:
+                    assert self.memory is not None, "CR0 is watched for the memory map"
+                    self.memory.paging_changed()
+                    c.watch_cr0 = self.memory.fast
+                    uclib.uc_reg_read(uc._uch, UC_X86_REG_CR0, self._cr0_ref)
+                    c.check_bytes = not self._cr0.value & CR0_PG
+                    continue
                 if c.why == _WHY_WINDOW:
                     self.window_opened = True
                     return None
@@ -251,6 +306,20 @@ class BlockClock:
                 uclib.uc_hook_del(uc._uch, ctypes.c_size_t(step_hook))
                 self._recompile(*stepped)
             c.deadline = NO_LIMIT
+
+    def _hole_hit(self, err: UcError) -> bool:
+        """An access to an unmapped hole stopped the CPU before the instruction at EIP: once
+        the machine has mapped the holes, go on from it as if it had not stopped."""
+        if err.errno not in _UNMAPPED_DATA or self.memory is None or not self.memory.hole_hit():
+            return False
+        c = self._c
+        c.end = self.retired_before(self._eip())  # the instructions before it retired
+        c.block = NO_BLOCK
+        c.after_sti = c.shadow  # the STI shadow lets the instruction through once more
+        c.watch_cr0 = self.memory.fast
+        if self._stepping:  # the step hook counted the instruction, which runs again
+            c.step_left += 1
+        return True
 
     def _add_checks(self, block: int, size: int) -> None:
         for address in self._unchecked:

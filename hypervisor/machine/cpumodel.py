@@ -8,13 +8,15 @@ instruction is privileged, so a guest kernel executes them directly under every 
 
 - CPUID describes "GenuineIntel", family 6 model 1 stepping 9 (a Pentium Pro-class part,
   so kernels take their P6 paths), with only the features vmlab provides and tests: FPU
-  (x87), TSC, MSR (RDMSR/WRMSR, `msr.py`), CX8 (CMPXCHG8B) and CMOV. Not advertised,
-  because vmlab does not model or check them: VME, DE, PSE, PAE, MCE, APIC, SEP, MTRR, PGE,
-  MCA, PAT, MMX, FXSR, SSE*.
+  (x87), TSC, MSR (RDMSR/WRMSR, `msr.py`), CX8 (CMPXCHG8B), APIC (the local APIC,
+  `devices/lapic.py`) and CMOV. Not advertised, because vmlab does not model or check
+  them: VME, DE, PSE, PAE, MCE, SEP, MTRR, PGE, MCA, PAT, MMX, FXSR, SSE*.
   Maximum basic leaf 1, maximum extended leaf 0x80000000; as on Intel parts, a leaf above
   the maximum answers as the highest basic leaf does.
-- RDTSC (and RDTSCP, with TSC_AUX 0) read the machine's instruction clock, the PIT's input
-  clock: one tick per retired guest instruction. Time travel and replays see exact values.
+- RDTSC reads the machine's instruction clock, the PIT's input clock: one tick per retired
+  guest instruction. Time travel and replays see exact values. RDTSCP, which the model
+  does not offer, raises #UD (executors stop before it: `Machine.stop_before`); the hook
+  here answers it (TSC_AUX 0) only where nothing can stop before it (VMLAB_CLOCK=count).
   With CR4.TSD set outside ring 0 the hook leaves the instruction to unicorn, which raises
   the #GP (a monitor mirrors its guest's CR4.TSD into the real CR4 for this).
 """
@@ -34,8 +36,8 @@ VENDOR = b"GenuineIntel"
 FAMILY, MODEL, STEPPING = 6, 1, 9
 MAX_BASIC, MAX_EXTENDED = 1, 0x80000000
 FEATURE_FPU, FEATURE_TSC, FEATURE_MSR = 1 << 0, 1 << 4, 1 << 5
-FEATURE_CX8, FEATURE_CMOV = 1 << 8, 1 << 15
-FEATURES_EDX = FEATURE_FPU | FEATURE_TSC | FEATURE_MSR | FEATURE_CX8 | FEATURE_CMOV
+FEATURE_CX8, FEATURE_APIC, FEATURE_CMOV = 1 << 8, 1 << 9, 1 << 15
+FEATURES_EDX = FEATURE_FPU | FEATURE_TSC | FEATURE_MSR | FEATURE_CX8 | FEATURE_APIC | FEATURE_CMOV
 
 
 def cpuid(leaf: int) -> tuple[int, int, int, int]:

@@ -18,9 +18,11 @@ one unicorn instance; the MMU and the board, when they come, take their parts ou
 from __future__ import annotations
 
 import ctypes
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from operator import attrgetter
 from typing import Protocol
 
@@ -35,7 +37,6 @@ from unicorn import (
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ,
-    UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MODE_32,
     UC_PROT_ALL,
@@ -69,6 +70,8 @@ from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
+from hypervisor.machine.mmio import MmioRange, MmioSpace
+from hypervisor.machine.msr import ApicBase
 from hypervisor.machine.paging import LinearMemory, PagingRegisters
 from hypervisor.machine.registers import (
     OneRegister,
@@ -136,6 +139,8 @@ class MachineOwner(Protocol):
 
     def model_specific_registers(self) -> dict[int, int]: ...
 
+    def local_apic(self) -> ApicBase: ...
+
 
 class EntryError(Exception):
     """The CPU refused a register value while entering the guest (e.g. a bad selector)."""
@@ -158,6 +163,8 @@ class Machine:
         self.owner: MachineOwner | None = None
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self._ram_pointer = ram = self.host.pointer(self.ram)  # host RAM never moves
+        # read without a foreign call (the tracer reads code at every instruction)
+        self._ram_view = memoryview((ctypes.c_char * ram_size).from_address(ram)).cast("B")
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
         self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
@@ -171,14 +178,15 @@ class Machine:
         self._cr0 = OneRegister(self.uc, x.UC_X86_REG_CR0)
         self._cr2_reg = OneRegister(self.uc, x.UC_X86_REG_CR2)
         self._paging = RegisterBatch(self.uc, _PAGING_REGS)
+        self._traced = RegisterBatch(self.uc, (*STATE_REG_IDS, x.UC_X86_REG_CR0))
         self._entry = {reg: OneRegister(self.uc, reg) for _, reg in _ENTRY_SEGMENTS}
         self._plain = RegisterBatch(self.uc, [reg for _, reg in _PLAIN_REGS])
         self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
-        self._precise_open_bus = self.clock.kind == "block"
+        self._mmio: MmioSpace | None = None  # open bus and devices, made when sealed
         self.monitor_pages: set[int] = set()
-        self._devices: list[tuple[int, int]] = []  # (first, last) address of device MMIO
+        self._devices: list[MmioRange] = []  # device registers (map_device)
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
         self._templates: dict[int, UcContext] = {}
@@ -203,7 +211,7 @@ class Machine:
         """Read guest-physical memory the way the CPU would see it (open bus outside RAM),
         without side effects: open bus is not asked (that would report an access)."""
         if address >= 0 and address + size <= self.ram_size:
-            return ctypes.string_at(self._ram_pointer + address, size)
+            return self._ram_view[address : address + size].tobytes()
         first, last = address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)
         if all(page in self.monitor_pages for page in range(first, last + 1, PAGE)):
             return bytes(self.uc.mem_read(address, size))
@@ -218,9 +226,23 @@ class Machine:
     def code(self, address: int, size: int) -> bytes:
         """Instruction bytes at linear `address`, as the CPU would fetch them now (no side
         effect; fewer bytes where a page is not mapped)."""
-        if not self._cr0.read() & CR0_PG:  # (asked at every traced instruction)
-            return self.read(address, size)
-        return self.linear.peek(address, size)
+        return self._code(address, size, self._cr0.read())
+
+    def trace_registers(self) -> bytes:
+        """The registers of `state()` as `RegisterReader.raw` gives them, and CR0 in one
+        word more: what the tracer needs at every instruction, in one call."""
+        return self._traced.raw()
+
+    def traced_code(self, address: int, size: int, registers: bytes) -> bytes:
+        """`code()`, with CR0 from a `trace_registers()` read."""
+        return self._code(address, size, int.from_bytes(registers[-4:], sys.byteorder))
+
+    def _code(self, address: int, size: int, cr0: int) -> bytes:
+        if cr0 & CR0_PG:
+            return self.linear.peek(address, size)
+        if 0 <= address <= self.ram_size - size:
+            return self._ram_view[address : address + size].tobytes()
+        return self.read(address, size)
 
     def paging_registers(self) -> PagingRegisters:
         return PagingRegisters(*self._paging.read())
@@ -241,6 +263,7 @@ class Machine:
         # has been used (measured on 2.1.4): drop them for the written range. (The block
         # clock checks its counts against RAM itself.)
         self.uc.ctl_remove_cache(address, address + len(data))
+        self._after_lookup()
         return True
 
     def release(self) -> None:
@@ -285,17 +308,6 @@ class Machine:
         for first, last in ranges:
             self.uc.hook_add(UC_HOOK_MEM_READ, self._on_monitor_read, None, first, last)
 
-    def precise_open_bus(self) -> None:
-        """Name the exact instruction of every open-bus access. Unicorn brings EIP up to
-        date for a memory access only when a memory hook matches it; without one, a run with
-        no instruction count (translated code) shows the EIP of the start of the block. So a
-        no-op hook is bounded to each hole: it costs a check on every load and store (a third
-        of binary translation's speed), which is why only the block clock asks for it (it
-        has no code hook either, docs/clock.md); translated code notes its instructions'
-        EIPs instead (docs/unicorn-facts.md, fact 13)."""
-        assert not self._sealed, "asked for before the guest first runs"
-        self._precise_open_bus = True
-
     def map_device(
         self,
         base: int,
@@ -304,18 +316,10 @@ class Machine:
         write: Callable[[int, int, int], None],
     ) -> None:
         """A device's registers at guest-physical `base` (the local and I/O APICs): every
-        access calls `read(offset, size)` or `write(offset, size, value)`. Under the block
-        clock an empty memory hook covers it, so the device sees the exact EIP and count."""
+        access calls `read(offset, size)` or `write(offset, size, value)`, at the exact EIP
+        and count under either clock (mmio.py)."""
         assert not self._sealed, "devices are mapped before the guest first runs"
-        self.uc.mmio_map(
-            base,
-            size,
-            lambda uc, offset, width, _: read(offset, width),
-            None,
-            lambda uc, offset, width, value, _: write(offset, width, value),
-            None,
-        )
-        self._devices.append((base, base + size - 1))
+        self._devices.append(MmioRange(base, base + size - 1, read, write))
 
     def _on_monitor_read(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
@@ -571,6 +575,8 @@ class Machine:
             self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
         self._cr2 = self._cr2_reg.read()
+        assert self._mmio is not None, "sealed"
+        self._mmio.before_run(paging=bool(self._cr0.read() & CR0_PG))
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -592,10 +598,9 @@ class Machine:
             return Exit(ExitKind.STOP, retired)
         if error is not None:
             if fetch:
-                address = self.uc.reg_read(x.UC_X86_REG_EIP)
-                return Exit(ExitKind.FETCH_FAULT, retired, address=address)
+                return Exit(ExitKind.FETCH_FAULT, retired, address=self.read_eip())
             return Exit(ExitKind.ERROR, retired, detail=str(error))
-        eip_now = self.uc.reg_read(x.UC_X86_REG_EIP)
+        eip_now = self.read_eip()
         if eip_now == _UNTIL:
             return Exit(ExitKind.FETCH_FAULT, retired, address=eip_now)
         return Exit(ExitKind.HALT, retired)
@@ -623,6 +628,15 @@ class Machine:
         left them, not as unicorn's clean-up did (marker.py)."""
         if self._cr0.read() & CR0_PG:
             clear_after_run(self.uc, self._cr2)
+
+    def _after_lookup(self) -> None:
+        """Unicorn looks a physical address up as a linear one when it drops compiled blocks
+        or changes a page's protection; with paging on, where the tables in force do not
+        map it, that lookup faults inside unicorn as its clean-up does (marker.py). Between
+        two runs (a monitor at work) that is undone at once, or the next real fault of the
+        guest would arrive as #DF."""
+        if not self._running:
+            self._clear_paging_leftovers()
 
     def _overdue(self) -> None:
         """The watchdog's call (from its thread): the run has taken far too long."""
@@ -685,6 +699,7 @@ class Machine:
         logged = self.dirty_log is not None and page in self.dirty_log.watched
         writable = not protected and not logged
         self.uc.mem_protect(page, PAGE, UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC)
+        self._after_lookup()
 
     def start_dirty_log(self) -> None:
         """Log which RAM pages are written from now on (dirtylog.py)."""
@@ -742,7 +757,10 @@ class Machine:
                 if not clock.at_deadline():
                     callback(address, size)
 
-            self._trace_hook = CodeHook(self.uc, traced)
+            # the count clock's own hook runs first: no other hook sees its deadline (and a
+            # layer less is a tenth of a traced instruction's cost)
+            hook = traced if isinstance(clock, BlockClock) else callback
+            self._trace_hook = CodeHook(self.uc, hook)
             self._recompile_for_code_hook()
 
     def _recompile_for_code_hook(self) -> None:
@@ -787,38 +805,37 @@ class Machine:
             self.owner.port_out(port, size, value)
 
     def _seal(self) -> None:
-        """Make every address that is neither RAM nor monitor memory open bus.
+        """Make every address that is neither RAM, monitor memory nor a device open bus,
+        and put the devices' registers in place (mmio.py).
 
-        One MMIO region per hole: no host memory behind it, every access reaches Python, so
-        each one is reported (and a guest sweeping the address space costs no mappings).
-        Instruction fetch from MMIO is impossible for unicorn: the VM crashes, as the guest
-        contract says.
+        Each access to a hole reaches Python and is reported (and a guest sweeping the
+        address space costs no mappings). Instruction fetch from a hole is impossible for
+        unicorn: the VM crashes, as the guest contract says.
         """
+        taken = [(begin, end) for begin, end, _ in self.uc.mem_regions()]
+        taken += [(device.first, device.last) for device in self._devices]
+        holes: list[MmioRange] = []
         cursor = 0
-        for begin, end, _ in [*sorted(self.uc.mem_regions()), (1 << 32, 1 << 32, 0)]:
+        for begin, end in [*sorted(taken), (1 << 32, 1 << 32)]:
             if begin > cursor:
-                self.uc.mmio_map(
-                    cursor,
-                    begin - cursor,
-                    self._open_bus_read,
-                    cursor,
-                    self._open_bus_write,
-                    cursor,
+                read, write = (
+                    partial(self._open_bus_read, cursor),
+                    partial(self._open_bus_write, cursor),
                 )
-                if self._precise_open_bus:
-                    self.uc.hook_add(_MEM_DATA, _nothing, None, cursor, begin - 1)
+                holes.append(MmioRange(cursor, begin - 1, read, write))
             cursor = max(cursor, end + 1)
-        if self._precise_open_bus:
-            for first, last in self._devices:
-                self.uc.hook_add(_MEM_DATA, _nothing, None, first, last)
+        block = isinstance(self.clock, BlockClock)
+        self._mmio = MmioSpace(self.uc, [*holes, *self._devices], adaptive=block)
+        if isinstance(self.clock, BlockClock):
+            self.clock.memory = self._mmio
         self._sealed = True
 
-    def _open_bus_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
+    def _open_bus_read(self, base: int, offset: int, size: int) -> int:
         if self.owner:
             self.owner.memory_violation("open_bus_read", base + offset, size, 0)
         return (1 << (8 * size)) - 1
 
-    def _open_bus_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
+    def _open_bus_write(self, base: int, offset: int, size: int, value: int) -> None:
         if self.owner:
             self.owner.memory_violation("open_bus_write", base + offset, size, value)
 
@@ -847,13 +864,6 @@ class Machine:
         # nothing began at the address (the jump there retired): EIP is past what ran
         self._stop(ExitKind.FETCH_FAULT, retired_now=True, eip_past=True, address=address)
         return False
-
-
-_MEM_DATA = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
-
-
-def _nothing(*_: object) -> None:
-    """A memory hook whose only effect is that unicorn updates EIP (precise_open_bus)."""
 
 
 _PLAIN_REGS = tuple(

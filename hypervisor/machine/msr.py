@@ -10,7 +10,8 @@ read from `qemu-system-i386 -kernel`), except that an MSR the table does not lis
 
 - IA32_TIME_STAMP_COUNTER: the instruction clock plus an offset; a write sets the offset,
   so RDTSC and RDMSR then count on from the value written;
-- IA32_APIC_BASE: 0xFEE00900 (the xAPIC at 0xFEE00000, enabled, the bootstrap processor);
+- IA32_APIC_BASE: the local APIC's own register (`devices/lapic.py`: 0xFEE00900, the
+  xAPIC at 0xFEE00000, enabled, the bootstrap processor; clearing bit 11 turns it off);
 - SYSENTER_CS/ESP/EIP, IA32_MISC_ENABLE (fast strings), the MTRRs and PAT: stored, with
   QEMU's reset values; MTRRcap reads 0 as on QEMU's `qemu32` CPU (no MTRR feature), and
   IA32_PLATFORM_ID 0 and IA32_BIOS_SIGN_ID (microcode revision 1) read as QEMU's.
@@ -26,6 +27,10 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from hypervisor.machine.cpu import CpuState
 
 MASK64 = (1 << 64) - 1
 
@@ -42,6 +47,12 @@ class Msr(IntEnum):
     MISC_ENABLE = 0x1A0
     PAT = 0x277
     MTRR_DEF_TYPE = 0x2FF
+
+
+class ApicBase(Protocol):
+    """The local APIC's IA32_APIC_BASE, which lives in the device (`devices/lapic.py`)."""
+
+    apic_base: int
 
 
 class MsrFault(Exception):
@@ -104,11 +115,13 @@ def time_stamp(clock: int, stored: Mapping[int, int]) -> int:
     return (clock + stored.get(Msr.TSC, 0)) & MASK64
 
 
-def read(index: int, stored: Mapping[int, int], clock: int) -> int:
+def read(index: int, stored: Mapping[int, int], clock: int, apic: ApicBase | None = None) -> int:
     """RDMSR `index`; MsrFault if this CPU has no such MSR."""
     spec = TABLE.get(index)
     if spec is None:
         raise MsrFault(f"RDMSR of {name(index)}: no such MSR on this CPU")
+    if index == Msr.APIC_BASE and apic is not None:
+        return apic.apic_base
     if index == Msr.TSC:
         return time_stamp(clock, stored)
     if index == Msr.BIOS_SIGN_ID:
@@ -116,7 +129,13 @@ def read(index: int, stored: Mapping[int, int], clock: int) -> int:
     return stored.get(index, spec.reset)
 
 
-def write(index: int, value: int, stored: MutableMapping[int, int], clock: int) -> None:
+def write(
+    index: int,
+    value: int,
+    stored: MutableMapping[int, int],
+    clock: int,
+    apic: ApicBase | None = None,
+) -> None:
     """WRMSR `index` = `value`; MsrFault where the hardware raises #GP."""
     spec = TABLE.get(index)
     if spec is None:
@@ -127,7 +146,24 @@ def write(index: int, value: int, stored: MutableMapping[int, int], clock: int) 
         raise MsrFault(f"WRMSR of {value:#x} to IA32_PAT: a reserved memory type (#GP)")
     if index == Msr.TSC:
         stored[index] = (value - clock) & MASK64
+    elif index == Msr.APIC_BASE and apic is not None:
+        apic.apic_base = value
     elif index == Msr.APIC_BASE:
         stored[index] = value & ~_APIC_BSP | _APIC_BSP  # the BSP flag is the hardware's
     elif index != Msr.BIOS_SIGN_ID:
         stored[index] = value
+
+
+def execute(
+    state: CpuState,
+    wrmsr: bool,
+    stored: MutableMapping[int, int],
+    clock: int,
+    apic: ApicBase | None = None,
+) -> None:
+    """RDMSR (or WRMSR) on `state`'s ECX and EDX:EAX (MsrFault: #GP): every mode's way in."""
+    if wrmsr:
+        write(state.ecx, state.edx << 32 | state.eax, stored, clock, apic)
+    else:
+        value = read(state.ecx, stored, clock, apic)
+        state.eax, state.edx = value & 0xFFFFFFFF, value >> 32

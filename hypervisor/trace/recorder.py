@@ -19,7 +19,7 @@ class Recorder:
 
     It takes the VM's instructions as their sink (`InstructionSink`: straight into the
     columns), listens to its other events, and while the VM runs watches each traced
-    instruction (the registers: the tracer calls `_watch`, the event log's `watch`) and
+    instruction (the registers: the tracer calls `_advance`, the event log's `watch`) and
     each memory write (a hook of its own). Register state is taken at the *last* time the
     watch fires for a step: a step can be announced, then preceded by the monitor's work (a
     world switch, an interrupt delivery) before it really runs.
@@ -50,13 +50,13 @@ class Recorder:
         at most CHUNK steps, so that the register reads waiting to be diffed stay few)."""
         machine, vm = self.vm.machine, self.vm
         hook = machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)
-        vm.events.watch = self._watch
+        vm.events.watch = self._advance
         end = vm.step + count
         try:
             while True:
                 began = vm.step
                 exit_info = vm.run(min(end - vm.step, CHUNK), trace=True)
-                self._advance(vm.step)
+                self._advance(vm.step, self._raw())
                 self._flush()
                 # a budget that did not move the VM is a pause (a guest asleep until input)
                 if exit_info.reason != "budget" or vm.step >= end or vm.step == began:
@@ -123,11 +123,10 @@ class Recorder:
             self.recording.exit = exit_info
 
     # ------------------------------------------------------------------ hooks
-    def _watch(self, step: int) -> None:
-        self._advance(step)
-
-    def _advance(self, step: int) -> None:
-        state = self._raw()
+    def _advance(self, step: int, registers: bytes) -> None:
+        """The registers at the start of `step` (the event log's `watch`: the tracer calls
+        it at every traced instruction, with a word of CR0 after them)."""
+        state = registers[:WORDS]
         if step == self._at:
             self._states[-WORDS:] = state
             return

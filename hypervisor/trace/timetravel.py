@@ -61,13 +61,14 @@ class TimeMachine:
         limit: int = DEFAULT_LIMIT,
         checkpoints: CheckpointStore | None = None,
         inputs: InputScript | None = None,
+        ram_size: int = DEFAULT_RAM,
     ) -> None:
         self.image = image
         self.mode = mode
         self.name = name or image.name
         self.host = host
         self.limit = limit
-        self.ram_size = recording.ram_size if recording else DEFAULT_RAM
+        self.ram_size = recording.ram_size if recording else ram_size
         self.checkpoints = CheckpointStore() if checkpoints is None else checkpoints
         # Every VM of this run gets the same inputs at the same steps; the head (created
         # first) is the script's live VM, which takes the inputs given "when it waits".

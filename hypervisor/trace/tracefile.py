@@ -12,7 +12,8 @@ Format 1 (all integers little-endian):
                     then each column of header["columns"] ([name, typecode, count]) as raw
                     array bytes, in that order
 
-The header holds the guest image itself (base64, with its SHA-256 and line map), the
+The header holds the guest image itself (base64, with its SHA-256 and line map; a multiboot
+kernel's command line and its modules, each with its string, content and SHA-256), the
 configuration (mode, RAM size, step limit), the exit, the registers at step 0 and after the
 last step, the instruction table, the non-instruction events ({"type": class name, fields}),
 the instructor's annotations by step, the fast-forwarded stretches and the recording's small
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from hypervisor.files import FileWriteError, check_writable, write_atomically
+from hypervisor.guest.bootinfo import Module
 from hypervisor.guest.image import GuestImage
 from hypervisor.guest.nasm import SourceLine
 from hypervisor.schema import SchemaError
@@ -51,11 +53,12 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.traceschema import (
     MAX_COLUMNS,
     MAX_HEADER,
+    MAX_RAM,
     check_columns,
     check_header,
     event_of,
 )
-from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
+from hypervisor.vmm.contract import DEFAULT_RAM, ExitInfo, ExitReason, Mode
 from hypervisor.vmm.inputs import Input, InputScript
 
 MAGIC = b"VMLABTRC"
@@ -100,6 +103,11 @@ def save(path: str | Path, trace: Trace) -> None:
             "sha256": image.sha256,
             "image": base64.b64encode(image.data).decode("ascii"),
             "lines": [[s.address, s.line, s.text] for s in image.lines],
+            "cmdline": image.cmdline,
+            "modules": [
+                [m.string, _sha256(m.data), base64.b64encode(m.data).decode("ascii")]
+                for m in image.modules
+            ],
         },
         "config": {"mode": trace.mode, "ram_size": recording.ram_size, "limit": trace.limit},
         "steps": len(recording),
@@ -199,10 +207,18 @@ def _decode(body: _Inflater) -> Trace:
     check_header(header)
     guest = header["guest"]
     data = base64.b64decode(guest["image"], validate=True)
-    if hashlib.sha256(data).hexdigest() != guest["sha256"].lower():
+    if _sha256(data) != guest["sha256"].lower():
         raise SchemaError("the embedded guest image does not match its hash")
     lines = tuple(SourceLine(a, n, t) for a, n, t in guest["lines"])
-    image = GuestImage(guest["name"], data, lines, guest["source"])
+    modules = []
+    for index, (string, sha256, encoded) in enumerate(guest.get("modules", [])):
+        module = base64.b64decode(encoded, validate=True)
+        if _sha256(module) != sha256.lower():
+            raise SchemaError(f"header.guest.modules[{index}]: does not match its hash")
+        modules.append(Module(module, string))
+    image = GuestImage(
+        guest["name"], data, lines, guest["source"], tuple(modules), guest.get("cmdline", "")
+    )
     config = header["config"]
     recording = Recording(guest["name"], config["mode"], guest["sha256"], config["ram_size"])
     _read_columns(body, header["columns"], recording)
@@ -281,9 +297,22 @@ def check_target(path: str | Path) -> None:
         raise TraceFileError(visible(str(err))) from None
 
 
-def record(image: GuestImage, mode: str, max_insns: int, inputs: tuple[Input, ...] = ()) -> Trace:
+def record(
+    image: GuestImage,
+    mode: str,
+    max_insns: int,
+    inputs: tuple[Input, ...] = (),
+    ram_size: int = DEFAULT_RAM,
+) -> Trace:
     """Run a guest traced to its end (or `max_insns`) with `inputs`, and return it as a
     trace (which keeps each input with the step it arrived at)."""
-    machine = TimeMachine(image, mode, limit=max_insns, inputs=InputScript(inputs))
+    if ram_size > MAX_RAM:
+        raise TraceFileError(f"a trace file holds a VM of at most {MAX_RAM >> 20} MiB of RAM")
+    script = InputScript(inputs)
+    machine = TimeMachine(image, mode, limit=max_insns, inputs=script, ram_size=ram_size)
     machine.extend(max_insns)
     return Trace(image, mode, max_insns, machine.recording)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

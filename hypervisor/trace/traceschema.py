@@ -35,6 +35,7 @@ from hypervisor.vmm.contract import LOAD_ADDRESS, ExitReason, Mode
 MAX_STEPS = 200_000_000
 MAX_RAM = 256 << 20
 MAX_IMAGE = 16 << 20
+MAX_MODULES = 64
 MAX_HEADER = 256 << 20  # bytes of JSON
 MAX_COLUMNS = 1 << 30  # bytes of all columns together
 MAX_ROWS = 5_000_000  # instructions, events, line map entries, addresses with a history
@@ -104,7 +105,14 @@ HEADER = Obj(
                 "sha256": Str(64, hex=True),
                 "image": Str(MAX_IMAGE * 4 // 3 + 4),
                 "lines": List(Row((U32, Int(0, 10_000_000), Str(TEXT))), MAX_ROWS),
-            }
+                "cmdline": Str(4 * TEXT),
+                # (string, SHA-256, content in base64) of each multiboot module
+                "modules": List(
+                    Row((Str(4 * TEXT), Str(64, hex=True), Str(MAX_IMAGE * 4 // 3 + 4))),
+                    MAX_MODULES,
+                ),
+            },
+            optional=frozenset({"cmdline", "modules"}),  # older files: a flat image's only
         ),
         "config": Obj(
             {

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from hypervisor.isa import Instruction
+from hypervisor.isa import Instruction, Operand
 from hypervisor.machine import msr
 from hypervisor.machine.cpu import (
     CR0_PE,
@@ -31,8 +31,13 @@ from hypervisor.machine.cpu import (
     CpuState,
 )
 from hypervisor.machine.descriptors import TYPE_TSS_AVAILABLE, SegmentDescriptor
-from hypervisor.machine.interrupts import VEC_GP, VEC_NP
-from hypervisor.vmm.operands import effective_address, read_register, write_register
+from hypervisor.machine.interrupts import VEC_GP, VEC_NP, VEC_UD
+from hypervisor.vmm.operands import (
+    SegmentOutsideGdt,
+    linear_address,
+    read_register,
+    write_register,
+)
 from hypervisor.vmm.vcpu import VirtualCpu
 
 if TYPE_CHECKING:
@@ -103,7 +108,7 @@ class Emulation:
             return read_register(self.state, op.reg or "")
         if op.kind == "imm":
             return op.imm or 0
-        raw = self.read(effective_address(op, self.state), min(op.size, 4))
+        raw = self.read(self.address_of(op), min(op.size, 4))
         return int.from_bytes(raw, "little")
 
     def set_operand(self, index: int, value: int) -> None:
@@ -116,9 +121,18 @@ class Emulation:
         else:
             size = min(op.size, 4)
             self.write(
-                effective_address(op, self.state),
-                (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"),
+                self.address_of(op), (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
             )
+
+    def address_of(self, op: Operand) -> int:
+        """The linear address of a memory operand, its segment's base (a per-CPU FS or GS,
+        say) added (operands.linear_address)."""
+        try:
+            return linear_address(op, self.state, self.vcpu.gdtr, self.read)
+        except SegmentOutsideGdt as err:
+            if err.selector & 4:
+                raise Unsupported("LDTs are not modelled (an operand in an LDT segment)") from err
+            raise Reflect(VEC_GP, err.selector & ~3, str(err)) from err
 
     def guest_descriptor(self, selector: int) -> SegmentDescriptor:
         base, limit = self.vcpu.gdtr
@@ -178,7 +192,7 @@ def _hlt(e: Emulation) -> None:
 @emulates("lgdt", "lidt")
 def _load_table(e: Emulation) -> None:
     op = e.insn.operands[0]
-    limit, base = struct.unpack("<HI", e.read(effective_address(op, e.state), 6))
+    limit, base = struct.unpack("<HI", e.read(e.address_of(op), 6))
     if e.insn.mnemonic == "lgdt":
         e.vcpu.gdtr = (base, limit)
     else:
@@ -281,40 +295,31 @@ def _clts(e: Emulation) -> None:
 def _msr_access(e: Emulation) -> None:
     """Through the one MSR table (`machine/msr.py`), on the virtual CPU's values."""
     owner = e.machine.owner
-    clock = owner.instruction_clock() if owner else 0
+    clock, apic = (owner.instruction_clock(), owner.local_apic()) if owner else (0, None)
     try:
-        msr_access(e.state, e.insn.mnemonic == "wrmsr", e.vcpu.msr, clock)
+        msr.execute(e.state, e.insn.mnemonic == "wrmsr", e.vcpu.msr, clock, apic)
     except msr.MsrFault as fault:
         raise Reflect(VEC_GP, 0, str(fault)) from fault
-
-
-def msr_access(state: CpuState, write: bool, values: dict[int, int], clock: int) -> None:
-    """RDMSR or WRMSR on `state`'s ECX, EDX:EAX (MsrFault: #GP), shared with bare metal."""
-    if write:
-        msr.write(state.ecx, state.edx << 32 | state.eax, values, clock)
-    else:
-        value = msr.read(state.ecx, values, clock)
-        state.eax, state.edx = value & 0xFFFFFFFF, value >> 32
 
 
 @emulates("rdtsc", "rdtscp")
 def _rdtsc(e: Emulation) -> None:
     """Reached when the guest's CR4.TSD made the real CPU fault at ring 1 (the monitor
     mirrors it), and as binary translation's callout, which reads the clock exactly."""
+    if e.insn.mnemonic == "rdtscp":
+        raise Reflect(VEC_UD, 0, "RDTSCP: CPUID does not offer it (#UD)")
     if e.vcpu.cr4 & CR4_TSD and e.vcpu.cpl:
         raise Reflect(VEC_GP, 0, f"{e.insn.mnemonic.upper()} outside ring 0 with CR4.TSD set")
     owner = e.machine.owner
     tsc = msr.time_stamp(owner.instruction_clock() if owner else 0, e.vcpu.msr)
     e.state.eax, e.state.edx = tsc & 0xFFFFFFFF, tsc >> 32
-    if e.insn.mnemonic == "rdtscp":
-        e.state.ecx = 0  # IA32_TSC_AUX: processor 0
 
 
 @emulates("invlpg", "wbinvd", "invd")
 def _cache_control(e: Emulation) -> None:
     """No caches are modelled; INVLPG drops the page's shadow entry (the monitor's TLB)."""
     if e.insn.mnemonic == "invlpg" and e.mmu is not None and e.mmu.active:
-        e.mmu.invalidate(e.machine, effective_address(e.insn.operands[0], e.state))
+        e.mmu.invalidate(e.machine, e.address_of(e.insn.operands[0]))
 
 
 @emulates("pop")
@@ -436,7 +441,7 @@ def _far_transfer(e: Emulation) -> None:
     if insn.far_target is not None:
         selector, offset = insn.far_target
     else:
-        raw = e.read(effective_address(insn.operands[0], e.state), 6)
+        raw = e.read(e.address_of(insn.operands[0]), 6)
         offset, selector = struct.unpack("<IH", raw)
     code = e.guest_descriptor(selector)
     if not code.is_code or not code.present:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from unicorn.x86_const import UC_X86_REG_EAX as _EAX
@@ -50,6 +51,10 @@ class Traced(NamedTuple):
     cpl: int  # the guest's own privilege level
     probe: Callable[[], bool] | None = None  # a sensitive one's divergence test (holes)
     subkind: str = ""  # translated code: ident / rewritten / callout
+
+
+# A Traced made from a tuple at C speed (a named tuple's own __new__ is a Python function).
+_traced = partial(tuple.__new__, Traced)
 
 
 class Executor(ABC):
@@ -219,9 +224,10 @@ class Executor(ABC):
         eip = self.machine.read_eip()
         insn = decode(self.machine.code(eip, 15), eip)
         if insn is None or insn.mnemonic != "mov" or not self.retired_are_guest_instructions():
-            self.clock_now()
+            self.device_clock_now()
             write()
             return
+        self._count_io("mmio")
         self._device_store = (write, eip + insn.size)
         self.machine.stop_before_this()
 
@@ -229,7 +235,8 @@ class Executor(ABC):
         self._device_store = None
         write()
         self.machine.set_registers(eip=next_eip)
-        self.vm.retire_emulated()
+        self.vm.tick(1)  # it ran on the CPU, all but its end: a guest instruction retired
+        self.vm.stats.total += 1
 
     def _announced_but_not_run(self) -> bool:
         """Did the tracer announce an instruction that then never ran? A stop from a code
@@ -336,6 +343,13 @@ class Executor(ABC):
         timer read, or a write that moves a deadline, happens at its exact instruction)."""
         self.vm.retire(self.machine.counter.read() - 1)
 
+    def device_clock_now(self) -> None:
+        """`clock_now`, for a device's memory-mapped registers (the APICs): a timer read at
+        its exact instruction. Under a monitor the access is a trap (the monitor emulates
+        the device's page), counted as `mmio`."""
+        self._count_io("mmio")
+        self.clock_now()
+
     def instruction_clock(self) -> int:
         """Guest instructions retired before the one being emulated (the TSC's base)."""
         return self.vm.pit.ticks
@@ -343,6 +357,10 @@ class Executor(ABC):
     @abstractmethod
     def model_specific_registers(self) -> dict[int, int]:
         """Where this CPU's MSR values live (`machine/msr.py` reads and writes them)."""
+
+    def local_apic(self) -> msr.ApicBase:
+        """The device that holds IA32_APIC_BASE."""
+        return self.vm.lapic
 
     def _fault_io(self, eip: int) -> None:
         self._io_fault = (eip, self.machine.uc.reg_read(_EAX))
@@ -416,8 +434,9 @@ class Executor(ABC):
         )
 
     def guest_eip_running(self) -> int:
-        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
-        return self.virtual_state().eip
+        """The guest EIP of the instruction the CPU is running (from inside a hook): the
+        real one, where the guest runs its own code (every open-bus access asks)."""
+        return self.machine.read_eip()
 
     def memory_access_eip(self) -> int:
         """The guest EIP of the instruction whose memory access a memory hook sees."""
@@ -446,15 +465,16 @@ class Executor(ABC):
 
     def _trace(self, eip: int, size: int) -> None:
         step = self.vm.step - 1
+        registers = self.machine.trace_registers()
         watch = self.vm.events.watch
         if watch is not None:
-            watch(step)
+            watch(step, registers)
         if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
-        insn = decode(self.machine.code(eip, 15), eip)
+        insn = decode(self.machine.traced_code(eip, 15, registers), eip)
         probe = self.hole_probe(insn) if insn is not None and insn.is_sensitive else None
-        self._pending = Traced(step, eip, insn, self.guest_cpl(), probe)
+        self._pending = _traced((step, eip, insn, self.guest_cpl(), probe, ""))
         self._pending_trapped = False
         self._pending_hypercall = False
 

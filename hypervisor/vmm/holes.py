@@ -17,10 +17,15 @@ from typing import TYPE_CHECKING
 
 from unicorn.x86_const import UC_X86_REG_ESP as _ESP
 
-from hypervisor.isa import SEGMENT_REGISTERS, Instruction
+from hypervisor.isa import SEGMENT_REGISTERS, Instruction, Operand
 from hypervisor.machine.cpu import EFLAGS_IF, EFLAGS_IOPL
 from hypervisor.vmm.emulate import EMULATORS, ZF, Emulation
-from hypervisor.vmm.operands import effective_address, read_register
+from hypervisor.vmm.operands import (
+    SegmentOutsideGdt,
+    effective_address,
+    linear_address,
+    read_register,
+)
 
 if TYPE_CHECKING:
     from hypervisor.vmm.trap import TrapAndEmulate
@@ -39,6 +44,16 @@ def _guest_bytes(monitor: TrapAndEmulate, address: int, size: int) -> bytes:
     """What the guest reads at linear `address` (through its own page tables; all ones
     where they map nothing, as nothing the probe judges can be there)."""
     return monitor.guest_memory.peek(address, size).ljust(size, b"\xff")
+
+
+def _operand_bytes(monitor: TrapAndEmulate, op: Operand, size: int) -> bytes:
+    """What the guest reads at a memory operand (its segment's base added)."""
+    state = monitor.machine.state()
+    try:
+        address = linear_address(op, state, monitor.vcpu.gdtr, monitor.guest_memory.peek)
+    except SegmentOutsideGdt:
+        address = effective_address(op, state)
+    return _guest_bytes(monitor, address, size)
 
 
 def _dword_at_esp(monitor: TrapAndEmulate) -> int:
@@ -88,8 +103,7 @@ def _selector_read(monitor: TrapAndEmulate, insn: Instruction) -> Probe | None:
             if dest.kind == "reg":
                 value = read_register(monitor.machine.state(), dest.reg or "")
             else:
-                address = effective_address(dest, monitor.machine.state())
-                value = int.from_bytes(_guest_bytes(monitor, address, 2), "little")
+                value = int.from_bytes(_operand_bytes(monitor, dest, 2), "little")
         return (value & 3) != vcpu.cpl
 
     return judge
@@ -117,8 +131,7 @@ def _table_register(monitor: TrapAndEmulate, insn: Instruction) -> Probe:
             return 0
         if dest.kind == "reg":
             return read_register(state, dest.reg or "")
-        raw = _guest_bytes(monitor, effective_address(dest, state), size)
-        return int.from_bytes(raw, "little")
+        return int.from_bytes(_operand_bytes(monitor, dest, size), "little")
 
     def judge() -> bool:
         key = insn.fact_key

@@ -22,13 +22,14 @@ from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import (
     VEC_GP,
     VEC_PF,
+    VEC_UD,
     Source,
     Tables,
     TripleFault,
     deliver_escalating,
 )
 from hypervisor.machine.machine import EntryError, Exit, ExitKind
-from hypervisor.machine.msr import Msr, MsrFault
+from hypervisor.machine.msr import Msr, MsrFault, execute
 from hypervisor.vmm.contract import (
     KERNEL_CS,
     KERNEL_DS,
@@ -38,7 +39,6 @@ from hypervisor.vmm.contract import (
     ExitReason,
     Mode,
 )
-from hypervisor.vmm.emulate import msr_access
 from hypervisor.vmm.executors import Executor
 from hypervisor.vmm.guestcpu import DEBUG_REGS, FpuState, GuestCpu, ResumeRefused
 from hypervisor.vmm.pagefault import page_fault_code
@@ -187,11 +187,14 @@ class BareMetal(Executor):
         state = machine.state()
         insn = decode(machine.code(state.eip, MAX_INSN_SIZE), state.eip)
         assert insn is not None, "the machine stops only before a decoded RDMSR/WRMSR"
+        if insn.mnemonic == "rdtscp":
+            self.deliver(VEC_UD, "exception", 0)  # the model has no RDTSCP (cpumodel.py)
+            return
         write = insn.mnemonic == "wrmsr"
         try:
             if machine.cpl:
                 raise MsrFault("RDMSR/WRMSR outside ring 0")
-            msr_access(state, write, self.msr, self.instruction_clock())
+            execute(state, write, self.msr, self.instruction_clock(), self.local_apic())
         except MsrFault:
             self.deliver(VEC_GP, "exception", 0)
             return
@@ -228,7 +231,7 @@ class BareMetal(Executor):
         )
 
 
-_MSR_INSTRUCTIONS = frozenset(("rdmsr", "wrmsr"))
+_MSR_INSTRUCTIONS = frozenset(("rdmsr", "wrmsr", "rdtscp"))  # and one unicorn always runs
 _SYSENTER = (Msr.SYSENTER_CS, Msr.SYSENTER_ESP, Msr.SYSENTER_EIP)
 
 

@@ -1,13 +1,16 @@
 """Reading and writing instruction operands on a saved register state, for emulation.
 
-Segments are flat in vmlab guests (the loader's GDT and every sample use base 0), so an
-effective address is the linear address; the monitor says so where it matters.
+An effective address is the offset within the operand's segment; `Emulation.address_of`
+adds the segment's base (docs/platform.md, "Segments with a base").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypervisor.isa import Operand
 from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.descriptors import DESCRIPTOR_SIZE, SegmentDescriptor
 
 _WIDE = {
     "ax": "eax",
@@ -57,3 +60,27 @@ def effective_address(op: Operand, state: CpuState) -> int:
     if op.index:
         address += read_register(state, op.index) * op.scale
     return address & 0xFFFFFFFF
+
+
+class SegmentOutsideGdt(Exception):
+    """A memory operand's segment names no GDT entry (or one in an LDT)."""
+
+    def __init__(self, selector: int) -> None:
+        super().__init__(f"selector {selector:#06x} is not in the GDT")
+        self.selector = selector
+
+
+def linear_address(
+    op: Operand, state: CpuState, gdt: tuple[int, int], read: Callable[[int, int], bytes]
+) -> int:
+    """Where a memory operand is: its segment's base, from the descriptor its selector names
+    in the GDT at `gdt` (base, limit) read through `read`, plus the effective address. Limits
+    are not checked: bare metal (unicorn) does not check them either (fact 6)."""
+    selector = getattr(state, op.segment or "ds")
+    base = 0
+    if selector & ~3:  # a null selector: flat, as the monitors always assumed
+        index = selector & ~7
+        if selector & 4 or index + DESCRIPTOR_SIZE - 1 > gdt[1]:
+            raise SegmentOutsideGdt(selector)
+        base = SegmentDescriptor.unpack(read(gdt[0] + index, DESCRIPTOR_SIZE)).base
+    return (base + effective_address(op, state)) & 0xFFFFFFFF

@@ -35,6 +35,7 @@ from hypervisor.machine.interrupts import (
     VEC_GP,
     VEC_NP,
     VEC_PF,
+    VEC_UD,
     Source,
     Tables,
     TripleFault,
@@ -106,6 +107,8 @@ class TrapAndEmulate(Executor):
         m = self.machine
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
         self._tsd_mirrored = False  # the real CR4.TSD is set (the guest's, _mirror_tsd)
+        # unicorn runs RDTSCP whatever the CPU model: stop before it (a DOOR exit) for #UD
+        m.stop_before(frozenset(("rdtscp",)))
         self.mmu: ShadowMmu | None = None
         if self.shadow_paging:
             pool = m.map_monitor(SHADOW_POOL_OFFSET, POOL_PAGES * PAGE)
@@ -327,6 +330,8 @@ class TrapAndEmulate(Executor):
                 page_fault(self, self.mmu)
             else:
                 self.deliver(vector, "exception", 0)
+        elif kind is ExitKind.DOOR:  # before an RDTSCP (start): the model has none
+            self.deliver(VEC_UD, "exception", 0)
         elif kind is ExitKind.HALT:  # HLT cannot complete at CPL 1/3: a unicorn surprise
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail="HLT completed outside ring 0"))
         else:

@@ -308,7 +308,7 @@ class Vm:
     def _mmio_read(self, device: LocalApic | IoApic, offset: int, size: int) -> int:
         """A guest read of an APIC's page: at the time of the instruction reading it."""
         if self._in_slice:
-            self.executor.clock_now()
+            self.executor.device_clock_now()
         return device.read(offset, size)
 
     def _mmio_write(self, device: LocalApic | IoApic, offset: int, size: int, value: int) -> None:

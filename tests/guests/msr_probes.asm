@@ -3,7 +3,8 @@
 ; "FAIL"; the exit status (port 0xF4, QEMU's isa-debug-exit) is the number of failures.
 ; A #GP handler notes the fault and skips the 2-byte RDMSR/WRMSR. Checks marked "(hw)"
 ; are where vmlab follows the hardware and QEMU's TCG does not (it reads 0 from an MSR it
-; lacks, and holds no TSC in the MSR): tests/test_msr.py expects QEMU to fail just those.
+; lacks, holds no TSC in the MSR, and a globally disabled APIC's page still answers):
+; tests/test_msr.py expects QEMU to fail just those.
 %include "multiboot.inc"
 
 %include "report.inc"
@@ -42,22 +43,10 @@ entry:
     mov dword [tss + 4], stack_top - 512        ; ESP0, SS0: ring 0's stack for user faults
     mov dword [tss + 8], 0x10
     lgdt [gdt_pointer]                          ; our own GDT and IDT, the same on QEMU
-    jmp 0x08:.flat
-.flat:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov eax, on_gp
-    mov [idt + 13 * 8], ax                      ; vector 13: a ring-0 interrupt gate
-    shr eax, 16
-    mov [idt + 13 * 8 + 6], ax
-    mov dword [idt + 13 * 8 + 2], 0x8E000008
-    mov eax, to_kernel
-    mov [idt + 0x80 * 8], ax                    ; vector 0x80: a gate user code may call
-    shr eax, 16
-    mov [idt + 0x80 * 8 + 6], ax
-    mov dword [idt + 0x80 * 8 + 2], 0xEE000008
+    FLAT_SEGMENTS
+    GATE 6, on_ud, 0x8E                         ; #UD
+    GATE 13, on_gp, 0x8E                        ; #GP
+    GATE 0x80, to_kernel, 0xEE                  ; user code's way back
     lidt [idt_pointer]
     mov eax, tss                                ; the TSS: ring 0's stack for a user fault
     mov [gdt + 0x28 + 2], ax
@@ -77,6 +66,18 @@ entry:
     RDMSR 0x1B
     IS 0, 0xFEE00900
     CHECK "apic base 0xfee00000, enabled, bootstrap processor"
+    WRMSR 0x1B, 0, 0xFEE00100                   ; the APIC globally off (bit 11 clear)
+    RDMSR 0x1B
+    IS 0, 0xFEE00100
+    jne .apic_off
+    cmp dword [0xFEE00030], 0xFFFFFFFF          ; its page: nothing answers
+.apic_off:
+    CHECK "(hw) apic base: a global disable turns the apic off"
+    WRMSR 0x1B, 0, 0xFEE00900
+    mov eax, [0xFEE00030]                       ; the version register answers again
+    and eax, 0xFF
+    cmp eax, 0x14
+    CHECK "apic base: enabled again"
     RDMSR 0x277
     IS 0x00070406, 0x00070406
     CHECK "pat reset value"
@@ -160,6 +161,10 @@ entry:
     cmp eax, 3
     CHECK "(hw) rdmsr of the tsc is rdtsc's counter"
 
+    mov byte [faulted], 0
+    rdtscp                                      ; CPUID offers no RDTSCP: #UD
+    FAULTED
+    CHECK "rdtscp raises #ud"
     call user_rdtsc
     FAULTED
     setne al
@@ -201,6 +206,11 @@ to_kernel:                                      ; INT 0x80 from ring 3: back whe
     mov es, ax
     mov esp, [kernel_esp]
     ret
+
+on_ud:                                          ; note the fault, skip the 3-byte RDTSCP
+    mov byte [faulted], 1
+    add dword [esp], 3
+    iretd
 
 on_gp:                                          ; note the fault, skip the 2-byte instruction
     mov byte [faulted], 1

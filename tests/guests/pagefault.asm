@@ -110,13 +110,7 @@ page_fault:
     push ds
     mov ax, KERNEL_DS
     mov ds, ax
-    print "#PF cr2="
-    mov eax, cr2
-    call print_hex32
-    print " code="
-    mov eax, [esp + 8]
-    call print_hex32
-    call newline
+    print_page_fault [esp + 8]
     mov eax, [resume]
     mov [esp + 12], eax             ; the saved EIP: go on after the probe
     pop ds

@@ -8,13 +8,17 @@ drawn steady (a snapshot does not blink), with the blink shown as underline.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import events
+from textual.binding import BindingType
 from textual.content import Content, Span
 from textual.message import Message
 
 from hypervisor.devices.scancodes import typeable
 from hypervisor.devices.vga import COLUMNS, PALETTE
 from hypervisor.vmm.inputs import InputDevice
+from tui.keys import TYPING_BINDINGS
 from tui.model import Snapshot
 from tui.panes.base import Pane
 
@@ -39,9 +43,11 @@ def typed(key: str, character: str | None) -> str | None:
 
 
 class TypingPane(Pane):
-    """A pane whose focus sends printable keys to the guest's `DEVICE`, not to bindings."""
+    """A pane whose focus sends printable keys to the guest's `DEVICE`, not to bindings
+    (its own say in the footer what stays the UI's)."""
 
     DEVICE = InputDevice.KEYBOARD
+    BINDINGS: ClassVar[list[BindingType]] = list(TYPING_BINDINGS)
 
     def check_consume_key(self, key: str, character: str | None) -> bool:
         return typed(key, character) is not None

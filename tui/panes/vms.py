@@ -7,6 +7,7 @@ import textwrap
 
 from textual.content import Content
 
+from hypervisor.devices.intc import InterruptsView
 from tui.model import Snapshot, VmView
 from tui.panes.base import Pane, lines
 from tui.panes.style import MUTED
@@ -28,6 +29,9 @@ class VmsPane(Pane):
         width = self.content_size.width
         rows = sum(len(_vm(view, 0, False, width)) for view in snapshot.vms)
         rows += snapshot.host is not None
+        irqs = snapshot.vm.interrupts
+        if irqs is not None and irqs.in_use:
+            rows += len(_interrupts(irqs, snapshot.vm.registers.guest.interrupts, width))
         if rows != self._lines:  # its height follows its content: lay the screen out again
             self._lines = rows
             self.refresh(layout=True)
@@ -51,6 +55,9 @@ class VmsPane(Pane):
             rows += _vm(view, index, index == snapshot.focus, width, on_cpu)
         rows.append(Content.styled(f"host RAM ({snapshot.host_size // MIB} MiB):", MUTED))
         rows.append(_host_bar(snapshot, width))
+        irqs = snapshot.vm.interrupts
+        if irqs is not None and irqs.in_use:  # the focused VM's, last: the first rows to go
+            rows += _interrupts(irqs, snapshot.vm.registers.guest.interrupts, width)
         return lines(rows, width)
 
 
@@ -82,6 +89,50 @@ def _vm(view: VmView, index: int, focused: bool, width: int, on_cpu: bool = Fals
         mark = "●" if current else "○"
         rows.append(Content.styled(f"    {'  ' * depth}{mark} {name}  step {step:,}", MUTED))
     return rows
+
+
+def _interrupts(irqs: InterruptsView, interrupts_on: bool, width: int) -> list[Content]:
+    """The interrupt controllers, and why the next interrupt is (or is not) delivered."""
+    lapic = irqs.lapic
+    wire = "passes to the CPU" if lapic.pic_passes else "cut off (the local APIC is on)"
+    pic = (f"8259 IRR {irqs.pic_irr:04x} ISR {irqs.pic_isr:04x} IMR {irqs.pic_imr:04x}", wire)
+    timer = f"timer {lapic.timer_mode} → {lapic.timer_vector:#04x}"
+    if lapic.initial_count:
+        timer += f", {lapic.current_count:,} of {lapic.initial_count:,}"
+    local = (
+        "local APIC " + ("on" if lapic.enabled else "off"),
+        f"TPR {lapic.tpr:02x} PPR {lapic.ppr:02x}",
+        f"IRR {_vectors(lapic.irr)} ISR {_vectors(lapic.isr)}",
+        timer,
+    )
+    routes = tuple(
+        f"pin {r.pin} → {r.vector:#04x} {'level' if r.level else 'edge'}"
+        + (" (remote IRR)" if r.remote_irr else "")
+        for r in irqs.routes
+    )
+    io = ("I/O APIC", *routes) if routes else ("I/O APIC: every pin masked",)
+    parts = (pic, local, io)
+    rows = [Content.styled(line, MUTED) for part in parts for line in _wrap(part, width, "  ")]
+    why = _why(irqs, interrupts_on)
+    if why:
+        rows.append(Content.styled("  " + why, "$text-accent"))
+    return rows
+
+
+def _why(irqs: InterruptsView, interrupts_on: bool) -> str:
+    lapic = irqs.lapic
+    if irqs.pending is not None:
+        if interrupts_on:
+            return f"{irqs.pending:#04x} is delivered next"
+        return f"{irqs.pending:#04x} waits for IF=1"
+    if lapic.irr and lapic.enabled:
+        top = max(lapic.irr)
+        return f"{top:#04x} held back: its class {top >> 4} is not above PPR {lapic.ppr:#04x}"
+    return ""
+
+
+def _vectors(vectors: tuple[int, ...]) -> str:
+    return " ".join(f"{v:02x}" for v in vectors) or "—"
 
 
 def _said(text: str, width: int, style: str) -> list[Content]:

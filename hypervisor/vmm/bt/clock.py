@@ -52,10 +52,11 @@ class TcClock:
         stats.total += n
         stats.by_class[InsnClass.TRANSLATED.value] += n
 
-    def sync(self) -> None:
-        """Tick the PIT for the guest instructions the TC ran (and the callouts)."""
+    def sync(self, ahead: int = 0) -> None:
+        """Tick the timers for the guest instructions the TC ran (and the callouts), less
+        `ahead` counted but not run yet (a device read in the middle of a block)."""
         vm = self.bt.vm
-        done = vm.stats.by_class[InsnClass.TRANSLATED.value]
+        done = vm.stats.by_class[InsnClass.TRANSLATED.value] - ahead
         if done > self.clocked:
             vm.tick(done - self.clocked)
             self.clocked = done

@@ -208,6 +208,8 @@ class BinaryTranslation(TrapAndEmulate):
             return fragment
         self.cache.stats.misses += 1
         frames = (frame, *self.fetch.next_frame(guest_eip, paged))
+        if len(frames) == 1:
+            self.fetch.whole_instruction(guest_eip)
         if not 0 <= frame < self.machine.ram_size or (paged and guest_eip >> 22 == WINDOW_PDE):
             self.fetch_outside_ram(guest_eip)
             return None
@@ -255,16 +257,31 @@ class BinaryTranslation(TrapAndEmulate):
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
 
-    def clock_now(self) -> None:
-        """In the TC, the guest instructions it ran are the budget it spent so far (each
-        block pays on entry: up to the end of the running block)."""
+    def device_clock_now(self) -> None:
+        """In the TC, the guest instructions it ran are the budget it spent so far, less
+        those of the running block after the one touching the device (each block pays for
+        all of its instructions on entry). (Port I/O in the TC is a callout, whose clock the
+        monitor keeps.)"""
         if self.vcpu.cpl != 0:
-            super().clock_now()
+            super().device_clock_now()
             return
+        self._count_io("mmio")
         raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
         if self.clock.plausible(raw):
             self.clock.spend(raw)
-            self.clock.sync()
+            self.clock.sync(ahead=0 if self.tracing else self._paid_ahead())
+
+    def _paid_ahead(self) -> int:
+        """Guest instructions of the running fragment from the one accessing memory on:
+        paid for, not yet run."""
+        fragment = self.cache.fragment_at(self.machine.uc.reg_read(_EIP))
+        if fragment is None or self.parked is not None:
+            return 0
+        noted = self.memory_access_eip()
+        for index, insn in enumerate(fragment.insns):
+            if insn.address == noted:
+                return len(fragment.insns) - index
+        return 0
 
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
@@ -337,6 +354,7 @@ class BinaryTranslation(TrapAndEmulate):
     def handle(self, exit_: Exit) -> None:
         kernel = self.vcpu.cpl == 0
         self._handle(exit_)
+        self.fetch.deliver_pending()  # as the CPU does: before the run may end here
         if kernel:
             self.clock.sync()
 
@@ -418,13 +436,14 @@ class BinaryTranslation(TrapAndEmulate):
         return self.vcpu.interrupts_enabled and self.vm.irqs.pending_vector() is not None
 
     def resume_faulted(self) -> None:
-        """After a hidden page fault: translated code faults precisely, before anything of
-        the instruction ran, so the CPU goes on at the same TC address."""
-        if self.vcpu.cpl != 0 or self.parked is not None:
-            super().resume_faulted()
+        """After a hidden page fault in translated code: the guest is parked at the guest
+        instruction that faulted (its fragment paid for its whole block on entry: the
+        count goes back to what ran) and goes on from there, through a fragment that
+        starts at it."""
+        in_tc = self.vcpu.cpl == 0 and self.parked is None
+        if in_tc and not self._park_at(self.machine.uc.reg_read(_EIP), faulted=True):
             return
-        self._write_area()
-        super().enter(self.machine.state())  # (the real state: CS and SS at RPL 1 already)
+        super().resume_faulted()  # (the real state: CS and SS at RPL 1 already)
 
     def reflect_fault(self, vector: int, error_code: int) -> None:
         """A true fault in translated code: the guest gets it at the guest instruction
@@ -539,14 +558,7 @@ class BinaryTranslation(TrapAndEmulate):
 
     def _callout(self, guest_eip: int) -> None:
         """Emulate the instruction that ended the fragment, then continue after it."""
-        code = self.fetch.read(guest_eip, 15)
-        insn = decode(code, guest_eip)
-        if insn is None and len(code) < 15:  # the rest is on a page the guest does not map
-            try:
-                self.guest_memory.translate(guest_eip + len(code))
-            except PageFault as fault:
-                self.fetch.refused(fault)
-                return
+        insn = decode(self.fetch.read(guest_eip, 15), guest_eip)
         if insn is None:
             self.deliver(6, "exception")
             return
@@ -605,7 +617,7 @@ class BinaryTranslation(TrapAndEmulate):
             return
         watch = self.vm.events.watch
         if watch is not None:  # at every instruction of the TC, as the base tracer does
-            watch(self.vm.step - 1)
+            watch(self.vm.step - 1, self.machine.trace_registers())
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return

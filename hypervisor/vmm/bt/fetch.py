@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from unicorn.x86_const import UC_X86_REG_EAX
+
 from hypervisor.events import PageFaultHandled
+from hypervisor.isa import decode
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import VEC_PF
 from hypervisor.machine.paging import PageFault
@@ -29,6 +32,10 @@ if TYPE_CHECKING:
     from hypervisor.vmm.bt.executor import BinaryTranslation
 
 FAULTS_IN_A_ROW = 64  # fetch faults delivered one after another before the VM stops
+MAX_INSTRUCTION = 15  # bytes
+_LAHF = 0xD5  # SF ZF AF PF CF, as LAHF puts them in AH
+_OF = 0x800
+_ARITHMETIC = _LAHF | _OF
 
 
 class KernelFetch:
@@ -59,6 +66,14 @@ class KernelFetch:
         found = self.bt.guest_memory.lookup(following)
         return (found.physical(following) & ~(PAGE - 1),) if found and found.present else ()
 
+    def whole_instruction(self, guest_eip: int) -> None:
+        """Raise PageFault when the instruction at `guest_eip` runs on into a page the
+        guest's tables do not map: its fetch faults there (CR2 = that page), as the CPU's
+        does, before anything of it runs."""
+        code = self.read(guest_eip, MAX_INSTRUCTION)
+        if len(code) < MAX_INSTRUCTION and decode(code, guest_eip) is None:
+            self.bt.guest_memory.translate(guest_eip + len(code))
+
     def refused(self, fault: PageFault) -> None:
         """The guest's tables refused a fetch: its #PF, delivered before the next slice
         (the guest is parked at the instruction it could not fetch)."""
@@ -88,17 +103,22 @@ class KernelFetch:
 
 
 def sequence_faulted(bt: BinaryTranslation, fragment: Fragment, tc_eip: int) -> int | None:
-    """The guest instruction whose inline sequence faulted at `tc_eip` (between guest
-    instruction boundaries), with the registers it had saved put back: its accesses fault
-    before it changes anything else the guest sees. None in the prologue: its checks read
-    guest code the monitor mapped on entry, so a fault there is never the guest's."""
+    """The guest instruction whose translation faulted at `tc_eip`, between two guest
+    instruction boundaries, with what the translation had set aside put back: its accesses
+    fault before it changes anything else the guest sees. In the prologue, the
+    self-check's reads of guest code (the flags are in EAX then, as LAHF and SETO left
+    them): the fragment's first instruction."""
+    m = bt.machine
+    saved = m.read(bt.area.save_a, 8)
+    eax, ebx = (int.from_bytes(saved[i : i + 4], "little") for i in (0, 4))
+    if tc_eip < min(fragment.instruction_starts, default=fragment.tc_end):
+        flags = m.state().eflags
+        kept = m.uc.reg_read(UC_X86_REG_EAX)  # AH = SF ZF AF PF CF, AL = OF
+        flags = (flags & ~_ARITHMETIC) | ((kept >> 8) & _LAHF) | (_OF if kept & 0xFF else 0)
+        m.set_registers(eax=eax, eflags=flags)
+        return 0
     owner = fragment.guest_eip_owning(tc_eip)
     index = next((i for i, insn in enumerate(fragment.insns) if insn.address == owner), None)
-    first = min(fragment.instruction_starts, default=fragment.tc_end)
-    if index is None or tc_eip < first:
-        return None
-    if rule_for(fragment.insns[index]) is Rule.DESCRIPTOR_TABLE:  # SGDT/SIDT to memory
-        saved = bt.machine.read(bt.area.save_a, 8)
-        eax, ebx = (int.from_bytes(saved[i : i + 4], "little") for i in (0, 4))
-        bt.machine.set_registers(eax=eax, ebx=ebx)
+    if index is not None and rule_for(fragment.insns[index]) is Rule.DESCRIPTOR_TABLE:
+        m.set_registers(eax=eax, ebx=ebx)  # SGDT/SIDT to memory: its scratch registers
     return index

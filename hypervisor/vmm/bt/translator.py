@@ -547,14 +547,17 @@ class _FragmentEmitter:
             (a.gdtr_limit, a.gdtr_base) if insn.fact_key == "sgdt" else (a.idtr_limit, a.idtr_base)
         )
         op = insn.operands[0]
+        # LEA gives the offset only: the stores carry the operand's segment (a per-CPU GS)
+        seg = b"" if op.segment in (None, "ds") else bytes([x.SEGMENT_PREFIX[op.segment or ""]])
         self.emit(
             x.mov_abs_reg(a.save_a, "eax")
             + x.mov_abs_reg(a.save_b, "ebx")
-            + x.segment_prefix(op)
             + x.lea("eax", op)
             + x.mov_reg_abs("ebx", limit)
+            + seg
             + b"\x66\x89\x18"  # mov [eax], bx
             + x.mov_reg_abs("ebx", base)
+            + seg
             + b"\x89\x58\x02"  # mov [eax + 2], ebx
             + x.mov_reg_abs("ebx", a.save_b)
             + x.mov_reg_abs("eax", a.save_a)

@@ -191,7 +191,10 @@ class DirectMmu:
         first, size = (entry & _LARGE_FRAME, LARGE_PAGE_SIZE) if large else (entry & FRAME, 4096)
         self._in_ram(first, size, "mapped frame")
         if entry & PTE_WRITABLE:
-            hit = next((t for t in tables if first <= t < first + size), None)
+            if not large:
+                hit = first if first in tables else None
+            else:
+                hit = next((t for t in tables if first <= t < first + size), None)
             if hit is not None:
                 why = f"entry {entry:#010x} would map page table {hit:#x} writable"
                 raise self._refuse(E_PERM, why)

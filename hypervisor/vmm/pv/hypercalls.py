@@ -323,6 +323,7 @@ def _mmu_update(pv: Paravirtual, call: Call) -> int:
                 mmu.update(pv.machine, address, value)
             except HypercallError as refused:
                 why = f"update {i + 1} of {count} ({value:#010x} at {address:#010x}): "
+                pv.isolation_event("page_table", address, refused.why)
                 raise HypercallError(refused.code, why + refused.why) from None
     finally:
         pv.flush_tlb()
@@ -331,7 +332,11 @@ def _mmu_update(pv: Paravirtual, call: Call) -> int:
 
 @hypercall(18, "new_baseptr", ("directory",), "0", "MOV to CR3 (the first one: and CR0.PG)")
 def _new_baseptr(pv: Paravirtual, call: Call) -> int:
-    pv.load_directory(call.args[0])
+    try:
+        pv.load_directory(call.args[0])
+    except HypercallError as refused:
+        pv.isolation_event("page_table", call.args[0], refused.why)
+        raise
     return 0
 
 
