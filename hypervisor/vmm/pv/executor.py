@@ -78,14 +78,6 @@ class Paravirtual(TrapAndEmulate):
         if self.direct is not None and self.direct.active:
             self.machine.load_paging(self.direct.real_registers(MONITOR_CR0))
 
-    def paging(self) -> PagingIntrospection:
-        """Under direct paging the CPU walks the guest's own (validated) tables: no shadow."""
-        if self.direct is None:
-            return super().paging()
-        return PagingIntrospection(
-            self.machine, self.guest_paging(), direct=self.direct.active, monitored=True
-        )
-
     def direct_mmu(self) -> DirectMmu:
         if self.direct is None:  # hypercalls are answered only for a ported kernel
             raise HypercallError(E_INVAL, "this kernel is not paravirtualized")
