@@ -325,7 +325,8 @@ class BinaryTranslation(TrapAndEmulate):
         fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
         if fragment is None:
             return super().guest_eip_running()
-        return fragment.guest_eip_owning(eip)
+        index = fragment.boundaries.get(eip)  # (a boundary before an EIP note: the next one)
+        return fragment.guest_eip_owning(eip) if index is None else fragment.guest_eip_at(index)
 
     def memory_access_eip(self) -> int:
         """Translated code runs with no instruction count, so inside a memory callback the
