@@ -591,7 +591,8 @@ class BinaryTranslation(TrapAndEmulate):
             self._unsupported(13, guest_eip, insn.text, "no emulation for it")
             return
         emulation = self._run_emulator(insn, handler, 13)
-        if emulation is None:
+        if emulation is None:  # it faulted (or the VM stopped): it did not retire, but the
+            self.clock.count(-1)  # fragment paid for it on entry
             return
         if emulation.flags is not None:
             self.machine.uc.reg_write(_EFLAGS, emulation.flags)
