@@ -317,12 +317,16 @@ class BinaryTranslation(TrapAndEmulate):
         super().load_guest_cpu(cpu)
 
     def guest_eip_running(self) -> int:
-        """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
+        """In the TC, the guest instruction whose translation the CPU is in, wherever in it;
+        the one it is parked at when the monitor holds it."""
+        if self.vcpu.cpl == 0 and self.parked is not None:
+            return self.parked
         eip = self.machine.uc.reg_read(_EIP)
         fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
-        if fragment is None or self.parked is not None:
+        if fragment is None:
             return super().guest_eip_running()
-        return fragment.guest_eip_owning(eip)
+        index = fragment.boundaries.get(eip)  # (a boundary before an EIP note: the next one)
+        return fragment.guest_eip_owning(eip) if index is None else fragment.guest_eip_at(index)
 
     def memory_access_eip(self) -> int:
         """Translated code runs with no instruction count, so inside a memory callback the
