@@ -55,18 +55,28 @@ class Paravirtual(TrapAndEmulate):
         vcpu = self.vcpu
         return PagingRegisters(vcpu.cr0 | CR0_WP, self.direct.directory, vcpu.cr4 | CR4_PSE)
 
+    def paging(self) -> PagingIntrospection:
+        """Under direct paging, the guest's tables are the ones the CPU walks (validated):
+        no shadow beside them; the counts are the hypercalls that changed them."""
+        direct = self.direct
+        if direct is None or not direct.active:
+            return super().paging()
+        calls = self.vm.stats.hypercalls
+        counts = (
+            ("mmu_update entries", direct.updates),
+            ("refused", direct.refused),
+            ("new_baseptr", calls["new_baseptr"]),
+            ("invlpg", calls["invlpg"]),
+            ("writes to pinned tables", direct.pinned_writes),
+        )
+        return PagingIntrospection(
+            self.machine, self.guest_paging(), direct=True, counts=counts, monitored=True
+        )
+
     def enter(self, virtual: CpuState) -> None:
         super().enter(virtual)
         if self.direct is not None and self.direct.active:
             self.machine.load_paging(self.direct.real_registers(MONITOR_CR0))
-
-    def paging(self) -> PagingIntrospection:
-        """Under direct paging the CPU walks the guest's own (validated) tables: no shadow."""
-        if self.direct is None:
-            return super().paging()
-        return PagingIntrospection(
-            self.machine, self.guest_paging(), direct=self.direct.active, monitored=True
-        )
 
     def direct_mmu(self) -> DirectMmu:
         if self.direct is None:  # hypercalls are answered only for a ported kernel
