@@ -114,28 +114,20 @@ class Paravirtual(TrapAndEmulate):
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
-        direct = self.direct
-        if (
-            direct is not None
-            and direct.active
-            and exit_.kind is ExitKind.EXCEPTION
-            and not exit_.is_trap
-            and exit_.vector == VEC_PF
-        ):
-            self._direct_page_fault(direct)
-            return
-        is_hypercall = (
-            self.paravirtual
-            and exit_.kind is ExitKind.EXCEPTION
-            and exit_.is_trap
-            and exit_.vector == HYPERCALL_VECTOR
-        )
-        if not is_hypercall:
+        exception = exit_.kind is ExitKind.EXCEPTION
+        direct = self.direct if self.direct is not None and self.direct.active else None
+        page_fault = direct is not None and exception and not exit_.is_trap
+        page_fault = page_fault and exit_.vector == VEC_PF
+        is_hypercall = self.paravirtual and exception and exit_.is_trap
+        is_hypercall = is_hypercall and exit_.vector == HYPERCALL_VECTOR
+        if not (page_fault or is_hypercall):
             super().handle(exit_)
             return
         if exit_.retired:
             self.vcpu.interrupt_shadow = False
-        if self.vcpu.cpl == 0:
+        if direct is not None and page_fault:
+            self._direct_page_fault(direct)
+        elif self.vcpu.cpl == 0:
             self._hypercall()
         else:
             self._refuse_from_user()
