@@ -118,7 +118,8 @@ def test_cpuid_promises_only_what_vmlab_provides_and_answers_high_leaves_as_the_
     _, ebx, ecx, edx = cpuid(0)
     vendor = b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx))
     assert vendor == b"GenuineIntel"
-    assert cpuid(1) == (0x619, 0, 0, 1 << 0 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 9 | 1 << 15)
+    features = 1 << 0 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 9 | 1 << 15
+    assert cpuid(1) == (0x619, 0, 0, features)
     assert cpuid(2) == cpuid(0x80000001) == cpuid(1)
 
 

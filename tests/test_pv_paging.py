@@ -21,6 +21,7 @@ from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.costs import MMU_ROWS, PENTIUM4, PV_MMU_ROWS, cycles
 from hypervisor.vmm.host import Host
+from hypervisor.vmm.mmu.introspect import PagingKind
 from hypervisor.vmm.pv.errors import E_FAULT, E_PERM
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
@@ -211,11 +212,17 @@ PV_MARK = 'jmp near start\ndb "VMLAB-PV"\nstart:\n'
 HYPERCALL = "    mov eax, {number}\n    int 0x82"
 _PORT = (
     (  # paging on: the tables read-only, then new_baseptr
-        r"    mov eax, 0x200000\n    mov cr3, eax\n    mov eax, cr0\n.*\n    mov cr0, eax",
+        r"    paging_on 0x200000, .*",
         "    and dword [0x201000 + 4 * 0x200], ~2\n    and dword [0x201000 + 4 * 0x201], ~2\n"
         "    and dword [0x201000 + 4 * 0x202], ~2\n    and dword [0x201000 + 4 * 0x203], ~2\n"
         "    and dword [0x201000 + 4 * 0x204], ~2\n"
         "    mov ebx, 0x200000\n" + HYPERCALL.format(number=18),
+    ),
+    (  # new rights for an entry of the test region's tables: read, then mmu_update
+        r"    and dword \[(0x20[23][0-9a-f]{3})\], ~0x7\n    or dword \[\1\], (0x[0-9a-f]+)",
+        r"    mov eax, [\1]\n    and eax, ~0x7\n    or eax, \2\n    mov dword [request], \1\n"
+        r"    mov [request + 4], eax\n    mov ebx, request\n    mov ecx, 1\n"
+        + HYPERCALL.format(number=17),
     ),
     (  # an entry of the test region's tables: mmu_update
         r"    mov dword \[(0x20[23][0-9a-f]{3})\], (0x[0-9a-f]+)",
@@ -233,7 +240,8 @@ _PORT = (
 def ported(source: str) -> str:
     for pattern, replacement in _PORT:
         source = re.sub(pattern, replacement, source)
-    assert "cr3" not in source and "invlpg" not in source and "mov cr0" not in source
+    privileged = r"cr3|invlpg|cr0|paging_on|dword \[0x20[23]"
+    assert not re.search(privileged, source), "a privileged line left"
     return PV_MARK + source + "\nrequest: dd 0, 0\n"
 
 
@@ -255,5 +263,18 @@ def test_every_read_under_direct_paging_is_what_bare_metal_reads(asm, operations
     pv = run_guest(image, "pv", keep_events=True)
     assert (pv.console, pv.exit.status) == (native.console, native.exit.status)
     assert not [e for e in pv.events if isinstance(e, Hypercall) and e.error]
-    updates = sum(op[0] in ("map", "unmap") for op in operations)
+    updates = sum(op[0] in ("map", "unmap", "protect") for op in operations)
     assert pv.hypercalls.get("mmu_update", 0) == updates and pv.hypercalls["new_baseptr"] >= 1
+
+
+def test_the_page_tables_pane_sees_direct_paging():
+    """What the pane shows for a ported kernel: the guest's own tables, no shadow, the walk
+    ending in the VM's slice of host RAM."""
+    vm = Vm(load_guest("course", paravirtual=True, cmdline="exit"), "pv")
+    assert vm.executor.paging().view(0x100000, "asked for").kind is PagingKind.OFF
+    while not vm.executor.paging().enabled:
+        vm.run(2000)
+    view = vm.executor.paging().view(0xC0100000, "asked for")  # the higher-half alias
+    assert view.kind is PagingKind.DIRECT and view.shadow is None
+    assert view.guest_physical == 0x100000
+    assert view.host_physical == vm.machine.ram.start + 0x100000

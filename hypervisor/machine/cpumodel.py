@@ -8,9 +8,10 @@ instruction is privileged, so a guest kernel executes them directly under every 
 
 - CPUID describes "GenuineIntel", family 6 model 1 stepping 9 (a Pentium Pro-class part,
   so kernels take their P6 paths), with only the features vmlab provides and tests: FPU
-  (x87), TSC, MSR (RDMSR/WRMSR, `msr.py`), CX8 (CMPXCHG8B), APIC (the local APIC,
-  `devices/lapic.py`) and CMOV. Not advertised, because vmlab does not model or check
-  them: VME, DE, PSE, PAE, MCE, SEP, MTRR, PGE, MCA, PAT, MMX, FXSR, SSE*.
+  (x87), PSE (4 MiB pages, in every mode: docs/paging.md), TSC, MSR (RDMSR/WRMSR,
+  `msr.py`), CX8 (CMPXCHG8B), APIC (the local APIC, `devices/lapic.py`) and CMOV. Not
+  advertised, because vmlab does not model or check them: VME, DE, PAE, MCE, SEP, MTRR,
+  PGE, MCA, PAT, MMX, FXSR, SSE*.
   Maximum basic leaf 1, maximum extended leaf 0x80000000; as on Intel parts, a leaf above
   the maximum answers as the highest basic leaf does.
 - RDTSC reads the machine's instruction clock, the PIT's input clock: one tick per retired
@@ -35,9 +36,10 @@ from hypervisor.machine.cpu import CR4_TSD
 VENDOR = b"GenuineIntel"
 FAMILY, MODEL, STEPPING = 6, 1, 9
 MAX_BASIC, MAX_EXTENDED = 1, 0x80000000
-FEATURE_FPU, FEATURE_TSC, FEATURE_MSR = 1 << 0, 1 << 4, 1 << 5
+FEATURE_FPU, FEATURE_PSE, FEATURE_TSC, FEATURE_MSR = 1 << 0, 1 << 3, 1 << 4, 1 << 5
 FEATURE_CX8, FEATURE_APIC, FEATURE_CMOV = 1 << 8, 1 << 9, 1 << 15
-FEATURES_EDX = FEATURE_FPU | FEATURE_TSC | FEATURE_MSR | FEATURE_CX8 | FEATURE_APIC | FEATURE_CMOV
+FEATURES_EDX = FEATURE_FPU | FEATURE_PSE | FEATURE_TSC | FEATURE_MSR
+FEATURES_EDX |= FEATURE_CX8 | FEATURE_APIC | FEATURE_CMOV
 
 
 def cpuid(leaf: int) -> tuple[int, int, int, int]:

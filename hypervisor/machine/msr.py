@@ -65,6 +65,7 @@ class MsrSpec:
     reset: int = 0
     writable: int = MASK64  # bits a write may set (a write setting another raises #GP)
     read_only: bool = False
+    kept: int = MASK64  # bits a write keeps (the rest are dropped, as QEMU's CPU does)
 
 
 APIC_BASE_RESET = 0xFEE00900  # base 0xFEE00000, bit 11 enabled, bit 8 bootstrap processor
@@ -95,9 +96,9 @@ TABLE: dict[int, MsrSpec] = {
     ),
     Msr.BIOS_SIGN_ID: MsrSpec("IA32_BIOS_SIGN_ID", 1 << 32),
     Msr.MTRRCAP: MsrSpec("IA32_MTRRCAP", read_only=True),
-    Msr.SYSENTER_CS: MsrSpec("IA32_SYSENTER_CS", writable=0xFFFF),
-    Msr.SYSENTER_ESP: MsrSpec("IA32_SYSENTER_ESP"),
-    Msr.SYSENTER_EIP: MsrSpec("IA32_SYSENTER_EIP"),
+    Msr.SYSENTER_CS: MsrSpec("IA32_SYSENTER_CS", kept=0xFFFF),  # a selector
+    Msr.SYSENTER_ESP: MsrSpec("IA32_SYSENTER_ESP", kept=0xFFFFFFFF),  # a 32-bit CPU's
+    Msr.SYSENTER_EIP: MsrSpec("IA32_SYSENTER_EIP", kept=0xFFFFFFFF),
     Msr.MISC_ENABLE: MsrSpec("IA32_MISC_ENABLE", 1),  # fast string operations enabled
     Msr.PAT: MsrSpec("IA32_PAT", _PAT_RESET),
     Msr.MTRR_DEF_TYPE: MsrSpec("IA32_MTRR_DEF_TYPE", writable=0xCFF),
@@ -151,7 +152,7 @@ def write(
     elif index == Msr.APIC_BASE:
         stored[index] = value & ~_APIC_BSP | _APIC_BSP  # the BSP flag is the hardware's
     elif index != Msr.BIOS_SIGN_ID:
-        stored[index] = value
+        stored[index] = value & spec.kept
 
 
 def execute(

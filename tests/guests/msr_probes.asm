@@ -118,6 +118,14 @@ entry:
     RDMSR 0x176
     IS 0, 0x9ABCDEF0
     CHECK "sysenter eip written and read back"
+    WRMSR 0x174, 0, 0x12340008                  ; a 16-bit selector: the rest is dropped
+    RDMSR 0x174
+    IS 0, 0x08
+    CHECK "sysenter cs keeps 16 bits"
+    WRMSR 0x175, 1, 0x12345678                  ; a 32-bit CPU's stack pointer
+    RDMSR 0x175
+    IS 0, 0x12345678
+    CHECK "sysenter esp keeps 32 bits"
     WRMSR 0x277, 0x00000106, 0x00070406         ; WB WT UC- UC, then WC and WB
     RDMSR 0x277
     IS 0x00000106, 0x00070406

@@ -414,6 +414,19 @@ class BinaryTranslation(TrapAndEmulate):
         self.clock.arm(count)
         return 0
 
+    def park_at_fall_through(self) -> None:
+        """Where a block ends with a store (a stepping fragment, a self-checked page), the
+        store retried alone leaves the CPU on the fragment's jump on to the next block:
+        all of the block has run there, so the guest is parked at the next instruction
+        (else a run ending now would show it at the store)."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip)
+        if fragment is None or fragment.callout is not None or eip in fragment.boundaries:
+            return
+        stubs = (self.cache.exits.get(i) for i in fragment.exits)
+        if any(s and s.patch_at == eip + 1 and s.guest_eip == fragment.guest_end for s in stubs):
+            self.parked = fragment.guest_end
+
     def park_here(self) -> None:
         """Before switching to stepping fragments: take the guest out of the fragment the
         CPU is in, at a guest instruction boundary."""
@@ -574,7 +587,8 @@ class BinaryTranslation(TrapAndEmulate):
             self._unsupported(13, guest_eip, insn.text, "no emulation for it")
             return
         emulation = self._run_emulator(insn, handler, 13)
-        if emulation is None:
+        if emulation is None:  # it faulted (or the VM stopped): it did not retire, but the
+            self.clock.count(-1)  # fragment paid for it on entry
             return
         if emulation.flags is not None:
             self.machine.uc.reg_write(_EFLAGS, emulation.flags)

@@ -22,6 +22,7 @@ from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.machine.paging import PF_PRESENT, PF_WRITE, PagingRegisters
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.emulate import EMULATORS, GuestMmu
+from hypervisor.vmm.mmu.introspect import PagingIntrospection
 from hypervisor.vmm.pagefault import page_fault_code
 from hypervisor.vmm.pv.directmmu import FRAME, DirectMmu
 from hypervisor.vmm.pv.errors import E_INVAL, E_NOSYS, HypercallError
@@ -53,6 +54,24 @@ class Paravirtual(TrapAndEmulate):
             return super().guest_paging()
         vcpu = self.vcpu
         return PagingRegisters(vcpu.cr0 | CR0_WP, self.direct.directory, vcpu.cr4 | CR4_PSE)
+
+    def paging(self) -> PagingIntrospection:
+        """Under direct paging, the guest's tables are the ones the CPU walks (validated):
+        no shadow beside them; the counts are the hypercalls that changed them."""
+        direct = self.direct
+        if direct is None or not direct.active:
+            return super().paging()
+        calls = self.vm.stats.hypercalls
+        counts = (
+            ("mmu_update entries", direct.updates),
+            ("refused", direct.refused),
+            ("new_baseptr", calls["new_baseptr"]),
+            ("invlpg", calls["invlpg"]),
+            ("writes to pinned tables", direct.pinned_writes),
+        )
+        return PagingIntrospection(
+            self.machine, self.guest_paging(), direct=True, counts=counts, monitored=True
+        )
 
     def enter(self, virtual: CpuState) -> None:
         super().enter(virtual)
