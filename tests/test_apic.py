@@ -193,3 +193,12 @@ def test_a_suspended_vm_resumes_with_its_apics(mode):
     resumed.run(20_000)
     assert (resumed.step, bytes(resumed.console)) == (straight.step, bytes(straight.console))
     assert _apics(resumed) == _apics(straight)
+
+
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_a_traced_recording_through_the_apics_has_one_instruction_per_step(mode):
+    """Under the block clock the first APIC access of a run stops before the instruction
+    and runs it again once the pages are mapped: the tracer must not count it twice."""
+    machine = TimeMachine(load_guest("apicsh"), mode)
+    machine.extend(30_000)
+    assert machine.recording.aligned and len(machine.recording) == 30_000
