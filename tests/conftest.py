@@ -13,13 +13,14 @@ import os
 import shutil
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.machine import clock
 
 DEEP = 8  # how many times more examples the deep profile draws
 
@@ -72,3 +73,11 @@ def _memory_back():
 
 
 _last_collect = [0.0]
+
+
+@pytest.fixture
+def clock_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """A test that sets VMLAB_CLOCK: the choice made under it is forgotten afterwards."""
+    yield monkeypatch
+    monkeypatch.undo()
+    clock.choice.cache_clear()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -29,13 +28,6 @@ try:
 except ClockUnavailable:
     HAVE_BLOCK = False
 needs_block = pytest.mark.skipif(not HAVE_BLOCK, reason="no C compiler: block clock unavailable")
-
-
-@pytest.fixture
-def clock_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    yield monkeypatch
-    monkeypatch.undo()
-    clock.choice.cache_clear()
 
 
 def _under(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:

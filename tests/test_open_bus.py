@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 
 from hypervisor.events import PortAccess
+from hypervisor.guest.image import load_guest
 from hypervisor.session import run_guest
+from hypervisor.trace.timetravel import TimeMachine
 from tests.conftest import needs_nasm
+from tests.test_clock import _under, needs_block
 from vmlab.cli import main
 
 GUESTS = Path(__file__).parent / "guests"
@@ -53,6 +56,36 @@ def test_pushes_to_open_bus_name_each_pushing_instruction(mode, trace):
         ("open_bus_write", 0xD0EFFC, 0x100005, "push ebx"),
         ("open_bus_write", 0xD0EFF8, 0x100006, "call 0x10000f"),
     ]
+
+
+STORE_EVENTS = [
+    (4, 0x10001D, "mov dword ptr [esi], 0x5a"),
+    (7, 0x10000A, "mov eax, dword ptr [esi]"),
+    (10, 0x100011, "mov dword ptr [esi], eax"),
+]
+
+
+@pytest.mark.parametrize("mode", ["native", "trap"])
+@pytest.mark.parametrize("kind", ["count", pytest.param("block", marks=needs_block)])
+def test_a_recording_holds_each_open_bus_access_at_the_step_its_event_names(
+    kind: str, mode: str, clock_env: pytest.MonkeyPatch
+) -> None:
+    # the block clock's first hole access stops before the store and runs it again: the
+    # tracer sees it twice, the recording must hold it once (lesson 05-isolation's stops)
+    _under(clock_env, kind)
+    report = run_guest(guest("openbus_store"), mode)
+    assert [(e["step"], e["eip"], e["instruction"]) for e in report.isolation["listed"]] == (
+        STORE_EVENTS
+    )
+    tm = TimeMachine(load_guest(guest("openbus_store")), mode)
+    landed, step = [], 0
+    while (found := tm.next_step("isolation", step)) is not None:
+        step = tm.seek(found)
+        record = tm.last_record()
+        assert record is not None
+        landed.append((step, record.insn.eip, record.insn.text))
+    tm.close()
+    assert landed == STORE_EVENTS
 
 
 def test_json_lists_the_isolation_events_with_their_total(capsys):
