@@ -54,6 +54,7 @@ class Cluster:
     every: float = 0.5
     replicas: dict[str, Replica] = field(default_factory=dict)
     placed: dict[str, str] = field(default_factory=dict)  # VM -> host name
+    backups: dict[str, str] = field(default_factory=dict)  # FT pair's VM -> its backup's host
     ended: dict[str, str] = field(default_factory=dict)  # VM -> final state
     _replicated: float = 0.0
 
@@ -122,6 +123,20 @@ class Cluster:
         self.placed[reply["vm"]] = host.name
         return f"{reply['vm']} placed on {host.name} (the least loaded)"
 
+    def fault_tolerant(self, guest: str, mode: str, name: str) -> str:
+        """An FT pair: the primary on the least-loaded host, its backup on the next."""
+        if name in self.placed:
+            raise MigrationFailed(f"a VM named {name!r} is in the cluster already")
+        primary = self._least_loaded()
+        backup = self._least_loaded(besides=primary)
+        self.call(primary, "ft_start", guest=guest, mode=mode, name=name, backup=backup.address)
+        self.placed[name], self.backups[name] = primary.name, backup.name
+        return f"{name} runs on {primary.name}, its FT backup on {backup.name}"
+
+    def give(self, vm: str, device: str, text: str) -> str:
+        self.call(self._host(self.placed[vm]), "input", vm=vm, device=device, text=text)
+        return f"{vm} is given {text!r} ({device})"
+
     def migrate(self, vm: str, target: HostProcess) -> str:
         source = self._host(self.placed[vm])
         reply, _ = self.call(source, "migrate", vm=vm, to=target.address)
@@ -177,7 +192,7 @@ class Cluster:
                 continue
             for vm in vms:
                 name = vm["name"]
-                if name in self.ended:
+                if name in self.ended or vm.get("role") == "backup":
                     continue
                 if vm["state"] not in ("running", "created", "paused"):
                     self.ended[name] = vm["state"]
@@ -202,8 +217,15 @@ class Cluster:
 
     def _failover(self, dead: HostProcess) -> list[str]:
         notes = [f"{dead.name} died"]
+        for vm, where in list(self.backups.items()):
+            if where == dead.name:  # its primary runs on, without fault tolerance
+                del self.backups[vm]
+                notes.append(f"{vm} lost its FT backup: it runs on alone")
         for vm, where in list(self.placed.items()):
             if where != dead.name or vm in self.ended:
+                continue
+            if vm in self.backups:
+                notes.append(self._takeover(vm))
                 continue
             replica = self.replicas.get(vm)
             if replica is None:
@@ -219,6 +241,13 @@ class Cluster:
                 f"{lost:,} guest instructions run again"
             )
         return notes
+
+    def _takeover(self, vm: str) -> str:
+        """The backup went live when its log channel closed: the VM is where it ran."""
+        host = self._host(self.backups.pop(vm))
+        self.placed[vm] = host.name
+        step = next(v["step"] for v in self.call(host, "list")[0]["vms"] if v["name"] == vm)
+        return f"{vm}: FT takeover on {host.name} at step {step:,}, nothing lost"
 
     def wait(self, timeout: float = 300) -> list[str]:
         notes: list[str] = []
@@ -240,6 +269,7 @@ class Cluster:
             for vm in self.call(host, "list")[0]["vms"]:
                 lines.append(
                     f"   {vm['name']:<14} {vm['mode']:<6} {vm['state']:<8} step {vm['step']:,}"
+                    + _pair_note(vm)
                 )
         return lines
 
@@ -248,8 +278,15 @@ class Cluster:
         return self.call(host, "console", vm=vm, since=0)[1].decode("latin-1")
 
 
+def _pair_note(vm: dict[str, object]) -> str:
+    if vm.get("role") == "primary":
+        return f"  FT primary: log {vm['log_rate']:,} bytes/s, backup {vm['lag']:,} steps behind"
+    return f"  FT {vm['role']}" if vm.get("role") else ""
+
+
 ACTIONS = (
-    "create GUEST MODE [NAME] | balance | maintenance HOST | kill HOST | tick | wait | status"
+    "create GUEST MODE [NAME] | ft GUEST MODE NAME | type VM TEXT | serial VM TEXT | balance"
+    " | maintenance HOST | kill HOST | tick | wait | status"
     " | console VM"
 )
 
@@ -259,6 +296,11 @@ def act(cluster: Cluster, action: str) -> list[str]:
     verb, rest = (words[0], words[1:]) if words else ("", [])
     if verb == "create" and len(rest) in (2, 3):
         return [cluster.create(*rest)]
+    if verb == "ft" and len(rest) == 3:
+        return [cluster.fault_tolerant(*rest)]
+    if verb in ("type", "serial") and len(rest) == 2:
+        device = "keyboard" if verb == "type" else "serial"
+        return [cluster.give(rest[0], device, rest[1].encode().decode("unicode_escape"))]
     if verb == "balance" and not rest:
         return cluster.balance()
     if verb == "maintenance" and len(rest) == 1:

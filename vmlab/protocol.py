@@ -17,6 +17,7 @@ from typing import Any
 from hypervisor import schema
 from hypervisor.schema import U64, Int, OneOf, Optional, SchemaError, Str
 from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.inputs import InputDevice
 
 FRAME = struct.Struct("<II")  # header length, payload length
 MAX_HEADER = 64 << 10
@@ -42,6 +43,15 @@ REQUESTS: dict[str, dict[str, schema.Spec]] = {
     "mig_go": {},
     "mig_abort": {},
     "shutdown": {},
+    "input": {"vm": NAME, "device": OneOf(frozenset(InputDevice)), "text": Str(4096)},
+    "ft_start": {
+        "guest": Str(256),
+        "mode": OneOf(frozenset(Mode)),
+        "name": NAME,
+        "backup": ADDRESS,
+    },
+    "ft_backup": {"guest": Str(256), "mode": OneOf(frozenset(Mode)), "name": NAME},
+    "ft_log": {},
 }
 
 
