@@ -30,7 +30,7 @@ from hypervisor.vmm.inputs import Input, InputDevice
 from hypervisor.vmm.vm import Vm
 
 if TYPE_CHECKING:
-    from vmlab.hostserver import HostClient
+    from hypervisor.encap.wire import HostClient
 
 _DEVICE = OneOf(frozenset(InputDevice))
 RECORD = Obj(

@@ -22,7 +22,9 @@ from hypervisor.devices.scancodes import typeable
 from hypervisor.encap import vmfile
 from hypervisor.encap.migration import MigrationFailed, Receiver, migrate
 from hypervisor.encap.state import capture, restore
+from hypervisor.encap.wire import TIMEOUT, HostClient
 from hypervisor.guest.image import GuestImage, kernel_names, load_for_mode, sample_names
+from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.host import Host, HostedVm
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
@@ -30,9 +32,9 @@ from hypervisor.vmm.vm import Vm
 from vmlab import ft, protocol
 from vmlab.protocol import ProtocolError
 
+VIEW_CONSOLE = 8192  # console bytes a view carries (a UI shows the last lines)
 SLICE = 20_000  # guest instructions run between two looks at the sockets
 MAX_VM_RAM = 128 << 20
-TIMEOUT = 30.0
 
 
 @dataclass
@@ -42,6 +44,7 @@ class _Client:
     authenticated: bool = False
     receiver: Receiver | None = None
     backup: str | None = None  # the FT backup VM this connection's log feeds
+    round: int = 0  # the pre-copy round of the migration coming in on this connection
 
 
 class HostServer:
@@ -254,7 +257,25 @@ class HostServer:
             }
             for h in self.host.vms.values()
         ]
-        return {"ok": True, "vms": vms, "address": self.address}, b""
+        incoming = [
+            {"vm": c.receiver.vm.name, "round": c.round, **c.receiver.progress()}
+            for c in self.clients.values()
+            if c.receiver is not None and c.receiver.vm is not None
+        ]
+        return {"ok": True, "vms": vms, "address": self.address, "incoming": incoming}, b""
+
+    def _op_view(self, client: _Client, payload: bytes, vm: str) -> Any:
+        """What a UI following the VM shows of it: its CPU, its screen, its console's end."""
+        machine = self._vm(vm)
+        cpu = machine.executor.guest_cpu()
+        screen = machine.screen()
+        reply = {
+            "ok": True,
+            "step": machine.step,
+            "registers": dict(zip(STATE_FIELDS, cpu.registers, strict=True)),
+            "screen": screen.lines(),
+        }
+        return reply, bytes(machine.console[-VIEW_CONSOLE:])
 
     def _op_console(self, client: _Client, payload: bytes, vm: str, since: int) -> Any:
         console = self._vm(vm).console
@@ -318,6 +339,7 @@ class HostServer:
 
     def _op_mig_pages(self, client: _Client, payload: bytes, round: int) -> Any:
         self._receiver(client).pages(round, payload)
+        client.round = round
         return {"ok": True}, b""
 
     def _op_mig_commit(self, client: _Client, payload: bytes) -> Any:
@@ -370,35 +392,6 @@ class RemoteDestination:
 
     def abort(self) -> None:
         self.client.call("mig_abort")
-
-
-class HostError(MigrationFailed):
-    """A host refused a command (its reason)."""
-
-
-class HostClient:
-    """A connection to a host, authenticated."""
-
-    def __init__(self, address: str, token: str) -> None:
-        host, _, port = address.rpartition(":")
-        try:
-            self.sock = socket.create_connection((host or "127.0.0.1", int(port)), TIMEOUT)
-        except (OSError, ValueError) as err:
-            raise MigrationFailed(f"cannot reach the host at {address}: {err}") from None
-        self.call("hello", token=token)
-
-    def call(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[dict[str, Any], bytes]:
-        try:
-            protocol.send(self.sock, {"op": op, **fields}, payload)
-            reply, data = protocol.recv(self.sock)
-        except (OSError, ProtocolError) as err:
-            raise MigrationFailed(f"{op}: the host is gone ({err})") from None
-        if not reply.get("ok"):
-            raise HostError(str(reply.get("error", "refused")))
-        return reply, data
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def serve(token: str, bind: str, port: int, fail_at: str | None) -> int:
