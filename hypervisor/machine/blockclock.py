@@ -246,9 +246,11 @@ class BlockClock:
         """Like unicorn's counter: instructions begun, the one at EIP included."""
         return self.retired_before(self._eip()) + 1
 
-    def stop_count(self, completes: bool, eip_past: bool) -> int:
+    def stop_count(self, completes: bool, eip_past: bool, begun: bool = True) -> int:
         """Instructions retired at a stop a hook asks for now: `completes`, the current
-        instruction will have run (an I/O); `eip_past`, EIP is already after it (INT n)."""
+        instruction will have run (an I/O); `eip_past`, EIP is already after it (INT n).
+        (`begun`: False when the fetch at EIP faulted; its block never started, so the
+        count is the same.)"""
         return self.retired_before(self._eip()) + (completes and not eip_past)
 
     def settled(self, faulted: bool) -> int:

@@ -88,6 +88,7 @@ as VMware's monitor did)."""
 _UNTIL = 0xFFFFFFF0  # an address no guest reaches: emu_start needs an end address
 
 INTERRUPT_TRAPS = {3, 4}  # INT3 and INTO report EIP after the instruction, like INT n
+PAGE_FAULT = 14  # #PF: unicorn sets CR2 before the interrupt hook
 
 
 class ExitKind(Enum):
@@ -614,11 +615,13 @@ class Machine:
         vector: int | None = None,
         is_trap: bool = False,
         address: int | None = None,
+        begun: bool = True,
     ) -> None:
         """Record why the CPU stops, counting instructions now: after `emu_stop` unicorn may
         already have counted the next instruction, which never runs. `retired_now`: the
-        instruction now running completes; `eip_past`: EIP is already after it (INT n)."""
-        retired = self.clock.stop_count(retired_now, eip_past)
+        instruction now running completes; `eip_past`: EIP is already after it (INT n);
+        `begun`: False when fetching the instruction at EIP faulted (it never began)."""
+        retired = self.clock.stop_count(retired_now, eip_past, begun)
         self._exit = Exit(kind, retired, vector, is_trap, address)
         self._cr2 = self._cr2_reg.read()  # a #PF has just set it
         self.clock.stop()
@@ -787,9 +790,27 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_bad_fetch)
 
     def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
-        is_trap = self._is_software_interrupt(vector, self.read_eip())
-        trap = is_trap
-        self._stop(ExitKind.EXCEPTION, retired_now=trap, eip_past=trap, vector=vector, is_trap=trap)
+        eip = self.read_eip()
+        trap = self._is_software_interrupt(vector, eip)
+        # a #PF fetching the instruction at EIP: the jump or CALL there retired, nothing
+        # began at EIP (unicorn's count hook for it never ran)
+        begun = vector != PAGE_FAULT or not self._fetch_faulted(eip)
+        self._stop(
+            ExitKind.EXCEPTION,
+            retired_now=trap,
+            eip_past=trap,
+            vector=vector,
+            is_trap=trap,
+            begun=begun,
+        )
+
+    def _fetch_faulted(self, eip: int) -> bool:
+        """Did this #PF (CR2 just set) come from fetching the instruction at EIP? Its bytes
+        stop at the page not mapped, or CR2 falls inside them (a page fetched with rights
+        it lacks)."""
+        cr2 = self._cr2_reg.read()
+        insn = decode(self.code(eip, MAX_INSN_SIZE), eip)
+        return insn is None or eip <= cr2 < eip + insn.size
 
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
