@@ -15,15 +15,19 @@ from hypothesis import strategies as st
 from hypervisor.guest.image import GuestImage, load_guest
 from hypervisor.machine import clock
 from hypervisor.machine.clockbuild import ClockChoice, ClockKind
+from hypervisor.session import run_guest
 from hypervisor.vmm.contract import DEFAULT_RAM
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
 from tests.test_clock import needs_block
 
-SPACES = str(Path(__file__).parent / "guests" / "bt_spaces.asm")
+GUESTS = Path(__file__).parent / "guests"
+SPACES = str(GUESTS / "bt_spaces.asm")
+COUNTS = str(GUESTS / "paged_counts.asm")
 RAM = 32 << 20  # course_hh's kernel wants it
 HH_STEPS = 40_000  # course_hh's start-up, higher half, tasks and faults
 SPACES_STEPS = 12_500  # bt_spaces: both spaces, the alias, the fetch faults, the timer
+COUNTS_STEPS = 7_150  # paged_counts: paging on at about step 5,200, debug-exit at 7,157
 
 
 def _stop(image: GuestImage, mode: str, kind: ClockKind, step: int, ram: int) -> tuple[object, ...]:
@@ -70,3 +74,23 @@ def test_code_at_one_address_in_two_spaces_stops_at_the_same_step_under_both_clo
 def test_a_call_whose_target_fetch_faults_counts_once(step: int) -> None:
     """Around bt_spaces' first fetch fault (step ~11,120)."""
     _same_everywhere(load_guest(SPACES), step)
+
+
+@needs_block
+@needs_nasm
+@settings(max_examples=5, deadline=None)
+@given(step=st.integers(min_value=5_200, max_value=COUNTS_STEPS))
+def test_one_block_with_other_instructions_in_another_space_or_after_a_rewrite(
+    step: int,
+) -> None:
+    """paged_counts: one block (linear address and size) of 6 instructions in one space
+    and 4 in the other, then rewritten through a second mapping of its frame, twice: the
+    helper checks a kept count against the bytes its linear address maps to now."""
+    _same_everywhere(load_guest(COUNTS), step)
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_paged_counts_adds_what_each_space_runs(mode: str) -> None:
+    report = run_guest(load_guest(COUNTS), mode)
+    assert report.console == "CODE added 0x00000384\n" and report.exit.status == 0
