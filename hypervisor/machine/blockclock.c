@@ -31,6 +31,7 @@
 #define CR4_PSE 0x10u
 #define CR4_PAE 0x20u
 #define NOWHERE (~0ull)
+#define WALKS 64u /* translations kept of tables outside RAM (power of two) */
 
 typedef void uc_engine;
 typedef int (*emu_stop_fn)(uc_engine *);
@@ -83,6 +84,14 @@ struct vclock {
     mem_read_fn mem_read; /* page tables outside RAM (trap's shadows in monitor memory) */
     int32_t cr0_id, cr3_id, cr4_id;
     uint32_t cr0, cr3, cr4;
+    /* trap's shadow tables are the monitor's, outside RAM: the guest cannot write them and
+     * the monitor changes them only between two emu_starts (each reloads), so translations
+     * through them are kept until then (each read of them is a call into unicorn) */
+    uint32_t generation; /* of the translations kept: reload_paging moves on */
+    struct walk {
+        uint32_t page, generation;
+        uint64_t frame;
+    } walks[WALKS];
     struct entry table[SLOTS];
     uint8_t arena[ARENA];
 };
@@ -104,9 +113,12 @@ static inline uint32_t load32(const uint8_t *p) {
     return v;
 }
 
-static int read_physical32(struct vclock *c, uc_engine *uc, uint64_t address, uint32_t *value) {
+/* *in_ram is cleared when the entry was read from RAM (the guest may write it) */
+static int read_physical32(struct vclock *c, uc_engine *uc, uint64_t address, uint32_t *value,
+                           int *in_ram) {
     if (address + 4 <= c->ram_size) {
         *value = load32(c->ram + address);
+        *in_ram = 0;
         return 1;
     }
     return c->mem_read(uc, address, value, 4) == 0;
@@ -114,20 +126,37 @@ static int read_physical32(struct vclock *c, uc_engine *uc, uint64_t address, ui
 
 /* The guest-physical address of `linear` through the tables in force (NOWHERE: not mapped,
  * or a paging mode vmlab does not model), as the CPU walks them but without setting A/D. */
-static uint64_t physical(struct vclock *c, uc_engine *uc, uint32_t linear) {
+static uint64_t walk(struct vclock *c, uc_engine *uc, uint32_t linear, int *keep) {
     uint32_t pde, pte;
+    if (!read_physical32(c, uc, (c->cr3 & ~0xFFFu) | ((linear >> 22) << 2), &pde, keep) ||
+        !(pde & 1))
+        return NOWHERE;
+    if ((pde & 0x80) && (c->cr4 & CR4_PSE))
+        return (pde & 0xFFC00000u) | (linear & 0x3FF000u);
+    if (!read_physical32(c, uc, (pde & ~0xFFFu) | (((linear >> 12) & 0x3FFu) << 2), &pte, keep) ||
+        !(pte & 1))
+        return NOWHERE;
+    return pte & ~0xFFFu;
+}
+
+static uint64_t physical(struct vclock *c, uc_engine *uc, uint32_t linear) {
     if (!(c->cr0 & CR0_PG))
         return linear;
     if (c->cr4 & CR4_PAE)
         return NOWHERE;
-    if (!read_physical32(c, uc, (c->cr3 & ~0xFFFu) | ((linear >> 22) << 2), &pde) || !(pde & 1))
+    struct walk *w = &c->walks[(linear >> 12) & (WALKS - 1)];
+    if (w->generation == c->generation && w->page == linear >> 12)
+        return w->frame | (linear & 0xFFFu);
+    int keep = 1;
+    uint64_t frame = walk(c, uc, linear, &keep);
+    if (frame == NOWHERE)
         return NOWHERE;
-    if ((pde & 0x80) && (c->cr4 & CR4_PSE))
-        return (pde & 0xFFC00000u) | (linear & 0x3FFFFFu);
-    if (!read_physical32(c, uc, (pde & ~0xFFFu) | (((linear >> 12) & 0x3FFu) << 2), &pte) ||
-        !(pte & 1))
-        return NOWHERE;
-    return (pte & ~0xFFFu) | (linear & 0xFFFu);
+    if (keep) {
+        w->page = linear >> 12;
+        w->generation = c->generation;
+        w->frame = frame;
+    }
+    return frame | (linear & 0xFFFu);
 }
 
 /* Where the block's code is in host memory: its bytes must all be RAM, contiguous (a block
@@ -209,6 +238,7 @@ static void store(struct vclock *c, const uint8_t *code, uint64_t address, uint3
 
 static void reload_paging(struct vclock *c, uc_engine *uc) {
     c->reload = 0;
+    c->generation++; /* never 0 once used: the zeroed walks are not taken for kept ones */
     if (c->reg_read(uc, c->cr0_id, &c->cr0) || c->reg_read(uc, c->cr3_id, &c->cr3) ||
         c->reg_read(uc, c->cr4_id, &c->cr4))
         c->cr0 = c->cr4 = CR4_PAE | CR0_PG; /* unreadable: keep nothing (never happens) */

@@ -263,7 +263,6 @@ class BlockClock:
         (0: no limit); `exhausted` says which."""
         c, uc = self._c, self._uc
         deadline = count or NO_LIMIT
-        c.reload = 1  # the monitor may have changed the paging registers between two runs
         c.watch_cr0 = self.memory is not None and self.memory.fast
         c.after_cr0 = 0
         c.base = c.end = 0
@@ -277,6 +276,7 @@ class BlockClock:
         try:
             while True:
                 c.stop = c.why = 0
+                c.reload = 1  # the monitor may have changed paging between two emu_starts
                 try:
                     uc.emu_start(eip, until)
                 except UcError as err:
