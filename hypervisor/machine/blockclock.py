@@ -59,6 +59,7 @@ _WHY_MISS = 2  # the helper stopped before a block Python must prepare (1: the d
 _WHY_WINDOW = 3  # the interrupt window opened (Machine.watch_interrupt_window)
 _WHY_CR0 = 4  # a block wrote CR0 (watched while the holes are unmapped)
 _UNMAPPED_DATA = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED)
+_TASK_SWITCHES = frozenset(("ljmp", "lcall", "iretd", "iret"))
 _IO = frozenset(("in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"))
 
 
@@ -120,8 +121,12 @@ _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 
 def _control_flags(code: bytes, address: int) -> int:
     """ENDS_CR0 and ENDS_CR for the instruction at the start of `code`: a MOV to CR0 (the
-    one way paging comes on) or to CR3/CR4 (another address space, other page sizes)."""
+    one way paging comes on) or to CR3/CR4 (another address space, other page sizes), or
+    a far jump, far call or IRET, which may switch tasks and load CR3."""
     for _, _, mnemonic, operands in _DISASM.disasm_lite(code, address, 1):
+        # (capstone writes an indirect far jump or call as "jmp ptr [m]": no operand size)
+        if mnemonic in _TASK_SWITCHES or operands.startswith("ptr ["):
+            return ENDS_CR
         if mnemonic != "mov" or operands[:4] not in ("cr0,", "cr3,", "cr4,"):
             return 0
         return ENDS_CR | (ENDS_CR0 if operands.startswith("cr0") else 0)
