@@ -161,8 +161,10 @@ static uint64_t physical(struct vclock *c, uc_engine *uc, uint32_t linear) {
 
 /* Where the block's code is in host memory: its bytes must all be RAM, contiguous (a block
  * across two pages mapped apart is asked for each time), else 0 (never kept). */
-static const uint8_t *code_in_ram(struct vclock *c, uc_engine *uc, uint64_t address,
-                                  uint32_t size) {
+static inline const uint8_t *code_in_ram(struct vclock *c, uc_engine *uc, uint64_t address,
+                                         uint32_t size) {
+    if (!(c->cr0 & CR0_PG)) /* the common case, first */
+        return address + size <= c->ram_size ? c->ram + address : 0;
     uint32_t span = size ? size - 1 : 0;
     uint64_t first = physical(c, uc, (uint32_t)address);
     if (first == NOWHERE || first + span >= c->ram_size)
@@ -268,7 +270,7 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         c->block = ~0ull;
         return;
     }
-    if (c->reload)
+    if (__builtin_expect(c->reload, 0))
         reload_paging(c, uc);
     if (c->after_cr0) {
         c->after_cr0 = 0;
