@@ -404,17 +404,26 @@ class Engine:
             self._notify(f"fast-forward records ahead: not on {why}", "information")
             return
         found = self._recorded_goal(tm, goal)
-        while found is None and not tm.exhausted:
+        idle = False
+        while found is None and not tm.exhausted and not idle:
             if self._cancel.is_set():
                 break
             found = tm.fast_forward(goal, FRAME * ENGINE_SHARE, after=tm.position, trail=TRAIL)
+            idle = tm.idle
             self._follow(tm.frontier)
             self.busy = f"fast-forward: step {tm.frontier:,}…"
             self._publish()
         self.busy = ""
-        if found is None:
+        if found is None and idle:
+            self._notify(
+                f"fast-forward: at step {tm.frontier:,} the guest waits for input "
+                "(type into the screen or console pane)",
+                "information",
+            )
+        elif found is None:
             what = "the end of the run" if tm.exhausted else f"step {tm.frontier:,}"
             self._notify(f"fast-forward: not found before {what}", "information")
+        if found is None:
             found = tm.frontier
         self._follow(found)
         clock.goto_keeping_focus(found)
