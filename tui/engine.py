@@ -175,7 +175,11 @@ class Engine:
         if self._session.lesson is not None:
             self._do_lesson(1)
         if self._session.breakpoints:
-            self._break_at(self._session.breakpoints)
+            try:
+                self._break_at(self._session.breakpoints)
+            except Exception as err:  # as for any command: say it, keep the session
+                self.busy = ""
+                self._notify(f"--break failed: {type(err).__name__}: {err}", "error")
         self._publish()
         self._opened = True
         while True:
