@@ -68,11 +68,12 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
+from hypervisor.machine.interrupts import VEC_PF
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
 from hypervisor.machine.mmio import MmioRange, MmioSpace
 from hypervisor.machine.msr import ApicBase
-from hypervisor.machine.paging import LinearMemory, PagingRegisters
+from hypervisor.machine.paging import LinearMemory, PagingRegisters, fetch_faulted
 from hypervisor.machine.registers import (
     OneRegister,
     RegisterBatch,
@@ -781,9 +782,14 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_bad_fetch)
 
     def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
-        is_trap = self._is_software_interrupt(vector, self.read_eip())
-        trap = is_trap
-        self._stop(ExitKind.EXCEPTION, retired_now=trap, eip_past=trap, vector=vector, is_trap=trap)
+        eip = self.read_eip()
+        trap = self._is_software_interrupt(vector, eip)
+        # a fetch #PF: nothing began at EIP, the jump there retired (both clocks count it)
+        done = trap or (vector == VEC_PF and self._fetch_faulted(eip))
+        self._stop(ExitKind.EXCEPTION, retired_now=done, eip_past=done, vector=vector, is_trap=trap)
+
+    def _fetch_faulted(self, eip: int) -> bool:
+        return fetch_faulted(decode(self.code(eip, MAX_INSN_SIZE), eip), eip, self._cr2_reg.read())
 
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""

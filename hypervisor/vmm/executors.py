@@ -208,8 +208,10 @@ class Executor(ABC):
             self.deliver(13, "exception", 0)
         elif not stored:
             self.handle(exit_)
-        if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap:
-            self._pending = None  # a fault the monitor did not emulate: it never retired
+        if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap and self._announced_but_not_run():
+            # a fault the monitor did not emulate: it never retired (the jump before a
+            # fetch fault did, and is recorded)
+            self._pending = None
         self._finish_traced()
         if vm.exit is None and not self.waiting_for_interrupt:
             self.accept_interrupt()
