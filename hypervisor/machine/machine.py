@@ -168,7 +168,7 @@ class Machine:
         self._ram_view = memoryview((ctypes.c_char * ram_size).from_address(ram)).cast("B")
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
-        self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
+        self.clock = new_clock(self.uc, self.code, ram, ram_size, clock)
         if isinstance(self.clock, BlockClock):  # it may start the CPU several times a run
             self.clock.after_emu_start = self._clear_paging_leftovers
         self.counter = self.clock  # instructions begun in the current/last run
