@@ -5,7 +5,9 @@ Written raw, an escape sequence in such text would act on the terminal: retitle 
 cursor, garble the screen. So C0 controls become their Unicode pictures (ESC shows as ␛),
 DEL shows as ␡, and C1 controls (0x80-0x9F, which some terminals obey) as \\x9b. Newlines
 and tabs stay as they are where the text is shown as lines (a console), and are made visible
-too where it must stay on one line (a status line, an event row, an error message).
+too where it must stay on one line (a status line, an event row, an error message). A serial
+console's CR LF is a line break there too (kernels write "\\r\\n", as a UART terminal wants);
+a CR alone, which would overwrite the line, is shown.
 """
 
 from __future__ import annotations
@@ -18,5 +20,7 @@ _LINES = str.maketrans({k: v for k, v in _PICTURES.items() if k not in (0x09, 0x
 
 def visible(text: str, *, lines: bool = False) -> str:
     """`text` safe to print: every control character shown, none obeyed. With `lines`, line
-    feeds and tabs are kept (for multi-line text such as a console)."""
-    return text.translate(_LINES if lines else _ONE_LINE)
+    feeds (CR LF as one) and tabs are kept (for multi-line text such as a console)."""
+    if lines:
+        return text.replace("\r\n", "\n").translate(_LINES)
+    return text.translate(_ONE_LINE)

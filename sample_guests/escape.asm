@@ -210,7 +210,7 @@ probe_list:                         ; addresses for part 1 (0: the first byte pa
 probe_list_end:
 
 port_list:                          ; ports for part 6: no device of mine answers them
-    dw 0x378, 0x1F0, 0x2F8, 0x1F7, 0x80, 0x278   ; LPT1, IDE, COM2, IDE status, POST, LPT2
+    dw 0x378, 0x1F0, 0x2F8, 0x1F7, 0x3E8, 0x278  ; LPT1, IDE, COM2, IDE status, COM3, LPT2
 port_list_end:
 
 gdtr_seen:      times 6 db 0        ; what SGDT stores: limit (2 bytes), base (4)

@@ -13,24 +13,44 @@ import pytest
 from hypervisor.devices.ioapic import IoApic
 from hypervisor.devices.lapic import BASE_ENABLE, LAPIC_BASE, LocalApic
 from hypervisor.devices.lapictimer import ApicTimer
+from hypervisor.encap import vmfile
+from hypervisor.encap.state import capture, restore
 from hypervisor.guest.image import load_guest
+from hypervisor.machine import clock
 from hypervisor.session import run_guest
 from hypervisor.trace.checkpoints import CheckpointStore
 from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.inputs import Input, InputDevice
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
 from tests.test_checkpoints import observed
+from tests.test_clock import _under, needs_block
 
 GUESTS = Path(__file__).parent / "guests"
 QEMU = shutil.which("qemu-system-i386")
 CHECKS = 39
 
 
+def _build(folder: Path, name: str) -> Path:
+    out = folder / f"{name}.bin"
+    source = str(GUESTS / f"{name}.asm")
+    subprocess.run(["nasm", "-f", "bin", "-i", f"{GUESTS}/", "-o", str(out), source], check=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("apic") / "apic.bin"
-    subprocess.run(["nasm", "-f", "bin", "-o", str(out), str(GUESTS / "apic.asm")], check=True)
-    return out
+    return _build(tmp_path_factory.mktemp("apic"), "apic")
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
+def test_the_apics_answer_through_the_guests_own_page_tables(mode, tmp_path):
+    """Where they are and at another linear address: shadow paging (trap, bt, pv's unported
+    kernels) takes both mappings to the devices."""
+    report = run_guest(load_guest(str(_build(tmp_path, "apic_paging"))), mode)
+    assert report.console.count(": pass\n") == 5 and "FAIL" not in report.console
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
 
 
 @needs_nasm
@@ -44,7 +64,9 @@ def test_every_apic_check_passes_under_every_mode(kernel, mode):
 
 @needs_nasm
 @pytest.mark.skipif(QEMU is None, reason="QEMU is not installed")
-def test_the_apic_checks_print_what_they_print_under_qemu(kernel, tmp_path):
+@pytest.mark.parametrize("name", ["apic", "apic_paging"])
+def test_the_apic_checks_print_what_they_print_under_qemu(name, tmp_path):
+    kernel = _build(tmp_path, name)
     serial = tmp_path / "serial.txt"
     qemu = [str(QEMU), "-kernel", str(kernel), "-m", "32", "-display", "none", "-no-reboot"]
     qemu += ["-serial", f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
@@ -137,3 +159,46 @@ def test_seeking_back_through_the_apic_timer_lands_where_a_straight_run_does(mod
 
 def _apics(vm: Vm) -> tuple:
     return vm.lapic.view(), vm.lapic.timer, vm.ioapic.table, vm.irqs.view()
+
+
+@needs_block
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_the_apic_shell_runs_the_same_under_both_clocks(mode, monkeypatch):
+    """APIC timer interrupts, IPIs and stepped-over stores land at the same steps whether
+    the CPU counts each instruction or each block."""
+    typed = (Input(InputDevice.KEYBOARD, "ticks\n"), Input(InputDevice.SERIAL, "exit\n"))
+    reports = []
+    try:
+        for kind in ("count", "block"):
+            _under(monkeypatch, kind)
+            report = run_guest("apicsh", mode, keep_events=True, inputs=typed)
+            reports.append((report.as_json(), report.events))
+    finally:
+        monkeypatch.undo()
+        clock.choice.cache_clear()
+    assert reports[0] == reports[1]
+
+
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_a_suspended_vm_resumes_with_its_apics(mode):
+    """Suspended (to a .vmlab's bytes) with the APIC timer counting and the pins routed:
+    the resumed VM, in the same mode or another, goes on as the uninterrupted run does."""
+    straight = Vm(load_guest("apicsh"))
+    straight.run(50_000)
+    first = Vm(load_guest("apicsh"))
+    first.run(30_000)
+    suspended = vmfile.from_bytes(vmfile.to_bytes(capture(first)))
+    resumed = restore(suspended, mode)
+    assert _apics(resumed) == _apics(first)
+    resumed.run(20_000)
+    assert (resumed.step, bytes(resumed.console)) == (straight.step, bytes(straight.console))
+    assert _apics(resumed) == _apics(straight)
+
+
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_a_traced_recording_through_the_apics_has_one_instruction_per_step(mode):
+    """Under the block clock the first APIC access of a run stops before the instruction
+    and runs it again once the pages are mapped: the tracer must not count it twice."""
+    machine = TimeMachine(load_guest("apicsh"), mode)
+    machine.extend(30_000)
+    assert machine.recording.aligned and len(machine.recording) == 30_000

@@ -143,6 +143,22 @@ def test_a_bt_run_stops_at_the_exact_step_in_the_state_of_bare_metal(name, step)
     assert bt.executor.virtual_state() == native.executor.virtual_state()
 
 
+@pytest.mark.parametrize(
+    "name, step", [("flags", 1339), ("flags", 1344), ("flags", 1360), ("selfmod", 1863)]
+)
+def test_a_bt_run_ending_on_a_store_retried_into_a_code_page_is_past_the_store(name, step):
+    """flags fills its IDT, which shares a page with its code, and selfmod patches code in
+    a loop on a self-checked page: each store faults on the traced page and is retried
+    alone. Where it ends its block (a stepping fragment, a block cut after a store) a run
+    ending right after it has the guest after the store, as on bare metal (not inside
+    its fragment, before the jump on)."""
+    image = load_guest(name)
+    native, bt = Vm(image, "native"), Vm(image, "bt")
+    native.run(step)
+    bt.run(step)
+    assert bt.executor.virtual_state() == native.executor.virtual_state()
+
+
 def hostile(tmp_path, code: bytes) -> Vm:
     """A bare guest kernel of raw machine code, under bt."""
     path = tmp_path / "hostile.bin"

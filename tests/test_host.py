@@ -40,7 +40,7 @@ SMASHED = {MONITOR_BASE + page * 0x1000 for page in range(1024)} | {
     MONITOR_BASE + 12,
 }
 # escape's probes that nothing answers (the 8042, the CMOS and PCI's ports do)
-FOREIGN_PORTS = {0x378, 0x1F0, 0x2F8, 0x1F7, 0x80, 0x278}
+FOREIGN_PORTS = {0x378, 0x1F0, 0x2F8, 0x1F7, 0x3E8, 0x278}
 
 
 def host_bytes(host: Host, start: int, end: int) -> bytes:
@@ -304,6 +304,7 @@ def test_cli_runs_several_guests_on_one_host_as_json(capsys):
             "fw_cfg",
             "PCI",
             "port61",
+            "POST",
             "8042",
             "VGA",
         }

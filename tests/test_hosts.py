@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from hypervisor.encap.wire import HostClient, HostError
 from hypervisor.guest.image import load_guest
 from hypervisor.vmm.vm import Vm
 from vmlab import protocol
 from vmlab.cli import main
-from vmlab.hostserver import HostClient, HostError
 
 TOKEN = "a-test-token-0123456789"
 

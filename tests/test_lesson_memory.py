@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypervisor.guest.image import load_for_mode
+from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.mmu.introspect import PagingKind
 from lessons.lesson import load
 from lessons.walk import images
@@ -55,3 +58,20 @@ async def test_the_lesson_in_the_ui_shows_the_shadow_filling_in_the_page_tables_
         paging = app.snapshot.vm.paging
         assert paging.shadow is not None and paging.shadow.present
         assert dict(paging.counts)["hidden faults"] >= 1
+
+
+def test_under_pv_the_pane_shows_the_validated_tables_and_no_shadow():
+    """The lesson's last stops: the ported kernel under direct paging."""
+    tm = TimeMachine(load_for_mode("course", Mode.PV), Mode.PV)
+    try:
+        step = tm.next_step("hypercall", 0)  # new_baseptr: the directory pinned
+        assert step is not None
+        tm.seek(step + 1)
+        eip = tm.vm.executor.virtual_state().eip
+        paging = tm.vm.executor.paging().view(eip, "EIP")
+        assert paging.kind is PagingKind.DIRECT and paging.shadow is None
+        assert paging.guest is not None and paging.guest.present
+        assert dict(paging.counts)["new_baseptr"] == 1
+        assert paging.host_physical == tm.vm.machine.ram.start + eip  # identity-mapped
+    finally:
+        tm.close()

@@ -123,6 +123,23 @@ def test_modules_and_command_line_follow_the_kernel_and_its_bss(tmp_path):
     assert modules[0][1] <= modules[1][0]
 
 
+def test_the_module_list_and_strings_are_packed_as_qemu_packs_them(tmp_path):
+    # measured under QEMU 7.2 (-kernel K -initrd "A arg1,B" -append ...): the list at the page
+    # after the kernel, then each module's string, then the command line, then the loader's
+    # name, with no gaps; a kernel reading one entry too far finds the first string there
+    kernel = write(tmp_path, "k.elf", elf([Seg(KERNEL, KERNEL, HLT_LOOP)], ENTRY))
+    first, second = write(tmp_path, "a", b"first"), write(tmp_path, "b", b"second")
+    image = load_guest(kernel, cmdline="hello world", modules=(f"{first}=a arg1", second))
+    vm = Vm(image)
+    fields = mbi(vm)
+    table = fields[6]
+    assert table == KERNEL + 0x1000
+    strings = [struct.unpack("<4I", vm.machine.read(table + 16 * i, 16))[2] for i in range(2)]
+    assert strings[0] == table + 32 and strings[1] == strings[0] + len("a arg1") + 1
+    assert fields[4] == strings[1] + len(second) + 1  # the command line
+    assert fields[16] == fields[4] + len(f"{kernel} hello world") + 1  # the loader's name
+
+
 def test_elf_section_headers_are_handed_over_with_the_symbol_table_loaded(tmp_path):
     data = elf([Seg(KERNEL, KERNEL, HLT_LOOP)], ENTRY, symbols=True)
     vm = Vm(GuestImage("k", data, (), "k"))

@@ -130,10 +130,10 @@ def test_the_summary_lists_the_ports_and_memory_nothing_answered(tmp_path, mode,
     assert main(["run", kernel, "--mode", mode, "--json"]) == 0
     [vm] = json.loads(capsys.readouterr().out)["vms"]
     assert vm["isolation"]["unanswered"] == {
-        "ports": [0x80, 0x2FD],
+        "ports": [0x2FD, 0x379],
         "mmio": [[0xFED00000, 0xFED00FFF]],
     }
     assert main(["run", kernel, "--mode", mode]) == 0
-    assert "nothing answered (open bus): ports 0x80, 0x2fd; memory 0xfed00000-0xfed00fff" in (
+    assert "nothing answered (open bus): ports 0x2fd, 0x379; memory 0xfed00000-0xfed00fff" in (
         capsys.readouterr().out
     )

@@ -5,11 +5,11 @@ shell kernel, and kept as an SVG snapshot."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from textual.pilot import Pilot
 
 from hypervisor.guest.image import load_guest
+from hypervisor.vmm.contract import Mode
 from tui.app import VmlabApp
 from tui.engine import Session
 from tui.panes import Pane
@@ -18,7 +18,7 @@ STEP = "30000"  # the shell kernel has routed its interrupts; its timer is count
 
 
 def _app() -> VmlabApp:
-    return VmlabApp(Session(vms=[(load_guest("apicsh"), "native")]))
+    return VmlabApp(Session(vms=[(load_guest("apicsh"), Mode.NATIVE)]))
 
 
 async def _go(pilot: Pilot) -> None:
@@ -46,9 +46,5 @@ def test_the_vms_pane_shows_the_apics_as_the_kernel_programmed_them():
     asyncio.run(run())
 
 
-def _snapshot_keys() -> Callable[[Pilot], Awaitable[None]]:
-    return _go
-
-
 def test_the_vms_pane_with_the_apics(snap_compare):
-    assert snap_compare(_app(), terminal_size=(160, 50), run_before=_snapshot_keys())
+    assert snap_compare(_app(), terminal_size=(160, 50), run_before=_go)

@@ -26,7 +26,8 @@ def vmlab(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_control_character_is_shown_and_line_breaks_kept_only_for_lines():
     assert visible(ATTACK) == "␛]0;owned␇␛[2J\\x9b"
-    assert visible("a\tb\r\nc", lines=True) == "a\tb␍\nc"
+    assert visible("a\tb\r\nc", lines=True) == "a\tb\nc"  # a serial console's CR LF
+    assert visible("a\rb\n\r", lines=True) == "a␍b\n␍"  # a CR alone would overwrite
     assert visible("a\nb") == "a␊b"
     assert visible("ordinary text: é ✓") == "ordinary text: é ✓"
 
@@ -36,7 +37,7 @@ def test_a_guest_console_attack_is_printed_not_obeyed():
     done = vmlab("run", ESCAPES)
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout and "\r" not in done.stdout
-    assert "␛]0;owned␇␛[2Jhello␍\n" in done.stdout
+    assert "␛]0;owned␇␛[2Jhello\n" in done.stdout  # its CR LF: a line break
 
 
 def crafted_trace(tmp_path: Path) -> Path:

@@ -292,7 +292,14 @@ TYPING_KEYS = (
     Key("escape", "app.pause", "Stop", footer=2),
 )
 
+# The cluster view's own keys (`vmlab tui --cluster`): it has no VM of its own to step.
+CLUSTER_KEYS = (
+    Key("f", "follow_next", "Follow next VM", footer=1),
+    Key("q", "quit", "Quit", footer=2),
+)
+
 BINDINGS = [key.binding() for key in KEYS if key.name and key.bound]
+CLUSTER_BINDINGS = [key.binding() for key in CLUSTER_KEYS]
 TYPING_BINDINGS = [key.binding() for key in TYPING_KEYS]
 FOOTER_RANK = {key.action: key.footer for key in (*KEYS, *TYPING_KEYS) if key.footer}
 PALETTE = tuple((key.command, key.about, key.action) for key in KEYS if key.command)

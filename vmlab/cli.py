@@ -133,7 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="say which clock counts guest instructions here, and why")
 
     tui = sub.add_parser("tui", help="open guests in the terminal UI (step, run, rewind)")
-    tui.add_argument("guest", nargs="+", help="sample names, .asm, flat images or kernels")
+    tui.add_argument("guest", nargs="*", help="sample names, .asm, flat images or kernels")
+    tui.add_argument(
+        "--cluster", metavar="ADDRESS", help="watch a live cluster (`vmlab cluster --listen`)"
+    )
+    tui.add_argument("--token-file", metavar="FILE", help="the cluster's token (or VMLAB_TOKEN)")
     tui.add_argument(
         "--mode",
         action="append",
@@ -403,6 +407,11 @@ UI_MAX_RAM = 256 << 20
 
 
 def _tui(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return hostcli.watch_cluster(args)
+    if not args.guest:
+        print("vmlab: name a guest to open (or --cluster ADDRESS)", file=sys.stderr)
+        return 2
     modes = args.mode or [Mode.TRAP]
     if args.ram > UI_MAX_RAM:  # the UI keeps each VM three times (head, cursor, spare)
         print(f"vmlab: the UI runs VMs of at most {UI_MAX_RAM >> 20}M of RAM", file=sys.stderr)

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from hypervisor.encap.migration import MigrationFailed
-from vmlab.hostserver import HostClient, HostError
+from hypervisor.encap.wire import HostClient, HostError
 
 TICK = 0.05
 
@@ -54,12 +54,15 @@ class Cluster:
     every: float = 0.5
     replicas: dict[str, Replica] = field(default_factory=dict)
     placed: dict[str, str] = field(default_factory=dict)  # VM -> host name
+    backups: dict[str, str] = field(default_factory=dict)  # FT pair's VM -> its backup's host
+    moving: dict[str, tuple[str, str]] = field(default_factory=dict)  # VM -> (source, target)
+    events: list[str] = field(default_factory=list)  # what happened, for watchers
     ended: dict[str, str] = field(default_factory=dict)  # VM -> final state
     _replicated: float = 0.0
 
     @classmethod
-    def start(cls, count: int, every: float) -> Cluster:
-        token = secrets.token_hex(16)
+    def start(cls, count: int, every: float, token: str | None = None) -> Cluster:
+        token = token or secrets.token_hex(16)
         env = {**os.environ, "VMLAB_TOKEN": token}
         hosts = []
         for number in range(1, count + 1):
@@ -91,7 +94,7 @@ class Cluster:
         finally:
             client.close()
 
-    def _host(self, name: str) -> HostProcess:
+    def host(self, name: str) -> HostProcess:
         for host in self.hosts:
             if host.name == name:
                 return host
@@ -120,19 +123,42 @@ class Cluster:
             name = f"{base}-{number}"
         reply, _ = self.call(host, "create", guest=guest, mode=mode, name=name)
         self.placed[reply["vm"]] = host.name
-        return f"{reply['vm']} placed on {host.name} (the least loaded)"
+        return self.note(f"{reply['vm']} placed on {host.name} (the least loaded)")
+
+    def fault_tolerant(self, guest: str, mode: str, name: str) -> str:
+        """An FT pair: the primary on the least-loaded host, its backup on the next."""
+        if name in self.placed:
+            raise MigrationFailed(f"a VM named {name!r} is in the cluster already")
+        primary = self._least_loaded()
+        backup = self._least_loaded(besides=primary)
+        self.call(primary, "ft_start", guest=guest, mode=mode, name=name, backup=backup.address)
+        self.placed[name], self.backups[name] = primary.name, backup.name
+        return self.note(f"{name} runs on {primary.name}, its FT backup on {backup.name}")
+
+    def give(self, vm: str, device: str, text: str) -> str:
+        self.call(self.host(self.placed[vm]), "input", vm=vm, device=device, text=text)
+        return f"{vm} is given {text!r} ({device})"
 
     def migrate(self, vm: str, target: HostProcess) -> str:
-        source = self._host(self.placed[vm])
-        reply, _ = self.call(source, "migrate", vm=vm, to=target.address)
+        source = self.host(self.placed[vm])
+        self.moving[vm] = (source.name, target.name)
+        try:
+            reply, _ = self.call(source, "migrate", vm=vm, to=target.address)
+        finally:
+            del self.moving[vm]
         report = reply["report"]
         if not report["migrated"]:
-            return f"{vm} stays on {source.name}: {report['failure']}"
+            return self.note(f"{vm} stays on {source.name}: {report['failure']}")
         self.placed[vm] = target.name
-        return (
-            f"{vm} {source.name} → {target.name}: {len(report['rounds'])} rounds, "
-            f"downtime {report['downtime_seconds'] * 1000:.1f} ms"
+        rounds = ", ".join(f"{r['pages']}" for r in report["rounds"])
+        return self.note(
+            f"{vm} {source.name} → {target.name}: {len(report['rounds'])} rounds "
+            f"({rounds} pages), downtime {report['downtime_seconds'] * 1000:.1f} ms"
         )
+
+    def note(self, text: str) -> str:
+        self.events.append(text)
+        return text
 
     def balance(self) -> list[str]:
         done: list[str] = []
@@ -145,7 +171,7 @@ class Cluster:
             done.append(self.migrate(vm, idlest))
 
     def maintenance(self, name: str) -> list[str]:
-        host = self._host(name)
+        host = self.host(name)
         host.maintenance = True
         moved = [
             self.migrate(vm, self._least_loaded(host))
@@ -155,7 +181,7 @@ class Cluster:
         return [*moved, f"{name} is in maintenance: no VM left on it"]
 
     def kill(self, name: str) -> str:
-        host = self._host(name)
+        host = self.host(name)
         host.process.kill()
         host.process.wait(10)
         return f"{name} killed"
@@ -177,7 +203,7 @@ class Cluster:
                 continue
             for vm in vms:
                 name = vm["name"]
-                if name in self.ended:
+                if name in self.ended or vm.get("role") == "backup":
                     continue
                 if vm["state"] not in ("running", "created", "paused"):
                     self.ended[name] = vm["state"]
@@ -201,13 +227,20 @@ class Cluster:
         self.replicas[vm] = Replica(host.name, reply["step"], data, reply["step"])
 
     def _failover(self, dead: HostProcess) -> list[str]:
-        notes = [f"{dead.name} died"]
+        notes = [self.note(f"{dead.name} died")]
+        for vm, where in list(self.backups.items()):
+            if where == dead.name:  # its primary runs on, without fault tolerance
+                del self.backups[vm]
+                notes.append(self.note(f"{vm} lost its FT backup: it runs on alone"))
         for vm, where in list(self.placed.items()):
             if where != dead.name or vm in self.ended:
                 continue
+            if vm in self.backups:
+                notes.append(self._takeover(vm))
+                continue
             replica = self.replicas.get(vm)
             if replica is None:
-                notes.append(f"{vm} is lost: no replica of it yet")
+                notes.append(self.note(f"{vm} is lost: no replica of it yet"))
                 del self.placed[vm]
                 continue
             target = self._least_loaded()
@@ -215,10 +248,19 @@ class Cluster:
             self.placed[vm] = target.name
             lost = max(replica.seen - replica.step, 0)
             notes.append(
-                f"{vm} restarted on {target.name} from its replica at step {replica.step:,}: "
-                f"{lost:,} guest instructions run again"
+                self.note(
+                    f"{vm} restarted on {target.name} from its replica at step "
+                    f"{replica.step:,}: {lost:,} guest instructions run again"
+                )
             )
         return notes
+
+    def _takeover(self, vm: str) -> str:
+        """The backup went live when its log channel closed: the VM is where it ran."""
+        host = self.host(self.backups.pop(vm))
+        self.placed[vm] = host.name
+        step = next(v["step"] for v in self.call(host, "list")[0]["vms"] if v["name"] == vm)
+        return self.note(f"{vm}: FT takeover on {host.name} at step {step:,}, nothing lost")
 
     def wait(self, timeout: float = 300) -> list[str]:
         notes: list[str] = []
@@ -230,6 +272,16 @@ class Cluster:
             time.sleep(TICK)
         return [*notes, "timed out waiting for the VMs to end"]
 
+    def watch(self, seconds: float) -> list[str]:
+        """Look at the hosts for `seconds` (failing over what dies), as a live cluster does
+        while people watch it."""
+        notes: list[str] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            notes += self.tick()
+            time.sleep(TICK)
+        return notes
+
     def status(self) -> list[str]:
         lines = []
         for host in self.hosts:
@@ -240,16 +292,24 @@ class Cluster:
             for vm in self.call(host, "list")[0]["vms"]:
                 lines.append(
                     f"   {vm['name']:<14} {vm['mode']:<6} {vm['state']:<8} step {vm['step']:,}"
+                    + _pair_note(vm)
                 )
         return lines
 
     def console(self, vm: str) -> str:
-        host = self._host(self.placed[vm])
+        host = self.host(self.placed[vm])
         return self.call(host, "console", vm=vm, since=0)[1].decode("latin-1")
 
 
+def _pair_note(vm: dict[str, object]) -> str:
+    if vm.get("role") == "primary":
+        return f"  FT primary: log {vm['log_rate']:,} bytes/s, backup {vm['lag']:,} steps behind"
+    return f"  FT {vm['role']}" if vm.get("role") else ""
+
+
 ACTIONS = (
-    "create GUEST MODE [NAME] | balance | maintenance HOST | kill HOST | tick | wait | status"
+    "create GUEST MODE [NAME] | ft GUEST MODE NAME | type VM TEXT | serial VM TEXT | balance"
+    " | maintenance HOST | kill HOST | tick | wait | watch SECONDS | status"
     " | console VM"
 )
 
@@ -259,6 +319,11 @@ def act(cluster: Cluster, action: str) -> list[str]:
     verb, rest = (words[0], words[1:]) if words else ("", [])
     if verb == "create" and len(rest) in (2, 3):
         return [cluster.create(*rest)]
+    if verb == "ft" and len(rest) == 3:
+        return [cluster.fault_tolerant(*rest)]
+    if verb in ("type", "serial") and len(rest) == 2:
+        device = "keyboard" if verb == "type" else "serial"
+        return [cluster.give(rest[0], device, rest[1].encode().decode("unicode_escape"))]
     if verb == "balance" and not rest:
         return cluster.balance()
     if verb == "maintenance" and len(rest) == 1:
@@ -269,6 +334,8 @@ def act(cluster: Cluster, action: str) -> list[str]:
         return cluster.tick()
     if verb == "wait" and not rest:
         return cluster.wait()
+    if verb == "watch" and len(rest) == 1 and rest[0].replace(".", "", 1).isdigit():
+        return cluster.watch(float(rest[0]))
     if verb == "status" and not rest:
         return cluster.status()
     if verb == "console" and len(rest) == 1:
@@ -276,13 +343,22 @@ def act(cluster: Cluster, action: str) -> list[str]:
     raise MigrationFailed(f"{action!r}: an action is one of {ACTIONS}")
 
 
-def run(count: int, every: float, actions: list[str]) -> int:
-    cluster = Cluster.start(count, every)
+def run(count: int, every: float, actions: list[str], token: str | None = None) -> int:
+    """With a `token`, the manager also answers watchers (the UI's cluster view)."""
+    cluster = Cluster.start(count, every, token)
+    server = None
+    if token is not None:
+        from vmlab.clusterserve import ClusterServer
+
+        server = ClusterServer(cluster)
+        print(f"cluster listening on {server.address}", flush=True)
     try:
         for action in actions:
             print(f"» {action}")
             for line in act(cluster, action):
                 print(f"   {line}")
     finally:
+        if server is not None:
+            server.close()
         cluster.stop()
     return 0

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from hypervisor.encap.migration import MigrationFailed
+from hypervisor.encap.wire import HostClient
 from hypervisor.vmm.contract import Mode
 from vmlab import cluster, hostserver
-from vmlab.hostserver import HostClient
 
 ERRORS = (MigrationFailed,)
 LIST_AND_STOP = (("list", "the host's VMs"), ("stop", "stop the host"))
@@ -65,7 +65,10 @@ def add_parsers(
     cl.add_argument(
         "--replicate-every", type=float, default=0.5, metavar="S", help="seconds between replicas"
     )
-    for parser in (serve, create, console, mig, *plain):
+    cl.add_argument(
+        "--listen", action="store_true", help="answer watchers (`vmlab tui --cluster ADDRESS`)"
+    )
+    for parser in (serve, create, console, mig, cl, *plain):
         parser.add_argument("--token-file", metavar="FILE", help="the hosts' shared token")
     return {"host": _host, "migrate": _migrate, "cluster": _cluster}
 
@@ -73,7 +76,24 @@ def add_parsers(
 def _cluster(args: argparse.Namespace) -> int:
     if not 1 <= args.hosts <= 16:
         raise MigrationFailed("a cluster has 1 to 16 hosts")
-    return cluster.run(args.hosts, args.replicate_every, args.action)
+    shared = token(args, create=True) if args.listen else None
+    return cluster.run(args.hosts, args.replicate_every, args.action, shared)
+
+
+def watch_cluster(args: argparse.Namespace) -> int:
+    """`vmlab tui --cluster ADDRESS`: the cluster view of a live cluster."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("vmlab: the UI needs a terminal", file=sys.stderr)
+        return 2
+    from hypervisor.encap.clusterwatch import ClusterWatch
+    from tui.cluster import run_cluster_app  # Textual is loaded only for the UI
+
+    watch = ClusterWatch(args.cluster, token(args))
+    try:
+        run_cluster_app(watch.poll, args.cluster)
+    finally:
+        watch.close()
+    return 0
 
 
 def token(args: argparse.Namespace, create: bool = False) -> str:

@@ -18,18 +18,23 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypervisor.devices.scancodes import typeable
 from hypervisor.encap import vmfile
 from hypervisor.encap.migration import MigrationFailed, Receiver, migrate
 from hypervisor.encap.state import capture, restore
-from hypervisor.guest.image import load_for_mode, sample_names
+from hypervisor.encap.wire import TIMEOUT, HostClient
+from hypervisor.guest.image import GuestImage, kernel_names, load_for_mode, sample_names
+from hypervisor.machine.cpu import STATE_FIELDS
 from hypervisor.vmm.contract import Mode
-from hypervisor.vmm.host import Host
-from vmlab import protocol
+from hypervisor.vmm.host import Host, HostedVm
+from hypervisor.vmm.inputs import Input, InputDevice, InputScript
+from hypervisor.vmm.vm import Vm
+from vmlab import ft, protocol
 from vmlab.protocol import ProtocolError
 
+VIEW_CONSOLE = 8192  # console bytes a view carries (a UI shows the last lines)
 SLICE = 20_000  # guest instructions run between two looks at the sockets
 MAX_VM_RAM = 128 << 20
-TIMEOUT = 30.0
 
 
 @dataclass
@@ -38,6 +43,8 @@ class _Client:
     buffer: bytearray = field(default_factory=bytearray)
     authenticated: bool = False
     receiver: Receiver | None = None
+    backup: str | None = None  # the FT backup VM this connection's log feeds
+    round: int = 0  # the pre-copy round of the migration coming in on this connection
 
 
 class HostServer:
@@ -54,6 +61,8 @@ class HostServer:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.clients: dict[socket.socket, _Client] = {}
+        self.primaries: dict[str, ft.Primary] = {}  # FT pairs' primaries on this host
+        self.backups: dict[str, ft.Backup] = {}  # and backups
         self.stopping = False
 
     @property
@@ -63,6 +72,7 @@ class HostServer:
 
     def serve(self) -> None:
         while not self.stopping:
+            self._gate_pairs()
             busy = any(h.runnable for h in self.host.vms.values())
             for key, _ in self.selector.select(timeout=0 if busy else 0.05):
                 if key.fileobj is self.listener:
@@ -71,6 +81,8 @@ class HostServer:
                     self._readable(self.clients[key.fileobj])  # type: ignore[index]
             if busy:
                 self.host.run(SLICE)
+            for primary in list(self.primaries.values()):
+                primary.ship()
         for client in list(self.clients.values()):
             self._close(client)
         self.listener.close()
@@ -86,6 +98,8 @@ class HostServer:
     def _close(self, client: _Client) -> None:
         if client.receiver is not None and not client.receiver.started:
             client.receiver.abort()  # a migration that never got its go: nothing lands here
+        if client.backup in self.backups:
+            self.backups[client.backup].go_live()  # the primary's host is gone: take over
         self.selector.unregister(client.sock)
         del self.clients[client.sock]
         client.sock.close()
@@ -150,24 +164,123 @@ class HostServer:
     def _vm(self, name: str) -> Any:
         return self.host[name].vm
 
+    def _image(self, guest: str, mode: str) -> GuestImage:
+        if guest not in (*sample_names(), *kernel_names()):  # never a file of the host
+            raise ValueError(f"{guest!r} is not a sample guest")
+        return load_for_mode(guest, Mode(mode))
+
     def _op_create(
         self, client: _Client, payload: bytes, guest: str, mode: str, name: str | None
     ) -> Any:
-        if guest not in sample_names():  # a network request never names a file of the host
-            raise ValueError(f"{guest!r} is not a sample guest")
-        image = load_for_mode(guest, Mode(mode))
-        hosted = self.host.create(image, mode, name=name or guest)
+        hosted = self.host.create(self._image(guest, mode), mode, name=name or guest)
         return {"ok": True, "vm": hosted.name}, b""
+
+    def _op_input(self, client: _Client, payload: bytes, vm: str, device: str, text: str) -> Any:
+        """An input for the VM, taken when the guest next waits (an FT primary logs it to
+        its backup before this reply)."""
+        item = Input(InputDevice(device), text)
+        if item.device is InputDevice.KEYBOARD and not typeable(text):
+            raise ValueError(f"{text[:40]!r}: a character no key of a US keyboard types")
+        if item.device is InputDevice.SERIAL and any(ord(c) > 0xFF for c in text):
+            raise ValueError(f"{text[:40]!r}: serial input is bytes (latin-1 characters)")
+        if vm in self.primaries:
+            self.primaries[vm].give(item)
+        else:
+            self._vm(vm).inputs.add(item)
+        return {"ok": True}, b""
+
+    # ------------------------------------------------------------------ FT pairs
+    def _interactive(self, guest: str, mode: str, name: str) -> HostedVm:
+        """A VM that waits for input when it sleeps with nothing to wake it (it may come)."""
+        vm = Vm(
+            self._image(guest, mode),
+            mode,
+            name=self.host.unique(name),
+            host=self.host.ram,
+            events=self.host.events,
+            inputs=InputScript(interactive=True),
+        )
+        return self.host.add(vm)
+
+    def _op_ft_start(
+        self, client: _Client, payload: bytes, guest: str, mode: str, name: str, backup: str
+    ) -> Any:
+        """Start `name` as the primary of an FT pair whose backup runs on the host at
+        `backup` (the same name there, fed by a log channel from this host)."""
+        if name in self.host.vms:
+            raise ValueError(f"a VM named {name!r} is on this host already")
+        channel = HostClient(backup, self.token.decode())
+        try:
+            channel.call("ft_backup", guest=guest, mode=mode, name=name)
+        except MigrationFailed:
+            channel.close()
+            raise
+        hosted = self._interactive(guest, mode, name)
+        self.primaries[name] = ft.Primary(hosted, channel, backup)
+        return {"ok": True, "vm": name}, b""
+
+    def _op_ft_backup(
+        self, client: _Client, payload: bytes, guest: str, mode: str, name: str
+    ) -> Any:
+        if name in self.host.vms:
+            raise ValueError(f"a VM named {name!r} is on this host already")
+        hosted = self._interactive(guest, mode, name)
+        hosted.budget = 0  # nothing logged yet: the lock-step holds it at its start
+        self.backups[name] = ft.Backup(hosted)
+        client.backup = name
+        return {"ok": True}, b""
+
+    def _op_ft_log(self, client: _Client, payload: bytes) -> Any:
+        if client.backup not in self.backups:
+            raise ValueError("no FT backup is fed by this connection")
+        ft.check_record(payload)
+        return {"ok": True, "step": self.backups[client.backup].log(payload)}, b""
+
+    def _gate_pairs(self) -> None:
+        for primary in self.primaries.values():
+            ft.gate(primary.hosted)
+        for backup in self.backups.values():
+            ft.gate(backup.hosted, ft.UNLIMITED if backup.live else backup.horizon)
+
+    def _pair(self, name: str) -> dict[str, Any]:
+        pair = self.primaries.get(name) or self.backups.get(name)
+        return pair.status() if pair is not None else {"role": ""}
 
     def _op_list(self, client: _Client, payload: bytes) -> Any:
         vms = [
-            {"name": h.name, "state": h.state, "mode": h.vm.mode, "step": h.vm.step}
+            {
+                "name": h.name,
+                "state": h.state,
+                "mode": h.vm.mode,
+                "step": h.vm.step,
+                **self._pair(h.name),
+            }
             for h in self.host.vms.values()
         ]
-        return {"ok": True, "vms": vms, "address": self.address}, b""
+        incoming = [
+            {"vm": c.receiver.vm.name, "round": c.round, **c.receiver.progress()}
+            for c in self.clients.values()
+            if c.receiver is not None and c.receiver.vm is not None
+        ]
+        return {"ok": True, "vms": vms, "address": self.address, "incoming": incoming}, b""
+
+    def _op_view(self, client: _Client, payload: bytes, vm: str) -> Any:
+        """What a UI following the VM shows of it: its CPU, its screen, its console's end."""
+        machine = self._vm(vm)
+        cpu = machine.executor.guest_cpu()
+        screen = machine.screen()
+        reply = {
+            "ok": True,
+            "step": machine.step,
+            "registers": dict(zip(STATE_FIELDS, cpu.registers, strict=True)),
+            "screen": screen.lines(),
+        }
+        return reply, bytes(machine.console[-VIEW_CONSOLE:])
 
     def _op_console(self, client: _Client, payload: bytes, vm: str, since: int) -> Any:
         console = self._vm(vm).console
+        if vm in self.primaries:  # output commit: only what the backup could reproduce
+            console = console[: self.primaries[vm].committed]
         return {"ok": True, "size": len(console)}, bytes(console[since:])
 
     def _op_pause(self, client: _Client, payload: bytes, vm: str) -> Any:
@@ -180,6 +293,8 @@ class HostServer:
 
     def _op_destroy(self, client: _Client, payload: bytes, vm: str) -> Any:
         self.host.destroy(vm)
+        self.primaries.pop(vm, None)
+        self.backups.pop(vm, None)
         return {"ok": True}, b""
 
     def _op_suspend(self, client: _Client, payload: bytes, vm: str) -> Any:
@@ -224,6 +339,7 @@ class HostServer:
 
     def _op_mig_pages(self, client: _Client, payload: bytes, round: int) -> Any:
         self._receiver(client).pages(round, payload)
+        client.round = round
         return {"ok": True}, b""
 
     def _op_mig_commit(self, client: _Client, payload: bytes) -> Any:
@@ -276,35 +392,6 @@ class RemoteDestination:
 
     def abort(self) -> None:
         self.client.call("mig_abort")
-
-
-class HostError(MigrationFailed):
-    """A host refused a command (its reason)."""
-
-
-class HostClient:
-    """A connection to a host, authenticated."""
-
-    def __init__(self, address: str, token: str) -> None:
-        host, _, port = address.rpartition(":")
-        try:
-            self.sock = socket.create_connection((host or "127.0.0.1", int(port)), TIMEOUT)
-        except (OSError, ValueError) as err:
-            raise MigrationFailed(f"cannot reach the host at {address}: {err}") from None
-        self.call("hello", token=token)
-
-    def call(self, op: str, payload: bytes = b"", **fields: Any) -> tuple[dict[str, Any], bytes]:
-        try:
-            protocol.send(self.sock, {"op": op, **fields}, payload)
-            reply, data = protocol.recv(self.sock)
-        except (OSError, ProtocolError) as err:
-            raise MigrationFailed(f"{op}: the host is gone ({err})") from None
-        if not reply.get("ok"):
-            raise HostError(str(reply.get("error", "refused")))
-        return reply, data
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def serve(token: str, bind: str, port: int, fail_at: str | None) -> int:

@@ -1,5 +1,6 @@
-"""The host protocol's frames and messages (docs/host-protocol.md): length-prefixed JSON with
-an optional binary payload, every message checked against its schema.
+"""The host protocol's messages (docs/host-protocol.md): length-prefixed JSON with
+an optional binary payload (the frames: hypervisor/encap/wire.py), every request checked
+against its schema.
 
 Why not a serialization library: the messages are small JSON objects and the bulk (RAM pages,
 suspended VMs) is already a checked binary format (.vmlab runs), so a frame is just two
@@ -9,18 +10,16 @@ any code, and the strict schema of hypervisor/schema.py checks every field.
 
 from __future__ import annotations
 
-import json
-import socket
-import struct
 from typing import Any
 
 from hypervisor import schema
+from hypervisor.encap.wire import FRAME, ProtocolError, encode, recv, send, split
 from hypervisor.schema import U64, Int, OneOf, Optional, SchemaError, Str
 from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.inputs import InputDevice
 
-FRAME = struct.Struct("<II")  # header length, payload length
-MAX_HEADER = 64 << 10
-MAX_PAYLOAD = 160 << 20  # a 128 MiB VM's pages, compressed or not, with room to spare
+__all__ = ["FRAME", "REQUESTS", "ProtocolError", "encode", "recv", "request", "send", "split"]
+
 NAME = Str(64)
 ADDRESS = Str(64)
 
@@ -42,42 +41,18 @@ REQUESTS: dict[str, dict[str, schema.Spec]] = {
     "mig_go": {},
     "mig_abort": {},
     "shutdown": {},
+    "input": {"vm": NAME, "device": OneOf(frozenset(InputDevice)), "text": Str(4096)},
+    "ft_start": {
+        "guest": Str(256),
+        "mode": OneOf(frozenset(Mode)),
+        "name": NAME,
+        "backup": ADDRESS,
+    },
+    "ft_backup": {"guest": Str(256), "mode": OneOf(frozenset(Mode)), "name": NAME},
+    "ft_log": {},
+    "view": {"vm": NAME},
+    "cluster": {},
 }
-
-
-class ProtocolError(ValueError):
-    """A frame or message that breaks the protocol (the peer gets this text, the connection
-    is closed if the frame itself could not be read)."""
-
-
-def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    text = json.dumps(header, separators=(",", ":")).encode()
-    if len(text) > MAX_HEADER or len(payload) > MAX_PAYLOAD:
-        raise ProtocolError("message too large")
-    return FRAME.pack(len(text), len(payload)) + text + payload
-
-
-def send(sock: socket.socket, header: dict[str, Any], payload: bytes = b"") -> None:
-    sock.sendall(encode(header, payload))
-
-
-def split(buffer: bytearray) -> tuple[bytes, bytes] | None:
-    """Take one whole frame (header text, payload) off the front of `buffer`, or None while
-    it is incomplete. ProtocolError for lengths past the caps: such a peer is cut off."""
-    if len(buffer) < FRAME.size:
-        return None
-    head, size = FRAME.unpack_from(buffer)
-    if head > MAX_HEADER or size > MAX_PAYLOAD:
-        raise ProtocolError(f"a frame of {head:,} + {size:,} bytes is over the limits")
-    end = FRAME.size + head + size
-    if len(buffer) < end:
-        return None
-    text, payload = (
-        bytes(buffer[FRAME.size : FRAME.size + head]),
-        bytes(buffer[FRAME.size + head : end]),
-    )
-    del buffer[:end]
-    return text, payload
 
 
 def request(text: bytes) -> dict[str, Any]:
@@ -93,22 +68,3 @@ def request(text: bytes) -> dict[str, Any]:
     except SchemaError as err:
         raise ProtocolError(str(err)) from None
     return header
-
-
-def recv(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
-    """One reply (blocking, for clients)."""
-    buffer = bytearray()
-    while True:
-        frame = split(buffer)
-        if frame is not None:
-            try:
-                reply = schema.decode(frame[0])
-            except SchemaError:
-                raise ProtocolError("the peer sent a reply that is not JSON") from None
-            if not isinstance(reply, dict):
-                raise ProtocolError("the peer sent a reply that is not an object")
-            return reply, frame[1]
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("the peer closed the connection")
-        buffer += chunk

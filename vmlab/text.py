@@ -22,7 +22,7 @@ from hypervisor.vmm.isolation import unanswered_line
 def console(text: str) -> Iterator[str]:
     """A console's output as lines to print (a last line without its newline ends too)."""
     if text:  # the guest's bytes: its control characters shown, never obeyed
-        yield visible(text.removesuffix("\n"), lines=True)
+        yield visible(text, lines=True).removesuffix("\n")
 
 
 def summary(report: RunReport) -> str:

@@ -214,6 +214,11 @@ class Receiver:
 
         vmfile.decode_runs(data, machine.ram_size, write, "pages")
 
+    def progress(self) -> dict[str, int]:
+        """Pages in so far, of the VM's RAM (for a view of the migration)."""
+        ram = self.vm.machine.ram_size // PAGE if self.vm is not None else 0
+        return {"pages": len(self.received), "ram_pages": ram}
+
     def commit(self, state: bytes) -> str:
         if self.vm is None or self.committed:
             raise MigrationFailed("a commit before the migration was opened, or a second one")

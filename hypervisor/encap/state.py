@@ -51,6 +51,12 @@ PIT_FIELDS = (
     "latched_status",
 )
 UART_FIELDS = ("ier", "lcr", "mcr", "scr", "fcr", "divisor")
+LAPIC_FIELDS = (
+    *("base", "apic_id", "tpr", "ldr", "dfr", "svr", "irr", "isr", "tmr"),
+    *("esr", "errors", "icr", "lvt"),
+)
+APIC_TIMER_FIELDS = ("ticks", "start", "initial", "divide_config", "periodic")
+IOAPIC_FIELDS = ("ioapic_id", "select", "table")
 COUNTERS = ("by_class", "traps", "callouts", "hypercalls", "holes")
 
 
@@ -69,6 +75,10 @@ class DeviceState:
     pit: tuple[dict[str, Plain], ...]
     uart: dict[str, Plain]
     platform_index: int  # how far the guest has read its identity
+    # the local APIC (its timer under "timer") and the I/O APIC; None in a file written
+    # before vmlab had them: the APICs as the firmware leaves them
+    lapic: dict[str, Any] | None = None
+    ioapic: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, vm: Vm) -> DeviceState:
@@ -79,6 +89,12 @@ class DeviceState:
             pit=tuple(_take(channel, PIT_FIELDS) for channel in pit.channels),
             uart=_take(vm.uart, UART_FIELDS),
             platform_index=vm.platform.index,
+            lapic={
+                **_take(vm.lapic, LAPIC_FIELDS),
+                "lvt": list(vm.lapic.lvt),
+                "timer": _take(vm.lapic.timer, APIC_TIMER_FIELDS),
+            },
+            ioapic={**_take(vm.ioapic, IOAPIC_FIELDS), "table": list(vm.ioapic.table)},
         )
 
     def apply(self, vm: Vm) -> None:
@@ -90,6 +106,12 @@ class DeviceState:
             _put(channel, values)
         _put(vm.uart, self.uart)
         vm.platform.index = self.platform_index
+        if self.lapic is not None:
+            registers = {k: v for k, v in self.lapic.items() if k != "timer"}
+            _put(vm.lapic, {**registers, "lvt": list(registers["lvt"])})
+            _put(vm.lapic.timer, self.lapic["timer"])
+        if self.ioapic is not None:
+            _put(vm.ioapic, {**self.ioapic, "table": list(self.ioapic["table"])})
 
 
 @dataclass(frozen=True)
@@ -233,7 +255,7 @@ def _take(obj: Any, names: tuple[str, ...]) -> dict[str, Plain]:
     return {name: getattr(obj, name) for name in names}
 
 
-def _put(obj: Any, values: dict[str, Plain]) -> None:
+def _put(obj: Any, values: dict[str, Any]) -> None:
     known = {f.name for f in fields(obj)}
     for name, value in values.items():
         assert name in known, f"{type(obj).__name__} has no field {name}"

@@ -8,7 +8,10 @@ from typing import Any
 
 from hypervisor import schema
 from hypervisor.encap.state import (
+    APIC_TIMER_FIELDS,
     COUNTERS,
+    IOAPIC_FIELDS,
+    LAPIC_FIELDS,
     PIC_FIELDS,
     PIT_FIELDS,
     UART_FIELDS,
@@ -29,6 +32,7 @@ from hypervisor.schema import (
     Int,
     List,
     Map,
+    Obj,
     OneOf,
     Optional,
     Row,
@@ -77,7 +81,40 @@ _UART: dict[str, schema.Spec] = {
     "fcr": U8,
     "divisor": U16,
 }
+_VECTORS = Int(0, (1 << 256) - 1)  # one bit per vector
+_LAPIC: dict[str, schema.Spec] = {
+    "base": U64,
+    "apic_id": U8,
+    "tpr": U8,
+    "ldr": U32,
+    "dfr": U32,
+    "svr": Int(0, 0x1FF),
+    "irr": _VECTORS,
+    "isr": _VECTORS,
+    "tmr": _VECTORS,
+    "esr": U8,
+    "errors": U8,
+    "icr": U64,
+    "lvt": List(U32, 6, 6),
+}
+_APIC_TIMER: dict[str, schema.Spec] = {
+    "ticks": U64,
+    "start": U64,
+    "initial": U32,
+    "divide_config": Int(0, 0xB),
+    "periodic": BOOL,
+}
+_IOAPIC: dict[str, schema.Spec] = {
+    "ioapic_id": Int(0, 15),
+    "select": U8,
+    "table": List(U64, 24, 24),
+}
 assert (tuple(_PIC), tuple(_PIT), tuple(_UART)) == (PIC_FIELDS, PIT_FIELDS, UART_FIELDS)
+assert (tuple(_LAPIC), tuple(_APIC_TIMER), tuple(_IOAPIC)) == (
+    LAPIC_FIELDS,
+    APIC_TIMER_FIELDS,
+    IOAPIC_FIELDS,
+)
 _SELECTORS = ("cs", "ss", "ds", "es", "fs", "gs")
 _CPU: schema.Spec = {
     "registers": {name: U16 if name in _SELECTORS else U32 for name in STATE_FIELDS},
@@ -116,13 +153,18 @@ META: schema.Spec = {
     "mode": OneOf(frozenset(Mode)),
     "ram_size": Int(PAGE, MAX_RAM),
     "cpu": _CPU,
-    "devices": {
-        "pic": List(_PIC, 2, 2),
-        "pit_ticks": U64,
-        "pit": List(_PIT, 3, 3),
-        "uart": _UART,
-        "platform_index": U8,
-    },
+    "devices": Obj(
+        {
+            "pic": List(_PIC, 2, 2),
+            "pit_ticks": U64,
+            "pit": List(_PIT, 3, 3),
+            "uart": _UART,
+            "platform_index": U8,
+            "lapic": {**_LAPIC, "timer": _APIC_TIMER},
+            "ioapic": _IOAPIC,
+        },
+        optional=frozenset({"lapic", "ioapic"}),  # files from before the APICs
+    ),
     "history": {
         "step": U64,
         "ticks": U64,
@@ -182,6 +224,8 @@ def meta_of(s: SuspendedVm) -> dict[str, Any]:
             "pit": list(devices.pit),
             "uart": devices.uart,
             "platform_index": devices.platform_index,
+            **({"lapic": devices.lapic} if devices.lapic is not None else {}),
+            **({"ioapic": devices.ioapic} if devices.ioapic is not None else {}),
         },
         "history": {
             "step": history.step,
@@ -233,6 +277,8 @@ def suspended_of(
         pit=tuple(d["pit"]),
         uart=d["uart"],
         platform_index=d["platform_index"],
+        lapic=d.get("lapic"),
+        ioapic=d.get("ioapic"),
     )
     history = RunHistory(
         step=h["step"],

@@ -1,9 +1,11 @@
 """The multiboot information structure (mbi) a kernel finds at EBX (spec 0.6.96, 3.3).
 
 Laid out as QEMU's loader lays it out, with GRUB legacy's ELF section headers added:
-the mbi at 0x9500 and the memory map at 0x9000 in conventional memory; the command line,
-module list, strings and section headers on the page after the kernel's end; each module on
-its own page after that. Every field the kernel may read has its flag bit set.
+the mbi at 0x9500 and the memory map at 0x9000 in conventional memory; on the page after the
+kernel's end the module list, then the module strings, the command line and the boot
+loader's name, packed in that order as QEMU packs them (a kernel that reads past the list
+finds what it finds under QEMU), then the section headers; each module on its own page after
+that. Every field the kernel may read has its flag bit set.
 """
 
 from __future__ import annotations
@@ -83,11 +85,11 @@ def boot_info(
     """(the pieces of memory to write, the mbi's address) for `kernel` booted with these."""
     area = _Area(-(-kernel.end // PAGE) * PAGE)
     flags = MBI_MEMORY | MBI_BOOT_DEVICE | MBI_CMDLINE | MBI_MODULES | MBI_MEMORY_MAP
+    module_list = area.put("module list", bytes(16 * len(modules)))
+    strings = [area.string(f"module {i} string", m.string) for i, m in enumerate(modules)]
     cmdline_at = area.string("command line", cmdline)
     name_at = area.string("boot loader name", LOADER_NAME)
     flags |= MBI_LOADER_NAME
-    strings = [area.string(f"module {i} string", m.string) for i, m in enumerate(modules)]
-    module_list = area.put("module list", bytes(16 * len(modules)))
     syms = bytes(16)
     if kernel.sections is not None:
         syms = _place_sections(kernel, area)

@@ -152,6 +152,8 @@ class BlockClock:
         # called after each emu_start: with paging on the machine puts back what unicorn's
         # clean-up leaves (marker.py), before this clock starts the CPU again
         self.after_emu_start: Callable[[], None] = lambda: None
+        # the instruction a hole hit runs again, which a tracer has seen begin already
+        self.rerun: int | None = None
         self._eip_cell = ctypes.c_uint32()
         self._eip_ref = ctypes.byref(self._eip_cell)
         self.memory: MemoryMap | None = None
@@ -255,6 +257,7 @@ class BlockClock:
         c.deadline = deadline
         c.block = NO_BLOCK
         self.exhausted = self.window_opened = False
+        self.rerun = None
         step_hook: int | None = None
         stepped = (NO_BLOCK, 0)  # the block run again to finish inside it
         self._stepping = False
@@ -313,7 +316,8 @@ class BlockClock:
         if err.errno not in _UNMAPPED_DATA or self.memory is None or not self.memory.hole_hit():
             return False
         c = self._c
-        c.end = self.retired_before(self._eip())  # the instructions before it retired
+        self.rerun = self._eip()
+        c.end = self.retired_before(self.rerun)  # the instructions before it retired
         c.block = NO_BLOCK
         c.after_sti = c.shadow  # the STI shadow lets the instruction through once more
         c.watch_cr0 = self.memory.fast

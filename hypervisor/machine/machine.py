@@ -752,15 +752,21 @@ class Machine:
             self._trace_hook.remove()
             self._trace_hook = None
         if callback is not None:
-            clock = self.clock
-
-            def traced(address: int, size: int) -> None:
-                if not clock.at_deadline():
-                    callback(address, size)
-
             # the count clock's own hook runs first: no other hook sees its deadline (and a
             # layer less is a tenth of a traced instruction's cost)
-            hook = traced if isinstance(clock, BlockClock) else callback
+            hook = callback
+            clock = self.clock
+            if isinstance(clock, BlockClock):
+
+                def traced(address: int, size: int) -> None:
+                    if clock.rerun is not None:
+                        rerun, clock.rerun = clock.rerun, None
+                        if rerun == address:  # stopped before its first MMIO access: seen
+                            return
+                    if not clock.at_deadline():
+                        callback(address, size)
+
+                hook = traced
             self._trace_hook = CodeHook(self.uc, hook)
             self._recompile_for_code_hook()
 

@@ -23,7 +23,8 @@ Adams & Agesen single out page faults and page-table writes (their `pgfault` and
 nanobenchmarks, on the same Pentium 4) as where a shadowing monitor's time goes: each is a
 fault into the monitor and back, plus the MMU's own work. The figures below are our estimates
 built on their ~2000-cycle round trip (the exact bars of their log-scale chart were not at
-hand when this block was written: `benchmarks/bench_mmu.py` prints them beside ours):
+hand when this block was written; `benchmarks/bench_mmu.py` names the nanobenchmark each row
+stands for beside what it measures):
 * a hidden page fault: the round trip, a walk of two guest entries, setting A/D and one
   shadow entry: 3000 cycles;
 * a true page fault: the same walk, then the guest's #PF built and delivered through its

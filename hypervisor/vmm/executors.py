@@ -436,9 +436,8 @@ class Executor(ABC):
         )
 
     def guest_eip_running(self) -> int:
-        """The guest EIP of the instruction the CPU is running (from inside a hook): the
-        real one, where the guest runs its own code (every open-bus access asks)."""
-        return self.machine.read_eip()
+        """The guest EIP of the instruction the CPU is running (from inside a hook)."""
+        return self.virtual_state().eip
 
     def memory_access_eip(self) -> int:
         """The guest EIP of the instruction whose memory access a memory hook sees."""

@@ -69,8 +69,8 @@ class RoundRobin:
                 return
             hosted = order[index]
             if hosted.runnable:
-                idle = 0
                 ran = self.give_cpu(hosted, None if end is None else end - self.host_step)
+                idle = 0 if ran else idle + 1  # one asleep until input retires nothing
                 if ran and self._left > 0 and hosted.runnable:
                     continue  # stopped by `limit` only: its turn goes on next time
             else:

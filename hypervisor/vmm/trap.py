@@ -274,11 +274,10 @@ class TrapAndEmulate(Executor):
 
     def paging(self) -> PagingIntrospection:
         """The guest's tables beside the shadow the CPU runs on."""
-        loads = self.vm.stats.traps["mov cr3"]
+        stats = self.vm.stats  # MOV CR3: a trap, or under bt a callout from translated code
+        loads = (("MOV CR3", stats.traps["mov cr3"] + stats.callouts["mov cr3"]),)
         registers = self.guest_paging()
-        return PagingIntrospection(
-            self.machine, registers, self.mmu, cr3_loads=loads, monitored=True
-        )
+        return PagingIntrospection(self.machine, registers, self.mmu, counts=loads, monitored=True)
 
     def guest_paging(self) -> PagingRegisters:
         vcpu = self.vcpu

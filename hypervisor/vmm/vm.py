@@ -30,6 +30,7 @@ from hypervisor.devices.intc import Interrupts
 from hypervisor.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from hypervisor.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalApic
 from hypervisor.devices.pci import PciHost
+from hypervisor.devices.post import PostCodePort
 from hypervisor.devices.scancodes import scancodes
 from hypervisor.devices.speaker import SystemControlB
 from hypervisor.devices.vga import TEXT_BUFFER, blank_text_buffer
@@ -144,6 +145,7 @@ class Vm:
         "fw_cfg",
         "pci",
         "port61",
+        "post",
         "devices",  # the parts above, as the port bus sees them
         "boot",  # what the loader wrote at boot: configuration, written again from the image
         "kbc",
@@ -211,6 +213,7 @@ class Vm:
         self.fw_cfg = FwCfg(ram_size)
         self.pci = PciHost()
         self.port61 = SystemControlB(self.pit)
+        self.post = PostCodePort()  # port 0x80: the I/O delay kernels use
         self.devices: tuple[PortDevice, ...] = (
             self.uart,
             self.pic,
@@ -224,6 +227,7 @@ class Vm:
             self.fw_cfg,
             self.pci,
             self.port61,
+            self.post,
         )
         for device in self.devices:
             self.machine.io.attach(device)

@@ -317,12 +317,16 @@ class BinaryTranslation(TrapAndEmulate):
         super().load_guest_cpu(cpu)
 
     def guest_eip_running(self) -> int:
-        """In the TC, the guest instruction whose translation the CPU is in, wherever in it."""
+        """In the TC, the guest instruction whose translation the CPU is in, wherever in it;
+        the one it is parked at when the monitor holds it."""
+        if self.vcpu.cpl == 0 and self.parked is not None:
+            return self.parked
         eip = self.machine.uc.reg_read(_EIP)
         fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
-        if fragment is None or self.parked is not None:
+        if fragment is None:
             return super().guest_eip_running()
-        return fragment.guest_eip_owning(eip)
+        index = fragment.boundaries.get(eip)  # (a boundary before an EIP note: the next one)
+        return fragment.guest_eip_owning(eip) if index is None else fragment.guest_eip_at(index)
 
     def memory_access_eip(self) -> int:
         """Translated code runs with no instruction count, so inside a memory callback the
@@ -413,6 +417,19 @@ class BinaryTranslation(TrapAndEmulate):
                 self.fetch.deliver_pending()
         self.clock.arm(count)
         return 0
+
+    def park_at_fall_through(self) -> None:
+        """Where a block ends with a store (a stepping fragment, a self-checked page), the
+        store retried alone leaves the CPU on the fragment's jump on to the next block:
+        all of the block has run there, so the guest is parked at the next instruction
+        (else a run ending now would show it at the store)."""
+        eip = self.machine.uc.reg_read(_EIP)
+        fragment = self.cache.fragment_at(eip)
+        if fragment is None or fragment.callout is not None or eip in fragment.boundaries:
+            return
+        stubs = (self.cache.exits.get(i) for i in fragment.exits)
+        if any(s and s.patch_at == eip + 1 and s.guest_eip == fragment.guest_end for s in stubs):
+            self.parked = fragment.guest_end
 
     def park_here(self) -> None:
         """Before switching to stepping fragments: take the guest out of the fragment the

@@ -176,6 +176,8 @@ class SelfModifyingCode:
             bt.handle(step)
         elif leave and bt.vcpu.cpl == 0:
             bt.settle()
+        elif bt.vcpu.cpl == 0:
+            bt.park_at_fall_through()  # a run may end now: the guest past the store
 
     def _unlink(self, fragment: Fragment) -> None:
         """Chained jumps into the fragment go back to their exit stubs."""

@@ -89,7 +89,7 @@ class PagingIntrospection:
         guest: PagingRegisters,
         shadow: ShadowMmu | None = None,
         direct: bool = False,
-        cr3_loads: int | None = None,
+        counts: tuple[tuple[str, int], ...] = (),
         monitored: bool = False,
     ) -> None:
         self._machine = machine
@@ -98,7 +98,7 @@ class PagingIntrospection:
         self._direct = direct
         self._monitored = monitored  # the monitor's window is mapped at its fixed place
         self._mmu = shadow
-        self._cr3_loads = cr3_loads  # MOV CR3 the monitor emulated (None: not trapped)
+        self._extra = counts  # the monitor's own counters of its MMU work, by name
 
     @property
     def enabled(self) -> bool:
@@ -155,9 +155,7 @@ class PagingIntrospection:
                 ("ptemods", mmu.ptemods),
                 ("shadow flushes", mmu.flushes),
             ]
-        if self._cr3_loads is not None:
-            counts.append(("MOV CR3", self._cr3_loads))
-        return tuple(counts)
+        return (*counts, *self._extra)
 
     def _host(
         self, linear: int, physical: int | None, shadow: TablesView | None

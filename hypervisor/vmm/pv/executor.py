@@ -55,18 +55,28 @@ class Paravirtual(TrapAndEmulate):
         vcpu = self.vcpu
         return PagingRegisters(vcpu.cr0 | CR0_WP, self.direct.directory, vcpu.cr4 | CR4_PSE)
 
+    def paging(self) -> PagingIntrospection:
+        """Under direct paging, the guest's tables are the ones the CPU walks (validated):
+        no shadow beside them; the counts are the hypercalls that changed them."""
+        direct = self.direct
+        if direct is None or not direct.active:
+            return super().paging()
+        calls = self.vm.stats.hypercalls
+        counts = (
+            ("mmu_update entries", direct.updates),
+            ("refused", direct.refused),
+            ("new_baseptr", calls["new_baseptr"]),
+            ("invlpg", calls["invlpg"]),
+            ("writes to pinned tables", direct.pinned_writes),
+        )
+        return PagingIntrospection(
+            self.machine, self.guest_paging(), direct=True, counts=counts, monitored=True
+        )
+
     def enter(self, virtual: CpuState) -> None:
         super().enter(virtual)
         if self.direct is not None and self.direct.active:
             self.machine.load_paging(self.direct.real_registers(MONITOR_CR0))
-
-    def paging(self) -> PagingIntrospection:
-        """Under direct paging the CPU walks the guest's own (validated) tables: no shadow."""
-        if self.direct is None:
-            return super().paging()
-        return PagingIntrospection(
-            self.machine, self.guest_paging(), direct=self.direct.active, monitored=True
-        )
 
     def direct_mmu(self) -> DirectMmu:
         if self.direct is None:  # hypercalls are answered only for a ported kernel
@@ -104,28 +114,20 @@ class Paravirtual(TrapAndEmulate):
 
     # ------------------------------------------------------------------ exits
     def handle(self, exit_: Exit) -> None:
-        direct = self.direct
-        if (
-            direct is not None
-            and direct.active
-            and exit_.kind is ExitKind.EXCEPTION
-            and not exit_.is_trap
-            and exit_.vector == VEC_PF
-        ):
-            self._direct_page_fault(direct)
-            return
-        is_hypercall = (
-            self.paravirtual
-            and exit_.kind is ExitKind.EXCEPTION
-            and exit_.is_trap
-            and exit_.vector == HYPERCALL_VECTOR
-        )
-        if not is_hypercall:
+        exception = exit_.kind is ExitKind.EXCEPTION
+        direct = self.direct if self.direct is not None and self.direct.active else None
+        page_fault = direct is not None and exception and not exit_.is_trap
+        page_fault = page_fault and exit_.vector == VEC_PF
+        is_hypercall = self.paravirtual and exception and exit_.is_trap
+        is_hypercall = is_hypercall and exit_.vector == HYPERCALL_VECTOR
+        if not (page_fault or is_hypercall):
             super().handle(exit_)
             return
         if exit_.retired:
             self.vcpu.interrupt_shadow = False
-        if self.vcpu.cpl == 0:
+        if direct is not None and page_fault:
+            self._direct_page_fault(direct)
+        elif self.vcpu.cpl == 0:
             self._hypercall()
         else:
             self._refuse_from_user()

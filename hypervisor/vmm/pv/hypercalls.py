@@ -342,7 +342,6 @@ def _new_baseptr(pv: Paravirtual, call: Call) -> int:
 
 @hypercall(19, "invlpg", ("address",), "0", "INVLPG")
 def _invlpg(pv: Paravirtual, call: Call) -> int:
-    pv.direct_mmu()
     pv.flush_tlb()
     return 0
 

@@ -1,0 +1,126 @@
+"""The cluster view of the UI, against real host processes: hosts, VMs and load, events,
+and a followed VM whose console, screen and registers come from the host it runs on now —
+after a migration, from its new host; after an FT takeover, from its backup's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from hypervisor.encap.clusterwatch import (
+    ClusterView,
+    ClusterWatch,
+    Followed,
+    HostRow,
+    Migration,
+    VmRow,
+)
+from tests.test_tui import synchronously
+from tui.cluster import ClusterApp
+from vmlab.cluster import Cluster
+from vmlab.clusterserve import ClusterServer
+
+TOKEN = "a-token-for-the-cluster-view"
+
+
+@pytest.fixture
+def live() -> Iterator[tuple[Cluster, ClusterServer]]:
+    cluster = Cluster.start(2, every=0.0, token=TOKEN)
+    server = ClusterServer(cluster)
+    yield cluster, server
+    server.close()
+    cluster.stop()
+
+
+async def until(app: ClusterApp, holds: Callable[[ClusterView], bool]) -> ClusterView:
+    for _ in range(300):
+        view = app.view
+        if view is not None and holds(view):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the view never came: {app.view}")
+
+
+def on(vm: str, host: str) -> Callable[[ClusterView], bool]:
+    return lambda v: v.followed is not None and (v.followed.vm, v.followed.host) == (vm, host)
+
+
+async def following(app: ClusterApp, vm: str, host: str) -> tuple[ClusterView, Followed]:
+    """The view once it follows `vm` on `host`, and what it shows of it."""
+    view = await until(app, on(vm, host))
+    assert view.followed is not None
+    return view, view.followed
+
+
+def test_the_view_follows_a_vm_across_a_migration_and_a_takeover(live) -> None:
+    cluster, server = live
+    cluster.create("hog", "native", "a")
+    cluster.fault_tolerant("course", "trap", "k")  # primary on host-2, backup on host-1
+    cluster.give("k", "keyboard", "hi")
+    watch = ClusterWatch(server.address, TOKEN)
+
+    @synchronously
+    async def drive() -> None:
+        app = ClusterApp(watch.poll, server.address, interval=0.05)
+        async with app.run_test(size=(160, 50)):
+            view, a = await following(app, "a", "host-1")
+            assert "hog" in a.console  # its console, from host-1
+            await asyncio.to_thread(cluster.migrate, "a", cluster.hosts[1])
+            view, a = await following(app, "a", "host-2")
+            assert any("a host-1 → host-2" in e for e in view.events)
+            assert a.step > 0 and dict(a.registers)["eip"] and "hog" in a.console
+            app.action_follow_next()
+            view, k = await following(app, "k", "host-2")
+            assert k.console.endswith("> hi")
+            await asyncio.to_thread(cluster.kill, "host-2")
+            await asyncio.to_thread(cluster.tick)
+            view, k = await following(app, "k", "host-1")  # the backup took over
+            assert k.console.endswith("> hi")
+            assert any("FT takeover on host-1" in e for e in view.events)
+            assert [h.state for h in view.hosts] == ["up", "dead"]
+
+    try:
+        drive()
+    finally:
+        watch.close()
+
+
+CANNED = ClusterView(
+    hosts=(
+        HostRow("host-1", "127.0.0.1:40001", "up", 2),
+        HostRow("host-2", "127.0.0.1:40002", "maintenance", 1),
+        HostRow("host-3", "127.0.0.1:40003", "dead", 0),
+    ),
+    vms=(
+        VmRow("web", "host-1", "running", "bt", 1_234_567, "", ""),
+        VmRow("k", "host-1", "running", "trap", 60_396, "primary", "host-2"),
+        VmRow("db", "host-2", "running", "native", 9_876_543, "", ""),
+    ),
+    migrations=(Migration("db", "host-2", "host-1", 1, 700, 1024),),
+    events=(
+        "web placed on host-1 (the least loaded)",
+        "k runs on host-1, its FT backup on host-2",
+        "host-3 died",
+        "k: FT takeover on host-1 at step 60,396, nothing lost",
+    ),
+    followed=Followed(
+        "k",
+        "host-1",
+        60_396,
+        "course kernel\nentering ring 3\nhello from ring 3, cpl 3\n> hi",
+        ("course kernel", "> hi"),
+        (("eax", 0x1234), ("eip", 0xC0100000), ("esp", 0x9F000)),
+    ),
+)
+
+
+def test_the_cluster_view_snapshot(snap_compare) -> None:
+    app = ClusterApp(lambda follow: CANNED, "127.0.0.1:40000", interval=0.05)
+    assert snap_compare(app, terminal_size=(160, 50), run_before=_settle)
+
+
+async def _settle(pilot) -> None:
+    await until(pilot.app, lambda v: True)
+    await pilot.pause()
