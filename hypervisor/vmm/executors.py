@@ -470,13 +470,7 @@ class Executor(ABC):
         watch = self.vm.events.watch
         if watch is not None:
             watch(step, registers)
-        pending = self._pending
-        if pending is not None and pending.step == step and not pending.subkind:
-            # announced again at its own step: the CPU stopped before it without a word and
-            # runs it again (the block clock's first access to an unmapped hole,
-            # docs/clock.md): it has not retired, and is recorded once, as it runs now
-            self._pending = None
-        elif pending is not None:
+        if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
         insn = decode(self.machine.traced_code(eip, 15, registers), eip)
