@@ -208,10 +208,8 @@ class Executor(ABC):
             self.deliver(13, "exception", 0)
         elif not stored:
             self.handle(exit_)
-        if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap and self._announced_but_not_run():
-            # a fault the monitor did not emulate: it never retired (the jump before a
-            # fetch fault did, and is recorded)
-            self._pending = None
+        if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap and not self._retired_pending():
+            self._pending = None  # a fault the monitor did not emulate: it never retired
         self._finish_traced()
         if vm.exit is None and not self.waiting_for_interrupt:
             self.accept_interrupt()
@@ -239,6 +237,12 @@ class Executor(ABC):
         self.machine.set_registers(eip=next_eip)
         self.vm.tick(1)  # it ran on the CPU, all but its end: a guest instruction retired
         self.vm.stats.total += 1
+
+    def _retired_pending(self) -> bool:
+        """Did the guest instruction the tracer announced retire before the CPU faulted? The
+        jump before a fetch fault did (the clock counted it): it is recorded."""
+        pending = self._pending
+        return pending is not None and not pending.subkind and pending.step < self.vm.stats.total
 
     def _announced_but_not_run(self) -> bool:
         """Did the tracer announce an instruction that then never ran? A stop from a code
