@@ -68,11 +68,12 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
+from hypervisor.machine.interrupts import VEC_PF
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
 from hypervisor.machine.mmio import MmioRange, MmioSpace
 from hypervisor.machine.msr import ApicBase
-from hypervisor.machine.paging import LinearMemory, PagingRegisters
+from hypervisor.machine.paging import LinearMemory, PagingRegisters, fetch_faulted
 from hypervisor.machine.registers import (
     OneRegister,
     RegisterBatch,
@@ -167,7 +168,7 @@ class Machine:
         self._ram_view = memoryview((ctypes.c_char * ram_size).from_address(ram)).cast("B")
         self.uc.mem_map_ptr(0, ram_size, UC_PROT_ALL, ram)
         # the clock reads code where the CPU fetches it (paging: the fetch must translate)
-        self.clock = new_clock(self.uc, self.read, ram, ram_size, clock)
+        self.clock = new_clock(self.uc, self.code, ram, ram_size, clock)
         if isinstance(self.clock, BlockClock):  # it may start the CPU several times a run
             self.clock.after_emu_start = self._clear_paging_leftovers
         self.counter = self.clock  # instructions begun in the current/last run
@@ -787,9 +788,14 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_bad_fetch)
 
     def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
-        is_trap = self._is_software_interrupt(vector, self.read_eip())
-        trap = is_trap
-        self._stop(ExitKind.EXCEPTION, retired_now=trap, eip_past=trap, vector=vector, is_trap=trap)
+        eip = self.read_eip()
+        trap = self._is_software_interrupt(vector, eip)
+        # a fetch #PF: nothing began at EIP, the jump there retired (both clocks count it)
+        done = trap or (vector == VEC_PF and self._fetch_faulted(eip))
+        self._stop(ExitKind.EXCEPTION, retired_now=done, eip_past=done, vector=vector, is_trap=trap)
+
+    def _fetch_faulted(self, eip: int) -> bool:
+        return fetch_faulted(decode(self.code(eip, MAX_INSN_SIZE), eip), eip, self._cr2_reg.read())
 
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
