@@ -4,7 +4,7 @@ the whole lesson without a UI (`vmlab lesson NAME --walk`, and the tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from hypervisor.events import EventKind, PageFaultHandled
@@ -12,7 +12,9 @@ from hypervisor.guest.image import GuestImage, load_for_mode
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.contract import Mode
-from lessons.lesson import Go, Lesson, Stop
+from hypervisor.vmm.inputs import InputScript
+from lessons.branches import Branches
+from lessons.lesson import Go, Lesson, SnapshotVerb, Stop
 
 
 @dataclass(frozen=True)
@@ -103,28 +105,44 @@ def images(lesson: Lesson) -> list[tuple[GuestImage, Mode]]:
 
 def walk(lesson: Lesson) -> Iterator[Landing]:
     """Each stop of the lesson in turn, landed on fresh VMs (one per guest and mode, all at
-    the same step, as in the UI)."""
-    machines = [
-        TimeMachine(image, mode, name=f"{image.name}/{mode}") for image, mode in images(lesson)
-    ]
+    the same step, as in the UI), its snapshots taken and reverted to, its inputs given."""
+    runs = [Branches.start(_maker(image, mode)) for image, mode in images(lesson)]
+    machines = [run.tm for run in runs]
     timeline = HostTimeline.of(machines) if lesson.clock == "host" else None
     now = 0
     try:
         for index, stop in enumerate(lesson.stops):
-            tm = machines[stop.vm]
+            run = runs[stop.vm]
+            problems: tuple[str, ...] = ()
+            if stop.snapshot is not None and stop.snapshot.verb is SnapshotVerb.REVERT:
+                problems = run.revert(stop.snapshot.name)
+                machines[stop.vm], now = run.tm, run.tm.position
+            tm = run.tm
             target = land(tm, stop.go, now, timeline, stop.vm)
             if target is None:
                 problem = missing(stop.go, now, timeline is not None)
-                yield Landing(index, stop, tm.position, "", (problem,))
+                yield Landing(index, stop, tm.position, "", (*problems, problem))
                 continue
             now = target
             steps = [now] * len(machines) if timeline is None else timeline.steps_at(now)
             for machine, step in zip(machines, steps, strict=True):
                 machine.seek(step)
-            problems = tuple(check(stop, tm, on_cpu(timeline, now, stop.vm)))
+            if stop.snapshot is not None and stop.snapshot.verb is SnapshotVerb.TAKE:
+                problems = (*problems, run.take(stop.snapshot.name))
+            if stop.input is not None:
+                problems = (*problems, run.give(stop.input))
+            problems = tuple(p for p in problems if p)
+            problems = (*problems, *check(stop, tm, on_cpu(timeline, now, stop.vm)))
             yield Landing(index, stop, tm.position, last_instruction(tm), problems)
     finally:
-        for machine in machines:
-            machine.close()
+        for run in runs:
+            run.close()
         if timeline is not None:
             timeline.close()
+
+
+def _maker(image: GuestImage, mode: Mode) -> Callable[[InputScript], TimeMachine]:
+    def make(inputs: InputScript) -> TimeMachine:
+        return TimeMachine(image, mode, name=f"{image.name}/{mode}", inputs=inputs)
+
+    return make
