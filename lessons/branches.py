@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hypervisor.encap.state import SuspendedVm, SuspendError, capture
 from hypervisor.trace.timetravel import TimeMachine
-from hypervisor.vmm.inputs import Input, InputScript
+from hypervisor.vmm.inputs import Input
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,14 @@ class Taken:
 class Branches:
     """`tm` is the run followed now; `make` starts a run of the same VM with some inputs."""
 
-    make: Callable[[InputScript], TimeMachine]
+    make: Callable[[tuple[Input, ...]], TimeMachine]
     tm: TimeMachine
     given: list[Input] = field(default_factory=list)
     snapshots: dict[str, Taken] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, make: Callable[[InputScript], TimeMachine]) -> Branches:
-        return cls(make, make(InputScript()))
+    def start(cls, make: Callable[[tuple[Input, ...]], TimeMachine]) -> Branches:
+        return cls(make, make(()))
 
     def take(self, name: str) -> str:
         """A problem (one line) when there is nothing to snapshot: the VM has ended."""
@@ -65,7 +65,7 @@ class Branches:
             return (f"no snapshot {name!r} was taken",)
         self.tm.close()
         self.given = self.given[: taken.given]
-        self.tm = self.make(InputScript(tuple(self.given)))
+        self.tm = self.make(tuple(self.given))
         self.tm.seek(taken.step)
         now = capture(self.tm.vm)
         problems = []

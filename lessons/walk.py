@@ -12,7 +12,7 @@ from hypervisor.guest.image import GuestImage, load_for_mode
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.contract import Mode
-from hypervisor.vmm.inputs import InputScript
+from hypervisor.vmm.inputs import Input, InputScript
 from lessons.branches import Branches
 from lessons.lesson import Go, Lesson, SnapshotVerb, Stop
 
@@ -113,9 +113,8 @@ def walk(lesson: Lesson) -> Iterator[Landing]:
     try:
         for index, stop in enumerate(lesson.stops):
             run = runs[stop.vm]
-            problems: tuple[str, ...] = ()
-            if stop.snapshot is not None and stop.snapshot.verb is SnapshotVerb.REVERT:
-                problems = run.revert(stop.snapshot.name)
+            problems = revert(stop, run)
+            if run.tm is not machines[stop.vm]:
                 machines[stop.vm], now = run.tm, run.tm.position
             tm = run.tm
             target = land(tm, stop.go, now, timeline, stop.vm)
@@ -127,12 +126,8 @@ def walk(lesson: Lesson) -> Iterator[Landing]:
             steps = [now] * len(machines) if timeline is None else timeline.steps_at(now)
             for machine, step in zip(machines, steps, strict=True):
                 machine.seek(step)
-            if stop.snapshot is not None and stop.snapshot.verb is SnapshotVerb.TAKE:
-                problems = (*problems, run.take(stop.snapshot.name))
-            if stop.input is not None:
-                problems = (*problems, run.give(stop.input))
-            problems = tuple(p for p in problems if p)
-            problems = (*problems, *check(stop, tm, on_cpu(timeline, now, stop.vm)))
+            problems += take_and_give(stop, run)
+            problems += tuple(check(stop, tm, on_cpu(timeline, now, stop.vm)))
             yield Landing(index, stop, tm.position, last_instruction(tm), problems)
     finally:
         for run in runs:
@@ -141,8 +136,26 @@ def walk(lesson: Lesson) -> Iterator[Landing]:
             timeline.close()
 
 
-def _maker(image: GuestImage, mode: Mode) -> Callable[[InputScript], TimeMachine]:
-    def make(inputs: InputScript) -> TimeMachine:
-        return TimeMachine(image, mode, name=f"{image.name}/{mode}", inputs=inputs)
+def revert(stop: Stop, run: Branches) -> tuple[str, ...]:
+    """A stop's revert, done before it lands: what differs from the snapshot (nothing)."""
+    if stop.snapshot is None or stop.snapshot.verb is not SnapshotVerb.REVERT:
+        return ()
+    return run.revert(stop.snapshot.name)
+
+
+def take_and_give(stop: Stop, run: Branches) -> tuple[str, ...]:
+    """A stop's snapshot and input, done where it landed: the problems, if any."""
+    problems = []
+    if stop.snapshot is not None and stop.snapshot.verb is SnapshotVerb.TAKE:
+        problems.append(run.take(stop.snapshot.name))
+    if stop.input is not None:
+        problems.append(run.give(stop.input))
+    return tuple(p for p in problems if p)
+
+
+def _maker(image: GuestImage, mode: Mode) -> Callable[[tuple[Input, ...]], TimeMachine]:
+    def make(inputs: tuple[Input, ...]) -> TimeMachine:
+        name = f"{image.name}/{mode}"
+        return TimeMachine(image, mode, name=name, inputs=InputScript(inputs))
 
     return make

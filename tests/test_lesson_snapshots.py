@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from lessons.lesson import LessonError, SnapshotVerb, load
-from lessons.walk import walk
+from lessons.walk import images, walk
+from tests.test_tui import press, synchronously
+from tui.app import VmlabApp
+from tui.engine import Session
 from vmlab.cli import main
 
 HEAD = 'title = "t"\nguests = [["misconfig", "trap"]]\n'
@@ -92,3 +95,20 @@ def test_two_snapshots_of_one_name(tmp_path: Path) -> None:
     )
     with pytest.raises(LessonError, match="stop 2: a snapshot 'a' exists already"):
         load(str(lesson))
+
+
+@synchronously
+async def test_the_ui_follows_the_snapshot_lesson() -> None:
+    lesson = load("08-snapshots")
+    app = VmlabApp(Session(vms=images(lesson), lesson=lesson))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        seen = []
+        for _ in lesson.stops[1:]:
+            await press(pilot, "n")
+            snapshot = app.snapshot
+            assert snapshot is not None and snapshot.lesson is not None
+            seen.append((snapshot.lesson.index, snapshot.lesson.problems, snapshot.vm.state))
+        assert [(index, problems) for index, problems, _ in seen] == [(i, ()) for i in range(1, 6)]
+        assert seen[2][2] == "crashed" and seen[4][2] == "exited"
+        assert snapshot.vm.step == 3_386  # the run to its clean end, after the revert
