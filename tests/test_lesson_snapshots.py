@@ -111,4 +111,6 @@ async def test_the_ui_follows_the_snapshot_lesson() -> None:
             seen.append((snapshot.lesson.index, snapshot.lesson.problems, snapshot.vm.state))
         assert [(index, problems) for index, problems, _ in seen] == [(i, ()) for i in range(1, 6)]
         assert seen[2][2] == "crashed" and seen[4][2] == "exited"
-        assert snapshot.vm.step == 3_386  # the run to its clean end, after the revert
+        assert (
+            app.snapshot is not None and app.snapshot.vm.step == 3_386
+        )  # the run to its clean end, after the revert
