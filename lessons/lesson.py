@@ -15,7 +15,7 @@
 
 A stop does, in order: revert (then `go` may be left out: it stays at the snapshot's step),
 go, take, input, and checks what it expects. A revert is the universal undo: the VM is the
-snapshot's state again, and the inputs given after it are forgotten (docs/lessons.md).
+snapshot's state again, and the inputs given after it are forgotten (docs/encapsulation.md).
 
 KIND is an instruction class (direct, trapped, translated, hypercall, native), an event kind
 (trap, interrupt, translation, callout, isolation, state, …) or `hole`; on the host's clock

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from hypervisor.encap.wire import HostError
 from hypervisor.guest.image import load_for_mode
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
@@ -88,3 +89,10 @@ def test_two_pairs_back_each_other_up(cluster: Cluster) -> None:
     assert settle(cluster, "k", "> hi").endswith("> hi")
     primary = next(v for v in cluster.call(cluster.hosts[0], "list")[0]["vms"] if v["name"] == "p")
     assert primary["role"] == "primary" and primary["log_bytes"] > 0
+
+
+def test_a_pair_stays_where_it_runs(cluster: Cluster) -> None:
+    cluster.fault_tolerant("course", "trap", "k")
+    with pytest.raises(HostError, match="one of an FT pair"):
+        cluster.migrate("k", cluster.hosts[1])
+    assert cluster.placed["k"] == "host-1"
