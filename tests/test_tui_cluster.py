@@ -5,10 +5,12 @@ after a migration, from its new host; after an FT takeover, from its backup's.""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from hypervisor.encap import vmfile
 from hypervisor.encap.clusterwatch import (
     ClusterView,
     ClusterWatch,
@@ -17,8 +19,13 @@ from hypervisor.encap.clusterwatch import (
     Migration,
     VmRow,
 )
+from hypervisor.encap.state import capture
+from hypervisor.encap.wire import HostClient
+from hypervisor.guest.image import load_guest
+from hypervisor.machine.hostram import PAGE
+from hypervisor.vmm.vm import Vm
 from tests.test_tui import synchronously
-from tui.cluster import ClusterApp
+from tui.cluster import ClusterApp, migrations_text
 from vmlab.cluster import Cluster
 from vmlab.clusterserve import ClusterServer
 
@@ -124,3 +131,31 @@ def test_the_cluster_view_snapshot(snap_compare) -> None:
 async def _settle(pilot) -> None:
     await until(pilot.app, lambda v: True)
     await pilot.pause()
+
+
+def test_a_migration_in_progress_shows_its_round_and_pages(live) -> None:
+    """The destination host tells the pages it holds and the round while the source is busy
+    sending them (here a client plays the source, one round at a time)."""
+    cluster, server = live
+    vm = Vm(load_guest("hog"), "native")
+    vm.run(1_000)
+    source = HostClient(cluster.hosts[1].address, TOKEN)
+    watch = ClusterWatch(server.address, TOKEN)
+    try:
+        source.call("mig_open", vmfile.to_bytes(capture(vm, with_ram=False)))
+        pages = [page * PAGE for page in range(256, 272)]
+        source.call("mig_pages", vmfile.encode_runs(vm.machine.read, pages), round=0)
+        (moving,) = watch.poll(None).migrations
+        assert (moving.vm, moving.target, moving.round, moving.pages) == ("hog", "host-2", 0, 16)
+        assert migrations_text(watch.poll(None)).endswith(f"16/{moving.ram_pages:,} pages")
+        source.call("mig_pages", vmfile.encode_runs(vm.machine.read, pages[:4]), round=1)
+        assert watch.poll(None).migrations[0].round == 1
+        source.close()  # the source gave up: the destination drops what it prepared
+        for _ in range(100):
+            if not watch.poll(None).migrations:
+                break
+            time.sleep(0.05)
+        assert watch.poll(None).migrations == ()
+    finally:
+        watch.close()
+        vm.machine.release()
