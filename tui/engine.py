@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import assert_never
 
@@ -29,7 +30,8 @@ from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.contract import DEFAULT_RAM, Mode
-from hypervisor.vmm.inputs import InputDevice, InputScript
+from hypervisor.vmm.inputs import Input, InputDevice, InputScript
+from lessons.branches import Branches
 from lessons.cursor import Cursor
 from lessons.lesson import Lesson
 from tui.clock import Lane, SharedClock
@@ -220,9 +222,21 @@ class Engine:
         self.clock.lanes = [
             Lane.of(self._machine(image, mode)) for image, mode in self._session.vms
         ]
+        if self._cursor is not None:  # a lesson's snapshots and inputs act on these lanes
+            self._cursor.runs = [
+                Branches(partial(self._machine, image, mode), lane.tm)
+                for (image, mode), lane in zip(self._session.vms, self.clock.lanes, strict=True)
+            ]
+            self._cursor.replaced = self._replaced
 
-    def _machine(self, image: GuestImage, mode: str) -> TimeMachine:
-        inputs = InputScript(interactive=True)  # the user may type at any time
+    def _replaced(self, index: int, tm: TimeMachine) -> None:
+        """A lesson reverted VM `index`: its lane follows the new run (the tree stays)."""
+        lane = Lane.of(tm)
+        lane.tree = self.clock.lanes[index].tree
+        self.clock.lanes[index] = lane
+
+    def _machine(self, image: GuestImage, mode: str, given: tuple[Input, ...] = ()) -> TimeMachine:
+        inputs = InputScript(given, interactive=True)  # the user may type at any time
         name = f"{image.name}/{mode}"
         ram = self._session.ram_size
         return TimeMachine(image, mode, name=name, host=self.host, inputs=inputs, ram_size=ram)
