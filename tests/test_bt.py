@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hypervisor.events import (
@@ -128,9 +128,11 @@ def test_a_traced_bt_run_numbers_every_guest_instruction_once(name):
     assert report.console == run_guest(name, "native").console
 
 
-@pytest.mark.parametrize("name", ["syscalls", "selfmod"])
+@pytest.mark.parametrize("name", ["syscalls", "selfmod", "flags"])
 @settings(max_examples=8, deadline=None)
-@given(step=st.integers(min_value=1, max_value=2_500))  # both run longer
+@given(step=st.integers(min_value=1, max_value=2_500))  # all run longer
+@example(step=1922)  # flags: a stop right after an OUT raising an IRQ, on an exit stub
+@example(step=1968)
 def test_a_bt_run_stops_at_the_exact_step_in_the_state_of_bare_metal(name, step):
     image = load_guest(name)
     native, bt = Vm(image, "native"), Vm(image, "bt")

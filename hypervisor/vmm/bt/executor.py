@@ -383,7 +383,9 @@ class BinaryTranslation(TrapAndEmulate):
             elif self._park_at(eip):
                 self.deliver(exit_.vector or 0, "exception", 0)
         elif kind in (ExitKind.COUNT, ExitKind.STOP):
-            if self._interrupt_due() or self.vm.exit is not None:
+            # a stop asked for in mid-fragment (a port write raising an IRQ) takes effect at
+            # the end of unicorn's block: maybe on an exit stub, not a guest boundary
+            if self._interrupt_due() or self.vm.exit is not None or not self._at_boundary(eip):
                 self.settle()
             else:
                 self._update_window()
@@ -440,6 +442,10 @@ class BinaryTranslation(TrapAndEmulate):
             self._park_at(eip)
         else:
             self.settle()
+
+    def _at_boundary(self, tc_eip: int) -> bool:
+        fragment = self.cache.fragment_at(tc_eip)
+        return fragment is not None and tc_eip in fragment.boundaries
 
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
