@@ -622,8 +622,8 @@ class BinaryTranslation(TrapAndEmulate):
             super()._count_io(mnemonic)
 
     # ------------------------------------------------------------------ self-modifying code
-    def code_page_written(self, address: int, size: int) -> None:
-        self.selfmod.page_written(address, size)
+    def code_page_written(self, address: int, size: int, stored: bool = False) -> None:
+        self.selfmod.page_written(address, size, stored)
 
     def forget_traced(self) -> None:
         """The traced instruction now running did not retire (it runs again)."""
