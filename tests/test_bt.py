@@ -181,6 +181,35 @@ def test_bt_takes_timer_interrupts_at_the_steps_bare_metal_does(trace):
     assert interrupt_steps("flags", "bt", trace) == native
 
 
+PIT_READ = """
+    mov al, 0x34                    ; PIT channel 0: low then high byte, mode 2
+    out 0x43, al
+    mov al, 0xe8
+    out 0x40, al
+    mov al, 0x03
+    out 0x40, al                    ; count 1000 from this instruction on
+    mov ecx, 20
+.spin:
+    dec ecx
+    jnz .spin
+    xor eax, eax
+    out 0x43, al                    ; latch channel 0
+    in al, 0x40                     ; its count's low byte: the exit status
+    mov dx, 0x501
+    out dx, al
+"""
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_translated_code_programs_and_reads_the_pit_at_its_exact_instruction(asm, trace):
+    """A port access in translated code runs in the middle of a fragment that paid for its
+    whole block: the PIT is brought up to the instruction first (it was 4 ticks off)."""
+    image = asm(PIT_READ)
+    native = run_guest(image, "native", max_insns=1000)
+    bt = run_guest(image, "bt", max_insns=1000, trace=trace)
+    assert bt.exit.status == native.exit.status == 189
+
+
 def hostile(tmp_path, code: bytes) -> Vm:
     """A bare guest kernel of raw machine code, under bt."""
     path = tmp_path / "hostile.bin"
