@@ -132,7 +132,7 @@ class MachineOwner(Protocol):
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None: ...
 
-    def code_page_written(self, address: int, size: int) -> None: ...
+    def code_page_written(self, address: int, size: int, stored: bool = False) -> None: ...
 
     def time_stamp(self) -> int: ...
 
@@ -855,13 +855,19 @@ class Machine:
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
         log = self.dirty_log
+        restartable = not self._store_of_a_helper(uc)
         if log is not None and address < self.ram_size:
             pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
             logged = [log.store_hit(page) for page in sorted(pages)]
             if any(logged) and not pages & self.code_pages:
+                if not restartable:
+                    return self._store_now(address, size, value)
                 self._stop(ExitKind.STOP, retired_now=False, address=address)
                 return False  # the store runs again on the writable page
         if address < self.ram_size and self.owner:
+            if not restartable:  # the owner keeps its fragments true; the CPU goes on
+                self.owner.code_page_written(address, size, stored=True)
+                return self._store_now(address, size, value)
             # A traced code page: the owner unprotects it; the store is retried from scratch.
             self.owner.code_page_written(address, size)
             self._stop(ExitKind.STOP, retired_now=False, address=address)
@@ -869,6 +875,25 @@ class Machine:
         if self.owner:
             self.owner.memory_violation("monitor_write", address, size, value)
         return True  # the write is dropped
+
+    def _store_of_a_helper(self, uc: Uc) -> bool:
+        """Is the faulting store CMPXCHG8B's? Unicorn stops an inline store exactly (fact 7),
+        but a store made by one of its helpers it only drops: the helper finishes (flags,
+        EDX:EAX) and the CPU runs on to the end of the block before it stops, so a restart
+        cannot repeat the store. Its hook sees the exact EIP (helpers bring it up to date)."""
+        eip = uc.reg_read(x.UC_X86_REG_EIP)
+        insn = decode(self.code(eip, MAX_INSN_SIZE), eip)
+        return insn is not None and insn.mnemonic == "cmpxchg8b"
+
+    def _store_now(self, address: int, size: int, value: int) -> bool:
+        """Make a store the CPU cannot restart, in its hook (past the page's protection,
+        and leaving unicorn's compiled blocks alone: one of them is running), and let the
+        CPU go on."""
+        data = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+        ctypes.memmove(self.host.pointer(self.ram) + address, data, size)
+        if self.dirty_log is not None:
+            self.dirty_log.written(address, size)
+        return True  # handled: unicorn drops its own copy of the store
 
     def _on_bad_fetch(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object

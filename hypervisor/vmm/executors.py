@@ -459,7 +459,7 @@ class Executor(ABC):
             text = self._texts[key] = insn.text if insn else "(undecodable)"
         return eip, text
 
-    def code_page_written(self, address: int, size: int) -> None:
+    def code_page_written(self, address: int, size: int, stored: bool = False) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""
         raise AssertionError(f"{self.mode}: no guest page is write-protected")
 
