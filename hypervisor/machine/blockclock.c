@@ -8,9 +8,11 @@
  * with a code hook bounded to that block (vclock_step), see blockclock.py.
  *
  * The hook is given (address, size in bytes), not an instruction count: counts live in a
- * table filled by Python (capstone) on a miss, for blocks in RAM only. An entry keeps a copy
- * of the block's bytes and is checked against them on each use (paging off): self-modifying
- * code can keep a block's address and size and change its instruction count.
+ * table filled by Python (capstone) on a miss, for blocks whose code is in RAM only. An entry
+ * keeps a copy of the block's bytes and is checked against them on each use: self-modifying
+ * code can keep a block's address and size and change its instruction count. The address is
+ * linear: with paging on, the helper walks the guest's tables (read, no side effect) to find
+ * the bytes, so another address space's code at the same address is another count.
  *
  * No unicorn symbol is linked: Python passes uc_emu_stop's address (clock.emu_stop).
  */
@@ -22,14 +24,21 @@
 #define MISS_STOP 0x80000000u /* from the miss callback: stop before this block, Python acts */
 #define ENDS_STI 0x40000000u  /* in a count: the block's last instruction is STI */
 #define ENDS_CR0 0x20000000u  /* in a count: the block's last instruction writes CR0 */
-#define COUNT_MASK 0x1FFFFFFFu
+#define ENDS_CR 0x10000000u   /* in a count: the last instruction writes CR0, CR3 or CR4 */
+#define COUNT_MASK 0x0FFFFFFFu
 #define EFLAGS_IF 0x200u
+#define CR0_PG 0x80000000u
+#define CR4_PSE 0x10u
+#define CR4_PAE 0x20u
+#define NOWHERE (~0ull)
+#define WALKS 64u /* translations kept of tables outside RAM (power of two) */
 
 typedef void uc_engine;
 typedef int (*emu_stop_fn)(uc_engine *);
 typedef uint32_t (*miss_fn)(uint64_t address, uint32_t size);
 typedef uint32_t (*cut_fn)(uint64_t block, uint32_t size, uint64_t address);
 typedef int (*reg_read_fn)(uc_engine *, int regid, void *value);
+typedef int (*mem_read_fn)(uc_engine *, uint64_t address, void *bytes, uint64_t size);
 
 struct entry {
     uint64_t address;
@@ -56,7 +65,7 @@ struct vclock {
     cut_fn cut; /* instructions of `block` before `address` (its counts as they ran) */
     const uint8_t *ram; /* guest RAM as the CPU sees it with paging off */
     uint64_t ram_size;
-    uint32_t check_bytes; /* 1: compare entries with RAM (paging off) */
+    uint32_t reload;      /* read the paging registers before the next block (a run's start) */
     uint32_t arena_used;
     /* the interrupt window (Machine.watch_interrupt_window): EFLAGS.IF can only become 1 by
      * STI, POPF or IRET, and each ends its block, so a look at each block's start sees it
@@ -70,6 +79,19 @@ struct vclock {
     /* paging may come on (mmio.py, UNMAPPED): stop before the block after a CR0 write */
     uint32_t watch_cr0;
     uint32_t after_cr0; /* the last block run ended with a write to CR0 */
+    /* paging: a block's address is linear. CR0, CR3 and CR4 change only by a MOV to CR,
+     * which ends its block (reload after it), or between runs (reload at each start) */
+    mem_read_fn mem_read; /* page tables outside RAM (trap's shadows in monitor memory) */
+    int32_t cr0_id, cr3_id, cr4_id;
+    uint32_t cr0, cr3, cr4;
+    /* trap's shadow tables are the monitor's, outside RAM: the guest cannot write them and
+     * the monitor changes them only between two emu_starts (each reloads), so translations
+     * through them are kept until then (each read of them is a call into unicorn) */
+    uint32_t generation; /* of the translations kept: reload_paging moves on */
+    struct walk {
+        uint32_t page, generation;
+        uint64_t frame;
+    } walks[WALKS];
     struct entry table[SLOTS];
     uint8_t arena[ARENA];
 };
@@ -77,14 +99,6 @@ struct vclock {
 static inline uint32_t slot_of(uint64_t address, uint32_t size) {
     uint64_t h = (address ^ ((uint64_t)size << 32)) * 0x9E3779B97F4A7C15ull;
     return (uint32_t)(h >> 40) & (SLOTS - 1);
-}
-
-static int in_ram(const struct vclock *c, uint64_t address, uint32_t size) {
-    return address + size <= c->ram_size;
-}
-
-static int checkable(const struct vclock *c, uint64_t address, uint32_t size) {
-    return c->check_bytes && in_ram(c, address, size);
 }
 
 static inline uint64_t load64(const uint8_t *p) {
@@ -97,6 +111,66 @@ static inline uint32_t load32(const uint8_t *p) {
     uint32_t v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* *in_ram is cleared when the entry was read from RAM (the guest may write it) */
+static int read_physical32(struct vclock *c, uc_engine *uc, uint64_t address, uint32_t *value,
+                           int *in_ram) {
+    if (address + 4 <= c->ram_size) {
+        *value = load32(c->ram + address);
+        *in_ram = 0;
+        return 1;
+    }
+    return c->mem_read(uc, address, value, 4) == 0;
+}
+
+/* The guest-physical address of `linear` through the tables in force (NOWHERE: not mapped,
+ * or a paging mode vmlab does not model), as the CPU walks them but without setting A/D. */
+static uint64_t walk(struct vclock *c, uc_engine *uc, uint32_t linear, int *keep) {
+    uint32_t pde, pte;
+    if (!read_physical32(c, uc, (c->cr3 & ~0xFFFu) | ((linear >> 22) << 2), &pde, keep) ||
+        !(pde & 1))
+        return NOWHERE;
+    if ((pde & 0x80) && (c->cr4 & CR4_PSE))
+        return (pde & 0xFFC00000u) | (linear & 0x3FF000u);
+    if (!read_physical32(c, uc, (pde & ~0xFFFu) | (((linear >> 12) & 0x3FFu) << 2), &pte, keep) ||
+        !(pte & 1))
+        return NOWHERE;
+    return pte & ~0xFFFu;
+}
+
+static uint64_t physical(struct vclock *c, uc_engine *uc, uint32_t linear) {
+    if (!(c->cr0 & CR0_PG))
+        return linear;
+    if (c->cr4 & CR4_PAE)
+        return NOWHERE;
+    struct walk *w = &c->walks[(linear >> 12) & (WALKS - 1)];
+    if (w->generation == c->generation && w->page == linear >> 12)
+        return w->frame | (linear & 0xFFFu);
+    int keep = 1;
+    uint64_t frame = walk(c, uc, linear, &keep);
+    if (frame == NOWHERE)
+        return NOWHERE;
+    if (keep) {
+        w->page = linear >> 12;
+        w->generation = c->generation;
+        w->frame = frame;
+    }
+    return frame | (linear & 0xFFFu);
+}
+
+/* Where the block's code is in host memory: its bytes must all be RAM, contiguous (a block
+ * across two pages mapped apart is asked for each time), else 0 (never kept). */
+static const uint8_t *code_in_ram(struct vclock *c, uc_engine *uc, uint64_t address,
+                                  uint32_t size) {
+    uint32_t span = size ? size - 1 : 0;
+    uint64_t first = physical(c, uc, (uint32_t)address);
+    if (first == NOWHERE || first + span >= c->ram_size)
+        return 0;
+    if ((address & 0xFFFu) + span > 0xFFFu &&
+        physical(c, uc, (uint32_t)(address + span)) != first + span)
+        return 0;
+    return c->ram + first;
 }
 
 /* a[0..n) == b[0..n), inline: a call to memcmp for the ~20 bytes of a typical block cost
@@ -117,16 +191,16 @@ static inline int same_bytes(const uint8_t *a, const uint8_t *b, uint32_t n) {
     return 1;
 }
 
-/* The entry for (address, size) whose bytes still match, or 0. */
-static struct entry *find(struct vclock *c, uint64_t address, uint32_t size) {
+/* The entry for (address, size) whose bytes still match the code now at `code`, or 0. */
+static struct entry *find(struct vclock *c, const uint8_t *code, uint64_t address,
+                          uint32_t size) {
     uint32_t i = slot_of(address, size);
     for (uint32_t probe = 0; probe < SLOTS; probe++, i = (i + 1) & (SLOTS - 1)) {
         struct entry *e = &c->table[i];
         if (e->size == 0)
             return 0;
         if (e->address == address && e->size == size) {
-            if (e->bytes && checkable(c, address, size) &&
-                !same_bytes(c->arena + e->bytes - 1, c->ram + address, size))
+            if (!same_bytes(c->arena + e->bytes - 1, code, size))
                 return 0; /* the code changed: Python recounts, then replaces the entry */
             return e;
         }
@@ -139,7 +213,8 @@ void vclock_forget(struct vclock *c) {
     c->arena_used = 0;
 }
 
-static void store(struct vclock *c, uint64_t address, uint32_t size, uint32_t count) {
+static void store(struct vclock *c, const uint8_t *code, uint64_t address, uint32_t size,
+                  uint32_t count) {
     uint32_t i = slot_of(address, size);
     struct entry *free_slot = 0;
     for (uint32_t probe = 0; probe < SLOTS; probe++, i = (i + 1) & (SLOTS - 1)) {
@@ -156,12 +231,17 @@ static void store(struct vclock *c, uint64_t address, uint32_t size, uint32_t co
     free_slot->address = address;
     free_slot->size = size;
     free_slot->count = count;
-    free_slot->bytes = 0;
-    if (checkable(c, address, size)) {
-        memcpy(c->arena + c->arena_used, c->ram + address, size);
-        free_slot->bytes = c->arena_used + 1;
-        c->arena_used += size;
-    }
+    memcpy(c->arena + c->arena_used, code, size);
+    free_slot->bytes = c->arena_used + 1;
+    c->arena_used += size;
+}
+
+static void reload_paging(struct vclock *c, uc_engine *uc) {
+    c->reload = 0;
+    c->generation++; /* never 0 once used: the zeroed walks are not taken for kept ones */
+    if (c->reg_read(uc, c->cr0_id, &c->cr0) || c->reg_read(uc, c->cr3_id, &c->cr3) ||
+        c->reg_read(uc, c->cr4_id, &c->cr4))
+        c->cr0 = c->cr4 = CR4_PAE | CR0_PG; /* unreadable: keep nothing (never happens) */
 }
 
 static void stop_now(struct vclock *c, uc_engine *uc, uint32_t why) {
@@ -188,6 +268,8 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         c->block = ~0ull;
         return;
     }
+    if (c->reload)
+        reload_paging(c, uc);
     if (c->after_cr0) {
         c->after_cr0 = 0;
         if (c->watch_cr0) { /* Python looks at CR0.PG before this block runs */
@@ -199,12 +281,13 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
         }
     }
     check_cut(c, address, size);
-    struct entry *e = find(c, address, size);
-    uint32_t count, sti, cr0, shadow = 0;
+    const uint8_t *code = code_in_ram(c, uc, address, size);
+    struct entry *e = code ? find(c, code, address, size) : 0;
+    uint32_t count, sti, cr0, crx, shadow = 0;
     if (e) {
         count = e->count;
     } else {
-        count = c->miss(address, size); /* (monitor memory is never kept: it cannot be
+        count = c->miss(address, size); /* (code outside RAM is never kept: it cannot be
                                             checked, and guests hardly run code there) */
         if (count & MISS_STOP) { /* Python must prepare this block first */
             c->block = address;
@@ -213,11 +296,12 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
             stop_now(c, uc, 2);
             return;
         }
-        if (in_ram(c, address, size))
-            store(c, address, size, count);
+        if (code)
+            store(c, code, address, size, count);
     }
     sti = count & ENDS_STI;
     cr0 = count & ENDS_CR0;
+    crx = count & ENDS_CR;
     count &= COUNT_MASK;
     c->base = c->end;
     c->block = address;
@@ -242,6 +326,7 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     }
     c->after_sti = sti != 0;
     c->after_cr0 = cr0 != 0;
+    c->reload = crx != 0;
     c->shadow = shadow;
     c->end = c->base + count;
 }

@@ -39,20 +39,27 @@ from unicorn import (
     UcError,
 )
 from unicorn.unicorn_py3.unicorn import uclib
-from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_EFLAGS, UC_X86_REG_EIP
+from unicorn.x86_const import (
+    UC_X86_REG_CR0,
+    UC_X86_REG_CR3,
+    UC_X86_REG_CR4,
+    UC_X86_REG_EFLAGS,
+    UC_X86_REG_EIP,
+)
 
 from hypervisor.machine.clockbuild import library
 
-CR0_PG = 1 << 31
 NO_BLOCK = (1 << 64) - 1
 NO_LIMIT = (1 << 64) - 1
 MISS_STOP = 0x80000000
 ENDS_STI = 0x40000000
 ENDS_CR0 = 0x20000000
+ENDS_CR = 0x10000000  # CR0, CR3 or CR4: the helper reads the paging registers again
 _WHY_MISS = 2  # the helper stopped before a block Python must prepare (1: the deadline)
 _WHY_WINDOW = 3  # the interrupt window opened (Machine.watch_interrupt_window)
 _WHY_CR0 = 4  # a block wrote CR0 (watched while the holes are unmapped)
 _UNMAPPED_DATA = (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED)
+_TASK_SWITCHES = frozenset(("ljmp", "lcall", "iretd", "iret"))
 _IO = frozenset(("in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"))
 
 
@@ -73,7 +80,7 @@ class _Header(ctypes.Structure):
         ("cut", ctypes.c_void_p),
         ("ram", ctypes.c_void_p),
         ("ram_size", ctypes.c_uint64),
-        ("check_bytes", ctypes.c_uint32),
+        ("reload", ctypes.c_uint32),
         ("arena_used", ctypes.c_uint32),
         ("reg_read", ctypes.c_void_p),
         ("eflags_id", ctypes.c_int32),
@@ -82,6 +89,10 @@ class _Header(ctypes.Structure):
         ("shadow", ctypes.c_uint32),
         ("watch_cr0", ctypes.c_uint32),
         ("after_cr0", ctypes.c_uint32),
+        ("mem_read", ctypes.c_void_p),
+        ("cr0_id", ctypes.c_int32),
+        ("cr3_id", ctypes.c_int32),
+        ("cr4_id", ctypes.c_int32),
     ]
 
 
@@ -108,11 +119,18 @@ _CUT = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32, ctype
 _DISASM = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 
 
-def _writes_cr0(code: bytes, address: int) -> bool:
-    """Is the instruction at the start of `code` a MOV to CR0 (the one way paging comes on)?"""
+def _control_flags(code: bytes, address: int) -> int:
+    """ENDS_CR0 and ENDS_CR for the instruction at the start of `code`: a MOV to CR0 (the
+    one way paging comes on) or to CR3/CR4 (another address space, other page sizes), or
+    a far jump, far call or IRET, which may switch tasks and load CR3."""
     for _, _, mnemonic, operands in _DISASM.disasm_lite(code, address, 1):
-        return mnemonic == "mov" and operands.startswith("cr0,")
-    return False
+        # (capstone writes an indirect far jump or call as "jmp ptr [m]": no operand size)
+        if mnemonic in _TASK_SWITCHES or operands.startswith("ptr ["):
+            return ENDS_CR
+        if mnemonic != "mov" or operands[:4] not in ("cr0,", "cr3,", "cr4,"):
+            return 0
+        return ENDS_CR | (ENDS_CR0 if operands.startswith("cr0") else 0)
+    return 0
 
 
 class BlockClock:
@@ -123,22 +141,22 @@ class BlockClock:
     def __init__(self, uc: Uc, read: Callable[[int, int], bytes], ram: int, ram_size: int):
         lib = library()
         self._uc = uc
-        self._read = read  # guest code bytes as the CPU fetches them
+        self._read = read  # guest code bytes at a linear address, as the CPU fetches them
         self._lib = lib
         self._memory = ctypes.create_string_buffer(lib.vclock_sizeof())
         self._c = _Header.from_buffer(self._memory)
         self._address = ctypes.addressof(self._memory)
-        self._cr0 = ctypes.c_uint32()
-        self._cr0_ref = ctypes.byref(self._cr0)
         c = self._c
         c.emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
         c.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
         c.eflags_id = UC_X86_REG_EFLAGS
+        c.mem_read = ctypes.cast(uclib.uc_mem_read, ctypes.c_void_p).value
+        c.cr0_id, c.cr3_id, c.cr4_id = UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4
         self._miss_callback = _MISS(self._on_miss)  # kept: the helper holds a raw pointer
         c.miss = ctypes.cast(self._miss_callback, ctypes.c_void_p).value
         self._cut_callback = _CUT(self._on_cut)
         c.cut = ctypes.cast(self._cut_callback, ctypes.c_void_p).value
-        c.ram, c.ram_size, c.check_bytes = ram, ram_size, 1
+        c.ram, c.ram_size, c.reload = ram, ram_size, 1
         c.block, c.deadline = NO_BLOCK, NO_LIMIT  # emu_start outside `run` is not limited
         self._blocks: dict[tuple[int, int], tuple[bytes, tuple[int, ...]]] = {}
         self._checked: set[int] = set()  # instructions after a port I/O that have a check hook
@@ -200,7 +218,7 @@ class BlockClock:
         code = self._blocks[(address, size)][0]
         last = code[starts[-1] - address :]
         count = len(starts) | (ENDS_STI if last == b"\xfb" else 0)
-        count |= ENDS_CR0 if _writes_cr0(last, starts[-1]) else 0
+        count |= _control_flags(last, starts[-1])
         return count | MISS_STOP if self._unchecked or self._undoored else count
 
     def _on_cut(self, block: int, size: int, address: int) -> int:
@@ -233,9 +251,11 @@ class BlockClock:
         """Like unicorn's counter: instructions begun, the one at EIP included."""
         return self.retired_before(self._eip()) + 1
 
-    def stop_count(self, completes: bool, eip_past: bool) -> int:
+    def stop_count(self, completes: bool, eip_past: bool, begun: bool = True) -> int:
         """Instructions retired at a stop a hook asks for now: `completes`, the current
-        instruction will have run (an I/O); `eip_past`, EIP is already after it (INT n)."""
+        instruction will have run (an I/O); `eip_past`, EIP is already after it (INT n).
+        (`begun`: False when the fetch at EIP faulted; its block never started, so the
+        count is the same.)"""
         return self.retired_before(self._eip()) + (completes and not eip_past)
 
     def settled(self, faulted: bool) -> int:
@@ -248,9 +268,6 @@ class BlockClock:
         (0: no limit); `exhausted` says which."""
         c, uc = self._c, self._uc
         deadline = count or NO_LIMIT
-        uclib.uc_reg_read(uc._uch, UC_X86_REG_CR0, self._cr0_ref)
-        # with paging on, a block's address is virtual: RAM at that address is not its code
-        c.check_bytes = not self._cr0.value & CR0_PG
         c.watch_cr0 = self.memory is not None and self.memory.fast
         c.after_cr0 = 0
         c.base = c.end = 0
@@ -264,6 +281,7 @@ class BlockClock:
         try:
             while True:
                 c.stop = c.why = 0
+                c.reload = 1  # the monitor may have changed paging between two emu_starts
                 try:
                     uc.emu_start(eip, until)
                 except UcError as err:
@@ -280,8 +298,6 @@ class BlockClock:
                     assert self.memory is not None, "CR0 is watched for the memory map"
                     self.memory.paging_changed()
                     c.watch_cr0 = self.memory.fast
-                    uclib.uc_reg_read(uc._uch, UC_X86_REG_CR0, self._cr0_ref)
-                    c.check_bytes = not self._cr0.value & CR0_PG
                     continue
                 if c.why == _WHY_WINDOW:
                     self.window_opened = True

@@ -615,11 +615,13 @@ class Machine:
         vector: int | None = None,
         is_trap: bool = False,
         address: int | None = None,
+        begun: bool = True,
     ) -> None:
         """Record why the CPU stops, counting instructions now: after `emu_stop` unicorn may
         already have counted the next instruction, which never runs. `retired_now`: the
-        instruction now running completes; `eip_past`: EIP is already after it (INT n)."""
-        retired = self.clock.stop_count(retired_now, eip_past)
+        instruction now running completes; `eip_past`: EIP is already after it (INT n);
+        `begun`: False when fetching the instruction at EIP faulted (it never began)."""
+        retired = self.clock.stop_count(retired_now, eip_past, begun)
         self._exit = Exit(kind, retired, vector, is_trap, address)
         self._cr2 = self._cr2_reg.read()  # a #PF has just set it
         self.clock.stop()
@@ -790,12 +792,24 @@ class Machine:
     def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
         eip = self.read_eip()
         trap = self._is_software_interrupt(vector, eip)
-        # a fetch #PF: nothing began at EIP, the jump there retired (both clocks count it)
-        done = trap or (vector == VEC_PF and self._fetch_faulted(eip))
-        self._stop(ExitKind.EXCEPTION, retired_now=done, eip_past=done, vector=vector, is_trap=trap)
+        # a #PF fetching the instruction at EIP: the jump or CALL there retired, nothing
+        # began at EIP (unicorn's count hook for it never ran)
+        begun = vector != VEC_PF or not self._fetch_faulted(eip)
+        self._stop(
+            ExitKind.EXCEPTION,
+            retired_now=trap,
+            eip_past=trap,
+            vector=vector,
+            is_trap=trap,
+            begun=begun,
+        )
 
     def _fetch_faulted(self, eip: int) -> bool:
-        return fetch_faulted(decode(self.code(eip, MAX_INSN_SIZE), eip), eip, self._cr2_reg.read())
+        """Did this #PF (CR2 just set) come from fetching the instruction at EIP? Its bytes
+        stop at the page not mapped, or CR2 falls inside them (a page fetched with rights
+        it lacks)."""
+        insn = decode(self.code(eip, MAX_INSN_SIZE), eip)
+        return fetch_faulted(insn, eip, self._cr2_reg.read())
 
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""

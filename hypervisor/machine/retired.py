@@ -94,10 +94,11 @@ class CountClock:
     def read(self) -> int:
         return self._counter.read()
 
-    def stop_count(self, completes: bool, eip_past: bool) -> int:
-        """Instructions retired at a stop a hook asks for now (see BlockClock.stop_count)."""
+    def stop_count(self, completes: bool, eip_past: bool, begun: bool = True) -> int:
+        """Instructions retired at a stop a hook asks for now (see BlockClock.stop_count):
+        the count hook of the instruction at EIP ran, unless its fetch faulted (`begun`)."""
         began = self._counter.read()
-        return began if completes else max(began - 1, 0)
+        return began if completes or not begun else max(began - 1, 0)
 
     def settled(self, faulted: bool) -> int:
         """Instructions retired when the run ended by itself (a fault, HLT, the end address)."""
