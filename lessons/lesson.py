@@ -10,6 +10,13 @@
     text = "…"                # what to read there
     expect = { last = "popf", class = "direct", hole = true }   # what the engine must show
 
+    snapshot = "take good"    # optional: take a snapshot here, or "revert NAME" (first)
+    input = { serial = "!" }  # optional: input that reaches the guest at this stop's step
+
+A stop does, in order: revert (then `go` may be left out: it stays at the snapshot's step),
+go, take, input, and checks what it expects. A revert is the universal undo: the VM is the
+snapshot's state again, and the inputs given after it are forgotten (docs/encapsulation.md).
+
 KIND is an instruction class (direct, trapped, translated, hypercall, native), an event kind
 (trap, interrupt, translation, callout, isolation, state, …) or `hole`; on the host's clock
 also `switch` (a world switch). Expectations: last (text of the last instruction), class,
@@ -22,10 +29,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from hypervisor.events import InsnClass
 from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.inputs import Input, InputDevice, InputError, parse_input
 
 HERE = Path(__file__).parent
 VERBS = {"start": 0, "step": 1, "forward": 1, "next": 1, "previous": 1}  # verb -> arguments
@@ -59,12 +68,44 @@ class Go:
         return f"{self.verb} {self.argument}".strip()
 
 
+class SnapshotVerb(StrEnum):
+    TAKE = "take"
+    REVERT = "revert"
+
+
+@dataclass(frozen=True)
+class SnapshotStep:
+    verb: SnapshotVerb
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.name}"
+
+
+STAY = Go("forward", "0")  # where a revert stop without `go` goes: nowhere further
+INPUT_KEYS = {"serial": InputDevice.SERIAL, "keys": InputDevice.KEYBOARD}
+
+
 @dataclass(frozen=True)
 class Stop:
     go: Go
     text: str
     vm: int = 0
     expect: dict[str, str | bool] = field(default_factory=dict)
+    snapshot: SnapshotStep | None = None
+    input: Input | None = None  # its step is the stop's landing
+
+    @property
+    def doing(self) -> str:
+        """What the stop does, as the walk prints it: "forward 100 · serial '!'"."""
+        reverting = self.snapshot is not None and self.snapshot.verb is SnapshotVerb.REVERT
+        parts = [str(self.snapshot)] if reverting else []
+        parts += [] if reverting and self.go == STAY else [str(self.go)]
+        if self.snapshot is not None and not reverting:
+            parts.append(str(self.snapshot))
+        if self.input is not None:
+            parts.append(f"{self.input.device} {self.input.text!r}")
+        return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -121,9 +162,26 @@ def _parse(name: str, data: dict, where: str) -> Lesson:
         raise fail("a lesson needs at least one [[stop]]")
     try:
         parsed = tuple(_stop(stop, index, len(pairs), clock) for index, stop in enumerate(stops))
+        _check_snapshots(parsed)
     except LessonError as err:
         raise fail(str(err)) from None
     return Lesson(name, title, tuple(pairs), parsed, clock)
+
+
+def _check_snapshots(stops: tuple[Stop, ...]) -> None:
+    """A revert names a snapshot an earlier stop took of the same VM; names are unique."""
+    taken: set[tuple[int, str]] = set()
+    for index, stop in enumerate(stops):
+        snapshot = stop.snapshot
+        if snapshot is None:
+            continue
+        key = (stop.vm, snapshot.name)
+        if snapshot.verb is SnapshotVerb.TAKE:
+            if key in taken:
+                raise LessonError(f"stop {index + 1}: a snapshot {snapshot.name!r} exists already")
+            taken.add(key)
+        elif key not in taken:
+            raise LessonError(f"stop {index + 1}: no earlier stop takes {snapshot.name!r}")
 
 
 def _is_text(value: object) -> bool:
@@ -140,7 +198,11 @@ def _stop(data: object, index: int, vms: int, clock: str) -> Stop:
         raise fail(f"{where} has no text")
     if not isinstance(vm, int) or not 0 <= vm < vms:
         raise fail(f"{where}: vm must be 0 to {vms - 1}")
+    snapshot = _snapshot(data.get("snapshot"), where, clock)
+    reverting = snapshot is not None and snapshot.verb is SnapshotVerb.REVERT
     words = str(data.get("go", "")).split()
+    if not words and reverting:
+        words = [STAY.verb, STAY.argument]
     if not words or words[0] not in VERBS or len(words) - 1 != VERBS[words[0]]:
         raise fail(f"{where}: go must be start, step N, forward N, next KIND or previous KIND")
     go = Go(*words)
@@ -158,4 +220,29 @@ def _stop(data: object, index: int, vms: int, clock: str) -> Stop:
         raise fail(f"{where}: no instruction class {expect['class']!r}")
     if "fault" in expect and expect["fault"] not in FAULTS:
         raise fail(f"{where}: a fault is {', '.join(FAULTS)}, not {expect['fault']!r}")
-    return Stop(go, text.strip(), vm, expect)
+    return Stop(go, text.strip(), vm, expect, snapshot, _input(data.get("input"), where))
+
+
+def _snapshot(value: object, where: str, clock: str) -> SnapshotStep | None:
+    if value is None:
+        return None
+    words = value.split() if isinstance(value, str) else []
+    if len(words) != 2 or words[0] not in set(SnapshotVerb):
+        raise LessonError(f'{where}: snapshot must be "take NAME" or "revert NAME"')
+    if clock == "host":
+        raise LessonError(f"{where}: snapshots are of one VM's run (not on the host's clock)")
+    return SnapshotStep(SnapshotVerb(words[0]), words[1])
+
+
+def _input(value: object, where: str) -> Input | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) != 1 or not value.keys() <= INPUT_KEYS.keys():
+        raise LessonError(f'{where}: input is one of {{ serial = "…" }} or {{ keys = "…" }}')
+    ((key, text),) = value.items()
+    if not isinstance(text, str) or not text or text.startswith("@"):
+        raise LessonError(f"{where}: the input's text is given at the stop's step (no @STEP)")
+    try:
+        return parse_input(INPUT_KEYS[key], text)
+    except InputError as err:
+        raise LessonError(f"{where}: {err}") from None

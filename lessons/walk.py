@@ -4,7 +4,7 @@ the whole lesson without a UI (`vmlab lesson NAME --walk`, and the tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from hypervisor.events import EventKind, PageFaultHandled
@@ -12,7 +12,9 @@ from hypervisor.guest.image import GuestImage, load_for_mode
 from hypervisor.trace.hosttimeline import HostTimeline
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.contract import Mode
-from lessons.lesson import Go, Lesson, Stop
+from hypervisor.vmm.inputs import Input, InputScript
+from lessons.branches import Branches
+from lessons.lesson import Go, Lesson, SnapshotVerb, Stop
 
 
 @dataclass(frozen=True)
@@ -103,28 +105,57 @@ def images(lesson: Lesson) -> list[tuple[GuestImage, Mode]]:
 
 def walk(lesson: Lesson) -> Iterator[Landing]:
     """Each stop of the lesson in turn, landed on fresh VMs (one per guest and mode, all at
-    the same step, as in the UI)."""
-    machines = [
-        TimeMachine(image, mode, name=f"{image.name}/{mode}") for image, mode in images(lesson)
-    ]
+    the same step, as in the UI), its snapshots taken and reverted to, its inputs given."""
+    runs = [Branches.start(_maker(image, mode)) for image, mode in images(lesson)]
+    machines = [run.tm for run in runs]
     timeline = HostTimeline.of(machines) if lesson.clock == "host" else None
     now = 0
     try:
         for index, stop in enumerate(lesson.stops):
-            tm = machines[stop.vm]
+            run = runs[stop.vm]
+            problems = revert(stop, run)
+            if run.tm is not machines[stop.vm]:
+                machines[stop.vm], now = run.tm, run.tm.position
+            tm = run.tm
             target = land(tm, stop.go, now, timeline, stop.vm)
             if target is None:
                 problem = missing(stop.go, now, timeline is not None)
-                yield Landing(index, stop, tm.position, "", (problem,))
+                yield Landing(index, stop, tm.position, "", (*problems, problem))
                 continue
             now = target
             steps = [now] * len(machines) if timeline is None else timeline.steps_at(now)
             for machine, step in zip(machines, steps, strict=True):
                 machine.seek(step)
-            problems = tuple(check(stop, tm, on_cpu(timeline, now, stop.vm)))
+            problems += take_and_give(stop, run)
+            problems += tuple(check(stop, tm, on_cpu(timeline, now, stop.vm)))
             yield Landing(index, stop, tm.position, last_instruction(tm), problems)
     finally:
-        for machine in machines:
-            machine.close()
+        for run in runs:
+            run.close()
         if timeline is not None:
             timeline.close()
+
+
+def revert(stop: Stop, run: Branches) -> tuple[str, ...]:
+    """A stop's revert, done before it lands: what differs from the snapshot (nothing)."""
+    if stop.snapshot is None or stop.snapshot.verb is not SnapshotVerb.REVERT:
+        return ()
+    return run.revert(stop.snapshot.name)
+
+
+def take_and_give(stop: Stop, run: Branches) -> tuple[str, ...]:
+    """A stop's snapshot and input, done where it landed: the problems, if any."""
+    problems = []
+    if stop.snapshot is not None and stop.snapshot.verb is SnapshotVerb.TAKE:
+        problems.append(run.take(stop.snapshot.name))
+    if stop.input is not None:
+        problems.append(run.give(stop.input))
+    return tuple(p for p in problems if p)
+
+
+def _maker(image: GuestImage, mode: Mode) -> Callable[[tuple[Input, ...]], TimeMachine]:
+    def make(inputs: tuple[Input, ...]) -> TimeMachine:
+        name = f"{image.name}/{mode}"
+        return TimeMachine(image, mode, name=name, inputs=InputScript(inputs))
+
+    return make

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from hypervisor.machine.clockbuild import ClockKind, ClockUnavailable
 from hypervisor.session import run_guest
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
+from tests.test_paging import FRAME_THROUGH_PAGES
 from vmlab.cli import main
 
 try:
@@ -167,6 +169,22 @@ def test_a_page_walk_on_open_bus_is_the_same_under_both_clocks(slices: list[int]
     assert isinstance(last, tuple)
     assert last[2].ebx == 0xFFFFFFFF  # through a page table of all ones
     assert _run_pieces(image, "native", slices, "block") == count
+
+
+@needs_block
+@pytest.mark.parametrize("mode", ["native", "trap"])
+def test_code_run_at_a_second_linear_address_counts_the_same_under_both_clocks(
+    asm: Callable[[str], GuestImage], mode: str, clock_env: pytest.MonkeyPatch
+) -> None:
+    """A block's address is linear: its instructions are counted from the bytes the CPU
+    fetches there, not from RAM at that address (beyond RAM: open bus)."""
+    image = asm(FRAME_THROUGH_PAGES)
+    reports = []
+    for kind in ("count", "block"):
+        _under(clock_env, kind)
+        reports.append(run_guest(image, mode, keep_events=True))
+    assert reports[1].as_json() == reports[0].as_json()
+    assert reports[1].events == reports[0].events
 
 
 @needs_block

@@ -136,6 +136,18 @@ async def test_the_course_kernel_breaks_at_a_c_function_shown_with_its_source_li
 
 
 @synchronously
+async def test_a_fast_forward_stops_where_the_guest_waits_for_input():
+    """The course kernel halts at its prompt until a key comes: a breakpoint it never runs
+    must not keep the fast-forward (and the panes) busy for ever."""
+    app = VmlabApp(Session(vms=[(load_guest("course"), "bt")], breakpoints=("0x12345",)))
+    async with app.run_test(size=(160, 50)):
+        await app.settle(timeout=30)
+        snapshot = app.snapshot
+        assert not snapshot.busy
+        assert snapshot.vm.console.endswith("> ")
+
+
+@synchronously
 async def test_the_ui_gives_each_vm_the_ram_asked_for(monkeypatch, capsys):
     import vmlab.cli
 

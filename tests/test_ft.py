@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from hypervisor.encap.wire import HostError
 from hypervisor.guest.image import load_for_mode
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
@@ -75,3 +76,23 @@ def test_the_cluster_command_starts_a_pair(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "k runs on host-1, its FT backup on host-2" in out
     assert "FT takeover on host-2" in out and "FT took over" in out
+
+
+def test_two_pairs_back_each_other_up(cluster: Cluster) -> None:
+    """Each host is one pair's primary and the other's backup: neither waits on the other
+    (a record goes out without waiting for its acknowledgement)."""
+    cluster.fault_tolerant("hog", "native", "p")  # primary host-1, backup host-2
+    assert "k runs on host-2, its FT backup on host-1" in cluster.fault_tolerant(
+        "course", "trap", "k"
+    )
+    cluster.give("k", "keyboard", KEYS[0])
+    assert settle(cluster, "k", "> hi").endswith("> hi")
+    primary = next(v for v in cluster.call(cluster.hosts[0], "list")[0]["vms"] if v["name"] == "p")
+    assert primary["role"] == "primary" and primary["log_bytes"] > 0
+
+
+def test_a_pair_stays_where_it_runs(cluster: Cluster) -> None:
+    cluster.fault_tolerant("course", "trap", "k")
+    with pytest.raises(HostError, match="one of an FT pair"):
+        cluster.migrate("k", cluster.hosts[1])
+    assert cluster.placed["k"] == "host-1"

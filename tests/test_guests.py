@@ -15,7 +15,16 @@ from hypervisor.events import Trap
 from hypervisor.guest.image import sample_names
 from hypervisor.session import run_guest
 
-EQUIVALENT = ["hello", "syscalls", "timer", "trapstorm", "selfmod", "kernel_loop", "whoami"]
+EQUIVALENT = [
+    "hello",
+    "syscalls",
+    "timer",
+    "trapstorm",
+    "selfmod",
+    "kernel_loop",
+    "whoami",
+    "misconfig",
+]
 DIVERGENT = {
     "flags": {"popfd", "pushfd"},
     "redpill": {"mov cs", "sgdt", "sidt", "smsw", "str"},

@@ -88,20 +88,7 @@ def test_the_rtc_counts_seconds_of_the_instruction_clock_and_holds_still_while_s
 
 
 @needs_nasm
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "native",
-        "trap",
-        pytest.param(
-            "bt",
-            marks=pytest.mark.xfail(
-                strict=True, reason="bt's retry of a store to a code page loses CMPXCHG8B's store"
-            ),
-        ),
-        "pv",
-    ],
-)
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
 def test_cmpxchg8b_stores_to_a_code_page(tmp_path, mode):
     report = run_guest(load_guest(str(build(tmp_path, "cx8_code_page"))), mode, max_insns=1000)
     assert (report.exit.reason, report.exit.status) == ("debug_exit", 207)

@@ -40,13 +40,5 @@ def test_a_whole_run_to_the_guests_exit_replays_exactly(mode):
     assert replays("hello", mode, 10**6) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: under bt a timer interrupt comes when a fragment's prologue finds the "
-    "budget spent, so it is late by up to a block, by an amount that depends on the "
-    "translation cache's layout, which depends on where earlier runs stopped (traced "
-    "stops, checkpoints): flags' interrupt after step 9967 natively and untraced, "
-    "9968 in one traced run, 9966 in the time machine's sliced one",
-)
 def test_a_traced_bt_run_takes_interrupts_where_an_untraced_one_does():
     assert replays("flags", "bt", 20_000) == []

@@ -18,6 +18,8 @@ from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.vm import Vm
+from tests.conftest import needs_nasm
+from tests.test_clock import _under, needs_block
 
 FLAGS = load_guest("flags")
 HELLO = load_guest("hello")
@@ -60,6 +62,28 @@ def test_recorded_registers_are_those_of_a_fresh_run_to_the_same_step(mode):
         assert machine.recording.registers_at(step) == registers_of(fresh(HELLO, mode, step))
     eips = [machine.recording.registers_at(s)[8] for s in range(0, 3000, 7)]
     assert eips == [machine.recording.record(s).insn.eip for s in range(0, 3000, 7)]
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap"])
+@pytest.mark.parametrize("kind", ["count", pytest.param("block", marks=needs_block)])
+def test_a_fetch_fault_keeps_the_recording_in_step_with_a_straight_run(
+    kind: str, mode: str, clock_env: pytest.MonkeyPatch
+) -> None:
+    # pagefault.asm jumps to a missing page: the jump retires, the #PF comes before
+    # anything at its target began, and the next step is the handler's first instruction
+    _under(clock_env, kind)
+    image = load_guest(str(Path(__file__).parent / "guests" / "pagefault.asm"))
+    machine = TimeMachine(image, mode)
+    machine.extend(10_000)
+    recording = machine.recording
+    jump = next(s for s in range(len(recording)) if recording.record(s).insn.text == "jmp eax")
+    handler = recording.record(jump + 1)
+    assert handler.insn.text == "push eax"  # page_fault's first instruction
+    for step in range(jump - 1, jump + 4):
+        assert recording.registers_at(step) == registers_of(fresh(image, mode, step))
+        assert recording.record(step).insn.eip == recording.registers_at(step)[8]
+    machine.close()
 
 
 def test_memory_writes_are_recorded_with_their_step(flags_trap):

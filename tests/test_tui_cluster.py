@@ -5,10 +5,12 @@ after a migration, from its new host; after an FT takeover, from its backup's.""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from hypervisor.encap import vmfile
 from hypervisor.encap.clusterwatch import (
     ClusterView,
     ClusterWatch,
@@ -17,8 +19,13 @@ from hypervisor.encap.clusterwatch import (
     Migration,
     VmRow,
 )
+from hypervisor.encap.state import capture
+from hypervisor.encap.wire import HostClient
+from hypervisor.guest.image import load_guest
+from hypervisor.machine.hostram import PAGE
+from hypervisor.vmm.vm import Vm
 from tests.test_tui import synchronously
-from tui.cluster import ClusterApp
+from tui.cluster import ClusterApp, migrations_text
 from vmlab.cluster import Cluster
 from vmlab.clusterserve import ClusterServer
 
@@ -35,7 +42,7 @@ def live() -> Iterator[tuple[Cluster, ClusterServer]]:
 
 
 async def until(app: ClusterApp, holds: Callable[[ClusterView], bool]) -> ClusterView:
-    for _ in range(300):
+    for _ in range(1200):  # a minute at most (the hosts share a loaded machine)
         view = app.view
         if view is not None and holds(view):
             return view
@@ -47,9 +54,11 @@ def on(vm: str, host: str) -> Callable[[ClusterView], bool]:
     return lambda v: v.followed is not None and (v.followed.vm, v.followed.host) == (vm, host)
 
 
-async def following(app: ClusterApp, vm: str, host: str) -> tuple[ClusterView, Followed]:
-    """The view once it follows `vm` on `host`, and what it shows of it."""
-    view = await until(app, on(vm, host))
+async def following(
+    app: ClusterApp, vm: str, host: str, event: str = ""
+) -> tuple[ClusterView, Followed]:
+    """The view once it follows `vm` on `host` (and tells `event`), and what it shows of it."""
+    view = await until(app, lambda v: on(vm, host)(v) and any(event in e for e in v.events))
     assert view.followed is not None
     return view, view.followed
 
@@ -68,17 +77,15 @@ def test_the_view_follows_a_vm_across_a_migration_and_a_takeover(live) -> None:
             view, a = await following(app, "a", "host-1")
             assert "hog" in a.console  # its console, from host-1
             await asyncio.to_thread(cluster.migrate, "a", cluster.hosts[1])
-            view, a = await following(app, "a", "host-2")
-            assert any("a host-1 → host-2" in e for e in view.events)
+            view, a = await following(app, "a", "host-2", "a host-1 → host-2")
             assert a.step > 0 and dict(a.registers)["eip"] and "hog" in a.console
             app.action_follow_next()
             view, k = await following(app, "k", "host-2")
             assert k.console.endswith("> hi")
             await asyncio.to_thread(cluster.kill, "host-2")
             await asyncio.to_thread(cluster.tick)
-            view, k = await following(app, "k", "host-1")  # the backup took over
-            assert k.console.endswith("> hi")
-            assert any("FT takeover on host-1" in e for e in view.events)
+            view, k = await following(app, "k", "host-1", "FT takeover on host-1")
+            assert k.console.endswith("> hi")  # the backup took over: nothing lost
             assert [h.state for h in view.hosts] == ["up", "dead"]
 
     try:
@@ -124,3 +131,31 @@ def test_the_cluster_view_snapshot(snap_compare) -> None:
 async def _settle(pilot) -> None:
     await until(pilot.app, lambda v: True)
     await pilot.pause()
+
+
+def test_a_migration_in_progress_shows_its_round_and_pages(live) -> None:
+    """The destination host tells the pages it holds and the round while the source is busy
+    sending them (here a client plays the source, one round at a time)."""
+    cluster, server = live
+    vm = Vm(load_guest("hog"), "native")
+    vm.run(1_000)
+    source = HostClient(cluster.hosts[1].address, TOKEN)
+    watch = ClusterWatch(server.address, TOKEN)
+    try:
+        source.call("mig_open", vmfile.to_bytes(capture(vm, with_ram=False)))
+        pages = [page * PAGE for page in range(256, 272)]
+        source.call("mig_pages", vmfile.encode_runs(vm.machine.read, pages), round=0)
+        (moving,) = watch.poll(None).migrations
+        assert (moving.vm, moving.target, moving.round, moving.pages) == ("hog", "host-2", 0, 16)
+        assert migrations_text(watch.poll(None)).endswith(f"16/{moving.ram_pages:,} pages")
+        source.call("mig_pages", vmfile.encode_runs(vm.machine.read, pages[:4]), round=1)
+        assert watch.poll(None).migrations[0].round == 1
+        source.close()  # the source gave up: the destination drops what it prepared
+        for _ in range(100):
+            if not watch.poll(None).migrations:
+                break
+            time.sleep(0.05)
+        assert watch.poll(None).migrations == ()
+    finally:
+        watch.close()
+        vm.machine.release()

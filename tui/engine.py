@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import assert_never
 
@@ -29,7 +30,8 @@ from hypervisor.text import visible
 from hypervisor.trace import tracefile
 from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.contract import DEFAULT_RAM, Mode
-from hypervisor.vmm.inputs import InputDevice, InputScript
+from hypervisor.vmm.inputs import Input, InputDevice, InputScript
+from lessons.branches import Branches
 from lessons.cursor import Cursor
 from lessons.lesson import Lesson
 from tui.clock import Lane, SharedClock
@@ -175,7 +177,11 @@ class Engine:
         if self._session.lesson is not None:
             self._do_lesson(1)
         if self._session.breakpoints:
-            self._break_at(self._session.breakpoints)
+            try:
+                self._break_at(self._session.breakpoints)
+            except Exception as err:  # as for any command: say it, keep the session
+                self.busy = ""
+                self._notify(f"--break failed: {type(err).__name__}: {err}", "error")
         self._publish()
         self._opened = True
         while True:
@@ -216,9 +222,21 @@ class Engine:
         self.clock.lanes = [
             Lane.of(self._machine(image, mode)) for image, mode in self._session.vms
         ]
+        if self._cursor is not None:  # a lesson's snapshots and inputs act on these lanes
+            self._cursor.runs = [
+                Branches(partial(self._machine, image, mode), lane.tm)
+                for (image, mode), lane in zip(self._session.vms, self.clock.lanes, strict=True)
+            ]
+            self._cursor.replaced = self._replaced
 
-    def _machine(self, image: GuestImage, mode: str) -> TimeMachine:
-        inputs = InputScript(interactive=True)  # the user may type at any time
+    def _replaced(self, index: int, tm: TimeMachine) -> None:
+        """A lesson reverted VM `index`: its lane follows the new run (the tree stays)."""
+        lane = Lane.of(tm)
+        lane.tree = self.clock.lanes[index].tree
+        self.clock.lanes[index] = lane
+
+    def _machine(self, image: GuestImage, mode: str, given: tuple[Input, ...] = ()) -> TimeMachine:
+        inputs = InputScript(given, interactive=True)  # the user may type at any time
         name = f"{image.name}/{mode}"
         ram = self._session.ram_size
         return TimeMachine(image, mode, name=name, host=self.host, inputs=inputs, ram_size=ram)
@@ -404,17 +422,26 @@ class Engine:
             self._notify(f"fast-forward records ahead: not on {why}", "information")
             return
         found = self._recorded_goal(tm, goal)
-        while found is None and not tm.exhausted:
+        idle = False
+        while found is None and not tm.exhausted and not idle:
             if self._cancel.is_set():
                 break
             found = tm.fast_forward(goal, FRAME * ENGINE_SHARE, after=tm.position, trail=TRAIL)
+            idle = tm.idle
             self._follow(tm.frontier)
             self.busy = f"fast-forward: step {tm.frontier:,}…"
             self._publish()
         self.busy = ""
-        if found is None:
+        if found is None and idle:
+            self._notify(
+                f"fast-forward: at step {tm.frontier:,} the guest waits for input "
+                "(type into the screen or console pane)",
+                "information",
+            )
+        elif found is None:
             what = "the end of the run" if tm.exhausted else f"step {tm.frontier:,}"
             self._notify(f"fast-forward: not found before {what}", "information")
+        if found is None:
             found = tm.frontier
         self._follow(found)
         clock.goto_keeping_focus(found)

@@ -448,7 +448,7 @@ def _walk(lesson: Lesson) -> int:
     for landing in walk(lesson):
         stop = landing.stop
         where = f"step {landing.step:,}: {landing.last}" if landing.last else "nowhere"
-        print(f"\nstop {landing.index + 1} · {stop.go} · VM {stop.vm} → {where}")
+        print(f"\nstop {landing.index + 1} · {stop.doing} · VM {stop.vm} → {where}")
         print(
             textwrap.fill(
                 visible(" ".join(stop.text.split())),

@@ -3,12 +3,12 @@ another that replays the primary's input log in lock-step and goes live when the
 
 A run is deterministic given its inputs (hypervisor/vmm/inputs.py), so the log carries only
 those: every input the primary delivered, with its step, and every input handed to it that it
-has not delivered yet. After each slice the primary's host ships what is new with the step it
-has reached (its *horizon*) and waits for the backup's acknowledgement:
+has not delivered yet. Between slices the primary's host ships what is new with the step it
+has reached (its *horizon*), without waiting; the backup acknowledges each record:
 
 - lock-step: the backup may run up to the horizon and no further (its budget is the horizon);
 - output commit: the primary's console is released (to `console` requests) only up to the
-  horizon the backup has acknowledged, so nothing the outside saw can be lost with it;
+  last horizon the backup has acknowledged, so nothing the outside saw can be lost with it;
 - takeover: when the log channel closes without an end (the primary's host died), the backup
   runs on from the horizon, deterministically as the primary did, and takes the inputs the
   primary had been given but not yet logged as delivered: no guest-visible loss.
@@ -17,12 +17,14 @@ has reached (its *horizon*) and waits for the backup's acknowledgement:
 from __future__ import annotations
 
 import json
+import select
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hypervisor import schema
-from hypervisor.encap.migration import MigrationFailed
+from hypervisor.encap.wire import TIMEOUT, send, split
 from hypervisor.schema import U64, List, Obj, OneOf, Row, Str
 from hypervisor.vmm.contract import ExitReason, VmState
 from hypervisor.vmm.host import UNLIMITED, HostedVm
@@ -31,6 +33,8 @@ from hypervisor.vmm.vm import Vm
 
 if TYPE_CHECKING:
     from hypervisor.encap.wire import HostClient
+
+SHIP_EVERY = 0.02  # seconds: a record at least this often while the primary runs on
 
 _DEVICE = OneOf(frozenset(InputDevice))
 RECORD = Obj(
@@ -67,7 +71,9 @@ def gate(hosted: HostedVm, horizon: int = UNLIMITED) -> None:
 
 @dataclass
 class Primary:
-    """The primary's end of the log channel (on the primary's host)."""
+    """The primary's end of the log channel (on the primary's host). Records go out without
+    waiting: the primary runs on while the backup takes them, and only what it prints waits
+    — for the acknowledgement of the record that covers it (FT's output rule)."""
 
     hosted: HostedVm
     channel: HostClient | None
@@ -79,6 +85,9 @@ class Primary:
     lag: int = 0  # the primary's step minus the backup's, at the last acknowledgement
     started: float = field(default_factory=time.monotonic)
     pending: list[Input] = field(default_factory=list)  # handed over, not yet logged
+    outstanding: deque[tuple[int, int]] = field(default_factory=deque)  # (step, console)
+    sent: tuple[int, int, float] = (-1, 0, 0.0)  # the last record's step, console, time
+    replies: bytearray = field(default_factory=bytearray)
 
     def give(self, item: Input) -> None:
         """An input from outside: it waits for the guest, and is logged before the sender
@@ -86,18 +95,26 @@ class Primary:
         self.hosted.vm.inputs.add(item)
         self.pending.append(item)
         self.ship()
+        deadline = time.monotonic() + TIMEOUT
+        while self.outstanding and self.channel is not None:
+            self._acknowledged(max(deadline - time.monotonic(), 0.0))
+            if time.monotonic() >= deadline:
+                self._lost()
 
     def ship(self) -> None:
-        """Log what is new up to the primary's step; release the console up to it once
-        the backup has it. A lost backup leaves the primary running alone."""
+        """Log what is new up to the primary's step, when there is something to release
+        (inputs, output) or SHIP_EVERY has passed; take the acknowledgements that came."""
+        self._acknowledged(0.0)
         vm = self.hosted.vm
-        delivered = vm.inputs.timed[self.shipped : vm.inputs_done]
         if self.channel is None:
             self.committed = len(vm.console)
             return
-        if vm.step == self.horizon and not delivered and not self.pending:
+        step, printed, now = vm.step, len(vm.console), time.monotonic()
+        delivered = vm.inputs.timed[self.shipped : vm.inputs_done]
+        last_step, last_printed, last_time = self.sent
+        news = delivered or self.pending or printed != last_printed
+        if (step == last_step and not news) or (not news and now - last_time < SHIP_EVERY):
             return
-        step = vm.step
         record = {
             "step": step,
             "delivered": [[i.step, i.device.value, i.text] for i in delivered],
@@ -105,18 +122,47 @@ class Primary:
         }
         payload = json.dumps(record).encode()
         try:
-            reply, _ = self.channel.call("ft_log", payload)
-        except MigrationFailed:  # the backup is gone: no more fault tolerance, nothing else lost
-            self.channel.close()
-            self.channel = None
-            self.committed = len(vm.console)
+            send(self.channel.sock, {"op": "ft_log"}, payload)
+        except OSError:
+            self._lost()
             return
         self.log_bytes += len(payload)
         self.shipped += len(delivered)
         self.pending.clear()
-        self.horizon = step
-        self.committed = len(vm.console)
-        self.lag = self.horizon - int(reply["step"])
+        self.outstanding.append((step, printed))
+        self.sent = (step, printed, now)
+
+    def _acknowledged(self, timeout: float) -> None:
+        """Take the backup's acknowledgements that have come (waiting up to `timeout` for
+        one): each releases the console up to its record's step."""
+        if self.channel is None:
+            return
+        sock = self.channel.sock
+        while select.select([sock], [], [], timeout)[0]:
+            timeout = 0.0
+            try:
+                data = sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                return
+            self.replies += data
+            while self.outstanding and (frame := split(self.replies)) is not None:
+                reply = schema.decode(frame[0])
+                if not reply.get("ok"):
+                    self._lost()
+                    return
+                self.horizon, self.committed = self.outstanding.popleft()
+                self.lag = self.hosted.vm.step - int(reply["step"])
+
+    def _lost(self) -> None:
+        """The backup is gone: no more fault tolerance, nothing else lost."""
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = None
+        self.outstanding.clear()
+        self.committed = len(self.hosted.vm.console)
 
     def status(self) -> dict[str, Any]:
         seconds = max(time.monotonic() - self.started, 1e-9)

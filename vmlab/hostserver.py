@@ -242,6 +242,10 @@ class HostServer:
         for backup in self.backups.values():
             ft.gate(backup.hosted, ft.UNLIMITED if backup.live else backup.horizon)
 
+    def _not_paired(self, name: str) -> None:
+        if name in self.primaries or name in self.backups:
+            raise ValueError(f"{name} is one of an FT pair: it stays where the pair runs")
+
     def _pair(self, name: str) -> dict[str, Any]:
         pair = self.primaries.get(name) or self.backups.get(name)
         return pair.status() if pair is not None else {"role": ""}
@@ -299,6 +303,7 @@ class HostServer:
 
     def _op_suspend(self, client: _Client, payload: bytes, vm: str) -> Any:
         """The VM leaves this host as a .vmlab (the reply's payload)."""
+        self._not_paired(vm)
         data = vmfile.to_bytes(capture(self._vm(vm)))
         self.host.destroy(vm)
         return {"ok": True}, data
@@ -323,6 +328,7 @@ class HostServer:
     # ------------------------------------------------------------------ live migration
     def _op_migrate(self, client: _Client, payload: bytes, vm: str, to: str) -> Any:
         """Pre-copy `vm` to the host at `to`; it leaves this host only once there."""
+        self._not_paired(vm)
         hosted = self.host[vm]
         with RemoteDestination(to, self.token.decode()) as destination:
             report = migrate(hosted.vm, destination, self.host.run)

@@ -68,11 +68,12 @@ from hypervisor.machine.cpu import (
 )
 from hypervisor.machine.dirtylog import DirtyLog
 from hypervisor.machine.hostram import PAGE, HostRam, RamPool, RamSlice
+from hypervisor.machine.interrupts import VEC_PF
 from hypervisor.machine.ioport import IoBus
 from hypervisor.machine.marker import clear_after_run
 from hypervisor.machine.mmio import MmioRange, MmioSpace
 from hypervisor.machine.msr import ApicBase
-from hypervisor.machine.paging import LinearMemory, PagingRegisters
+from hypervisor.machine.paging import LinearMemory, PagingRegisters, fetch_faulted
 from hypervisor.machine.registers import (
     OneRegister,
     RegisterBatch,
@@ -88,7 +89,6 @@ as VMware's monitor did)."""
 _UNTIL = 0xFFFFFFF0  # an address no guest reaches: emu_start needs an end address
 
 INTERRUPT_TRAPS = {3, 4}  # INT3 and INTO report EIP after the instruction, like INT n
-PAGE_FAULT = 14  # #PF: unicorn sets CR2 before the interrupt hook
 
 
 class ExitKind(Enum):
@@ -132,7 +132,7 @@ class MachineOwner(Protocol):
 
     def memory_violation(self, kind: str, address: int, size: int, value: int) -> None: ...
 
-    def code_page_written(self, address: int, size: int) -> None: ...
+    def code_page_written(self, address: int, size: int, stored: bool = False) -> None: ...
 
     def time_stamp(self) -> int: ...
 
@@ -794,7 +794,7 @@ class Machine:
         trap = self._is_software_interrupt(vector, eip)
         # a #PF fetching the instruction at EIP: the jump or CALL there retired, nothing
         # began at EIP (unicorn's count hook for it never ran)
-        begun = vector != PAGE_FAULT or not self._fetch_faulted(eip)
+        begun = vector != VEC_PF or not self._fetch_faulted(eip)
         self._stop(
             ExitKind.EXCEPTION,
             retired_now=trap,
@@ -808,9 +808,8 @@ class Machine:
         """Did this #PF (CR2 just set) come from fetching the instruction at EIP? Its bytes
         stop at the page not mapped, or CR2 falls inside them (a page fetched with rights
         it lacks)."""
-        cr2 = self._cr2_reg.read()
         insn = decode(self.code(eip, MAX_INSN_SIZE), eip)
-        return insn is None or eip <= cr2 < eip + insn.size
+        return fetch_faulted(insn, eip, self._cr2_reg.read())
 
     def _is_software_interrupt(self, vector: int, eip: int) -> bool:
         """Unicorn reports INT n and faults alike; INT n leaves EIP after the instruction."""
@@ -870,13 +869,19 @@ class Machine:
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
         log = self.dirty_log
+        restartable = not self._store_of_a_helper(uc)
         if log is not None and address < self.ram_size:
             pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
             logged = [log.store_hit(page) for page in sorted(pages)]
             if any(logged) and not pages & self.code_pages:
+                if not restartable:
+                    return self._store_now(address, size, value)
                 self._stop(ExitKind.STOP, retired_now=False, address=address)
                 return False  # the store runs again on the writable page
         if address < self.ram_size and self.owner:
+            if not restartable:  # the owner keeps its fragments true; the CPU goes on
+                self.owner.code_page_written(address, size, stored=True)
+                return self._store_now(address, size, value)
             # A traced code page: the owner unprotects it; the store is retried from scratch.
             self.owner.code_page_written(address, size)
             self._stop(ExitKind.STOP, retired_now=False, address=address)
@@ -884,6 +889,25 @@ class Machine:
         if self.owner:
             self.owner.memory_violation("monitor_write", address, size, value)
         return True  # the write is dropped
+
+    def _store_of_a_helper(self, uc: Uc) -> bool:
+        """Is the faulting store CMPXCHG8B's? Unicorn stops an inline store exactly (fact 7),
+        but a store made by one of its helpers it only drops: the helper finishes (flags,
+        EDX:EAX) and the CPU runs on to the end of the block before it stops, so a restart
+        cannot repeat the store. Its hook sees the exact EIP (helpers bring it up to date)."""
+        eip = uc.reg_read(x.UC_X86_REG_EIP)
+        insn = decode(self.code(eip, MAX_INSN_SIZE), eip)
+        return insn is not None and insn.mnemonic == "cmpxchg8b"
+
+    def _store_now(self, address: int, size: int, value: int) -> bool:
+        """Make a store the CPU cannot restart, in its hook (past the page's protection,
+        and leaving unicorn's compiled blocks alone: one of them is running), and let the
+        CPU go on."""
+        data = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+        ctypes.memmove(self.host.pointer(self.ram) + address, data, size)
+        if self.dirty_log is not None:
+            self.dirty_log.written(address, size)
+        return True  # handled: unicorn drops its own copy of the store
 
     def _on_bad_fetch(
         self, uc: Uc, access: int, address: int, size: int, value: int, _: object

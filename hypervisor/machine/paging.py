@@ -15,6 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hypervisor.isa import Instruction
 from hypervisor.machine.cpu import CR0_PG, CR0_WP, CR4_PSE
 
 PAGE_SIZE = 0x1000
@@ -116,6 +117,13 @@ def walk(read32: Read32, registers: PagingRegisters, linear: int) -> Walk:
         return Walk(pde_address, pde, None, None)
     pte_address = (pde & 0xFFFFF000) | (((linear >> 12) & 0x3FF) << 2)
     return Walk(pde_address, pde, pte_address, read32(pte_address))
+
+
+def fetch_faulted(insn: Instruction | None, eip: int, cr2: int) -> bool:
+    """Was the #PF at `eip` with CR2 = `cr2` the fetch of the instruction there (`insn`,
+    decoded from what can be read of it, None if not all of it)? Then nothing of it ran:
+    the instruction before it (a jump there) retired."""
+    return insn is None or eip <= cr2 < eip + insn.size
 
 
 def fault_code(found: Walk, access: Access, registers: PagingRegisters) -> int | None:

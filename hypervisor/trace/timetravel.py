@@ -85,6 +85,7 @@ class TimeMachine:
         self._spare: Vm | None = None  # prepared one step behind the cursor (`prepare`)
         self._marks: dict[int, tuple[int, str]] = {}  # the recorder's mark at each checkpoint
         self._fast_rate = 0.0  # steps per second untraced strides last ran at
+        self.idle = False  # the last fast-forward stopped: the guest runs nothing until input
         self.position = 0
         self.vm = self._head or self._cursor_at(0)
         if not len(self.checkpoints):  # the initial state: going back never builds a VM
@@ -218,6 +219,7 @@ class TimeMachine:
         the goal are recorded traced, so that the instructions that led there are classified
         (for a goal met on the way, from the checkpoint before if that is later)."""
         recorder = self._recorder
+        self.idle = False
         if recorder is None:
             return None
         head = recorder.vm
@@ -263,6 +265,9 @@ class TimeMachine:
             met = self._met(goal, after, recorder.hits)
             if met is not None:
                 return self._rewind(met, start, trail) if met < head.step or trail else met
+            if head.step == stride_start:  # halted with no timer: only input wakes it
+                self.idle = True
+                break
             if store.due(head.step) and not _stopped(head):
                 self._checkpoint(head)
             if time.perf_counter() - began >= seconds:

@@ -208,7 +208,7 @@ class Executor(ABC):
             self.deliver(13, "exception", 0)
         elif not stored:
             self.handle(exit_)
-        if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap:
+        if exit_.kind is ExitKind.EXCEPTION and not exit_.is_trap and not self._retired_pending():
             self._pending = None  # a fault the monitor did not emulate: it never retired
         self._finish_traced()
         if vm.exit is None and not self.waiting_for_interrupt:
@@ -237,6 +237,12 @@ class Executor(ABC):
         self.machine.set_registers(eip=next_eip)
         self.vm.tick(1)  # it ran on the CPU, all but its end: a guest instruction retired
         self.vm.stats.total += 1
+
+    def _retired_pending(self) -> bool:
+        """Did the guest instruction the tracer announced retire before the CPU faulted? The
+        jump before a fetch fault did (the clock counted it): it is recorded."""
+        pending = self._pending
+        return pending is not None and not pending.subkind and pending.step < self.vm.stats.total
 
     def _announced_but_not_run(self) -> bool:
         """Did the tracer announce an instruction that then never ran? A stop from a code
@@ -453,7 +459,7 @@ class Executor(ABC):
             text = self._texts[key] = insn.text if insn else "(undecodable)"
         return eip, text
 
-    def code_page_written(self, address: int, size: int) -> None:
+    def code_page_written(self, address: int, size: int, stored: bool = False) -> None:
         """Only binary translation write-protects guest pages (those holding translated code)."""
         raise AssertionError(f"{self.mode}: no guest page is write-protected")
 
@@ -468,13 +474,7 @@ class Executor(ABC):
         watch = self.vm.events.watch
         if watch is not None:
             watch(step, registers)
-        pending = self._pending
-        if pending is not None and pending.step == step and not pending.subkind:
-            # announced again at its own step: the CPU stopped before it without a word and
-            # runs it again (the block clock's first access to an unmapped hole,
-            # docs/clock.md): it has not retired, and is recorded once, as it runs now
-            self._pending = None
-        elif pending is not None:
+        if self._pending is not None:
             self._finish_traced()
         # Unicorn's `size` is unreliable for instructions that fault: decode from memory.
         insn = decode(self.machine.traced_code(eip, 15, registers), eip)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from hypervisor.isa import Instruction, decode
 from hypervisor.isa.decode import ACCESS_READ, ACCESS_WRITE
 from hypervisor.machine.cpu import CpuState
-from hypervisor.machine.paging import PF_USER, Access, LinearMemory, fault_code
+from hypervisor.machine.paging import PF_USER, Access, LinearMemory, fault_code, fetch_faulted
 from hypervisor.vmm.operands import effective_address
 
 _PUSHES = {"push": 1, "pushal": 8, "pushaw": 8, "pushfd": 1, "pushfw": 1, "call": 1, "enter": 1}
@@ -35,7 +35,7 @@ def page_fault_code(memory: LinearMemory, state: CpuState, cpl: int, cr2: int) -
     if as_read is None:  # reading would have been allowed: the access was a write
         return fault_code(found, Access(write=True, user=user), registers) or 0
     insn = decode(memory.peek(state.eip, 15), state.eip)
-    fetch = insn is None or state.eip <= cr2 < state.eip + insn.size
+    fetch = fetch_faulted(insn, state.eip, cr2)
     write = not fetch and insn is not None and _writes_at(insn, state, cr2)
     return fault_code(found, Access(write=write, user=user), registers) or 0
 

@@ -1,8 +1,8 @@
 """The translation cache's clock: translated code runs with no per-instruction counting, so
 it keeps its own count of guest instructions, as a budget in the vCPU area that each block
 spends on entry. The monitor arms the budget before the CPU enters the cache, reads what was
-spent when it leaves, ticks the PIT for it, and approaches the exact end of a run with
-stepping fragments (one guest instruction each)."""
+spent when it leaves, ticks the PIT for it, and runs the last few instructions of a slice
+(fewer than a block) with stepping fragments (one guest instruction each)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from hypervisor.vmm.bt.translator import MAX_BLOCK
 
 if TYPE_CHECKING:
     from hypervisor.vmm.bt.executor import BinaryTranslation
-
-STEPPING_MARGIN = 32  # > the most a fragment and the next one's unpaid prefix can overrun
 
 
 class TcClock:
@@ -31,8 +29,16 @@ class TcClock:
         bt.machine.write_monitor(bt.area.budget, count.to_bytes(4, "little"), code=False)
 
     def plausible(self, raw: int) -> bool:
-        """Translated code only spends the budget, a block at most past zero."""
-        return -MAX_BLOCK <= _signed(raw) <= self.budget
+        """Translated code only spends the budget, never past zero."""
+        return 0 <= _signed(raw) <= self.budget
+
+    def take(self) -> bool:
+        """A callout is about to run one guest instruction: spend it from the budget (as
+        a block spends its own), or False if the slice has none left for it."""
+        if self.budget <= 0:
+            return False
+        self.arm(self.budget - 1)
+        return True
 
     def spend(self, raw: int) -> int:
         """The budget read back from the vCPU area: count what the TC ran since."""
@@ -62,25 +68,32 @@ class TcClock:
             self.clocked = done
 
     def approach(self, count: int) -> int:
-        """A run must stop at an exact step, but a fragment pays for all its instructions at
-        once and may overrun its budget. So the end of a run is approached in two moves:
-        fast, to within STEPPING_MARGIN of it, then with stepping fragments (one guest
-        instruction each, back to the monitor after each). Slices that end well before,
-        at a timer interrupt, need no precision and stay fast; and a traced run needs none
-        of this: its tracer sees every guest instruction start and stops at the right one."""
+        """The budget of a slice of `count` instructions (to the timer's next interrupt,
+        or the run's end). A fragment runs only if the budget covers its whole block, so
+        the slice runs fast until less than a block is left, then with stepping fragments
+        (one guest instruction each, back to the monitor after each) to its exact end.
+        Only a scheduler's quantum (or a stride of time travel) may end a few instructions
+        late, with the whole of a fragment; and a traced run's tracer sees every guest
+        instruction start and stops at the run's end itself."""
         bt = self.bt
-        run_end = None if bt.tracing else bt.vm.run_end  # the tracer stops exactly
-        left = None if run_end is None else run_end - bt.vm.stats.total
-        stepping = False
-        if left is not None and count + STEPPING_MARGIN > left:
-            if left > STEPPING_MARGIN:
-                count = left - STEPPING_MARGIN
-            else:
-                count, stepping = min(count, max(left, 1)), True
+        vm = bt.vm
+        run_end = None if bt.tracing else vm.run_end  # the tracer stops exactly
+        if run_end is not None:
+            count = min(count, max(run_end - vm.stats.total, 1))
+        elif count < MAX_BLOCK and not self._exact_end(count):
+            count = MAX_BLOCK
+        stepping = count < MAX_BLOCK
         if stepping and not self.stepping and bt.parked is None:
             bt.park_here()
         self.stepping = stepping
         return count
+
+    def _exact_end(self, count: int) -> bool:
+        """Must a slice of `count` end exactly there: at the timer's interrupt, or at an
+        interrupt that waits for the instruction after STI?"""
+        irqs = self.bt.vm.irqs
+        due = irqs.next_timer()
+        return (due is not None and due <= count) or irqs.pending_vector() is not None
 
 
 def _signed(value: int) -> int:

@@ -69,7 +69,6 @@ class BinaryTranslation(TrapAndEmulate):
         "_area_values",
         "_selectors",
         "_monitor_fields",
-        "_traced_stop",
         "fetch",
     )
     NOT_CHECKPOINTED = ("area", "door")
@@ -94,7 +93,6 @@ class BinaryTranslation(TrapAndEmulate):
         self._area_values: dict[str, int] = {}  # the vCPU area as last read
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
         self._monitor_fields = b""  # the monitor's page of the vCPU area as last written
-        self._traced_stop: int | None = None  # TC address where a traced run last stopped
         super().start(entry)
 
     # ------------------------------------------------------------------ vCPU area
@@ -257,15 +255,14 @@ class BinaryTranslation(TrapAndEmulate):
     def retired_are_guest_instructions(self) -> bool:
         return self.vcpu.cpl == 3
 
-    def device_clock_now(self) -> None:
+    def clock_now(self) -> None:
         """In the TC, the guest instructions it ran are the budget it spent so far, less
-        those of the running block after the one touching the device (each block pays for
-        all of its instructions on entry). (Port I/O in the TC is a callout, whose clock the
-        monitor keeps.)"""
+        those of the running block from the one touching the device on (each block pays for
+        all of its instructions on entry): a PIT or PIC port, an APIC's page. (A traced run
+        has counted each one as it finished.)"""
         if self.vcpu.cpl != 0:
-            super().device_clock_now()
+            super().clock_now()
             return
-        self._count_io("mmio")
         raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
         if self.clock.plausible(raw):
             self.clock.spend(raw)
@@ -383,7 +380,9 @@ class BinaryTranslation(TrapAndEmulate):
             elif self._park_at(eip):
                 self.deliver(exit_.vector or 0, "exception", 0)
         elif kind in (ExitKind.COUNT, ExitKind.STOP):
-            if self._interrupt_due() or self.vm.exit is not None:
+            # a stop asked for in mid-fragment (a port write raising an IRQ) takes effect at
+            # the end of unicorn's block: maybe on an exit stub, not a guest boundary
+            if self._interrupt_due() or self.vm.exit is not None or not self._at_boundary(eip):
                 self.settle()
             else:
                 self._update_window()
@@ -403,18 +402,14 @@ class BinaryTranslation(TrapAndEmulate):
             count = max(1, min(count, review - self.vm.step))
         count = self.clock.approach(min(count, TC_SLICE))
         if self.parked is not None and self.vm.exit is None:
-            stopped, self._traced_stop = self._traced_stop, None
-            if self.tracing and stopped == self.machine.uc.reg_read(_EIP):
-                self.parked = None  # the tracer counts: go on inside the same fragment
-            else:
-                try:
-                    self.enter(self.virtual_state())
-                except EntryError as err:  # its segments, reloaded from its GDT, are refused
-                    self.vm.finish(
-                        ExitInfo(ExitReason.CRASHED, detail=f"cannot enter the guest: {err}")
-                    )
-                    return 0
-                self.fetch.deliver_pending()
+            try:
+                self.enter(self.virtual_state())
+            except EntryError as err:  # its segments, reloaded from its GDT, are refused
+                self.vm.finish(
+                    ExitInfo(ExitReason.CRASHED, detail=f"cannot enter the guest: {err}")
+                )
+                return 0
+            self.fetch.deliver_pending()
         self.clock.arm(count)
         return 0
 
@@ -440,6 +435,10 @@ class BinaryTranslation(TrapAndEmulate):
             self._park_at(eip)
         else:
             self.settle()
+
+    def _at_boundary(self, tc_eip: int) -> bool:
+        fragment = self.cache.fragment_at(tc_eip)
+        return fragment is not None and tc_eip in fragment.boundaries
 
     def _update_window(self) -> None:
         """An interrupt may have become pending during the slice: arm the STI/POPF check."""
@@ -579,6 +578,8 @@ class BinaryTranslation(TrapAndEmulate):
         if insn is None:
             self.deliver(6, "exception")
             return
+        if not self.clock.take():  # the slice ends before it: the guest waits parked there
+            return
         self._trace_callout(insn)
         self.note_callout(trap_name(insn))
         self.vm.emit(Callout(self.vm.name, self.vm.step, guest_eip, insn.text))
@@ -616,8 +617,8 @@ class BinaryTranslation(TrapAndEmulate):
             super()._count_io(mnemonic)
 
     # ------------------------------------------------------------------ self-modifying code
-    def code_page_written(self, address: int, size: int) -> None:
-        self.selfmod.page_written(address, size)
+    def code_page_written(self, address: int, size: int, stored: bool = False) -> None:
+        self.selfmod.page_written(address, size, stored)
 
     def forget_traced(self) -> None:
         """The traced instruction now running did not retire (it runs again)."""
@@ -647,7 +648,6 @@ class BinaryTranslation(TrapAndEmulate):
             # the whole block already, and an untraced run counts by the clock)
             self.machine.request_stop()
             self.parked = fragment.guest_eip_at(fragment.boundaries[eip])
-            self._traced_stop = eip
             return
         index = fragment.instruction_starts.get(eip)
         if index is None:
@@ -657,6 +657,13 @@ class BinaryTranslation(TrapAndEmulate):
         insn = fragment.insns[index]
         self._pending = Traced(0, insn.address, insn, 0, subkind=fragment.subkinds[index])
         self._pending_trapped = False
+
+    def _finish_traced(self) -> None:
+        """A traced run counts a translated instruction when the next one starts, or after
+        the exit that followed it: the PIT ticks for it then, before the monitor reads the
+        timer's next deadline (else the next slice would end a step late)."""
+        super()._finish_traced()
+        self.clock.sync()
 
     def _emit_translated(self, insn: Instruction, subkind: str) -> None:
         self.executed(self.vm.step, insn.address, insn, InsnClass.TRANSLATED, 0, False, subkind)

@@ -59,13 +59,16 @@ class SelfModifyingCode:
     def is_self_checked(self, frame: int) -> bool:
         return frame in self.self_checked_pages
 
-    def page_written(self, address: int, size: int) -> None:
+    def page_written(self, address: int, size: int, stored: bool = False) -> None:
         """A store hit a write-protected page holding translated code. If it changed
         translated bytes, those fragments go. If it only wrote data sharing the page, nothing
         is invalidated; and when the same store keeps faulting, adaptive binary translation
         retranslates it so that it stops: a store to a fixed address is redirected through
         a writable alias of the page (the page stays traced for everyone else); any other
-        store makes the page self-checking instead."""
+        store makes the page self-checking instead. `stored`: the machine makes this store
+        itself (one it cannot restart): the page stays protected while it holds translated
+        code, and the CPU leaves a fragment the store invalidated at the end of its block
+        (the rest of that block is translated from the bytes before the store)."""
         bt = self.bt
         pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
         here = bt.cache.fragment_at(bt.machine.uc.reg_read(_EIP))
@@ -77,8 +80,12 @@ class SelfModifyingCode:
                 leave = leave or fragment is here
             if not hit:
                 self._data_store_fault(page, address, here)
-            bt.machine.protect_code_page(page, False)
-        self.store_retry = (pages, leave)
+            if not stored or not bt.cache.overlapping(page, page, page + PAGE):
+                bt.machine.protect_code_page(page, False)
+        if not stored:
+            self.store_retry = (pages, leave)
+        elif leave:
+            bt.machine.request_stop()
 
     def _data_store_fault(self, page: int, address: int, here: Fragment | None) -> None:
         store = self._faulting_instruction(here)

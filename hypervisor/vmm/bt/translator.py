@@ -382,12 +382,13 @@ class _FragmentEmitter:
     def _prologue(self, guest_eip: int, checked: bytes | None, n: int) -> None:
         """What runs before the guest's instructions: the self-check (adaptive BT, on a page
         that is not write-protected: compare the guest bytes with those translated, leave for
-        a retranslation if they changed) and the TC's own clock. If the slice's budget of
-        guest instructions is already spent, leave for the monitor here (the timer is due,
-        or the run's budget is used up); otherwise spend the block's n guest instructions.
-        A block may thus overrun the budget by less than its length: interrupts arrive a
-        few instructions late, never lost ("apart from timing"), and no per-instruction
-        hook is needed. The monitor counts guest instructions from the budget it spent.
+        a retranslation if they changed) and the TC's own clock. If what is left of the
+        slice's budget of guest instructions does not cover the block's n, leave for the
+        monitor here, before any of them ran (it runs the rest of the slice with stepping
+        fragments, one instruction each); otherwise spend the n. So translated code never
+        overruns its budget: a slice ends at its exact step (a timer's interrupt arrives
+        where bare metal takes it, a run stops at its end) with no per-instruction hook.
+        The monitor counts guest instructions from the budget it spent.
         The comparisons clobber the flags: LAHF/SETO keep them in EAX (saved first), not on
         the guest's stack, which may be outside RAM, and ADD/SAHF put them back."""
         if checked is None and not n:
@@ -403,8 +404,8 @@ class _FragmentEmitter:
         if n:
             deadline = self.t.cache.new_exit(StubKind.DEADLINE, self.fid, 0)
             self.stubs.append(deadline)
-            self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x00")  # cmp dword [budget], 0
-            self._jump_local(b"\x0f\x8e", self._to_door(deadline.id))  # jle
+            self.emit(b"\x83" + x.absolute(7, a.budget) + bytes([n]))  # cmp dword [budget], n
+            self._jump_local(b"\x0f\x8c", self._to_door(deadline.id))  # jl
             self.emit(b"\x81" + x.absolute(5, a.budget) + x.u32(n))  # sub dword [budget], n
             self.count_point = self.here
         self.emit(x.restore_flags(a.save_a))
