@@ -9,7 +9,6 @@ port it found; QEMU prints the same.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from hypervisor.guest.image import load_guest
 from hypervisor.guest.nasm import assemble
 from hypervisor.session import run_guest
 from hypervisor.vmm.vm import Vm
+from tests.test_platform import QEMU, qemu_serial
 
 GUESTS = Path(__file__).parent / "guests"
 EXPECTED = (
@@ -42,14 +42,7 @@ def test_the_bios_data_area_describes_the_screen_and_names_the_crtc(mode: str) -
     assert vm.screen().cursor == (2, 5)
 
 
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed")
 def test_qemu_leaves_the_same_video_fields(tmp_path: Path) -> None:
-    qemu = shutil.which("qemu-system-i386")
-    if qemu is None:
-        pytest.skip("qemu-system-i386 is not installed (Debian: qemu-system-x86)")
-    out = tmp_path / "serial.txt"
-    command = [qemu, "-kernel", str(GUESTS / "bda_video.bin"), "-m", "32", "-display", "none"]
-    command += ["-no-reboot", "-serial", f"file:{out}"]
-    command += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
-    done = subprocess.run(command, timeout=60, capture_output=True)
-    assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1
-    assert out.read_text() == EXPECTED
+    serial = tmp_path / "serial.txt"
+    assert qemu_serial(GUESTS / "bda_video.bin", serial=serial) == EXPECTED

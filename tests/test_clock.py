@@ -30,6 +30,8 @@ try:
 except ClockUnavailable:
     HAVE_BLOCK = False
 needs_block = pytest.mark.skipif(not HAVE_BLOCK, reason="no C compiler: block clock unavailable")
+# each clock in turn (the block clock where it builds): `_under(clock_env, kind)` selects it
+each_clock = pytest.mark.parametrize("kind", ["count", pytest.param("block", marks=needs_block)])
 
 
 def _under(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:

@@ -13,7 +13,7 @@ from hypervisor.guest.image import load_guest
 from hypervisor.session import run_guest
 from hypervisor.trace.timetravel import TimeMachine
 from tests.conftest import needs_nasm
-from tests.test_clock import _under, needs_block
+from tests.test_clock import _under, each_clock
 from vmlab.cli import main
 
 GUESTS = Path(__file__).parent / "guests"
@@ -66,7 +66,7 @@ STORE_EVENTS = [
 
 
 @pytest.mark.parametrize("mode", ["native", "trap"])
-@pytest.mark.parametrize("kind", ["count", pytest.param("block", marks=needs_block)])
+@each_clock
 def test_a_recording_holds_each_open_bus_access_at_the_step_its_event_names(
     kind: str, mode: str, clock_env: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ from hypervisor.trace import tracefile
 from hypervisor.trace.recording import registers_of
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript, parse_input
+from tests.test_platform import QEMU, qemu_serial
 from vmlab.cli import main
 
 GUESTS = Path(__file__).parent / "guests"
@@ -51,17 +52,10 @@ def test_device_registers_behave_as_documented(mode: str) -> None:
     assert report.exit.reason == "debug_exit" and report.exit.status == 0
 
 
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed")
 def test_device_guest_reads_the_same_under_qemu(tmp_path: Path) -> None:
-    qemu = shutil.which("qemu-system-i386")
-    if qemu is None:
-        pytest.skip("qemu-system-i386 is not installed (Debian: qemu-system-x86)")
-    out = tmp_path / "serial.txt"
-    command = [qemu, "-kernel", str(GUESTS / "pcdevices.bin"), "-m", "32", "-display", "none"]
-    command += ["-no-reboot", "-serial", f"file:{out}"]
-    command += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
-    done = subprocess.run(command, timeout=60, capture_output=True)
-    assert done.returncode == 1  # isa-debug-exit: (0 << 1) | 1
-    assert out.read_text() == run_guest(_image("pcdevices"), "native").console
+    serial = qemu_serial(GUESTS / "pcdevices.bin", serial=tmp_path / "serial.txt")
+    assert serial == run_guest(_image("pcdevices"), "native").console
 
 
 def test_keys_typed_reach_the_guest_as_under_qemu(tmp_path: Path) -> None:

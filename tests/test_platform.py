@@ -22,10 +22,10 @@ GUESTS = Path(__file__).parent / "guests"
 QEMU = shutil.which("qemu-system-i386")
 
 
-def qemu_serial(kernel: Path, *options: str) -> str:
+def qemu_serial(kernel: Path, *options: str, serial: Path | None = None) -> str:
     """What `kernel` prints on COM1 under `qemu-system-i386 -kernel` (ended through
-    isa-debug-exit)."""
-    serial = kernel.with_suffix(".serial")
+    isa-debug-exit), kept in `serial` (by default beside the kernel)."""
+    serial = serial or kernel.with_suffix(".serial")
     qemu = [str(QEMU), "-kernel", str(kernel), "-m", "32", "-display", "none", "-no-reboot"]
     qemu += ["-serial", f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
     assert subprocess.run([*qemu, *options], timeout=30, check=False).returncode & 1

@@ -19,7 +19,7 @@ from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
-from tests.test_clock import _under, needs_block
+from tests.test_clock import _under, each_clock
 
 FLAGS = load_guest("flags")
 HELLO = load_guest("hello")
@@ -66,7 +66,7 @@ def test_recorded_registers_are_those_of_a_fresh_run_to_the_same_step(mode):
 
 @needs_nasm
 @pytest.mark.parametrize("mode", ["native", "trap"])
-@pytest.mark.parametrize("kind", ["count", pytest.param("block", marks=needs_block)])
+@each_clock
 def test_a_fetch_fault_keeps_the_recording_in_step_with_a_straight_run(
     kind: str, mode: str, clock_env: pytest.MonkeyPatch
 ) -> None:

@@ -77,21 +77,7 @@ puthex:                         ; EAX (16 bits) as four hex digits and a space
     pop eax
     loop .digit
     mov al, ' '
-putc:                           ; AL to COM1
-    push edx
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
-
-puts:                           ; the NUL-terminated string at ESI to COM1
-    lodsb
-    test al, al
-    jz .done
-    call putc
-    jmp puts
-.done:
-    ret
+%include "com1.inc"             ; putc, puts
 
 done: db 10, "cursor moved", 10, 0
 image_end:
