@@ -82,6 +82,11 @@ def straight(guest: str, mode: str, step: int) -> tuple:
 # a bt run ending right after a store retried alone into its code page (flags fills its IDT
 # there), before its fragment's jump on: the guest EIP read as the store's
 @example(run=("flags", "bt"), targets=[1339, 1400])
+# back from 4519 to 1401: a fragment that paid for its whole block was left at a store
+# retried alone into its code page, and the run ended there counting the rest of the block
+@example(run=("flags", "bt"), targets=[4519, 1401])
+# into flags' timer handler: the interrupt came a block late under one slicing, not another
+@example(run=("flags", "bt"), targets=[3966, 3968])
 def test_seeking_through_checkpoints_equals_a_straight_run(run, targets):
     machine = recorded(*run)
     assert len(machine.checkpoints) >= 5

@@ -263,10 +263,17 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl != 0:
             super().clock_now()
             return
-        raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
-        if self.clock.plausible(raw):
-            self.clock.spend(raw)
+        if self._spent():
             self.clock.sync(ahead=0 if self.tracing else self._paid_ahead())
+
+    def _spent(self) -> bool:
+        """Count what translated code spent of its budget since the monitor last read it
+        (False if the guest has stored nonsense there: the exit's check puts it back)."""
+        raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
+        if not self.clock.plausible(raw):
+            return False
+        self.clock.spend(raw)
+        return True
 
     def _paid_ahead(self) -> int:
         """Guest instructions of the running fragment from the one accessing memory on:
@@ -380,12 +387,11 @@ class BinaryTranslation(TrapAndEmulate):
             elif self._park_at(eip):
                 self.deliver(exit_.vector or 0, "exception", 0)
         elif kind in (ExitKind.COUNT, ExitKind.STOP):
-            # a stop asked for in mid-fragment (a port write raising an IRQ) takes effect at
-            # the end of unicorn's block: maybe on an exit stub, not a guest boundary
-            if self._interrupt_due() or self.vm.exit is not None or not self._at_boundary(eip):
-                self.settle()
-            else:
-                self._update_window()
+            # A stop in mid-fragment (a port write, a store retried): the fragment paid for
+            # its whole block, so the guest is parked where it stands, at a boundary (the
+            # stop takes effect at the end of unicorn's block: maybe on an exit stub), with
+            # the count of what ran, before the PIT ticks for it or the run ends there.
+            self.settle()
         else:
             super().handle(exit_)
 
@@ -393,8 +399,15 @@ class BinaryTranslation(TrapAndEmulate):
         """A guest parked by the monitor re-enters the TC through its fragment's entry.
         Translated code keeps its own clock: it spends `count` guest instructions from the
         vCPU area's budget and calls the monitor when they are gone — so the CPU runs it
-        with no per-instruction counting at all."""
+        with no per-instruction counting at all. Translated code looks for an interrupt
+        only where IF may become 1 (STI, POPF): one raised between slices (a key typed at
+        this step) is taken here, before the next instruction, or a guest spinning in
+        `jmp $` would get it only when the budget runs out."""
         self.fetch.deliver_pending()
+        if self.vcpu.cpl == 0 and self.vm.exit is None and self._interrupt_due():
+            if self.parked is None:
+                self.park_here()
+            self.accept_interrupt()
         if self.vcpu.cpl != 0 or self.vm.exit is not None:
             return count
         if self.selfmod.self_checked_pages:
@@ -413,19 +426,6 @@ class BinaryTranslation(TrapAndEmulate):
         self.clock.arm(count)
         return 0
 
-    def park_at_fall_through(self) -> None:
-        """Where a block ends with a store (a stepping fragment, a self-checked page), the
-        store retried alone leaves the CPU on the fragment's jump on to the next block:
-        all of the block has run there, so the guest is parked at the next instruction
-        (else a run ending now would show it at the store)."""
-        eip = self.machine.uc.reg_read(_EIP)
-        fragment = self.cache.fragment_at(eip)
-        if fragment is None or fragment.callout is not None or eip in fragment.boundaries:
-            return
-        stubs = (self.cache.exits.get(i) for i in fragment.exits)
-        if any(s and s.patch_at == eip + 1 and s.guest_eip == fragment.guest_end for s in stubs):
-            self.parked = fragment.guest_end
-
     def park_here(self) -> None:
         """Before switching to stepping fragments: take the guest out of the fragment the
         CPU is in, at a guest instruction boundary."""
@@ -435,18 +435,6 @@ class BinaryTranslation(TrapAndEmulate):
             self._park_at(eip)
         else:
             self.settle()
-
-    def _at_boundary(self, tc_eip: int) -> bool:
-        fragment = self.cache.fragment_at(tc_eip)
-        return fragment is not None and tc_eip in fragment.boundaries
-
-    def _update_window(self) -> None:
-        """An interrupt may have become pending during the slice: arm the STI/POPF check."""
-        pending = self.vm.irqs.pending_vector() is not None
-        self.machine.write_monitor(
-            self.area.pending, int(pending).to_bytes(4, "little"), code=False
-        )
-        self._monitor_fields = b""  # written past the copy: the next _write_area writes all
 
     def _interrupt_due(self) -> bool:
         return self.vcpu.interrupts_enabled and self.vm.irqs.pending_vector() is not None
@@ -487,6 +475,7 @@ class BinaryTranslation(TrapAndEmulate):
                 )
             )
             return False
+        self._spent()  # a prologue run since the exit (settling) paid for its block too
         passed = fragment.count_point is not None and tc_eip >= fragment.count_point
         counted = len(fragment.insns) if passed else 0
         if index != counted:

@@ -43,7 +43,7 @@ class SelfModifyingCode:
         self.store_faults: dict[int, int] = {}  # guest EIP of a store -> data-only faults
         self.self_checked_pages: dict[int, int] = {}  # page -> step to trace it again
         self.self_check_rounds: dict[int, int] = {}  # page -> times it became self-checking
-        self.store_retry: tuple[set[int], bool] | None = None  # (pages, leave fragment)
+        self.store_retry: set[int] | None = None  # the pages of a store to run again alone
 
     def track(self, fragment: Fragment) -> None:
         """A new fragment: write-protect its guest frames (unless they check themselves)."""
@@ -83,7 +83,7 @@ class SelfModifyingCode:
             if not stored or not bt.cache.overlapping(page, page, page + PAGE):
                 bt.machine.protect_code_page(page, False)
         if not stored:
-            self.store_retry = (pages, leave)
+            self.store_retry = pages
         elif leave:
             bt.machine.request_stop()
 
@@ -167,9 +167,9 @@ class SelfModifyingCode:
 
     def retry_store(self) -> None:
         """Run the store on the unprotected page, protect the page again while it still
-        holds translated code, and leave a fragment the store has just invalidated."""
+        holds translated code, and park the guest past the store."""
         bt = self.bt
-        pages, leave = self.store_retry or (set(), False)
+        pages = self.store_retry or set()
         self.store_retry = None
         bt.forget_traced()  # the store did not retire: it runs (and is traced) again now
         m = bt.machine
@@ -181,10 +181,8 @@ class SelfModifyingCode:
                 m.protect_code_page(page, True)
         if step.kind is not ExitKind.COUNT:
             bt.handle(step)
-        elif leave and bt.vcpu.cpl == 0:
-            bt.settle()
-        elif bt.vcpu.cpl == 0:
-            bt.park_at_fall_through()  # a run may end now: the guest past the store
+        elif bt.vcpu.cpl == 0:  # out of the fragment (it paid for its whole block): a run
+            bt.settle()  # may end now, with the guest past the store
 
     def _unlink(self, fragment: Fragment) -> None:
         """Chained jumps into the fragment go back to their exit stubs."""
