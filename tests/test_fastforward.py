@@ -11,8 +11,9 @@ import pytest
 
 from hypervisor.guest.image import load_guest
 from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.machine import MONITOR_BASE
 from hypervisor.trace import tracefile
-from hypervisor.trace.recording import registers_of
+from hypervisor.trace.recording import StepRecord
 from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.vm import Vm
 
@@ -89,18 +90,36 @@ def test_seeking_into_a_fast_forwarded_stretch_is_exact(guest, mode):
         assert machine.vm.executor.virtual_state() == straight(guest, mode, step)
 
 
-def test_a_breakpoint_stops_the_next_time_the_instruction_is_about_to_run(traced):
-    reference = traced("timer", "trap").recording
+@pytest.mark.parametrize("mode", ["trap", "bt"])  # bt: the kernel runs as translated code
+def test_a_breakpoint_stops_the_next_time_the_instruction_is_about_to_run(traced, mode):
+    reference = traced("timer", mode).recording
     # an instruction of the kernel that runs again and again after the traced start
     later = [reference.record(s) for s in range(TRACED + 5_000, TRACED + 5_100)]
     address = next(r.insn.eip for r in later if r.cpl == 0)
     expected = next(s for s in range(TRACED + 1, SPAN) if reference.record(s).insn.eip == address)
-    machine = fast("timer", "trap", Goal(SPAN, breakpoints=frozenset({address})))
+    machine = fast("timer", mode, Goal(SPAN, breakpoints=frozenset({address})))
     assert machine.frontier == expected
-    assert registers_of(machine.vm)[8] == address  # EIP: about to run it
+    assert machine.vm.executor.virtual_state().eip == address  # about to run it
     machine.extend(expected + 100)  # traced from there: the very same steps
-    assert machine.recording.record(expected) == reference.record(expected)
-    assert machine.recording.events == reference.events[: len(machine.recording.events)]
+    assert machine.recording.record(expected).insn == reference.record(expected).insn
+    # (open under bt: the first traced step also lists the RAM stores of the last untraced one)
+    for step in range(expected + (mode == "bt"), expected + 100):
+        assert seen(machine.recording.record(step), mode) == seen(reference.record(step), mode)
+    if mode == "bt":  # (open: untraced translated code dates a port access by its block)
+        events = undated(machine.recording.events)
+        assert events == undated(reference.events)[: len(events)]
+    else:
+        assert machine.recording.events == reference.events[: len(machine.recording.events)]
+
+
+def seen(record: StepRecord | None, mode: str) -> object:
+    """A step as the guest sees it: under bt the real EIP and the stores of translated
+    code into the vCPU area depend on the translation cache's layout."""
+    if record is None or mode != "bt":
+        return record
+    changes = {r: v for r, v in record.changes.items() if r != "eip" or record.cpl == 3}
+    writes = tuple(w for w in record.writes if w.address < MONITOR_BASE)
+    return record.insn, record.cls, record.hole, record.cpl, changes, writes
 
 
 def test_a_fast_forward_can_trace_the_steps_that_led_to_its_goal(traced):

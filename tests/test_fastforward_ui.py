@@ -114,12 +114,13 @@ def test_targets_are_steps_addresses_functions_or_kinds():
         address_of("kmain", SymbolTable())
 
 
+@pytest.mark.parametrize("mode", ["native", "bt"])  # bt: kmain runs as translated code
 @synchronously
-async def test_the_course_kernel_breaks_at_a_c_function_shown_with_its_source_line():
+async def test_the_course_kernel_breaks_at_a_c_function_shown_with_its_source_line(mode):
     course = load_guest("course")
     kmain = symbols_of(course).address_of("kmain")
     assert kmain is not None
-    app = VmlabApp(Session(vms=[(course, "native")], breakpoints=("kmain",)))
+    app = VmlabApp(Session(vms=[(course, mode)], breakpoints=("kmain",)))
     async with app.run_test(size=(160, 50)) as pilot:
         await app.settle()
         view = app.snapshot.vm

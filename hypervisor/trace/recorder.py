@@ -81,11 +81,14 @@ class Recorder:
         vm, uc = self.vm, self.vm.machine.uc
         before = class_counts(vm)
         hooks = [uc.hook_add(UC_HOOK_CODE, self._on_break, None, a, a) for a in breakpoints]
+        if breakpoints:  # and where the CPU runs the guest's code elsewhere (bt's TC)
+            vm.executor.watch_code(breakpoints, self.hits.append)
         try:
             exit_info = vm.run(count, quantum=not exact)
         finally:
             for hook in hooks:
                 uc.hook_del(hook)
+            vm.executor.unwatch_code()
         self._skipped(before)
         self._ended(exit_info)
         return exit_info

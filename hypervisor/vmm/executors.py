@@ -90,6 +90,17 @@ class Executor(ABC):
         self._pending_hypercall = False
         self._device_store: tuple[Callable[[], None], int] | None = None  # (write, next EIP)
 
+    def watch_code(self, addresses: frozenset[int], hit: Callable[[int], None]) -> None:
+        """Guest code the CPU runs somewhere else than at its own address (translated
+        code) calls `hit` with the step each time an instruction at one of `addresses` is
+        about to run there, until `unwatch_code`. Elsewhere a code hook at the guest
+        address sees it (the recorder's breakpoints): nothing to do."""
+        return None
+
+    def unwatch_code(self) -> None:
+        """Stop what `watch_code` started."""
+        return None
+
     # ------------------------------------------------------------------ mode hooks
     @abstractmethod
     def start(self, entry: CpuState) -> None:

@@ -32,6 +32,10 @@ class TcClock:
         """Translated code only spends the budget, never past zero."""
         return 0 <= _signed(raw) <= self.budget
 
+    def unread(self, raw: int) -> int:
+        """Guest instructions spent from the budget since the monitor last read it."""
+        return self.budget - _signed(raw)
+
     def take(self) -> bool:
         """A callout is about to run one guest instruction: spend it from the budget (as
         a block spends its own), or False if the slice has none left for it."""

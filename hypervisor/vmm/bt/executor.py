@@ -18,6 +18,9 @@ beside the exits that read them.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from unicorn import UC_HOOK_CODE, Uc
 from unicorn.x86_const import UC_X86_REG_EFLAGS as _EFLAGS
 from unicorn.x86_const import UC_X86_REG_EIP as _EIP
 
@@ -71,7 +74,7 @@ class BinaryTranslation(TrapAndEmulate):
         "_monitor_fields",
         "fetch",
     )
-    NOT_CHECKPOINTED = ("area", "door")
+    NOT_CHECKPOINTED = ("area", "door", "_watch")
     counts_each_instruction = False  # translated code keeps its own clock, block by block
 
     def start(self, entry: CpuState) -> None:
@@ -93,6 +96,7 @@ class BinaryTranslation(TrapAndEmulate):
         self._area_values: dict[str, int] = {}  # the vCPU area as last read
         self._selectors = (0x08, 0x10)  # the guest kernel's CS and SS, as it sees them
         self._monitor_fields = b""  # the monitor's page of the vCPU area as last written
+        self._watch: tuple[frozenset[int], Callable[[int], None], list[int]] | None = None
         super().start(entry)
 
     # ------------------------------------------------------------------ vCPU area
@@ -224,6 +228,7 @@ class BinaryTranslation(TrapAndEmulate):
         self.translator.pending_code.clear()
         self.cache.add(fragment)
         self.selfmod.track(fragment)
+        self._watch_fragment(fragment)
         fragment.hits += 1
         self.vm.emit(
             FragmentTranslated(
@@ -238,6 +243,42 @@ class BinaryTranslation(TrapAndEmulate):
             )
         )
         return fragment
+
+    def watch_code(self, addresses: frozenset[int], hit: Callable[[int], None]) -> None:
+        """Kernel code runs as its translation: a code hook on the TC address of each
+        translated instruction at one of `addresses`, in the fragments there are and those
+        translated from now on."""
+        self._watch = (addresses, hit, [])
+        for fragment in list(self.cache.fragments.values()):
+            if fragment.valid:
+                self._watch_fragment(fragment)
+
+    def unwatch_code(self) -> None:
+        if self._watch is not None:
+            for hook in self._watch[2]:
+                self.machine.uc.hook_del(hook)
+        self._watch = None
+
+    def _watch_fragment(self, fragment: Fragment) -> None:
+        if self._watch is None:
+            return
+        addresses, _, hooks = self._watch
+        uc = self.machine.uc
+        for tc, index in fragment.instruction_starts.items():
+            if fragment.insns[index].address in addresses:
+                hooks.append(uc.hook_add(UC_HOOK_CODE, self._watched, (fragment, index), tc, tc))
+                uc.ctl_remove_cache(tc, tc + 1)  # compiled before the hook: again, with it
+
+    def _watched(self, uc: Uc, address: int, size: int, data: tuple[Fragment, int]) -> None:
+        """The step of the watched instruction: the count so far, plus what the TC spent
+        of its budget since, less the instructions of this fragment from it on (paid for
+        on entry, not run yet)."""
+        fragment, index = data
+        if self._watch is None or not fragment.valid:
+            return
+        raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
+        spent = self.clock.unread(raw)
+        self._watch[1](self.vm.stats.total + spent - (len(fragment.insns) - index))
 
     def _still_mapped(self, fragment: Fragment, paged: bool) -> bool:
         """Is a fragment whose last instruction straddles into the next page still read
