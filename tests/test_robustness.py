@@ -23,16 +23,19 @@ def _random_guest(seed: int) -> GuestImage:
     return GuestImage(f"random-{seed}", bytes(rng.getrandbits(8) for _ in range(4096)))
 
 
+RANDOM_GUESTS = 120  # pages of random bytes per mode: every one must end with a reason
+
+
 @pytest.mark.parametrize("mode", ["native", "trap", "bt"])
-def test_two_hundred_random_guests_end_with_a_known_reason(mode):
-    for seed in range(200):
+def test_random_guests_end_with_a_known_reason(mode):
+    for seed in range(RANDOM_GUESTS):
         vm = Vm(_random_guest(seed), mode)
         exit_info = vm.run(100_000)
         assert exit_info.reason in ExitReason, (seed, exit_info)
         assert exit_info.detail
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(code=st.binary(min_size=1, max_size=64), mode=st.sampled_from(["native", "trap", "bt"]))
 def test_any_short_guest_ends_with_a_known_reason(code, mode):
     try:
