@@ -26,16 +26,17 @@ def flag_bracket() -> tuple[list[str], list[str]]:
 
 
 def translate(code: bytes, self_checked: bool = False) -> tuple[list[str], object]:
-    """The fragment's code as text, without the TC's clock: the budget's CMP/JLE/SUB between
-    a save of the flags (LAHF/SETO, not the guest's stack) and their restore."""
+    """The fragment's code as text, without the TC's clock: the budget's CMP/JL/SUB of the
+    block's instruction count (it runs only if the budget covers the whole block) between a
+    save of the flags (LAHF/SETO, not the guest's stack) and their restore."""
     text, fragment = emitted(code, self_checked)
     if not fragment.insns:  # a callout alone: nothing runs in the TC, nothing is counted
         return text, fragment
     save, restore = flag_bracket()
     assert text[:3] == save
-    assert text[3] == f"cmp dword ptr {field('budget')}, 0"
-    assert text[4].startswith("jle ")
-    assert text[5].startswith(f"sub dword ptr {field('budget')}, ")
+    spend = f"dword ptr {field('budget')}, "
+    assert text[3].startswith(f"cmp {spend}") and text[4].startswith("jl ")
+    assert text[5] == text[3].replace("cmp", "sub", 1)  # the count it checked is the one spent
     assert text[6:9] == restore
     noted = f"mov dword ptr {field('geip')}, "
     return [t for t in text[9:] if not t.startswith(noted)], fragment
@@ -131,7 +132,7 @@ def test_a_self_checking_fragment_compares_its_bytes_with_the_clock_in_one_brack
     text, fragment = emitted(bytes.fromhex("9c"), self_checked=True)
     assert fragment.self_checked
     save, restore = flag_bracket()
-    clock = text.index(f"cmp dword ptr {field('budget')}, 0")
+    clock = next(i for i, t in enumerate(text) if t.startswith(f"cmp dword ptr {field('budget')}"))
     assert text[:3] == save and text[3] == f"cmp dword ptr [{GUEST:#x}], 0x9090909c"
     assert all(t.startswith(("cmp ", "jne ")) for t in text[3:clock])
     assert text[clock + 2].startswith(f"sub dword ptr {field('budget')}, ")
