@@ -32,6 +32,7 @@ from hypervisor.events import (
     TranslationCacheFlushed,
 )
 from hypervisor.isa import Instruction, decode
+from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.cpu import EFLAGS_IF, CpuState
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.interrupts import VEC_PF
@@ -533,6 +534,8 @@ class BinaryTranslation(TrapAndEmulate):
             fragment = self.cache.fragment_at(eip)
             if fragment is not None and eip in fragment.boundaries:
                 self._park_at(eip)
+                return
+            if CANCEL.requested:  # Ctrl-C: the CPU runs nothing more (the run ends here)
                 return
             self.vm.begin_slice()
             step = m.run(eip, 1)
