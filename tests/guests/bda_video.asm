@@ -6,13 +6,8 @@
 ; and the character height at 0x485. This guest prints each on COM1 as "name=hex", then moves
 ; the hardware cursor to row 2, column 5 through the port it found at 0x463 and ends (debug
 ; exit 0 at 0x501, or QEMU's isa-debug-exit at 0xF4).
-; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `start`).
-bits 32
-org 0x100000
-    jmp short start
-align 4
-mbh: dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-     dd mbh, 0x100000, image_end, image_end, start
+; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `entry`).
+%include "multiboot.inc"             ; loaded at 1 MiB, the multiboot header
 
 COM1 equ 0x3F8
 
@@ -31,7 +26,7 @@ COM1 equ 0x3F8
 %%done:
 %endmacro
 
-start:
+entry:
     mov esp, 0x90000
     field "video", 0x410, 2, 0x30  ; the equipment word's bits 4-5: the initial video mode
     field "mode", 0x449, 1
@@ -80,4 +75,5 @@ puthex:                         ; EAX (16 bits) as four hex digits and a space
 %include "com1.inc"             ; putc, puts
 
 done: db 10, "cursor moved", 10, 0
-image_end:
+load_end:
+bss_end:

@@ -6,18 +6,13 @@
 ; after STI, so its EIP always follows an STI byte, though the STI shadow lasted one
 ; instruction only. The keyboard handler prints each make code on COM1 in hex and, after
 ; three keys, ends the run through the debug exit (status 0).
-; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `start`).
-bits 32
-org 0x100000
-    jmp short start
-align 4
-mbh: dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-     dd mbh, 0x100000, image_end, image_end, start
+; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `entry`).
+%include "multiboot.inc"             ; loaded at 1 MiB, the multiboot header
 
 COM1 equ 0x3F8
 KEYS equ 3                      ; make codes to print before the run ends
 
-start:
+entry:
     mov esp, 0x90000
     mov al, 0x11                ; ICW1 to both 8259s: edge triggered, cascade, ICW4 follows
     out 0x20, al
@@ -82,21 +77,7 @@ puthex:                         ; AL as two hex digits
     cmp al, '9'
     jbe putc
     add al, 'a' - '0' - 10
-putc:                           ; AL to COM1
-    push edx
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
-
-puts:                           ; the NUL-terminated string at ESI to COM1
-    lodsb
-    test al, al
-    jz .done
-    call putc
-    jmp puts
-.done:
-    ret
+%include "com1.inc"             ; putc, puts
 
 ready: db "keys> ", 0
 keys: db 0
@@ -104,4 +85,5 @@ align 8
 idt_pointer: dw 256*8 - 1
              dd idt
 idt: times 256*8 db 0
-image_end:
+load_end:
+bss_end:

@@ -8,19 +8,14 @@
 ;      turns make codes into characters
 ;      (letters, digits, space, Enter, '.'), and echoes each on COM1 and on the VGA screen,
 ;      moving the hardware cursor after it. A '.' ends the run (exit status 0).
-; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `start`).
-bits 32
-org 0x100000
-    jmp short start
-align 4
-mbh: dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-     dd mbh, 0x100000, image_end, image_end, start
+; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `entry`).
+%include "multiboot.inc"             ; loaded at 1 MiB, the multiboot header
 
 COM1    equ 0x3F8
 SCREEN  equ 0xB8000
 ATTR    equ 0x1E                ; yellow on blue
 
-start:
+entry:
     mov esp, 0x90000
     mov esi, serial_prompt
     call puts
@@ -170,4 +165,5 @@ idt_end:
 idt_pointer:
     dw idt_end - idt - 1
     dd idt
-image_end:
+load_end:
+bss_end:
