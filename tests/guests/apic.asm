@@ -5,14 +5,8 @@
 ; Timing-dependent behaviour is checked so that it holds at any speed: a count that
 ; decreased, a timer that fired before a loop waiting for it ended, one that did not fire
 ; again. The same image prints the same under vmlab's modes and under qemu-system-i386.
-bits 32
-org 0x100000
-load_start:
-    jmp short entry                             ; vmlab enters at the load address
-align 4
-header:
-    dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    dd header, load_start, load_end, bss_end, entry
+%include "multiboot.inc"                    ; loaded at 1 MiB, the multiboot header
+%include "report.inc"                       ; CHECK: one pass/fail line per check
 
 APIC        equ 0xFEE00000
 A_ID        equ APIC + 0x020
@@ -39,14 +33,6 @@ KEY_VEC     equ 0x31
 IPI_VEC     equ 0x40
 LOW_VEC     equ 0x50
 HIGH_VEC    equ 0x60
-
-%macro CHECK 1                                  ; ZF set: pass; the name is a string
-    [section .data]
-%%name: db %1, 0
-    __?SECT?__
-    mov esi, %%name
-    call report
-%endmacro
 
 %macro GATE 2                                   ; IDT entry %1 -> handler %2
     mov eax, %2
@@ -381,38 +367,8 @@ set_gate:                                       ; IDT entry at EDI: interrupt ga
     mov [edi + 6], ax
     ret
 
-report:                                         ; print "name: pass" (ZF set) or "name: FAIL"
-    pushfd
-    call puts
-    popfd
-    mov esi, pass
-    jz .print
-    inc byte [failures]
-    mov esi, fail
-.print:
-    jmp puts
-
-puts:                                           ; print the NUL-terminated string at ESI
-    lodsb
-    test al, al
-    jz .end
-    mov dx, 0x3fd
-    mov ah, al
-.wait:
-    in al, dx
-    test al, 0x20                               ; transmit holding register empty
-    jz .wait
-    mov al, ah
-    mov dx, 0x3f8
-    out dx, al
-    jmp puts
-.end:
-    ret
 
 section .data
-pass:        db ": pass", 10, 0
-fail:        db ": FAIL", 10, 0
-failures:    db 0
 sent_low:    db 0
 last_key:    db 0
 align 4

@@ -2,26 +2,12 @@
 ; the 4 MiB holding both APICs (0xFEC00000-0xFEFFFFFF) mapped twice with PSE pages: where
 ; it is and at 0xC0000000. A monitor's shadow page tables must take both to the devices.
 ; One pass/fail line per check on COM1; the exit status is the number of failures.
-bits 32
-org 0x100000
-load_start:
-    jmp short entry
-align 4
-header:
-    dd 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
-    dd header, load_start, load_end, bss_end, entry
+%include "multiboot.inc"                    ; loaded at 1 MiB, the multiboot header
+%include "report.inc"                       ; CHECK: one pass/fail line per check
 
 %include "paging.inc"
 
 ALIAS       equ 0xC0000000 + (0xFEE00000 - 0xFEC00000)   ; the local APIC through the alias
-
-%macro CHECK 1
-    [section .data]
-%%name: db %1, 0
-    __?SECT?__
-    mov esi, %%name
-    call report
-%endmacro
 
 entry:
     mov esp, stack_top
@@ -49,38 +35,8 @@ entry:
     cli
     hlt
 
-report:
-    pushfd
-    call puts
-    popfd
-    mov esi, pass
-    jz .print
-    inc byte [failures]
-    mov esi, fail
-.print:
-    jmp puts
-
-puts:
-    lodsb
-    test al, al
-    jz .end
-    mov dx, 0x3fd
-    mov ah, al
-.wait:
-    in al, dx
-    test al, 0x20
-    jz .wait
-    mov al, ah
-    mov dx, 0x3f8
-    out dx, al
-    jmp puts
-.end:
-    ret
 
 section .data
-pass:     db ": pass", 10, 0
-fail:     db ": FAIL", 10, 0
-failures: db 0
 load_end:
 
 section .bss
