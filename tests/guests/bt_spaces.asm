@@ -35,20 +35,6 @@ ROUNDS      equ 200
 TICKS       equ 5
 CR0_PG      equ 0x80000000
 
-; copy SOURCE, DEST, SIZE - bytes of this image to a code frame (a loop, not REP MOVSB:
-; bare metal counts each of its iterations as a step, binary translation one step for all)
-%macro copy 3
-    mov esi, %1
-    mov edi, %2
-    mov ecx, %3
-%%byte:
-    mov al, [esi]
-    mov [edi], al
-    inc esi
-    inc edi
-    loop %%byte
-%endmacro
-
 start:
     call idt_install_exceptions
     set_gate 14, page_fault, INTERRUPT_GATE

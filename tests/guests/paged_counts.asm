@@ -30,19 +30,6 @@ ALIAS       equ 0x401000
 ROUNDS      equ 30
 CR0_PG      equ 0x80000000
 
-; copy SOURCE, DEST, SIZE - bytes of this image to a code frame
-%macro copy 3
-    mov esi, %1
-    mov edi, %2
-    mov ecx, %3
-%%byte:
-    mov al, [esi]
-    mov [edi], al
-    inc esi
-    inc edi
-    loop %%byte
-%endmacro
-
 start:
     copy incs, FRAMES, 6
     copy add5, FRAMES + 0x1000, 6
