@@ -16,10 +16,10 @@ import pytest
 
 from hypervisor.guest.image import load_guest
 from hypervisor.guest.samples import SAMPLES_DIR
-from hypervisor.platform.board import VGA_TEXT
 from hypervisor.session import run_guest
 from hypervisor.vmm.inputs import Input, InputDevice, InputScript
 from hypervisor.vmm.vm import Vm
+from tests.test_platform import qemu_screen
 
 QEMU = shutil.which("qemu-system-i386")
 KERNEL = SAMPLES_DIR / "apicsh.elf"
@@ -92,10 +92,7 @@ def test_qemu_prints_and_shows_the_same(tmp_path):
         prompt(len(SESSION) + 1)
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(monitor))
-            sock.sendall(f'pmemsave {VGA_TEXT[0]:#x} 4000 "{dump}"\n'.encode())
-            while not dump.exists() or dump.stat().st_size < 4000:
-                assert time.monotonic() < deadline, "QEMU did not save the screen"
-                time.sleep(0.05)
+            qemu_screen(sock, dump, deadline)
         qemu.stdin.write(EXIT[1].encode())
         qemu.stdin.flush()
         assert qemu.wait(timeout=30) == 1  # isa-debug-exit: (0 << 1) | 1

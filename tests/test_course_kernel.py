@@ -20,6 +20,7 @@ from hypervisor.guest.samples import SAMPLES_DIR, kernels_compiler, stale_kernel
 from hypervisor.platform.board import VGA_TEXT
 from hypervisor.session import run_guest
 from hypervisor.vmm.vm import Vm
+from tests.test_platform import qemu_screen
 from tui.listing import Listing
 
 RAM = 32 << 20
@@ -141,10 +142,7 @@ def test_the_final_screen_is_the_one_qemu_shows(tmp_path):
             time.sleep(0.05)
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(monitor))
-            sock.sendall(f'pmemsave {VGA_TEXT[0]:#x} 4000 "{dump}"\n'.encode())
-            while not dump.exists() or dump.stat().st_size < 4000:
-                assert time.monotonic() < deadline, "QEMU did not save the screen"
-                time.sleep(0.05)
+            qemu_screen(sock, dump, deadline)
             sock.sendall(b"quit\n")
     finally:
         if qemu.poll() is None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from hypervisor.devices.cmos import PIT_HZ, CmosRtc
 from hypervisor.guest.image import load_guest
 from hypervisor.machine.cpumodel import cpuid
+from hypervisor.platform.board import VGA_TEXT
 from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
 from vmlab.cli import main
@@ -30,6 +33,15 @@ def qemu_serial(kernel: Path, *options: str, serial: Path | None = None) -> str:
     qemu += ["-serial", f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
     assert subprocess.run([*qemu, *options], timeout=30, check=False).returncode & 1
     return serial.read_text()
+
+
+def qemu_screen(monitor: socket.socket, dump: Path, deadline: float) -> None:
+    """Have QEMU save its VGA text buffer (80x25 cells) to `dump` through its monitor, and
+    wait until the file is whole."""
+    monitor.sendall(f'pmemsave {VGA_TEXT[0]:#x} 4000 "{dump}"\n'.encode())
+    while not dump.exists() or dump.stat().st_size < 4000:
+        assert time.monotonic() < deadline, "QEMU did not save the screen"
+        time.sleep(0.05)
 
 
 def probes_pass(tmp_path: Path, name: str, mode: str, checks: int, max_insns: int) -> str:
