@@ -179,7 +179,10 @@ class Machine:
         self._cr0 = OneRegister(self.uc, x.UC_X86_REG_CR0)
         self._cr2_reg = OneRegister(self.uc, x.UC_X86_REG_CR2)
         self._paging = RegisterBatch(self.uc, _PAGING_REGS)
-        self._traced = RegisterBatch(self.uc, (*STATE_REG_IDS, x.UC_X86_REG_CR0))
+        # The registers of `state()` as `RegisterReader.raw` gives them, and CR0 in one word
+        # more: what the tracer needs at every instruction, in one call (bound as it is: a
+        # method around it would be a Python call more per traced instruction).
+        self.trace_registers = RegisterBatch(self.uc, (*STATE_REG_IDS, x.UC_X86_REG_CR0)).raw
         self._entry = {reg: OneRegister(self.uc, reg) for _, reg in _ENTRY_SEGMENTS}
         self._plain = RegisterBatch(self.uc, [reg for _, reg in _PLAIN_REGS])
         self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
@@ -229,10 +232,11 @@ class Machine:
         effect; fewer bytes where a page is not mapped)."""
         return self._code(address, size, self._cr0.read())
 
-    def trace_registers(self) -> bytes:
-        """The registers of `state()` as `RegisterReader.raw` gives them, and CR0 in one
-        word more: what the tracer needs at every instruction, in one call."""
-        return self._traced.raw()
+    @property
+    def ram_view(self) -> memoryview:
+        """The guest's RAM as bytes, read in place (a tracer compares code at every
+        instruction); guest-physical address = index."""
+        return self._ram_view
 
     def traced_code(self, address: int, size: int, registers: bytes) -> bytes:
         """`code()`, with CR0 from a `trace_registers()` read."""
@@ -765,7 +769,7 @@ class Machine:
                         rerun, clock.rerun = clock.rerun, None
                         if rerun == address:  # stopped before its first MMIO access: seen
                             return
-                    if not clock.at_deadline():
+                    if not (clock.stepping and clock.at_deadline()):
                         callback(address, size)
 
                 hook = traced

@@ -43,7 +43,7 @@ class Recorder:
         self._console = ""
         self.hits: list[int] = []  # steps where a fast-forward met a breakpoint
         vm.events.subscribe(self._on_event)
-        vm.events.instructions = self.recording.add_executed
+        vm.events.instructions = self.recording.sink()
 
     def run(self, count: int) -> ExitInfo:
         """Run the VM traced for up to `count` instructions, recording them (in pieces of

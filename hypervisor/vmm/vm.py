@@ -286,6 +286,11 @@ class Vm:
             return self.stats.total
         return self.stats.total + self.machine.counter.read() - self._slice_done
 
+    def slice_base(self) -> int:
+        """`step` less the instructions the CPU began in the slice now running (constant
+        through the slice: a tracer that knows EIP adds the clock's count at it)."""
+        return self.stats.total - self._slice_done
+
     def _console(self, data: bytes) -> None:
         self.console += data
         self._line += data

@@ -658,6 +658,10 @@ class BinaryTranslation(TrapAndEmulate):
         self._pending = None
 
     # ------------------------------------------------------------------ tracing
+    def _tracer(self) -> Callable[[int, int], None]:
+        """Translated code is traced by its own rules (`_trace`), never the fused path."""
+        return self._trace
+
     def _trace(self, eip: int, size: int) -> None:
         """In the TC, an instruction of translated code starts a guest instruction only at
         the first address of its translation; the rest (sequences, stubs) is not the guest's.
