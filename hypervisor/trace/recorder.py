@@ -3,9 +3,10 @@ events as they come, and fast-forwarded stretches where it ran untraced."""
 
 from __future__ import annotations
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
+from unicorn import UC_HOOK_CODE, Uc
 
 from hypervisor.events import ConsoleOutput, Event, InsnClass, VmStateChanged
+from hypervisor.machine.codehook import WriteHook
 from hypervisor.trace.recording import WORDS, Recording, unpack_registers
 from hypervisor.vmm.contract import ExitInfo, VmState
 from hypervisor.vmm.vm import Vm
@@ -49,7 +50,7 @@ class Recorder:
         """Run the VM traced for up to `count` instructions, recording them (in pieces of
         at most CHUNK steps, so that the register reads waiting to be diffed stay few)."""
         machine, vm = self.vm.machine, self.vm
-        hook = machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)
+        hook = WriteHook(machine.uc, self._on_write)
         vm.events.watch = self._advance
         end = vm.step + count
         try:
@@ -63,7 +64,7 @@ class Recorder:
                     break
         finally:
             vm.events.watch = None
-            machine.uc.hook_del(hook)
+            hook.remove()
         if self._last:
             self.recording.final = unpack_registers(self._last)
         self._ended(exit_info)
@@ -143,9 +144,7 @@ class Recorder:
         self.recording.add_states(self._states)
         del self._states[:-WORDS]
 
-    def _on_write(
-        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
-    ) -> None:
+    def _on_write(self, address: int, size: int, value: int) -> None:
         self.recording.add_write(self._at, address, size, value)
 
     def _on_event(self, event: Event) -> None:
