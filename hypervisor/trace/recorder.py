@@ -4,11 +4,15 @@ events as they come, and fast-forwarded stretches where it ran untraced."""
 from __future__ import annotations
 
 from unicorn import UC_HOOK_CODE, Uc
+from unicorn.x86_const import UC_X86_REG_CR0
 
 from hypervisor.events import ConsoleOutput, Event, InsnClass, VmStateChanged
 from hypervisor.machine.codehook import WriteHook
+from hypervisor.machine.cpu import CR0_PG
+from hypervisor.machine.registers import OneRegister
 from hypervisor.trace.recording import WORDS, Recording, unpack_registers
 from hypervisor.vmm.contract import ExitInfo, VmState
+from hypervisor.vmm.pagefault import store_address
 from hypervisor.vmm.vm import Vm
 
 CHUNK = 1 << 16  # steps a recorder runs between two diffs of its register reads
@@ -29,6 +33,7 @@ class Recorder:
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
         self._raw = vm.machine.registers.raw
+        self._cr0 = OneRegister(vm.machine.uc, UC_X86_REG_CR0).read
         # Raw register reads at the start of steps `_at - n + 1 … _at`, not yet diffed into
         # the columns; the last one is rewritten while its step is announced again.
         self._states = bytearray(self._raw())
@@ -145,6 +150,15 @@ class Recorder:
         del self._states[:-WORDS]
 
     def _on_write(self, address: int, size: int, value: int) -> None:
+        """A store of the CPU's: unicorn reports where it lands in physical memory. One into
+        the monitor's own pages (binary translation's vCPU area, a descriptor's accessed bit
+        in a shadow GDT) is the monitor's, not the guest's; with paging on, the guest's is
+        kept at the linear address its instruction names."""
+        machine = self.vm.machine
+        if address & ~0xFFF in machine.monitor_pages:
+            return
+        if self._cr0() & CR0_PG:
+            address = store_address(machine.linear_fixed(), machine.state(), address)
         self.recording.add_write(self._at, address, size, value)
 
     def _on_event(self, event: Event) -> None:
