@@ -94,6 +94,8 @@ class _Header(ctypes.Structure):
         ("cr0_id", ctypes.c_int32),
         ("cr3_id", ctypes.c_int32),
         ("cr4_id", ctypes.c_int32),
+        ("hooked_at", ctypes.c_uint64),
+        ("hooked_eflags", ctypes.c_uint64),
     ]
 
 
@@ -337,6 +339,8 @@ class BlockClock:
             return False
         c = self._c
         self.rerun = self._eip()
+        if c.hooked_at == self.rerun:  # unicorn lost the lazy flags the hook saw (blockclock.c)
+            self._uc.reg_write(UC_X86_REG_EFLAGS, c.hooked_eflags)
         c.end = self.retired_before(self.rerun)  # the instructions before it retired
         c.block = NO_BLOCK
         c.after_sti = c.shadow  # the STI shadow lets the instruction through once more

@@ -603,7 +603,8 @@ class Machine:
         self._running = True
         self._cr2 = self._cr2_reg.read()
         assert self._mmio is not None, "sealed"
-        self._mmio.before_run(paging=bool(self._cr0.read() & CR0_PG))
+        paging = bool(self._cr0.read() & CR0_PG)
+        self._mmio.before_run(paging=paging, traced=self._trace_hook is not None)
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:

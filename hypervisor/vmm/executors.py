@@ -169,6 +169,12 @@ class Executor(ABC):
         """False while the CPU runs code the monitor generated (binary translation)."""
         return True
 
+    def uncounted_in_slice(self) -> int | None:
+        """While the CPU runs code that keeps its own clock (translated code): the guest
+        instructions of the running slice, up to the one the CPU is in, that the VM has not
+        counted yet. None: the machine's counter counts them."""
+        return None
+
     def before_slice(self, count: int) -> int:
         """A last look before the CPU runs; returns the instruction count to run it with
         (0: no limit — the code run keeps its own clock, as translated code does)."""
