@@ -34,6 +34,7 @@ class Recorder:
         self.vm = vm
         self._raw = vm.machine.registers.raw
         self._cr0 = OneRegister(vm.machine.uc, UC_X86_REG_CR0).read
+        self._last_write: tuple[int, int, int, int] | None = None  # (step, address, size, value)
         # Raw register reads at the start of steps `_at - n + 1 … _at`, not yet diffed into
         # the columns; the last one is rewritten while its step is announced again.
         self._states = bytearray(self._raw())
@@ -159,7 +160,11 @@ class Recorder:
             return
         if self._cr0() & CR0_PG:
             address = store_address(machine.linear_fixed(), machine.state(), address)
-        self.recording.add_write(self._at, address, size, value)
+        write = (self._at, address, size, value)
+        if write == self._last_write:  # a store into a write-protected page (translated code,
+            return  # dirty logging) is reported, refused, then made again when the CPU restarts
+        self._last_write = write
+        self.recording.add_write(*write)
 
     def _on_event(self, event: Event) -> None:
         recording = self.recording
