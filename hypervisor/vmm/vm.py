@@ -488,6 +488,10 @@ class Vm:
                 waiting = self.inputs.has_waiting(self)
                 if waiting:
                     count = min(count, SPIN_PROBE)
+                    if due is not None and due > 1:
+                        # end one short of the tick: a slice that ends at it has entered the
+                        # timer handler, and a guest idling between ticks is never seen spin
+                        count = min(count, due - 1)
                 self.executor.run_slice(count)
                 if waiting and self.exit is None and self.executor.idle_spinning():
                     self.inputs.take_waiting(self, self.step)  # delivered at this step
