@@ -170,6 +170,23 @@ entry:
     cmp eax, 0xFD000008                         ; where SeaBIOS placed it
     CHECK "pci vga bar0 restored"
 
+; --- the 8042 keyboard controller, as SeaBIOS leaves it ---------------------------------------
+    in al, 0x64
+    cmp al, 0x1C                                ; unlocked, last write a command, self-test passed
+    CHECK "kbc status at start-up"
+    mov al, 0x20                                ; read the config byte
+    out 0x64, al
+    in al, 0x60
+    cmp al, 0x61                                ; translation, mouse off, keyboard IRQ 1 on
+    CHECK "kbc config byte at start-up"
+    mov al, 0x60                                ; write it back unchanged (system flag clear)
+    out 0x64, al
+    mov al, 0x61
+    out 0x60, al
+    in al, 0x64
+    cmp al, 0x1C                                ; the status keeps its flags, as QEMU's does
+    CHECK "kbc config write keeps the system flag"
+
 ; --- port 0x61: PIT channel 2 OUT and the refresh toggle ----------------------------------------
     mov al, 0x01                                ; channel 2 gate on, speaker off
     out 0x61, al
