@@ -13,7 +13,8 @@ working but nothing is ever connected; no timeouts or parity errors.
 
 Power-on state is the one QEMU's controller shows after SeaBIOS (measured): status 0x1C
 (self-test passed, the last write a command, unlocked) and config byte 0x61 (keyboard
-interrupt on, translation on, mouse port disabled, its system flag clear), scanning enabled.
+interrupt on, translation on, mouse port disabled, its system flag clear), scanning enabled,
+and 0x60 reading 0xFA (the keyboard's last acknowledgement) until a key comes.
 As in QEMU's model, the status's command bit, once a command was written, stays set, and
 writing the config byte leaves the status's system flag alone.
 """
@@ -95,7 +96,9 @@ class Kbc8042(BytePortDevice):
     status: int = field(default=STATUS_SYS | STATUS_CMD | STATUS_UNLOCKED, init=False)
     config: int = field(default=BIOS_CONFIG, init=False)
     output_port: int = field(default=OUTPUT_RESET | OUTPUT_A20, init=False)
-    output: int = field(default=0, init=False)  # the output buffer (valid while OBF)
+    # the output buffer (valid while OBF); at power-on the ACK SeaBIOS read last, which a
+    # kernel reading 0x60 without looking at OBF gets (and gets again while nothing comes)
+    output: int = field(default=ACK, init=False)
     pending: int | None = field(default=None, init=False)  # a command awaiting its parameter
     keyboard_pending: int | None = field(default=None, init=False)  # the same, keyboard side
     scanning: bool = field(default=True, init=False)

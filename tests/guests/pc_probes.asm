@@ -171,6 +171,9 @@ entry:
     CHECK "pci vga bar0 restored"
 
 ; --- the 8042 keyboard controller, as SeaBIOS leaves it ---------------------------------------
+    in al, 0x60                                 ; no key yet: the last byte SeaBIOS read
+    cmp al, 0xFA                                ; the keyboard's ACK
+    CHECK "kbc data before any key"
     in al, 0x64
     cmp al, 0x1C                                ; unlocked, last write a command, self-test passed
     CHECK "kbc status at start-up"
