@@ -32,7 +32,7 @@ from unicorn.unicorn import UcContext
 
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.machine import MachineSnapshot
-from hypervisor.machine.pagediff import ZERO_PAGE, PageDiff
+from hypervisor.machine.pagediff import ZERO_PAGE, PageDiff, write_changed
 from hypervisor.vmm.vm import Vm
 
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
@@ -181,7 +181,7 @@ class CheckpointStore:
     _ram: PageDiff | None = None  # the last checkpoint's RAM and monitor memory, to diff with
     _monitor: dict[int, bytes] = field(default_factory=dict)
     _nbytes: int = 0
-    _restored: tuple[Checkpoint, MachineSnapshot] | None = None  # the last one restored
+    _restored: tuple[Checkpoint, dict[int, bytes], MachineSnapshot] | None = None  # the last
 
     @property
     def last_step(self) -> int:
@@ -242,15 +242,20 @@ class CheckpointStore:
         return self.checkpoints[index] if index >= 0 else None
 
     def restore(self, vm: Vm, checkpoint: Checkpoint) -> None:
-        """Put `vm` (same image and mode as the checkpointed one) in the checkpoint's state."""
-        vm.machine.restore(self._snapshot(checkpoint, vm.machine.ram_size))
+        """Put `vm` (same image and mode as the checkpointed one) in the checkpoint's state:
+        its RAM page by page where it differs (a VM being put back is mostly where it was),
+        then the rest of the machine."""
+        pages, snapshot = self._snapshot(checkpoint)
+        write_changed(vm.machine.ram_address, pages)
+        vm.machine.restore(snapshot)
         apply_state(vm, checkpoint.state)
 
-    def _snapshot(self, checkpoint: Checkpoint, ram_size: int) -> MachineSnapshot:
-        """The checkpoint's machine state in full; the last one is kept, as stepping back
-        one step at a time restores the same checkpoint again and again."""
+    def _snapshot(self, checkpoint: Checkpoint) -> tuple[dict[int, bytes], MachineSnapshot]:
+        """The checkpoint's RAM as every page's contents then, and the rest of its machine
+        state (RAM left out: `restore` writes it); the last one is kept, as stepping back one
+        step at a time restores the same checkpoint again and again."""
         if self._restored is not None and self._restored[0] is checkpoint:
-            return self._restored[1]
+            return self._restored[1], self._restored[2]
         index = self.checkpoints.index(checkpoint)
         ram: dict[int, bytes] = {}
         monitor: dict[int, bytes] = {}
@@ -258,23 +263,22 @@ class CheckpointStore:
             for source, target in ((earlier.ram, ram), (earlier.monitor, monitor)):
                 for address, page in source.items():
                     target.setdefault(address, page)
-        image = b"".join(ram.get(offset, ZERO_PAGE) for offset in range(0, ram_size, PAGE))
         snapshot = MachineSnapshot(
             checkpoint.cpu,
-            image,
+            b"",
             _ranges(monitor),
             checkpoint.protected,
             checkpoint.aliases,
             checkpoint.window,
         )
-        self._restored = (checkpoint, snapshot)
-        return snapshot
+        self._restored = (checkpoint, ram, snapshot)
+        return ram, snapshot
 
     def nbytes(self) -> int:
         """Memory the checkpoints take, with the full copies kept of the last one taken (to
         diff against) and of the last one restored."""
-        restored = self._restored[1] if self._restored else None
-        kept = len(restored.ram) + sum(len(d) for _, d in restored.monitor) if restored else 0
+        restored = self._restored[2] if self._restored else None  # (its pages are shared)
+        kept = sum(len(d) for _, d in restored.monitor) if restored else 0
         copy = self._ram.nbytes() if self._ram else 0
         return self._nbytes + copy + sum(map(len, self._monitor.values())) + kept
 
