@@ -233,7 +233,10 @@ class CheckpointStore:
         self._steps.append(vm.step)
         self._running = 0.0
         self._nbytes += checkpoint.nbytes()
-        while self.nbytes() > self.budget and len(self.checkpoints) > 1:
+        # The budget is the checkpoints' own pages: the copy kept to diff against is RAM-sized
+        # whatever is thinned (a 128 MiB guest's alone is over the default budget), and with
+        # two checkpoints left thinning drops none.
+        while self.stored() > self.budget and len(self.checkpoints) > 2:
             self._thin()
 
     def nearest(self, step: int) -> Checkpoint | None:
@@ -273,6 +276,10 @@ class CheckpointStore:
         )
         self._restored = (checkpoint, ram, snapshot)
         return ram, snapshot
+
+    def stored(self) -> int:
+        """Bytes of the checkpoints themselves: what the budget bounds."""
+        return self._nbytes
 
     def nbytes(self) -> int:
         """Memory the checkpoints take, with the full copies kept of the last one taken (to
