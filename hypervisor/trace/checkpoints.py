@@ -14,7 +14,8 @@ can be restored into another VM of the same image and mode.
 RAM and monitor memory are kept as pages that changed since the previous checkpoint (a
 4 MiB guest typically writes a few pages between two checkpoints), all-zero pages shared.
 Checkpoints are placed by time: one is due when the VMs ran `every` seconds past the last
-one, so a seek re-executes at most that long whatever the guest does (a million plain
+one (or ten times what the last one took to take, for a guest with hundreds of MiB of RAM to
+diff), so a seek re-executes at most that long whatever the guest does (a million plain
 instructions or a few thousand traps) — or, for tests, every `interval` steps. A store has a
 memory budget: past it, every other checkpoint goes (its pages merged into the next one)
 and the spacing doubles.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,6 +180,7 @@ class CheckpointStore:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     _steps: list[int] = field(default_factory=list)
     _running: float = 0.0  # seconds run past the last checkpoint
+    _cost: float = 0.0  # seconds the last checkpoint took to take
     _ram: PageDiff | None = None  # the last checkpoint's RAM and monitor memory, to diff with
     _monitor: dict[int, bytes] = field(default_factory=dict)
     _nbytes: int = 0
@@ -202,11 +205,14 @@ class CheckpointStore:
             return False
         if self.interval:
             return step - self.last_step >= self.interval
-        return self._running >= self.every
+        # at least ten times what the last checkpoint took: a big guest's RAM diff (256 MiB
+        # compared in tens of milliseconds) costs a fast-forward a tenth of its time at most
+        return self._running >= max(self.every, 10 * self._cost)
 
     def take(self, vm: Vm) -> None:
         """Checkpoint the VM where it stands (between runs), after the last checkpoint."""
         assert not self._steps or vm.step > self._steps[-1], "checkpoints are taken in order"
+        began = time.perf_counter()
         machine = vm.machine
         snapshot = machine.snapshot(ram=False)
         if self._ram is None:
@@ -232,6 +238,7 @@ class CheckpointStore:
         self.checkpoints.append(checkpoint)
         self._steps.append(vm.step)
         self._running = 0.0
+        self._cost = time.perf_counter() - began
         self._nbytes += checkpoint.nbytes()
         # The budget is the checkpoints' own pages: the copy kept to diff against is RAM-sized
         # whatever is thinned (a 128 MiB guest's alone is over the default budget), and with
