@@ -675,8 +675,12 @@ class BinaryTranslation(TrapAndEmulate):
         self.selfmod.page_written(address, size, stored)
 
     def forget_traced(self) -> None:
-        """The traced instruction now running did not retire (it runs again)."""
-        self._pending = None
+        """The traced instruction now running did not retire: it runs again from its start,
+        where the tracer sees it begin again. (A store inside its translation, as a REP
+        round's, runs again right there: the instruction stays the one in flight.)"""
+        fragment = self._fragment_running()
+        if fragment is None or self.machine.uc.reg_read(_EIP) in fragment.instruction_starts:
+            self._pending = None
 
     # ------------------------------------------------------------------ tracing
     def _trace(self, eip: int, size: int) -> None:
