@@ -683,6 +683,10 @@ class BinaryTranslation(TrapAndEmulate):
             self._pending = None
 
     # ------------------------------------------------------------------ tracing
+    def _tracer(self) -> Callable[[int, int], None]:
+        """Translated code is traced by its own rules (`_trace`), never the fused path."""
+        return self._trace
+
     def _trace(self, eip: int, size: int) -> None:
         """In the TC, an instruction of translated code starts a guest instruction only at
         the first address of its translation; the rest (sequences, stubs) is not the guest's.
@@ -692,9 +696,6 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl == 3 or not self.cache.contains(eip):
             super()._trace(eip, size)
             return
-        watch = self.vm.events.watch
-        if watch is not None:  # at every instruction of the TC, as the base tracer does
-            watch(self.vm.step - 1, self.machine.trace_registers())
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
@@ -710,6 +711,10 @@ class BinaryTranslation(TrapAndEmulate):
         index = fragment.instruction_starts.get(eip)
         if index is None:
             return
+        watch = self.vm.events.watch
+        if watch is not None:  # guest instruction `total` begins: its registers, and from here
+            # on its stores (inside its translation the state is the translation's own)
+            watch(self.vm.stats.total, self.machine.trace_registers())
         if index == 0:
             fragment.hits += 1
         insn = fragment.insns[index]
