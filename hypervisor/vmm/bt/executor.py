@@ -339,10 +339,13 @@ class BinaryTranslation(TrapAndEmulate):
         """From a hook in the TC (a port access, a console line, a device register): the
         guest instructions run up to the one the CPU is in, itself included, that the VM
         has not counted (the TC's clock is read at exits): so that an event is dated by its
-        exact step, as on bare metal. (A traced run counts each as it finishes.)"""
-        fragment = None if self.tracing else self._fragment_running()
+        exact step, as on bare metal. (A traced run has counted each as it finished, all
+        but the one in flight.)"""
+        fragment = self._fragment_running()
         if fragment is None:
             return None
+        if self.tracing:
+            return int(self._pending is not None)
         eip = self.machine.uc.reg_read(_EIP)
         return self._unread_before(fragment, _index_running(fragment, eip) + 1)
 
