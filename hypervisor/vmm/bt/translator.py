@@ -158,9 +158,7 @@ class Translator:
             body.append(insn)
             if insn.flow is not FlowKind.NONE or insn.address + insn.size > page_end:
                 break
-            if repeats(insn):
-                break
-            if self_checked and writes_memory(insn):
+            if repeats(insn) or (self_checked and writes_memory(insn)):
                 break
         return body, None
 
