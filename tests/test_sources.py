@@ -11,6 +11,7 @@ from hypervisor.guest.samples import SAMPLES_DIR
 from hypervisor.guest.sources import SourceFiles, source_files
 from hypervisor.guest.symbols import SourceRow, symbols_of
 from hypervisor.vmm.vm import Vm
+from tests.ckernels import build_course
 from tui.listing import Listing
 
 KERNEL_C = (SAMPLES_DIR / "course" / "kernel.c").read_text().splitlines()
@@ -48,3 +49,14 @@ def test_a_path_recorded_whole_is_read_where_it_says(tmp_path: Path):
     assert sources.line(SourceRow(0x100000, "a.c", 2, str(tmp_path))) == "return x;"
     assert sources.line(SourceRow(0x100000, "a.c", 3, str(tmp_path))) is None  # past its end
     assert sources.line(SourceRow(0x100000, "b.c", 1, str(tmp_path))) is None
+
+
+def test_sources_beside_a_kernel_built_in_a_folder_that_is_gone(tmp_path: Path):
+    """A student builds in one folder, then moves the kernel and its sources (or deletes the
+    build tree): DWARF still names the old folder whole; the files beside the image are it."""
+    built = build_course(tmp_path / "build", "-O2", "-g")
+    moved = tmp_path / "moved"
+    shutil.copytree(built.parent, moved)
+    shutil.rmtree(built.parent)
+    row = _kmain_row(str(moved / "kernel.elf"))
+    assert "void kmain(uint32_t magic, uint32_t mbi_address) {  · kmain+0x0" in row

@@ -1,10 +1,11 @@
 """The C source text behind a kernel's line rows, for the code pane.
 
 DWARF names a line's file as the compiler saw it: a name, its directory, the compilation
-directory. A path recorded whole (absolute) is read where it says. A relative one (the
-samples are built with their folder mapped to ".", so that their bytes do not depend on the
-checkout) is looked for beside the image's file and, for a sample kernel, in the folder its
-build compiles (`kernels.py`). A file found nowhere is "source not found": the image runs
+directory. A path recorded whole (absolute) is read where it says, and where that folder is
+gone (the kernel and its sources moved since the build) beside the image's file. A relative
+one (the samples are built with their folder mapped to ".", so that their bytes do not depend
+on the checkout) is looked for beside the image's file and, for a sample kernel, in the
+folder its build compiles (`kernels.py`). A file found nowhere is "source not found": the image runs
 the same, the pane just has no text to show.
 """
 
@@ -48,10 +49,15 @@ class SourceFiles:
         return self._files[key]
 
     def _candidates(self, directory: str, name: str) -> list[Path]:
-        recorded = PurePosixPath(directory, name)
-        if recorded.is_absolute():
-            return [Path(recorded)]
-        return [root / part for root in self.roots for part in (recorded, PurePosixPath(name))]
+        """Where DWARF says, then under each root: the path as recorded (when relative),
+        the file's name as the compiler was given it, its bare name. A path recorded whole
+        whose folder is gone (the build tree moved or deleted) is so looked for beside the
+        image too."""
+        recorded, given = PurePosixPath(directory, name), PurePosixPath(name)
+        parts = dict.fromkeys((recorded, given, PurePosixPath(given.name)))
+        relative = [part for part in parts if not part.is_absolute()]
+        whole = [Path(recorded)] if recorded.is_absolute() else []
+        return whole + [root / part for root in self.roots for part in relative]
 
 
 def source_files(image: GuestImage) -> SourceFiles:
