@@ -173,11 +173,14 @@ class TimeMachine:
     def verify(self) -> list[str]:
         """Re-execute a whole recording and say where the run disagrees with it: an engine
         or image that changed since it was recorded shows here. Empty when it replays."""
-        end = self.frontier
+        end, recorded = self.frontier, self.recording.exit
         vm = self._new_vm()
         try:
-            if end:
-                vm.run(end)
+            # a run that ended by itself (halted: asleep for ever) is found to end only by
+            # trying one step more, as the recording's own run found it
+            ended = recorded is not None and recorded.final
+            if end or ended:
+                vm.run(end + 1 if ended else end)
             problems = []
             if vm.step != end:
                 problems.append(f"the run stops at step {vm.step:,}, the recording at {end:,}")
@@ -185,7 +188,6 @@ class TimeMachine:
                 self.mode, self.recording.registers_at(end)
             ):
                 problems.append(f"the registers at step {end:,} differ from the recording")
-            recorded = self.recording.exit
             if recorded is not None and (vm.exit is None or vm.exit.reason != recorded.reason):
                 problems.append(
                     f"the run ends with {vm.exit.reason if vm.exit else 'no exit'}, "
