@@ -24,6 +24,8 @@ def address_of(text: str, symbols: SymbolTable) -> int:
             return int(text, 16)
         except ValueError:
             raise TargetError(f"not an address: {text}") from None
+    if not symbols.functions:  # a stripped ELF has its code, not the names: say so
+        raise TargetError("this guest has no symbols (a flat image, or a stripped ELF): use 0x…")
     address = symbols.address_of(text)
     if address is None:
         raise TargetError(f"no function named {text!r} in this guest's symbols")
