@@ -60,3 +60,15 @@ def test_sources_beside_a_kernel_built_in_a_folder_that_is_gone(tmp_path: Path):
     shutil.rmtree(built.parent)
     row = _kmain_row(str(moved / "kernel.elf"))
     assert "void kmain(uint32_t magic, uint32_t mbi_address) {  · kmain+0x0" in row
+
+
+def test_sources_in_the_working_folder_as_gdb_looks_for_them(tmp_path: Path, monkeypatch):
+    """The kernel in one folder, its sources (moved since the build) in another: run from the
+    sources' folder, the code pane finds them there, as gdb's default path `$cdir:$cwd` does."""
+    built = build_course(tmp_path / "build", "-O0", "-g")
+    shutil.copy(built, tmp_path / "kernel.elf")
+    shutil.move(built.parent, tmp_path / "src")
+    assert "(source not found)  · kmain+0x0" in _kmain_row(str(tmp_path / "kernel.elf"))
+    monkeypatch.chdir(tmp_path / "src")
+    row = _kmain_row(str(tmp_path / "kernel.elf"))
+    assert "void kmain(uint32_t magic, uint32_t mbi_address) {  · kmain+0x0" in row

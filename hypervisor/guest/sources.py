@@ -5,7 +5,8 @@ directory. A path recorded whole (absolute) is read where it says, and where tha
 gone (the kernel and its sources moved since the build) beside the image's file. A relative
 one (the samples are built with their folder mapped to ".", so that their bytes do not depend
 on the checkout) is looked for beside the image's file and, for a sample kernel, in the
-folder its build compiles (`kernels.py`). A file found nowhere is "source not found": the image runs
+folder its build compiles (`kernels.py`). Last comes the folder vmlab runs in (gdb's default
+source path is `$cdir:$cwd`): sources kept apart from the kernel are found by running there. A file found nowhere is "source not found": the image runs
 the same, the pane just has no text to show.
 """
 
@@ -61,7 +62,8 @@ class SourceFiles:
 
 
 def source_files(image: GuestImage) -> SourceFiles:
-    """Where `image`'s sources may be: beside its file, or a sample kernel's own folder."""
+    """Where `image`'s sources may be: beside its file, a sample kernel's own folder, the
+    working folder."""
     roots: list[Path] = []
     if image.source.startswith(SAMPLE_SOURCE):
         folder = SAMPLES_DIR
@@ -70,4 +72,4 @@ def source_files(image: GuestImage) -> SourceFiles:
         roots.append(folder)
     if folder.resolve() == SAMPLES_DIR.resolve():
         roots += [SAMPLES_DIR / b.source for b in KERNELS if b.name == image.name]
-    return SourceFiles(tuple(roots))
+    return SourceFiles((*roots, Path.cwd()))  # last, the folder vmlab runs in, as gdb's $cwd
