@@ -6,8 +6,9 @@ gone (the kernel and its sources moved since the build) beside the image's file.
 one (the samples are built with their folder mapped to ".", so that their bytes do not depend
 on the checkout) is looked for beside the image's file and, for a sample kernel, in the
 folder its build compiles (`kernels.py`). Last comes the folder vmlab runs in (gdb's default
-source path is `$cdir:$cwd`): sources kept apart from the kernel are found by running there. A file found nowhere is "source not found": the image runs
-the same, the pane just has no text to show.
+source path is `$cdir:$cwd`): sources kept apart from the kernel are found by running there.
+A file found nowhere is "source not found": the image runs the same, the pane just has no
+text to show.
 """
 
 from __future__ import annotations
