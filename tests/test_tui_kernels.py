@@ -1,5 +1,7 @@
-"""The UI on a course kernel built with a student's own flags (`tests/ckernels.py`): a stripped
-ELF works by address and says why a name does not."""
+"""The UI on kernels as users bring them: the course kernel built with a student's own flags
+(`tests/ckernels.py`) — a stripped ELF works by address and says why a name does not — and a
+kernel that cannot start at all (too big for the RAM asked for), which ends the UI with its
+reason rather than leaving every pane "starting…" for ever."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 from hypervisor.guest.image import load_guest
 from hypervisor.guest.symbols import symbols_of
 from tests.ckernels import build_course
+from tests.elfimages import HLT_LOOP, Seg, elf
 from tests.test_tui import synchronously
 from tui.app import VmlabApp
 from tui.engine import Session
@@ -48,3 +51,18 @@ async def test_a_stripped_kernel_breaks_by_address_and_says_it_has_no_names(tmp_
     async with app.run_test(size=(160, 50)):
         await app.settle()
         assert app.snapshot.vm.registers.guest.state.eip == kmain
+
+
+@synchronously
+async def test_a_kernel_that_cannot_start_ends_the_ui_with_the_reason(tmp_path: Path):
+    path = tmp_path / "big.elf"  # its one segment at 5 MiB: outside the default 4 MiB of RAM
+    path.write_bytes(elf([Seg(0x500000, 0x500000, HLT_LOOP)], entry=0x50000C))
+    app = VmlabApp(Session(vms=[(load_guest(str(path)), "trap")]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.failure:
+                break
+    segment = "kernel segment 0 (0x500000-0x500010) lies outside RAM (4 MiB)"
+    assert app.failure == f"cannot start: {path}: {segment}: give the VM more with --ram"
+    assert app.return_code == 2

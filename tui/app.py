@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -120,6 +121,7 @@ class VmlabApp(App[None]):
         self._lesson: LessonView | None = None
         self._screen_used = True  # until a snapshot says otherwise
         self._paging_shown = True
+        self.failure = ""  # why the UI ended without showing a guest (`run_app` says it)
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -256,6 +258,10 @@ class VmlabApp(App[None]):
             self.query_one("#lesson-text", Static).update(lesson_text(lesson))
 
     def on_engine_notice(self, notice: EngineNotice) -> None:
+        if self.engine.failed:  # nothing to show: every pane would say "starting…" for ever
+            self.failure = self.engine.failed
+            self.exit(return_code=2)
+            return
         self.notify(notice.text, severity=notice.severity)  # type: ignore[arg-type]
 
     async def settle(self, timeout: float = 60) -> None:
@@ -452,8 +458,13 @@ def lesson_text(lesson: LessonView) -> Content:
     return Content.assemble(*parts)
 
 
-def run_app(session: Session, trace_path: str | None = None) -> None:
-    VmlabApp(session, trace_path=trace_path).run()
+def run_app(session: Session, trace_path: str | None = None) -> int:
+    """Run the UI; its exit status (2, said in one line, when the guests cannot start)."""
+    app = VmlabApp(session, trace_path=trace_path)
+    app.run()
+    if app.failure:
+        print(f"vmlab: {app.failure}", file=sys.stderr)
+    return app.return_code or 0
 
 
 def open_trace(path: str) -> Session:

@@ -130,6 +130,7 @@ class Engine:
         self._submitted = 0  # commands submitted (UI thread) …
         self._done = 0  # … and done and published (engine thread)
         self._opened = False
+        self.failed = ""  # why the guests could not start (the UI then has nothing to show)
         self._cursor = None if session.lesson is None else Cursor(session.lesson)
         self._next_frame = 0.0  # when the next frame of run mode is due
         self._queue: queue.Queue[Command | _Prepare | _Quit] = queue.Queue()
@@ -171,8 +172,9 @@ class Engine:
     def _main(self) -> None:
         try:
             self._open()
-        except Exception as err:  # a guest that cannot start: say why, keep the UI alive
-            self._notify(f"cannot start: {err}", "error")
+        except Exception as err:  # a guest that cannot start: say why (the UI ends)
+            self.failed = f"cannot start: {err}"
+            self._notify(self.failed, "error")
             return
         if self._session.lesson is not None:
             self._do_lesson(1)

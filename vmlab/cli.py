@@ -483,8 +483,7 @@ def _open_ui(
         if replay
         else Session(vms=vms, lesson=lesson, breakpoints=breakpoints, ram_size=ram_size)
     )
-    run_app(session, trace_path=replay)
-    return 0
+    return run_app(session, trace_path=replay)
 
 
 def _record(args: argparse.Namespace) -> int:
