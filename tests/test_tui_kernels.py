@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hypervisor.guest.image import load_guest
 from hypervisor.guest.symbols import symbols_of
 from tests.ckernels import build_course
@@ -66,3 +68,21 @@ async def test_a_kernel_that_cannot_start_ends_the_ui_with_the_reason(tmp_path: 
     segment = "kernel segment 0 (0x500000-0x500010) lies outside RAM (4 MiB)"
     assert app.failure == f"cannot start: {path}: {segment}: give the VM more with --ram"
     assert app.return_code == 2
+
+
+@pytest.mark.parametrize("mode", ["trap", "bt", "pv"])
+@synchronously
+async def test_the_code_pane_reads_a_paging_kernels_code_through_the_guests_tables(mode):
+    """After the course kernel turns paging on, the code pane still lists its code: under a
+    monitor the CPU's own tables are the monitor's (bt runs translated code and never fetches
+    the guest's page), so the guest's code is read through the guest's tables."""
+    course = load_guest("course")
+    enter_user = symbols_of(course).address_of("enter_user")  # called with paging on
+    app = VmlabApp(Session(vms=[(course, mode)], breakpoints=("enter_user",)))
+    async with app.run_test(size=(160, 50)):
+        await app.settle()
+        view = app.snapshot.vm
+        assert view.registers.guest.state.eip == enter_user
+        (row,) = [r for r in view.code if r.current]
+        assert row.address == enter_user and row.text.endswith("; enter_user+0x0")
+        assert row.insn == "push ebp"

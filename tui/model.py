@@ -7,6 +7,7 @@ This module has no Textual in it: the views are plain data, tested on their own.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypervisor.devices.intc import InterruptsView
@@ -37,6 +38,7 @@ from hypervisor.vmm.bt.introspect import CacheView
 from hypervisor.vmm.contract import VmState
 from hypervisor.vmm.costs import CycleCount
 from hypervisor.vmm.mmu.introspect import PagingView
+from hypervisor.vmm.trap import TrapAndEmulate
 from hypervisor.vmm.vm import Vm
 from tui.listing import Listing, instruction
 
@@ -229,6 +231,17 @@ def _changed(before: CpuView, now: CpuView) -> frozenset[str]:
     return frozenset(name for name, value in new.items() if old[name] != value and name != "eip")
 
 
+def guest_code(vm: Vm) -> Callable[[int, int], bytes]:
+    """Reads the guest's code at its linear addresses, through the guest's own page tables.
+    On bare metal those are the CPU's; under a monitor the CPU runs on the monitor's (a
+    shadow filled as pages are touched; under bt translated code, which never fetches the
+    guest's page), where a paging kernel's code may not be mapped at all."""
+    executor = vm.executor
+    if isinstance(executor, TrapAndEmulate):
+        return executor.guest_memory.peek
+    return vm.machine.code
+
+
 def vm_view(
     tm: TimeMachine,
     listing: Listing,
@@ -244,7 +257,7 @@ def vm_view(
     vm, recording, step = tm.vm, tm.recording, tm.position
     eip = regs.guest.state.eip
     last = _last_step(tm)
-    read = vm.machine.code  # through the guest's page tables, as the CPU fetches
+    read = guest_code(vm)
     rows = listing.window(eip, read, CODE_CONTEXT, CODE_CONTEXT)
     code = []
     for r in rows:
