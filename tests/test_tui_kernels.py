@@ -13,8 +13,10 @@ import pytest
 
 from hypervisor.guest.image import load_guest
 from hypervisor.guest.symbols import symbols_of
+from hypervisor.trace import tracefile
 from tests.ckernels import build_course
 from tests.elfimages import HLT_LOOP, Seg, elf
+from tests.test_fastforward_ui import prompt
 from tests.test_tui import synchronously
 from tui.app import VmlabApp
 from tui.engine import Session
@@ -86,3 +88,22 @@ async def test_the_code_pane_reads_a_paging_kernels_code_through_the_guests_tabl
         (row,) = [r for r in view.code if r.current]
         assert row.address == enter_user and row.text.endswith("; enter_user+0x0")
         assert row.insn == "push ebp"
+
+
+@synchronously
+async def test_a_replay_goes_to_a_function_or_event_found_in_its_recording():
+    """`g kmain` and `F interrupt` in a replay (`vmlab replay FILE`): nothing is recorded
+    ahead, the whole run is in the file already, so the place is looked up there."""
+    course = load_guest("course")
+    trace = tracefile.record(course, "trap", 40_000)  # past the first timer tick
+    kmain = symbols_of(course).address_of("kmain")
+    first = trace.recording.next_execution(kmain, 0)
+    interrupt = trace.recording.next_step("interrupt", first)
+    app = VmlabApp(Session(replay=trace))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        await prompt(pilot, "g", "kmain")
+        assert app.snapshot.vm.step == first
+        assert app.snapshot.vm.registers.guest.state.eip == kmain
+        await prompt(pilot, "F", "interrupt")
+        assert app.snapshot.vm.step == interrupt

@@ -415,15 +415,18 @@ class Engine:
         """Fast-forward the focused VM (untraced, at full speed, the panes following it
         live) to a step, the next time it is about to run a breakpoint, or right after the
         next event of a kind; the other VMs follow to the same step. Behind the frontier
-        the recording is searched first."""
+        the recording is searched first (a replay's is all there is)."""
         self.running = False
         clock = self.clock
         tm = clock.lanes[clock.focus].tm
-        if clock.host_clock or tm.replay:
-            why = "a replay" if tm.replay else "the host's clock (c: each VM's own)"
+        if clock.host_clock:
+            why = "the host's clock (c: each VM's own)"
             self._notify(f"fast-forward records ahead: not on {why}", "information")
             return
         found = self._recorded_goal(tm, goal)
+        if found is None and tm.replay:
+            self._notify(f"not in the recording after step {tm.position:,}", "information")
+            return
         idle = False
         while found is None and not tm.exhausted and not idle:
             if self._cancel.is_set():
