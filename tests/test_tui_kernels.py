@@ -107,3 +107,19 @@ async def test_a_replay_goes_to_a_function_or_event_found_in_its_recording():
         assert app.snapshot.vm.registers.guest.state.eip == kmain
         await prompt(pilot, "F", "interrupt")
         assert app.snapshot.vm.step == interrupt
+
+
+@synchronously
+async def test_a_function_the_compiler_inlined_is_a_place_to_break():
+    """At -O2 gcc inlines `static` functions called once (the course kernel's paging_start,
+    show_boot, gdt_install): no symbol names them, but DWARF lists each inlined copy, and
+    gdb breaks there. `--break paging_start` stops where its inlined body begins."""
+    course = load_guest("course")
+    assert symbols_of(course).address_of("paging_start") is None  # no symbol of its own
+    body = range(181, 200)  # kernel.c: paging_start's lines
+    app = VmlabApp(Session(vms=[(course, "native")], breakpoints=("paging_start",)))
+    async with app.run_test(size=(160, 50)):
+        await app.settle()
+        (row,) = [r for r in app.snapshot.vm.code if r.current]
+        assert row.line in body and "kmain+0x" in row.text
+        assert app.snapshot.vm.console.endswith("timer: 3 ticks\n")  # called right after

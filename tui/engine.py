@@ -69,7 +69,7 @@ from tui.model import (
     switch_rows,
     vm_view,
 )
-from tui.targets import TargetError, address_of
+from tui.targets import TargetError, addresses_of
 
 FRAME = 1 / 30  # seconds between snapshots in run mode
 SPEEDS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)  # instructions per second
@@ -454,7 +454,7 @@ class Engine:
     def _break_at(self, names: tuple[str, ...]) -> None:
         """Fast-forward to the first of the breakpoints given on the command line."""
         try:
-            addresses = frozenset(address_of(name, self.symbols()) for name in names)
+            addresses = frozenset().union(*(addresses_of(n, self.symbols()) for n in names))
         except TargetError as err:
             self._notify(f"--break: {err}", "error")
             return

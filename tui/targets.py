@@ -16,20 +16,28 @@ class TargetError(ValueError):
     """Not a place to go; the message is one line for the user."""
 
 
-def address_of(text: str, symbols: SymbolTable) -> int:
-    """A breakpoint's address, from `0x…` hex or a function name."""
+def addresses_of(text: str, symbols: SymbolTable) -> frozenset[int]:
+    """A breakpoint's addresses, from `0x…` hex or a function name (its own code and each
+    copy the compiler inlined)."""
     text = text.strip()
     if text.lower().startswith("0x"):
         try:
-            return int(text, 16)
+            return frozenset({int(text, 16)})
         except ValueError:
             raise TargetError(f"not an address: {text}") from None
     if not symbols.functions:  # a stripped ELF has its code, not the names: say so
         raise TargetError("this guest has no symbols (a flat image, or a stripped ELF): use 0x…")
-    address = symbols.address_of(text)
-    if address is None:
+    addresses = symbols.addresses_of(text)
+    if not addresses:
         raise TargetError(f"no function named {text!r} in this guest's symbols")
-    return address
+    return addresses
+
+
+def address_of(text: str, symbols: SymbolTable) -> int:
+    """One address (the page tables pane walks one): a function's own code, else the first
+    copy the compiler inlined."""
+    own = symbols.address_of(text.strip())
+    return own if own is not None else min(addresses_of(text, symbols))
 
 
 def target_of(text: str, symbols: SymbolTable, kinds: tuple[str, ...] = ()) -> int | Goal:
@@ -41,4 +49,4 @@ def target_of(text: str, symbols: SymbolTable, kinds: tuple[str, ...] = ()) -> i
         return Goal(kind=cleaned)
     if not cleaned:
         raise TargetError("nothing to go to")
-    return Goal(breakpoints=frozenset({address_of(cleaned, symbols)}))
+    return Goal(breakpoints=addresses_of(cleaned, symbols))

@@ -3,7 +3,8 @@
 A kernel built from C (an ELF image) carries a symbol table and DWARF line information; the
 code pane names the function an address is in and the C line it comes from, and a user can go
 to (or break at) a function by name. The loader that reads an ELF image fills a `SymbolTable`
-(pyelftools: `.symtab` functions, `.debug_line` rows); an image without one has no symbols.
+(pyelftools: `.symtab` functions, `.debug_line` rows, and from `.debug_info` where each
+inlined copy of a function begins, for breaking there); an image without one has no symbols.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SymbolTable:
 
     functions: tuple[Symbol, ...] = ()
     rows: tuple[SourceRow, ...] = ()
+    inlined: tuple[Symbol, ...] = ()  # where each inlined copy of a function begins
     _by_name: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     _starts: tuple[int, ...] = field(default=(), compare=False, repr=False)
     _row_starts: tuple[int, ...] = field(default=(), compare=False, repr=False)
@@ -59,6 +61,13 @@ class SymbolTable:
 
     def address_of(self, name: str) -> int | None:
         return self._by_name.get(name)
+
+    def addresses_of(self, name: str) -> frozenset[int]:
+        """Where a function begins: its own code and each copy the compiler inlined (a
+        `static` function called once may have only those), as gdb breaks at all."""
+        found = {s.address for s in self.inlined if s.name == name}
+        own = self._by_name.get(name)
+        return frozenset(found if own is None else found | {own})
 
     def function_at(self, address: int) -> tuple[Symbol, int] | None:
         """The function `address` is in, and the offset into it."""
@@ -91,7 +100,7 @@ def elf_symbols(data: bytes) -> SymbolTable:
     image itself was checked by its loader, the symbols are a help for reading it."""
     try:
         elf = ELFFile(io.BytesIO(data))
-        return SymbolTable(tuple(_functions(elf)), tuple(_rows(elf)))
+        return SymbolTable(tuple(_functions(elf)), tuple(_rows(elf)), tuple(_inlined(elf)))
     except (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError):
         return NO_SYMBOLS
 
@@ -132,6 +141,30 @@ def _rows(elf: ELFFile) -> list[SourceRow]:
             folder = folders[file.dir_index] if file.dir_index < len(folders) else ""
             rows[state.address] = SourceRow(state.address, name, state.line, folder)
     return sorted(rows.values(), key=lambda r: r.address)
+
+
+def _inlined(elf: ELFFile) -> list[Symbol]:
+    """Each inlined copy of a function (`DW_TAG_inlined_subroutine`): its name from the
+    abstract function it copies, where it is entered (`DW_AT_entry_pc`, else its low PC)."""
+    if not elf.has_dwarf_info():
+        return []
+    found = []
+    for unit in elf.get_dwarf_info().iter_CUs():
+        for die in unit.iter_DIEs():
+            if die.tag != "DW_TAG_inlined_subroutine":
+                continue
+            attributes = die.attributes
+            entry = attributes.get("DW_AT_entry_pc") or attributes.get("DW_AT_low_pc")
+            if (
+                entry is None
+                or entry.form != "DW_FORM_addr"  # DWARF 5 may give an offset: not gcc's way
+                or "DW_AT_abstract_origin" not in attributes
+            ):
+                continue
+            name = die.get_DIE_from_attribute("DW_AT_abstract_origin").attributes.get("DW_AT_name")
+            if name is not None:
+                found.append(Symbol(name.value.decode("utf-8", "replace"), entry.value, 0))
+    return sorted(found, key=lambda s: s.address)
 
 
 def _folders(unit: CompileUnit, program: LineProgram) -> list[str]:
