@@ -123,3 +123,24 @@ async def test_a_function_the_compiler_inlined_is_a_place_to_break():
         (row,) = [r for r in app.snapshot.vm.code if r.current]
         assert row.line in body and "kmain+0x" in row.text
         assert app.snapshot.vm.console.endswith("timer: 3 ticks\n")  # called right after
+
+
+@pytest.mark.parametrize(
+    "cflags",
+    [("-O0", "-gdwarf-4"), ("-O2", "-gdwarf-5", "-fno-omit-frame-pointer"), ("-O3", "-g")],
+)
+@synchronously
+async def test_a_students_build_breaks_at_kmain_with_its_source_line(cflags, tmp_path: Path):
+    """Other optimisation and DWARF versions than the committed build's: kmain's row names
+    its first line (read from the build folder DWARF records), and a step back is exact."""
+    built = build_course(tmp_path / "build", *cflags)
+    kmain = symbols_of(load_guest(str(built))).address_of("kmain")
+    app = VmlabApp(Session(vms=[(load_guest(str(built)), "trap")], breakpoints=("kmain",)))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await app.settle()
+        (row,) = [r for r in app.snapshot.vm.code if r.current]
+        assert row.address == kmain
+        assert "; void kmain(uint32_t magic, uint32_t mbi_address) {  · kmain+0x0" in row.text
+        await pilot.press("s", "s", "b", "b")
+        await app.settle()
+        assert app.snapshot.vm.registers.guest.state.eip == kmain
