@@ -32,6 +32,7 @@ from unicorn.unicorn import UcContext
 
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.machine import MachineSnapshot
+from hypervisor.machine.pagediff import ZERO_PAGE, PageDiff
 from hypervisor.vmm.vm import Vm
 
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
@@ -42,7 +43,6 @@ _DEVICES = (  # the VM's devices, each checkpointed by what it declares
     *("kbc", "vga", "rtc", "fw_cfg", "pci", "port61", "lapic", "ioapic"),
 )
 _STATEFUL = ("vm", "executor", *_DEVICES)
-_ZERO_PAGE = bytes(PAGE)
 
 
 _WIRING = ("machine", "uc", "events", "image", "host", "ram", "io", "counter", "inputs")
@@ -164,7 +164,7 @@ class Checkpoint:
 
     def nbytes(self) -> int:
         pages = (*self.ram.values(), *self.monitor.values())
-        stored = sum(len(page) for page in pages if page is not _ZERO_PAGE)
+        stored = sum(len(page) for page in pages if page is not ZERO_PAGE)  # (shared)
         return stored + self.state.nbytes() + 6 * 1024  # + unicorn's CPU context (~5.5 KiB)
 
 
@@ -178,7 +178,7 @@ class CheckpointStore:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     _steps: list[int] = field(default_factory=list)
     _running: float = 0.0  # seconds run past the last checkpoint
-    _ram: bytes = b""  # the last checkpoint's full RAM and monitor memory, to diff against
+    _ram: PageDiff | None = None  # the last checkpoint's RAM and monitor memory, to diff with
     _monitor: dict[int, bytes] = field(default_factory=dict)
     _nbytes: int = 0
     _restored: tuple[Checkpoint, MachineSnapshot] | None = None  # the last one restored
@@ -207,16 +207,18 @@ class CheckpointStore:
     def take(self, vm: Vm) -> None:
         """Checkpoint the VM where it stands (between runs), after the last checkpoint."""
         assert not self._steps or vm.step > self._steps[-1], "checkpoints are taken in order"
-        snapshot = vm.machine.snapshot()
-        ram = _changed_pages(snapshot.ram, self._ram)
+        machine = vm.machine
+        snapshot = machine.snapshot(ram=False)
+        if self._ram is None:
+            self._ram = PageDiff(machine.ram_size)
+        ram = self._ram.changed(machine.ram_address)
         monitor: dict[int, bytes] = {}
         for begin, data in snapshot.monitor:
             for offset in range(0, len(data), PAGE):
                 page = data[offset : offset + PAGE]
                 if self._monitor.get(begin + offset) != page:
-                    monitor[begin + offset] = _ZERO_PAGE if page == _ZERO_PAGE else page
+                    monitor[begin + offset] = ZERO_PAGE if page == ZERO_PAGE else page
                     self._monitor[begin + offset] = page
-        self._ram = snapshot.ram
         checkpoint = Checkpoint(
             vm.step,
             snapshot.cpu,
@@ -256,7 +258,7 @@ class CheckpointStore:
             for source, target in ((earlier.ram, ram), (earlier.monitor, monitor)):
                 for address, page in source.items():
                     target.setdefault(address, page)
-        image = b"".join(ram.get(offset, _ZERO_PAGE) for offset in range(0, ram_size, PAGE))
+        image = b"".join(ram.get(offset, ZERO_PAGE) for offset in range(0, ram_size, PAGE))
         snapshot = MachineSnapshot(
             checkpoint.cpu,
             image,
@@ -273,7 +275,8 @@ class CheckpointStore:
         diff against) and of the last one restored."""
         restored = self._restored[1] if self._restored else None
         kept = len(restored.ram) + sum(len(d) for _, d in restored.monitor) if restored else 0
-        return self._nbytes + len(self._ram) + sum(map(len, self._monitor.values())) + kept
+        copy = self._ram.nbytes() if self._ram else 0
+        return self._nbytes + copy + sum(map(len, self._monitor.values())) + kept
 
     def __len__(self) -> int:
         return len(self.checkpoints)
@@ -309,12 +312,3 @@ def _ranges(pages: dict[int, bytes]) -> tuple[tuple[int, bytes], ...]:
         else:
             runs.append((address, [pages[address]]))
     return tuple((address, b"".join(run)) for address, run in runs)
-
-
-def _changed_pages(now: bytes, before: bytes) -> dict[int, bytes]:
-    changed = {}
-    for offset in range(0, len(now), PAGE):
-        page = now[offset : offset + PAGE]
-        if not before or before[offset : offset + PAGE] != page:
-            changed[offset] = _ZERO_PAGE if page == _ZERO_PAGE else page
-    return changed

@@ -289,7 +289,15 @@ class Vm:
         """Retired instructions so far, including those of the slice now running."""
         if not self._in_slice:
             return self.stats.total
+        uncounted = self.executor.uncounted_in_slice()
+        if uncounted is not None:  # code that keeps its own clock (translated code)
+            return self.stats.total + uncounted
         return self.stats.total + self.machine.counter.read() - self._slice_done
+
+    def slice_base(self) -> int:
+        """`step` less the instructions the CPU began in the slice now running (constant
+        through the slice: a tracer that knows EIP adds the clock's count at it)."""
+        return self.stats.total - self._slice_done
 
     def _console(self, data: bytes) -> None:
         self.console += data
