@@ -30,6 +30,7 @@ from hypervisor.devices.intc import RTC_IRQ, Interrupts
 from hypervisor.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from hypervisor.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalApic
 from hypervisor.devices.pci import PciHost
+from hypervisor.devices.port92 import SystemControlA
 from hypervisor.devices.post import PostCodePort
 from hypervisor.devices.scancodes import scancodes
 from hypervisor.devices.speaker import SystemControlB
@@ -145,6 +146,7 @@ class Vm:
         "fw_cfg",
         "pci",
         "port61",
+        "port92",
         "post",
         "devices",  # the parts above, as the port bus sees them
         "boot",  # what the loader wrote at boot: configuration, written again from the image
@@ -218,6 +220,7 @@ class Vm:
         self.fw_cfg = FwCfg(ram_size)
         self.pci = PciHost()
         self.port61 = SystemControlB(self.pit)
+        self.port92 = SystemControlA(on_reset=partial(self._reset, "port 0x92 (fast reset)"))
         self.post = PostCodePort()  # port 0x80: the I/O delay kernels use
         self.devices: tuple[PortDevice, ...] = (
             self.uart,
@@ -232,6 +235,7 @@ class Vm:
             self.fw_cfg,
             self.pci,
             self.port61,
+            self.port92,
             self.post,
         )
         for device in self.devices:
@@ -337,8 +341,8 @@ class Vm:
         else:
             write()
 
-    def _reset(self) -> None:
-        detail = "the guest reset the machine through the keyboard controller (port 0x64)"
+    def _reset(self, through: str = "the keyboard controller (port 0x64)") -> None:
+        detail = f"the guest reset the machine through {through}"
         self.finish(ExitInfo(ExitReason.RESET, None, detail))
         self.machine.request_stop()
 

@@ -190,6 +190,18 @@ entry:
     cmp al, 0x1C                                ; the status keeps its flags, as QEMU's does
     CHECK "kbc config write keeps the system flag"
 
+; --- port 0x92, system control port A ------------------------------------------------------
+    in al, 0x92
+    cmp al, 0x02                                ; A20 on, no reset
+    CHECK "port92 reads a20 on"
+    mov al, 0x12                                ; fast A20 as kernels enable it, one spare bit
+    out 0x92, al
+    in al, 0x92
+    cmp al, 0x12
+    CHECK "port92 reads back"
+    mov al, 0x02
+    out 0x92, al
+
 ; --- port 0x61: PIT channel 2 OUT and the refresh toggle ----------------------------------------
     mov al, 0x01                                ; channel 2 gate on, speaker off
     out 0x61, al
