@@ -52,6 +52,10 @@ entry:
     CMOS_READ 0x08
     cmp al, 0x01
     CHECK "rtc month 1"
+    CMOS_READ 0x14                              ; the equipment byte
+    and al, 0x32                                ; the FPU (bit 1), the display (bits 4-5)
+    cmp al, 0x02                                ; an FPU; EGA/VGA
+    CHECK "cmos equipment fpu and vga"
     CMOS_READ 0x00
     call is_bcd_below_60
     CHECK "rtc seconds BCD below 60"
