@@ -393,7 +393,8 @@ class Machine:
 
     def restore(self, snapshot: MachineSnapshot) -> None:
         """Put this machine in the state `snapshot` describes (taken from this machine or
-        from another one built the same way: same RAM size, same monitor mappings)."""
+        from another one built the same way: same RAM size, same monitor mappings). An empty
+        `snapshot.ram`: the caller has put the RAM in place already."""
         uc = self.uc
         aliases = dict(snapshot.aliases)
         for address in [a for a in self.aliases if a not in aliases]:
@@ -403,7 +404,8 @@ class Machine:
         for address, page in aliases.items():
             if self.aliases.get(address) != page:
                 self.alias_ram_page(address, page)
-        ctypes.memmove(self.host.pointer(self.ram), snapshot.ram, self.ram_size)
+        if snapshot.ram:
+            ctypes.memmove(self.ram_address, snapshot.ram, self.ram_size)
         for begin, data in snapshot.monitor:
             uc.mem_write(begin, data)
         protected = frozenset(self._protected_pages())
