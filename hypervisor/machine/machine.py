@@ -776,9 +776,14 @@ class Machine:
             return
         self._stop(ExitKind.STOP, retired_now=False)
 
-    def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
+    def set_tracer(
+        self, callback: Callable[[int, int], None] | None, *, checks_deadline: bool = False
+    ) -> None:
         """Call `callback(eip, size)` before every instruction (slow: traced runs only),
-        with no Python layer of unicorn's in between (`codehook.py`)."""
+        with no Python layer of unicorn's in between (`codehook.py`). Under the block clock
+        no instruction at a deadline inside a block may be seen (it never runs): a callback
+        that `checks_deadline` itself (`clock.stepping and clock.at_deadline()`) is called
+        as it is, any other through a function that does (a frame more per instruction)."""
         if self._trace_hook is not None:
             self._trace_hook.remove()
             self._trace_hook = None
@@ -787,7 +792,7 @@ class Machine:
             # layer less is a tenth of a traced instruction's cost)
             hook = callback
             clock = self.clock
-            if isinstance(clock, BlockClock):
+            if isinstance(clock, BlockClock) and not checks_deadline:
 
                 def traced(address: int, size: int) -> None:
                     if not (clock.stepping and clock.at_deadline()):
