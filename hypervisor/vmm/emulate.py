@@ -74,9 +74,9 @@ class Unsupported(Exception):
     """A privileged operation this monitor does not model; the VM stops with this reason."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Emulation:
-    """One trapped instruction being emulated."""
+    """One trapped instruction being emulated (one is made per trap)."""
 
     insn: Instruction
     state: CpuState  # virtual: what the guest sees
