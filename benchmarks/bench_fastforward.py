@@ -29,7 +29,9 @@ from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.vmm.vm import Vm
 
 FAST_RUNS = ("hog:native", "hog:trap", "kernel_loop:trap", "kernel_loop:bt")
-TRACED_RUNS = ("flags:trap", "timer:trap", "syscalls:trap")
+# the three of the target, and a higher-half C kernel's boot to its prompt with paging on (the
+# code fetched through the MMU, every store mapped back to its linear address), as a course's
+TRACED_RUNS = ("flags:trap", "timer:trap", "syscalls:trap", "course_hh:trap")
 SESSIONS = ("hog:native", "hog:trap")
 FAST_TARGET, TRACED_TARGET, SEEK_TARGET_MS = 0.5, 250_000, 200
 
@@ -82,9 +84,10 @@ def bench_traced(spec: str, steps: int) -> None:
     rate = machine.frontier / (time.process_time() - began)
     floor = hooked(name, mode, machine.frontier)
     verdict = "met" if rate >= TRACED_TARGET else "MISSED"
+    target = f"target ≥ {TRACED_TARGET:,}: {verdict}" if spec in TRACED_RUNS[:3] else "paging on"
     print(
         f"{spec:<18} {machine.frontier:>12,} steps traced: {rate:>9,.0f} instructions/s "
-        f"(target ≥ {TRACED_TARGET:,}: {verdict}); an empty hook: {floor:>11,.0f}/s, "
+        f"({target}); an empty hook: {floor:>11,.0f}/s, "
         f"tracing costs {1e6 / rate - 1e6 / floor:.1f} µs an instruction above it"
     )
 

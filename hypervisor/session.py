@@ -135,7 +135,7 @@ def run_guest(
         log.subscribe(kept.append)
         if trace:
             recording = Recording(image.name, mode, image.sha256, ram_size)
-            log.instructions = recording.add_executed
+            log.instructions = recording.sink()
     if on_event is not None:
         log.subscribe(on_event)
     vm = Vm(image, mode, events=log, ram_size=ram_size, inputs=InputScript(inputs))

@@ -20,6 +20,8 @@ from hypervisor.guest.image import load_guest
 from hypervisor.guest.nasm import assemble
 from hypervisor.session import run_guest
 from hypervisor.vmm.inputs import InputDevice, parse_input
+from tests.conftest import needs_nasm
+from tests.test_platform import build
 
 GUESTS = Path(__file__).parent / "guests"
 
@@ -51,5 +53,21 @@ def test_keys_typed_when_the_guest_waits_reach_a_spinning_guest(mode: str) -> No
     report = run_guest(
         load_guest(str(GUESTS / "busyidle.bin")), mode, max_insns=1_000_000, inputs=(keys,)
     )
+    assert report.console == "keys> 1e 30 2e \n"
+    assert report.exit.reason == "debug_exit" and report.exit.status == 0
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
+def test_keys_typed_when_the_guest_waits_reach_a_guest_spinning_between_ticks(
+    tmp_path: Path, mode: str
+) -> None:
+    """The same with the PIT firing 100 times a second (`tests/guests/tickidle`): each time
+    slice ends at a tick, and one that ends there has entered the timer handler, so the spin
+    must be looked for before the tick (native never saw it: the keys never went in).
+    QEMU, given a, b, c with `sendkey`, prints the same line."""
+    keys = parse_input(InputDevice.KEYBOARD, "abc")
+    image = load_guest(str(build(tmp_path, "tickidle")))
+    report = run_guest(image, mode, max_insns=1_000_000, inputs=(keys,))
     assert report.console == "keys> 1e 30 2e \n"
     assert report.exit.reason == "debug_exit" and report.exit.status == 0

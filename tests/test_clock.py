@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hypervisor.guest.image import GuestImage, load_guest, sample_names
@@ -18,6 +19,7 @@ from hypervisor.machine.clockbuild import ClockKind, ClockUnavailable
 from hypervisor.session import run_guest
 from hypervisor.trace.timetravel import TimeMachine
 from hypervisor.vmm.vm import Vm
+from tests.conftest import needs_nasm
 from tests.test_paging import FRAME_THROUGH_PAGES
 from vmlab.cli import main
 
@@ -139,6 +141,10 @@ def _run_pieces(image: GuestImage, mode: str, slices: list[int], kind: str) -> l
 
 @needs_block
 @settings(max_examples=25, deadline=None)
+# a deadline right after an open-bus read (the clock's step hook on it) and an open-bus read
+# right after a port write (its check hook): the flags of the `add` before it (docs/clock.md)
+@example(pieces=[1, 9], slices=[2], mode="native")
+@example(pieces=[1, 3, 9], slices=[100], mode="trap")
 @given(
     pieces=st.lists(st.integers(0, len(_PIECES) - 1), min_size=1, max_size=30),
     slices=st.lists(st.integers(1, 40), min_size=1, max_size=8),
@@ -148,6 +154,52 @@ def test_random_guests_agree_at_every_stop(pieces: list[int], slices: list[int],
     image = GuestImage("random", _assemble(pieces))
     count = _run_pieces(image, mode, slices, "count")
     assert _run_pieces(image, mode, slices, "block") == count
+
+
+_ARITHMETIC = 0x8D5  # OF SF ZF AF PF CF
+_GUESTS = Path(__file__).parent / "guests"
+
+
+def _flags_left(vm: Vm) -> int:
+    """The arithmetic flags the guest saw right after its MMIO access (flags_at_hole.asm)."""
+    exit_info = vm.exit
+    assert exit_info is not None and (exit_info.reason, exit_info.status) == ("debug_exit", 0)
+    return vm.machine.state().esi & _ARITHMETIC
+
+
+@needs_nasm
+@each_clock
+@pytest.mark.parametrize("mode", ["native", "trap", "bt"])
+@pytest.mark.parametrize(
+    ("guest", "slices"),
+    [
+        ("flags_at_hole", [3]),  # a deadline right after the access: the step hook on it
+        ("flags_at_hole", [1, 2]),
+        ("flags_after_io", []),  # the check hook after a port write is on the access
+        ("flags_after_io", [1]),
+    ],
+)
+def test_flags_set_before_an_mmio_access_are_kept(
+    kind: str, mode: str, guest: str, slices: list[int], clock_env: pytest.MonkeyPatch
+) -> None:
+    _under(clock_env, kind)
+    vm = Vm(load_guest(str(_GUESTS / f"{guest}.asm")), mode)
+    for count in [*slices, 10_000]:
+        vm.run(count)
+    assert _flags_left(vm) == 0x845  # CF PF ZF OF, as the ADD left them
+
+
+@needs_nasm
+@each_clock
+def test_a_traced_run_keeps_the_flags_at_an_mmio_access(
+    kind: str, clock_env: pytest.MonkeyPatch
+) -> None:
+    """The tracer's hook is on every instruction, the one making the access too."""
+    _under(clock_env, kind)
+    machine = TimeMachine(load_guest(str(_GUESTS / "flags_at_hole.asm")), "native")
+    machine.extend(100)
+    assert machine.exhausted
+    assert _flags_left(machine.home) == 0x845
 
 
 # Paging turned on in mid-run, with a page table on open bus: the walk reads all ones (while

@@ -66,9 +66,9 @@ def test_a_fast_forwarded_recording_has_the_events_and_counts_of_a_traced_one(tr
     recording = machine.recording
     assert len(recording) == SPAN and len(recording.skips) >= 1
     if mode == "bt":
-        # Untraced translated code dates an event by its fragment's first step, and the
-        # translation cache's own events depend on where runs stopped: the guest's events,
-        # in order, are the same.
+        # A traced bt run dates an event in translated code a step early (its tracer counts
+        # an instruction when the next begins: test_bt.py), and the translation cache's own
+        # events depend on where runs stopped: the guest's events, in order, are the same.
         assert undated(recording.events) == undated(reference.events)
     else:
         assert recording.events == reference.events
@@ -102,10 +102,10 @@ def test_a_breakpoint_stops_the_next_time_the_instruction_is_about_to_run(traced
     assert machine.vm.executor.virtual_state().eip == address  # about to run it
     machine.extend(expected + 100)  # traced from there: the very same steps
     assert machine.recording.record(expected).insn == reference.record(expected).insn
-    # (open under bt: the first traced step also lists the RAM stores of the last untraced one)
+    # (open under bt: traced stores are dated a step early, test_timetravel.py)
     for step in range(expected + (mode == "bt"), expected + 100):
         assert seen(machine.recording.record(step), mode) == seen(reference.record(step), mode)
-    if mode == "bt":  # (open: untraced translated code dates a port access by its block)
+    if mode == "bt":  # (open: traced translated code dates a port access a step early)
         events = undated(machine.recording.events)
         assert events == undated(reference.events)[: len(events)]
     else:

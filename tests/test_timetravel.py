@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hypervisor.guest.image import load_guest
+from hypervisor.machine.machine import MONITOR_BASE
 from hypervisor.trace import tracefile
 from hypervisor.trace.recorder import Recorder
 from hypervisor.trace.recording import registers_of
-from hypervisor.trace.timetravel import TimeMachine
+from hypervisor.trace.timetravel import Goal, TimeMachine
 from hypervisor.trace.tracefile import TraceFileError
 from hypervisor.vmm.vm import Vm
 from tests.conftest import needs_nasm
@@ -219,3 +220,40 @@ def test_a_damaged_trace_file_gives_one_line_not_a_traceback(
 def test_a_missing_trace_file_gives_one_line(tmp_path):
     done = vmlab("replay", str(tmp_path / "nowhere.vmtrace"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
+
+
+# Binary translation's tracer must date a store of translated code by the guest instruction
+# whose translation makes it: once, at its own step (a store into a write-protected code page
+# is reported again when the CPU restarts it), and after a fast-forward, the first traced step
+# its own stores only.
+
+
+def _ram_writes(machine: TimeMachine, step: int) -> tuple:
+    record = machine.recording.record(step)
+    assert record is not None
+    return record.insn, tuple(w for w in record.writes if w.address < MONITOR_BASE)
+
+
+@pytest.fixture(scope="module")
+def timer_native() -> TimeMachine:
+    machine = TimeMachine(load_guest("timer"), "native")
+    machine.extend(7_100)
+    return machine
+
+
+def test_a_traced_bt_recording_lists_each_kernel_store_at_its_own_step(timer_native):
+    machine = TimeMachine(load_guest("timer"), "bt")
+    machine.extend(3_000)
+    for step in range(3_000):
+        insn, writes = _ram_writes(machine, step)
+        if not insn.sensitive:  # (what a monitor emulates, it stores itself: not recorded)
+            assert (insn, writes) == _ram_writes(timer_native, step), step
+
+
+def test_the_first_traced_step_after_a_bt_fast_forward_lists_its_own_stores(timer_native):
+    push = 7_060  # push ds, the timer handler's first store
+    machine = TimeMachine(load_guest("timer"), "bt")
+    machine.extend(2_000)
+    assert machine.fast_forward(Goal(push)) == push
+    machine.extend(push + 10)
+    assert _ram_writes(machine, push) == _ram_writes(timer_native, push)

@@ -28,6 +28,8 @@ def test_every_control_character_is_shown_and_line_breaks_kept_only_for_lines():
     assert visible(ATTACK) == "␛]0;owned␇␛[2J\\x9b"
     assert visible("a\tb\r\nc", lines=True) == "a\tb\nc"  # a serial console's CR LF
     assert visible("a\rb\n\r", lines=True) == "a␍b\n␍"  # a CR alone would overwrite
+    assert visible("info\n\x00", lines=True) == "info\n"  # a terminal shows no NUL
+    assert visible("a\x00b") == "a␀b"
     assert visible("a\nb") == "a␊b"
     assert visible("ordinary text: é ✓") == "ordinary text: é ✓"
 

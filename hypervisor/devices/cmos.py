@@ -18,7 +18,13 @@ rather than BCD, bit 1 24-hour), status C (interrupt flags, cleared by a read), 
 for memory sizes (0x15/0x16 base KiB, 0x17/0x18 and 0x30/0x31 extended KiB, 0x34/0x35
 64 KiB blocks above 16 MiB).
 
-Not modelled: the periodic, alarm and update-ended interrupts (IRQ 8); status C reads 0.
+Interrupts (IRQ 8), as course kernels use the RTC for a clock tick: the periodic flag (PF)
+at the rate status A's low bits select from the 32.768 kHz time base (1024 Hz as the BIOS
+leaves it; the divider bits must be 010, the oscillator running) and the update-ended flag
+(UF) at each second's update. Status B's PIE and UIE let them raise IRQF and IRQ 8;
+reading status C returns the flags and clears them. The line stays up until then, so a
+kernel that never reads C gets one interrupt only (the 8259 sees one edge), as on a PC and
+QEMU. Not modelled: the alarm interrupt (AF never sets).
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ STATUS_A, STATUS_B, STATUS_C, STATUS_D = 0x0A, 0x0B, 0x0C, 0x0D
 CENTURY = 0x32
 TIME_REGISTERS = (SECONDS, MINUTES, HOURS, WEEKDAY, DAY, MONTH, YEAR, CENTURY)
 A_UIP = 0x80
-B_SET, B_BINARY, B_24HOUR = 0x80, 0x04, 0x02
+A_DIVIDER, A_RUNNING = 0x70, 0x20  # divider bits; 010: the 32.768 kHz time base runs
+B_SET, B_PIE, B_UIE, B_BINARY, B_24HOUR = 0x80, 0x40, 0x10, 0x04, 0x02
+C_IRQF, C_PF, C_UF = 0x80, 0x40, 0x10
+TIME_BASE = 32_768  # Hz
 D_VRT = 0x80
 NMI_DISABLE = 0x80
 KIB, MIB = 1 << 10, 1 << 20
@@ -69,9 +78,12 @@ class CmosRtc(BytePortDevice):
     nmi_masked: bool = False
     offset: int = 0  # seconds the guest moved the clock from EPOCH + instruction time
     frozen: datetime | None = None  # the time held while status B's SET bit is on
+    on_irq: Callable[[], None] = lambda: None  # IRQ 8 rose
+    flags: int = 0  # status C
+    seen: int = 0  # the clock up to which periodic ticks and updates are in `flags`
     nvram: bytearray = field(init=False)
-    CHECKPOINTED = ("index", "nmi_masked", "offset", "frozen", "nvram")
-    NOT_CHECKPOINTED = ("name", "ports", "clock", "ram_size")
+    CHECKPOINTED = ("index", "nmi_masked", "offset", "frozen", "flags", "seen", "nvram")
+    NOT_CHECKPOINTED = ("name", "ports", "clock", "ram_size", "on_irq")
 
     def __post_init__(self) -> None:
         self.nvram = _nvram(self.ram_size)
@@ -144,7 +156,9 @@ class CmosRtc(BytePortDevice):
             updating = self.frozen is None and self.clock() % PIT_HZ >= PIT_HZ - UIP_TICKS
             return self.nvram[STATUS_A] & 0x7F | (A_UIP if updating else 0)
         if register == STATUS_C:
-            return 0  # no interrupt flags: IRQ 8 is not modelled
+            self.advance()
+            flags, self.flags = self.flags, 0  # reading C clears it: IRQ 8 falls
+            return flags
         return self.nvram[register]
 
     def _write_byte(self, port: int, value: int) -> None:
@@ -155,8 +169,11 @@ class CmosRtc(BytePortDevice):
         if register in TIME_REGISTERS:
             self._set_time_register(register, value)
         elif register == STATUS_B:
+            self.advance()
             self._write_status_b(value)
+            self._raise()  # enabling an interrupt whose flag is set raises it at once
         elif register == STATUS_A:
+            self.advance()
             self.nvram[STATUS_A] = value & 0x7F  # UIP is read-only
         elif register not in (STATUS_C, STATUS_D):  # C and D are read-only
             self.nvram[register] = value
@@ -169,3 +186,53 @@ class CmosRtc(BytePortDevice):
             self.offset = int((self.frozen - running).total_seconds())
             self.frozen = None
         self.nvram[STATUS_B] = value
+
+    # --- interrupts ------------------------------------------------------------------------
+    def _period(self) -> int | None:
+        """Cycles of the 32.768 kHz time base between periodic flags (None: none)."""
+        a = self.nvram[STATUS_A]
+        rate = a & 0x0F
+        if not rate or a & A_DIVIDER != A_RUNNING:
+            return None
+        return 1 << (rate + 6 if rate < 3 else rate - 1)  # rates 1, 2 are 256 and 128 Hz
+
+    def advance(self) -> None:
+        """Account the periodic ticks and updates up to the clock's now; raise IRQ 8 if that
+        sets an enabled flag."""
+        now, seen = self.clock(), self.seen
+        if now <= seen:
+            return
+        self.seen = now
+        period = self._period()
+        if period and now * TIME_BASE // PIT_HZ // period > seen * TIME_BASE // PIT_HZ // period:
+            self.flags |= C_PF
+        if self.frozen is None and now // PIT_HZ > seen // PIT_HZ:
+            self.flags |= C_UF
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.flags & self.nvram[STATUS_B] & (C_PF | C_UF) and not self.flags & C_IRQF:
+            self.flags |= C_IRQF
+            self.on_irq()
+
+    @property
+    def interrupting(self) -> bool:
+        """Is an interrupt enabled? Else the flags wait until status C is read (a sticky
+        flag set once or many times reads the same), and the clock need not look."""
+        return bool(self.nvram[STATUS_B] & (B_PIE | B_UIE))
+
+    def ticks_until_irq(self) -> int | None:
+        """Clock ticks until IRQ 8 next rises (None: no enabled interrupt, or the line is up
+        already and waits for a read of status C)."""
+        enabled = self.nvram[STATUS_B] & (B_PIE | B_UIE)
+        if not enabled or self.flags & C_IRQF:
+            return None
+        now = self.clock()
+        dues = []
+        period = self._period()
+        if enabled & B_PIE and period:
+            cycle = (now * TIME_BASE // PIT_HZ // period + 1) * period
+            dues.append(-(-cycle * PIT_HZ // TIME_BASE) - now)  # the first tick reaching it
+        if enabled & B_UIE and self.frozen is None:
+            dues.append((now // PIT_HZ + 1) * PIT_HZ - now)
+        return min(dues, default=None)

@@ -11,8 +11,12 @@ identify, echo). The keyboard always sends set 1 (what translation gives a kerne
 of set is acknowledged and reported back but not applied. No mouse: the aux port tests as
 working but nothing is ever connected; no timeouts or parity errors.
 
-Power-on state is the one a BIOS leaves (cf. QEMU with SeaBIOS): self-test passed (SYS set),
-keyboard interrupt on, translation on, mouse port disabled, scanning enabled.
+Power-on state is the one QEMU's controller shows after SeaBIOS (measured): status 0x1C
+(self-test passed, the last write a command, unlocked) and config byte 0x61 (keyboard
+interrupt on, translation on, mouse port disabled, its system flag clear), scanning enabled,
+and 0x60 reading 0xFA (the keyboard's last acknowledgement) until a key comes.
+As in QEMU's model, the status's command bit, once a command was written, stays set, and
+writing the config byte leaves the status's system flag alone.
 """
 
 from __future__ import annotations
@@ -29,16 +33,15 @@ COMMAND_PORT = STATUS_PORT
 STATUS_OBF = 0x01  # output buffer full: a byte waits at 0x60
 STATUS_IBF = 0x02  # input buffer full (never: commands run at once)
 STATUS_SYS = 0x04  # system flag: self-test passed
-STATUS_CMD = 0x08  # the last byte written went to 0x64 (command), not 0x60
+STATUS_CMD = 0x08  # a byte was written to 0x64 (a command); QEMU never clears it again
 STATUS_UNLOCKED = 0x10  # keyboard not inhibited by the key lock
 
 # Config byte ("command byte") bits.
 CONFIG_KBD_INT = 0x01
-CONFIG_SYS = 0x04
 CONFIG_KBD_DISABLE = 0x10
 CONFIG_AUX_DISABLE = 0x20
 CONFIG_XLATE = 0x40
-BIOS_CONFIG = CONFIG_KBD_INT | CONFIG_SYS | CONFIG_AUX_DISABLE | CONFIG_XLATE
+BIOS_CONFIG = CONFIG_KBD_INT | CONFIG_AUX_DISABLE | CONFIG_XLATE
 
 # Output port bits.
 OUTPUT_RESET = 0x01  # the CPU's reset line (active low: 0 resets)
@@ -90,10 +93,12 @@ class Kbc8042(BytePortDevice):
     on_wait: Callable[[], None] = lambda: None
     name: str = "8042"
     ports: tuple[int, ...] = (DATA_PORT, STATUS_PORT)
-    status: int = field(default=STATUS_SYS | STATUS_UNLOCKED, init=False)
+    status: int = field(default=STATUS_SYS | STATUS_CMD | STATUS_UNLOCKED, init=False)
     config: int = field(default=BIOS_CONFIG, init=False)
     output_port: int = field(default=OUTPUT_RESET | OUTPUT_A20, init=False)
-    output: int = field(default=0, init=False)  # the output buffer (valid while OBF)
+    # the output buffer (valid while OBF); at power-on the ACK SeaBIOS read last, which a
+    # kernel reading 0x60 without looking at OBF gets (and gets again while nothing comes)
+    output: int = field(default=ACK, init=False)
     pending: int | None = field(default=None, init=False)  # a command awaiting its parameter
     keyboard_pending: int | None = field(default=None, init=False)  # the same, keyboard side
     scanning: bool = field(default=True, init=False)
@@ -154,11 +159,9 @@ class Kbc8042(BytePortDevice):
             self.pending = None
             self._command(value)
             return
-        self.status &= ~STATUS_CMD
         command, self.pending = self.pending, None
         if command == WRITE_CONFIG:
             self.config = value
-            self.status = (self.status & ~STATUS_SYS) | (value & CONFIG_SYS)
             self._refill()
         elif command == WRITE_OUTPUT_PORT:
             self._set_output_port(value)

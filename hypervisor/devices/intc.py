@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypervisor.devices.cmos import CmosRtc
 from hypervisor.devices.ioapic import PIT_PIN, IoApic, RedirectionView, pin_of_isa_irq
 from hypervisor.devices.lapic import LapicView, LocalApic
 from hypervisor.devices.pic import Pic8259Pair
 from hypervisor.devices.pit import Pit8254
+
+RTC_IRQ, CASCADE_IRQ = 8, 2  # the RTC's IRQ; the slave 8259 on the master's input 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class Interrupts:
     pit: Pit8254
     lapic: LocalApic
     ioapic: IoApic
+    rtc: CmosRtc
 
     def raise_isa(self, irq: int) -> None:
         """ISA interrupt `irq` (an edge) from a device."""
@@ -88,17 +92,28 @@ class Interrupts:
         """The machine's clock moves on: both timers count."""
         self.pit.advance(ticks)
         self.lapic.advance(ticks)
+        if self.rtc.interrupting:
+            self.rtc.advance()  # its clock is the PIT's
 
     def next_timer(self) -> int | None:
-        """Instructions until either timer next fires (a slice ends there)."""
-        dues = (self.pit.ticks_until_irq(), self.lapic.ticks_until_irq())
+        """Instructions until a timer (the PIT, the local APIC's, the RTC's) next fires (a
+        slice ends there)."""
+        pit, lapic, rtc = self.pit, self.lapic, self.rtc
+        dues = (pit.ticks_until_irq(), lapic.ticks_until_irq(), rtc.ticks_until_irq())
         return min((d for d in dues if d is not None), default=None)
 
     def wake_due(self) -> int | None:
         """Instructions until a timer interrupt could wake a sleeping CPU; None if none
         can (the PIT's reaches no one while both its 8259 input and its pin are masked)."""
-        pit_heard = (self.lapic.pic_passes and not self.pic.imr & 1) or self.ioapic.unmasked(
-            PIT_PIN
+        dues = (
+            self.pit.ticks_until_irq() if self._heard(0, PIT_PIN) else None,
+            self.lapic.ticks_until_irq(),
+            self.rtc.ticks_until_irq() if self._heard(RTC_IRQ, RTC_IRQ) else None,
         )
-        dues = (self.pit.ticks_until_irq() if pit_heard else None, self.lapic.ticks_until_irq())
         return min((d for d in dues if d is not None), default=None)
+
+    def _heard(self, irq: int, pin: int) -> bool:
+        """Does ISA `irq` reach the CPU: through the 8259 (and its cascade), or the I/O
+        APIC's `pin`?"""
+        masked = self.pic.imr & (1 << irq) or (irq >= 8 and self.pic.imr & 1 << CASCADE_IRQ)
+        return (self.lapic.pic_passes and not masked) or self.ioapic.unmasked(pin)

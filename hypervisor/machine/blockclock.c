@@ -83,6 +83,13 @@ struct vclock {
      * which ends its block (reload after it), or between runs (reload at each start) */
     mem_read_fn mem_read; /* page tables outside RAM (trap's shadows in monitor memory) */
     int32_t cr0_id, cr3_id, cr4_id;
+    /* EFLAGS as this helper's code hooks (vclock_step, vclock_check) read them before the
+     * instruction at `hooked_at`, in the block now running (~0: none). Unicorn brings the
+     * lazy flags up to date for a code hook and goes on from them, but a fault in that
+     * instruction (an access to an unmapped hole) puts back the lazy state it began with,
+     * so EFLAGS then reads wrong (docs/clock.md): Python writes these back */
+    uint64_t hooked_at;
+    uint64_t hooked_eflags;
     uint32_t cr0, cr3, cr4;
     /* trap's shadow tables are the monitor's, outside RAM: the guest cannot write them and
      * the monitor changes them only between two emu_starts (each reloads), so translations
@@ -266,6 +273,7 @@ static void check_cut(struct vclock *c, uint64_t address, uint32_t size) {
 /* UC_HOOK_BLOCK: the block at `address` is about to run. */
 void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     struct vclock *c = data;
+    c->hooked_at = NOWHERE;
     if (c->stop) { /* a hook asked to stop: this block (chained to the last one) never runs */
         c->block = ~0ull;
         return;
@@ -333,11 +341,19 @@ void vclock_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     c->end = c->base + count;
 }
 
+/* A code hook of the helper's is about to let the instruction at `address` run. */
+static void note_flags(struct vclock *c, uc_engine *uc, uint64_t address) {
+    uint64_t eflags = 0;
+    c->hooked_at = c->reg_read(uc, c->eflags_id, &eflags) == 0 ? address : NOWHERE;
+    c->hooked_eflags = eflags;
+}
+
 /* UC_HOOK_CODE bounded to one block: run `step_left` more instructions, then stop (a stop
  * from a code hook takes effect before the instruction: unicorn checks right after it). */
 void vclock_step(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     struct vclock *c = data;
-    (void)address, (void)size;
+    (void)size;
+    note_flags(c, uc, address);
     if (c->stop)
         return;
     if (c->step_left == 0) {
@@ -347,11 +363,12 @@ void vclock_step(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     c->step_left--;
 }
 
-/* UC_HOOK_CODE on the instruction after a port I/O inside a block: doing nothing is enough.
- * Unicorn checks for a pending stop after every code hook, so a stop requested by the I/O
- * takes effect here instead of at the block's end. */
+/* UC_HOOK_CODE on the instruction after a port I/O inside a block: noting the flags is all
+ * it does. Unicorn checks for a pending stop after every code hook, so a stop requested by
+ * the I/O takes effect here instead of at the block's end. */
 void vclock_check(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
-    (void)uc, (void)address, (void)size, (void)data;
+    (void)size;
+    note_flags(data, uc, address);
 }
 
 uint64_t vclock_sizeof(void) { return sizeof(struct vclock); }

@@ -48,6 +48,7 @@ from unicorn.x86_const import (
 )
 
 from hypervisor.machine.clockbuild import library
+from hypervisor.machine.registers import OneRegister
 
 NO_BLOCK = (1 << 64) - 1
 NO_LIMIT = (1 << 64) - 1
@@ -93,6 +94,8 @@ class _Header(ctypes.Structure):
         ("cr0_id", ctypes.c_int32),
         ("cr3_id", ctypes.c_int32),
         ("cr4_id", ctypes.c_int32),
+        ("hooked_at", ctypes.c_uint64),
+        ("hooked_eflags", ctypes.c_uint64),
     ]
 
 
@@ -146,6 +149,10 @@ class BlockClock:
         self._memory = ctypes.create_string_buffer(lib.vclock_sizeof())
         self._c = _Header.from_buffer(self._memory)
         self._address = ctypes.addressof(self._memory)
+        # base, end, deadline, block and block_size read without ctypes' field descriptors
+        # (a tracer asks `retired_before` at every instruction)
+        octets = memoryview(self._memory).cast("B")
+        self._words, self._block_size = octets[:32].cast("Q"), octets[32:36].cast("I")
         c = self._c
         c.emu_stop = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
         c.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
@@ -166,14 +173,13 @@ class BlockClock:
         self._doored: set[int] = set()
         self._undoored: list[int] = []  # like _unchecked: doors wanted before the block runs
         self.exhausted = self.window_opened = False
-        self._stepping = False
+        self.stepping = False
         # called after each emu_start: with paging on the machine puts back what unicorn's
         # clean-up leaves (marker.py), before this clock starts the CPU again
         self.after_emu_start: Callable[[], None] = lambda: None
         # the instruction a hole hit runs again, which a tracer has seen begin already
         self.rerun: int | None = None
-        self._eip_cell = ctypes.c_uint32()
-        self._eip_ref = ctypes.byref(self._eip_cell)
+        self._eip = OneRegister(uc, UC_X86_REG_EIP).read
         self.memory: MemoryMap | None = None
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
 
@@ -228,28 +234,28 @@ class BlockClock:
         starts = self._blocks[(block, size)][1]  # the code as it ran, before the store
         return bisect.bisect_left(starts, address) + 1
 
-    def retired_before(self, eip: int) -> int:
-        """Instructions of the run that completed before `eip` (the running block's own
-        instructions before it, if EIP is inside that block)."""
-        c = self._c
-        block, size = c.block, c.block_size
+    def begun_at(self, eip: int) -> int:
+        """Like unicorn's counter with the CPU at `eip`: instructions of the run begun, the
+        one at `eip` included (the running block's own instructions before it, if `eip` is
+        inside that block). A code hook, which is told EIP, asks this at every instruction."""
+        words = self._words
+        block, size = words[3], self._block_size[0]
         if block == NO_BLOCK or not block <= eip < block + size:
-            return c.end
+            return words[1] + 1
         # the helper checked the block's bytes as it entered it: the decode kept at its miss
         # is the code running (only a store into the block itself changes it, and that ends
         # the block: blockclock.c, check_cut)
         known = self._blocks.get((block, size))
         starts = known[1] if known is not None else self._decode(block, size)
-        return c.base + bisect.bisect_left(starts, eip)
+        return words[0] + bisect.bisect_left(starts, eip) + 1
 
-    def _eip(self) -> int:
-        # the binding's reg_read picks a register class in Python: ~10x the C call
-        uclib.uc_reg_read(self._uc._uch, UC_X86_REG_EIP, self._eip_ref)
-        return self._eip_cell.value
+    def retired_before(self, eip: int) -> int:
+        """Instructions of the run that completed before `eip`."""
+        return self.begun_at(eip) - 1
 
     def read(self) -> int:
         """Like unicorn's counter: instructions begun, the one at EIP included."""
-        return self.retired_before(self._eip()) + 1
+        return self.begun_at(self._eip())
 
     def stop_count(self, completes: bool, eip_past: bool, begun: bool = True) -> int:
         """Instructions retired at a stop a hook asks for now: `completes`, the current
@@ -277,7 +283,7 @@ class BlockClock:
         self.rerun = None
         step_hook: int | None = None
         stepped = (NO_BLOCK, 0)  # the block run again to finish inside it
-        self._stepping = False
+        self.stepping = False
         try:
             while True:
                 c.stop = c.why = 0
@@ -318,9 +324,9 @@ class BlockClock:
                 self._recompile(*stepped)
                 c.step_left = deadline - c.base
                 c.deadline = NO_LIMIT
-                self._stepping = True
+                self.stepping = True
         finally:
-            self._stepping = False
+            self.stepping = False
             if step_hook is not None:
                 uclib.uc_hook_del(uc._uch, ctypes.c_size_t(step_hook))
                 self._recompile(*stepped)
@@ -333,11 +339,13 @@ class BlockClock:
             return False
         c = self._c
         self.rerun = self._eip()
+        if c.hooked_at == self.rerun:  # unicorn lost the lazy flags the hook saw (blockclock.c)
+            self._uc.reg_write(UC_X86_REG_EFLAGS, c.hooked_eflags)
         c.end = self.retired_before(self.rerun)  # the instructions before it retired
         c.block = NO_BLOCK
         c.after_sti = c.shadow  # the STI shadow lets the instruction through once more
         c.watch_cr0 = self.memory.fast
-        if self._stepping:  # the step hook counted the instruction, which runs again
+        if self.stepping:  # the step hook counted the instruction, which runs again
             c.step_left += 1
         return True
 
@@ -383,7 +391,7 @@ class BlockClock:
     def at_deadline(self) -> bool:
         """Asked by the machine's Python code hooks, which run before the step hook: is
         the instruction about to run the one the step hook stops at (so it never runs)?"""
-        return self._stepping and self._c.step_left == 0
+        return self.stepping and self._c.step_left == 0
 
     def stop(self) -> None:
         """A hook stops the CPU: no block after this one may be counted."""

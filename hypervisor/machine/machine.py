@@ -81,6 +81,7 @@ from hypervisor.machine.registers import (
     RegisterBatch,
     RegisterReader,
     RegisterRefused,
+    untyped,
 )
 from hypervisor.machine.watchdog import LIMIT, WATCHDOG
 
@@ -89,6 +90,8 @@ MONITOR_BASE = 0xFFC00000
 as VMware's monitor did)."""
 
 _UNTIL = 0xFFFFFFF0  # an address no guest reaches: emu_start needs an end address
+_vmem_read = untyped(uclib.uc_vmem_read)  # (uc, address, prot, bytes, size): through the MMU
+_FETCH = ctypes.c_int(UC_PROT_EXEC)
 
 INTERRUPT_TRAPS = {3, 4}  # INT3 and INTO report EIP after the instruction, like INT n
 
@@ -182,7 +185,12 @@ class Machine:
         self._cr2_reg = OneRegister(self.uc, x.UC_X86_REG_CR2)
         self._paging = RegisterBatch(self.uc, _PAGING_REGS)
         self._cr0_cr2 = RegisterBatch(self.uc, (x.UC_X86_REG_CR0, x.UC_X86_REG_CR2))
-        self._traced = RegisterBatch(self.uc, (*STATE_REG_IDS, x.UC_X86_REG_CR0))
+        self._handle = ctypes.c_void_p(self.uc._uch.value)  # noqa: SLF001 (for _vmem_read)
+        self._fetched = ctypes.create_string_buffer(MAX_INSN_SIZE)
+        # The registers of `state()` as `RegisterReader.raw` gives them, and CR0 in one word
+        # more: what the tracer needs at every instruction, in one call (bound as it is: a
+        # method around it would be a Python call more per traced instruction).
+        self.trace_registers = RegisterBatch(self.uc, (*STATE_REG_IDS, x.UC_X86_REG_CR0)).raw
         self._entry = {reg: OneRegister(self.uc, reg) for _, reg in _ENTRY_SEGMENTS}
         self._plain = RegisterBatch(self.uc, [reg for _, reg in _PLAIN_REGS])
         self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
@@ -241,14 +249,30 @@ class Machine:
         effect; fewer bytes where a page is not mapped)."""
         return self._code(address, size, self._cr0.read())
 
-    def trace_registers(self) -> bytes:
-        """The registers of `state()` as `RegisterReader.raw` gives them, and CR0 in one
-        word more: what the tracer needs at every instruction, in one call."""
-        return self._traced.raw()
+    @property
+    def ram_address(self) -> int:
+        """Where the guest's RAM is in this process (host RAM never moves)."""
+        return self._ram_pointer
+
+    @property
+    def ram_view(self) -> memoryview:
+        """The guest's RAM as bytes, read in place (a tracer compares code at every
+        instruction); guest-physical address = index."""
+        return self._ram_view
 
     def traced_code(self, address: int, size: int, registers: bytes) -> bytes:
-        """`code()`, with CR0 from a `trace_registers()` read."""
-        return self._code(address, size, int.from_bytes(registers[-4:], sys.byteorder))
+        """`code()` of the instruction about to run at `address` (from the tracer's hook),
+        with CR0 from a `trace_registers()` read. With paging on, the bytes in its page are
+        fetched by unicorn's own MMU (the CPU has just walked the tables to that page: the
+        walk changes no accessed bit), in one C call instead of a page walk in Python."""
+        cr0 = int.from_bytes(registers[-4:], sys.byteorder)
+        if cr0 & CR0_PG and size <= PAGE - (address & (PAGE - 1)):
+            status = _vmem_read(
+                self._handle, ctypes.c_uint64(address), _FETCH, self._fetched, ctypes.c_size_t(size)
+            )
+            if not status:
+                return self._fetched.raw[:size]
+        return self._code(address, size, cr0)
 
     def _code(self, address: int, size: int, cr0: int) -> bytes:
         if cr0 & CR0_PG:
@@ -395,14 +419,15 @@ class Machine:
         return host + address - first
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot(self) -> MachineSnapshot:
+    def snapshot(self, ram: bool = True) -> MachineSnapshot:
         """Everything running changes in this machine, taken between two runs: the CPU's
         whole context (CPL, descriptor caches, the exception marker of fact 3 included),
-        guest RAM, the monitor's memory, which RAM pages are write-protected and aliased."""
+        guest RAM (not `ram`: empty, for a caller that reads it in place), the monitor's
+        memory, which RAM pages are write-protected and aliased."""
         uc = self.uc
         return MachineSnapshot(
             cpu=uc.context_save(),
-            ram=ctypes.string_at(self.host.pointer(self.ram), self.ram_size),
+            ram=ctypes.string_at(self.ram_address, self.ram_size) if ram else b"",
             monitor=tuple(
                 (begin, bytes(uc.mem_read(begin, end - begin)))
                 for begin, end in self._monitor_ranges()
@@ -414,7 +439,8 @@ class Machine:
 
     def restore(self, snapshot: MachineSnapshot) -> None:
         """Put this machine in the state `snapshot` describes (taken from this machine or
-        from another one built the same way: same RAM size, same monitor mappings)."""
+        from another one built the same way: same RAM size, same monitor mappings). An empty
+        `snapshot.ram`: the caller has put the RAM in place already."""
         uc = self.uc
         aliases = dict(snapshot.aliases)
         for address in [a for a in self.aliases if a not in aliases]:
@@ -424,7 +450,8 @@ class Machine:
         for address, page in aliases.items():
             if self.aliases.get(address) != page:
                 self.alias_ram_page(address, page)
-        ctypes.memmove(self.host.pointer(self.ram), snapshot.ram, self.ram_size)
+        if snapshot.ram:
+            ctypes.memmove(self.ram_address, snapshot.ram, self.ram_size)
         for begin, data in snapshot.monitor:
             uc.mem_write(begin, data)
         protected = frozenset(self._protected_pages())
@@ -631,7 +658,7 @@ class Machine:
         self._running = True
         cr0, self._cr2 = self._cr0_cr2.read()  # (one foreign call: every trap starts a run)
         assert self._mmio is not None, "sealed"
-        self._mmio.before_run(paging=bool(cr0 & CR0_PG))
+        self._mmio.before_run(paging=bool(cr0 & CR0_PG), traced=self._trace_hook is not None)
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -819,7 +846,7 @@ class Machine:
                         rerun, clock.rerun = clock.rerun, None
                         if rerun == address:  # stopped before its first MMIO access: seen
                             return
-                    if not clock.at_deadline():
+                    if not (clock.stepping and clock.at_deadline()):
                         callback(address, size)
 
                 hook = traced

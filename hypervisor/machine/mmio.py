@@ -78,15 +78,17 @@ class MmioSpace:
         self.mode: MmioMode | None = None
         self._set(MmioMode.UNMAPPED if adaptive else MmioMode.MAPPED)
 
-    def before_run(self, paging: bool) -> None:
-        """Under the block clock: UNMAPPED for this run unless paging is on or one of the
-        last `QUIET_RUNS` runs made an MMIO access (a guest using a device stays PRECISE)."""
+    def before_run(self, paging: bool, traced: bool) -> None:
+        """Under the block clock: UNMAPPED for this run unless paging is on, the run is
+        `traced` or one of the last `QUIET_RUNS` runs made an MMIO access (a guest using a
+        device stays PRECISE). (A stop before an access in an instruction that has a code
+        hook, as the tracer's on each, leaves unicorn's lazy flags wrong: docs/clock.md.)"""
         if not self._adaptive:
             return
         self._quiet = 0 if self.touched else self._quiet + 1
         self.touched = False
-        quiet = self._quiet >= QUIET_RUNS
-        self._set(MmioMode.UNMAPPED if quiet and not paging else MmioMode.PRECISE)
+        fast = self._quiet >= QUIET_RUNS and not paging and not traced
+        self._set(MmioMode.UNMAPPED if fast else MmioMode.PRECISE)
 
     @property
     def fast(self) -> bool:

@@ -5,7 +5,9 @@ Unicorn's Python `reg_read`, `reg_write` and their batch forms pick a register c
 in Python and build ctypes objects per call: `reg_read_batch` spends ~70 µs on 16 registers
 here, `reg_read` ~4 µs on one. A recording reads the registers once per instruction and the
 monitor reads and writes them on every trap, so these call unicorn's C functions directly
-with arrays built once: ~6 µs for 16 registers, ~1 µs for one. Unicorn writes only a
+with arrays built once and without ctypes' argument conversion (half a microsecond for
+18 registers, about half of what the same call costs with the binding's argument types).
+Unicorn writes only a
 register's own width (4 bytes, 2 for a selector) into its slot; the slots are zeroed once at
 allocation and nothing else writes them. Only registers of at most 32 bits go through here.
 """
@@ -14,13 +16,29 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 from unicorn import Uc
 from unicorn.unicorn_py3.unicorn import uclib
 
 from hypervisor.machine.cpu import STATE_FIELDS, STATE_REG_IDS
+
+_STATUS = ctypes.CFUNCTYPE(ctypes.c_int)  # an int status; arguments as they are passed
+
+
+def untyped(function: Any) -> Callable[..., int]:
+    """A C function of unicorn's library without the binding's argument types: ctypes then
+    converts and checks nothing per call (half the cost of a batch read), so every argument
+    must already be the C object it takes (a `c_void_p` handle, arrays, `byref`)."""
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    assert address is not None, "a function of a loaded library"
+    return _STATUS(address)
+
+
+_read_batch, _write_batch = untyped(uclib.uc_reg_read_batch), untyped(uclib.uc_reg_write_batch)
+_read_one, _write_one = untyped(uclib.uc_reg_read), untyped(uclib.uc_reg_write)
 
 
 class RegisterRefused(Exception):
@@ -43,14 +61,12 @@ class RegisterBatch:
         base = ctypes.addressof(self._values)
         self._pointers = (ctypes.c_void_p * count)(*(base + 4 * i for i in range(count)))
         self._unpack = struct.Struct(f"={count}I").unpack
-        handle = uc._uch  # noqa: SLF001 (unicorn offers no batch access to a buffer)
+        self._bytes = memoryview(self._values).cast("B")
+        handle = ctypes.c_void_p(uc._uch.value)  # noqa: SLF001 (no batch access to a buffer)
         # bound once: a recording calls this at every traced instruction
-        self._read_batch = partial(
-            uclib.uc_reg_read_batch, handle, self._ids, self._pointers, count
-        )
-        self._write_batch = partial(
-            uclib.uc_reg_write_batch, handle, self._ids, self._pointers, count
-        )
+        arguments = (handle, self._ids, self._pointers, ctypes.c_int(count))
+        self._read_batch = partial(_read_batch, *arguments)
+        self._write_batch = partial(_write_batch, *arguments)
 
     def raw(self) -> bytes:
         """The registers as native-order 32-bit words: a recording diffs these bytes
@@ -58,7 +74,7 @@ class RegisterBatch:
         status = self._read_batch()
         if status:
             raise RuntimeError(f"uc_reg_read_batch failed with unicorn error {status}")
-        return bytes(self._values)
+        return self._bytes.tobytes()
 
     def read(self) -> tuple[int, ...]:
         return self._unpack(self.raw())
@@ -86,13 +102,13 @@ class OneRegister:
     traced instruction; a monitor reads EIP and CR2 and loads selectors on every trap)."""
 
     def __init__(self, uc: Uc, reg_id: int) -> None:
-        self._handle = uc._uch  # noqa: SLF001
-        self._id = reg_id
+        self._handle = ctypes.c_void_p(uc._uch.value)  # noqa: SLF001
+        self._id = ctypes.c_int(reg_id)
         self._value = ctypes.c_uint32()
         self._pointer = ctypes.byref(self._value)
 
     def read(self) -> int:
-        status = uclib.uc_reg_read(self._handle, self._id, self._pointer)
+        status = _read_one(self._handle, self._id, self._pointer)
         if status:
             raise RuntimeError(f"uc_reg_read failed with unicorn error {status}")
         return self._value.value
@@ -100,6 +116,6 @@ class OneRegister:
     def write(self, value: int) -> None:
         """Raises RegisterRefused where the CPU refuses the value."""
         self._value.value = value
-        status = uclib.uc_reg_write(self._handle, self._id, self._pointer)
+        status = _write_one(self._handle, self._id, self._pointer)
         if status:
-            raise RegisterRefused(self._id, status)
+            raise RegisterRefused(self._id.value, status)

@@ -94,6 +94,10 @@ class CountClock:
     def read(self) -> int:
         return self._counter.read()
 
+    def begun_at(self, eip: int) -> int:
+        """`read()` from a code hook at `eip` (the count does not depend on it)."""
+        return self._counter.read()
+
     def stop_count(self, completes: bool, eip_past: bool, begun: bool = True) -> int:
         """Instructions retired at a stop a hook asks for now (see BlockClock.stop_count):
         the count hook of the instruction at EIP ran, unless its fetch faulted (`begun`)."""

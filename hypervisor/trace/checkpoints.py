@@ -14,7 +14,8 @@ can be restored into another VM of the same image and mode.
 RAM and monitor memory are kept as pages that changed since the previous checkpoint (a
 4 MiB guest typically writes a few pages between two checkpoints), all-zero pages shared.
 Checkpoints are placed by time: one is due when the VMs ran `every` seconds past the last
-one, so a seek re-executes at most that long whatever the guest does (a million plain
+one (or ten times what the last one took to take, for a guest with hundreds of MiB of RAM to
+diff), so a seek re-executes at most that long whatever the guest does (a million plain
 instructions or a few thousand traps) — or, for tests, every `interval` steps. A store has a
 memory budget: past it, every other checkpoint goes (its pages merged into the next one)
 and the spacing doubles.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ from unicorn.unicorn import UcContext
 
 from hypervisor.machine.hostram import PAGE
 from hypervisor.machine.machine import MachineSnapshot
+from hypervisor.machine.pagediff import ZERO_PAGE, PageDiff, write_changed
 from hypervisor.vmm.vm import Vm
 
 DEFAULT_EVERY = 0.05  # seconds of running between two checkpoints
@@ -42,7 +45,6 @@ _DEVICES = (  # the VM's devices, each checkpointed by what it declares
     *("kbc", "vga", "rtc", "fw_cfg", "pci", "port61", "lapic", "ioapic"),
 )
 _STATEFUL = ("vm", "executor", *_DEVICES)
-_ZERO_PAGE = bytes(PAGE)
 
 
 _WIRING = ("machine", "uc", "events", "image", "host", "ram", "io", "counter", "inputs")
@@ -164,7 +166,7 @@ class Checkpoint:
 
     def nbytes(self) -> int:
         pages = (*self.ram.values(), *self.monitor.values())
-        stored = sum(len(page) for page in pages if page is not _ZERO_PAGE)
+        stored = sum(len(page) for page in pages if page is not ZERO_PAGE)  # (shared)
         return stored + self.state.nbytes() + 6 * 1024  # + unicorn's CPU context (~5.5 KiB)
 
 
@@ -178,10 +180,11 @@ class CheckpointStore:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     _steps: list[int] = field(default_factory=list)
     _running: float = 0.0  # seconds run past the last checkpoint
-    _ram: bytes = b""  # the last checkpoint's full RAM and monitor memory, to diff against
+    _cost: float = 0.0  # seconds the last checkpoint took to take
+    _ram: PageDiff | None = None  # the last checkpoint's RAM and monitor memory, to diff with
     _monitor: dict[int, bytes] = field(default_factory=dict)
     _nbytes: int = 0
-    _restored: tuple[Checkpoint, MachineSnapshot] | None = None  # the last one restored
+    _restored: tuple[Checkpoint, dict[int, bytes], MachineSnapshot] | None = None  # the last
 
     @property
     def last_step(self) -> int:
@@ -202,21 +205,26 @@ class CheckpointStore:
             return False
         if self.interval:
             return step - self.last_step >= self.interval
-        return self._running >= self.every
+        # at least ten times what the last checkpoint took: a big guest's RAM diff (256 MiB
+        # compared in tens of milliseconds) costs a fast-forward a tenth of its time at most
+        return self._running >= max(self.every, 10 * self._cost)
 
     def take(self, vm: Vm) -> None:
         """Checkpoint the VM where it stands (between runs), after the last checkpoint."""
         assert not self._steps or vm.step > self._steps[-1], "checkpoints are taken in order"
-        snapshot = vm.machine.snapshot()
-        ram = _changed_pages(snapshot.ram, self._ram)
+        began = time.perf_counter()
+        machine = vm.machine
+        snapshot = machine.snapshot(ram=False)
+        if self._ram is None:
+            self._ram = PageDiff(machine.ram_size)
+        ram = self._ram.changed(machine.ram_address)
         monitor: dict[int, bytes] = {}
         for begin, data in snapshot.monitor:
             for offset in range(0, len(data), PAGE):
                 page = data[offset : offset + PAGE]
                 if self._monitor.get(begin + offset) != page:
-                    monitor[begin + offset] = _ZERO_PAGE if page == _ZERO_PAGE else page
+                    monitor[begin + offset] = ZERO_PAGE if page == ZERO_PAGE else page
                     self._monitor[begin + offset] = page
-        self._ram = snapshot.ram
         checkpoint = Checkpoint(
             vm.step,
             snapshot.cpu,
@@ -230,8 +238,12 @@ class CheckpointStore:
         self.checkpoints.append(checkpoint)
         self._steps.append(vm.step)
         self._running = 0.0
+        self._cost = time.perf_counter() - began
         self._nbytes += checkpoint.nbytes()
-        while self.nbytes() > self.budget and len(self.checkpoints) > 1:
+        # The budget is the checkpoints' own pages: the copy kept to diff against is RAM-sized
+        # whatever is thinned (a 128 MiB guest's alone is over the default budget), and with
+        # two checkpoints left thinning drops none.
+        while self.stored() > self.budget and len(self.checkpoints) > 2:
             self._thin()
 
     def nearest(self, step: int) -> Checkpoint | None:
@@ -240,15 +252,20 @@ class CheckpointStore:
         return self.checkpoints[index] if index >= 0 else None
 
     def restore(self, vm: Vm, checkpoint: Checkpoint) -> None:
-        """Put `vm` (same image and mode as the checkpointed one) in the checkpoint's state."""
-        vm.machine.restore(self._snapshot(checkpoint, vm.machine.ram_size))
+        """Put `vm` (same image and mode as the checkpointed one) in the checkpoint's state:
+        its RAM page by page where it differs (a VM being put back is mostly where it was),
+        then the rest of the machine."""
+        pages, snapshot = self._snapshot(checkpoint)
+        write_changed(vm.machine.ram_address, pages)
+        vm.machine.restore(snapshot)
         apply_state(vm, checkpoint.state)
 
-    def _snapshot(self, checkpoint: Checkpoint, ram_size: int) -> MachineSnapshot:
-        """The checkpoint's machine state in full; the last one is kept, as stepping back
-        one step at a time restores the same checkpoint again and again."""
+    def _snapshot(self, checkpoint: Checkpoint) -> tuple[dict[int, bytes], MachineSnapshot]:
+        """The checkpoint's RAM as every page's contents then, and the rest of its machine
+        state (RAM left out: `restore` writes it); the last one is kept, as stepping back one
+        step at a time restores the same checkpoint again and again."""
         if self._restored is not None and self._restored[0] is checkpoint:
-            return self._restored[1]
+            return self._restored[1], self._restored[2]
         index = self.checkpoints.index(checkpoint)
         ram: dict[int, bytes] = {}
         monitor: dict[int, bytes] = {}
@@ -256,24 +273,28 @@ class CheckpointStore:
             for source, target in ((earlier.ram, ram), (earlier.monitor, monitor)):
                 for address, page in source.items():
                     target.setdefault(address, page)
-        image = b"".join(ram.get(offset, _ZERO_PAGE) for offset in range(0, ram_size, PAGE))
         snapshot = MachineSnapshot(
             checkpoint.cpu,
-            image,
+            b"",
             _ranges(monitor),
             checkpoint.protected,
             checkpoint.aliases,
             checkpoint.window,
         )
-        self._restored = (checkpoint, snapshot)
-        return snapshot
+        self._restored = (checkpoint, ram, snapshot)
+        return ram, snapshot
+
+    def stored(self) -> int:
+        """Bytes of the checkpoints themselves: what the budget bounds."""
+        return self._nbytes
 
     def nbytes(self) -> int:
         """Memory the checkpoints take, with the full copies kept of the last one taken (to
         diff against) and of the last one restored."""
-        restored = self._restored[1] if self._restored else None
-        kept = len(restored.ram) + sum(len(d) for _, d in restored.monitor) if restored else 0
-        return self._nbytes + len(self._ram) + sum(map(len, self._monitor.values())) + kept
+        restored = self._restored[2] if self._restored else None  # (its pages are shared)
+        kept = sum(len(d) for _, d in restored.monitor) if restored else 0
+        copy = self._ram.nbytes() if self._ram else 0
+        return self._nbytes + copy + sum(map(len, self._monitor.values())) + kept
 
     def __len__(self) -> int:
         return len(self.checkpoints)
@@ -309,12 +330,3 @@ def _ranges(pages: dict[int, bytes]) -> tuple[tuple[int, bytes], ...]:
         else:
             runs.append((address, [pages[address]]))
     return tuple((address, b"".join(run)) for address, run in runs)
-
-
-def _changed_pages(now: bytes, before: bytes) -> dict[int, bytes]:
-    changed = {}
-    for offset in range(0, len(now), PAGE):
-        page = now[offset : offset + PAGE]
-        if not before or before[offset : offset + PAGE] != page:
-            changed[offset] = _ZERO_PAGE if page == _ZERO_PAGE else page
-    return changed

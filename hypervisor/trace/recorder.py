@@ -3,11 +3,16 @@ events as they come, and fast-forwarded stretches where it ran untraced."""
 
 from __future__ import annotations
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc
+from unicorn import UC_HOOK_CODE, Uc
+from unicorn.x86_const import UC_X86_REG_CR0
 
 from hypervisor.events import ConsoleOutput, Event, InsnClass, VmStateChanged
+from hypervisor.machine.codehook import WriteHook
+from hypervisor.machine.cpu import CR0_PG
+from hypervisor.machine.registers import OneRegister
 from hypervisor.trace.recording import WORDS, Recording, unpack_registers
 from hypervisor.vmm.contract import ExitInfo, VmState
+from hypervisor.vmm.pagefault import store_address
 from hypervisor.vmm.vm import Vm
 
 CHUNK = 1 << 16  # steps a recorder runs between two diffs of its register reads
@@ -28,6 +33,8 @@ class Recorder:
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
         self._raw = vm.machine.registers.raw
+        self._cr0 = OneRegister(vm.machine.uc, UC_X86_REG_CR0).read
+        self._last_write: tuple[int, int, int, int] | None = None  # (step, address, size, value)
         # Raw register reads at the start of steps `_at - n + 1 … _at`, not yet diffed into
         # the columns; the last one is rewritten while its step is announced again.
         self._states = bytearray(self._raw())
@@ -43,13 +50,13 @@ class Recorder:
         self._console = ""
         self.hits: list[int] = []  # steps where a fast-forward met a breakpoint
         vm.events.subscribe(self._on_event)
-        vm.events.instructions = self.recording.add_executed
+        vm.events.instructions = self.recording.sink()
 
     def run(self, count: int) -> ExitInfo:
         """Run the VM traced for up to `count` instructions, recording them (in pieces of
         at most CHUNK steps, so that the register reads waiting to be diffed stay few)."""
         machine, vm = self.vm.machine, self.vm
-        hook = machine.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_write)
+        hook = WriteHook(machine.uc, self._on_write)
         vm.events.watch = self._advance
         end = vm.step + count
         try:
@@ -63,7 +70,7 @@ class Recorder:
                     break
         finally:
             vm.events.watch = None
-            machine.uc.hook_del(hook)
+            hook.remove()
         if self._last:
             self.recording.final = unpack_registers(self._last)
         self._ended(exit_info)
@@ -143,10 +150,21 @@ class Recorder:
         self.recording.add_states(self._states)
         del self._states[:-WORDS]
 
-    def _on_write(
-        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
-    ) -> None:
-        self.recording.add_write(self._at, address, size, value)
+    def _on_write(self, address: int, size: int, value: int) -> None:
+        """A store of the CPU's: unicorn reports where it lands in physical memory. One into
+        the monitor's own pages (binary translation's vCPU area, a descriptor's accessed bit
+        in a shadow GDT) is the monitor's, not the guest's; with paging on, the guest's is
+        kept at the linear address its instruction names."""
+        machine = self.vm.machine
+        if address & ~0xFFF in machine.monitor_pages:
+            return
+        if self._cr0() & CR0_PG:
+            address = store_address(machine.linear_fixed(), machine.state(), address)
+        write = (self._at, address, size, value)
+        if write == self._last_write:  # a store into a write-protected page (translated code,
+            return  # dirty logging) is reported, refused, then made again when the CPU restarts
+        self._last_write = write
+        self.recording.add_write(*write)
 
     def _on_event(self, event: Event) -> None:
         recording = self.recording

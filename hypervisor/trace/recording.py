@@ -38,6 +38,7 @@ from hypervisor.events import (
     EventKind,
     InsnClass,
     InstructionExecuted,
+    InstructionSink,
 )
 from hypervisor.isa import Instruction
 from hypervisor.machine.cpu import STATE_FIELDS
@@ -170,28 +171,35 @@ class Recording:
         return self.exit is not None
 
     # ------------------------------------------------------------------ appending
-    def add_executed(
-        self, step: int, eip: int, insn: Instruction | None, cls: InsnClass, cpl: int, hole: bool
-    ) -> None:
-        """The `InstructionSink` of a recorded VM: one instruction retired, appended as step
-        `len(ids)` (whatever `step` the executor counted)."""
-        index = self._by_insn.get(id(insn)) if insn is not None else None
-        if index is None:
-            index = self._intern(eip, insn)
-        step = len(self.ids) + self.skips.skipped
-        self.ids.append(index)
-        code = CLASS_CODES[cls]
-        self.classes.append(code)
-        self.cpls.append(cpl)
-        if hole:
-            self.holes.append(step)
-            code |= 0x80
-        history = self.history.get(eip)
-        if history is None:
-            self.history[eip] = (array("I", [step]), bytearray([code]))
-        elif history[1][-1] != code:
-            history[0].append(step)
-            history[1].append(code)
+    def sink(self) -> InstructionSink:
+        """The `InstructionSink` of a recorded VM: each instruction retired is appended as
+        step `len(ids)` (whatever step the executor counted). A closure over the columns'
+        bound methods: it runs at every traced instruction, where each attribute lookup
+        more counts. (Columns are appended to in place while a recording is made.)"""
+        by_insn, intern = self._by_insn.get, self._intern
+        ids, history, skips = self.ids, self.history, self.skips
+        append_id, append_class, append_cpl = ids.append, self.classes.append, self.cpls.append
+        history_of, codes = history.get, CLASS_CODES
+
+        def add(
+            step: int, eip: int, insn: Instruction | None, cls: InsnClass, cpl: int, hole: bool
+        ) -> None:
+            index = by_insn(id(insn)) if insn is not None else None
+            append_id(intern(eip, insn) if index is None else index)
+            code = codes[cls]
+            append_class(code)
+            append_cpl(cpl)
+            if hole:
+                code |= 0x80
+                self.holes.append(len(ids) - 1 + skips.skipped)
+            tags = history_of(eip)
+            if tags is None:
+                history[eip] = (array("I", [len(ids) - 1 + skips.skipped]), bytearray([code]))
+            elif tags[1][-1] != code:
+                tags[0].append(len(ids) - 1 + skips.skipped)
+                tags[1].append(code)
+
+        return add
 
     def _intern(self, eip: int, insn: Instruction | None) -> int:
         """The table's entry for a decoded instruction, made on first sight. The decoder

@@ -8,6 +8,7 @@ A mode (bare metal, trap-and-emulate, binary translation, paravirtualization) is
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
@@ -21,7 +22,7 @@ from hypervisor.events import (
     IsolationViolation,
     PortAccess,
 )
-from hypervisor.isa import SEGMENT_REGISTERS, Instruction, decode
+from hypervisor.isa import MAX_INSN_SIZE, SEGMENT_REGISTERS, Instruction, decode
 from hypervisor.machine import msr
 from hypervisor.machine.cpu import CpuState
 from hypervisor.machine.interrupts import Source
@@ -169,6 +170,12 @@ class Executor(ABC):
     def retired_are_guest_instructions(self) -> bool:
         """False while the CPU runs code the monitor generated (binary translation)."""
         return True
+
+    def uncounted_in_slice(self) -> int | None:
+        """While the CPU runs code that keeps its own clock (translated code): the guest
+        instructions of the running slice, up to the one the CPU is in, that the VM has not
+        counted yet. None: the machine's counter counts them."""
+        return None
 
     def before_slice(self, count: int) -> int:
         """A last look before the CPU runs; returns the instruction count to run it with
@@ -479,7 +486,59 @@ class Executor(ABC):
     # ------------------------------------------------------------------ tracing
     def set_tracing(self, on: bool) -> None:
         self.tracing = on
-        self.machine.set_tracer(self._trace if on else None)
+        self.machine.set_tracer(self._tracer() if on else None)
+
+    def _tracer(self) -> Callable[[int, int], None]:
+        """The hook a traced run calls before every instruction: into a recording (an
+        instruction sink and a register watch), `_trace` and `_finish_traced` fused into one
+        function for the common case (an instruction that ran as it is), since each Python
+        call more is a tenth of what recording an instruction costs; else `_trace`."""
+        events = self.vm.events
+        sink, watch = events.instructions, events.watch
+        if sink is None or watch is None:
+            return self._trace
+        vm, machine, stats = self.vm, self.machine, self.vm.stats
+        by_class, begun_at = stats.by_class, machine.counter.begun_at
+        registers_now, code_at = machine.trace_registers, machine.traced_code
+        guest_cpl, hole_probe, finish = self.guest_cpl, self.hole_probe, self._finish_traced
+        plain = InsnClass.DIRECT if self.monitored else InsnClass.NATIVE
+        # With paging off the code at EIP is RAM at EIP: compared in place with what was
+        # decoded there last (self-modifying code decodes again), no copy, no cache key.
+        ram, last_start = machine.ram_view, machine.ram_size - MAX_INSN_SIZE
+        paging_byte = -1 if sys.byteorder == "little" else -4  # CR0.PG's: CR0 ends the read
+        decoded: dict[int, tuple[bytes, Instruction | None, bool]] = {}  # EIP: its code,
+        # the decode of that code and whether the instruction is sensitive
+
+        def trace(eip: int, size: int) -> None:
+            step = vm.slice_base() + begun_at(eip) - 1
+            registers = registers_now()
+            watch(step, registers)
+            pending = self._pending
+            if pending is not None:
+                if pending[4] is None and not (self._pending_trapped or self._pending_hypercall):
+                    self._pending = None  # ran as it is: `_finish_traced`'s first case
+                    by_class[plain] += 1
+                    sink(pending[0], pending[1], pending[2], plain, pending[3], False)
+                else:
+                    finish()
+            if registers[paging_byte] & 0x80 or eip > last_start:
+                insn = decode(code_at(eip, MAX_INSN_SIZE, registers), eip)
+                sensitive = insn is not None and insn.is_sensitive
+            else:
+                code = ram[eip : eip + MAX_INSN_SIZE]
+                known = decoded.get(eip)
+                if known is not None and known[0] == code:
+                    insn, sensitive = known[1], known[2]
+                else:
+                    raw = code.tobytes()
+                    insn = decode(raw, eip)
+                    sensitive = insn is not None and insn.is_sensitive
+                    decoded[eip] = (raw, insn, sensitive)
+            probe = hole_probe(insn) if sensitive and insn is not None else None
+            self._pending = _traced((step, eip, insn, guest_cpl(), probe, ""))
+            self._pending_trapped = self._pending_hypercall = False
+
+        return trace
 
     def _trace(self, eip: int, size: int) -> None:
         step = self.vm.step - 1

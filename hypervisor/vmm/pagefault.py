@@ -8,7 +8,8 @@ been a write (a present page the CPU may read) and the instruction otherwise: it
 operands, implicit stack accesses and string operands, whichever covers CR2, reads first
 (the CPU reads a source before it writes), a read-modify-write counting as a write (as
 Intel's CPUs report it). An instruction fetch is a read. I/D stays 0: it exists only with
-PAE/NX or SMEP.
+PAE/NX or SMEP. The same list of an instruction's accesses finds the linear address of a
+store that unicorn reports by its physical one (`store_address`, for recordings).
 """
 
 from __future__ import annotations
@@ -42,14 +43,33 @@ def page_fault_code(memory: LinearMemory, state: CpuState, cpl: int, cr2: int) -
 
 def _writes_at(insn: Instruction, state: CpuState, cr2: int) -> bool:
     """Was the access of `insn` that reached `cr2` a write?"""
-    accesses = list(_accesses(insn, state))
-    hits = [write for begin, end, write in accesses if begin <= cr2 < end]
+    made = accesses(insn, state)
+    hits = [write for begin, end, write in made if begin <= cr2 < end]
     if hits:
         return hits[0]
-    return any(write for _, _, write in accesses)  # an access the list does not model
+    return any(write for _, _, write in made)  # an access the list does not model
 
 
-def _accesses(insn: Instruction, state: CpuState) -> list[tuple[int, int, bool]]:
+def store_address(memory: LinearMemory, state: CpuState, physical: int) -> int:
+    """The linear address of a store the CPU is making at guest-`physical` with paging on,
+    from the instruction running (`state`, as it began): unicorn's write hook reports the
+    address after translation, and a recording shows the one the guest's instruction names
+    (what the page-tables pane walks). The instruction's writes (a destination, the stack of
+    a push) are the candidates: the one whose page the CPU's tables map onto the store's page
+    is it. Where none is (a store this list does not model), the physical address stays."""
+    insn = decode(memory.peek(state.eip, 15), state.eip)
+    if insn is None:
+        return physical
+    frame = physical & ~0xFFF
+    for begin, end, write in accesses(insn, state):
+        for linear in (begin, end - 1) if write else ():
+            found = memory.lookup(linear & 0xFFFFFFFF)
+            if found is not None and found.present and found.physical(linear) & ~0xFFF == frame:
+                return (linear & ~0xFFF) | (physical & 0xFFF)
+    return physical
+
+
+def accesses(insn: Instruction, state: CpuState) -> list[tuple[int, int, bool]]:
     """(begin, end, is_write) of each memory access of `insn`, in the order the CPU makes
     them: reads (explicit sources, stack pops), then writes (destinations, stack pushes)."""
     reads: list[tuple[int, int, bool]] = []

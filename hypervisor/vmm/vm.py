@@ -26,7 +26,7 @@ from hypervisor.devices import (
 from hypervisor.devices.cmos import CmosRtc
 from hypervisor.devices.debug_exit import DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_PORT
 from hypervisor.devices.fw_cfg import FwCfg
-from hypervisor.devices.intc import Interrupts
+from hypervisor.devices.intc import RTC_IRQ, Interrupts
 from hypervisor.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from hypervisor.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalApic
 from hypervisor.devices.pci import PciHost
@@ -184,7 +184,14 @@ class Vm:
         self.pit = Pit8254(on_irq0=lambda: self.irqs.raise_isa(0))
         self.lapic = LocalApic(on_eoi=lambda vector: self.ioapic.eoi(vector))
         self.ioapic = IoApic(self.lapic)
-        self.irqs = Interrupts(self.pic, self.pit, self.lapic, self.ioapic)
+        # the PC's start-up probes: the date (and IRQ 8's clock), QEMU's firmware
+        # configuration, PCI, port 0x61
+        self.rtc = CmosRtc(
+            clock=lambda: self.pit.ticks,
+            ram_size=ram_size,
+            on_irq=lambda: self._device_irq(RTC_IRQ),
+        )
+        self.irqs = Interrupts(self.pic, self.pit, self.lapic, self.ioapic, self.rtc)
         apics: tuple[tuple[int, int, LocalApic | IoApic], ...] = (
             (LAPIC_BASE, LAPIC_SIZE, self.lapic),
             (IOAPIC_BASE, IOAPIC_SIZE, self.ioapic),
@@ -208,8 +215,6 @@ class Vm:
             on_wait=lambda: self._guest_waits(InputDevice.KEYBOARD),
         )
         self.vga = VgaText()
-        # the PC's start-up probes: the date, QEMU's firmware configuration, PCI, port 0x61
-        self.rtc = CmosRtc(clock=lambda: self.pit.ticks, ram_size=ram_size)
         self.fw_cfg = FwCfg(ram_size)
         self.pci = PciHost()
         self.port61 = SystemControlB(self.pit)
@@ -284,7 +289,15 @@ class Vm:
         """Retired instructions so far, including those of the slice now running."""
         if not self._in_slice:
             return self.stats.total
+        uncounted = self.executor.uncounted_in_slice()
+        if uncounted is not None:  # code that keeps its own clock (translated code)
+            return self.stats.total + uncounted
         return self.stats.total + self.machine.counter.read() - self._slice_done
+
+    def slice_base(self) -> int:
+        """`step` less the instructions the CPU began in the slice now running (constant
+        through the slice: a tracer that knows EIP adds the clock's count at it)."""
+        return self.stats.total - self._slice_done
 
     def _console(self, data: bytes) -> None:
         self.console += data
@@ -488,6 +501,10 @@ class Vm:
                 waiting = self.inputs.has_waiting(self)
                 if waiting:
                     count = min(count, SPIN_PROBE)
+                    if due is not None and due > 1:
+                        # end one short of the tick: a slice that ends at it has entered the
+                        # timer handler, and a guest idling between ticks is never seen spin
+                        count = min(count, due - 1)
                 self.executor.run_slice(count)
                 if waiting and self.exit is None and self.executor.idle_spinning():
                     self.inputs.take_waiting(self, self.step)  # delivered at this step

@@ -7,6 +7,7 @@
 ; instruction only. The keyboard handler prints each make code on COM1 in hex and, after
 ; three keys, ends the run through the debug exit (status 0).
 ; A flat image for vmlab (entered at 0x100000) and a multiboot image for QEMU (at `entry`).
+; Built with TICKING defined (tickidle.asm) its PIT also fires 100 times a second.
 %include "multiboot.inc"             ; loaded at 1 MiB, the multiboot header
 
 COM1 equ 0x3F8
@@ -28,10 +29,23 @@ entry:
     mov al, 0x01                ; ICW4: 8086 mode
     out 0x21, al
     out 0xA1, al
+%ifdef TICKING
+    mov al, 0xFC                ; IRQ 0 (the PIT) and IRQ 1 (the keyboard) unmasked
+%else
     mov al, 0xFD                ; only IRQ 1 (the keyboard) unmasked
+%endif
     out 0x21, al
     mov al, 0xFF
     out 0xA1, al
+%ifdef TICKING
+    mov al, 0x36                ; PIT channel 0: low then high byte, mode 3 (square wave)
+    out 0x43, al
+    mov ax, 11932               ; 1,193,182 Hz / 100: it fires every 10 ms
+    out 0x40, al
+    mov al, ah
+    out 0x40, al
+    GATE 0x20, timer, 0x8E
+%endif
     mov eax, keyboard           ; an interrupt gate for vector 0x21
     mov [idt + 0x21*8], ax
     mov word [idt + 0x21*8 + 2], 0x08
@@ -39,10 +53,30 @@ entry:
     shr eax, 16
     mov [idt + 0x21*8 + 6], ax
     lidt [idt_pointer]
+%ifdef TICKING
+    sti
+.settle:                        ; timer_wait(2), as a kernel waits for its clock to run
+    cmp dword [ticks], 2
+    jb .settle
+    mov esi, ready
+    call puts
+%else
     mov esi, ready
     call puts
     sti
+%endif
     jmp $                       ; idle: spin here until a key's interrupt comes
+
+%ifdef TICKING
+timer:                          ; IRQ 0: count the tick
+    inc dword [ticks]
+    push eax
+    mov al, 0x20                ; non-specific EOI to the master 8259
+    out 0x20, al
+    pop eax
+    iretd
+ticks: dd 0
+%endif
 
 keyboard:                       ; IRQ 1: read the scan code, print make codes
     pushad

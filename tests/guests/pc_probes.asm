@@ -134,6 +134,61 @@ entry:
     in eax, dx
     cmp eax, 0xFFFFFFFF                         ; no function there: vendor ID 0xFFFF
     CHECK "pci absent function reads all ones"
+    mov eax, 0x80000000                         ; 00:00.0, register 0: vendor and device
+    call pci_read
+    cmp eax, 0x12378086                         ; Intel 440FX host bridge
+    CHECK "pci host bridge at 00:00.0"
+    mov dx, 0xCFE                               ; the upper word of the same dword
+    in ax, dx
+    cmp ax, 0x1237                              ; the device ID
+    CHECK "pci config data reads words"
+    mov eax, 0x80000808                         ; 00:01.0, register 8: class, revision
+    call pci_read
+    cmp eax, 0x06010000                         ; PCI-to-ISA bridge (PIIX3)
+    CHECK "pci isa bridge at 00:01.0"
+    mov eax, 0x8000080C                         ; its header type: multi-function
+    call pci_read
+    and eax, 0x00FF0000
+    cmp eax, 0x00800000
+    CHECK "pci isa bridge is multi-function"
+    mov eax, 0x80001008                         ; 00:02.0: display controller, VGA
+    call pci_read
+    cmp eax, 0x03000002
+    CHECK "pci vga at 00:02.0"
+    mov eax, 0x80001010                         ; its BAR0, sized as enumerating kernels do
+    call pci_read
+    mov ebx, eax
+    mov eax, 0xFFFFFFFF
+    out dx, eax
+    in eax, dx
+    xchg eax, ebx
+    out dx, eax                                 ; put the address back
+    cmp ebx, 0xFF000008                         ; 16 MiB, prefetchable memory
+    CHECK "pci vga bar0 sizes 16 MiB"
+    mov dx, 0xCFC                               ; (CHECK printed through COM1)
+    in eax, dx
+    cmp eax, 0xFD000008                         ; where SeaBIOS placed it
+    CHECK "pci vga bar0 restored"
+
+; --- the 8042 keyboard controller, as SeaBIOS leaves it ---------------------------------------
+    in al, 0x60                                 ; no key yet: the last byte SeaBIOS read
+    cmp al, 0xFA                                ; the keyboard's ACK
+    CHECK "kbc data before any key"
+    in al, 0x64
+    cmp al, 0x1C                                ; unlocked, last write a command, self-test passed
+    CHECK "kbc status at start-up"
+    mov al, 0x20                                ; read the config byte
+    out 0x64, al
+    in al, 0x60
+    cmp al, 0x61                                ; translation, mouse off, keyboard IRQ 1 on
+    CHECK "kbc config byte at start-up"
+    mov al, 0x60                                ; write it back unchanged (system flag clear)
+    out 0x64, al
+    mov al, 0x61
+    out 0x60, al
+    in al, 0x64
+    cmp al, 0x1C                                ; the status keeps its flags, as QEMU's does
+    CHECK "kbc config write keeps the system flag"
 
 ; --- port 0x61: PIT channel 2 OUT and the refresh toggle ----------------------------------------
     mov al, 0x01                                ; channel 2 gate on, speaker off
@@ -251,6 +306,13 @@ entry:
     out 0xf4, al                                ; QEMU's isa-debug-exit (vmlab has one too)
     cli
     hlt
+
+pci_read:                                       ; EAX = the dword at CONFIG_ADDRESS EAX; DX = 0xCFC
+    mov dx, 0xCF8
+    out dx, eax
+    mov dx, 0xCFC
+    in eax, dx
+    ret
 
 wait_uip:                                       ; until status A's update-in-progress is clear
     CMOS_READ 0x0A

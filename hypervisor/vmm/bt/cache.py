@@ -97,15 +97,19 @@ class Fragment:
             return self.insns[index].address
         return self.callout.address if self.callout else self.guest_end
 
-    def guest_eip_owning(self, tc_address: int) -> int:
-        """The guest instruction whose translation holds `tc_address` (its inline sequence,
-        or a stub that finishes it); the prologue and the exits belong to the first one."""
+    def index_owning(self, tc_address: int) -> int:
+        """The index of the guest instruction whose translation holds `tc_address` (its
+        inline sequence, or a stub that finishes it); the prologue and the exits belong to
+        the first one."""
         index = 0
         for start, owner in self.owners:
             if start > tc_address:
                 break
             index = owner
-        return self.guest_eip_at(index)
+        return index
+
+    def guest_eip_owning(self, tc_address: int) -> int:
+        return self.guest_eip_at(self.index_owning(tc_address))
 
     @property
     def links_out(self) -> int:

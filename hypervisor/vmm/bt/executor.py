@@ -277,9 +277,15 @@ class BinaryTranslation(TrapAndEmulate):
         fragment, index = data
         if self._watch is None or not fragment.valid:
             return
+        self._watch[1](self.vm.stats.total + self._unread_before(fragment, index))
+
+    def _unread_before(self, fragment: Fragment, index: int) -> int:
+        """Guest instructions the TC ran before the fragment's `index`-th that the VM has
+        not counted yet: what it spent of its budget since the monitor last read it, less
+        the fragment's instructions from that one on (paid for on entry, not run yet)."""
         raw = int.from_bytes(self.machine.read(self.area.budget, 4), "little")
-        spent = self.clock.unread(raw)
-        self._watch[1](self.vm.stats.total + spent - (len(fragment.insns) - index))
+        spent = self.clock.unread(raw) if self.clock.plausible(raw) else 0  # (guest nonsense)
+        return spent - (len(fragment.insns) - index)
 
     def _still_mapped(self, fragment: Fragment, paged: bool) -> bool:
         """Is a fragment whose last instruction straddles into the next page still read
@@ -329,6 +335,23 @@ class BinaryTranslation(TrapAndEmulate):
                 return len(fragment.insns) - index
         return 0
 
+    def uncounted_in_slice(self) -> int | None:
+        """From a hook in the TC (a port access, a console line, a device register): the
+        guest instructions run up to the one the CPU is in, itself included, that the VM
+        has not counted (the TC's clock is read at exits): so that an event is dated by its
+        exact step, as on bare metal. (A traced run counts each as it finishes.)"""
+        fragment = None if self.tracing else self._fragment_running()
+        if fragment is None:
+            return None
+        eip = self.machine.uc.reg_read(_EIP)
+        return self._unread_before(fragment, _index_running(fragment, eip) + 1)
+
+    def _fragment_running(self) -> Fragment | None:
+        """The fragment whose translation the CPU is in (None outside the TC, or parked)."""
+        if self.vcpu.cpl != 0 or self.parked is not None:
+            return None
+        return self.cache.fragment_at(self.machine.uc.reg_read(_EIP))
+
     def translated_instructions(self) -> int:
         return self.cache.stats.translated_insns
 
@@ -367,12 +390,10 @@ class BinaryTranslation(TrapAndEmulate):
         the one it is parked at when the monitor holds it."""
         if self.vcpu.cpl == 0 and self.parked is not None:
             return self.parked
-        eip = self.machine.uc.reg_read(_EIP)
-        fragment = self.cache.fragment_at(eip) if self.vcpu.cpl == 0 else None
+        fragment = self._fragment_running()
         if fragment is None:
             return super().guest_eip_running()
-        index = fragment.boundaries.get(eip)  # (a boundary before an EIP note: the next one)
-        return fragment.guest_eip_owning(eip) if index is None else fragment.guest_eip_at(index)
+        return fragment.guest_eip_at(_index_running(fragment, self.machine.uc.reg_read(_EIP)))
 
     def memory_access_eip(self) -> int:
         """Translated code runs with no instruction count, so inside a memory callback the
@@ -658,6 +679,10 @@ class BinaryTranslation(TrapAndEmulate):
         self._pending = None
 
     # ------------------------------------------------------------------ tracing
+    def _tracer(self) -> Callable[[int, int], None]:
+        """Translated code is traced by its own rules (`_trace`), never the fused path."""
+        return self._trace
+
     def _trace(self, eip: int, size: int) -> None:
         """In the TC, an instruction of translated code starts a guest instruction only at
         the first address of its translation; the rest (sequences, stubs) is not the guest's.
@@ -667,9 +692,6 @@ class BinaryTranslation(TrapAndEmulate):
         if self.vcpu.cpl == 3 or not self.cache.contains(eip):
             super()._trace(eip, size)
             return
-        watch = self.vm.events.watch
-        if watch is not None:  # at every instruction of the TC, as the base tracer does
-            watch(self.vm.step - 1, self.machine.trace_registers())
         fragment = self.cache.fragment_at(eip)
         if fragment is None or eip not in fragment.boundaries:
             return
@@ -685,6 +707,10 @@ class BinaryTranslation(TrapAndEmulate):
         index = fragment.instruction_starts.get(eip)
         if index is None:
             return
+        watch = self.vm.events.watch
+        if watch is not None:  # guest instruction `total` begins: its registers, and from here
+            # on its stores (inside its translation the state is the translation's own)
+            watch(self.vm.stats.total, self.machine.trace_registers())
         if index == 0:
             fragment.hits += 1
         insn = fragment.insns[index]
@@ -705,3 +731,9 @@ class BinaryTranslation(TrapAndEmulate):
         if self.tracing:
             self._finish_traced()
             self._emit_translated(insn, "callout")
+
+
+def _index_running(fragment: Fragment, tc_eip: int) -> int:
+    """The guest instruction the CPU is in at `tc_eip`, by its index in the fragment."""
+    index = fragment.boundaries.get(tc_eip)  # (a boundary before an EIP note: the next one)
+    return fragment.index_owning(tc_eip) if index is None else index
