@@ -104,9 +104,21 @@ def test_hlt_with_interrupts_off_halts(asm, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_budget_stops_an_endless_loop(asm, mode):
-    report = run_guest(asm("spin: jmp spin\n"), mode, max_insns=12_345)
+    report = run_guest(asm("spin: inc eax\n    jmp spin\n"), mode, max_insns=12_345)
     assert report.exit.reason == "budget"
     assert report.instructions["total"] == 12_345
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_spin_with_interrupts_off_halts_as_cli_hlt_does(asm, mode):
+    """A tutorial kernel's last `while (1);` with interrupts never on: nothing can reach it,
+    so the run ends there (status 0, as after `cli; hlt`) within a slice, not at the end
+    of the budget."""
+    report = run_guest(asm("    cli\nspin: jmp spin\n"), mode, max_insns=20_000_000)
+    assert report.exit.reason == "halted" and "interrupts off" in report.exit.detail
+    assert report.instructions["total"] < 1_100_000
+    report = run_guest(asm("    sti\nspin: jmp spin\n"), mode, max_insns=2_000_000)
+    assert report.exit.reason == "budget"  # with interrupts on, a key or a timer may come
 
 
 def test_unsupported_privileged_operation_stops_cleanly(asm):

@@ -171,6 +171,10 @@ def test_a_kernel_that_needs_more_ram_asks_for_it_and_runs_with_it(tmp_path):
     assert "halted" in done.stdout
 
 
+# a GRUB 2 kernel's header: magic, architecture 0 (i386), length 24, checksum, the end tag
+MULTIBOOT2_HEADER = struct.pack("<IIII", 0xE85250D6, 0, 24, -(0xE85250D6 + 24) & 0xFFFFFFFF)
+MULTIBOOT2_HEADER += struct.pack("<HHI", 0, 0, 8)
+
 BAD_IMAGES = [
     (b"vm\n", "a text file"),
     (b"#!/bin/sh\necho hello\n" * 4, "a text file"),
@@ -188,6 +192,11 @@ BAD_IMAGES = [
         "requires multiboot features",
     ),
     (aout()[:34], "truncated"),
+    (
+        elf([Seg(KERNEL, KERNEL, HLT_LOOP)], ENTRY, header=bytes(4) + MULTIBOOT2_HEADER),
+        "a multiboot2 kernel",  # at file offset 88: 64-bit aligned, as multiboot2 requires
+    ),
+    (bytes(8) + MULTIBOOT2_HEADER + HLT_LOOP, "a multiboot2 kernel"),  # flat, not run as code
 ]
 
 

@@ -45,9 +45,10 @@ from vmlab.text import compare_lines, console, host_lines, summary, trace_line
 
 EXIT_STATUS_DOC = """\
 exit status of `vmlab run`: 0 every guest ended by itself (debug exit with status 0, or HLT
-with interrupts off); 1 a guest wrote a non-zero status to its debug exit; 2 vmlab refused
-the input (a bad image, file or option: one line on stderr); 3 a guest crashed or stopped on
-something no monitor emulates (unsupported); 4 the instruction budget ran out first."""
+or a jump to itself with interrupts off); 1 a guest wrote a non-zero status to its debug
+exit; 2 vmlab refused the input (a bad image, file or option: one line on stderr); 3 a guest
+crashed or stopped on something no monitor emulates (unsupported); 4 the instruction budget
+ran out first."""
 
 RECORD_BUDGET = 2_000_000  # a traced run records ~40,000 instructions a second
 

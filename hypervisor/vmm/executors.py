@@ -277,6 +277,14 @@ class Executor(ABC):
             return False
         return self.machine.code(self.virtual_state().eip, 5).startswith(_JUMPS_TO_SELF)
 
+    def spinning_for_ever(self) -> bool:
+        """Does the guest spin on a jump to itself with interrupts off (a tutorial kernel's
+        `while (1);` that never ran STI)? Nothing can reach it: it has halted, as surely as
+        with `cli; hlt`."""
+        if self.guest_interrupts_enabled():
+            return False
+        return self.machine.code(self.virtual_state().eip, 5).startswith(_JUMPS_TO_SELF)
+
     def accept_interrupt(self) -> bool:
         """Deliver the PIC's pending interrupt if the guest's IF allows it now."""
         if not self.guest_interrupts_enabled() or self.interrupt_shadow():
