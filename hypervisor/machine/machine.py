@@ -606,6 +606,11 @@ class Machine:
         uc.reg_write(x.UC_X86_REG_TR, system.tr)
         uc.reg_write(x.UC_X86_REG_CR2, system.cr2)
 
+    def load_cr0(self, value: int) -> None:
+        """CR0 alone (a monitor's, with the guest's FPU bits: no paging bit changes, so the
+        TLB stays)."""
+        self._cr0.write(value)
+
     def load_paging(self, registers: PagingRegisters) -> None:
         """Turn the CPU's paging on with these registers (a monitor's shadow page tables);
         loading them empties the TLB."""

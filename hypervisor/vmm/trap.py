@@ -22,9 +22,12 @@ from unicorn.x86_const import UC_X86_REG_TR as _TR
 from hypervisor.events import InterruptDelivered, Trap
 from hypervisor.isa import Category, Instruction, decode
 from hypervisor.machine.cpu import (
+    CR0_EM,
     CR0_ET,
+    CR0_MP,
     CR0_PE,
     CR0_PG,
+    CR0_TS,
     CR4_TSD,
     EFLAGS_IF,
     EFLAGS_IOPL,
@@ -80,6 +83,9 @@ MONITOR_TSS_OFFSET = MONITOR_IDT_OFFSET + 0x800
 SCRATCH_OFFSET = MONITOR_IDT_OFFSET + PAGE  # executable: IRETD used to build CPL templates
 SHADOW_POOL_OFFSET = 0x20000  # shadow page tables (after bt's vCPU area and door)
 MONITOR_CR0 = CR0_PE | CR0_ET | (1 << 5) | (1 << 16)  # + NE, WP: visible through SMSW
+# The guest's own FPU bits are the real CPU's too: with TS (or EM) set the CPU itself raises
+# the #NM a lazy-FPU kernel waits for at its next FPU instruction, reflected to vector 7.
+GUEST_FPU_CR0 = CR0_MP | CR0_EM | CR0_TS
 REAL_CPL = {0: 1, 3: 3}  # ring compression: guest ring -> real ring
 
 _FAULTS_TO_EMULATE = (VEC_GP, VEC_NP)
@@ -255,11 +261,17 @@ class TrapAndEmulate(Executor):
             real.ss = (real.ss & ~3) | 1
         real.eflags = real_eflags(virtual.eflags)
         self._sync_shadow()
-        self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
+        self.machine.enter(real, REAL_CPL[self.vcpu.cpl])  # (the template's CR0: MONITOR_CR0)
         if self.mmu is not None and self.mmu.active:
-            self.machine.load_paging(self.mmu.real_registers(MONITOR_CR0))
+            self.machine.load_paging(self.mmu.real_registers(self.real_cr0()))
+        elif self.vcpu.cr0 & GUEST_FPU_CR0:
+            self.machine.load_cr0(self.real_cr0())
         if self.vcpu.cr4 & CR4_TSD or self._tsd_mirrored:
             self._mirror_tsd()
+
+    def real_cr0(self) -> int:
+        """CR0 as the real CPU runs the guest: the monitor's, with the guest's FPU bits."""
+        return MONITOR_CR0 | self.vcpu.cr0 & GUEST_FPU_CR0
 
     def _mirror_tsd(self) -> None:
         """The guest's CR4.TSD on the real CPU too, so that RDTSC outside the guest's ring 0
