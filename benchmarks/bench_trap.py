@@ -104,7 +104,7 @@ def per_trap(repeat: int) -> None:
         print(
             f"  {name:<12} {total:>9,} instructions, {traps:>6,} traps (one every "
             f"{total / traps:5.1f}): trap {total / trap:>11,.0f}/s, native "
-            f"{total / native:>11,.0f}/s, trap/native {trap / native:6.2f}x, "
+            f"{total / native:>11,.0f}/s, trap takes {trap / native:6.2f}x native's time, "
             f"{trap / traps * 1e6:5.1f} µs per trap{verdict}"
         )
 
