@@ -5,9 +5,8 @@ mode and under QEMU.
 both and saves the state with FXSAVE, as at a task switch. `tests/guests/lazy_fpu` switches
 lazily: CR0.TS set makes the next FPU instruction raise #NM, whose handler runs CLTS. Each
 prints one pass/fail line per check. Known: under bt, FXSAVE in translated code saves
-another FPU state (control word 0, every register tagged valid); under trap, pv and bt the
-guest's TS stays in its virtual CR0 only, so the real CPU never raises the #NM the kernel
-relies on.
+another FPU state (control word 0, every register tagged valid). Under the monitors the
+guest's MP, EM and TS are the real CR0's too (vmm/trap.py), so the CPU raises the #NM.
 """
 
 from __future__ import annotations
@@ -24,9 +23,6 @@ from tests.test_platform import QEMU, build, probes_pass, qemu_serial
 BT_FXSAVE = pytest.mark.xfail(
     strict=True, reason="bt: FXSAVE in translated code saves another FPU state (vmm/bt/)"
 )
-NO_TS = pytest.mark.xfail(
-    strict=True, reason="the guest's CR0.TS/EM are not mirrored into the real CR0 (vmm/trap.py)"
-)
 
 
 @needs_nasm
@@ -36,10 +32,7 @@ def test_a_kernel_sets_up_and_saves_the_fpu_alike_in_every_mode(tmp_path: Path, 
 
 
 @needs_nasm
-@pytest.mark.parametrize(
-    "mode",
-    ["native", *(pytest.param(mode, marks=NO_TS) for mode in ("trap", "bt", "pv"))],
-)
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
 def test_ts_makes_the_next_fpu_instruction_raise_nm(tmp_path: Path, mode: str) -> None:
     probes_pass(tmp_path, "lazy_fpu", mode, checks=4, max_insns=100_000)
 

@@ -55,6 +55,8 @@ class Traced(NamedTuple):
     subkind: str = ""  # translated code: ident / rewritten / callout
 
 
+_TRAPPED = InsnClass.TRAPPED.value  # (an enum member's value is a descriptor: each trap asks)
+
 # A Traced made from a tuple at C speed (a named tuple's own __new__ is a Python function).
 _traced = partial(tuple.__new__, Traced)
 
@@ -204,7 +206,7 @@ class Executor(ABC):
         # where it may take one, and looks for it there itself.)
         if self.counts_each_instruction and self.accept_interrupt() and vm.exit is not None:
             return
-        if self.vm.irqs.pending_vector() is not None and self.interrupt_shadow():
+        if self.interrupt_shadow() and self.vm.irqs.pending_vector() is not None:
             # an interrupt waits: let the instruction after STI run, then take it (with
             # none pending, any that comes stops the slice: it may run on)
             count = 1
@@ -631,8 +633,9 @@ class Executor(ABC):
     def note_trap(self, name: str) -> None:
         """Count a trapped instruction (fast and traced runs alike); in a traced run its
         event goes out now, before the events of its emulation."""
-        self.vm.stats.traps[name] += 1
-        self.vm.stats.by_class[InsnClass.TRAPPED.value] += 1
+        stats = self.vm.stats
+        stats.traps[name] += 1
+        stats.by_class[_TRAPPED] += 1
         self._pending_trapped = True
         self._finish_traced()
 
