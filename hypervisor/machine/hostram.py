@@ -2,12 +2,16 @@
 (docs/unicorn-facts.md, fact 8).
 
 Each VM's RAM is a slice of this buffer mapped into its own unicorn instance with
-`mem_map_ptr`, so the host memory map a lesson shows is the real one.
+`mem_map_ptr`, so the host memory map a lesson shows is the real one. The buffer is an
+anonymous memory mapping: the system gives its pages when first touched, so a kernel given
+128 MiB that uses a few costs a few (a ctypes array would be written whole at creation).
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,7 +53,8 @@ class HostRam:
         if size <= 0 or size % PAGE:
             raise ValueError("host RAM size must be a positive multiple of 4 KiB")
         self.size = size
-        self._buffer = (ctypes.c_ubyte * size)()
+        self._map = mmap.mmap(-1, size)
+        self._buffer = (ctypes.c_ubyte * size).from_buffer(self._map)
         self._slices: list[RamSlice] = []
 
     @property
@@ -71,7 +76,10 @@ class HostRam:
             raise OutOfHostMemory(f"no {size // 1024} KiB free in host RAM for {owner}")
         piece = RamSlice(cursor, size, owner)
         self._slices.append(piece)
-        ctypes.memset(self.base_address + cursor, 0, size)
+        if sys.platform == "linux":  # zero again as the system gives pages: none touched now
+            self._map.madvise(mmap.MADV_DONTNEED, cursor, size)
+        else:
+            ctypes.memset(self.base_address + cursor, 0, size)
         return piece
 
     def free(self, piece: RamSlice) -> None:

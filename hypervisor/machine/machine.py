@@ -790,10 +790,6 @@ class Machine:
             if isinstance(clock, BlockClock):
 
                 def traced(address: int, size: int) -> None:
-                    if clock.rerun is not None:
-                        rerun, clock.rerun = clock.rerun, None
-                        if rerun == address:  # stopped before its first MMIO access: seen
-                            return
                     if not (clock.stepping and clock.at_deadline()):
                         callback(address, size)
 

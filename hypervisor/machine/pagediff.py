@@ -12,6 +12,7 @@ a few milliseconds for 32 MiB, the changed pages' bytes the only new objects.
 from __future__ import annotations
 
 import ctypes
+import mmap
 
 from hypervisor.machine.hostram import PAGE
 
@@ -35,10 +36,15 @@ class PageDiff:
         """The pages of the RAM at host address `ram` that differ from the copy (all of
         them the first time), by offset; the copy becomes the RAM as it is now. All-zero
         pages are the one shared `ZERO_PAGE`."""
-        if self._copy is None:
-            self._copy = ctypes.create_string_buffer(self.size)
-            ctypes.memmove(self._copy, ram, self.size)
-            return {o: _page(ram + o) for o in range(0, self.size, PAGE)}
+        if self._copy is None:  # zeroed, and left untouched where RAM is zero: the system
+            self._map = mmap.mmap(-1, self.size)  # gives those pages lazily
+            self._copy = (ctypes.c_char * self.size).from_buffer(self._map)
+            copy = ctypes.addressof(self._copy)
+            pages = {o: _page(ram + o) for o in range(0, self.size, PAGE)}
+            for offset, page in pages.items():
+                if page is not ZERO_PAGE:
+                    ctypes.memmove(copy + offset, page, PAGE)
+            return pages
         copy = ctypes.addressof(self._copy)
         changed: dict[int, bytes] = {}
         for chunk in range(0, self.size, CHUNK):

@@ -339,10 +339,13 @@ class BinaryTranslation(TrapAndEmulate):
         """From a hook in the TC (a port access, a console line, a device register): the
         guest instructions run up to the one the CPU is in, itself included, that the VM
         has not counted (the TC's clock is read at exits): so that an event is dated by its
-        exact step, as on bare metal. (A traced run counts each as it finishes.)"""
-        fragment = None if self.tracing else self._fragment_running()
+        exact step, as on bare metal. (A traced run has counted each as it finished, all
+        but the one in flight.)"""
+        fragment = self._fragment_running()
         if fragment is None:
             return None
+        if self.tracing:
+            return int(self._pending is not None)
         eip = self.machine.uc.reg_read(_EIP)
         return self._unread_before(fragment, _index_running(fragment, eip) + 1)
 
@@ -675,8 +678,12 @@ class BinaryTranslation(TrapAndEmulate):
         self.selfmod.page_written(address, size, stored)
 
     def forget_traced(self) -> None:
-        """The traced instruction now running did not retire (it runs again)."""
-        self._pending = None
+        """The traced instruction now running did not retire: it runs again from its start,
+        where the tracer sees it begin again. (A store inside its translation, as a REP
+        round's, runs again right there: the instruction stays the one in flight.)"""
+        fragment = self._fragment_running()
+        if fragment is None or self.machine.uc.reg_read(_EIP) in fragment.instruction_starts:
+            self._pending = None
 
     # ------------------------------------------------------------------ tracing
     def _tracer(self) -> Callable[[int, int], None]:

@@ -7,7 +7,9 @@ unit). Each guest instruction gets one of three treatments:
 * **ident** — copied byte for byte: it behaves the same at CPL 1 as at CPL 0;
 * **rewritten** — replaced by a short sequence on the vCPU area that gives the guest what
   bare metal would (CLI, STI, PUSHF, POPF, MOV from CS/SS, PUSH CS/SS, SMSW, STR, SLDT,
-  SGDT, SIDT) or that keeps control inside the TC (direct branches, calls, returns);
+  SGDT, SIDT) or that keeps control inside the TC (direct branches, calls, returns); a REP
+  string instruction runs round by round in a fragment of its own, each round counted as the
+  CPU counts it (a run may stop between two);
 * **callout** — the block ends with a jump to the monitor, which emulates the instruction
   in Python (LGDT, IRETD, HLT, MOV CR, INT n, far transfers, LAR/LSL/VERR/VERW…).
 
@@ -75,6 +77,7 @@ class Rule(StrEnum):
     CALLOUT = "callout"  # the monitor emulates it
     FLOW = "flow"  # a near control transfer kept in the TC
     IDENT = "ident"  # copied as it is
+    REPEAT = "repeat"  # a REP string instruction: one round at a time, each paid for
     CLI = "cli"  # the rest: rewritten inline
     STI = "sti"
     PUSHFD = "pushfd"
@@ -150,10 +153,12 @@ class Translator:
                 break
             if needs_callout(insn):
                 return body, insn
+            if repeats(insn) and body:  # in a fragment of its own: it counts its rounds
+                break
             body.append(insn)
             if insn.flow is not FlowKind.NONE or insn.address + insn.size > page_end:
                 break
-            if self_checked and writes_memory(insn):
+            if repeats(insn) or (self_checked and writes_memory(insn)):
                 break
         return body, None
 
@@ -211,6 +216,22 @@ class Translator:
         return fragment
 
 
+_STRING_OPCODES = frozenset((*range(0x6C, 0x70), *range(0xA4, 0xA8), *range(0xAA, 0xB0)))
+_REP_PREFIXES = frozenset((0xF2, 0xF3))
+_LEGACY_PREFIXES = frozenset((0xF0, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67))
+
+
+def repeats(insn: Instruction) -> bool:
+    """A string instruction with a REP prefix, on 32-bit addresses (ECX, ESI, EDI)."""
+    *prefixes, opcode = insn.bytes
+    return (
+        opcode in _STRING_OPCODES
+        and all(b in _LEGACY_PREFIXES for b in prefixes)
+        and not _REP_PREFIXES.isdisjoint(prefixes)
+        and insn.address_size == 4
+    )
+
+
 def rule_for(insn: Instruction) -> Rule:
     """How the translator treats one guest kernel instruction."""
     if insn.flow in (
@@ -228,6 +249,8 @@ def rule_for(insn: Instruction) -> Rule:
         return Rule.FLOW
     if insn.mnemonic in ("rdtsc", "rdtscp"):  # the TSC at this very instruction: the TC
         return Rule.CALLOUT  # counts guest instructions per fragment, not one by one
+    if repeats(insn):
+        return Rule.REPEAT
     if insn.category is Category.INNOCUOUS:
         return Rule.IDENT
     if insn.mnemonic in _INLINE:  # 16-bit: emulated
@@ -360,7 +383,8 @@ class _FragmentEmitter:
     ) -> None:
         """`checked`: the guest bytes of the block, for a self-checking fragment."""
         self.boundaries[self.here] = 0
-        self._prologue(guest_eip, checked, len(body))
+        paid = 0 if body and repeats(body[0]) else len(body)  # (a REP pays round by round)
+        self._prologue(guest_eip, checked, paid)
         for index, insn in enumerate(body):
             self.boundaries[self.here] = index
             if may_reach_open_bus(insn, self.t.ram_size):  # then it is named exactly (fact 13):
@@ -435,6 +459,8 @@ class _FragmentEmitter:
                 return "ident"
             case Rule.FLOW:
                 self._control_transfer(insn)
+            case Rule.REPEAT:
+                self._repeat(insn)
             case Rule.CLI:
                 self._cli(insn)
             case Rule.STI:
@@ -452,6 +478,37 @@ class _FragmentEmitter:
             case Rule.CALLOUT:
                 raise AssertionError(f"{insn.text}: a callout ends the block, it is not emitted")
         return "rewritten"
+
+    def _repeat(self, insn: Instruction) -> None:
+        """A REP string instruction, one round at a time, each paid from the budget as it
+        begins: the CPU (and unicorn's count) takes each round for an instruction, the
+        last finding ECX at 0 (or REPE/REPNE's condition met), and a run or an interrupt
+        may come between two rounds. The round is the instruction without its REP prefix,
+        then ECX - 1 by LEA, which keeps the flags. The guest instruction starts after the
+        payment, so a tracer counts only rounds that run; from the loop's top an empty
+        budget leaves for the monitor, the guest parked at the REP, between two rounds."""
+        a = self.area
+        index = len(self.subkinds)
+        top = self.here
+        del self.starts[top]
+        deadline = self.t.cache.new_exit(StubKind.DEADLINE, self.fid, index)
+        self.stubs.append(deadline)
+        self.emit(x.save_flags(a.save_a))
+        self.emit(b"\x83" + x.absolute(7, a.budget) + b"\x01")  # cmp dword [budget], 1
+        self._jump_local(b"\x0f\x8c", self._to_door(deadline.id))  # jl
+        self.emit(b"\x83" + x.absolute(5, a.budget) + b"\x01")  # sub dword [budget], 1
+        self.count_point = self.here
+        self.emit(x.restore_flags(a.save_a))
+        self.starts[self.here] = self.boundaries[self.here] = index
+        *prefixes, opcode = insn.bytes
+        once = bytes(b for b in prefixes if b not in _REP_PREFIXES) + bytes([opcode])
+        tail = once + b"\x8d\x49\xff"  # lea ecx, [ecx - 1]
+        if insn.mnemonic[:4] in ("cmps", "scas"):  # REPE ends on ZF 0, REPNE on ZF 1
+            tail += bytes([0x75 if 0xF3 in prefixes else 0x74, 2])  # over the jump back
+        self.emit(bytes([0xE3, len(tail) + 2]))  # jecxz: no round left, the REP ends
+        back = top - (self.here + len(tail) + 2)
+        assert back >= -128, "a round fits a short jump"
+        self.emit(tail + bytes([0xEB, back & 0xFF]))  # jmp top
 
     def _cli(self, insn: Instruction) -> None:
         self.emit(x.mov_abs_imm32(self.area.vif, 0))
