@@ -303,7 +303,12 @@ def _opens_ui(args: argparse.Namespace) -> bool:
 
 def _run(args: argparse.Namespace) -> int:
     if args.suspend_at is not None:
-        return encapcli.run_and_suspend(args)
+
+        def load(spec: str) -> tuple[GuestImage, int]:
+            image = _image(spec, args.mode, args)
+            return image, _ram(args, [image])
+
+        return encapcli.run_and_suspend(args, load)
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
