@@ -304,6 +304,7 @@ def test_cli_runs_several_guests_on_one_host_as_json(capsys):
             "fw_cfg",
             "PCI",
             "port61",
+            "port92",
             "POST",
             "8042",
             "VGA",

@@ -172,13 +172,20 @@ def test_bad_input_gets_one_line(capsys, args: list[str]) -> None:
     assert err.startswith("vmlab: ") and err.count("\n") == 1
 
 
-def test_a_keyboard_controller_reset_ends_the_vm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("reboot", "through"),
+    [
+        ("mov al, 0xFE\nout 0x64, al", "keyboard controller"),  # pulse the reset line
+        ("in al, 0x92\nor al, 1\nout 0x92, al", "port 0x92"),  # system control A: fast reset
+    ],
+)
+def test_a_reset_request_ends_the_vm(tmp_path: Path, reboot: str, through: str) -> None:
     if shutil.which("nasm") is None:
         pytest.skip("nasm is not installed")
     source = tmp_path / "reboot.asm"
-    source.write_text("bits 32\norg 0x100000\nmov al, 0xFE\nout 0x64, al\njmp $\n")
+    source.write_text(f"bits 32\norg 0x100000\n{reboot}\njmp $\n")
     report = run_guest(load_guest(str(source)), "native")
-    assert report.exit.reason == "reset" and "keyboard controller" in report.exit.detail
+    assert report.exit.reason == "reset" and through in report.exit.detail
 
 
 @pytest.mark.parametrize("mode", ["native", "trap"])

@@ -27,12 +27,23 @@ def test_a_kernel_ticks_on_the_rtcs_periodic_interrupt(tmp_path: Path, mode: str
     probes_pass(tmp_path, "rtc_irq", mode, checks=4, max_insns=3_000_000)
 
 
+RATE_CHECK = "rtc about 1024 periodic irqs per second"  # QEMU's rate follows the host's clock
+
+
 @needs_nasm
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed")
 def test_qemu_prints_the_same(tmp_path: Path) -> None:
+    """Every line but the rate's: QEMU's RTC runs on wall-clock time, so on a loaded host its
+    count between two updates is anything; the flags, the BIOS's rate and IRQ 8 coming at
+    all do not depend on it."""
     kernel = build(tmp_path, "rtc_irq")
     report = run_guest(load_guest(str(kernel)), "native", max_insns=3_000_000)
-    assert qemu_serial(kernel) == report.console
+
+    def timeless(console: str) -> list[str]:
+        return [line for line in console.splitlines() if not line.startswith(RATE_CHECK)]
+
+    assert timeless(qemu_serial(kernel)) == timeless(report.console)
+    assert f"{RATE_CHECK}: pass" in report.console  # vmlab's clock is the instruction count
 
 
 def _status_c(rtc: CmosRtc) -> int:

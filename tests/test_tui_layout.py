@@ -124,24 +124,26 @@ def test_a_lesson_describes_the_layout_the_ui_has(name):
     assert "v switches" in text
 
 
+async def code_rows_at(app: VmlabApp, pilot, step: int) -> list[str]:
+    """The code pane's rows as shown once the VM is at `step`."""
+    app.engine.submit(Seek(step))
+    await app.settle()
+    await pilot.pause()
+    return app.query_one("#code", Pane).render().plain.splitlines()
+
+
 @synchronously
 async def test_the_code_pane_shows_the_instruction_that_ran_beside_a_macro_line():
     """`mov dx, %1` in the serial macro: the pane also says what the CPU ran."""
     app = flags_app("trap")
     async with app.run_test(size=(160, 50)) as pilot:
         await app.settle()
-        app.engine.submit(Seek(5))
-        await app.settle()
-        await pilot.pause()
-        rows = app.query_one("#code", Pane).render().plain.splitlines()
+        rows = await code_rows_at(app, pilot, 5)
         macro = next(row for row in rows if "mov dx, %1" in row)
         assert "mov dx, 0x3fd" in macro, macro
         plain = next(row for row in rows if "push edx" in row)
         assert plain.count("push edx") == 1, "an instruction said twice"
-        app.engine.submit(Seek(4080))
-        await app.settle()
-        await pilot.pause()
-        rows = app.query_one("#code", Pane).render().plain.splitlines()
+        rows = await code_rows_at(app, pilot, 4080)
         data = next(row for row in rows if "db %1, 0" in row)
         assert data.split("db %1, 0")[1].strip() == "", "a string disassembled as code"
         call = next(row for row in rows if "call puts" in row)
@@ -254,3 +256,22 @@ async def test_at_80_columns_the_status_line_keeps_the_state_on_the_host_clock()
         await pilot.resize_terminal(160, 50)
         await pilot.pause()
         assert "last: popfd" in screen_text(app)["status"]
+
+
+@synchronously
+async def test_a_cut_code_row_says_it_is_cut_rather_than_showing_a_shorter_offset():
+    """At 80 columns a C kernel's row (`mov …  ; fb_write_cell+0x11 kernel.c:9`) is cut:
+    cut without a mark, `+0x11` read as `+0`, another place in the function."""
+    app = VmlabApp(Session(vms=[(load_guest("course", cmdline="exit"), "native")]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.settle()
+        rendered = await code_rows_at(app, pilot, 20_000)
+        rows = {f"{row.address:08x}": row.text for row in app.engine.snapshot().vm.code}
+        cut = 0
+        for line in rendered:
+            address = next((word for word in line.split() if word in rows), None)
+            if address is None or rows[address] in line:
+                continue
+            cut += 1
+            assert "…" in line, line
+        assert cut, "nothing was cut at 80 columns: the test shows nothing"

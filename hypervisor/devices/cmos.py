@@ -15,8 +15,8 @@ Registers as in the datasheet: 0x00 seconds, 0x02 minutes, 0x04 hours, 0x06 day 
 bits 0-6 divider and rate, read/write), status B (bit 7 SET halts updates, bit 2 DM binary
 rather than BCD, bit 1 24-hour), status C (interrupt flags, cleared by a read), status D
 (bit 7 VRT: the battery is good). The rest is NVRAM; vmlab fills the bytes QEMU's PC does
-for memory sizes (0x15/0x16 base KiB, 0x17/0x18 and 0x30/0x31 extended KiB, 0x34/0x35
-64 KiB blocks above 16 MiB).
+for the FPU and memory sizes (0x14 equipment: bit 1, an FPU; 0x15/0x16 base KiB, 0x17/0x18
+and 0x30/0x31 extended KiB, 0x34/0x35 64 KiB blocks above 16 MiB).
 
 Interrupts (IRQ 8), as course kernels use the RTC for a clock tick: the periodic flag (PF)
 at the rate status A's low bits select from the 32.768 kHz time base (1024 Hz as the BIOS
@@ -52,12 +52,14 @@ TIME_BASE = 32_768  # Hz
 D_VRT = 0x80
 NMI_DISABLE = 0x80
 KIB, MIB = 1 << 10, 1 << 20
+EQUIPMENT, EQUIPMENT_FPU = 0x14, 0x02  # the equipment byte; bit 1: a math coprocessor
 
 
 def _nvram(ram_size: int) -> bytearray:
     """The CMOS bytes a PC's firmware leaves, QEMU's way (hw/i386/pc.c)."""
     nvram = bytearray(128)
     nvram[STATUS_A], nvram[STATUS_B], nvram[STATUS_D] = 0x26, B_24HOUR, D_VRT
+    nvram[EQUIPMENT] = EQUIPMENT_FPU  # QEMU's also says floppy and mouse: vmlab has neither
     nvram[0x15:0x17] = (640).to_bytes(2, "little")  # base memory, KiB
     extended = min(max(ram_size - MIB, 0) // KIB, 0xFFFF)  # KiB above 1 MiB, up to 64 MiB
     nvram[0x17:0x19] = nvram[0x30:0x32] = extended.to_bytes(2, "little")

@@ -10,7 +10,9 @@ vmlab boots three kinds of image (docs/multiboot.md):
   addresses (flag bit 16, the "a.out kludge").
 
 Whatever is none of these is refused with one line: an ELF without a multiboot header, a
-header whose checksum fails, and — for files the user names — a text file. Any other bytes
+header whose checksum fails, a kernel with a multiboot2 header only (many courses build for
+GRUB 2's `multiboot2`; `qemu -kernel` refuses those too), and — for files the user names —
+a text file. Any other bytes
 can be flat code (the CPU will say whether they are); that is all a flat image can be
 checked for, which is why real kernels carry a multiboot header.
 """
@@ -25,6 +27,8 @@ from hypervisor.guest.nasm import GuestBuildError
 
 MULTIBOOT_MAGIC = 0x1BADB002
 HEADER_SEARCH = 8192  # the header must lie in the first 8 KiB, 32-bit aligned (spec 3.1.1)
+MULTIBOOT2_MAGIC = 0xE85250D6  # multiboot2's header: 32 KiB, 64-bit aligned (GRUB 2 only)
+MULTIBOOT2_SEARCH = 32768
 ELF_MAGIC = b"\x7fELF"
 FLAG_ADDRESSES = 1 << 16  # the header carries load addresses: the a.out kludge
 TEXT_PROBE = 512  # bytes looked at to tell text from code
@@ -71,11 +75,26 @@ def find_header(data: bytes, source: str) -> MultibootHeader | None:
     return None
 
 
+def _has_multiboot2_header(data: bytes) -> bool:
+    """A multiboot2 header (magic, architecture, length, checksum) in the first 32 KiB."""
+    window = data[:MULTIBOOT2_SEARCH]
+    for offset in range(0, len(window) - 15, 8):
+        magic, arch, length, checksum = struct.unpack_from("<IIII", window, offset)
+        if magic == MULTIBOOT2_MAGIC and not (magic + arch + length + checksum) & 0xFFFFFFFF:
+            return True
+    return False
+
+
 def detect(data: bytes, source: str) -> GuestFormat:
     """The image's format, or an ImageError saying in one line why it is none."""
     if not data:
         raise ImageError(f"{source}: the image is empty")
     header = find_header(data, source)
+    if header is None and _has_multiboot2_header(data):
+        raise ImageError(
+            f"{source}: a multiboot2 kernel (header magic {MULTIBOOT2_MAGIC:#x}) without a "
+            "multiboot v1 header: vmlab boots multiboot v1, as qemu -kernel does"
+        )
     if data.startswith(ELF_MAGIC):
         if header is None:
             raise ImageError(

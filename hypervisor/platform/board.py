@@ -71,6 +71,7 @@ PORTS = (  # device names as the devices call themselves (`PortDevice.name`)
     PortRange("8042", 0x64, 0x64),
     PortRange("RTC", 0x70, 0x71),  # CMOS: index (bit 7 masks NMI), data
     PortRange("POST", 0x80, 0x80),  # POST codes; kernels write here to wait (reads 0xFF)
+    PortRange("port92", 0x92, 0x92),  # system control port A: fast A20 gate, fast reset
     PortRange("PIC", 0xA0, 0xA1),
     PortRange("isa-debug-exit", 0xF4, 0xF4),  # QEMU's: ends the run (exit status (v << 1) | 1)
     PortRange("VGA", 0x3B4, 0x3DA),  # CRTC 0x3D4/0x3D5 (mono alias 0x3B4), 0x3C0-0x3CF, 0x3DA

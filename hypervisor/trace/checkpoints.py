@@ -42,7 +42,7 @@ STRIDE = 512  # steps run between two looks at the clock
 DEFAULT_BUDGET = 64 << 20  # bytes of checkpoints per VM
 _DEVICES = (  # the VM's devices, each checkpointed by what it declares
     *("uart", "pic", "pit", "debug_exit", "isa_debug_exit", "platform"),
-    *("kbc", "vga", "rtc", "fw_cfg", "pci", "port61", "lapic", "ioapic"),
+    *("kbc", "vga", "rtc", "fw_cfg", "pci", "port61", "port92", "lapic", "ioapic"),
 )
 _STATEFUL = ("vm", "executor", *_DEVICES)
 

@@ -15,8 +15,10 @@ the instruction that took the VM from k to k+1 retired instructions):
 
 Registers are the real CPU's, as each instruction started (so `registers_at(k).eip` is the
 EIP of step k); a full copy every KEYFRAME steps gives random access. Memory writes are the
-CPU's own stores; what the monitor writes into guest memory on the guest's behalf (an
-interrupt frame, an emulated instruction's store) is not among them. Every other event is
+CPU's own stores into the guest's memory, at the linear address the instruction names (with
+paging on, the recorder maps unicorn's physical one back); what the monitor writes into guest
+memory on the guest's behalf (an interrupt frame, an emulated instruction's store) or into its
+own pages is not among them. Every other event is
 kept as it is (they are rare), minus the running/paused changes that stepping causes, and
 console output is kept as whole lines so that the recording of a run does not depend on how
 it was stepped.

@@ -50,7 +50,7 @@ class ExitReason(StrEnum):
     """Why a run stopped."""
 
     DEBUG_EXIT = "debug_exit"  # the guest wrote its status to port 0x501
-    HALTED = "halted"  # HLT with interrupts off (or no interrupt can ever come)
+    HALTED = "halted"  # HLT or `jmp $` with interrupts off (or no interrupt can ever come)
     CRASHED = "crashed"  # triple fault, fetch outside RAM, monitor error
     BUDGET = "budget"  # the instruction budget is used up: the VM can go on
     UNSUPPORTED = "unsupported"  # a privileged operation this monitor does not model

@@ -30,6 +30,7 @@ from hypervisor.devices.intc import RTC_IRQ, Interrupts
 from hypervisor.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
 from hypervisor.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalApic
 from hypervisor.devices.pci import PciHost
+from hypervisor.devices.port92 import SystemControlA
 from hypervisor.devices.post import PostCodePort
 from hypervisor.devices.scancodes import scancodes
 from hypervisor.devices.speaker import SystemControlB
@@ -74,6 +75,8 @@ OVERHEAD_SAMPLE = 20_000  # guest instructions between two points of the overhea
 SLICE = 1 << 24  # the most one slice may run: a stop from outside that just missed the CPU
 # (Ctrl-C between two slices) waits for no more than this (a fraction of a second)
 SPIN_PROBE = 100_000  # with input waiting, look this often whether the guest idles in a spin
+SPIN_CHECK = 1_000_000  # with interrupts off, a slice at most this long: then look for a spin
+SPUN = "a jump to itself with interrupts off: the CPU spins there for ever"
 
 
 @dataclass
@@ -145,6 +148,7 @@ class Vm:
         "fw_cfg",
         "pci",
         "port61",
+        "port92",
         "post",
         "devices",  # the parts above, as the port bus sees them
         "boot",  # what the loader wrote at boot: configuration, written again from the image
@@ -218,6 +222,7 @@ class Vm:
         self.fw_cfg = FwCfg(ram_size)
         self.pci = PciHost()
         self.port61 = SystemControlB(self.pit)
+        self.port92 = SystemControlA(on_reset=partial(self._reset, "port 0x92 (fast reset)"))
         self.post = PostCodePort()  # port 0x80: the I/O delay kernels use
         self.devices: tuple[PortDevice, ...] = (
             self.uart,
@@ -232,6 +237,7 @@ class Vm:
             self.fw_cfg,
             self.pci,
             self.port61,
+            self.port92,
             self.post,
         )
         for device in self.devices:
@@ -337,8 +343,8 @@ class Vm:
         else:
             write()
 
-    def _reset(self) -> None:
-        detail = "the guest reset the machine through the keyboard controller (port 0x64)"
+    def _reset(self, through: str = "the keyboard controller (port 0x64)") -> None:
+        detail = f"the guest reset the machine through {through}"
         self.finish(ExitInfo(ExitReason.RESET, None, detail))
         self.machine.request_stop()
 
@@ -498,6 +504,8 @@ class Vm:
                 if typed is not None:
                     count = max(1, min(count, typed - self.step))
                     self.run_end = min(typed, self.run_end or typed)
+                if count > SPIN_CHECK and not self.executor.guest_interrupts_enabled():
+                    count = SPIN_CHECK  # interrupts off, no timer to end it: look for a spin
                 waiting = self.inputs.has_waiting(self)
                 if waiting:
                     count = min(count, SPIN_PROBE)
@@ -505,7 +513,15 @@ class Vm:
                         # end one short of the tick: a slice that ends at it has entered the
                         # timer handler, and a guest idling between ticks is never seen spin
                         count = min(count, due - 1)
+                before = self.stats.total
                 self.executor.run_slice(count)
+                if (
+                    self.exit is None
+                    and self.stats.total - before >= count
+                    and self.executor.spinning_for_ever()
+                ):  # a whole slice, and it ends on `jmp $` with interrupts off
+                    self.finish(ExitInfo(ExitReason.HALTED, detail=SPUN))
+                    break
                 if waiting and self.exit is None and self.executor.idle_spinning():
                     self.inputs.take_waiting(self, self.step)  # delivered at this step
                 if self.stats.total >= OVERHEAD_SAMPLE * (len(self.overhead_timeline) + 1):

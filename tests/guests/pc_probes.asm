@@ -52,6 +52,10 @@ entry:
     CMOS_READ 0x08
     cmp al, 0x01
     CHECK "rtc month 1"
+    CMOS_READ 0x14                              ; the equipment byte
+    and al, 0x32                                ; the FPU (bit 1), the display (bits 4-5)
+    cmp al, 0x02                                ; an FPU; EGA/VGA
+    CHECK "cmos equipment fpu and vga"
     CMOS_READ 0x00
     call is_bcd_below_60
     CHECK "rtc seconds BCD below 60"
@@ -189,6 +193,18 @@ entry:
     in al, 0x64
     cmp al, 0x1C                                ; the status keeps its flags, as QEMU's does
     CHECK "kbc config write keeps the system flag"
+
+; --- port 0x92, system control port A ------------------------------------------------------
+    in al, 0x92
+    cmp al, 0x02                                ; A20 on, no reset
+    CHECK "port92 reads a20 on"
+    mov al, 0x12                                ; fast A20 as kernels enable it, one spare bit
+    out 0x92, al
+    in al, 0x92
+    cmp al, 0x12
+    CHECK "port92 reads back"
+    mov al, 0x02
+    out 0x92, al
 
 ; --- port 0x61: PIT channel 2 OUT and the refresh toggle ----------------------------------------
     mov al, 0x01                                ; channel 2 gate on, speaker off

@@ -93,8 +93,8 @@ def _row(row: CodeRow, width: int) -> Content:
         source = _highlight(row.text).truncate(max(room - column - 1, 0), ellipsis=True)
         insn = Content.styled(ran, "$text-secondary").truncate(column, ellipsis=True)
         text = source.pad_right(room - column - source.cell_length) + insn
-    else:
-        text = _highlight(row.text).truncate(room)
+    else:  # a cut row says so: `+0x11` cut to `+0` would name another place
+        text = _highlight(row.text).truncate(room, ellipsis=True)
     line = left + text.pad_right(room - text.cell_length) + tail
     if row.current:
         line = line.extend_right(max(0, width - line.cell_length)).stylize("on $primary-muted")
