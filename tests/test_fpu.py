@@ -3,11 +3,14 @@ mode and under QEMU.
 
 `tests/guests/fpu_state` turns the FPU and SSE on (CR0.EM off, CR4.OSFXSR), computes with
 both and saves the state with FXSAVE, as at a task switch. `tests/guests/lazy_fpu` switches
-lazily: CR0.TS set makes the next FPU instruction raise #NM, whose handler runs CLTS. Each
-prints one pass/fail line per check. Known: under bt, FXSAVE in translated code saves
-another FPU state (control word 0, every register tagged valid); under trap, pv and bt the
-guest's TS stays in its virtual CR0 only, so the real CPU never raises the #NM the kernel
-relies on.
+lazily: CR0.TS set makes the next FPU instruction raise #NM, whose handler runs CLTS.
+`fpu_switch` checks the state out of reset and across an interrupt, a trap and a port
+access (a monitor's world switch restores a CPU context: machine/fpucarry.py keeps the
+guest's FPU in it); `fpu_stores` stores with the instructions unicorn makes in a helper onto
+the page of their own code (under bt a write-protected page of translated code, where such a
+store cannot be restarted). Each prints one pass/fail line per check. Known: under trap, pv
+and bt the guest's TS stays in its virtual CR0 only, so the real CPU never raises the #NM the
+kernel relies on.
 """
 
 from __future__ import annotations
@@ -21,18 +24,28 @@ from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
 from tests.test_platform import QEMU, build, probes_pass, qemu_serial
 
-BT_FXSAVE = pytest.mark.xfail(
-    strict=True, reason="bt: FXSAVE in translated code saves another FPU state (vmm/bt/)"
-)
+MODES = ["native", "trap", "bt", "pv"]
 NO_TS = pytest.mark.xfail(
     strict=True, reason="the guest's CR0.TS/EM are not mirrored into the real CR0 (vmm/trap.py)"
 )
 
 
 @needs_nasm
-@pytest.mark.parametrize("mode", ["native", "trap", pytest.param("bt", marks=BT_FXSAVE), "pv"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_kernel_sets_up_and_saves_the_fpu_alike_in_every_mode(tmp_path: Path, mode: str):
     probes_pass(tmp_path, "fpu_state", mode, checks=4, max_insns=100_000)
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", MODES)
+def test_the_fpu_state_is_the_kernels_across_interrupts_and_traps(tmp_path: Path, mode: str):
+    probes_pass(tmp_path, "fpu_switch", mode, checks=9, max_insns=100_000)
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", MODES)
+def test_fpu_stores_made_by_a_helper_reach_a_code_page(tmp_path: Path, mode: str) -> None:
+    probes_pass(tmp_path, "fpu_stores", mode, checks=6, max_insns=100_000)
 
 
 @needs_nasm
@@ -46,7 +59,7 @@ def test_ts_makes_the_next_fpu_instruction_raise_nm(tmp_path: Path, mode: str) -
 
 @needs_nasm
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed")
-@pytest.mark.parametrize("name", ["fpu_state", "lazy_fpu"])
+@pytest.mark.parametrize("name", ["fpu_state", "lazy_fpu", "fpu_switch", "fpu_stores"])
 def test_qemu_prints_the_same(tmp_path: Path, name: str) -> None:
     kernel = build(tmp_path, name)
     assert qemu_serial(kernel) == run_guest(load_guest(str(kernel)), "native").console

@@ -6,16 +6,11 @@
 ; number of failures. The same under QEMU.
 %include "multiboot.inc"
 %include "report.inc"
+%include "fpu.inc"
 
 entry:
     mov esp, 0x90000
-    mov eax, cr0
-    and eax, ~0x4                               ; EM off: the FPU is there
-    or eax, 0x22                                ; MP (WAIT checks TS), NE (native #MF)
-    mov cr0, eax
-    mov eax, cr4
-    or eax, 0x600                               ; OSFXSR, OSXMMEXCPT: SSE and FXSAVE on
-    mov cr4, eax
+    FPU_ON
     fninit
     fld1
     fadd st0, st0
@@ -32,10 +27,7 @@ entry:
     CHECK "fxsave saves the control word"
     cmp byte [area + 4], 0                      ; abridged tag word: the x87 stack is empty
     CHECK "fxsave saves an empty stack"
-    mov al, [failures]
-    out 0xF4, al                                ; QEMU's isa-debug-exit
-    cli
-    hlt
+    FINISH
 
 section .data
 align 16
