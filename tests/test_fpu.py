@@ -8,7 +8,9 @@ lazily: CR0.TS set makes the next FPU instruction raise #NM, whose handler runs 
 access (a monitor's world switch restores a CPU context: machine/fpucarry.py keeps the
 guest's FPU in it); `fpu_stores` stores with the instructions unicorn makes in a helper onto
 the page of their own code (under bt a write-protected page of translated code, where such a
-store cannot be restarted). Each prints one pass/fail line per check. Known: under trap, pv
+store cannot be restarted); `simd` uses what CPUID offers (MMX, FXSR, SSE, SSE2, SSE3),
+with the #UD an SSE instruction raises before the kernel sets CR4.OSFXSR (which a monitor
+mirrors into the real CR4). Each prints one pass/fail line per check. Known: under trap, pv
 and bt the guest's TS stays in its virtual CR0 only, so the real CPU never raises the #NM the
 kernel relies on.
 """
@@ -44,6 +46,12 @@ def test_the_fpu_state_is_the_kernels_across_interrupts_and_traps(tmp_path: Path
 
 @needs_nasm
 @pytest.mark.parametrize("mode", MODES)
+def test_the_simd_features_cpuid_offers_work_as_a_kernel_uses_them(tmp_path: Path, mode: str):
+    probes_pass(tmp_path, "simd", mode, checks=9, max_insns=100_000)
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", MODES)
 def test_fpu_stores_made_by_a_helper_reach_a_code_page(tmp_path: Path, mode: str) -> None:
     probes_pass(tmp_path, "fpu_stores", mode, checks=6, max_insns=100_000)
 
@@ -59,7 +67,7 @@ def test_ts_makes_the_next_fpu_instruction_raise_nm(tmp_path: Path, mode: str) -
 
 @needs_nasm
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed")
-@pytest.mark.parametrize("name", ["fpu_state", "lazy_fpu", "fpu_switch", "fpu_stores"])
+@pytest.mark.parametrize("name", ["fpu_state", "lazy_fpu", "fpu_switch", "fpu_stores", "simd"])
 def test_qemu_prints_the_same(tmp_path: Path, name: str) -> None:
     kernel = build(tmp_path, name)
     assert qemu_serial(kernel) == run_guest(load_guest(str(kernel)), "native").console

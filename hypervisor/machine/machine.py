@@ -465,6 +465,9 @@ class Machine:
         uc = self.uc
         uc.reg_write(x.UC_X86_REG_GDTR, (0, gdt[0], gdt[1], 0))
         uc.reg_write(x.UC_X86_REG_CR0, cr0)
+        # unicorn's CPU starts with CR4 = OSFXSR | FSGSBASE | OSXSAVE (0x50200, measured), and
+        # every world switch restores the template's: a monitor sets the guest's bits itself
+        uc.reg_write(x.UC_X86_REG_CR4, 0)
         uc.reg_write(x.UC_X86_REG_CS, boot_cs)
         for reg in (
             x.UC_X86_REG_SS,

@@ -25,7 +25,7 @@ from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
     CR0_PG,
-    CR4_TSD,
+    CR4_MIRRORED,
     EFLAGS_IF,
     EFLAGS_IOPL,
     CpuState,
@@ -106,7 +106,7 @@ class TrapAndEmulate(Executor):
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
-        self._tsd_mirrored = False  # the real CR4.TSD is set (the guest's, _mirror_tsd)
+        self._tsd_mirrored = False  # the real CR4 holds guest bits (CR4_MIRRORED, _mirror_tsd)
         # unicorn runs RDTSCP whatever the CPU model: stop before it (a DOOR exit) for #UD
         m.stop_before(frozenset(("rdtscp",)))
         self.mmu: ShadowMmu | None = None
@@ -252,18 +252,19 @@ class TrapAndEmulate(Executor):
         self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
         if self.mmu is not None and self.mmu.active:
             self.machine.load_paging(self.mmu.real_registers(MONITOR_CR0))
-        if self.vcpu.cr4 & CR4_TSD or self._tsd_mirrored:
+        if self.vcpu.cr4 & CR4_MIRRORED or self._tsd_mirrored:
             self._mirror_tsd()
 
     def _mirror_tsd(self) -> None:
         """The guest's CR4.TSD on the real CPU too, so that RDTSC outside the guest's ring 0
-        faults (unicorn raises it, cpumodel.py); the kernel's own, at ring 1, is emulated."""
+        faults (unicorn raises it, cpumodel.py); the kernel's own, at ring 1, is emulated.
+        And its OSFXSR and OSXMMEXCPT, which decide whether SSE runs or raises #UD."""
         uc = self.machine.uc
         real = uc.reg_read(_CR4)
-        wanted = real & ~CR4_TSD | self.vcpu.cr4 & CR4_TSD
+        wanted = real & ~CR4_MIRRORED | self.vcpu.cr4 & CR4_MIRRORED
         if wanted != real:
             uc.reg_write(_CR4, wanted)
-        self._tsd_mirrored = bool(wanted & CR4_TSD)
+        self._tsd_mirrored = bool(wanted & CR4_MIRRORED)
 
     @property
     def guest_memory(self) -> LinearMemory:

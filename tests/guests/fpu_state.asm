@@ -1,9 +1,8 @@
 ; fpu_state.asm - the FPU and SSE state as a kernel sets them up and saves them at a task
 ; switch: CR0.EM off and MP/NE on, CR4.OSFXSR, FNINIT, an x87 sum, an SSE sum, and FXSAVE,
-; whose image starts with the control word FNINIT left (0x037F). vmlab's CPUID does not
-; advertise FXSR or SSE (docs/platform.md), but the CPU runs them, and kernels that do not
-; ask use them. One pass/fail line per check on COM1; the exit status (port 0xF4) is the
-; number of failures. The same under QEMU.
+; whose image starts with the control word FNINIT left (0x037F). (CPUID advertises FXSR and
+; SSE: simd.asm checks it.) One pass/fail line per check on COM1; the exit status (port
+; 0xF4) is the number of failures. The same under QEMU.
 %include "multiboot.inc"
 %include "report.inc"
 %include "fpu.inc"
