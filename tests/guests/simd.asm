@@ -72,10 +72,7 @@ entry:
     movups [sse3_sum], xmm1
     cmp dword [sse3_sum + 4], 0x40E00000
     CHECK "fxrstor restores xmm1"
-    mov al, [failures]
-    out 0xF4, al                                ; QEMU's isa-debug-exit
-    cli
-    hlt
+    FINISH
 
 invalid_opcode:                                 ; #UD: count it, go on at [return_to]
     inc dword [uds]
