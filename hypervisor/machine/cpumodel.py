@@ -11,11 +11,12 @@ instruction is privileged, so a guest kernel executes them directly under every 
   (x87), PSE (4 MiB pages, in every mode: docs/paging.md), TSC, MSR (RDMSR/WRMSR,
   `msr.py`), CX8 (CMPXCHG8B), APIC (the local APIC, `devices/lapic.py`), CMOV, PGE
   (CR4.PGE and global pages: TLBs, shadow or real, drop them on INVLPG and on a CR4 paging
-  change; tests/guests/pge.asm), and the SIMD set QEMU's `qemu32` offers: MMX, FXSR, SSE,
-  SSE2 and (ECX) SSE3 (the guest's FPU state is kept across world switches, `fpucarry.py`;
-  a monitor mirrors CR4.OSFXSR; tests/guests/simd.asm). Not advertised, because vmlab does
-  not model or check them: VME, DE, PAE, MCE, SEP, MTRR, MCA, PAT (docs/platform.md says
-  why for each).
+  change; tests/guests/pge.asm), PAT (the PAT MSR, `msr.py`, tests/guests/msr_probes.asm;
+  memory types change nothing here), and the SIMD set QEMU's `qemu32` offers: MMX, FXSR,
+  SSE, SSE2 and (ECX) SSE3 (the guest's FPU state is kept across world switches,
+  `fpucarry.py`; a monitor mirrors CR4.OSFXSR; tests/guests/simd.asm). Not advertised,
+  because vmlab does not model or check them: VME, DE, PAE, MCE, SEP, MTRR, MCA
+  (docs/platform.md says why for each).
   Maximum basic leaf 1, maximum extended leaf 0x80000000; as on Intel parts, a leaf above
   the maximum answers as the highest basic leaf does.
 - RDTSC reads the machine's instruction clock, the PIT's input clock: one tick per retired
@@ -42,9 +43,10 @@ FAMILY, MODEL, STEPPING = 6, 1, 9
 MAX_BASIC, MAX_EXTENDED = 1, 0x80000000
 FEATURE_FPU, FEATURE_PSE, FEATURE_TSC, FEATURE_MSR = 1 << 0, 1 << 3, 1 << 4, 1 << 5
 FEATURE_CX8, FEATURE_APIC, FEATURE_PGE, FEATURE_CMOV = 1 << 8, 1 << 9, 1 << 13, 1 << 15
+FEATURE_PAT = 1 << 16
 FEATURE_MMX, FEATURE_FXSR, FEATURE_SSE, FEATURE_SSE2 = 1 << 23, 1 << 24, 1 << 25, 1 << 26
 FEATURES_EDX = FEATURE_FPU | FEATURE_PSE | FEATURE_TSC | FEATURE_MSR
-FEATURES_EDX |= FEATURE_CX8 | FEATURE_APIC | FEATURE_PGE | FEATURE_CMOV
+FEATURES_EDX |= FEATURE_CX8 | FEATURE_APIC | FEATURE_PGE | FEATURE_CMOV | FEATURE_PAT
 FEATURES_EDX |= FEATURE_MMX | FEATURE_FXSR | FEATURE_SSE | FEATURE_SSE2
 FEATURE_SSE3 = 1 << 0
 FEATURES_ECX = FEATURE_SSE3

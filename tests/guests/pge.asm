@@ -2,8 +2,9 @@
 ; the G flag and sets CR4.PGE, so that a CR3 load (a task switch) keeps its own
 ; translations. CR4.PGE stays set across CR3 loads; a global page whose entry changes is
 ; seen anew after INVLPG, and after CR4.PGE is cleared (which empties the TLB, global
-; entries too). One pass/fail line per check on COM1; the exit status (port 0xF4) is the
-; number of failures. The same under QEMU.
+; entries too). A page table entry's PAT flag (CPUID PAT) picks a memory type only.
+; One pass/fail line per check on COM1; the exit status (port 0xF4) is the number of
+; failures. The same under QEMU.
 %include "multiboot.inc"
 %include "report.inc"
 %include "paging.inc"
@@ -11,6 +12,7 @@
 CPUID_PGE equ 1 << 13                           ; leaf 1 EDX
 CR4_PGE   equ 1 << 7
 PTE_G     equ 0x100                            ; page table entry flag G
+PTE_PAT   equ 0x80                             ; its PAT flag (a memory type only: CPUID PAT)
 WINDOW    equ 0x300000                          ; a linear page whose frame the guest moves
 
 %macro MAP 1                                    ; WINDOW -> frame %1, global (no flush)
@@ -54,6 +56,10 @@ entry:
     mov cr4, eax
     cmp dword [WINDOW], 0xAAAAAAAA
     CHECK "clearing cr4.pge drops global entries"
+    mov dword [page_table + (WINDOW >> 12) * 4], frame_b + (PTE_PAT | 3)
+    invlpg [WINDOW]
+    cmp dword [WINDOW], 0xBBBBBBBB
+    CHECK "a page with the pat flag maps its frame"
     FINISH
 
 section .data
