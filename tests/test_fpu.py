@@ -10,7 +10,8 @@ guest's FPU in it); `fpu_stores` stores with the instructions unicorn makes in a
 the page of their own code (under bt a write-protected page of translated code, where such a
 store cannot be restarted); `simd` uses what CPUID offers (MMX, FXSR, SSE, SSE2, SSE3),
 with the #UD an SSE instruction raises before the kernel sets CR4.OSFXSR (which a monitor
-mirrors into the real CR4). Each prints one pass/fail line per check. Known: under trap, pv
+mirrors into the real CR4); `fpu_faults` leaves an x87 exception pending across a trap, and
+the next FWAIT raises #MF. Each prints one pass/fail line per check. Known: under trap, pv
 and bt the guest's TS stays in its virtual CR0 only, so the real CPU never raises the #NM the
 kernel relies on.
 """
@@ -27,6 +28,7 @@ from tests.conftest import needs_nasm
 from tests.test_platform import QEMU, build, probes_pass, qemu_serial
 
 MODES = ["native", "trap", "bt", "pv"]
+GUESTS = ["fpu_state", "fpu_switch", "fpu_stores", "simd", "fpu_faults"]
 NO_TS = pytest.mark.xfail(
     strict=True, reason="the guest's CR0.TS/EM are not mirrored into the real CR0 (vmm/trap.py)"
 )
@@ -52,6 +54,12 @@ def test_the_simd_features_cpuid_offers_work_as_a_kernel_uses_them(tmp_path: Pat
 
 @needs_nasm
 @pytest.mark.parametrize("mode", MODES)
+def test_a_pending_x87_exception_raises_mf_after_a_trap(tmp_path: Path, mode: str) -> None:
+    probes_pass(tmp_path, "fpu_faults", mode, checks=1, max_insns=100_000)
+
+
+@needs_nasm
+@pytest.mark.parametrize("mode", MODES)
 def test_fpu_stores_made_by_a_helper_reach_a_code_page(tmp_path: Path, mode: str) -> None:
     probes_pass(tmp_path, "fpu_stores", mode, checks=6, max_insns=100_000)
 
@@ -67,7 +75,7 @@ def test_ts_makes_the_next_fpu_instruction_raise_nm(tmp_path: Path, mode: str) -
 
 @needs_nasm
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 is not installed")
-@pytest.mark.parametrize("name", ["fpu_state", "lazy_fpu", "fpu_switch", "fpu_stores", "simd"])
+@pytest.mark.parametrize("name", [*GUESTS, "lazy_fpu"])
 def test_qemu_prints_the_same(tmp_path: Path, name: str) -> None:
     kernel = build(tmp_path, name)
     assert qemu_serial(kernel) == run_guest(load_guest(str(kernel)), "native").console
