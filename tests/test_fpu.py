@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from hypervisor.events import AdaptiveRetranslation
 from hypervisor.guest.image import load_guest
 from hypervisor.session import run_guest
 from tests.conftest import needs_nasm
@@ -44,6 +45,17 @@ def test_a_kernel_sets_up_and_saves_the_fpu_alike_in_every_mode(tmp_path: Path, 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_fpu_state_is_the_kernels_across_interrupts_and_traps(tmp_path: Path, mode: str):
     probes_pass(tmp_path, "fpu_switch", mode, checks=9, max_insns=100_000)
+
+
+@needs_nasm
+def test_one_fxsave_to_a_code_page_is_one_store_fault_under_bt(tmp_path: Path) -> None:
+    """FXSAVE's 32 stores each fault on the write-protected page: adaptive retranslation
+    counts them as one fault of one instruction (it adapts after a few), not 32."""
+    guest = load_guest(str(build(tmp_path, "fpu_state")))
+    report = run_guest(guest, "bt", max_insns=100_000, keep_events=True)
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
+    adapted = [e for e in report.events if isinstance(e, AdaptiveRetranslation)]
+    assert adapted == []
 
 
 @needs_nasm
