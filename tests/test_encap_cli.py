@@ -30,6 +30,20 @@ def test_suspend_then_resume_prints_what_the_uninterrupted_run_prints(
     assert before + after == whole and before and after
 
 
+def test_a_suspended_kernel_keeps_its_boot_options_and_ram(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--suspend-at` boots the kernel as a plain run does: its command line, modules and
+    RAM (before, none of them: an empty command line and 4 MiB)."""
+    file = tmp_path / "course.vmlab"
+    boot = ["run", "course", "--cmdline", "exit"]
+    whole = console_of(capsys, boot)
+    before = console_of(capsys, [*boot, "--suspend-at", "3000", "-o", str(file)])
+    after = console_of(capsys, ["resume", str(file)])
+    assert before + after == whole
+    assert "command line: 'exit'\nmemory: 639 KiB below 1 MiB, 129920 KiB above\n" in whole
+
+
 def test_resume_json_and_a_second_suspension(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -11,9 +11,8 @@ the page of their own code (under bt a write-protected page of translated code, 
 store cannot be restarted); `simd` uses what CPUID offers (MMX, FXSR, SSE, SSE2, SSE3),
 with the #UD an SSE instruction raises before the kernel sets CR4.OSFXSR (which a monitor
 mirrors into the real CR4); `fpu_faults` leaves an x87 exception pending across a trap, and
-the next FWAIT raises #MF. Each prints one pass/fail line per check. Known: under trap, pv
-and bt the guest's TS stays in its virtual CR0 only, so the real CPU never raises the #NM the
-kernel relies on.
+the next FWAIT raises #MF. Each prints one pass/fail line per check. Under the monitors the
+guest's MP, EM and TS are the real CR0's too (vmm/trap.py), so the CPU raises the #NM.
 """
 
 from __future__ import annotations
@@ -30,9 +29,6 @@ from tests.test_platform import QEMU, build, probes_pass, qemu_serial
 
 MODES = ["native", "trap", "bt", "pv"]
 GUESTS = ["fpu_state", "fpu_switch", "fpu_stores", "simd", "fpu_faults"]
-NO_TS = pytest.mark.xfail(
-    strict=True, reason="the guest's CR0.TS/EM are not mirrored into the real CR0 (vmm/trap.py)"
-)
 
 
 @needs_nasm
@@ -77,10 +73,7 @@ def test_fpu_stores_made_by_a_helper_reach_a_code_page(tmp_path: Path, mode: str
 
 
 @needs_nasm
-@pytest.mark.parametrize(
-    "mode",
-    ["native", *(pytest.param(mode, marks=NO_TS) for mode in ("trap", "bt", "pv"))],
-)
+@pytest.mark.parametrize("mode", MODES)
 def test_ts_makes_the_next_fpu_instruction_raise_nm(tmp_path: Path, mode: str) -> None:
     probes_pass(tmp_path, "lazy_fpu", mode, checks=4, max_insns=100_000)
 

@@ -17,6 +17,17 @@ EXIT_WITH_EAX = """
     out dx, al
     hlt
 """
+# exit status 0, or 1 from a jump to .bad
+PASSED_OR_BAD = (
+    """
+    mov al, 0
+    jmp .out
+.bad:
+    mov al, 1
+.out:
+"""
+    + EXIT_WITH_EAX
+)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -61,13 +72,8 @@ def test_open_bus_reads_all_ones_and_drops_writes(asm, mode):
     mov eax, [0x80000000]
     cmp eax, 0xffffffff
     jne .bad
-    mov al, 0
-    jmp .out
-.bad:
-    mov al, 1
-.out:
 """
-        + EXIT_WITH_EAX
+        + PASSED_OR_BAD
     )
     report = run_guest(image, mode, keep_events=True)
     assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
@@ -144,6 +150,30 @@ def test_monitor_memory_is_read_only_to_the_guest(asm):
     assert any(
         isinstance(e, IsolationViolation) and e.kind == "monitor_write" for e in report.events
     )
+
+
+def test_the_cpu_sees_the_shadow_gdt_the_monitor_writes(asm):
+    """The monitor writes its read-only tables past unicorn (write_monitor): a descriptor
+    the guest adds to its GDT is in the real one, ring-compressed, once a trap re-enters."""
+    image = asm(
+        """
+    sgdt [gdtr]
+    mov ebx, [gdtr + 2]             ; the real (shadow) GDT, through the SGDT hole
+    mov esi, [ebx + 0x2c]           ; entry 0x28, null in the guest's GDT: null there too
+    mov dword [0x800 + 0x28], 0x0000ffff
+    mov dword [0x800 + 0x2c], 0x00cf9200  ; now a DPL 0 data segment, not accessed
+    cli                             ; a trap: the monitor syncs the shadow on re-entry
+    mov eax, [ebx + 0x2c]
+    cmp esi, 0
+    jne .bad
+    cmp eax, 0x00cfb300             ; DPL 1 and accessed: ring compression
+    jne .bad
+"""
+        + PASSED_OR_BAD
+        + "gdtr: dq 0\n"
+    )
+    report = run_guest(image, "trap")
+    assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
 
 
 def test_runs_are_deterministic(asm):

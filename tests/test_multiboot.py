@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from hypervisor.guest.bootinfo import MBI_ADDRESS, MMAP_ADDRESS, Module
 from hypervisor.guest.formats import GuestFormat, ImageError
-from hypervisor.guest.image import GuestImage, load_guest
+from hypervisor.guest.image import GuestImage, default_ram, load_guest
 from hypervisor.platform.board import ports_of
 from hypervisor.session import run_guest
 from hypervisor.vmm.vm import Vm
@@ -163,7 +163,7 @@ def test_an_aout_kludge_image_loads_where_its_header_says():
 
 def test_a_kernel_that_needs_more_ram_asks_for_it_and_runs_with_it(tmp_path):
     big = write(tmp_path, "big.elf", elf([Seg(KERNEL, KERNEL, HLT_LOOP, memsz=12 << 20)], ENTRY))
-    small = vmlab("run", big)
+    small = vmlab("run", big, "--ram", "8M")
     assert small.returncode == 2
     assert small.stderr.strip().count("\n") == 0 and "--ram" in small.stderr
     done = vmlab("run", big, "--ram", "32M", "--max-insns", "100")
@@ -181,7 +181,7 @@ BAD_IMAGES = [
     (elf([Seg(KERNEL, KERNEL, HLT_LOOP)], ENTRY, header=b""), "without a multiboot header"),
     (elf([Seg(KERNEL, KERNEL, HLT_LOOP)], ENTRY)[:-2], "truncated"),
     (elf([Seg(KERNEL, KERNEL, HLT_LOOP)], ENTRY, machine=62), "not a 32-bit x86 ELF"),
-    (elf([Seg(0x800000, 0x800000, HLT_LOOP)], 0x800000 + 12), "outside RAM"),
+    (elf([Seg(0x10000000, 0x10000000, HLT_LOOP)], 0x10000000 + 12), "outside RAM"),  # 256M
     (elf([Seg(KERNEL, KERNEL, HLT_LOOP)], 0x400000), "in no segment"),
     (elf([Seg(0x9000, 0x9000, HLT_LOOP)], 0x9000 + 12), "overlaps"),
     (multiboot_header(checksum=0) + HLT_LOOP, "fails its checksum"),
@@ -313,3 +313,13 @@ def test_an_aout_kludge_kernel_boots_as_under_qemu(tmp_path):
     assert (report.exit.reason, report.exit.status) == ("debug_exit", 0)
     expected = f"booted by multiboot, command line: {kernel} one two\n"
     assert report.console == serial.read_text() == expected
+
+
+def test_a_kernel_gets_qemus_default_ram_and_a_flat_sample_its_own(capsys):
+    """`vmlab run K` as `qemu-system-i386 -kernel K`: 128 MiB, so the kernel's memory lines
+    read the same; `--ram` still decides; the flat samples keep their 4 MiB."""
+    assert main(["run", "course", "--cmdline", "exit"]) == 0
+    assert "memory: 639 KiB below 1 MiB, 129920 KiB above\n" in capsys.readouterr().out
+    assert main(["run", "course", "--cmdline", "exit", "--ram", "32M"]) == 0
+    assert "memory: 639 KiB below 1 MiB, 31616 KiB above\n" in capsys.readouterr().out
+    assert default_ram([load_guest("hello")]) == 4 << 20

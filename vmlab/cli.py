@@ -15,7 +15,9 @@ from pathlib import Path
 from hypervisor.events import Event
 from hypervisor.guest.boot import GuestTooLarge
 from hypervisor.guest.image import (
+    KERNEL_RAM,
     GuestImage,
+    default_ram,
     kernel_names,
     load_for_mode,
     load_guest,
@@ -220,9 +222,9 @@ def _boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ram",
         type=_ram_size,
-        default=DEFAULT_RAM,
         metavar="SIZE",
-        help=f"RAM of each VM, e.g. 32M (default {DEFAULT_RAM >> 20}M, at most 1G)",
+        help=f"RAM of each VM, e.g. 32M (default {KERNEL_RAM >> 20}M for a multiboot kernel, "
+        f"as qemu -kernel gives it, {DEFAULT_RAM >> 20}M for a flat sample; at most 1G)",
     )
     p.add_argument("--cmdline", metavar="TEXT", help="a multiboot kernel's command line")
     p.add_argument(
@@ -239,6 +241,11 @@ def _ram_size(text: str) -> int:
         return parse_ram_size(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _ram(args: argparse.Namespace, images: Sequence[GuestImage]) -> int:
+    """`--ram`, else the default for these guests (`default_ram`)."""
+    return args.ram if args.ram is not None else default_ram(images)
 
 
 def _image(spec: str, mode: Mode, args: argparse.Namespace) -> GuestImage:
@@ -296,7 +303,12 @@ def _opens_ui(args: argparse.Namespace) -> bool:
 
 def _run(args: argparse.Namespace) -> int:
     if args.suspend_at is not None:
-        return encapcli.run_and_suspend(args)
+
+        def load(spec: str) -> tuple[GuestImage, int]:
+            image = _image(spec, args.mode, args)
+            return image, _ram(args, [image])
+
+        return encapcli.run_and_suspend(args, load)
     guests = [_guest_and_mode(spec, args.mode) for spec in args.guest]
     if len(guests) > 1 or guests[0][1] != args.mode:
         return _run_host(args, guests)
@@ -306,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
         args.mode,
         max_insns=args.max_insns,
         trace=args.trace,
-        ram_size=args.ram,
+        ram_size=_ram(args, [image]),
         inputs=_inputs(args),
     )
     if args.json:
@@ -346,11 +358,12 @@ def _run_host(args: argparse.Namespace, guests: list[tuple[str, Mode]]) -> int:
     if args.trace or args.keys or args.serial_input or args.screen:
         print("vmlab: --trace, --keys, --serial-input and --screen take one guest", file=sys.stderr)
         return 2
+    vms = [(_image(spec, mode, args), mode) for spec, mode in guests]
     report = run_host(
-        [(_image(spec, mode, args), mode) for spec, mode in guests],
+        vms,
         max_insns=args.max_insns,
         quantum=args.quantum,
-        ram_size=args.ram,
+        ram_size=_ram(args, [image for image, _ in vms]),
     )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
@@ -364,11 +377,12 @@ def _compare(args: argparse.Namespace) -> int:
     # A sample's name (a string) runs its paravirtual build under pv; a kernel given boot
     # options is a multiboot kernel, one build for every mode.
     boot_options = args.cmdline is not None or args.module
+    image = _image(args.guest, Mode.NATIVE, args)
     reports = compare(
-        _image(args.guest, Mode.NATIVE, args) if boot_options else args.guest,
+        image if boot_options else args.guest,
         max_insns=args.max_insns,
         trace=not args.fast,
-        ram_size=args.ram,
+        ram_size=_ram(args, [image]),
     )
     if args.json:
         print(json.dumps({"vms": [r.as_json() for r in reports]}, indent=2))
@@ -414,11 +428,12 @@ def _tui(args: argparse.Namespace) -> int:
         print("vmlab: name a guest to open (or --cluster ADDRESS)", file=sys.stderr)
         return 2
     modes = args.mode or [Mode.TRAP]
-    if args.ram > UI_MAX_RAM:  # the UI keeps each VM three times (head, cursor, spare)
+    vms = [(_image(name, mode, args), mode) for name in args.guest for mode in modes]
+    ram = _ram(args, [image for image, _ in vms])
+    if ram > UI_MAX_RAM:  # the UI keeps each VM three times (head, cursor, spare)
         print(f"vmlab: the UI runs VMs of at most {UI_MAX_RAM >> 20}M of RAM", file=sys.stderr)
         return 2
-    vms = [(_image(name, mode, args), mode) for name in args.guest for mode in modes]
-    return _open_ui(vms, breakpoints=tuple(args.breakpoints), ram_size=args.ram)
+    return _open_ui(vms, breakpoints=tuple(args.breakpoints), ram_size=ram)
 
 
 def _demo() -> list[tuple[GuestImage, Mode]]:
@@ -491,7 +506,7 @@ def _open_ui(
 def _record(args: argparse.Namespace) -> int:
     tracefile.check_target(args.output)
     image = _image(args.guest, args.mode, args)
-    trace = tracefile.record(image, args.mode, args.max_insns, _inputs(args), args.ram)
+    trace = tracefile.record(image, args.mode, args.max_insns, _inputs(args), _ram(args, [image]))
     tracefile.save(args.output, trace)
     steps = len(trace.recording)
     size = Path(args.output).stat().st_size

@@ -21,7 +21,7 @@ from hypervisor.encap.clones import clone
 from hypervisor.encap.snapshots import SnapshotError, SnapshotTree
 from hypervisor.encap.state import SuspendedVm, SuspendError, capture, restore
 from hypervisor.encap.vmfile import VmFileError
-from hypervisor.guest.image import load_for_mode
+from hypervisor.guest.image import GuestImage, load_for_mode
 from hypervisor.session import report_of
 from hypervisor.vmm.contract import Mode
 from hypervisor.vmm.guestcpu import ResumeRefused
@@ -69,12 +69,13 @@ def suspend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="the .vmlab file to suspend into")
 
 
-def run_and_suspend(args: argparse.Namespace) -> int:
-    """`vmlab run GUEST --suspend-at STEP -o FILE`."""
+def run_and_suspend(args: argparse.Namespace, load: Callable[[str], tuple[GuestImage, int]]) -> int:
+    """`vmlab run GUEST --suspend-at STEP -o FILE`; `load` gives the guest's image (with its
+    boot options) and RAM as a plain `vmlab run` would."""
     if len(args.guest) != 1 or ":" in args.guest[0]:
         raise SuspendError("--suspend-at suspends one guest (in the mode --mode gives)")
-    image = load_for_mode(args.guest[0], args.mode, unported=args.unported)
-    vm = Vm(image, args.mode)
+    image, ram_size = load(args.guest[0])
+    vm = Vm(image, args.mode, ram_size=ram_size)
     return _go_on(vm, args, 0, args.suspend_at)
 
 

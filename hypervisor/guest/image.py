@@ -8,6 +8,7 @@ which may come with modules and a command line.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,7 @@ from hypervisor.guest.formats import (
     refuse_text,
 )
 from hypervisor.guest.nasm import GuestBuildError, SourceLine, assemble, parse_listing
-from hypervisor.vmm.contract import Mode
+from hypervisor.vmm.contract import DEFAULT_RAM, Mode
 
 SAMPLES_PACKAGE = "sample_guests"
 MAX_IMAGE = 64 << 20
@@ -32,6 +33,7 @@ MAX_IMAGE = 64 << 20
 PARAVIRT_SIGNATURE = b"VMLAB-PV"
 PARAVIRT_OFFSET = 5
 PV_SUFFIX = ".pv"  # sample_guests/NAME.pv.bin: the paravirtual build of NAME.asm
+KERNEL_RAM = 128 << 20  # `qemu-system-i386`'s default -m: the machine a kernel is tried on
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class GuestImage:
             return False
         mark = header.offset + (32 if header.flags & FLAG_ADDRESSES else 12)
         return self.data[mark : mark + len(PARAVIRT_SIGNATURE)] == PARAVIRT_SIGNATURE
+
+
+def default_ram(images: Iterable[GuestImage]) -> int:
+    """RAM of each VM when the user names none: a multiboot kernel gets QEMU's 128 MiB (what
+    `qemu-system-i386 -kernel` gives it, so its memory map and memory size read the same
+    and a kernel that wants more than 4 MiB runs), vmlab's flat samples their contract's."""
+    return KERNEL_RAM if any(i.format is not GuestFormat.FLAT for i in images) else DEFAULT_RAM
 
 
 def sample_names() -> list[str]:

@@ -44,6 +44,9 @@ EFLAGS_RF = 1 << 16
 EFLAGS_VM = 1 << 17
 
 CR0_PE = 1 << 0
+CR0_MP = 1 << 1  # WAIT/FWAIT obey TS
+CR0_EM = 1 << 2  # no FPU: its instructions raise #NM
+CR0_TS = 1 << 3  # task switched: the next FPU instruction raises #NM (lazy FPU switching)
 CR0_ET = 1 << 4
 CR0_WP = 1 << 16  # supervisor writes obey read-only pages
 CR0_PG = 1 << 31

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 DESCRIPTOR_SIZE = 8
 
@@ -59,7 +60,12 @@ class SegmentDescriptor:
 
     @classmethod
     def unpack(cls, raw: bytes) -> SegmentDescriptor:
-        lo, hi = struct.unpack("<II", raw[:8])
+        """Decoded once per 8 bytes: every trap reads the same few descriptors again."""
+        return _segment(bytes(raw[:8]))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SegmentDescriptor:
+        lo, hi = struct.unpack("<II", raw)
         base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
         limit = (lo & 0xFFFF) | (hi & 0x000F0000)
         flags = (hi >> 20) & 0xF
@@ -101,7 +107,12 @@ class Gate:
 
     @classmethod
     def unpack(cls, raw: bytes) -> Gate:
-        off_lo, selector, _, access, off_hi = struct.unpack("<HHBBH", raw[:8])
+        """Decoded once per 8 bytes (each interrupt reads its gate)."""
+        return _gate(bytes(raw[:8]))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Gate:
+        off_lo, selector, _, access, off_hi = struct.unpack("<HHBBH", raw)
         return cls(
             selector=selector,
             offset=off_lo | (off_hi << 16),
@@ -109,6 +120,10 @@ class Gate:
             dpl=(access >> 5) & 3,
             present=bool(access & 0x80),
         )
+
+
+_segment = lru_cache(maxsize=4096)(SegmentDescriptor.decode)
+_gate = lru_cache(maxsize=4096)(Gate.decode)
 
 
 def flat_descriptor(access: int) -> SegmentDescriptor:

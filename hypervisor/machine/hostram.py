@@ -53,7 +53,7 @@ class HostRam:
         if size <= 0 or size % PAGE:
             raise ValueError("host RAM size must be a positive multiple of 4 KiB")
         self.size = size
-        self._map = mmap.mmap(-1, size)
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         self._buffer = (ctypes.c_ubyte * size).from_buffer(self._map)
         self._slices: list[RamSlice] = []
 
@@ -77,6 +77,7 @@ class HostRam:
         piece = RamSlice(cursor, size, owner)
         self._slices.append(piece)
         if sys.platform == "linux":  # zero again as the system gives pages: none touched now
+            # (a private mapping: a shared one would keep its contents through MADV_DONTNEED)
             self._map.madvise(mmap.MADV_DONTNEED, cursor, size)
         else:
             ctypes.memset(self.base_address + cursor, 0, size)

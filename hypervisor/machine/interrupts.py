@@ -177,14 +177,13 @@ def deliver(
     eflags = state.eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)
     if gate.is_interrupt_gate:
         eflags &= ~EFLAGS_IF
-    new_state = replace(
-        state,
-        eip=gate.offset if gate.is_32bit else gate.offset & 0xFFFF,
-        cs=(gate.selector & ~3) | new_cpl,
-        eflags=eflags,
-        esp=esp,
-        ss=(ss & ~3) | new_cpl if switched else state.ss,
-    )
+    new_state = state.copy()  # (a copy and five stores: `replace` costs several times more)
+    new_state.eip = gate.offset if gate.is_32bit else gate.offset & 0xFFFF
+    new_state.cs = (gate.selector & ~3) | new_cpl
+    new_state.eflags = eflags
+    new_state.esp = esp
+    if switched:
+        new_state.ss = (ss & ~3) | new_cpl
     return Delivered(new_state, new_cpl, gate)
 
 
@@ -210,7 +209,7 @@ def deliver_escalating(
     while True:
         try:
             done = deliver(memory, state, cpl, tables, vector, source, error_code)
-            return replace(done, cr2=cr2), vector
+            return (done if cr2 is None else replace(done, cr2=cr2)), vector
         except (DeliveryFault, PageFault) as raised:
             fault = _as_delivery_fault(raised, vector)
             if fault.cr2 is not None:

@@ -28,12 +28,13 @@ from typing import Protocol
 
 from unicorn import (
     UC_ARCH_X86,
+    UC_CTL_IO_WRITE,
+    UC_CTL_TB_REMOVE_CACHE,
     UC_ERR_FETCH_PROT,
     UC_ERR_FETCH_UNMAPPED,
     UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
-    UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
     UC_HOOK_MEM_READ,
@@ -56,7 +57,7 @@ from hypervisor.machine.blockclock import BlockClock
 from hypervisor.machine.cancel import CANCEL
 from hypervisor.machine.clock import new_clock
 from hypervisor.machine.clockbuild import ClockKind
-from hypervisor.machine.codehook import CodeHook
+from hypervisor.machine.codehook import CodeHook, InterruptHook
 from hypervisor.machine.cpu import (
     CR0_ET,
     CR0_PE,
@@ -186,6 +187,7 @@ class Machine:
         self._cr0 = OneRegister(self.uc, x.UC_X86_REG_CR0)
         self._cr2_reg = OneRegister(self.uc, x.UC_X86_REG_CR2)
         self._paging = RegisterBatch(self.uc, _PAGING_REGS)
+        self._cr0_cr2 = RegisterBatch(self.uc, (x.UC_X86_REG_CR0, x.UC_X86_REG_CR2))
         self._handle = ctypes.c_void_p(self.uc._uch.value)  # noqa: SLF001 (for _vmem_read)
         self._fetched = ctypes.create_string_buffer(MAX_INSN_SIZE)
         # The registers of `state()` as `RegisterReader.raw` gives them, and CR0 in one word
@@ -195,10 +197,19 @@ class Machine:
         self._entry = {reg: OneRegister(self.uc, reg) for _, reg in _ENTRY_SEGMENTS}
         self._plain = RegisterBatch(self.uc, [reg for _, reg in _PLAIN_REGS])
         self._entry_batch = RegisterBatch(self.uc, [reg for _, reg in _ENTRY_REGS])
+        handle = self.uc._uch  # noqa: SLF001 (foreign calls bound once: each trap makes them)
+        self._remove_cache = partial(uclib.uc_ctl, handle)
+        self._restore: dict[int, Callable[[], int]] = {}  # CPL -> restore of its template
         self._sealed = False
         self._cancelled = False  # stopped by CANCEL (Ctrl-C) during the last run
         self._mmio: MmioSpace | None = None  # open bus and devices, made when sealed
         self.monitor_pages: set[int] = set()
+        # Monitor memory is host memory the monitor writes directly (write_monitor): where
+        # the guest may not write, unicorn's own mem_write unprotects and protects the range
+        # again, flushing the TLB, ~8 µs a write (the shadow GDT changes view on every
+        # system call). Page -> its host address (read-only monitor pages: no RAM alias).
+        self._monitor_host: dict[int, int] = {}
+        self._monitor_buffers: list[ctypes.Array[ctypes.c_ubyte]] = []  # kept while mapped
         self._devices: list[MmioRange] = []  # device registers (map_device)
         self._readonly_monitor: list[tuple[int, int]] = []  # (first, last) address
         self._running = False  # inside emu_start (not a register write of the monitor's)
@@ -291,9 +302,16 @@ class Machine:
         # Unicorn keeps stale compiled blocks after a write from outside once the count hook
         # has been used (measured on 2.1.4): drop them for the written range. (The block
         # clock checks its counts against RAM itself.)
-        self.uc.ctl_remove_cache(address, address + len(data))
+        self.drop_blocks(address, address + len(data))
         self._after_lookup()
         return True
+
+    def drop_blocks(self, begin: int, end: int) -> None:
+        """`ctl_remove_cache(begin, end)` in one foreign call (the binding's takes ~3 µs of
+        Python, and a trap's frame push writes RAM this way)."""
+        status = self._remove_cache(_REMOVE_CACHE, ctypes.c_uint64(begin), ctypes.c_uint64(end))
+        if status:
+            raise UcError(status)
 
     def release(self) -> None:
         """Give the RAM slice back to the host: unmapped from this CPU first, so nothing
@@ -316,8 +334,17 @@ class Machine:
         assert not self._sealed, "monitor memory is mapped before the guest first runs"
         address = MONITOR_BASE + offset
         perms = UC_PROT_READ | (UC_PROT_EXEC if executable else 0)
-        self.uc.mem_map(address, size, perms | (UC_PROT_WRITE if writable else 0))
-        self.monitor_pages.update(range(address, address + size, PAGE))
+        pages = range(address, address + size, PAGE)
+        self.monitor_pages.update(pages)
+        if writable or read_by_code:  # (translated code's: RAM aliases may split it)
+            self.uc.mem_map(address, size, perms | (UC_PROT_WRITE if writable else 0))
+        else:  # the monitor's own tables: host memory that write_monitor writes directly
+            buffer = (ctypes.c_ubyte * size)()  # zeroed, as unicorn's own mapping is
+            host = ctypes.addressof(buffer)
+            self._monitor_buffers.append(buffer)
+            self.uc.mem_map_ptr(address, size, perms, host)
+            self.uc.mem_protect(address, size, perms)  # (or the guest's stores are not dropped)
+            self._monitor_host.update({page: host + page - address for page in pages})
         if not writable and not read_by_code:
             self._readonly_monitor.append((address, address + size - 1))
         return address
@@ -368,12 +395,31 @@ class Machine:
 
     def write_monitor(self, address: int, data: bytes, code: bool = True) -> None:
         """The monitor writes its own memory (allowed even where the guest may not). Unless
-        it writes data no instruction is fetched from, blocks compiled from there go."""
+        it writes data no instruction is fetched from, blocks compiled from there go.
+        Directly into the host memory behind it while the CPU's paging is off; with paging
+        on through unicorn, whose write also empties the TLB (a shadow page table may have
+        changed)."""
         if not data:  # e.g. the shadow of a GDT whose limit holds no full descriptor
             return
-        self.uc.mem_write(address, data)
+        host = self._monitor_host_address(address, len(data))
+        if host is not None and not self._cr0.read() & CR0_PG:
+            ctypes.memmove(host, data, len(data))
+        else:
+            self.uc.mem_write(address, data)
         if code:
-            self.uc.ctl_remove_cache(address, address + len(data))
+            self.drop_blocks(address, address + len(data))
+
+    def _monitor_host_address(self, address: int, size: int) -> int | None:
+        """The host address behind monitor memory [address, address + size), if one buffer
+        holds all of it."""
+        first = address & ~(PAGE - 1)
+        host = self._monitor_host.get(first)
+        if host is None:
+            return None
+        for page in range(first + PAGE, address + size, PAGE):
+            if self._monitor_host.get(page) != host + page - first:
+                return None
+        return host + address - first
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self, ram: bool = True) -> MachineSnapshot:
@@ -479,7 +525,7 @@ class Machine:
             uc.reg_write(reg, boot_ss)
         uc.reg_write(x.UC_X86_REG_EFLAGS, 0x2)
         ring0 = uc.context_save()
-        self._templates[0] = ring0
+        self._template(0, ring0)
         for cpl, (cs, ss) in (outer or {}).items():
             assert scratch is not None, "outer rings need a scratch page"
             uc.context_restore(ring0)
@@ -492,14 +538,21 @@ class Machine:
             self.clock.run(scratch, _UNTIL, 1)
             if uc.reg_read(x.UC_X86_REG_CS) & 3 != cpl:
                 raise RuntimeError(f"could not enter CPL {cpl} with cs={cs:#x}")
-            self._templates[cpl] = uc.context_save()
+            self._template(cpl, uc.context_save())
         uc.context_restore(ring0)
+
+    def _template(self, cpl: int, context: UcContext) -> None:
+        self._templates[cpl] = context
+        handle = self.uc._uch  # noqa: SLF001
+        self._restore[cpl] = partial(uclib.uc_context_restore, handle, context.context)
 
     def enter(self, state: CpuState, cpl: int, system: SystemState | None = None) -> None:
         """World switch into `state` at `cpl`, with a clean exception state."""
         uc = self.uc
         self._fpu.into(self._templates[cpl])
-        uc.context_restore(self._templates[cpl])
+        status = self._restore[cpl]()  # uc.context_restore(self._templates[cpl])
+        if status:
+            raise UcError(status)
         if system is not None:
             self._write_system(system)
         try:  # every register in one call (a trap's world switch); refused: one by one
@@ -561,6 +614,11 @@ class Machine:
         uc.reg_write(x.UC_X86_REG_TR, system.tr)
         uc.reg_write(x.UC_X86_REG_CR2, system.cr2)
 
+    def load_cr0(self, value: int) -> None:
+        """CR0 alone (a monitor's, with the guest's FPU bits: no paging bit changes, so the
+        TLB stays)."""
+        self._cr0.write(value)
+
     def load_paging(self, registers: PagingRegisters) -> None:
         """Turn the CPU's paging on with these registers (a monitor's shadow page tables);
         loading them empties the TLB."""
@@ -611,10 +669,9 @@ class Machine:
         if self._trace_hook is None:  # blocks compiled now call no tracer added later, with
             self._hookless_blocks = True  # or without a count: a traced run recompiles them
         self._running = True
-        self._cr2 = self._cr2_reg.read()
+        cr0, self._cr2 = self._cr0_cr2.read()  # (one foreign call: every trap starts a run)
         assert self._mmio is not None, "sealed"
-        paging = bool(self._cr0.read() & CR0_PG)
-        self._mmio.before_run(paging=paging, traced=self._trace_hook is not None)
+        self._mmio.before_run(paging=bool(cr0 & CR0_PG), traced=self._trace_hook is not None)
         try:
             error = self.clock.run(eip, _UNTIL, count)
         finally:
@@ -784,9 +841,14 @@ class Machine:
             return
         self._stop(ExitKind.STOP, retired_now=False)
 
-    def set_tracer(self, callback: Callable[[int, int], None] | None) -> None:
+    def set_tracer(
+        self, callback: Callable[[int, int], None] | None, *, checks_deadline: bool = False
+    ) -> None:
         """Call `callback(eip, size)` before every instruction (slow: traced runs only),
-        with no Python layer of unicorn's in between (`codehook.py`)."""
+        with no Python layer of unicorn's in between (`codehook.py`). Under the block clock
+        no instruction at a deadline inside a block may be seen (it never runs): a callback
+        that `checks_deadline` itself (`clock.stepping and clock.at_deadline()`) is called
+        as it is, any other through a function that does (a frame more per instruction)."""
         if self._trace_hook is not None:
             self._trace_hook.remove()
             self._trace_hook = None
@@ -795,7 +857,7 @@ class Machine:
             # layer less is a tenth of a traced instruction's cost)
             hook = callback
             clock = self.clock
-            if isinstance(clock, BlockClock):
+            if isinstance(clock, BlockClock) and not checks_deadline:
 
                 def traced(address: int, size: int) -> None:
                     if not (clock.stepping and clock.at_deadline()):
@@ -814,7 +876,7 @@ class Machine:
     # ------------------------------------------------------------------ hooks
     def _install_hooks(self) -> None:
         uc = self.uc
-        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self._interrupt_hook = InterruptHook(uc, self._on_interrupt)  # (on every trap)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, x.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, x.UC_X86_INS_OUT)
@@ -822,7 +884,7 @@ class Machine:
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
         uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_FETCH_PROT, self._on_bad_fetch)
 
-    def _on_interrupt(self, uc: Uc, vector: int, _: object) -> None:
+    def _on_interrupt(self, vector: int) -> None:
         eip = self.read_eip()
         trap = self._is_software_interrupt(vector, eip)
         # a #PF fetching the instruction at EIP: the jump or CALL there retired, nothing
@@ -977,4 +1039,5 @@ _ENTRY_SEGMENTS = (("cs", x.UC_X86_REG_CS), ("ss", x.UC_X86_REG_SS), *_DATA_SEGM
 _ENTRY_REGS = (*_ENTRY_SEGMENTS, *_PLAIN_REGS)  # CS and SS first, as an entry loads them
 _ENTRY_VALUES = attrgetter(*(name for name, _ in _ENTRY_REGS))
 _PAGING_REGS = (x.UC_X86_REG_CR0, x.UC_X86_REG_CR3, x.UC_X86_REG_CR4)
+_REMOVE_CACHE = (UC_CTL_IO_WRITE << 30) | (2 << 26) | UC_CTL_TB_REMOVE_CACHE  # uc_ctl's code
 _REG_BY_NAME = dict(zip(STATE_FIELDS, STATE_REG_IDS, strict=True))

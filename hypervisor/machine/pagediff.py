@@ -37,7 +37,7 @@ class PageDiff:
         them the first time), by offset; the copy becomes the RAM as it is now. All-zero
         pages are the one shared `ZERO_PAGE`."""
         if self._copy is None:  # zeroed, and left untouched where RAM is zero: the system
-            self._map = mmap.mmap(-1, self.size)  # gives those pages lazily
+            self._map = mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE)  # gives those pages lazily
             self._copy = (ctypes.c_char * self.size).from_buffer(self._map)
             copy = ctypes.addressof(self._copy)
             pages = {o: _page(ram + o) for o in range(0, self.size, PAGE)}

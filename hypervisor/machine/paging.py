@@ -202,11 +202,16 @@ class LinearMemory:
 
     def read(self, linear: int, size: int, user: bool = False) -> bytes:
         """Read as the CPU does for itself (descriptor tables: supervisor) or for CPL 3."""
+        if not self.registers().cr0 & CR0_PG:  # no walk (every trap reads through here)
+            return self._read(linear, size)
         return b"".join(self._read(p, n) for p, n in self._pieces(linear, size, Access(user=user)))
 
     def write(self, linear: int, data: bytes, user: bool = False) -> None:
         """Write as the CPU does (an interrupt frame): every page is checked first, so a
         fault on the second page leaves the first one unchanged, as on the CPU."""
+        if not self.registers().cr0 & CR0_PG:
+            self._write(linear, data)
+            return
         offset = 0
         for physical, length in self._pieces(linear, len(data), Access(write=True, user=user)):
             self._write(physical, data[offset : offset + length])
@@ -216,7 +221,7 @@ class LinearMemory:
         """Read without any side effect or fault (for decoding and display): the bytes up
         to the first page that is not mapped."""
         registers = self.registers()
-        if not registers.enabled:
+        if not registers.cr0 & CR0_PG:
             return self._read(linear, size)
         out = b""
         while size:

@@ -82,7 +82,7 @@ class RegisterBatch:
     def write(self, values: Sequence[int]) -> None:
         """Raises RegisterRefused where the CPU refuses a value (the ones before it are
         written)."""
-        self._values[:] = list(values)
+        self._values[:] = values  # type: ignore[call-overload]  # (any sequence: no list made)
         status = self._write_batch()
         if status:
             raise RegisterRefused(-1, status)

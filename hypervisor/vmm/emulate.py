@@ -24,6 +24,7 @@ from hypervisor.machine import msr
 from hypervisor.machine.cpu import (
     CR0_PE,
     CR0_PG,
+    CR0_TS,
     CR0_WP,
     CR4_TSD,
     EFLAGS_NT,
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from hypervisor.machine.machine import Machine
     from hypervisor.machine.paging import LinearMemory
 
-CR0_TS = 1 << 3
 _CR4_PAGING = 0xB0  # PSE, PAE, PGE: a change drops every shadow
 ZF = 1 << 6
 
@@ -74,9 +74,9 @@ class Unsupported(Exception):
     """A privileged operation this monitor does not model; the VM stops with this reason."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Emulation:
-    """One trapped instruction being emulated."""
+    """One trapped instruction being emulated (one is made per trap)."""
 
     insn: Instruction
     state: CpuState  # virtual: what the guest sees

@@ -24,7 +24,8 @@ from hypervisor.events import (
 )
 from hypervisor.isa import MAX_INSN_SIZE, SEGMENT_REGISTERS, Instruction, decode
 from hypervisor.machine import msr
-from hypervisor.machine.cpu import CpuState
+from hypervisor.machine.blockclock import BlockClock
+from hypervisor.machine.cpu import STATE_FIELDS, CpuState
 from hypervisor.machine.interrupts import Source
 from hypervisor.machine.machine import Exit, ExitKind
 from hypervisor.vmm.contract import ExitInfo, ExitReason, Mode
@@ -54,6 +55,8 @@ class Traced(NamedTuple):
     subkind: str = ""  # translated code: ident / rewritten / callout
 
 
+_TRAPPED = InsnClass.TRAPPED.value  # (an enum member's value is a descriptor: each trap asks)
+
 # A Traced made from a tuple at C speed (a named tuple's own __new__ is a Python function).
 _traced = partial(tuple.__new__, Traced)
 
@@ -75,6 +78,7 @@ class Executor(ABC):
         "_device_store",  # only ever set inside one slice
     )
     monitored = True  # False on bare metal: nothing intercepts the guest
+    cpl_in_cs = False  # True on bare metal: the guest's privilege level is the real CS's RPL
     runs_paravirtual = False  # answers a paravirtualized kernel's hypercalls (pv only)
 
     def __init__(self, vm: Vm) -> None:
@@ -202,7 +206,7 @@ class Executor(ABC):
         # where it may take one, and looks for it there itself.)
         if self.counts_each_instruction and self.accept_interrupt() and vm.exit is not None:
             return
-        if self.vm.irqs.pending_vector() is not None and self.interrupt_shadow():
+        if self.interrupt_shadow() and self.vm.irqs.pending_vector() is not None:
             # an interrupt waits: let the instruction after STI run, then take it (with
             # none pending, any that comes stops the slice: it may run on)
             count = 1
@@ -492,22 +496,29 @@ class Executor(ABC):
     # ------------------------------------------------------------------ tracing
     def set_tracing(self, on: bool) -> None:
         self.tracing = on
-        self.machine.set_tracer(self._tracer() if on else None)
+        fused = self._recording_tracer() if on else None
+        tracer = fused or (self._trace if on else None)
+        self.machine.set_tracer(tracer, checks_deadline=fused is not None)
 
-    def _tracer(self) -> Callable[[int, int], None]:
-        """The hook a traced run calls before every instruction: into a recording (an
-        instruction sink and a register watch), `_trace` and `_finish_traced` fused into one
-        function for the common case (an instruction that ran as it is), since each Python
-        call more is a tenth of what recording an instruction costs; else `_trace`."""
+    def _recording_tracer(self) -> Callable[[int, int], None] | None:
+        """The hook a traced run into a recording (an instruction sink and a register watch)
+        calls before every instruction: `_trace` and `_finish_traced` fused into one function
+        for the common case (an instruction that ran as it is), since each Python call more
+        is a tenth of what recording an instruction costs. None where there is no recording
+        (`_trace` is the hook then)."""
         events = self.vm.events
         sink, watch = events.instructions, events.watch
         if sink is None or watch is None:
-            return self._trace
+            return None
         vm, machine, stats = self.vm, self.machine, self.vm.stats
         by_class, begun_at = stats.by_class, machine.counter.begun_at
         registers_now, code_at = machine.trace_registers, machine.traced_code
         guest_cpl, hole_probe, finish = self.guest_cpl, self.hole_probe, self._finish_traced
         plain = InsnClass.DIRECT if self.monitored else InsnClass.NATIVE
+        cs_byte = 4 * STATE_FIELDS.index("cs") + (0 if sys.byteorder == "little" else 3)
+        cpl_in_cs = self.cpl_in_cs  # (then read from the registers the hook has, not asked)
+        clock = machine.counter  # the block clock's deadline inside a block (set_tracer)
+        block_clock = clock if isinstance(clock, BlockClock) else None
         # With paging off the code at EIP is RAM at EIP: compared in place with what was
         # decoded there last (self-modifying code decodes again), no copy, no cache key.
         ram, last_start = machine.ram_view, machine.ram_size - MAX_INSN_SIZE
@@ -516,6 +527,8 @@ class Executor(ABC):
         # the decode of that code and whether the instruction is sensitive
 
         def trace(eip: int, size: int) -> None:
+            if block_clock is not None and block_clock.stepping and block_clock.at_deadline():
+                return
             step = vm.slice_base() + begun_at(eip) - 1
             registers = registers_now()
             watch(step, registers)
@@ -541,7 +554,8 @@ class Executor(ABC):
                     sensitive = insn is not None and insn.is_sensitive
                     decoded[eip] = (raw, insn, sensitive)
             probe = hole_probe(insn) if sensitive and insn is not None else None
-            self._pending = _traced((step, eip, insn, guest_cpl(), probe, ""))
+            cpl = registers[cs_byte] & 3 if cpl_in_cs else guest_cpl()
+            self._pending = _traced((step, eip, insn, cpl, probe, ""))
             self._pending_trapped = self._pending_hypercall = False
 
         return trace
@@ -619,8 +633,9 @@ class Executor(ABC):
     def note_trap(self, name: str) -> None:
         """Count a trapped instruction (fast and traced runs alike); in a traced run its
         event goes out now, before the events of its emulation."""
-        self.vm.stats.traps[name] += 1
-        self.vm.stats.by_class[InsnClass.TRAPPED.value] += 1
+        stats = self.vm.stats
+        stats.traps[name] += 1
+        stats.by_class[_TRAPPED] += 1
         self._pending_trapped = True
         self._finish_traced()
 

@@ -49,6 +49,7 @@ class BareMetal(Executor):
     CHECKPOINTED = ("_shadow_spent", "msr")
     NOT_CHECKPOINTED = ()
     monitored = False
+    cpl_in_cs = True
 
     def start(self, entry: CpuState) -> None:
         self.machine.build_templates((LOADER_GDT, LOADER_GDT_LIMIT), KERNEL_CS, KERNEL_DS)

@@ -22,9 +22,12 @@ from unicorn.x86_const import UC_X86_REG_TR as _TR
 from hypervisor.events import InterruptDelivered, Trap
 from hypervisor.isa import Category, Instruction, decode
 from hypervisor.machine.cpu import (
+    CR0_EM,
     CR0_ET,
+    CR0_MP,
     CR0_PE,
     CR0_PG,
+    CR0_TS,
     CR4_MIRRORED,
     EFLAGS_IF,
     EFLAGS_IOPL,
@@ -80,6 +83,9 @@ MONITOR_TSS_OFFSET = MONITOR_IDT_OFFSET + 0x800
 SCRATCH_OFFSET = MONITOR_IDT_OFFSET + PAGE  # executable: IRETD used to build CPL templates
 SHADOW_POOL_OFFSET = 0x20000  # shadow page tables (after bt's vCPU area and door)
 MONITOR_CR0 = CR0_PE | CR0_ET | (1 << 5) | (1 << 16)  # + NE, WP: visible through SMSW
+# The guest's own FPU bits are the real CPU's too: with TS (or EM) set the CPU itself raises
+# the #NM a lazy-FPU kernel waits for at its next FPU instruction, reflected to vector 7.
+GUEST_FPU_CR0 = CR0_MP | CR0_EM | CR0_TS
 REAL_CPL = {0: 1, 3: 3}  # ring compression: guest ring -> real ring
 
 _FAULTS_TO_EMULATE = (VEC_GP, VEC_NP)
@@ -101,12 +107,18 @@ class TrapAndEmulate(Executor):
         "_tables_checked",
         "_descriptor_tricks",
     )
-    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = ("shadow_gdt", "_tsd_mirrored")
+    NOT_CHECKPOINTED: ClassVar[tuple[str, ...]] = (
+        *("shadow_gdt", "_tsd_mirrored"),
+        *("_paging", "_memory", "_tables"),  # made again from the vCPU's when they change
+    )
 
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
         self._tsd_mirrored = False  # the real CR4 holds guest bits (CR4_MIRRORED, _mirror_tsd)
+        self._paging: PagingRegisters | None = None  # guest_paging's, while they hold
+        self._memory: tuple[PagingRegisters, LinearMemory] | None = None  # guest_memory's
+        self._tables: Tables | None = None  # the vCPU's, as deliveries last used them
         # unicorn runs RDTSCP whatever the CPU model: stop before it (a DOOR exit) for #UD
         m.stop_before(frozenset(("rdtscp",)))
         self.mmu: ShadowMmu | None = None
@@ -249,11 +261,17 @@ class TrapAndEmulate(Executor):
             real.ss = (real.ss & ~3) | 1
         real.eflags = real_eflags(virtual.eflags)
         self._sync_shadow()
-        self.machine.enter(real, REAL_CPL[self.vcpu.cpl])
+        self.machine.enter(real, REAL_CPL[self.vcpu.cpl])  # (the template's CR0: MONITOR_CR0)
         if self.mmu is not None and self.mmu.active:
-            self.machine.load_paging(self.mmu.real_registers(MONITOR_CR0))
+            self.machine.load_paging(self.mmu.real_registers(self.real_cr0()))
+        elif self.vcpu.cr0 & GUEST_FPU_CR0:
+            self.machine.load_cr0(self.real_cr0())
         if self.vcpu.cr4 & CR4_MIRRORED or self._tsd_mirrored:
             self._mirror_tsd()
+
+    def real_cr0(self) -> int:
+        """CR0 as the real CPU runs the guest: the monitor's, with the guest's FPU bits."""
+        return MONITOR_CR0 | self.vcpu.cr0 & GUEST_FPU_CR0
 
     def _mirror_tsd(self) -> None:
         """The guest's CR4.TSD on the real CPU too, so that RDTSC outside the guest's ring 0
@@ -271,7 +289,11 @@ class TrapAndEmulate(Executor):
         """Guest memory at linear addresses through the guest's own (virtual) paging (its
         registers as they are now: the monitor asks again after a MOV CR)."""
         registers = self.guest_paging()
-        return LinearMemory(self.machine.read, self.machine.write, lambda: registers)
+        known = self._memory
+        if known is None or (known[0] is not registers and known[0] != registers):
+            memory = LinearMemory(self.machine.read, self.machine.write, lambda: registers)
+            self._memory = known = (registers, memory)
+        return known[1]
 
     def paging(self) -> PagingIntrospection:
         """The guest's tables beside the shadow the CPU runs on."""
@@ -283,7 +305,10 @@ class TrapAndEmulate(Executor):
     def guest_paging(self) -> PagingRegisters:
         vcpu = self.vcpu
         cr0 = vcpu.cr0 if self.mmu is not None else vcpu.cr0 & ~CR0_PG
-        return PagingRegisters(cr0, vcpu.cr3, vcpu.cr4)
+        known = self._paging
+        if known is None or (known.cr0, known.cr3, known.cr4) != (cr0, vcpu.cr3, vcpu.cr4):
+            self._paging = known = PagingRegisters(cr0, vcpu.cr3, vcpu.cr4)  # (a trap asks)
+        return known
 
     def paging_mmu(self) -> GuestMmu | None:
         """What virtualizes the guest's paging (None: turning it on is unsupported)."""
@@ -294,7 +319,8 @@ class TrapAndEmulate(Executor):
         changed = self.shadow.update(self.guest_memory.peek(base, min(limit + 1, 0x10000)))
         user_view = self.vcpu.cpl == 3
         if changed or force or user_view != self._user_view:
-            self.machine.write_monitor(self.shadow_gdt, self.shadow.image(user_view))
+            # a table, not code (the guest cannot fetch from it): no compiled block to drop
+            self.machine.write_monitor(self.shadow_gdt, self.shadow.image(user_view), code=False)
             self._user_view = user_view
         if changed or (self.vcpu.gdtr, self.vcpu.idtr) != self._tables_checked:
             self._report_descriptor_tricks()
@@ -347,7 +373,8 @@ class TrapAndEmulate(Executor):
         self.deliver(vector, "exception", error_code)
 
     def _reflect_software(self, vector: int) -> None:
-        eip = self.machine.read_eip()
+        state = self.virtual_state()  # read once: its EIP is past the INT (fact 2)
+        eip = state.eip
         code = self.guest_memory.peek
         size = 1 if vector in (3, 4) and code(eip - 1, 1) != b"\xcd" else 2
         insn = decode(code(eip - size, size), eip - size)
@@ -364,7 +391,7 @@ class TrapAndEmulate(Executor):
                 "software interrupt through the virtual IDT",
             )
         )
-        self.deliver(vector, "software")
+        self._deliver_from(state, vector, "software")
 
     def _emulate(self, vector: int) -> None:
         virtual = self.virtual_state()
@@ -403,11 +430,10 @@ class TrapAndEmulate(Executor):
         just read them: changed in place). None when it did not complete: the guest got the
         fault bare metal would raise, or the VM stopped (unsupported)."""
         state = self.virtual_state() if virtual is None else virtual
-        emulation = Emulation(insn, state, self.vcpu, self.machine)
-        emulation.state.eip = insn.next_address
-        emulation.mmu = self.paging_mmu()
-        if emulation.mmu is not None:
-            emulation.guest = self.guest_memory if memory is None else memory
+        state.eip = insn.next_address
+        mmu = self.paging_mmu()
+        guest = None if mmu is None else self.guest_memory if memory is None else memory
+        emulation = Emulation(insn, state, self.vcpu, self.machine, mmu=mmu, guest=guest)
         try:
             handler(emulation)
         except PageFault as fault:  # the guest's tables refused an access of the emulation
@@ -443,14 +469,31 @@ class TrapAndEmulate(Executor):
         self, vector: int, source: Source, error_code: int = 0, irq: int | None = None
     ) -> None:
         """Through the guest's virtual IDT, as its CPU would, then enter the handler."""
-        state = self.virtual_state()
-        tables = Tables(idt=self.vcpu.idtr, gdt=self.vcpu.gdtr, tss=self.vcpu.tss)
+        self._deliver_from(self.virtual_state(), vector, source, error_code, irq)
+
+    def _deliver_from(
+        self,
+        state: CpuState,
+        vector: int,
+        source: Source,
+        error_code: int = 0,
+        irq: int | None = None,
+    ) -> None:
+        """`deliver`, from the virtual state the caller has just read."""
+        vcpu = self.vcpu
+        tables = self._tables
+        if tables is None or (tables.idt, tables.gdt, tables.tss) != (
+            vcpu.idtr,
+            vcpu.gdtr,
+            vcpu.tss,
+        ):
+            self._tables = tables = Tables(idt=vcpu.idtr, gdt=vcpu.gdtr, tss=vcpu.tss)
         try:
             done, vector = deliver_escalating(
-                self.guest_memory, state, self.vcpu.cpl, tables, vector, source, error_code
+                self.guest_memory, state, vcpu.cpl, tables, vector, source, error_code
             )
             if done.cr2 is not None:
-                self.vcpu.cr2 = done.cr2
+                vcpu.cr2 = done.cr2
         except TripleFault as fault:
             self.vm.finish(ExitInfo(ExitReason.CRASHED, detail=str(fault)))
             return
@@ -463,8 +506,8 @@ class TrapAndEmulate(Executor):
                 )
             )
             return
-        self.vcpu.cpl = done.cpl
-        self.vcpu.interrupts_enabled = bool(done.state.eflags & EFLAGS_IF)
+        vcpu.cpl = done.cpl
+        vcpu.interrupts_enabled = bool(done.state.eflags & EFLAGS_IF)
         try:
             self.enter(done.state)
         except EntryError as err:

@@ -686,9 +686,9 @@ class BinaryTranslation(TrapAndEmulate):
             self._pending = None
 
     # ------------------------------------------------------------------ tracing
-    def _tracer(self) -> Callable[[int, int], None]:
+    def _recording_tracer(self) -> Callable[[int, int], None] | None:
         """Translated code is traced by its own rules (`_trace`), never the fused path."""
-        return self._trace
+        return None
 
     def _trace(self, eip: int, size: int) -> None:
         """In the TC, an instruction of translated code starts a guest instruction only at

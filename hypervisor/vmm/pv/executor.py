@@ -27,7 +27,7 @@ from hypervisor.vmm.pagefault import page_fault_code
 from hypervisor.vmm.pv.directmmu import FRAME, DirectMmu
 from hypervisor.vmm.pv.errors import E_INVAL, E_NOSYS, HypercallError
 from hypervisor.vmm.pv.hypercalls import HYPERCALL_VECTOR, HYPERCALLS, Call
-from hypervisor.vmm.trap import MONITOR_CR0, TrapAndEmulate, real_eflags
+from hypervisor.vmm.trap import TrapAndEmulate, real_eflags
 
 _INT_SIZE = 2  # cd 82
 
@@ -76,7 +76,7 @@ class Paravirtual(TrapAndEmulate):
     def enter(self, virtual: CpuState) -> None:
         super().enter(virtual)
         if self.direct is not None and self.direct.active:
-            self.machine.load_paging(self.direct.real_registers(MONITOR_CR0))
+            self.machine.load_paging(self.direct.real_registers(self.real_cr0()))
 
     def direct_mmu(self) -> DirectMmu:
         if self.direct is None:  # hypercalls are answered only for a ported kernel
@@ -91,7 +91,7 @@ class Paravirtual(TrapAndEmulate):
         self.flush_tlb()
 
     def flush_tlb(self) -> None:
-        self.direct_mmu().flush_tlb(self.machine, MONITOR_CR0)
+        self.direct_mmu().flush_tlb(self.machine, self.real_cr0())
 
     def _direct_page_fault(self, mmu: DirectMmu) -> None:
         """Every page fault under direct paging is the guest's own (there is no shadow to
