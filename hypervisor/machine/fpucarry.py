@@ -23,7 +23,8 @@ uses the FPU without FNINIT (and FXSAVE before any x87 instruction) sees what it
 from __future__ import annotations
 
 import ctypes
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as x
@@ -77,19 +78,26 @@ def reset(uc: Uc) -> None:
 
 class FpuCarry:
     """Copies the CPU's live FPU state into a context about to be restored (one foreign
-    call and one copy: it runs on every trap's world switch)."""
+    call and one copy, bound once per template: it runs on every trap's world switch)."""
 
     def __init__(self, uc: Uc) -> None:
         self._offset, self._size = fpu_span()
         self._live = uc.context_save()  # a context kept to save the live state into
-        self._handle = ctypes.c_void_p(uc._uch.value)  # noqa: SLF001 (a bare foreign call)
-        self._live_context = self._live.context
+        handle = ctypes.c_void_p(uc._uch.value)  # noqa: SLF001 (a bare foreign call)
+        self._save = partial(_context_save, handle, self._live.context)
         self._source = (self._live.context.value or 0) + self._offset
+        self._copies: dict[int, Callable[[], int]] = {}  # id(template) -> its copy
 
     def into(self, template: UcContext) -> None:
-        """`template` gets the live FPU state; the rest of it is left as it is."""
-        status = _context_save(self._handle, self._live_context)
+        """`template` gets the live FPU state; the rest of it is left as it is. (Templates
+        live as long as their machine: `id` names one.)"""
+        status = self._save()
         if status:
             raise RuntimeError(f"uc_context_save failed with unicorn error {status}")
-        target = (template.context.value or 0) + self._offset
-        ctypes.memmove(target, self._source, self._size)
+        copy = self._copies.get(id(template))
+        if copy is None:
+            target = (template.context.value or 0) + self._offset
+            copy = self._copies[id(template)] = partial(
+                ctypes.memmove, target, self._source, self._size
+            )
+        copy()
