@@ -117,8 +117,9 @@ def test_cpuid_promises_only_what_vmlab_provides_and_answers_high_leaves_as_the_
     _, ebx, ecx, edx = cpuid(0)
     vendor = b"".join(r.to_bytes(4, "little") for r in (ebx, edx, ecx))
     assert vendor == b"GenuineIntel"
-    features = 1 << 0 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 9 | 1 << 15
-    assert cpuid(1) == (0x619, 0, 0, features)
+    features = 1 << 0 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 9 | 1 << 13 | 1 << 15 | 1 << 16
+    features |= 1 << 23 | 1 << 24 | 1 << 25 | 1 << 26  # MMX, FXSR, SSE, SSE2 (tests/test_fpu.py)
+    assert cpuid(1) == (0x619, 0, 1, features)  # ECX: SSE3
     assert cpuid(2) == cpuid(0x80000001) == cpuid(1)
 
 

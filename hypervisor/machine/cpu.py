@@ -52,6 +52,11 @@ CR0_WP = 1 << 16  # supervisor writes obey read-only pages
 CR0_PG = 1 << 31
 CR4_TSD = 1 << 2  # RDTSC faults outside ring 0
 CR4_PSE = 1 << 4  # 4 MiB pages
+CR4_OSFXSR = 1 << 9  # the OS saves SSE state with FXSAVE: SSE instructions run (else #UD)
+CR4_OSXMMEXCPT = 1 << 10  # unmasked SIMD floating-point exceptions raise #XM (else #UD)
+# The guest's CR4 bits the real CPU must hold too under a monitor: they decide what the
+# guest's own unprivileged instructions do (RDTSC outside ring 0, SSE).
+CR4_MIRRORED = CR4_TSD | CR4_OSFXSR | CR4_OSXMMEXCPT
 
 
 @dataclass(slots=True)

@@ -9,9 +9,14 @@ instruction is privileged, so a guest kernel executes them directly under every 
 - CPUID describes "GenuineIntel", family 6 model 1 stepping 9 (a Pentium Pro-class part,
   so kernels take their P6 paths), with only the features vmlab provides and tests: FPU
   (x87), PSE (4 MiB pages, in every mode: docs/paging.md), TSC, MSR (RDMSR/WRMSR,
-  `msr.py`), CX8 (CMPXCHG8B), APIC (the local APIC, `devices/lapic.py`) and CMOV. Not
-  advertised, because vmlab does not model or check them: VME, DE, PAE, MCE, SEP, MTRR,
-  PGE, MCA, PAT, MMX, FXSR, SSE*.
+  `msr.py`), CX8 (CMPXCHG8B), APIC (the local APIC, `devices/lapic.py`), CMOV, PGE
+  (CR4.PGE and global pages: TLBs, shadow or real, drop them on INVLPG and on a CR4 paging
+  change; tests/guests/pge.asm), PAT (the PAT MSR, `msr.py`, tests/guests/msr_probes.asm;
+  memory types change nothing here), and the SIMD set QEMU's `qemu32` offers: MMX, FXSR,
+  SSE, SSE2 and (ECX) SSE3 (the guest's FPU state is kept across world switches,
+  `fpucarry.py`; a monitor mirrors CR4.OSFXSR; tests/guests/simd.asm). Not advertised,
+  because vmlab does not model or check them: VME, DE, PAE, MCE, SEP, MTRR, MCA
+  (docs/platform.md says why for each).
   Maximum basic leaf 1, maximum extended leaf 0x80000000; as on Intel parts, a leaf above
   the maximum answers as the highest basic leaf does.
 - RDTSC reads the machine's instruction clock, the PIT's input clock: one tick per retired
@@ -37,9 +42,14 @@ VENDOR = b"GenuineIntel"
 FAMILY, MODEL, STEPPING = 6, 1, 9
 MAX_BASIC, MAX_EXTENDED = 1, 0x80000000
 FEATURE_FPU, FEATURE_PSE, FEATURE_TSC, FEATURE_MSR = 1 << 0, 1 << 3, 1 << 4, 1 << 5
-FEATURE_CX8, FEATURE_APIC, FEATURE_CMOV = 1 << 8, 1 << 9, 1 << 15
+FEATURE_CX8, FEATURE_APIC, FEATURE_PGE, FEATURE_CMOV = 1 << 8, 1 << 9, 1 << 13, 1 << 15
+FEATURE_PAT = 1 << 16
+FEATURE_MMX, FEATURE_FXSR, FEATURE_SSE, FEATURE_SSE2 = 1 << 23, 1 << 24, 1 << 25, 1 << 26
 FEATURES_EDX = FEATURE_FPU | FEATURE_PSE | FEATURE_TSC | FEATURE_MSR
-FEATURES_EDX |= FEATURE_CX8 | FEATURE_APIC | FEATURE_CMOV
+FEATURES_EDX |= FEATURE_CX8 | FEATURE_APIC | FEATURE_PGE | FEATURE_CMOV | FEATURE_PAT
+FEATURES_EDX |= FEATURE_MMX | FEATURE_FXSR | FEATURE_SSE | FEATURE_SSE2
+FEATURE_SSE3 = 1 << 0
+FEATURES_ECX = FEATURE_SSE3
 
 
 def cpuid(leaf: int) -> tuple[int, int, int, int]:
@@ -50,7 +60,7 @@ def cpuid(leaf: int) -> tuple[int, int, int, int]:
     if leaf == MAX_EXTENDED:
         return MAX_EXTENDED, 0, 0, 0
     # leaf 1, and any leaf above a maximum: the highest basic leaf (Intel SDM, CPUID)
-    return FAMILY << 8 | MODEL << 4 | STEPPING, 0, 0, FEATURES_EDX
+    return FAMILY << 8 | MODEL << 4 | STEPPING, 0, FEATURES_ECX, FEATURES_EDX
 
 
 def install(uc: Uc, time_stamp: Callable[[], int]) -> None:

@@ -28,7 +28,7 @@ from hypervisor.machine.cpu import (
     CR0_PE,
     CR0_PG,
     CR0_TS,
-    CR4_TSD,
+    CR4_MIRRORED,
     EFLAGS_IF,
     EFLAGS_IOPL,
     CpuState,
@@ -115,7 +115,7 @@ class TrapAndEmulate(Executor):
     def start(self, entry: CpuState) -> None:
         m = self.machine
         self.vcpu = VirtualCpu(gdtr=(LOADER_GDT, LOADER_GDT_LIMIT))
-        self._tsd_mirrored = False  # the real CR4.TSD is set (the guest's, _mirror_tsd)
+        self._tsd_mirrored = False  # the real CR4 holds guest bits (CR4_MIRRORED, _mirror_tsd)
         self._paging: PagingRegisters | None = None  # guest_paging's, while they hold
         self._memory: tuple[PagingRegisters, LinearMemory] | None = None  # guest_memory's
         self._tables: Tables | None = None  # the vCPU's, as deliveries last used them
@@ -266,7 +266,7 @@ class TrapAndEmulate(Executor):
             self.machine.load_paging(self.mmu.real_registers(self.real_cr0()))
         elif self.vcpu.cr0 & GUEST_FPU_CR0:
             self.machine.load_cr0(self.real_cr0())
-        if self.vcpu.cr4 & CR4_TSD or self._tsd_mirrored:
+        if self.vcpu.cr4 & CR4_MIRRORED or self._tsd_mirrored:
             self._mirror_tsd()
 
     def real_cr0(self) -> int:
@@ -275,13 +275,14 @@ class TrapAndEmulate(Executor):
 
     def _mirror_tsd(self) -> None:
         """The guest's CR4.TSD on the real CPU too, so that RDTSC outside the guest's ring 0
-        faults (unicorn raises it, cpumodel.py); the kernel's own, at ring 1, is emulated."""
+        faults (unicorn raises it, cpumodel.py); the kernel's own, at ring 1, is emulated.
+        And its OSFXSR and OSXMMEXCPT, which decide whether SSE runs or raises #UD."""
         uc = self.machine.uc
         real = uc.reg_read(_CR4)
-        wanted = real & ~CR4_TSD | self.vcpu.cr4 & CR4_TSD
+        wanted = real & ~CR4_MIRRORED | self.vcpu.cr4 & CR4_MIRRORED
         if wanted != real:
             uc.reg_write(_CR4, wanted)
-        self._tsd_mirrored = bool(wanted & CR4_TSD)
+        self._tsd_mirrored = bool(wanted & CR4_MIRRORED)
 
     @property
     def guest_memory(self) -> LinearMemory:

@@ -1,21 +1,15 @@
 ; fpu_state.asm - the FPU and SSE state as a kernel sets them up and saves them at a task
 ; switch: CR0.EM off and MP/NE on, CR4.OSFXSR, FNINIT, an x87 sum, an SSE sum, and FXSAVE,
-; whose image starts with the control word FNINIT left (0x037F). vmlab's CPUID does not
-; advertise FXSR or SSE (docs/platform.md), but the CPU runs them, and kernels that do not
-; ask use them. One pass/fail line per check on COM1; the exit status (port 0xF4) is the
-; number of failures. The same under QEMU.
+; whose image starts with the control word FNINIT left (0x037F). (CPUID advertises FXSR and
+; SSE: simd.asm checks it.) One pass/fail line per check on COM1; the exit status (port
+; 0xF4) is the number of failures. The same under QEMU.
 %include "multiboot.inc"
 %include "report.inc"
+%include "fpu.inc"
 
 entry:
     mov esp, 0x90000
-    mov eax, cr0
-    and eax, ~0x4                               ; EM off: the FPU is there
-    or eax, 0x22                                ; MP (WAIT checks TS), NE (native #MF)
-    mov cr0, eax
-    mov eax, cr4
-    or eax, 0x600                               ; OSFXSR, OSXMMEXCPT: SSE and FXSAVE on
-    mov cr4, eax
+    FPU_ON
     fninit
     fld1
     fadd st0, st0
@@ -32,10 +26,7 @@ entry:
     CHECK "fxsave saves the control word"
     cmp byte [area + 4], 0                      ; abridged tag word: the x87 stack is empty
     CHECK "fxsave saves an empty stack"
-    mov al, [failures]
-    out 0xF4, al                                ; QEMU's isa-debug-exit
-    cli
-    hlt
+    FINISH
 
 section .data
 align 16

@@ -44,6 +44,7 @@ class SelfModifyingCode:
         self.self_checked_pages: dict[int, int] = {}  # page -> step to trace it again
         self.self_check_rounds: dict[int, int] = {}  # page -> times it became self-checking
         self.store_retry: set[int] | None = None  # the pages of a store to run again alone
+        self.helper_fault: tuple[int, int] | None = None  # (EIP, step) of a helper's last store
 
     def track(self, fragment: Fragment) -> None:
         """A new fragment: write-protect its guest frames (unless they check themselves)."""
@@ -68,17 +69,21 @@ class SelfModifyingCode:
         store makes the page self-checking instead. `stored`: the machine makes this store
         itself (one it cannot restart): the page stays protected while it holds translated
         code, and the CPU leaves a fragment the store invalidated at the end of its block
-        (the rest of that block is translated from the bytes before the store)."""
+        (the rest of that block is translated from the bytes before the store). Such an
+        instruction may store many times (FXSAVE: 32 stores): it counts as one fault."""
         bt = self.bt
         pages = {address & ~(PAGE - 1), (address + size - 1) & ~(PAGE - 1)}
-        here = bt.cache.fragment_at(bt.machine.uc.reg_read(_EIP))
+        eip = bt.machine.uc.reg_read(_EIP)
+        here = bt.cache.fragment_at(eip)
+        counted = not stored or self.helper_fault != (eip, bt.vm.step)
+        self.helper_fault = (eip, bt.vm.step) if stored else None
         leave = False
         for page in pages:
             hit = bt.cache.overlapping(page, address, address + size)
             for fragment in hit:
                 self.drop(fragment, address)
                 leave = leave or fragment is here
-            if not hit:
+            if not hit and counted:
                 self._data_store_fault(page, address, here)
             if not stored or not bt.cache.overlapping(page, page, page + PAGE):
                 bt.machine.protect_code_page(page, False)
