@@ -78,6 +78,8 @@ CHUNK = 2_000  # instructions per engine call in long searches
 WORK = 0.008  # seconds of engine work between looks at the clock in run mode
 MIN_CHUNK = 20
 ENGINE_SHARE = 0.5  # of each frame of run mode, for the engine's work
+FAST_FRAME = 0.1  # seconds a fast-forward runs between two snapshots: the panes follow it
+# ten times a second, and making and painting a snapshot costs it a small share of its speed
 HIDDEN: frozenset[str] = frozenset({EventKind.IO})  # port accesses are many: on request
 FAST_AHEAD = 50_000  # a seek further than this past the frontier fast-forwards
 TRAIL = 2_000  # steps traced before where a fast-forward stops: what led there, classified
@@ -431,7 +433,7 @@ class Engine:
         while found is None and not tm.exhausted and not idle:
             if self._cancel.is_set():
                 break
-            found = tm.fast_forward(goal, FRAME * ENGINE_SHARE, after=tm.position, trail=TRAIL)
+            found = tm.fast_forward(goal, FAST_FRAME, after=tm.position, trail=TRAIL)
             idle = tm.idle
             self._follow(tm.frontier)
             self.busy = f"fast-forward: step {tm.frontier:,}…"
