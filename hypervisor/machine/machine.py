@@ -287,6 +287,10 @@ class Machine:
     def paging_registers(self) -> PagingRegisters:
         return PagingRegisters(*self._paging.read())
 
+    def paging_on(self) -> bool:
+        """Is the CPU's CR0.PG set now (one register read: a recorder asks at every store)?"""
+        return bool(self._cr0.read() & CR0_PG)
+
     def _read_byte(self, address: int) -> int:
         if address < self.ram_size or (address & ~(PAGE - 1)) in self.monitor_pages:
             return self.uc.mem_read(address, 1)[0]
@@ -402,7 +406,7 @@ class Machine:
         if not data:  # e.g. the shadow of a GDT whose limit holds no full descriptor
             return
         host = self._monitor_host_address(address, len(data))
-        if host is not None and not self._cr0.read() & CR0_PG:
+        if host is not None and not self.paging_on():
             ctypes.memmove(host, data, len(data))
         else:
             self.uc.mem_write(address, data)
@@ -723,7 +727,7 @@ class Machine:
     def _clear_paging_leftovers(self) -> None:
         """After the CPU stopped with paging on: CR2 and the exception marker as the guest
         left them, not as unicorn's clean-up did (marker.py)."""
-        if self._cr0.read() & CR0_PG:
+        if self.paging_on():
             clear_after_run(self.uc, self._cr2)
 
     def _after_lookup(self) -> None:

@@ -4,12 +4,9 @@ events as they come, and fast-forwarded stretches where it ran untraced."""
 from __future__ import annotations
 
 from unicorn import UC_HOOK_CODE, Uc
-from unicorn.x86_const import UC_X86_REG_CR0
 
 from hypervisor.events import ConsoleOutput, Event, InsnClass, VmStateChanged
 from hypervisor.machine.codehook import WriteHook
-from hypervisor.machine.cpu import CR0_PG
-from hypervisor.machine.registers import OneRegister
 from hypervisor.trace.recording import WORDS, Recording, unpack_registers
 from hypervisor.vmm.contract import ExitInfo, VmState
 from hypervisor.vmm.pagefault import store_address
@@ -33,7 +30,6 @@ class Recorder:
     def __init__(self, vm: Vm) -> None:
         self.vm = vm
         self._raw = vm.machine.registers.raw
-        self._cr0 = OneRegister(vm.machine.uc, UC_X86_REG_CR0).read
         self._last_write: tuple[int, int, int, int] | None = None  # (step, address, size, value)
         # Raw register reads at the start of steps `_at - n + 1 … _at`, not yet diffed into
         # the columns; the last one is rewritten while its step is announced again.
@@ -158,7 +154,7 @@ class Recorder:
         machine = self.vm.machine
         if address & ~0xFFF in machine.monitor_pages:
             return
-        if self._cr0() & CR0_PG:
+        if machine.paging_on():
             address = store_address(machine.linear_fixed(), machine.state(), address)
         write = (self._at, address, size, value)
         if write == self._last_write:  # a store into a write-protected page (translated code,
